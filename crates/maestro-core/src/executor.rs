@@ -1,0 +1,435 @@
+//! The boundary every runtime implements, and the registry that maps runtime names to executors.
+//!
+//! The runner knows only [`Executor`] and [`ExecutorRegistry`]; policy and state code know neither.
+//! An executor receives a fully resolved [`StepRequest`] (command, environment with `TRACE_ID`,
+//! workdir, timeout, container settings, plugin settings), writes the step's output into a
+//! [`StepOutput`] as it arrives, and honours the [`StepControl`]: when the deadline passes or the
+//! job is cancelled it stops the step gracefully (SIGTERM or its equivalent, then a hard kill after
+//! the grace period) and reports which of the two happened.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::output::{StepOutput, Stream};
+use crate::spec::{Network, PullPolicy};
+use crate::trace::TraceId;
+use crate::JobId;
+
+/// What a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    /// A shell line, run with `/bin/sh -c`.
+    Shell(String),
+    /// An argv list, run without a shell.
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// The argv that runs this command: `["/bin/sh", "-c", line]` for a shell line.
+    pub fn to_argv(&self) -> Vec<String> {
+        match self {
+            Self::Shell(line) => vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()],
+            Self::Argv(argv) => argv.clone(),
+        }
+    }
+}
+
+/// Container settings of a step; executors that run no containers reject steps that set them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSettings {
+    /// The image (the step's, else the job's default).
+    pub image: Option<String>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<i64>,
+    /// CPU limit in CPUs.
+    pub cpus: Option<f64>,
+    /// Process limit.
+    pub pids_limit: Option<i64>,
+    /// Network mode; bridge when absent.
+    pub network: Option<Network>,
+    /// User to run as.
+    pub user: Option<String>,
+    /// Read-only root filesystem.
+    pub read_only_rootfs: Option<bool>,
+    /// When to pull the image.
+    pub pull: Option<PullPolicy>,
+}
+
+impl ContainerSettings {
+    /// The names of the container fields this step sets (for executors that must refuse them).
+    pub fn fields_set(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        let Self {
+            image: _,
+            memory_bytes,
+            cpus,
+            pids_limit,
+            network,
+            user,
+            read_only_rootfs,
+            pull,
+        } = self;
+        for (set, name) in [
+            (memory_bytes.is_some(), "memory"),
+            (cpus.is_some(), "cpus"),
+            (pids_limit.is_some(), "pids_limit"),
+            (network.is_some(), "network"),
+            (user.is_some(), "user"),
+            (read_only_rootfs.is_some(), "read_only_rootfs"),
+            (pull.is_some(), "pull"),
+        ] {
+            if set {
+                fields.push(name);
+            }
+        }
+        fields
+    }
+}
+
+/// Everything an executor needs to run one step, resolved from the spec and the request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRequest {
+    /// The job this step belongs to.
+    pub job_id: JobId,
+    /// The job's name.
+    pub job_name: String,
+    /// The job's trace id; it is also in `env` as `TRACE_ID`.
+    pub trace_id: TraceId,
+    /// The step's position in the job, from 0.
+    pub index: usize,
+    /// The step's name.
+    pub name: String,
+    /// The runtime that runs it.
+    pub runtime: String,
+    /// What it runs.
+    pub command: CommandLine,
+    /// The environment to add to the executor's base environment: the job's `env`, the step's
+    /// `env`, then `TRACE_ID`, `MAESTRO_JOB_ID` and `MAESTRO_STEP`.
+    pub env: BTreeMap<String, String>,
+    /// The job's workspace on this machine (absolute).
+    pub workspace: PathBuf,
+    /// The step's `workdir` as written, if any. Local steps resolve a relative one against the
+    /// workspace; container steps against `/workspace` inside the container.
+    pub workdir: Option<String>,
+    /// The step's effective timeout.
+    pub timeout: Duration,
+    /// Container settings.
+    pub container: ContainerSettings,
+    /// Whether the job asked to reuse one container for steps that share settings.
+    pub reuse_container: bool,
+    /// The step's plugin settings, an object, handed to plugins verbatim.
+    pub with: Option<serde_json::Value>,
+}
+
+/// Why a step was asked to stop before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Its timeout passed.
+    TimedOut,
+    /// The job was cancelled (SIGINT/SIGTERM to `mc`).
+    Cancelled,
+}
+
+/// The clock and the cancel signal a running step must honour.
+#[derive(Debug, Clone)]
+pub struct StepControl {
+    deadline: Instant,
+    grace: Duration,
+    cancel: CancellationToken,
+}
+
+impl StepControl {
+    /// A control that fires at `deadline`, or when `cancel` is cancelled.
+    pub fn new(deadline: Instant, grace: Duration, cancel: CancellationToken) -> Self {
+        Self {
+            deadline,
+            grace,
+            cancel,
+        }
+    }
+
+    /// Resolves when the step must stop, saying why. Cancellation wins over a deadline that
+    /// passes at the same moment, since the user asked for it.
+    pub async fn stop_requested(&self) -> StopReason {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => StopReason::Cancelled,
+            () = tokio::time::sleep_until(self.deadline) => StopReason::TimedOut,
+        }
+    }
+
+    /// How long a step may take to exit after a graceful stop before it is killed.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// When the step's timeout expires.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the job has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// How a step that ran ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    /// The exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when it was killed by one.
+    pub signal: Option<i32>,
+    /// Set when the step was stopped by its timeout or by cancellation.
+    pub stopped: Option<StopReason>,
+    /// The step was killed for exceeding its memory limit.
+    pub oom_killed: bool,
+}
+
+impl StepOutcome {
+    /// An outcome for a process that exited with `code`.
+    pub fn exited(code: i32) -> Self {
+        Self {
+            exit_code: Some(code),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the step succeeded: exit code 0 and not stopped.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.stopped.is_none() && !self.oom_killed
+    }
+}
+
+/// Why an executor could not run a step, as opposed to a step that ran and failed (which is a
+/// [`StepOutcome`] with a non-zero exit).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The executor's backend cannot be reached or used (engine down, plugin will not start):
+    /// a system error, not the job's fault.
+    #[error("{message}")]
+    Unavailable {
+        /// One line saying what is unavailable and why.
+        message: String,
+    },
+    /// The step's settings are not acceptable to this executor: a mistake in the spec, found
+    /// before anything runs.
+    #[error("{message}")]
+    InvalidStep {
+        /// One line naming the step, the setting and the problem.
+        message: String,
+    },
+    /// The step could not be started or was lost while it ran (missing image, spawn failure,
+    /// a plugin that crashed).
+    #[error("{message}")]
+    StepFailed {
+        /// One line saying what went wrong.
+        message: String,
+    },
+    /// Writing the step's output to its log failed.
+    #[error("cannot record step output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// A runtime: something that runs steps.
+///
+/// Only [`Executor::run`] is required; the hooks have sensible defaults. The runner calls, per
+/// job: [`check_step`](Executor::check_step) for each of its steps before the job is stored,
+/// [`prepare`](Executor::prepare) once after policies allowed the job and before `RUNNING`,
+/// [`run`](Executor::run) per step, and [`finish`](Executor::finish) once at the end however the
+/// job ended (success, failure, cancel). `mc gc` calls
+/// [`collect_garbage`](Executor::collect_garbage) on the built-in executors.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Check a step's settings without side effects, before anything is stored or run.
+    fn check_step(&self, _step: &StepRequest) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    /// Get ready for a job whose steps for this executor are `steps` (in order): connect to the
+    /// backend, start a plugin, validate settings that need the backend. An error here fails the
+    /// job before any step runs.
+    async fn prepare(&self, _steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    /// Run one step to completion, streaming its output into `output` and honouring `control`.
+    async fn run(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError>;
+
+    /// Release everything held for the job (containers, plugin processes). Called exactly once
+    /// per prepared job, on every path. Must not fail: log what could not be cleaned up.
+    async fn finish(&self, _job_id: JobId) {}
+
+    /// Remove what this executor left behind for jobs no live `mc` drives any more (after a
+    /// SIGKILL or a power loss), and say what was removed, one line per resource. `is_live`
+    /// returns false only for jobs of this state root that no running `mc` drives; it returns
+    /// true for live jobs and for jobs this state root does not know (another state root's),
+    /// so only resources for which it returns false may be removed.
+    async fn collect_garbage(
+        &self,
+        _is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
+    ) -> Result<Vec<String>, ExecutorError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Finds executors for runtime names the registry has not been given, such as plugins.
+pub trait ExecutorProvider: Send + Sync {
+    /// The executor for `runtime`, if this provider has one.
+    fn provide(&self, runtime: &str) -> Option<Arc<dyn Executor>>;
+
+    /// Where this provider looked, for the error message when nothing provides a runtime.
+    fn searched(&self) -> String;
+}
+
+/// No executor is known for a runtime name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown runtime {runtime:?}: built-in runtimes are {builtin}{searched}")]
+pub struct UnknownRuntime {
+    /// The name asked for.
+    pub runtime: String,
+    /// The built-in names, comma separated.
+    pub builtin: String,
+    /// Where providers looked, prefixed with "; ".
+    pub searched: String,
+}
+
+/// Maps runtime names to executors: built-ins registered by name, then providers in order.
+#[derive(Default)]
+pub struct ExecutorRegistry {
+    builtin: BTreeMap<String, Arc<dyn Executor>>,
+    providers: Vec<Box<dyn ExecutorProvider>>,
+    provided: Mutex<BTreeMap<String, Arc<dyn Executor>>>,
+}
+
+impl ExecutorRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a built-in runtime. Built-in names can never be shadowed by a provider.
+    pub fn register(&mut self, runtime: impl Into<String>, executor: Arc<dyn Executor>) {
+        self.builtin.insert(runtime.into(), executor);
+    }
+
+    /// Add a provider consulted, in order, for names that are not built in.
+    pub fn add_provider(&mut self, provider: Box<dyn ExecutorProvider>) {
+        self.providers.push(provider);
+    }
+
+    /// The names of the built-in runtimes.
+    pub fn builtin_names(&self) -> Vec<&str> {
+        self.builtin.keys().map(String::as_str).collect()
+    }
+
+    /// The built-in executors, for maintenance across all of them (`mc gc`).
+    pub fn builtin_executors(&self) -> Vec<Arc<dyn Executor>> {
+        self.builtin.values().cloned().collect()
+    }
+
+    /// The executor for `runtime`. A provided executor is created once and then reused, so one
+    /// job's steps share it.
+    pub fn resolve(&self, runtime: &str) -> Result<Arc<dyn Executor>, UnknownRuntime> {
+        if let Some(executor) = self.builtin.get(runtime) {
+            return Ok(Arc::clone(executor));
+        }
+        let mut provided = self
+            .provided
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(executor) = provided.get(runtime) {
+            return Ok(Arc::clone(executor));
+        }
+        for provider in &self.providers {
+            if let Some(executor) = provider.provide(runtime) {
+                provided.insert(runtime.to_owned(), Arc::clone(&executor));
+                return Ok(executor);
+            }
+        }
+        let searched: Vec<String> = self.providers.iter().map(|p| p.searched()).collect();
+        Err(UnknownRuntime {
+            runtime: runtime.to_owned(),
+            builtin: self.builtin_names().join(", "),
+            searched: if searched.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", searched.join("; "))
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Executor for Nothing {
+        async fn run(
+            &self,
+            _step: &StepRequest,
+            _output: &mut StepOutput,
+            _control: &StepControl,
+        ) -> Result<StepOutcome, ExecutorError> {
+            Ok(StepOutcome::exited(0))
+        }
+    }
+
+    struct Named(&'static str);
+
+    impl ExecutorProvider for Named {
+        fn provide(&self, runtime: &str) -> Option<Arc<dyn Executor>> {
+            (runtime == self.0 || runtime == "local").then(|| Arc::new(Nothing) as Arc<dyn Executor>)
+        }
+        fn searched(&self) -> String {
+            "searched the test provider".to_owned()
+        }
+    }
+
+    #[test]
+    fn builtins_win_and_unknown_names_say_where_we_looked() {
+        let local: Arc<dyn Executor> = Arc::new(Nothing);
+        let mut registry = ExecutorRegistry::new();
+        registry.register("local", Arc::clone(&local));
+        registry.add_provider(Box::new(Named("ssh")));
+        assert!(Arc::ptr_eq(&registry.resolve("local").unwrap(), &local));
+        let ssh = registry.resolve("ssh").unwrap();
+        assert!(Arc::ptr_eq(&ssh, &registry.resolve("ssh").unwrap()));
+        let message = registry.resolve("nope").err().unwrap().to_string();
+        assert!(message.contains("\"nope\""), "{message}");
+        assert!(message.contains("local"), "{message}");
+        assert!(message.contains("test provider"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_reports_timeout_and_cancellation() {
+        let cancel = CancellationToken::new();
+        let control = StepControl::new(
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(1),
+            cancel.clone(),
+        );
+        assert_eq!(control.stop_requested().await, StopReason::TimedOut);
+        cancel.cancel();
+        assert_eq!(control.stop_requested().await, StopReason::Cancelled);
+        assert!(control.is_cancelled());
+    }
+}

@@ -1,0 +1,29 @@
+//! Maestro's core: job specs, policies, append-only state, audit, the `Executor` trait and the runner.
+//!
+//! # Brief overview
+//!
+//! * [`spec::JobSpec`] is a parsed job spec; [`spec::parse`] reads JSON or YAML and rejects unknown
+//!   fields, and [`plan::JobPlan`] resolves it into per-step [`executor::StepRequest`]s.
+//! * [`policy::evaluate_policies`] is the only policy entry point: every policy, every verdict.
+//! * [`state::StateStore`] records a job's transitions append-only; [`state::FileStore`] keeps them
+//!   under `var/maestro`, [`audit::AuditLog`] appends the audit trail next to them.
+//! * [`executor::Executor`] is the boundary every runtime implements; [`local::LocalExecutor`] runs
+//!   steps as local process groups, and [`executor::ExecutorRegistry`] maps runtime names to executors.
+//! * [`runner::Runner`] ties them together: validate, persist, evaluate, run, record.
+//!
+//! This crate knows no container engine and no plugin: those are executors in crates of their own.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod executor;
+pub mod local;
+pub mod output;
+pub mod plan;
+pub mod policy;
+pub mod runner;
+pub mod spec;
+pub mod state;
+pub mod time;
+pub mod trace;
+
+pub use uuid::Uuid as JobId;

@@ -1,0 +1,188 @@
+//! The local executor: each step is a process group on this machine.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::AsyncReadExt;
+use tokio::time::{Instant, sleep_until};
+
+use crate::executor::{
+    Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest, StopReason, Stream,
+};
+
+/// How long output is still read after a step's process exited and its group was killed. Only a
+/// process that escaped the group (with `setsid`) can hold the pipes open that long.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Runs steps with `tokio::process`, each in a process group of its own so that a timeout or a
+/// cancel can signal the step and every process it started.
+#[derive(Debug, Default, Clone)]
+pub struct LocalExecutor;
+
+impl LocalExecutor {
+    /// A local executor.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed: if the future running a step is dropped
+/// (the runtime shuts down, the caller gives up), the step's processes must not outlive it.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.0 {
+            // ESRCH (the group is already gone) is the expected case after a clean exit.
+            let _ = kill_process_group(pid, signal);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::KILL);
+    }
+}
+
+fn resolve_workdir(step: &StepRequest) -> PathBuf {
+    match &step.workdir {
+        Some(dir) => step.workspace.join(dir),
+        None => step.workspace.clone(),
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
+        let mut refused = step.container.fields_set();
+        if step.with.is_some() {
+            refused.push("with");
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ExecutorError::InvalidStep {
+                message: format!(
+                    "step {:?} runs on the local runtime, which cannot honour {}; remove them or choose a container runtime",
+                    step.name,
+                    refused.join(", ")
+                ),
+            })
+        }
+    }
+
+    async fn run(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let argv = step.command.to_argv();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(ExecutorError::InvalidStep {
+                message: format!("step {:?} has an empty command", step.name),
+            });
+        };
+        let workdir = resolve_workdir(step);
+        if !workdir.is_dir() {
+            return Err(ExecutorError::StepFailed {
+                message: format!(
+                    "step {:?}: working directory {} does not exist",
+                    step.name,
+                    workdir.display()
+                ),
+            });
+        }
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .envs(&step.env)
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| ExecutorError::StepFailed {
+                message: format!("step {:?}: cannot start {program:?}: {error}", step.name),
+            })?;
+        let mut group = GroupGuard(
+            child
+                .id()
+                .and_then(|pid| i32::try_from(pid).ok())
+                .and_then(Pid::from_raw),
+        );
+        tracing::debug!(step = %step.name, pid = ?child.id(), "local step started");
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(ExecutorError::StepFailed {
+                message: format!("step {:?}: output pipes were not created", step.name),
+            });
+        };
+        let mut out_buf = vec![0u8; 64 * 1024];
+        let mut err_buf = vec![0u8; 64 * 1024];
+        let (mut out_open, mut err_open) = (true, true);
+        let mut status: Option<ExitStatus> = None;
+        let mut stopped: Option<StopReason> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut drain_until: Option<Instant> = None;
+        let stop = control.stop_requested();
+        tokio::pin!(stop);
+        loop {
+            if status.is_some() && !out_open && !err_open {
+                break;
+            }
+            tokio::select! {
+                read = stdout.read(&mut out_buf), if out_open => match read {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => output.write(Stream::Stdout, &out_buf[..n])?,
+                },
+                read = stderr.read(&mut err_buf), if err_open => match read {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => output.write(Stream::Stderr, &err_buf[..n])?,
+                },
+                waited = child.wait(), if status.is_none() => {
+                    let exit = waited.map_err(|error| ExecutorError::StepFailed {
+                        message: format!("step {:?}: cannot wait for its process: {error}", step.name),
+                    })?;
+                    status = Some(exit);
+                    // The step is over: whatever it left running in its group goes with it, and
+                    // that closes the pipes those leftovers held.
+                    group.signal(Signal::KILL);
+                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                reason = &mut stop, if stopped.is_none() && status.is_none() => {
+                    tracing::info!(step = %step.name, ?reason, "stopping local step");
+                    stopped = Some(reason);
+                    group.signal(Signal::TERM);
+                    kill_at = Some(Instant::now() + control.grace());
+                }
+                () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && status.is_none() => {
+                    tracing::info!(step = %step.name, "grace period over, killing local step");
+                    group.signal(Signal::KILL);
+                    kill_at = None;
+                }
+                () = sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
+                    output.note("output pipes still open after the step exited (a process left its group); stopped reading")?;
+                    break;
+                }
+            }
+        }
+        group.disarm();
+        let status = status.unwrap_or_default();
+        Ok(StepOutcome {
+            exit_code: status.code(),
+            signal: status.signal(),
+            stopped,
+            oom_killed: false,
+        })
+    }
+}

@@ -1,0 +1,263 @@
+//! A step's output on its way to the step log (and to whoever watches live).
+//!
+//! Executors hand [`StepOutput::write`] raw chunks as they read them; it splits them into lines,
+//! stamps and tags each line, writes it to the log file and passes it to the live observer. The
+//! log line format is `<RFC 3339 time> <out|err>[+] <text>`: `+` marks the continuation of a line
+//! that was cut at [`MAX_LINE_BYTES`], so a step that prints a gigabyte without a newline still
+//! costs bounded memory. Lines starting with `# ` are Maestro's own notes (header and footer).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::now_rfc3339;
+
+/// The longest line kept in one piece; longer lines are cut into continuation lines.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// The tag used in step logs: `out` or `err`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Stdout => "out",
+            Self::Stderr => "err",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Stdout => 0,
+            Self::Stderr => 1,
+        }
+    }
+}
+
+/// Receives a step's output live, as it is recorded (the CLI prints it prefixed by step name).
+pub trait OutputObserver: Send + Sync {
+    /// `lines` holds one or more complete lines of `stream`, each ending in `\n`.
+    fn output(&self, step: &str, stream: Stream, lines: &[u8]);
+}
+
+/// The output sink an executor writes a step's output into.
+pub struct StepOutput {
+    step: String,
+    log: BufWriter<File>,
+    observer: Option<Arc<dyn OutputObserver>>,
+    partial: [Vec<u8>; 2],
+    live: Vec<u8>,
+    bytes: u64,
+}
+
+impl StepOutput {
+    /// A sink writing to `log` (a new, empty file) whose first line is the note `header`.
+    pub fn new(
+        step: &str,
+        log: File,
+        header: &str,
+        observer: Option<Arc<dyn OutputObserver>>,
+    ) -> io::Result<Self> {
+        let mut output = Self {
+            step: step.to_owned(),
+            log: BufWriter::with_capacity(128 * 1024, log),
+            observer,
+            partial: [Vec::new(), Vec::new()],
+            live: Vec::new(),
+            bytes: 0,
+        };
+        output.note(header)?;
+        Ok(output)
+    }
+
+    /// Record a chunk of `stream` as read from the step: any number of bytes, not necessarily
+    /// whole lines. The chunk reaches the log file (not yet fsynced) before this returns, so
+    /// `mc logs --follow` sees it.
+    pub fn write(&mut self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.bytes += chunk.len() as u64;
+        // One timestamp per chunk: formatting one per line would dominate the cost of a step
+        // that prints millions of short lines, and lines of one read arrived at the same moment.
+        let at = now_rfc3339();
+        let index = stream.index();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let partial_len = self.partial[index].len();
+            match memchr_newline(rest) {
+                Some(end) if partial_len + end <= MAX_LINE_BYTES => {
+                    let mut partial = std::mem::take(&mut self.partial[index]);
+                    partial.extend_from_slice(&rest[..end]);
+                    self.emit(&at, stream, false, &partial)?;
+                    partial.clear();
+                    self.partial[index] = partial;
+                    rest = &rest[end + 1..];
+                }
+                _ => {
+                    let room = MAX_LINE_BYTES - partial_len;
+                    let take = room.min(rest.len());
+                    self.partial[index].extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if self.partial[index].len() == MAX_LINE_BYTES {
+                        let full = std::mem::take(&mut self.partial[index]);
+                        self.emit(&at, stream, true, &full)?;
+                    }
+                }
+            }
+        }
+        self.flush_live(stream);
+        self.log.flush()
+    }
+
+    /// Write one of Maestro's own notes (`# …`) into the log.
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        for line in text.lines() {
+            self.log.write_all(b"# ")?;
+            self.log.write_all(line.as_bytes())?;
+            self.log.write_all(b"\n")?;
+        }
+        self.log.flush()
+    }
+
+    /// How many bytes of output the step produced so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Record any unterminated last lines, then flush and fsync the log so it survives a crash.
+    pub fn finish(mut self, footer: &str) -> io::Result<()> {
+        let at = now_rfc3339();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let partial = std::mem::take(&mut self.partial[stream.index()]);
+            if !partial.is_empty() {
+                self.emit(&at, stream, false, &partial)?;
+                self.flush_live(stream);
+            }
+        }
+        self.note(footer)?;
+        self.log.flush()?;
+        self.log.get_ref().sync_all()
+    }
+
+    fn emit(&mut self, at: &str, stream: Stream, cut: bool, line: &[u8]) -> io::Result<()> {
+        self.log.write_all(at.as_bytes())?;
+        self.log.write_all(b" ")?;
+        self.log.write_all(stream.tag().as_bytes())?;
+        self.log.write_all(if cut { b"+ " } else { b" " })?;
+        self.log.write_all(line)?;
+        self.log.write_all(b"\n")?;
+        if self.observer.is_some() {
+            self.live.extend_from_slice(line);
+            self.live.push(b'\n');
+            // Stdout and stderr lines interleave through `live`; hand it over per stream so the
+            // observer never sees a stream's lines under the other's name.
+            if self.live.len() >= 64 * 1024 {
+                self.flush_live(stream);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_live(&mut self, stream: Stream) {
+        if let Some(observer) = &self.observer
+            && !self.live.is_empty()
+        {
+            observer.output(&self.step, stream, &self.live);
+            self.live.clear();
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(Stream, Vec<u8>)>>);
+
+    impl OutputObserver for Collect {
+        fn output(&self, _step: &str, stream: Stream, lines: &[u8]) {
+            self.0.lock().unwrap().push((stream, lines.to_vec()));
+        }
+    }
+
+    fn log_lines(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn splits_chunks_into_tagged_lines_and_keeps_streams_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let observer = Arc::new(Collect::default());
+        let mut output = StepOutput::new(
+            "s",
+            File::create(&path).unwrap(),
+            "maestro step=s",
+            Some(observer.clone()),
+        )
+        .unwrap();
+        output.write(Stream::Stdout, b"one\ntw").unwrap();
+        output.write(Stream::Stderr, b"oops\n").unwrap();
+        output.write(Stream::Stdout, b"o\nthree").unwrap();
+        output.finish("exit=0").unwrap();
+        let lines = log_lines(&path);
+        assert_eq!(lines[0], "# maestro step=s");
+        let bodies: Vec<&str> = lines[1..4]
+            .iter()
+            .map(|l| l.split_once(' ').unwrap().1)
+            .collect();
+        assert_eq!(bodies, ["out one", "err oops", "out two"]);
+        assert!(lines[4].ends_with(" out three"));
+        assert_eq!(lines[5], "# exit=0");
+        let seen = observer.0.lock().unwrap();
+        assert!(seen.contains(&(Stream::Stderr, b"oops\n".to_vec())));
+        assert!(seen.contains(&(Stream::Stdout, b"one\n".to_vec())));
+        assert_eq!(output_bytes(&seen), 19);
+    }
+
+    fn output_bytes(seen: &[(Stream, Vec<u8>)]) -> usize {
+        seen.iter().map(|(_, l)| l.len()).sum()
+    }
+
+    #[test]
+    fn cuts_huge_lines_into_continuations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut output = StepOutput::new("s", File::create(&path).unwrap(), "h", None).unwrap();
+        let huge = vec![b'x'; MAX_LINE_BYTES * 2 + 10];
+        for chunk in huge.chunks(1000) {
+            output.write(Stream::Stdout, chunk).unwrap();
+        }
+        output.write(Stream::Stdout, b"\n").unwrap();
+        output.finish("f").unwrap();
+        let lines = log_lines(&path);
+        assert_eq!(lines.len(), 5, "header, two cut pieces, the rest, footer");
+        assert!(lines[1].contains(" out+ "));
+        assert!(lines[2].contains(" out+ "));
+        assert!(lines[3].contains(" out "));
+        assert!(lines[3].ends_with(&"x".repeat(10)));
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES + 64));
+    }
+}

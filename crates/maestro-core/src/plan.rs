@@ -1,0 +1,131 @@
+//! Turning a validated spec into the per-step requests executors receive.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::JobId;
+use crate::executor::{CommandLine, ContainerSettings, StepRequest};
+use crate::spec::{JobSpec, parse_memory};
+use crate::trace::TraceId;
+
+/// The runtime of steps that name none, when neither the request nor the spec names one.
+pub const DEFAULT_RUNTIME: &str = "local";
+
+/// Request-wide choices that shape a plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The timeout of steps that give none.
+    pub default_timeout: Duration,
+    /// The runtime for steps that name none (`mc submit --runtime`); beats the spec's default.
+    pub runtime_override: Option<String>,
+    /// The directory `mc` was started in; the workspace unless the spec names one, and the base
+    /// of a relative spec `workdir`.
+    pub invocation_dir: PathBuf,
+}
+
+/// The job's workspace: the spec's `workdir` (relative to the invocation directory), else the
+/// invocation directory.
+pub fn workspace(spec: &JobSpec, invocation_dir: &Path) -> PathBuf {
+    match &spec.workdir {
+        Some(dir) => invocation_dir.join(dir),
+        None => invocation_dir.to_path_buf(),
+    }
+}
+
+/// Resolve every step of `spec` into a [`StepRequest`].
+pub fn plan_steps(
+    job_id: JobId,
+    spec: &JobSpec,
+    trace_id: &TraceId,
+    options: &PlanOptions,
+) -> Vec<StepRequest> {
+    let workspace = workspace(spec, &options.invocation_dir);
+    spec.steps
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let command = match (&step.run, &step.command) {
+                (Some(line), _) => CommandLine::Shell(line.clone()),
+                (None, Some(argv)) => CommandLine::Argv(argv.clone()),
+                // Validation guarantees exactly one; an empty argv fails at spawn, not here.
+                (None, None) => CommandLine::Argv(Vec::new()),
+            };
+            let mut env: BTreeMap<String, String> = spec.env.clone();
+            env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            env.insert("TRACE_ID".to_owned(), trace_id.to_string());
+            env.insert("MAESTRO_JOB_ID".to_owned(), job_id.to_string());
+            env.insert("MAESTRO_STEP".to_owned(), step.name.clone());
+            let runtime = step
+                .runtime
+                .clone()
+                .or_else(|| options.runtime_override.clone())
+                .or_else(|| spec.runtime.clone())
+                .unwrap_or_else(|| DEFAULT_RUNTIME.to_owned());
+            StepRequest {
+                job_id,
+                job_name: spec.name.clone(),
+                trace_id: trace_id.clone(),
+                index,
+                name: step.name.clone(),
+                runtime,
+                command,
+                env,
+                workspace: workspace.clone(),
+                workdir: step.workdir.clone(),
+                timeout: step
+                    .timeout_seconds
+                    .map_or(options.default_timeout, Duration::from_secs),
+                container: ContainerSettings {
+                    image: step.image.clone().or_else(|| spec.image.clone()),
+                    memory_bytes: step.memory.as_deref().and_then(parse_memory),
+                    cpus: step.cpus,
+                    pids_limit: step.pids_limit,
+                    network: step.network,
+                    user: step.user.clone(),
+                    read_only_rootfs: step.read_only_rootfs,
+                    pull: step.pull,
+                },
+                reuse_container: spec.reuse_container,
+                with: step.with.clone(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{SpecFormat, parse};
+
+    #[test]
+    fn resolves_runtime_env_and_timeouts() {
+        let spec = parse(
+            br#"{"name":"j","runtime":"docker","image":"img","env":{"A":"job","B":"job"},
+                "steps":[{"name":"a","run":"true","env":{"B":"step"}},
+                         {"name":"b","command":["x"],"runtime":"local","timeout_seconds":7,"image":"other"}]}"#,
+            SpecFormat::Json,
+        )
+        .unwrap();
+        let trace = TraceId::parse("t-1").unwrap();
+        let id = JobId::now_v7();
+        let options = PlanOptions {
+            default_timeout: Duration::from_secs(60),
+            runtime_override: Some("ssh".to_owned()),
+            invocation_dir: PathBuf::from("/work"),
+        };
+        let steps = plan_steps(id, &spec, &trace, &options);
+        assert_eq!(steps[0].runtime, "ssh", "--runtime beats the spec default");
+        assert_eq!(steps[1].runtime, "local", "a step's own runtime wins");
+        assert_eq!(steps[0].env["A"], "job");
+        assert_eq!(steps[0].env["B"], "step");
+        assert_eq!(steps[0].env["TRACE_ID"], "t-1");
+        assert_eq!(steps[0].env["MAESTRO_STEP"], "a");
+        assert_eq!(steps[0].timeout, Duration::from_secs(60));
+        assert_eq!(steps[1].timeout, Duration::from_secs(7));
+        assert_eq!(steps[0].container.image.as_deref(), Some("img"));
+        assert_eq!(steps[1].container.image.as_deref(), Some("other"));
+        assert_eq!(steps[0].command, CommandLine::Shell("true".to_owned()));
+        assert_eq!(steps[0].workspace, PathBuf::from("/work"));
+    }
+}

@@ -1,0 +1,643 @@
+//! The runner: validate, persist, evaluate policies, run the steps, record everything.
+//!
+//! The runner knows the [`Executor`] trait, the [`ExecutorRegistry`], [`evaluate_policies`] and
+//! the [`StateStore`] trait, and nothing about any particular executor. Its order of work is the
+//! safety argument of the whole system: a job is stored and `SUBMITTED` before its policies are
+//! evaluated, every verdict is recorded, and only an allowed job is handed to an executor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::JobId;
+use crate::audit::{AuditError, AuditLog, AuditRecord};
+use crate::executor::{
+    Executor, ExecutorError, ExecutorRegistry, StepControl, StepOutcome, StepRequest, StopReason,
+    UnknownRuntime,
+};
+use crate::output::{OutputObserver, StepOutput};
+use crate::plan::{PlanOptions, plan_steps};
+use crate::policy::{PolicyConfig, PolicyReport, evaluate_policies};
+use crate::spec::{JobSpec, SpecError, SpecFormat, is_valid_runtime_name, parse};
+use crate::state::{
+    JobLease, JobMeta, JobState, StateError, StateStore, StepRecord, StepStatus, Transition,
+};
+use crate::time::now_rfc3339;
+use crate::trace::TraceId;
+
+/// Settings of the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Policy settings (default and maximum step timeouts).
+    pub policy: PolicyConfig,
+    /// How long a stopped step may take to exit before it is killed.
+    pub stop_grace: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyConfig::default(),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A job to submit or validate.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    /// The spec file's bytes, exactly as read.
+    pub spec_bytes: Vec<u8>,
+    /// The spec file's path as the user gave it.
+    pub source: String,
+    /// Its format.
+    pub format: SpecFormat,
+    /// The request's trace id.
+    pub trace_id: TraceId,
+    /// The runtime for steps that name none, from the command line.
+    pub runtime_override: Option<String>,
+    /// The directory `mc` was started in.
+    pub invocation_dir: PathBuf,
+}
+
+/// Why a request did not produce a job, or a job could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A step names a runtime nobody provides.
+    #[error(transparent)]
+    UnknownRuntime(#[from] UnknownRuntime),
+    /// An executor refused a step's settings.
+    #[error("{0}")]
+    InvalidStep(String),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl RunError {
+    /// Whether the error is the user's (bad input) rather than the system's.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Spec(_) | Self::UnknownRuntime(_) | Self::InvalidStep(_)
+        )
+    }
+}
+
+/// Why a job that was stored did not succeed, when that was not a step's own doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A step ran and failed (non-zero exit, timeout, out of memory).
+    StepFailed,
+    /// An executor refused the job's settings before anything ran.
+    InvalidStep,
+    /// An executor's backend could not be used (engine unreachable, plugin will not start).
+    ExecutorUnavailable,
+}
+
+/// The outcome of a submitted job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The job's id.
+    pub job_id: JobId,
+    /// Its final state.
+    pub state: JobState,
+    /// Its trace id.
+    pub trace_id: TraceId,
+    /// Every policy's verdict.
+    pub policies: PolicyReport,
+    /// Every step's result, skipped ones included.
+    pub steps: Vec<StepRecord>,
+    /// Why the job failed, when it did.
+    pub failure: Option<FailureKind>,
+    /// The message that goes with `failure`.
+    pub error: Option<String>,
+}
+
+/// What `mc validate` reports: the parsed spec and the verdicts it would get.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// The spec.
+    pub spec: JobSpec,
+    /// The policies' verdicts.
+    pub policies: PolicyReport,
+}
+
+/// Runs jobs.
+pub struct Runner {
+    store: Arc<dyn StateStore>,
+    audit: AuditLog,
+    registry: Arc<ExecutorRegistry>,
+    config: RunnerConfig,
+}
+
+/// A job admitted for storage: parsed, planned, every step's executor found and satisfied.
+struct Admitted {
+    spec: JobSpec,
+    steps: Vec<StepRequest>,
+    executors: Vec<Arc<dyn Executor>>,
+}
+
+impl Runner {
+    /// A runner over a store, an audit log and the executors of a registry.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        audit: AuditLog,
+        registry: Arc<ExecutorRegistry>,
+        config: RunnerConfig,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            registry,
+            config,
+        }
+    }
+
+    fn admit(&self, request: &SubmitRequest, job_id: JobId) -> Result<Admitted, RunError> {
+        let spec = parse(&request.spec_bytes, request.format)?;
+        if let Some(runtime) = &request.runtime_override
+            && !is_valid_runtime_name(runtime)
+        {
+            return Err(RunError::InvalidStep(format!(
+                "runtime {runtime:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'"
+            )));
+        }
+        let options = PlanOptions {
+            default_timeout: self.config.policy.default_step_timeout,
+            runtime_override: request.runtime_override.clone(),
+            invocation_dir: request.invocation_dir.clone(),
+        };
+        let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
+        let mut executors = Vec::with_capacity(steps.len());
+        for step in &steps {
+            let executor = self.registry.resolve(&step.runtime)?;
+            executor
+                .check_step(step)
+                .map_err(|error| RunError::InvalidStep(error.to_string()))?;
+            executors.push(executor);
+        }
+        Ok(Admitted {
+            spec,
+            steps,
+            executors,
+        })
+    }
+
+    /// Parse, validate and evaluate every policy, storing and running nothing.
+    pub fn validate(&self, request: &SubmitRequest) -> Result<Validation, RunError> {
+        let admitted = self.admit(request, JobId::nil())?;
+        let policies = evaluate_policies(&admitted.spec, &self.config.policy);
+        Ok(Validation {
+            spec: admitted.spec,
+            policies,
+        })
+    }
+
+    /// Submit a job and run it to the end. `observer` sees step output live; cancelling
+    /// `cancel` stops the running step and ends the job `CANCELLED`.
+    pub async fn submit(
+        &self,
+        request: SubmitRequest,
+        observer: Option<Arc<dyn OutputObserver>>,
+        cancel: CancellationToken,
+    ) -> Result<JobReport, RunError> {
+        let job_id = JobId::now_v7();
+        let span = tracing::info_span!("job", %job_id, trace_id = %request.trace_id);
+        async {
+            let admitted = match self.admit(&request, job_id) {
+                Ok(admitted) => admitted,
+                Err(error) => {
+                    self.audit.append(&AuditRecord::new(
+                        None,
+                        &request.trace_id,
+                        None,
+                        "job.rejected",
+                        json!({ "source": request.source, "error": error.to_string() }),
+                    ))?;
+                    return Err(error);
+                }
+            };
+            let meta = JobMeta {
+                job_id,
+                name: admitted.spec.name.clone(),
+                owner: admitted.spec.owner.clone(),
+                environment: admitted.spec.environment.clone(),
+                trace_id: request.trace_id.clone(),
+                submitted_at: now_rfc3339(),
+                spec_file: format!("spec.{}", request.format.extension()),
+                source: request.source.clone(),
+            };
+            let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            let job = JobRun {
+                runner: self,
+                meta,
+                _lease: lease,
+                observer,
+                cancel,
+            };
+            job.run(admitted).await
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// One job being driven; holding it holds the job's lease.
+struct JobRun<'a> {
+    runner: &'a Runner,
+    meta: JobMeta,
+    _lease: JobLease,
+    observer: Option<Arc<dyn OutputObserver>>,
+    cancel: CancellationToken,
+}
+
+impl JobRun<'_> {
+    fn record(&self, state: JobState, detail: serde_json::Value) -> Result<(), RunError> {
+        let transition = Transition {
+            state,
+            at: now_rfc3339(),
+            trace_id: self.meta.trace_id.clone(),
+            detail: detail.clone(),
+        };
+        self.runner
+            .store
+            .append_transition(self.meta.job_id, &transition)?;
+        self.audit("job.transition", json!({ "state": state, "detail": detail }))?;
+        tracing::info!(state = %state, "job state changed");
+        Ok(())
+    }
+
+    fn audit(&self, event: &str, details: serde_json::Value) -> Result<(), RunError> {
+        self.runner.audit.append(&AuditRecord::new(
+            Some(self.meta.job_id),
+            &self.meta.trace_id,
+            self.meta.owner.as_deref(),
+            event,
+            details,
+        ))?;
+        Ok(())
+    }
+
+    fn report(
+        &self,
+        state: JobState,
+        policies: PolicyReport,
+        steps: Vec<StepRecord>,
+        failure: Option<(FailureKind, String)>,
+    ) -> JobReport {
+        let (failure, error) = failure.unzip();
+        JobReport {
+            job_id: self.meta.job_id,
+            state,
+            trace_id: self.meta.trace_id.clone(),
+            policies,
+            steps,
+            failure,
+            error,
+        }
+    }
+
+    async fn run(self, admitted: Admitted) -> Result<JobReport, RunError> {
+        let Admitted {
+            spec,
+            steps,
+            executors,
+        } = admitted;
+        self.record(
+            JobState::Submitted,
+            json!({ "source": self.meta.source, "spec_file": self.meta.spec_file }),
+        )?;
+
+        let policies = evaluate_policies(&spec, &self.runner.config.policy);
+        for verdict in &policies.verdicts {
+            self.audit("policy.decision", serde_json::to_value(verdict).unwrap_or_default())?;
+        }
+        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
+        if !policies.allowed() {
+            self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
+            return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
+        }
+
+        // Each distinct executor, in the order its first step appears, with its steps.
+        let mut groups: Vec<(Arc<dyn Executor>, Vec<StepRequest>)> = Vec::new();
+        for (executor, step) in executors.iter().zip(&steps) {
+            match groups.iter_mut().find(|(known, _)| Arc::ptr_eq(known, executor)) {
+                Some((_, group)) => group.push(step.clone()),
+                None => groups.push((Arc::clone(executor), vec![step.clone()])),
+            }
+        }
+
+        let prepared = self.prepare(&groups).await;
+        let result = match prepared {
+            Ok(()) => self.run_steps(&steps, &executors, policies, policy_detail).await,
+            Err(failure) => {
+                let (state, failure) = match failure {
+                    None => (JobState::Cancelled, None),
+                    Some(failure) => (JobState::Failed, Some(failure)),
+                };
+                let detail = json!({
+                    "policies": policy_detail,
+                    "error": failure.as_ref().map(|(_, message)| message),
+                });
+                self.record(state, detail)
+                    .map(|()| self.report(state, policies, Vec::new(), failure))
+            }
+        };
+        // Every executor that was prepared (or tried to be) releases its resources, on every
+        // path: containers and plugin processes must not outlive the job.
+        for (executor, _) in groups.iter().rev() {
+            executor.finish(self.meta.job_id).await;
+        }
+        result
+    }
+
+    /// Prepare every executor. `Err(None)` means cancelled meanwhile.
+    async fn prepare(
+        &self,
+        groups: &[(Arc<dyn Executor>, Vec<StepRequest>)],
+    ) -> Result<(), Option<(FailureKind, String)>> {
+        for (executor, group) in groups {
+            let outcome = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(None),
+                outcome = executor.prepare(group) => outcome,
+            };
+            if let Err(error) = outcome {
+                let kind = match error {
+                    ExecutorError::InvalidStep { .. } => FailureKind::InvalidStep,
+                    _ => FailureKind::ExecutorUnavailable,
+                };
+                tracing::warn!(%error, "executor could not prepare the job");
+                return Err(Some((kind, error.to_string())));
+            }
+        }
+        if self.cancel.is_cancelled() {
+            return Err(None);
+        }
+        Ok(())
+    }
+
+    async fn run_steps(
+        &self,
+        steps: &[StepRequest],
+        executors: &[Arc<dyn Executor>],
+        policies: PolicyReport,
+        policy_detail: serde_json::Value,
+    ) -> Result<JobReport, RunError> {
+        self.record(JobState::Running, json!({ "policies": policy_detail }))?;
+        let mut records = Vec::with_capacity(steps.len());
+        let mut failure: Option<(FailureKind, String)> = None;
+        let mut cancelled = false;
+        for (step, executor) in steps.iter().zip(executors) {
+            if failure.is_some() || cancelled || self.cancel.is_cancelled() {
+                cancelled |= self.cancel.is_cancelled();
+                let record = skipped(step);
+                self.runner.store.append_step(self.meta.job_id, &record)?;
+                records.push(record);
+                continue;
+            }
+            let record = self.run_step(step, executor.as_ref()).await?;
+            match record.status {
+                StepStatus::Succeeded => {}
+                StepStatus::Cancelled => cancelled = true,
+                StepStatus::Error => {
+                    failure = Some((
+                        FailureKind::ExecutorUnavailable,
+                        record.error.clone().unwrap_or_default(),
+                    ))
+                }
+                _ => {
+                    failure = Some((
+                        FailureKind::StepFailed,
+                        format!("step {:?} {}", step.name, describe(&record)),
+                    ))
+                }
+            }
+            records.push(record);
+        }
+        let (state, detail) = if cancelled {
+            (JobState::Cancelled, json!({ "reason": "cancelled by signal" }))
+        } else if let Some((_, message)) = &failure {
+            (JobState::Failed, json!({ "error": message }))
+        } else {
+            (JobState::Succeeded, json!({}))
+        };
+        self.record(state, detail)?;
+        let failure = if cancelled { None } else { failure };
+        Ok(self.report(state, policies, records, failure))
+    }
+
+    async fn run_step(&self, step: &StepRequest, executor: &dyn Executor) -> Result<StepRecord, RunError> {
+        let span = tracing::info_span!("step", step = %step.name, runtime = %step.runtime);
+        async {
+            let started_at = now_rfc3339();
+            let log = self.runner.store.create_step_log(self.meta.job_id, &step.name)?;
+            let header = format!(
+                "maestro job_id={} step={} runtime={} trace_id={} started={started_at}",
+                self.meta.job_id, step.name, step.runtime, self.meta.trace_id
+            );
+            let log_path = self.runner.store.step_log_path(self.meta.job_id, &step.name);
+            let mut output = StepOutput::new(&step.name, log, &header, self.observer.clone())
+                .map_err(|source| StateError::Io { action: "write", path: log_path.clone(), source })?;
+            let control = StepControl::new(
+                Instant::now() + step.timeout,
+                self.runner.config.stop_grace,
+                self.cancel.clone(),
+            );
+            let clock = std::time::Instant::now();
+            let result = executor.run(step, &mut output, &control).await;
+            let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let bytes = output.bytes();
+            let mut record = StepRecord {
+                name: step.name.clone(),
+                runtime: step.runtime.clone(),
+                status: StepStatus::Succeeded,
+                exit_code: None,
+                signal: None,
+                timed_out: false,
+                oom_killed: false,
+                duration_ms,
+                started_at: Some(started_at),
+                finished_at: Some(now_rfc3339()),
+                output_bytes: bytes,
+                error: None,
+            };
+            match result {
+                Ok(outcome) => apply_outcome(&mut record, &outcome),
+                Err(error) => {
+                    tracing::warn!(%error, "executor could not run the step");
+                    record.status = if matches!(error, ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }) {
+                        StepStatus::Failed
+                    } else {
+                        StepStatus::Error
+                    };
+                    if self.cancel.is_cancelled() {
+                        record.status = StepStatus::Cancelled;
+                    }
+                    record.error = Some(error.to_string());
+                }
+            }
+            let footer = format!("maestro step={} status={} {}", step.name, status_name(record.status), describe(&record));
+            output
+                .finish(&footer)
+                .map_err(|source| StateError::Io { action: "write", path: log_path, source })?;
+            self.runner.store.append_step(self.meta.job_id, &record)?;
+            self.audit("step.finished", serde_json::to_value(&record).unwrap_or_default())?;
+            tracing::info!(status = status_name(record.status), duration_ms, "step finished");
+            Ok(record)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn apply_outcome(record: &mut StepRecord, outcome: &StepOutcome) {
+    record.exit_code = outcome.exit_code;
+    record.signal = outcome.signal;
+    record.oom_killed = outcome.oom_killed;
+    record.timed_out = outcome.stopped == Some(StopReason::TimedOut);
+    record.status = match outcome.stopped {
+        Some(StopReason::TimedOut) => StepStatus::TimedOut,
+        Some(StopReason::Cancelled) => StepStatus::Cancelled,
+        None if outcome.succeeded() => StepStatus::Succeeded,
+        None => StepStatus::Failed,
+    };
+}
+
+fn skipped(step: &StepRequest) -> StepRecord {
+    StepRecord {
+        name: step.name.clone(),
+        runtime: step.runtime.clone(),
+        status: StepStatus::Skipped,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        oom_killed: false,
+        duration_ms: 0,
+        started_at: None,
+        finished_at: None,
+        output_bytes: 0,
+        error: None,
+    }
+}
+
+/// The name of a step status as recorded, e.g. `timed_out`.
+pub fn status_name(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+        StepStatus::TimedOut => "timed_out",
+        StepStatus::Cancelled => "cancelled",
+        StepStatus::Error => "error",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
+/// A short human description of how a step ended, e.g. `exited with code 3`.
+pub fn describe(record: &StepRecord) -> String {
+    if let Some(error) = &record.error {
+        return format!("could not run: {error}");
+    }
+    let mut text = match (record.status, record.exit_code, record.signal) {
+        (StepStatus::Skipped, _, _) => "was skipped".to_owned(),
+        (StepStatus::TimedOut, _, _) => format!("timed out after {} ms", record.duration_ms),
+        (StepStatus::Cancelled, _, _) => "was cancelled".to_owned(),
+        (_, Some(code), _) => format!("exited with code {code}"),
+        (_, None, Some(signal)) => format!("was killed by signal {signal}"),
+        (_, None, None) => "ended without an exit status".to_owned(),
+    };
+    if record.oom_killed {
+        text.push_str(" (out of memory)");
+    }
+    text
+}
+
+/// What `mc gc` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Jobs found unfinished with no live `mc`, now recorded `FAILED`.
+    pub abandoned_jobs: Vec<JobId>,
+    /// Resources the executors removed, one line each.
+    pub removed: Vec<String>,
+    /// Executors that could not be cleaned, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Find jobs left unfinished by an `mc` that died (no process holds their lease), record them
+/// `FAILED`, and let each executor remove what such jobs left behind.
+///
+/// A job is abandoned exactly when its state is not terminal and its lease is free: the lease
+/// is a lock the kernel releases when the driving process dies, however it dies.
+pub async fn collect_garbage(
+    store: Arc<dyn StateStore>,
+    audit: &AuditLog,
+    executors: &[Arc<dyn Executor>],
+) -> Result<GcReport, RunError> {
+    let mut report = GcReport::default();
+    for job_id in store.list()? {
+        let record = match store.load(job_id) {
+            Ok(record) => record,
+            Err(error) => {
+                report.errors.push(format!("job {job_id}: {error}"));
+                continue;
+            }
+        };
+        if record.state().is_terminal() || store.is_live(job_id)? {
+            continue;
+        }
+        let detail = json!({
+            "reason": "abandoned",
+            "error": "the mc process driving this job exited without finishing it; found by mc gc",
+            "last_state": record.state(),
+        });
+        let transition = Transition {
+            state: JobState::Failed,
+            at: now_rfc3339(),
+            trace_id: record.meta.trace_id.clone(),
+            detail: detail.clone(),
+        };
+        match store.append_transition(job_id, &transition) {
+            Ok(()) => {}
+            // Another `mc gc` got there first.
+            Err(StateError::IllegalTransition { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        audit.append(&AuditRecord::new(
+            Some(job_id),
+            &record.meta.trace_id,
+            record.meta.owner.as_deref(),
+            "job.transition",
+            json!({ "state": JobState::Failed, "detail": detail }),
+        ))?;
+        report.abandoned_jobs.push(job_id);
+    }
+    let is_live = {
+        let store = Arc::clone(&store);
+        move |job_id: JobId| match store.load(job_id) {
+            Ok(record) => !record.state().is_terminal() && store.is_live(job_id).unwrap_or(true),
+            // Unknown here: another state root's job, not ours to touch.
+            Err(_) => true,
+        }
+    };
+    for executor in executors {
+        match executor.collect_garbage(&is_live).await {
+            Ok(removed) => report.removed.extend(removed),
+            Err(error) => report.errors.push(error.to_string()),
+        }
+    }
+    Ok(report)
+}

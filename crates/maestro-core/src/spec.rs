@@ -1,0 +1,521 @@
+//! Job specs: the types a user writes, how they are parsed, and the checks that need no policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest spec file accepted, in bytes. A spec is a few kilobytes; anything near this is a
+/// mistake or an attack, and refusing it early keeps the parser's memory bounded.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
+/// The most steps a job may have.
+pub const MAX_STEPS: usize = 1000;
+
+/// A job as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    pub name: String,
+    /// Who is responsible for the job; `owner-present` decides whether it is acceptable.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The target environment, e.g. `dev`, `staging`, `prod`.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Who approved the job, when it needs approval.
+    #[serde(default)]
+    pub approval: Option<Approval>,
+    /// The runtime for steps that name none; `local` when absent.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// The container image for container steps that name none.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Extra environment variables for every step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The job's workspace directory (relative paths are taken from where `mc` was started);
+    /// the directory `mc` was started in when absent.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Run the container steps of this job that share an image and settings as execs in one
+    /// container kept for the job, instead of one container per step.
+    #[serde(default)]
+    pub reuse_container: bool,
+    /// The steps, run in order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// Who approved a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The approver.
+    pub approved_by: String,
+    /// Why it was approved.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One step of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// The step's name, unique within the job: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    pub name: String,
+    /// A shell line run with `/bin/sh -c`. Exactly one of `run` and `command` is given.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// An argv list run without a shell. Exactly one of `run` and `command` is given.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The step's timeout; a configurable default applies when absent.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// The runtime that runs this step.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// The container image, for container runtimes.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Extra environment variables for this step (they override the job's).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The working directory; relative paths are taken from the job's workspace.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Container memory limit such as `256m` or `1g`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Container CPU limit such as `0.5`.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Container process limit.
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// Container network: `bridge` (default) or `none`.
+    #[serde(default)]
+    pub network: Option<Network>,
+    /// The user a container step runs as, e.g. `1000:1000`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[serde(default)]
+    pub read_only_rootfs: Option<bool>,
+    /// When to pull the step's image.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
+    /// Settings handed verbatim to a plugin executor; core checks only that it is an object.
+    #[serde(default)]
+    pub with: Option<serde_json::Value>,
+}
+
+/// A container step's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The engine's default bridge network.
+    Bridge,
+    /// No network at all.
+    None,
+}
+
+/// When a container step's image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally.
+    #[default]
+    IfNotPresent,
+    /// Pull before every step.
+    Always,
+    /// Never pull; a missing image fails the step.
+    Never,
+}
+
+/// The format a spec file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+impl SpecFormat {
+    /// The format of a spec file, from its extension: YAML for `.yaml`/`.yml`, JSON otherwise.
+    pub fn from_file_name(file_name: &str) -> Self {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            Self::Yaml
+        } else {
+            Self::Json
+        }
+    }
+
+    /// The extension the stored copy of the spec keeps.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Yaml => "yaml",
+        }
+    }
+}
+
+/// Why a spec was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file is larger than [`MAX_SPEC_BYTES`].
+    #[error("spec is {size} bytes; at most {MAX_SPEC_BYTES} are accepted")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// The file is not valid UTF-8.
+    #[error("spec is not valid UTF-8 text")]
+    NotUtf8,
+    /// The file does not parse, or has a field of the wrong type or an unknown field.
+    #[error("invalid {format} at {path}: {message}")]
+    Syntax {
+        /// `JSON` or `YAML`.
+        format: &'static str,
+        /// Where in the document, e.g. `steps[0]`.
+        path: String,
+        /// What the parser said (it includes line and column).
+        message: String,
+    },
+    /// The spec parses but breaks one or more rules.
+    #[error("{}", .problems.join("; "))]
+    Invalid {
+        /// Every problem found, each naming the field.
+        problems: Vec<String>,
+    },
+}
+
+impl fmt::Display for SpecFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Json => "JSON",
+            Self::Yaml => "YAML",
+        })
+    }
+}
+
+/// Parse and validate a spec. Unknown fields are errors that name the field and where it is:
+/// a misspelt `timout_seconds` silently ignored would bypass `max-step-timeout`.
+pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
+    if bytes.len() > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge { size: bytes.len() });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| SpecError::NotUtf8)?;
+    let spec: JobSpec = match format {
+        SpecFormat::Json => {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                SpecError::Syntax {
+                    format: "JSON",
+                    path: error.path().to_string(),
+                    message: error.into_inner().to_string(),
+                }
+            })?
+        }
+        SpecFormat::Yaml => parse_yaml(text)?,
+    };
+    validate(&spec)?;
+    Ok(spec)
+}
+
+fn parse_yaml(text: &str) -> Result<JobSpec, SpecError> {
+    // YAML aliases can expand exponentially ("billion laughs"); serde-saphyr's default budget
+    // bounds that, and the size cap above bounds the rest.
+    serde_saphyr::from_str(text).map_err(|error| SpecError::Syntax {
+        format: "YAML",
+        path: ".".to_owned(),
+        message: error.to_string().lines().next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Whether `name` is 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name != "."
+        && name != ".."
+}
+
+fn is_valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `value` is a memory size such as `512k`, `256m`, `1g` or a plain byte count.
+pub fn parse_memory(value: &str) -> Option<i64> {
+    let value = value.trim().to_ascii_lowercase();
+    let value = value.strip_suffix('b').unwrap_or(&value);
+    let (digits, unit) = match value.char_indices().last()? {
+        (i, c @ ('k' | 'm' | 'g' | 't')) => (&value[..i], Some(c)),
+        _ => (value, None),
+    };
+    let number: i64 = digits.parse().ok()?;
+    let factor: i64 = match unit {
+        None => 1,
+        Some('k') => 1 << 10,
+        Some('m') => 1 << 20,
+        Some('g') => 1 << 30,
+        Some(_) => 1 << 40,
+    };
+    number.checked_mul(factor).filter(|bytes| *bytes > 0)
+}
+
+fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    let mut problems = Vec::new();
+    if !is_valid_name(&spec.name) {
+        problems.push(format!(
+            "name {:?} must be 1 to 64 characters of letters, digits, '.', '_' or '-'",
+            truncate(&spec.name)
+        ));
+    }
+    check_env("env", &spec.env, &mut problems);
+    if let Some(runtime) = &spec.runtime {
+        check_runtime_name("runtime", runtime, &mut problems);
+    }
+    if spec.steps.is_empty() {
+        problems.push("steps must list at least one step".to_owned());
+    }
+    if spec.steps.len() > MAX_STEPS {
+        problems.push(format!(
+            "steps lists {} steps; at most {MAX_STEPS} are allowed",
+            spec.steps.len()
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (index, step) in spec.steps.iter().enumerate() {
+        let at = format!("steps[{index}]");
+        if !is_valid_name(&step.name) {
+            problems.push(format!(
+                "{at}.name {:?} must be 1 to 64 characters of letters, digits, '.', '_' or '-'",
+                truncate(&step.name)
+            ));
+        } else if !seen.insert(step.name.as_str()) {
+            problems.push(format!("{at}.name {:?} is used by an earlier step", step.name));
+        }
+        match (&step.run, &step.command) {
+            (Some(_), Some(_)) => problems.push(format!("{at} has both run and command; give exactly one")),
+            (None, None) => problems.push(format!("{at} has neither run nor command; give exactly one")),
+            (Some(run), None) if run.trim().is_empty() => problems.push(format!("{at}.run is empty")),
+            (None, Some(argv)) if argv.is_empty() || argv[0].is_empty() => {
+                problems.push(format!("{at}.command must be a non-empty argv list"))
+            }
+            _ => {}
+        }
+        if let Some(run) = &step.run
+            && run.contains('\0')
+        {
+            problems.push(format!("{at}.run contains a NUL byte"));
+        }
+        if let Some(argv) = &step.command
+            && argv.iter().any(|arg| arg.contains('\0'))
+        {
+            problems.push(format!("{at}.command contains a NUL byte"));
+        }
+        if step.timeout_seconds == Some(0) {
+            problems.push(format!("{at}.timeout_seconds must be at least 1"));
+        }
+        if let Some(runtime) = &step.runtime {
+            check_runtime_name(&format!("{at}.runtime"), runtime, &mut problems);
+        }
+        check_env(&format!("{at}.env"), &step.env, &mut problems);
+        if let Some(memory) = &step.memory
+            && parse_memory(memory).is_none()
+        {
+            problems.push(format!(
+                "{at}.memory {:?} is not a size such as 256m or 1g",
+                truncate(memory)
+            ));
+        }
+        if let Some(cpus) = step.cpus
+            && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
+        {
+            problems.push(format!("{at}.cpus must be a number above 0, such as 0.5"));
+        }
+        if let Some(pids) = step.pids_limit
+            && pids < 1
+        {
+            problems.push(format!("{at}.pids_limit must be at least 1"));
+        }
+        if let Some(with) = &step.with
+            && !with.is_object()
+        {
+            problems.push(format!("{at}.with must be an object"));
+        }
+        if let Some(workdir) = &step.workdir
+            && (workdir.is_empty() || workdir.contains('\0'))
+        {
+            problems.push(format!("{at}.workdir must be a non-empty path"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid { problems })
+    }
+}
+
+/// Whether `runtime` is 1 to 64 characters of `[a-z0-9_-]`. A runtime name becomes part of a
+/// plugin's file name (`mc-executor-<name>`), so it must never be able to smuggle a path.
+pub fn is_valid_runtime_name(runtime: &str) -> bool {
+    (1..=64).contains(&runtime.len())
+        && runtime
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn check_runtime_name(at: &str, runtime: &str, problems: &mut Vec<String>) {
+    if !is_valid_runtime_name(runtime) {
+        problems.push(format!(
+            "{at} {:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'",
+            truncate(runtime)
+        ));
+    }
+}
+
+fn check_env(at: &str, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    for (name, value) in env {
+        if !is_valid_env_name(name) {
+            problems.push(format!("{at}: {:?} is not a valid variable name", truncate(name)));
+        }
+        if name == "TRACE_ID" {
+            problems.push(format!(
+                "{at}: TRACE_ID is set by Maestro; pass --trace-id to choose it"
+            ));
+        }
+        if value.contains('\0') {
+            problems.push(format!("{at}.{name} contains a NUL byte"));
+        }
+    }
+}
+
+/// Cut a user-supplied value for an error message, so a hostile megabyte name stays one line.
+fn truncate(value: &str) -> String {
+    if value.chars().count() <= 80 {
+        value.to_owned()
+    } else {
+        let mut cut: String = value.chars().take(80).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<JobSpec, SpecError> {
+        parse(text.as_bytes(), SpecFormat::Json)
+    }
+
+    const HELLO: &str = r#"{"name":"hello","owner":"ana","environment":"dev",
+        "steps":[{"name":"greet","run":"echo hi"}]}"#;
+
+    #[test]
+    fn parses_a_minimal_json_spec() {
+        let spec = json(HELLO).unwrap();
+        assert_eq!(spec.name, "hello");
+        assert_eq!(spec.steps[0].run.as_deref(), Some("echo hi"));
+    }
+
+    #[test]
+    fn parses_yaml_with_a_with_object() {
+        let text = "name: y\nowner: ana\nenvironment: dev\nsteps:\n  - name: s\n    command: [echo, hi]\n    runtime: ssh\n    with: { host: 127.0.0.1, port: 2222 }\n";
+        let spec = parse(text.as_bytes(), SpecFormat::Yaml).unwrap();
+        assert_eq!(spec.steps[0].command.as_ref().unwrap(), &["echo", "hi"]);
+        assert_eq!(spec.steps[0].with.as_ref().unwrap()["port"], 2222);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_place() {
+        let text = r#"{"name":"x","steps":[{"name":"s","run":"true","timout_seconds":5}]}"#;
+        let message = json(text).unwrap_err().to_string();
+        assert!(message.contains("timout_seconds"), "{message}");
+        assert!(message.contains("steps[0]"), "{message}");
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn unknown_yaml_field_is_named_with_its_line() {
+        let text = "name: x\nsteps:\n  - name: s\n    run: 'true'\n    timout_seconds: 5\n";
+        let message = parse(text.as_bytes(), SpecFormat::Yaml).unwrap_err().to_string();
+        assert!(message.contains("timout_seconds"), "{message}");
+        assert!(message.contains('5'), "line number expected: {message}");
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let text = r#"{"name":"bad name","steps":[{"name":"a","run":"x","command":["y"]},{"name":"a"}]}"#;
+        let SpecError::Invalid { problems } = json(text).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (text, needle) in [
+            (r#"{"name":"x","steps":[]}"#, "at least one step"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":0}]}"#, "at least 1"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":-3}]}"#, "steps[0].timeout_seconds"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","memory":"lots"}]}"#, "memory"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","with":[1]}]}"#, "with must be an object"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"../x"}]}"#, "runtime"),
+            (r#"{"name":"x","steps":[{"name":"..","run":"true"}]}"#, "steps[0].name"),
+            (r#"{"name":"x","env":{"TRACE_ID":"a"},"steps":[{"name":"s","run":"true"}]}"#, "TRACE_ID"),
+            (r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#, "host"),
+            ("[1,2", "JSON"),
+        ] {
+            let message = json(text).unwrap_err().to_string();
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn rejects_huge_and_binary_input() {
+        let huge = vec![b' '; MAX_SPEC_BYTES + 1];
+        assert!(matches!(parse(&huge, SpecFormat::Json), Err(SpecError::TooLarge { .. })));
+        assert!(matches!(parse(&[0xff, 0xfe], SpecFormat::Json), Err(SpecError::NotUtf8)));
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256m"), Some(256 << 20));
+        assert_eq!(parse_memory("1G"), Some(1 << 30));
+        assert_eq!(parse_memory("512kb"), Some(512 << 10));
+        assert_eq!(parse_memory("1000"), Some(1000));
+        assert_eq!(parse_memory("0"), None);
+        assert_eq!(parse_memory("m"), None);
+        assert_eq!(parse_memory("99999999999999999g"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics_on_json(text in ".{0,400}") {
+            let _ = parse(text.as_bytes(), SpecFormat::Json);
+        }
+
+        #[test]
+        fn parser_never_panics_on_yaml(text in ".{0,400}") {
+            let _ = parse(text.as_bytes(), SpecFormat::Yaml);
+        }
+
+        #[test]
+        fn parser_never_panics_on_structured_yaml(
+            name in "[a-z ]{0,8}", run in ".{0,40}", key in "[a-z_]{1,12}", timeout in proptest::num::i64::ANY
+        ) {
+            let text = format!("name: {name}\nsteps:\n  - name: s\n    run: {run:?}\n    {key}: {timeout}\n");
+            let _ = parse(text.as_bytes(), SpecFormat::Yaml);
+        }
+    }
+}

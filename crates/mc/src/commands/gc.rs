@@ -1,0 +1,42 @@
+//! `mc gc`: settle jobs a killed `mc` left behind.
+
+use std::sync::Arc;
+
+use maestro_core::audit::AuditLog;
+use maestro_core::runner::collect_garbage;
+use maestro_core::state::FileStore;
+
+use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
+use crate::exit::{Code, Failure};
+use crate::{printer, registry, settings};
+
+pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
+    let state_root = settings::state_root(global)?;
+    let registry = registry::build(&state_root);
+    let executors = registry.builtin_executors();
+    let report = super::runtime()?.block_on(collect_garbage(
+        Arc::new(FileStore::new(&state_root)),
+        &AuditLog::new(&state_root),
+        &executors,
+    ))?;
+    match args.output {
+        OutputFormat::Json => printer::json(&report),
+        OutputFormat::Text => {
+            let mut text = String::new();
+            for job_id in &report.abandoned_jobs {
+                text.push_str(&format!("job {job_id}: abandoned, recorded FAILED\n"));
+            }
+            for removed in &report.removed {
+                text.push_str(&format!("removed {removed}\n"));
+            }
+            if report.abandoned_jobs.is_empty() && report.removed.is_empty() {
+                text.push_str("nothing to collect\n");
+            }
+            printer::out(&text);
+        }
+    }
+    for error in &report.errors {
+        eprintln!("warning: {error}");
+    }
+    Ok(if report.errors.is_empty() { Code::Success } else { Code::System })
+}

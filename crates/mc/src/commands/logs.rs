@@ -1,0 +1,94 @@
+//! `mc logs`: a job's recorded output, step by step, optionally followed live.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use maestro_core::JobId;
+use maestro_core::spec::{SpecFormat, parse};
+use maestro_core::state::{FileStore, StateStore};
+
+use crate::cli::{GlobalArgs, LogsArgs};
+use crate::exit::{Code, Failure};
+use crate::settings;
+
+const POLL: Duration = Duration::from_millis(100);
+
+pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> {
+    let store = FileStore::new(settings::state_root(global)?);
+    let job_id = super::parse_job_id(&args.job_id)?;
+    let record = store.load(job_id)?;
+    // The stored spec is the authority on which steps exist and in what order.
+    let spec_path = store.job_dir(job_id).join(&record.meta.spec_file);
+    let spec_bytes = std::fs::read(&spec_path).map_err(|error| {
+        Failure::system(format!("cannot read {}: {error}", spec_path.display()))
+    })?;
+    let spec = parse(&spec_bytes, SpecFormat::from_file_name(&record.meta.spec_file))
+        .map_err(|error| Failure::system(format!("stored spec of job {job_id} no longer parses: {error}")))?;
+    let mut steps: Vec<String> = spec.steps.into_iter().map(|step| step.name).collect();
+    if let Some(only) = &args.step {
+        if !steps.contains(only) {
+            return Err(Failure::usage(format!("job {job_id} has no step {only:?}"))
+                .hint(format!("its steps are: {}", steps.join(", "))));
+        }
+        steps.retain(|name| name == only);
+    }
+    let mut stdout = io::stdout().lock();
+    for step in &steps {
+        let printed = if args.follow {
+            follow_step(&store, job_id, step, &mut stdout)?
+        } else {
+            print_file(&store, job_id, step, &mut stdout)?
+        };
+        if !printed && args.follow && store.load(job_id)?.state().is_terminal() {
+            break;
+        }
+    }
+    Ok(Code::Success)
+}
+
+fn copy_out(reader: &mut impl Read, stdout: &mut impl Write) -> Result<(), Failure> {
+    match io::copy(reader, stdout) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => Err(Failure::system(format!("cannot print the log: {error}"))),
+    }
+}
+
+fn print_file(store: &FileStore, job_id: JobId, step: &str, stdout: &mut impl Write) -> Result<bool, Failure> {
+    match File::open(store.step_log_path(job_id, step)) {
+        Ok(mut file) => copy_out(&mut file, stdout).map(|()| true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(Failure::system(format!("cannot read the log of step {step:?}: {error}"))),
+    }
+}
+
+/// Print a step's log as it grows, until the step's result is recorded (then the log is
+/// complete) or the job ends without the step having run.
+fn follow_step(store: &FileStore, job_id: JobId, step: &str, stdout: &mut impl Write) -> Result<bool, Failure> {
+    let path = store.step_log_path(job_id, step);
+    let mut file = loop {
+        match File::open(&path) {
+            Ok(file) => break file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let record = store.load(job_id)?;
+                if record.state().is_terminal() || record.steps.iter().any(|s| s.name == step) {
+                    return Ok(false);
+                }
+                std::thread::sleep(POLL);
+            }
+            Err(error) => return Err(Failure::system(format!("cannot read the log of step {step:?}: {error}"))),
+        }
+    };
+    loop {
+        copy_out(&mut file, stdout)?;
+        let _ = stdout.flush();
+        let record = store.load(job_id)?;
+        if record.steps.iter().any(|s| s.name == step) || record.state().is_terminal() {
+            // The result is recorded after the log is complete: one last read gets the tail.
+            copy_out(&mut file, stdout)?;
+            return Ok(true);
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -1,0 +1,101 @@
+//! `mc submit`: run a job in the foreground.
+
+use std::sync::Arc;
+
+use maestro_core::output::OutputObserver;
+use maestro_core::runner::{FailureKind, JobReport, RunnerConfig, describe, status_name};
+use maestro_core::state::JobState;
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GlobalArgs, OutputFormat, SubmitArgs};
+use crate::exit::{Code, Failure};
+use crate::printer::{self, LivePrinter};
+use crate::settings;
+
+pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
+    let state_root = settings::state_root(global)?;
+    let config = RunnerConfig {
+        policy: settings::policy(&args.policy)?,
+        stop_grace: settings::stop_grace(args.stop_grace)?,
+    };
+    let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
+    let runner = super::open_runner(&state_root, config);
+    let observer: Option<Arc<dyn OutputObserver>> = (!args.quiet)
+        .then(|| Arc::new(LivePrinter::new(args.output == OutputFormat::Json)) as _);
+    let report = super::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone())?;
+        runner
+            .submit(request, observer, cancel)
+            .await
+            .map_err(Failure::from)
+    })?;
+    match args.output {
+        OutputFormat::Json => printer::json(&json!({
+            "job_id": report.job_id,
+            "state": report.state,
+            "trace_id": report.trace_id,
+            "steps": report.steps,
+            "policies": report.policies.verdicts,
+            "error": report.error,
+        })),
+        OutputFormat::Text => printer::out(&text_report(&report)),
+    }
+    if let Some(error) = &report.error {
+        eprintln!("error: {error}");
+    }
+    Ok(exit_code(&report))
+}
+
+/// SIGINT and SIGTERM cancel the job: the running step is stopped, the job recorded
+/// `CANCELLED`, and `mc` exits 130 once everything is cleaned up.
+fn watch_signals(cancel: CancellationToken) -> Result<(), Failure> {
+    let install = |kind| {
+        signal(kind).map_err(|error| Failure::system(format!("cannot watch signals: {error}")))
+    };
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("mc: signal received, stopping the job");
+        cancel.cancel();
+    });
+    Ok(())
+}
+
+fn exit_code(report: &JobReport) -> Code {
+    match (report.state, report.failure) {
+        (JobState::Succeeded, _) => Code::Success,
+        (JobState::Denied, _) => Code::Denied,
+        (JobState::Cancelled, _) => Code::Cancelled,
+        (_, Some(FailureKind::ExecutorUnavailable)) => Code::System,
+        (_, Some(FailureKind::InvalidStep)) => Code::Usage,
+        _ => Code::JobFailed,
+    }
+}
+
+fn text_report(report: &JobReport) -> String {
+    let mut text = format!(
+        "job {} {} (trace_id {})\n",
+        report.job_id, report.state, report.trace_id
+    );
+    for verdict in report.policies.denials() {
+        for reason in &verdict.reasons {
+            text.push_str(&format!("  denied by {}: {reason}\n", verdict.policy));
+        }
+    }
+    for step in &report.steps {
+        text.push_str(&format!(
+            "  step {:<20} {:<10} {}\n",
+            step.name,
+            status_name(step.status),
+            describe(step)
+        ));
+    }
+    text
+}

@@ -1,0 +1,45 @@
+//! `mc validate`: every check `mc submit` makes before running, and nothing else.
+
+use maestro_core::runner::RunnerConfig;
+use serde_json::json;
+
+use crate::cli::{GlobalArgs, OutputFormat, ValidateArgs};
+use crate::exit::{Code, Failure};
+use crate::{printer, settings};
+
+pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failure> {
+    let state_root = settings::state_root(global)?;
+    let config = RunnerConfig {
+        policy: settings::policy(&args.policy)?,
+        ..RunnerConfig::default()
+    };
+    let request = super::read_request(&args.file, None, args.runtime.clone())?;
+    let runner = super::open_runner(&state_root, config);
+    let validation = runner.validate(&request)?;
+    let allowed = validation.policies.allowed();
+    match args.output {
+        OutputFormat::Json => printer::json(&json!({
+            "name": validation.spec.name,
+            "allowed": allowed,
+            "policies": validation.policies.verdicts,
+        })),
+        OutputFormat::Text => {
+            let mut text = String::new();
+            for verdict in &validation.policies.verdicts {
+                if verdict.allowed {
+                    text.push_str(&format!("allowed  {}\n", verdict.policy));
+                }
+                for reason in &verdict.reasons {
+                    text.push_str(&format!("denied   {}: {reason}\n", verdict.policy));
+                }
+            }
+            text.push_str(&format!(
+                "job {:?} would be {}\n",
+                validation.spec.name,
+                if allowed { "allowed" } else { "denied" }
+            ));
+            printer::out(&text);
+        }
+    }
+    Ok(if allowed { Code::Success } else { Code::Denied })
+}

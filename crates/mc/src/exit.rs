@@ -1,0 +1,88 @@
+//! Exit codes and the one-line error reports that go with them.
+
+use std::fmt;
+
+/// `mc`'s exit codes, as documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// The job succeeded, or the command did what was asked.
+    Success = 0,
+    /// The job failed: a step failed or timed out.
+    JobFailed = 1,
+    /// Invalid input or usage.
+    Usage = 2,
+    /// Denied by policy.
+    Denied = 3,
+    /// System error: state root unwritable, executor unavailable.
+    System = 4,
+    /// Cancelled by SIGINT/SIGTERM.
+    Cancelled = 130,
+}
+
+impl From<Code> for std::process::ExitCode {
+    fn from(code: Code) -> Self {
+        Self::from(code as u8)
+    }
+}
+
+/// A command that could not do its work: an exit code, a message and maybe a hint.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: Code,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Failure {
+    /// A user error (exit 2).
+    pub(crate) fn usage(message: impl fmt::Display) -> Self {
+        Self::new(Code::Usage, message)
+    }
+
+    /// A system error (exit 4).
+    pub(crate) fn system(message: impl fmt::Display) -> Self {
+        Self::new(Code::System, message)
+    }
+
+    pub(crate) fn new(code: Code, message: impl fmt::Display) -> Self {
+        Self {
+            code,
+            message: message.to_string(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn hint(mut self, hint: impl fmt::Display) -> Self {
+        self.hint = Some(hint.to_string());
+        self
+    }
+
+    /// Print the error on stderr and give its exit code.
+    pub(crate) fn report(self) -> Code {
+        eprintln!("error: {}", self.message);
+        if let Some(hint) = self.hint {
+            eprintln!("hint: {hint}");
+        }
+        self.code
+    }
+}
+
+impl From<maestro_core::runner::RunError> for Failure {
+    fn from(error: maestro_core::runner::RunError) -> Self {
+        if error.is_user_error() {
+            Self::usage(error)
+        } else {
+            Self::system(error)
+        }
+    }
+}
+
+impl From<maestro_core::state::StateError> for Failure {
+    fn from(error: maestro_core::state::StateError) -> Self {
+        match error {
+            maestro_core::state::StateError::NotFound { .. } => Self::usage(error)
+                .hint("`mc status` lists the jobs of this state root; --state-dir or MAESTRO_HOME chooses another"),
+            _ => Self::system(error),
+        }
+    }
+}

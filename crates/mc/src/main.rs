@@ -1,0 +1,20 @@
+//! `mc`: the Maestro command line. Parse, run one command, map the outcome to an exit code.
+
+mod cli;
+mod commands;
+mod exit;
+mod printer;
+mod registry;
+mod settings;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    settings::install_tracing(cli.global.verbose);
+    let code = match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    };
+    code.into()
+}

@@ -1,0 +1,62 @@
+//! Settings resolved in one place: flags, then environment, then defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use maestro_core::policy::PolicyConfig;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{GlobalArgs, PolicyArgs};
+use crate::exit::Failure;
+
+/// The state root: `--state-dir`, else `MAESTRO_HOME` (both handled by clap), else
+/// `var/maestro` under the current directory, made absolute so that the record of a job does
+/// not depend on where a later `mc status` runs.
+pub(crate) fn state_root(global: &GlobalArgs) -> Result<PathBuf, Failure> {
+    let root = global
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("var").join("maestro"));
+    if root.as_os_str().is_empty() {
+        return Err(Failure::usage("the state root is an empty path")
+            .hint("pass --state-dir DIR or set MAESTRO_HOME"));
+    }
+    Ok(current_dir()?.join(root))
+}
+
+pub(crate) fn current_dir() -> Result<PathBuf, Failure> {
+    std::env::current_dir()
+        .map_err(|error| Failure::system(format!("cannot read the current directory: {error}")))
+}
+
+pub(crate) fn policy(args: &PolicyArgs) -> Result<PolicyConfig, Failure> {
+    if args.max_step_timeout == 0 || args.default_step_timeout == 0 {
+        return Err(Failure::usage("step timeouts must be at least 1 second"));
+    }
+    Ok(PolicyConfig {
+        default_step_timeout: Duration::from_secs(args.default_step_timeout),
+        max_step_timeout: Duration::from_secs(args.max_step_timeout),
+    })
+}
+
+pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|grace| *grace <= Duration::from_secs(3600))
+        .ok_or_else(|| Failure::usage(format!("stop grace {seconds} is not between 0 and 3600 seconds")))
+}
+
+/// Diagnostics go to stderr; only `mc` installs a subscriber. `MAESTRO_LOG` takes a full filter.
+pub(crate) fn install_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
