@@ -136,9 +136,16 @@ mod tests {
                 let trace = trace.clone();
                 scope.spawn(move || {
                     for n in 0..25 {
-                        let details = serde_json::json!({"thread": thread, "n": n, "pad": "x".repeat(5000)});
-                        log.append(&AuditRecord::new(None, &trace, Some("ana"), "test", details))
-                            .unwrap();
+                        let details =
+                            serde_json::json!({"thread": thread, "n": n, "pad": "x".repeat(5000)});
+                        log.append(&AuditRecord::new(
+                            None,
+                            &trace,
+                            Some("ana"),
+                            "test",
+                            details,
+                        ))
+                        .unwrap();
                     }
                 });
             }

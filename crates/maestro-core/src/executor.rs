@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::JobId;
 pub use crate::output::{StepOutput, Stream};
 use crate::spec::{Network, PullPolicy};
 use crate::trace::TraceId;
-use crate::JobId;
 
 /// What a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,7 +397,8 @@ mod tests {
 
     impl ExecutorProvider for Named {
         fn provide(&self, runtime: &str) -> Option<Arc<dyn Executor>> {
-            (runtime == self.0 || runtime == "local").then(|| Arc::new(Nothing) as Arc<dyn Executor>)
+            (runtime == self.0 || runtime == "local")
+                .then(|| Arc::new(Nothing) as Arc<dyn Executor>)
         }
         fn searched(&self) -> String {
             "searched the test provider".to_owned()

@@ -6,10 +6,11 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until};
 
+use crate::JobId;
 use crate::executor::{
     Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest, StopReason, Stream,
 };
@@ -60,6 +61,16 @@ fn resolve_workdir(step: &StepRequest) -> PathBuf {
     }
 }
 
+/// The job a process belongs to, read from the `MAESTRO_JOB_ID` every step inherits.
+fn process_job(pid: i32) -> Option<JobId> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(b"MAESTRO_JOB_ID="))
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|value| JobId::try_parse(value).ok())
+}
+
 #[async_trait]
 impl Executor for LocalExecutor {
     fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
@@ -78,6 +89,48 @@ impl Executor for LocalExecutor {
                 ),
             })
         }
+    }
+
+    /// Processes of a dead `mc`'s steps keep running in their own groups; they are found by
+    /// the `MAESTRO_JOB_ID` in their environment (which `/proc` shows) and killed.
+    async fn collect_garbage(
+        &self,
+        is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
+    ) -> Result<Vec<String>, ExecutorError> {
+        let own = std::process::id();
+        let entries = std::fs::read_dir("/proc").map_err(|error| ExecutorError::Unavailable {
+            message: format!("cannot list processes in /proc: {error}"),
+        })?;
+        let mut removed = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid as u32 == own {
+                continue;
+            }
+            let Some(job_id) = process_job(pid) else {
+                continue;
+            };
+            if is_live(job_id) {
+                continue;
+            }
+            if let Some(process) = Pid::from_raw(pid)
+                && kill_process(process, Signal::KILL).is_ok()
+            {
+                let command =
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                removed.push(format!(
+                    "local process {pid} ({}) of job {job_id}",
+                    command.trim()
+                ));
+            }
+        }
+        Ok(removed)
     }
 
     async fn run(
@@ -122,7 +175,8 @@ impl Executor for LocalExecutor {
                 .and_then(Pid::from_raw),
         );
         tracing::debug!(step = %step.name, pid = ?child.id(), "local step started");
-        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
             return Err(ExecutorError::StepFailed {
                 message: format!("step {:?}: output pipes were not created", step.name),
             });

@@ -276,7 +276,10 @@ impl JobRun<'_> {
         self.runner
             .store
             .append_transition(self.meta.job_id, &transition)?;
-        self.audit("job.transition", json!({ "state": state, "detail": detail }))?;
+        self.audit(
+            "job.transition",
+            json!({ "state": state, "detail": detail }),
+        )?;
         tracing::info!(state = %state, "job state changed");
         Ok(())
     }
@@ -324,7 +327,10 @@ impl JobRun<'_> {
 
         let policies = evaluate_policies(&spec, &self.runner.config.policy);
         for verdict in &policies.verdicts {
-            self.audit("policy.decision", serde_json::to_value(verdict).unwrap_or_default())?;
+            self.audit(
+                "policy.decision",
+                serde_json::to_value(verdict).unwrap_or_default(),
+            )?;
         }
         let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         if !policies.allowed() {
@@ -335,7 +341,10 @@ impl JobRun<'_> {
         // Each distinct executor, in the order its first step appears, with its steps.
         let mut groups: Vec<(Arc<dyn Executor>, Vec<StepRequest>)> = Vec::new();
         for (executor, step) in executors.iter().zip(&steps) {
-            match groups.iter_mut().find(|(known, _)| Arc::ptr_eq(known, executor)) {
+            match groups
+                .iter_mut()
+                .find(|(known, _)| Arc::ptr_eq(known, executor))
+            {
                 Some((_, group)) => group.push(step.clone()),
                 None => groups.push((Arc::clone(executor), vec![step.clone()])),
             }
@@ -343,7 +352,10 @@ impl JobRun<'_> {
 
         let prepared = self.prepare(&groups).await;
         let result = match prepared {
-            Ok(()) => self.run_steps(&steps, &executors, policies, policy_detail).await,
+            Ok(()) => {
+                self.run_steps(&steps, &executors, policies, policy_detail)
+                    .await
+            }
             Err(failure) => {
                 let (state, failure) = match failure {
                     None => (JobState::Cancelled, None),
@@ -430,7 +442,10 @@ impl JobRun<'_> {
             records.push(record);
         }
         let (state, detail) = if cancelled {
-            (JobState::Cancelled, json!({ "reason": "cancelled by signal" }))
+            (
+                JobState::Cancelled,
+                json!({ "reason": "cancelled by signal" }),
+            )
         } else if let Some((_, message)) = &failure {
             (JobState::Failed, json!({ "error": message }))
         } else {
@@ -441,18 +456,32 @@ impl JobRun<'_> {
         Ok(self.report(state, policies, records, failure))
     }
 
-    async fn run_step(&self, step: &StepRequest, executor: &dyn Executor) -> Result<StepRecord, RunError> {
+    async fn run_step(
+        &self,
+        step: &StepRequest,
+        executor: &dyn Executor,
+    ) -> Result<StepRecord, RunError> {
         let span = tracing::info_span!("step", step = %step.name, runtime = %step.runtime);
         async {
             let started_at = now_rfc3339();
-            let log = self.runner.store.create_step_log(self.meta.job_id, &step.name)?;
+            let log = self
+                .runner
+                .store
+                .create_step_log(self.meta.job_id, &step.name)?;
             let header = format!(
                 "maestro job_id={} step={} runtime={} trace_id={} started={started_at}",
                 self.meta.job_id, step.name, step.runtime, self.meta.trace_id
             );
-            let log_path = self.runner.store.step_log_path(self.meta.job_id, &step.name);
+            let log_path = self
+                .runner
+                .store
+                .step_log_path(self.meta.job_id, &step.name);
             let mut output = StepOutput::new(&step.name, log, &header, self.observer.clone())
-                .map_err(|source| StateError::Io { action: "write", path: log_path.clone(), source })?;
+                .map_err(|source| StateError::Io {
+                    action: "write",
+                    path: log_path.clone(),
+                    source,
+                })?;
             let control = StepControl::new(
                 Instant::now() + step.timeout,
                 self.runner.config.stop_grace,
@@ -480,7 +509,10 @@ impl JobRun<'_> {
                 Ok(outcome) => apply_outcome(&mut record, &outcome),
                 Err(error) => {
                     tracing::warn!(%error, "executor could not run the step");
-                    record.status = if matches!(error, ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }) {
+                    record.status = if matches!(
+                        error,
+                        ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }
+                    ) {
                         StepStatus::Failed
                     } else {
                         StepStatus::Error
@@ -491,13 +523,27 @@ impl JobRun<'_> {
                     record.error = Some(error.to_string());
                 }
             }
-            let footer = format!("maestro step={} status={} {}", step.name, status_name(record.status), describe(&record));
-            output
-                .finish(&footer)
-                .map_err(|source| StateError::Io { action: "write", path: log_path, source })?;
+            let footer = format!(
+                "maestro step={} status={} {}",
+                step.name,
+                status_name(record.status),
+                describe(&record)
+            );
+            output.finish(&footer).map_err(|source| StateError::Io {
+                action: "write",
+                path: log_path,
+                source,
+            })?;
             self.runner.store.append_step(self.meta.job_id, &record)?;
-            self.audit("step.finished", serde_json::to_value(&record).unwrap_or_default())?;
-            tracing::info!(status = status_name(record.status), duration_ms, "step finished");
+            self.audit(
+                "step.finished",
+                serde_json::to_value(&record).unwrap_or_default(),
+            )?;
+            tracing::info!(
+                status = status_name(record.status),
+                duration_ms,
+                "step finished"
+            );
             Ok(record)
         }
         .instrument(span)

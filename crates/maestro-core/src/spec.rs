@@ -232,7 +232,12 @@ fn parse_yaml(text: &str) -> Result<JobSpec, SpecError> {
     serde_saphyr::from_str(text).map_err(|error| SpecError::Syntax {
         format: "YAML",
         path: ".".to_owned(),
-        message: error.to_string().lines().next().unwrap_or_default().to_owned(),
+        message: error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
     })
 }
 
@@ -301,12 +306,21 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
                 truncate(&step.name)
             ));
         } else if !seen.insert(step.name.as_str()) {
-            problems.push(format!("{at}.name {:?} is used by an earlier step", step.name));
+            problems.push(format!(
+                "{at}.name {:?} is used by an earlier step",
+                step.name
+            ));
         }
         match (&step.run, &step.command) {
-            (Some(_), Some(_)) => problems.push(format!("{at} has both run and command; give exactly one")),
-            (None, None) => problems.push(format!("{at} has neither run nor command; give exactly one")),
-            (Some(run), None) if run.trim().is_empty() => problems.push(format!("{at}.run is empty")),
+            (Some(_), Some(_)) => {
+                problems.push(format!("{at} has both run and command; give exactly one"))
+            }
+            (None, None) => problems.push(format!(
+                "{at} has neither run nor command; give exactly one"
+            )),
+            (Some(run), None) if run.trim().is_empty() => {
+                problems.push(format!("{at}.run is empty"))
+            }
             (None, Some(argv)) if argv.is_empty() || argv[0].is_empty() => {
                 problems.push(format!("{at}.command must be a non-empty argv list"))
             }
@@ -386,7 +400,10 @@ fn check_runtime_name(at: &str, runtime: &str, problems: &mut Vec<String>) {
 fn check_env(at: &str, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
     for (name, value) in env {
         if !is_valid_env_name(name) {
-            problems.push(format!("{at}: {:?} is not a valid variable name", truncate(name)));
+            problems.push(format!(
+                "{at}: {:?} is not a valid variable name",
+                truncate(name)
+            ));
         }
         if name == "TRACE_ID" {
             problems.push(format!(
@@ -448,14 +465,17 @@ mod tests {
     #[test]
     fn unknown_yaml_field_is_named_with_its_line() {
         let text = "name: x\nsteps:\n  - name: s\n    run: 'true'\n    timout_seconds: 5\n";
-        let message = parse(text.as_bytes(), SpecFormat::Yaml).unwrap_err().to_string();
+        let message = parse(text.as_bytes(), SpecFormat::Yaml)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("timout_seconds"), "{message}");
         assert!(message.contains('5'), "line number expected: {message}");
     }
 
     #[test]
     fn reports_every_problem() {
-        let text = r#"{"name":"bad name","steps":[{"name":"a","run":"x","command":["y"]},{"name":"a"}]}"#;
+        let text =
+            r#"{"name":"bad name","steps":[{"name":"a","run":"x","command":["y"]},{"name":"a"}]}"#;
         let SpecError::Invalid { problems } = json(text).unwrap_err() else {
             panic!("expected Invalid")
         };
@@ -466,14 +486,38 @@ mod tests {
     fn rejects_bad_values() {
         for (text, needle) in [
             (r#"{"name":"x","steps":[]}"#, "at least one step"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":0}]}"#, "at least 1"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":-3}]}"#, "steps[0].timeout_seconds"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","memory":"lots"}]}"#, "memory"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","with":[1]}]}"#, "with must be an object"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"../x"}]}"#, "runtime"),
-            (r#"{"name":"x","steps":[{"name":"..","run":"true"}]}"#, "steps[0].name"),
-            (r#"{"name":"x","env":{"TRACE_ID":"a"},"steps":[{"name":"s","run":"true"}]}"#, "TRACE_ID"),
-            (r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#, "host"),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":0}]}"#,
+                "at least 1",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":-3}]}"#,
+                "steps[0].timeout_seconds",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","memory":"lots"}]}"#,
+                "memory",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","with":[1]}]}"#,
+                "with must be an object",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"../x"}]}"#,
+                "runtime",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"..","run":"true"}]}"#,
+                "steps[0].name",
+            ),
+            (
+                r#"{"name":"x","env":{"TRACE_ID":"a"},"steps":[{"name":"s","run":"true"}]}"#,
+                "TRACE_ID",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#,
+                "host",
+            ),
             ("[1,2", "JSON"),
         ] {
             let message = json(text).unwrap_err().to_string();
@@ -484,8 +528,14 @@ mod tests {
     #[test]
     fn rejects_huge_and_binary_input() {
         let huge = vec![b' '; MAX_SPEC_BYTES + 1];
-        assert!(matches!(parse(&huge, SpecFormat::Json), Err(SpecError::TooLarge { .. })));
-        assert!(matches!(parse(&[0xff, 0xfe], SpecFormat::Json), Err(SpecError::NotUtf8)));
+        assert!(matches!(
+            parse(&huge, SpecFormat::Json),
+            Err(SpecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse(&[0xff, 0xfe], SpecFormat::Json),
+            Err(SpecError::NotUtf8)
+        ));
     }
 
     #[test]

@@ -309,8 +309,16 @@ impl FileStore {
         Ok(file)
     }
 
-    fn missing_or(&self, job_id: JobId, action: &'static str, path: &Path, source: io::Error) -> StateError {
-        if source.kind() == io::ErrorKind::NotFound && !self.job_dir(job_id).join("job.json").exists() {
+    fn missing_or(
+        &self,
+        job_id: JobId,
+        action: &'static str,
+        path: &Path,
+        source: io::Error,
+    ) -> StateError {
+        if source.kind() == io::ErrorKind::NotFound
+            && !self.job_dir(job_id).join("job.json").exists()
+        {
             StateError::NotFound {
                 job_id,
                 root: self.root.clone(),
@@ -321,7 +329,12 @@ impl FileStore {
     }
 
     /// Append `entry` to the JSON array in `path`, keeping every existing byte.
-    fn append_to_array<T: Serialize>(&self, path: &Path, existing: &[u8], entry: &T) -> Result<(), StateError> {
+    fn append_to_array<T: Serialize>(
+        &self,
+        path: &Path,
+        existing: &[u8],
+        entry: &T,
+    ) -> Result<(), StateError> {
         let json = serde_json::to_vec(entry).map_err(|error| StateError::Corrupt {
             path: path.to_path_buf(),
             message: error.to_string(),
@@ -347,9 +360,14 @@ impl FileStore {
         write_atomic(path, &content).map_err(io_error("write", path))
     }
 
-    fn read_array<T: for<'de> Deserialize<'de>>(&self, job_id: JobId, name: &str) -> Result<(Vec<u8>, Vec<T>), StateError> {
+    fn read_array<T: for<'de> Deserialize<'de>>(
+        &self,
+        job_id: JobId,
+        name: &str,
+    ) -> Result<(Vec<u8>, Vec<T>), StateError> {
         let path = self.job_dir(job_id).join(name);
-        let bytes = fs::read(&path).map_err(|source| self.missing_or(job_id, "read", &path, source))?;
+        let bytes =
+            fs::read(&path).map_err(|source| self.missing_or(job_id, "read", &path, source))?;
         let entries = serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
             path: path.clone(),
             message: error.to_string(),
@@ -369,7 +387,9 @@ fn trim_ascii_end(bytes: &[u8]) -> &[u8] {
 /// Replace `path` with `content` so that a crash leaves either the old file or the new one:
 /// write a temporary file beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?
@@ -412,7 +432,10 @@ impl StateStore for FileStore {
             lease.lock().map_err(io_error("lock", &lease_path))?;
             for (name, content) in [
                 (meta.spec_file.as_str(), spec_bytes.to_vec()),
-                ("job.json", serde_json::to_vec_pretty(meta).unwrap_or_default()),
+                (
+                    "job.json",
+                    serde_json::to_vec_pretty(meta).unwrap_or_default(),
+                ),
                 ("state.json", b"[]\n".to_vec()),
                 ("steps.json", b"[]\n".to_vec()),
             ] {
@@ -462,7 +485,8 @@ impl StateStore for FileStore {
 
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
         let meta_path = self.job_dir(job_id).join("job.json");
-        let meta_bytes = fs::read(&meta_path).map_err(|source| self.missing_or(job_id, "read", &meta_path, source))?;
+        let meta_bytes = fs::read(&meta_path)
+            .map_err(|source| self.missing_or(job_id, "read", &meta_path, source))?;
         let meta = serde_json::from_slice(&meta_bytes).map_err(|error| StateError::Corrupt {
             path: meta_path,
             message: error.to_string(),
@@ -494,7 +518,8 @@ impl StateStore for FileStore {
 
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
         let path = self.job_dir(job_id).join("lease");
-        let file = File::open(&path).map_err(|source| self.missing_or(job_id, "open", &path, source))?;
+        let file =
+            File::open(&path).map_err(|source| self.missing_or(job_id, "open", &path, source))?;
         match file.try_lock_shared() {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
@@ -517,7 +542,9 @@ impl StateStore for FileStore {
 
     fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf {
         // Step names are validated ([A-Za-z0-9._-], never "." or ".."), so this stays inside.
-        self.job_dir(job_id).join("logs").join(format!("{step}.log"))
+        self.job_dir(job_id)
+            .join("logs")
+            .join(format!("{step}.log"))
     }
 }
 
@@ -573,9 +600,13 @@ mod tests {
         let spec = b"name: j  # a comment kept as is\r\nsteps: []\n";
         let lease = store.create_job(&meta(id), spec).unwrap();
         assert_eq!(fs::read(store.job_dir(id).join("spec.yaml")).unwrap(), spec);
-        store.append_transition(id, &transition(JobState::Submitted)).unwrap();
+        store
+            .append_transition(id, &transition(JobState::Submitted))
+            .unwrap();
         let first = fs::read(store.job_dir(id).join("state.json")).unwrap();
-        store.append_transition(id, &transition(JobState::Running)).unwrap();
+        store
+            .append_transition(id, &transition(JobState::Running))
+            .unwrap();
         let second = fs::read(store.job_dir(id).join("state.json")).unwrap();
         let prefix = &first[..first.len() - 3]; // without the closing "\n]\n"
         assert!(second.starts_with(prefix), "earlier bytes must be kept");
@@ -593,14 +624,25 @@ mod tests {
         let store = FileStore::new(dir.path());
         let id = JobId::now_v7();
         let _lease = store.create_job(&meta(id), b"{}").unwrap();
-        let err = store.append_transition(id, &transition(JobState::Running)).unwrap_err();
+        let err = store
+            .append_transition(id, &transition(JobState::Running))
+            .unwrap_err();
         assert!(err.to_string().contains("none -> RUNNING"), "{err}");
-        store.append_transition(id, &transition(JobState::Submitted)).unwrap();
-        store.append_transition(id, &transition(JobState::Denied)).unwrap();
+        store
+            .append_transition(id, &transition(JobState::Submitted))
+            .unwrap();
+        store
+            .append_transition(id, &transition(JobState::Denied))
+            .unwrap();
         let before = fs::read(store.job_dir(id).join("state.json")).unwrap();
-        let err = store.append_transition(id, &transition(JobState::Running)).unwrap_err();
+        let err = store
+            .append_transition(id, &transition(JobState::Running))
+            .unwrap_err();
         assert!(matches!(err, StateError::IllegalTransition { .. }));
-        assert_eq!(fs::read(store.job_dir(id).join("state.json")).unwrap(), before);
+        assert_eq!(
+            fs::read(store.job_dir(id).join("state.json")).unwrap(),
+            before
+        );
     }
 
     #[test]
@@ -609,8 +651,14 @@ mod tests {
         let store = FileStore::new(dir.path());
         assert!(store.list().unwrap().is_empty());
         let missing = JobId::now_v7();
-        assert!(matches!(store.load(missing), Err(StateError::NotFound { .. })));
-        assert!(matches!(store.append_transition(missing, &transition(JobState::Submitted)), Err(StateError::NotFound { .. })));
+        assert!(matches!(
+            store.load(missing),
+            Err(StateError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.append_transition(missing, &transition(JobState::Submitted)),
+            Err(StateError::NotFound { .. })
+        ));
         let a = JobId::now_v7();
         let b = JobId::now_v7();
         store.create_job(&meta(a), b"{}").unwrap();
@@ -627,23 +675,32 @@ mod tests {
         store.create_job(&meta(id), b"{}").unwrap();
         for name in ["a", "b"] {
             store
-                .append_step(id, &StepRecord {
-                    name: name.to_owned(),
-                    runtime: "local".to_owned(),
-                    status: StepStatus::Skipped,
-                    exit_code: None,
-                    signal: None,
-                    timed_out: false,
-                    oom_killed: false,
-                    duration_ms: 0,
-                    started_at: None,
-                    finished_at: None,
-                    output_bytes: 0,
-                    error: None,
-                })
+                .append_step(
+                    id,
+                    &StepRecord {
+                        name: name.to_owned(),
+                        runtime: "local".to_owned(),
+                        status: StepStatus::Skipped,
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        oom_killed: false,
+                        duration_ms: 0,
+                        started_at: None,
+                        finished_at: None,
+                        output_bytes: 0,
+                        error: None,
+                    },
+                )
                 .unwrap();
         }
-        let names: Vec<String> = store.load(id).unwrap().steps.into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = store
+            .load(id)
+            .unwrap()
+            .steps
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(names, ["a", "b"]);
     }
 }

@@ -50,10 +50,20 @@ pub(crate) enum OutputFormat {
 #[derive(Debug, Args)]
 pub(crate) struct PolicyArgs {
     /// Timeout of steps that give none, in seconds
-    #[arg(long, env = "MAESTRO_DEFAULT_STEP_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "MAESTRO_DEFAULT_STEP_TIMEOUT",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
     pub(crate) default_step_timeout: u64,
     /// Largest step timeout max-step-timeout allows, in seconds
-    #[arg(long, env = "MAESTRO_MAX_STEP_TIMEOUT", default_value_t = 3600, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "MAESTRO_MAX_STEP_TIMEOUT",
+        default_value_t = 3600,
+        value_name = "SECONDS"
+    )]
     pub(crate) max_step_timeout: u64,
 }
 
@@ -74,7 +84,12 @@ pub(crate) struct SubmitArgs {
     #[arg(long, short)]
     pub(crate) quiet: bool,
     /// Seconds a stopped step gets to exit before it is killed
-    #[arg(long, env = "MAESTRO_STOP_GRACE", default_value_t = 5.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "MAESTRO_STOP_GRACE",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
     pub(crate) stop_grace: f64,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,

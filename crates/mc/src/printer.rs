@@ -10,7 +10,11 @@ use serde::Serialize;
 /// Write `text` to stdout. A closed pipe (`mc status | head`) is not an error: stop quietly.
 pub(crate) fn out(text: &str) {
     let mut stdout = io::stdout().lock();
-    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         std::process::exit(0);
     }
 }

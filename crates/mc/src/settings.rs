@@ -43,7 +43,11 @@ pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|grace| *grace <= Duration::from_secs(3600))
-        .ok_or_else(|| Failure::usage(format!("stop grace {seconds} is not between 0 and 3600 seconds")))
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "stop grace {seconds} is not between 0 and 3600 seconds"
+            ))
+        })
 }
 
 /// Diagnostics go to stderr; only `mc` installs a subscriber. `MAESTRO_LOG` takes a full filter.

@@ -105,11 +105,12 @@ fn no_destruction(spec: &JobSpec, _config: &PolicyConfig) -> Vec<String> {
             (None, Some(argv)) => analyse_argv(argv),
             (None, None) => Vec::new(),
         };
-        reasons.extend(
-            findings
-                .into_iter()
-                .map(|finding| format!("step {:?}: {} [{}]", step.name, finding.reason, finding.rule)),
-        );
+        reasons.extend(findings.into_iter().map(|finding| {
+            format!(
+                "step {:?}: {} [{}]",
+                step.name, finding.reason, finding.rule
+            )
+        }));
     }
     reasons
 }
@@ -184,7 +185,9 @@ mod tests {
     #[test]
     fn a_good_job_is_allowed_by_every_policy() {
         let report = evaluate_policies(
-            &spec(r#"{"name":"j","owner":"ana","environment":"dev","steps":[{"name":"s","run":"rm -rf ./build"}]}"#),
+            &spec(
+                r#"{"name":"j","owner":"ana","environment":"dev","steps":[{"name":"s","run":"rm -rf ./build"}]}"#,
+            ),
             &PolicyConfig::default(),
         );
         assert!(report.allowed(), "{report:?}");
@@ -202,7 +205,12 @@ mod tests {
         );
         assert_eq!(
             denied_by(&report),
-            ["owner-present", "no-destruction", "prod-requires-approval", "max-step-timeout"]
+            [
+                "owner-present",
+                "no-destruction",
+                "prod-requires-approval",
+                "max-step-timeout"
+            ]
         );
         assert!(report.verdicts[1].reasons[0].contains("step \"s\""));
     }
@@ -210,8 +218,22 @@ mod tests {
     #[test]
     fn owner_missing_or_blank() {
         let config = PolicyConfig::default();
-        assert_eq!(owner_present(&spec(r#"{"name":"j","steps":[{"name":"s","run":"true"}]}"#), &config).len(), 1);
-        assert_eq!(owner_present(&spec(r#"{"name":"j","owner":"\t","steps":[{"name":"s","run":"true"}]}"#), &config).len(), 1);
+        assert_eq!(
+            owner_present(
+                &spec(r#"{"name":"j","steps":[{"name":"s","run":"true"}]}"#),
+                &config
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            owner_present(
+                &spec(r#"{"name":"j","owner":"\t","steps":[{"name":"s","run":"true"}]}"#),
+                &config
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
@@ -222,26 +244,59 @@ mod tests {
                 r#"{{"name":"j","owner":"ana","environment":"{env}",{approval}"steps":[{{"name":"s","run":"true"}}]}}"#
             ))
         };
-        assert_eq!(prod_requires_approval(&base("Production", ""), &config).len(), 1);
-        assert_eq!(prod_requires_approval(&base("prod", r#""approval":{"approved_by":" "},"#), &config).len(), 1);
-        assert_eq!(prod_requires_approval(&base("prod", r#""approval":{"approved_by":"ANA"},"#), &config).len(), 1);
-        assert!(prod_requires_approval(&base("prod", r#""approval":{"approved_by":"bo","reason":"release"},"#), &config).is_empty());
+        assert_eq!(
+            prod_requires_approval(&base("Production", ""), &config).len(),
+            1
+        );
+        assert_eq!(
+            prod_requires_approval(&base("prod", r#""approval":{"approved_by":" "},"#), &config)
+                .len(),
+            1
+        );
+        assert_eq!(
+            prod_requires_approval(
+                &base("prod", r#""approval":{"approved_by":"ANA"},"#),
+                &config
+            )
+            .len(),
+            1
+        );
+        assert!(
+            prod_requires_approval(
+                &base(
+                    "prod",
+                    r#""approval":{"approved_by":"bo","reason":"release"},"#
+                ),
+                &config
+            )
+            .is_empty()
+        );
         assert!(prod_requires_approval(&base("staging", ""), &config).is_empty());
         assert!(prod_requires_approval(&base("production-like", ""), &config).is_empty());
     }
 
     #[test]
     fn step_timeouts_use_the_default_when_absent() {
-        let job = spec(r#"{"name":"j","steps":[{"name":"a","run":"true"},{"name":"b","run":"true","timeout_seconds":3601}]}"#);
+        let job = spec(
+            r#"{"name":"j","steps":[{"name":"a","run":"true"},{"name":"b","run":"true","timeout_seconds":3601}]}"#,
+        );
         let config = PolicyConfig::default();
         assert_eq!(max_step_timeout(&job, &config).len(), 1);
-        let strict = PolicyConfig { default_step_timeout: Duration::from_secs(900), max_step_timeout: Duration::from_secs(600) };
+        let strict = PolicyConfig {
+            default_step_timeout: Duration::from_secs(900),
+            max_step_timeout: Duration::from_secs(600),
+        };
         assert_eq!(max_step_timeout(&job, &strict).len(), 2);
     }
 
     #[test]
     fn argv_commands_are_analysed_too() {
-        let job = spec(r#"{"name":"j","owner":"a","steps":[{"name":"s","command":["sh","-c","rm -rf /"]}]}"#);
-        assert_eq!(denied_by(&evaluate_policies(&job, &PolicyConfig::default())), ["no-destruction"]);
+        let job = spec(
+            r#"{"name":"j","owner":"a","steps":[{"name":"s","command":["sh","-c","rm -rf /"]}]}"#,
+        );
+        assert_eq!(
+            denied_by(&evaluate_policies(&job, &PolicyConfig::default())),
+            ["no-destruction"]
+        );
     }
 }

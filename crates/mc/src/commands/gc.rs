@@ -38,5 +38,9 @@ pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
     for error in &report.errors {
         eprintln!("warning: {error}");
     }
-    Ok(if report.errors.is_empty() { Code::Success } else { Code::System })
+    Ok(if report.errors.is_empty() {
+        Code::Success
+    } else {
+        Code::System
+    })
 }

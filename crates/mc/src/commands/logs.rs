@@ -23,8 +23,15 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
     let spec_bytes = std::fs::read(&spec_path).map_err(|error| {
         Failure::system(format!("cannot read {}: {error}", spec_path.display()))
     })?;
-    let spec = parse(&spec_bytes, SpecFormat::from_file_name(&record.meta.spec_file))
-        .map_err(|error| Failure::system(format!("stored spec of job {job_id} no longer parses: {error}")))?;
+    let spec = parse(
+        &spec_bytes,
+        SpecFormat::from_file_name(&record.meta.spec_file),
+    )
+    .map_err(|error| {
+        Failure::system(format!(
+            "stored spec of job {job_id} no longer parses: {error}"
+        ))
+    })?;
     let mut steps: Vec<String> = spec.steps.into_iter().map(|step| step.name).collect();
     if let Some(only) = &args.step {
         if !steps.contains(only) {
@@ -55,17 +62,29 @@ fn copy_out(reader: &mut impl Read, stdout: &mut impl Write) -> Result<(), Failu
     }
 }
 
-fn print_file(store: &FileStore, job_id: JobId, step: &str, stdout: &mut impl Write) -> Result<bool, Failure> {
+fn print_file(
+    store: &FileStore,
+    job_id: JobId,
+    step: &str,
+    stdout: &mut impl Write,
+) -> Result<bool, Failure> {
     match File::open(store.step_log_path(job_id, step)) {
         Ok(mut file) => copy_out(&mut file, stdout).map(|()| true),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(Failure::system(format!("cannot read the log of step {step:?}: {error}"))),
+        Err(error) => Err(Failure::system(format!(
+            "cannot read the log of step {step:?}: {error}"
+        ))),
     }
 }
 
 /// Print a step's log as it grows, until the step's result is recorded (then the log is
 /// complete) or the job ends without the step having run.
-fn follow_step(store: &FileStore, job_id: JobId, step: &str, stdout: &mut impl Write) -> Result<bool, Failure> {
+fn follow_step(
+    store: &FileStore,
+    job_id: JobId,
+    step: &str,
+    stdout: &mut impl Write,
+) -> Result<bool, Failure> {
     let path = store.step_log_path(job_id, step);
     let mut file = loop {
         match File::open(&path) {
@@ -77,7 +96,11 @@ fn follow_step(store: &FileStore, job_id: JobId, step: &str, stdout: &mut impl W
                 }
                 std::thread::sleep(POLL);
             }
-            Err(error) => return Err(Failure::system(format!("cannot read the log of step {step:?}: {error}"))),
+            Err(error) => {
+                return Err(Failure::system(format!(
+                    "cannot read the log of step {step:?}: {error}"
+                )));
+            }
         }
     };
     loop {

@@ -70,7 +70,11 @@ fn read_request(
         .map_err(cannot)?;
     let inherited = std::env::var("TRACE_ID").ok();
     let trace_id = TraceId::resolve(trace_id, inherited.as_deref()).map_err(|error| {
-        let origin = if trace_id.is_some() { "--trace-id" } else { "TRACE_ID" };
+        let origin = if trace_id.is_some() {
+            "--trace-id"
+        } else {
+            "TRACE_ID"
+        };
         Failure::usage(format!("invalid {origin}: {error}"))
     })?;
     Ok(SubmitRequest {

@@ -4,5 +4,7 @@ use crate::cli::{GlobalArgs, PluginsCommand};
 use crate::exit::{Code, Failure};
 
 pub(crate) fn run(_global: &GlobalArgs, _command: PluginsCommand) -> Result<Code, Failure> {
-    Err(Failure::usage("plugin commands are not available in this build yet"))
+    Err(Failure::usage(
+        "plugin commands are not available in this build yet",
+    ))
 }

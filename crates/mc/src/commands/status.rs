@@ -30,7 +30,11 @@ fn policies(record: &JobRecord) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn show(store: &FileStore, job_id: &maestro_core::JobId, output: OutputFormat) -> Result<Code, Failure> {
+fn show(
+    store: &FileStore,
+    job_id: &maestro_core::JobId,
+    output: OutputFormat,
+) -> Result<Code, Failure> {
     let record = store.load(*job_id)?;
     let stale = is_stale(store, &record)?;
     match output {
@@ -61,7 +65,11 @@ fn render(record: &JobRecord, stale: bool) -> String {
         meta.owner.as_deref().unwrap_or("-"),
         meta.environment.as_deref().unwrap_or("-"),
         record.state(),
-        if stale { " (stale: no live mc drives it; run `mc gc`)" } else { "" },
+        if stale {
+            " (stale: no live mc drives it; run `mc gc`)"
+        } else {
+            ""
+        },
         meta.trace_id,
         meta.source,
         meta.spec_file,
@@ -74,7 +82,10 @@ fn render(record: &JobRecord, stale: bool) -> String {
                 text.push_str(&format!("  allowed  {name}\n"));
             }
             for reason in verdict["reasons"].as_array().into_iter().flatten() {
-                text.push_str(&format!("  denied   {name}: {}\n", reason.as_str().unwrap_or("")));
+                text.push_str(&format!(
+                    "  denied   {name}: {}\n",
+                    reason.as_str().unwrap_or("")
+                ));
             }
         }
     }

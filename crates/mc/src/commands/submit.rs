@@ -22,8 +22,8 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
-    let observer: Option<Arc<dyn OutputObserver>> = (!args.quiet)
-        .then(|| Arc::new(LivePrinter::new(args.output == OutputFormat::Json)) as _);
+    let observer: Option<Arc<dyn OutputObserver>> =
+        (!args.quiet).then(|| Arc::new(LivePrinter::new(args.output == OutputFormat::Json)) as _);
     let report = super::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         watch_signals(cancel.clone())?;

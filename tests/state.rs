@@ -1,0 +1,134 @@
+//! The record: append-only transitions, illegal ones refused, jobs abandoned by a killed `mc`.
+
+use std::time::Duration;
+
+use maestro_core::JobId;
+use maestro_core::state::{FileStore, JobState, StateError, StateStore, Transition};
+use maestro_core::trace::TraceId;
+use rustix::process::Signal;
+
+use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+
+#[test]
+fn illegal_transitions_on_a_recorded_job_are_refused_and_write_nothing() {
+    let env = Env::new();
+    let file = env.write("j.yaml", &job_yaml("j", "  - name: s\n    run: 'true'\n"));
+    let (_, json) = env.submit(&file, &[]);
+    let job_id = JobId::try_parse(json["job_id"].as_str().unwrap()).unwrap();
+    let store = FileStore::new(&env.state);
+    let state_file = store.job_dir(job_id).join("state.json");
+    let before = std::fs::read(&state_file).unwrap();
+    for state in [
+        JobState::Running,
+        JobState::Submitted,
+        JobState::Failed,
+        JobState::Succeeded,
+    ] {
+        let transition = Transition {
+            state,
+            at: "2026-01-01T00:00:00Z".to_owned(),
+            trace_id: TraceId::parse("t").unwrap(),
+            detail: serde_json::Value::Null,
+        };
+        let error = store.append_transition(job_id, &transition).unwrap_err();
+        assert!(
+            matches!(error, StateError::IllegalTransition { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("SUCCEEDED -> "), "{error}");
+    }
+    assert_eq!(std::fs::read(&state_file).unwrap(), before);
+}
+
+#[test]
+fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
+    let env = Env::new();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "k",
+            "  - name: long\n    run: echo $$ > step.pid; sleep 300\n",
+        ),
+    );
+    let mut child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&env.path().join("step.pid"), 10));
+    send_signal(child.id(), Signal::KILL);
+    child.wait().unwrap();
+    let step_pid: i32 = std::fs::read_to_string(env.path().join("step.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let job_id = env.job_ids()[0].clone();
+
+    let status = env.status(&job_id);
+    assert_eq!(status["state"], "RUNNING");
+    assert_eq!(status["stale"], true);
+    assert!(text(&env.run(&["status", &job_id]).stdout).contains("stale"));
+
+    let output = env.run(&["gc", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = parse_json(&output);
+    assert_eq!(report["abandoned_jobs"][0], job_id.as_str());
+    let removed = report["removed"].as_array().unwrap();
+    assert!(
+        removed
+            .iter()
+            .any(|r| r.as_str().unwrap().contains(&step_pid.to_string())),
+        "{report}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pid_alive(step_pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_alive(step_pid),
+        "gc left the orphaned step {step_pid} running"
+    );
+
+    let status = env.status(&job_id);
+    assert_eq!(status["state"], "FAILED");
+    assert_eq!(status["stale"], false);
+    let last = status["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "abandoned");
+
+    // A second gc finds nothing more to do.
+    let again = parse_json(&env.run(&["gc", "--output", "json"]));
+    assert!(again["abandoned_jobs"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn gc_leaves_live_jobs_alone() {
+    let env = Env::new();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml("live", "  - name: s\n    run: touch started; sleep 2\n"),
+    );
+    let child = env
+        .mc()
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&env.path().join("started"), 10));
+    let report = parse_json(&env.run(&["gc", "--output", "json"]));
+    assert!(report["abandoned_jobs"].as_array().unwrap().is_empty());
+    assert!(report["removed"].as_array().unwrap().is_empty());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(parse_json(&output)["state"], "SUCCEEDED");
+}

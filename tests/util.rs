@@ -1,0 +1,211 @@
+//! Helpers shared by the black-box tests: a temporary workspace and state root, and `mc`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The `mc` binary under test.
+pub fn mc_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mc")
+}
+
+/// A temporary directory holding a workspace (the directory `mc` runs in) and a state root.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("maestro-test-")
+            .tempdir()
+            .expect("tempdir");
+        let state = dir.path().join("state");
+        Self { dir, state }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a file in the workspace and return its path.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write test file");
+        path
+    }
+
+    /// `mc` with this state root, run in the workspace, with a clean Maestro environment.
+    pub fn mc(&self) -> Command {
+        let mut command = Command::new(mc_bin());
+        command
+            .current_dir(self.dir.path())
+            .env("MAESTRO_HOME", &self.state)
+            .env_remove("TRACE_ID")
+            .env_remove("MAESTRO_LOG")
+            .env_remove("MAESTRO_PLUGIN_PATH")
+            .env_remove("MAESTRO_DEFAULT_STEP_TIMEOUT")
+            .env_remove("MAESTRO_MAX_STEP_TIMEOUT")
+            .env_remove("MAESTRO_STOP_GRACE");
+        command
+    }
+
+    /// Run `mc` with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.mc().args(args).output().expect("run mc")
+    }
+
+    /// `mc submit FILE --output json`: the output and the parsed JSON object.
+    pub fn submit(&self, file: &Path, extra: &[&str]) -> (Output, Value) {
+        let mut args = vec![
+            "submit",
+            file.to_str().expect("utf-8 path"),
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let output = self.run(&args);
+        let json = parse_json(&output);
+        (output, json)
+    }
+
+    /// `mc status JOB --output json`.
+    pub fn status(&self, job_id: &str) -> Value {
+        let output = self.run(&["status", job_id, "--output", "json"]);
+        assert!(
+            output.status.success(),
+            "mc status failed: {}",
+            text(&output.stderr)
+        );
+        parse_json(&output)
+    }
+
+    /// The job ids of this state root, newest first.
+    pub fn job_ids(&self) -> Vec<String> {
+        let jobs = self.state.join("jobs");
+        let mut ids: Vec<String> = match std::fs::read_dir(jobs) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    }
+
+    /// Every record of the audit log, parsed (a line that does not parse fails the test).
+    pub fn audit(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state.join("audit.log")).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("torn audit line {line:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The recorded log of a step.
+    pub fn step_log(&self, job_id: &str, step: &str) -> String {
+        std::fs::read_to_string(
+            self.state
+                .join("jobs")
+                .join(job_id)
+                .join("logs")
+                .join(format!("{step}.log")),
+        )
+        .unwrap_or_default()
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Parse the single JSON object `mc … --output json` prints on stdout.
+pub fn parse_json(output: &Output) -> Value {
+    let stdout = text(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON value ({e}):\n{stdout}\nstderr:\n{}",
+            text(&output.stderr)
+        )
+    })
+}
+
+/// A YAML job with the given steps (already indented YAML list items).
+pub fn job_yaml(name: &str, steps: &str) -> String {
+    format!("name: {name}\nowner: ana\nenvironment: dev\nsteps:\n{steps}")
+}
+
+/// Whether a process with this pid is alive (zombies count as dead).
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Wait up to `seconds` for `path` to exist.
+pub fn wait_for_file(path: &Path, seconds: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Send `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, signal).expect("kill");
+}
+
+/// Run `mc` inside a bubblewrap jail: the whole filesystem read-only except the test's own
+/// directory, no network, no capabilities, its own pid namespace. Tests that submit destructive
+/// commands use it so that even a broken policy could not harm the machine.
+pub fn jailed(env: &Env, args: &[&str]) -> Output {
+    let status = Command::new("bwrap").arg("--version").output();
+    assert!(
+        status.is_ok_and(|o| o.status.success()),
+        "bubblewrap (bwrap) is required for destructive-command tests: apt-get install -y bubblewrap"
+    );
+    let dir = env.path().to_str().expect("utf-8 path");
+    let mut command = Command::new("bwrap");
+    command
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ])
+        .args([
+            "--bind",
+            dir,
+            dir,
+            "--unshare-pid",
+            "--unshare-net",
+            "--cap-drop",
+            "ALL",
+        ])
+        .args(["--chdir", dir, "--die-with-parent", "--"])
+        .arg(mc_bin())
+        .args(args)
+        .env("MAESTRO_HOME", &env.state)
+        .env_remove("TRACE_ID");
+    command.output().expect("run bwrap")
+}
