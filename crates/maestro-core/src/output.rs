@@ -97,11 +97,10 @@ impl StepOutput {
             let partial_len = self.partial[index].len();
             match memchr_newline(rest) {
                 Some(end) if partial_len + end <= MAX_LINE_BYTES => {
-                    let mut partial = std::mem::take(&mut self.partial[index]);
-                    partial.extend_from_slice(&rest[..end]);
-                    self.emit(&at, stream, false, &partial)?;
-                    partial.clear();
+                    let partial = std::mem::take(&mut self.partial[index]);
+                    self.emit(&at, stream, false, &partial, &rest[..end])?;
                     self.partial[index] = partial;
+                    self.partial[index].clear();
                     rest = &rest[end + 1..];
                 }
                 _ => {
@@ -111,7 +110,7 @@ impl StepOutput {
                     rest = &rest[take..];
                     if self.partial[index].len() == MAX_LINE_BYTES {
                         let full = std::mem::take(&mut self.partial[index]);
-                        self.emit(&at, stream, true, &full)?;
+                        self.emit(&at, stream, true, &full, &[])?;
                     }
                 }
             }
@@ -141,7 +140,7 @@ impl StepOutput {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let partial = std::mem::take(&mut self.partial[stream.index()]);
             if !partial.is_empty() {
-                self.emit(&at, stream, false, &partial)?;
+                self.emit(&at, stream, false, &partial, &[])?;
                 self.flush_live(stream);
             }
         }
@@ -150,18 +149,28 @@ impl StepOutput {
         self.log.get_ref().sync_all()
     }
 
-    fn emit(&mut self, at: &str, stream: Stream, cut: bool, line: &[u8]) -> io::Result<()> {
+    /// Write one line, made of the pending `head` of an earlier chunk and `tail` of this one.
+    fn emit(
+        &mut self,
+        at: &str,
+        stream: Stream,
+        cut: bool,
+        head: &[u8],
+        tail: &[u8],
+    ) -> io::Result<()> {
         self.log.write_all(at.as_bytes())?;
         self.log.write_all(b" ")?;
         self.log.write_all(stream.tag().as_bytes())?;
         self.log.write_all(if cut { b"+ " } else { b" " })?;
-        self.log.write_all(line)?;
+        self.log.write_all(head)?;
+        self.log.write_all(tail)?;
         self.log.write_all(b"\n")?;
         if self.observer.is_some() {
-            self.live.extend_from_slice(line);
+            self.live.extend_from_slice(head);
+            self.live.extend_from_slice(tail);
             self.live.push(b'\n');
-            // Stdout and stderr lines interleave through `live`; hand it over per stream so the
-            // observer never sees a stream's lines under the other's name.
+            // `live` only ever holds lines of the stream being written (it is handed over at
+            // the end of every write); bound it for a chunk of many lines.
             if self.live.len() >= 64 * 1024 {
                 self.flush_live(stream);
             }
@@ -180,7 +189,7 @@ impl StepOutput {
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 #[cfg(test)]

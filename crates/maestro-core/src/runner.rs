@@ -687,3 +687,145 @@ pub async fn collect_garbage(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::state::FileStore;
+
+    /// An executor that records what the runner asked of it.
+    #[derive(Default)]
+    struct Recording {
+        calls: Mutex<Vec<String>>,
+        fail_prepare: bool,
+        exit_code: i32,
+    }
+
+    #[async_trait]
+    impl Executor for Recording {
+        async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+            self.calls.lock().unwrap().push(format!("prepare {}", steps.len()));
+            if self.fail_prepare {
+                return Err(ExecutorError::Unavailable { message: "engine down".to_owned() });
+            }
+            Ok(())
+        }
+
+        async fn run(
+            &self,
+            step: &StepRequest,
+            output: &mut StepOutput,
+            _control: &StepControl,
+        ) -> Result<StepOutcome, ExecutorError> {
+            self.calls.lock().unwrap().push(format!("run {}", step.name));
+            output.write(crate::output::Stream::Stdout, step.env["TRACE_ID"].as_bytes())?;
+            Ok(StepOutcome::exited(self.exit_code))
+        }
+
+        async fn finish(&self, _job_id: JobId) {
+            self.calls.lock().unwrap().push("finish".to_owned());
+        }
+    }
+
+    fn runner(dir: &std::path::Path, executor: Arc<Recording>) -> Runner {
+        let mut registry = ExecutorRegistry::new();
+        registry.register("local", executor);
+        Runner::new(
+            Arc::new(FileStore::new(dir)),
+            AuditLog::new(dir),
+            Arc::new(registry),
+            RunnerConfig::default(),
+        )
+    }
+
+    fn request(spec: &str) -> SubmitRequest {
+        SubmitRequest {
+            spec_bytes: spec.as_bytes().to_vec(),
+            source: "job.json".to_owned(),
+            format: SpecFormat::Json,
+            trace_id: TraceId::parse("trace-1").unwrap(),
+            runtime_override: None,
+            invocation_dir: PathBuf::from("/"),
+        }
+    }
+
+    const GOOD: &str = r#"{"name":"j","owner":"ana","steps":[{"name":"a","run":"x"},{"name":"b","run":"y"}]}"#;
+
+    #[tokio::test]
+    async fn denied_jobs_never_reach_an_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(r#"{"name":"j","steps":[{"name":"a","run":"x"}]}"#), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Denied);
+        assert!(executor.calls.lock().unwrap().is_empty(), "not even prepare");
+    }
+
+    #[tokio::test]
+    async fn allowed_jobs_prepare_once_run_in_order_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "run a", "run b", "finish"]);
+        let log = std::fs::read_to_string(
+            FileStore::new(dir.path()).step_log_path(report.job_id, "a"),
+        )
+        .unwrap();
+        assert!(log.contains(" out trace-1\n"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording { exit_code: 2, ..Recording::default() });
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert_eq!(report.failure, Some(FailureKind::StepFailed));
+        assert_eq!(report.steps[1].status, StepStatus::Skipped);
+        assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "run a", "finish"]);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_executor_fails_the_job_before_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording { fail_prepare: true, ..Recording::default() });
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert_eq!(report.failure, Some(FailureKind::ExecutorUnavailable));
+        assert_eq!(report.error.as_deref(), Some("engine down"));
+        assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "finish"]);
+        let record = FileStore::new(dir.path()).load(report.job_id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Failed]);
+    }
+
+    #[tokio::test]
+    async fn a_job_cancelled_before_it_runs_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, cancel)
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Cancelled);
+        assert!(!executor.calls.lock().unwrap().iter().any(|c| c.starts_with("run")));
+    }
+}
