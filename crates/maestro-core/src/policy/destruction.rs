@@ -1,0 +1,331 @@
+//! Detection of destructive commands in shell strings and argv lists (the `no-destruction` policy).
+//!
+//! A step's `run` string is parsed with `brush-parser` (a real bash parser) and its syntax tree is
+//! walked: lists, pipelines, subshells, brace groups, `if`/`while`/`until`/`for`/`case` bodies,
+//! function bodies, command and process substitutions, here-documents. Every simple command is
+//! reduced to its effective argv (wrappers such as `sudo`, `env`, `nohup`, `timeout` or
+//! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in [`rules`].
+//! Strings that are themselves scripts (`sh -c STRING`, `eval ARGS`, `su -c`, text piped into a
+//! shell) are analysed recursively, up to [`MAX_DEPTH`] levels.
+//!
+//! # Failure policy
+//!
+//! The analysis is a deny-list, so the one thing it must never do is wave a script through because
+//! it could not read it:
+//!
+//! * When `brush-parser` rejects a script (a syntax error, or bash syntax it does not support) the
+//!   script goes to [`fallback`], a conservative tokenizer that splits it into commands at every
+//!   unquoted operator and runs the same rules. It errs toward finding more, never less.
+//! * When even that cannot make sense of the script (an unterminated quote or substitution), or
+//!   the script is larger than [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its
+//!   work budget, the result carries a finding with rule `"unparseable"`: we cannot prove the
+//!   script safe, so the policy denies it. Findings made before the breakage are kept.
+//! * Nesting deeper than [`MAX_DEPTH`] (`sh -c` inside `bash -c` inside `eval` …) yields
+//!   `"too-deeply-nested"`.
+//!
+//! `brush-parser` recurses once per nesting level and overflows a 2 MiB stack after a few hundred
+//! levels, which would abort the whole process rather than panic. The analysis therefore runs on a
+//! dedicated thread with a large stack, and scripts with more than [`MAX_OPENERS`] nesting
+//! openers never reach the parser (they go to the iterative fallback instead).
+//!
+//! The rule list, with the spellings each rule understands and the choices made, is in the
+//! `no-destruction` section of `docs/policies.md`.
+
+mod commands;
+mod fallback;
+mod paths;
+mod rules;
+mod sql;
+mod walk;
+mod words;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use words::Resolved;
+
+/// One destructive construct found in a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Short, stable identifier of the rule that matched, e.g. `"rm-root"`.
+    pub rule: &'static str,
+    /// Human-readable explanation naming the offending command, e.g.
+    /// "`rm -rf /` deletes the root filesystem".
+    pub reason: String,
+}
+
+/// Analyse a shell string as run by `/bin/sh -c` (a step's `run`).
+///
+/// Returns every destructive construct found, in source order, without duplicates. An empty
+/// vector means nothing destructive was recognised. Scripts that cannot be analysed produce an
+/// `"unparseable"` finding rather than an empty result.
+#[must_use]
+pub fn analyse_shell(script: &str) -> Vec<Finding> {
+    if script.len() > MAX_SCRIPT_BYTES {
+        return vec![too_large(script.len())];
+    }
+    let owned = script.to_owned();
+    isolated(move |az| {
+        let mut scope = Scope::default();
+        az.analyse_script(&owned, &mut scope, 0);
+    })
+}
+
+/// Analyse an argv list executed without a shell (a step's `command`).
+///
+/// Arguments are literal: no quote removal, globbing or parameter expansion happens. As a
+/// deliberate exception, a target spelled `~`, `~/…`, `$HOME` or `${HOME}` still counts as the
+/// home directory, and `/*` as everything under `/`: a file literally named like that is almost
+/// certainly a mistake, and whatever runs the argv may expand it after all. Strings handed to a
+/// shell (`["sh", "-c", STRING]`) are parsed as shell.
+#[must_use]
+pub fn analyse_argv(argv: &[String]) -> Vec<Finding> {
+    let total: usize = argv.iter().map(|a| a.len().saturating_add(1)).sum();
+    if total > MAX_SCRIPT_BYTES {
+        return vec![too_large(total)];
+    }
+    let owned = argv.to_vec();
+    isolated(move |az| {
+        let words: Vec<words::Word> = owned.iter().map(|a| words::Word::argv_literal(a)).collect();
+        let mut scope = Scope::default();
+        az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
+    })
+}
+
+/// Largest script (or argv, summed) we analyse. Job steps are short; anything beyond this is more
+/// likely an attempt to exhaust the analyser than a real script, and is denied as unparseable.
+pub(crate) const MAX_SCRIPT_BYTES: usize = 1 << 20;
+
+/// How many levels of script-inside-script (`sh -c`, `eval`, `$(…)`, text piped to a shell) we
+/// follow before giving up with `"too-deeply-nested"`.
+pub(crate) const MAX_DEPTH: usize = 8;
+
+/// Upper bound on nesting openers (`(`, `{`, backquotes, compound-command keywords) in a script
+/// handed to `brush-parser`. Counting openers regardless of quoting over-approximates the real
+/// nesting depth, which is what bounds the parser's recursion; scripts above it use the iterative
+/// fallback tokenizer instead.
+pub(crate) const MAX_OPENERS: usize = 1000;
+
+/// Stack for the analysis thread. Measured: `brush-parser` in a debug build needs 20 to 40 KiB
+/// per nesting level, so [`MAX_OPENERS`] levels plus [`MAX_DEPTH`] re-parses fit comfortably. The
+/// memory is reserved, not committed, so the cost is address space only.
+const ANALYSIS_STACK_BYTES: usize = 256 << 20;
+
+/// Units of work (commands checked, parses, candidate expansions) one analysis may spend. It stops
+/// exponential blow-ups such as a word with many candidate values fed to nested `sh -c`.
+const WORK_BUDGET: usize = 1_000_000;
+
+fn too_large(len: usize) -> Finding {
+    Finding {
+        rule: "unparseable",
+        reason: format!(
+            "the command is {len} bytes long, more than the {MAX_SCRIPT_BYTES} bytes the \
+             no-destruction analysis reads, so it cannot be shown to be safe"
+        ),
+    }
+}
+
+/// What a bug in the analyser turns into: a denial, never an allowance.
+fn analysis_failed() -> Finding {
+    Finding {
+        rule: "unparseable",
+        reason: "the no-destruction analysis failed on this command, so it cannot be shown to be \
+                 safe"
+            .into(),
+    }
+}
+
+/// Runs one analysis on its own big-stack thread, so that neither deep recursion in the parser nor
+/// a panic anywhere inside can take the caller down.
+fn isolated<F>(work: F) -> Vec<Finding>
+where
+    F: Fn(&mut Analyzer) + Send + Sync + 'static,
+{
+    let work = std::sync::Arc::new(work);
+    let in_thread = std::sync::Arc::clone(&work);
+    let spawned = std::thread::Builder::new()
+        .name("no-destruction".into())
+        .stack_size(ANALYSIS_STACK_BYTES)
+        .spawn(move || {
+            let mut az = Analyzer::new(true);
+            in_thread(&mut az);
+            az.into_findings()
+        });
+    match spawned {
+        Ok(handle) => handle.join().unwrap_or_else(|_| vec![analysis_failed()]),
+        Err(_) => {
+            // No thread (resource limits): analyse on the caller's stack, but only with the
+            // iterative fallback tokenizer, whose recursion is bounded by MAX_DEPTH alone.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut az = Analyzer::new(false);
+                work(&mut az);
+                az.into_findings()
+            }))
+            .unwrap_or_else(|_| vec![analysis_failed()])
+        }
+    }
+}
+
+/// Shell state we track while walking a script, flow-insensitively and only as far as it is
+/// static: literal variable assignments, `for` loop values, positional parameters of `sh -c`, and
+/// the working directory after `cd`. Everything else is unknown.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scope {
+    /// Known values of variables (by name; positional parameters as `"1"`, `"2"`, …).
+    vars: HashMap<String, Vec<Resolved>>,
+    /// The positional parameters as words, when known, for `"$@"` (`run() { "$@"; }`).
+    positional: Option<Vec<words::Word>>,
+    /// Working directory, when a `cd` to a static path made it known.
+    cwd: Option<paths::AbsPath>,
+    /// Functions defined so far, so calls can be re-checked with their arguments bound.
+    functions: HashMap<String, std::rc::Rc<brush_parser::ast::FunctionBody>>,
+    /// How many function calls deep we are; bounded separately from [`MAX_DEPTH`] because
+    /// recursive functions are normal and must not be reported.
+    call_depth: usize,
+}
+
+/// Accumulates findings for one top-level analysis and enforces its limits.
+pub(crate) struct Analyzer {
+    findings: Vec<Finding>,
+    budget: usize,
+    budget_reported: bool,
+    /// Whether `brush-parser` may be used (false when running on a small borrowed stack).
+    use_parser: bool,
+}
+
+impl Analyzer {
+    fn new(use_parser: bool) -> Self {
+        Self {
+            findings: Vec::new(),
+            budget: WORK_BUDGET,
+            budget_reported: false,
+            use_parser,
+        }
+    }
+
+    fn into_findings(self) -> Vec<Finding> {
+        self.findings
+    }
+
+    /// Records a finding once (the same construct can be reached along several paths, e.g. a
+    /// function body checked at definition and again at each call).
+    pub(crate) fn report(&mut self, rule: &'static str, reason: String) {
+        if !self
+            .findings
+            .iter()
+            .any(|f| f.rule == rule && f.reason == reason)
+        {
+            self.findings.push(Finding { rule, reason });
+        }
+    }
+
+    /// Takes `units` from the work budget; false (after reporting once) when it is exhausted.
+    pub(crate) fn spend(&mut self, units: usize) -> bool {
+        if self.budget >= units {
+            self.budget -= units;
+            return true;
+        }
+        self.budget = 0;
+        if !self.budget_reported {
+            self.budget_reported = true;
+            self.report(
+                "unparseable",
+                "the command is too complex for the no-destruction analysis to finish, so it \
+                 cannot be shown to be safe"
+                    .into(),
+            );
+        }
+        false
+    }
+
+    /// Reports (once) that nesting went past [`MAX_DEPTH`]; true when `depth` is too deep.
+    pub(crate) fn too_deep(&mut self, what: &str, depth: usize) -> bool {
+        if depth <= MAX_DEPTH {
+            return false;
+        }
+        if !self.findings.iter().any(|f| f.rule == "too-deeply-nested") {
+            self.report(
+                "too-deeply-nested",
+                format!(
+                    "`{}` is nested more than {MAX_DEPTH} levels deep (commands run by \
+                     `sh -c`, `eval`, `$(…)`, `find -exec` …), too deep to be shown safe",
+                    words::excerpt(what)
+                ),
+            );
+        }
+        true
+    }
+
+    /// Analyses `script` as shell source at nesting `depth`, with `scope` as its shell state.
+    pub(crate) fn analyse_script(&mut self, script: &str, scope: &mut Scope, depth: usize) {
+        if self.too_deep(script, depth) {
+            return;
+        }
+        if script.len() > MAX_SCRIPT_BYTES {
+            let finding = too_large(script.len());
+            self.report(finding.rule, finding.reason);
+            return;
+        }
+        if !self.spend(1 + script.len() / 256) {
+            return;
+        }
+        if self.use_parser
+            && count_openers(script) <= MAX_OPENERS
+            && let Some(program) = parse_program(script)
+        {
+            self.walk_program(&program, scope, depth);
+            return;
+        }
+        self.analyse_fallback(script, scope, depth);
+    }
+
+    /// Analyses a script in a subshell-like child scope: it sees the parent's variables, but its
+    /// own assignments and `cd`s do not leak back.
+    pub(crate) fn analyse_nested(&mut self, script: &str, parent: &Scope, depth: usize) {
+        let mut child = parent.clone();
+        self.analyse_script(script, &mut child, depth);
+    }
+}
+
+fn parse_program(script: &str) -> Option<brush_parser::ast::Program> {
+    let options = parser_options();
+    let mut parser =
+        brush_parser::Parser::new(std::io::BufReader::new(script.as_bytes()), &options);
+    parser.parse_program().ok()
+}
+
+/// Bash semantics (not `sh` mode): a superset, so bashisms in a `run` string are still seen.
+pub(crate) fn parser_options() -> brush_parser::ParserOptions {
+    brush_parser::ParserOptions::default()
+}
+
+/// Counts everything that can open a nesting level in `brush-parser`, ignoring quotes and
+/// closers on purpose: the count must be an upper bound on the depth even for hostile input whose
+/// quotes are arranged to hide openers from a smarter scan.
+fn count_openers(script: &str) -> usize {
+    let bytes = script.as_bytes();
+    let mut count = bytes
+        .iter()
+        .filter(|&&b| matches!(b, b'(' | b'{' | b'`' | b'['))
+        .count();
+    for word in script.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+        if matches!(
+            word,
+            "if" | "while"
+                | "until"
+                | "for"
+                | "case"
+                | "select"
+                | "function"
+                | "then"
+                | "do"
+                | "elif"
+                | "else"
+        ) {
+            count += 1;
+        }
+    }
+    count
+}

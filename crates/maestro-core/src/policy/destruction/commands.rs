@@ -1,0 +1,792 @@
+//! From a simple command to its effective argv: redirections, pipeline input, wrappers
+//! (`sudo`, `env`, `timeout`, …) and commands that run scripts (`sh -c`, `eval`, `su -c`, …).
+
+use super::paths::{self, AbsPath};
+use super::words::{self, Resolved, Word};
+use super::{Analyzer, Scope};
+
+/// How many wrappers we peel off one command (`sudo env nice timeout 5 nohup rm …`). Each level
+/// consumes at least one word, so this only guards against silly inputs.
+const MAX_WRAPPERS: usize = 32;
+
+/// How many candidate values of one script string (`sh -c "$X"`) we analyse.
+const MAX_SCRIPT_CANDIDATES: usize = 4;
+
+/// How many whitespace-separated items of static stdin we hand to `xargs`.
+const MAX_XARGS_ITEMS: usize = 64;
+
+/// Nesting of function calls we follow with their arguments bound.
+const MAX_CALL_DEPTH: usize = 3;
+
+/// Static text that will arrive on a command's standard input: here-documents, here-strings and
+/// the output of `echo`/`printf`/`find` earlier in the pipeline.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stdin {
+    pub(crate) texts: Vec<String>,
+}
+
+/// A write redirection target or a text fed to standard input.
+#[derive(Clone, Debug)]
+pub(crate) enum Redirect {
+    /// Output to a file; `op` is the operator as written (`>`, `2>>`, `&>`), for messages.
+    Write {
+        op: String,
+        target: Word,
+    },
+    InputText(String),
+}
+
+/// A simple command with its words resolved.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SimpleCmd {
+    pub(crate) words: Vec<Word>,
+    pub(crate) redirects: Vec<Redirect>,
+    pub(crate) assignments: Vec<(String, Vec<Resolved>)>,
+}
+
+/// Shells whose `-c STRING` (or stdin) is a script.
+fn is_shell(name: &str) -> bool {
+    matches!(
+        name,
+        "sh" | "bash"
+            | "dash"
+            | "zsh"
+            | "ksh"
+            | "mksh"
+            | "lksh"
+            | "pdksh"
+            | "oksh"
+            | "ash"
+            | "hush"
+            | "yash"
+            | "posh"
+            | "rbash"
+    )
+}
+
+/// The command name as the kernel resolves it: `/usr/bin/rm` and `./rm` are `rm`.
+pub(crate) fn basename(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+/// Option grammar of a wrapper: short options that take a value, long options that take one.
+struct OptSpec {
+    short_values: &'static str,
+    long_values: &'static [&'static str],
+}
+
+/// Parsed leading options of a wrapper: the index of its first operand and the options seen.
+struct Opts {
+    next: usize,
+    seen: Vec<(String, Option<String>)>,
+}
+
+impl Opts {
+    fn has(&self, names: &[&str]) -> bool {
+        self.seen.iter().any(|(n, _)| names.contains(&n.as_str()))
+    }
+
+    fn value(&self, names: &[&str]) -> Option<&str> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(n, _)| names.contains(&n.as_str()))
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Walks a wrapper's options getopt-style, stopping at the first operand or after `--`.
+fn parse_opts(argv: &[Word], start: usize, spec: &OptSpec) -> Opts {
+    let mut seen = Vec::new();
+    let mut i = start;
+    while let Some(word) = argv.get(i) {
+        let Some(arg) = word.lit() else { break };
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, value) = match long.split_once('=') {
+                Some((n, v)) => (format!("--{n}"), Some(v.to_owned())),
+                None => (arg.clone(), None),
+            };
+            if value.is_none() && spec.long_values.contains(&name.as_str()) {
+                seen.push((name, argv.get(i + 1).and_then(Word::lit)));
+                i += 2;
+            } else {
+                seen.push((name, value));
+                i += 1;
+            }
+            continue;
+        }
+        let cluster: Vec<char> = arg.chars().skip(1).collect();
+        let mut consumed_next = false;
+        for (j, &c) in cluster.iter().enumerate() {
+            if spec.short_values.contains(c) {
+                let rest: String = cluster.iter().skip(j + 1).collect();
+                if rest.is_empty() {
+                    seen.push((format!("-{c}"), argv.get(i + 1).and_then(Word::lit)));
+                    consumed_next = true;
+                } else {
+                    seen.push((format!("-{c}"), Some(rest)));
+                }
+                break;
+            }
+            seen.push((format!("-{c}"), None));
+        }
+        i += if consumed_next { 2 } else { 1 };
+    }
+    Opts { next: i, seen }
+}
+
+/// Skips `NAME=value` operands (as accepted by `env` and `sudo`).
+fn skip_assignments(argv: &[Word], mut i: usize) -> usize {
+    while argv
+        .get(i)
+        .and_then(Word::lit)
+        .is_some_and(|a| is_assignment(&a))
+    {
+        i += 1;
+    }
+    i
+}
+
+fn is_assignment(arg: &str) -> bool {
+    match arg.split_once('=') {
+        Some((name, _)) => {
+            !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => false,
+    }
+}
+
+/// Joins words back into a script string the way `eval`, `ssh` and `watch` do.
+fn join_rendered(argv: &[Word]) -> String {
+    argv.iter()
+        .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the wrapper logic decided about the argv at the current position.
+enum Next {
+    /// Continue with the command at this index (cwd possibly changed by the wrapper).
+    Wrapped(usize),
+    /// The rest of the command line is a script for a shell; analyse it and stop.
+    Script(Vec<String>, Vec<Word>),
+    /// Not executed at all, or nothing more we can see (`command -v`, `sudo -l`).
+    Stop,
+    /// Not a wrapper: apply the rules to the command at the current index.
+    Command,
+}
+
+impl Analyzer {
+    /// Checks each stage of a pipeline, feeding static output of earlier stages to later ones.
+    pub(crate) fn check_pipeline(
+        &mut self,
+        stages: &[Option<SimpleCmd>],
+        scope: &mut Scope,
+        depth: usize,
+    ) {
+        let mut upstream = Stdin::default();
+        for cmd in stages.iter().flatten() {
+            self.check_simple(cmd, &upstream, scope, depth);
+            upstream.texts.extend(producer_text(cmd));
+        }
+    }
+
+    /// Checks redirections, then the command itself; a bare assignment updates the scope.
+    pub(crate) fn check_simple(
+        &mut self,
+        cmd: &SimpleCmd,
+        upstream: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) {
+        if !self.spend(1) {
+            return;
+        }
+        let mut stdin = upstream.clone();
+        for redirect in &cmd.redirects {
+            match redirect {
+                Redirect::Write { op, target } => self.check_write_target(
+                    target,
+                    &format!("{} {op}{}", words::display(&cmd.words), target.raw),
+                    scope.cwd.as_ref(),
+                ),
+                Redirect::InputText(text) => stdin.texts.push(text.clone()),
+            }
+        }
+        if cmd.words.is_empty() {
+            for (name, values) in &cmd.assignments {
+                scope.vars.insert(name.clone(), values.clone());
+            }
+            return;
+        }
+        self.check_argv(&cmd.words, &stdin, scope, depth);
+    }
+
+    /// A redirection or `tee`/`dd`-style output onto a disk destroys its contents.
+    pub(crate) fn check_write_target(&mut self, target: &Word, shown: &str, cwd: Option<&AbsPath>) {
+        for path in paths::static_paths(target, cwd) {
+            if paths::is_block_device(&path) {
+                self.report(
+                    "block-device-write",
+                    format!(
+                        "`{}` overwrites the block device {}",
+                        words::excerpt(shown),
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Peels wrappers off an argv, follows scripts handed to shells, and applies the rules.
+    pub(crate) fn check_argv(
+        &mut self,
+        argv: &[Word],
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) {
+        // Messages quote the command as written, wrappers included.
+        let shown = words::display(argv);
+        if self.too_deep(&shown, depth) || !self.spend(1) {
+            return;
+        }
+        let mut argv: Vec<Word> = argv.to_vec();
+        let mut stdin = stdin.clone();
+        let mut i = 0;
+        let mut cwd = scope.cwd.clone();
+        for _ in 0..MAX_WRAPPERS {
+            let Some(word) = argv.get(i) else { return };
+            let Some(lit) = word.lit() else {
+                // A command word with several static values (`for c in rm; do $c …`): try each.
+                let values = word.literals();
+                if values.len() > 1 && values.len() == word.cands.len() {
+                    for value in values {
+                        let mut variant = argv[i..].to_vec();
+                        variant[0] = Word {
+                            raw: word.raw.clone(),
+                            cands: vec![Resolved::text(&value)],
+                        };
+                        self.check_argv(&variant, &stdin, scope, depth);
+                    }
+                }
+                return;
+            };
+            let name = basename(&lit).to_owned();
+            if i == 0 && scope.functions.contains_key(&name) {
+                self.call_function(&name, &argv[1..], scope, depth);
+            }
+            match self.unwrap_one(&name, &argv, i, &stdin, &mut cwd) {
+                Next::Wrapped(next) => {
+                    if name == "xargs" {
+                        argv = xargs_argv(argv.get(next..).unwrap_or_default(), &stdin);
+                        stdin = Stdin::default();
+                        i = 0;
+                    } else {
+                        i = next;
+                    }
+                }
+                Next::Script(scripts, positional) => {
+                    for script in scripts.iter().take(MAX_SCRIPT_CANDIDATES) {
+                        let mut inner = Scope {
+                            cwd: cwd.clone(),
+                            ..Scope::default()
+                        };
+                        for (n, value) in positional.iter().enumerate() {
+                            inner.vars.insert(n.to_string(), value.cands.clone());
+                        }
+                        inner.positional = positional.get(1..).map(<[Word]>::to_vec);
+                        self.analyse_script(script, &mut inner, depth + 1);
+                    }
+                    return;
+                }
+                Next::Stop => return,
+                Next::Command => {
+                    if name == "eval" {
+                        let script = join_rendered(&argv[i + 1..]);
+                        self.analyse_script(&script, scope, depth + 1);
+                        return;
+                    }
+                    let saved = std::mem::replace(&mut scope.cwd, cwd);
+                    self.apply_rules(&name, &shown, &argv[i..], &stdin, scope, depth);
+                    // `cd` inside the rules updated scope.cwd; a wrapper's own chdir did not
+                    // outlive the command.
+                    if !matches!(name.as_str(), "cd" | "pushd" | "popd") {
+                        scope.cwd = saved;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decides what the word at `argv[i]` does when it is a wrapper or a script runner.
+    fn unwrap_one(
+        &mut self,
+        name: &str,
+        argv: &[Word],
+        i: usize,
+        stdin: &Stdin,
+        cwd: &mut Option<AbsPath>,
+    ) -> Next {
+        let rest = &argv[i..];
+        match name {
+            "sudo" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "CDghpRrTtUu",
+                        long_values: &[
+                            "--close-from",
+                            "--chdir",
+                            "--group",
+                            "--host",
+                            "--prompt",
+                            "--chroot",
+                            "--role",
+                            "--command-timeout",
+                            "--type",
+                            "--other-user",
+                            "--user",
+                        ],
+                    },
+                );
+                // Editing files or listing privileges runs nothing.
+                if o.has(&["-e", "--edit", "-l", "--list"]) {
+                    return Next::Stop;
+                }
+                if let Some(dir) = o.value(&["-D", "--chdir"]) {
+                    *cwd = chdir(cwd.as_ref(), dir);
+                }
+                let next = skip_assignments(argv, o.next);
+                if o.has(&["-s", "--shell", "-i", "--login"]) {
+                    // With a command, sudo hands it to the shell as one string; without, the
+                    // shell reads commands from stdin.
+                    let scripts = match argv.get(next..) {
+                        Some(rest) if !rest.is_empty() => vec![join_rendered(rest)],
+                        _ => stdin.texts.clone(),
+                    };
+                    return Next::Script(scripts, Vec::new());
+                }
+                Next::Wrapped(next)
+            }
+            "doas" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "uC",
+                        long_values: &[],
+                    },
+                );
+                Next::Wrapped(o.next)
+            }
+            "env" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "uCS",
+                        long_values: &["--unset", "--chdir", "--split-string"],
+                    },
+                );
+                if let Some(dir) = o.value(&["-C", "--chdir"]) {
+                    *cwd = chdir(cwd.as_ref(), dir);
+                }
+                let next = skip_assignments(argv, o.next);
+                if let Some(split) = o.value(&["-S", "--split-string"]) {
+                    // `env -S 'rm -rf' /`: the string is split shell-like and prefixed to the
+                    // remaining operands.
+                    let mut script = split.to_owned();
+                    if next < argv.len() {
+                        script.push(' ');
+                        script.push_str(&join_rendered(&argv[next..]));
+                    }
+                    return Next::Script(vec![script], Vec::new());
+                }
+                Next::Wrapped(next)
+            }
+            "nohup" | "builtin" | "setsid" | "unbuffer" | "catchsegv" | "stdbuf" | "ionice"
+            | "chrt" | "nice" | "time" | "exec" | "command" | "taskset" | "numactl" => {
+                Self::unwrap_simple(name, argv, i)
+            }
+            "timeout" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "sk",
+                        long_values: &["--signal", "--kill-after"],
+                    },
+                );
+                // The first operand is the duration.
+                Next::Wrapped(o.next + 1)
+            }
+            "chroot" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "",
+                        long_values: &["--userspec", "--groups"],
+                    },
+                );
+                *cwd = Some(AbsPath::root());
+                if o.next + 1 >= argv.len() {
+                    return Next::Stop;
+                }
+                Next::Wrapped(o.next + 1)
+            }
+            "busybox" | "toybox" => Next::Wrapped(i + 1),
+            "k3s" | "microk8s" => {
+                if rest.get(1).and_then(Word::lit).as_deref() == Some("kubectl") {
+                    Next::Wrapped(i + 1)
+                } else {
+                    Next::Command
+                }
+            }
+            "xargs" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "adEILnPs",
+                        long_values: &[
+                            "--arg-file",
+                            "--delimiter",
+                            "--max-args",
+                            "--max-procs",
+                            "--max-chars",
+                            "--process-slot-var",
+                        ],
+                    },
+                );
+                Next::Wrapped(o.next)
+            }
+            "su" | "runuser" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "cCsgGuw",
+                        long_values: &[
+                            "--command",
+                            "--session-command",
+                            "--shell",
+                            "--group",
+                            "--supp-group",
+                            "--user",
+                            "--whitelist-environment",
+                        ],
+                    },
+                );
+                if let Some(script) = o.value(&["-c", "--command", "-C", "--session-command"]) {
+                    return Next::Script(vec![script.to_owned()], Vec::new());
+                }
+                if name == "runuser" && o.has(&["-u", "--user"]) {
+                    return Next::Wrapped(o.next);
+                }
+                // `su user` alone opens an interactive shell reading stdin.
+                Next::Script(stdin.texts.clone(), Vec::new())
+            }
+            "watch" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "nq",
+                        long_values: &["--interval"],
+                    },
+                );
+                Next::Script(
+                    vec![join_rendered(&argv[o.next.min(argv.len())..])],
+                    Vec::new(),
+                )
+            }
+            "flock" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "wEc",
+                        long_values: &["--timeout", "--conflict-exit-code", "--command"],
+                    },
+                );
+                if let Some(script) = o.value(&["-c", "--command"]) {
+                    return Next::Script(vec![script.to_owned()], Vec::new());
+                }
+                // flock LOCKFILE [-c CMD | CMD ARGS…]
+                let after = parse_opts(
+                    argv,
+                    o.next + 1,
+                    &OptSpec {
+                        short_values: "wEc",
+                        long_values: &["--timeout", "--conflict-exit-code", "--command"],
+                    },
+                );
+                if let Some(script) = after.value(&["-c", "--command"]) {
+                    return Next::Script(vec![script.to_owned()], Vec::new());
+                }
+                Next::Wrapped(after.next)
+            }
+            "ssh" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "BbcDEeFIiJLlmOoPpQRSWw",
+                        long_values: &[],
+                    },
+                );
+                // ssh HOST COMMAND…: the remote shell runs the joined command.
+                if o.next + 1 < argv.len() {
+                    return Next::Script(vec![join_rendered(&argv[o.next + 1..])], Vec::new());
+                }
+                Next::Stop
+            }
+            "docker" | "podman" | "nerdctl" => container_exec(argv, i),
+            "kubectl" | "oc" => {
+                // kubectl exec POD -- CMD…
+                let is_exec = argv
+                    .iter()
+                    .skip(i + 1)
+                    .find_map(|w| w.lit().filter(|a| !a.starts_with('-')).map(|a| a == "exec"));
+                match argv
+                    .iter()
+                    .skip(i)
+                    .position(|w| w.lit().as_deref() == Some("--"))
+                {
+                    Some(p) if is_exec == Some(true) => Next::Wrapped(i + p + 1),
+                    _ => Next::Command,
+                }
+            }
+            n if is_shell(n) => shell_invocation(argv, i, stdin),
+            _ => Next::Command,
+        }
+    }
+
+    /// Wrappers that only take options (and maybe a fixed operand) before the command.
+    fn unwrap_simple(name: &str, argv: &[Word], i: usize) -> Next {
+        let spec = match name {
+            "nice" => OptSpec {
+                short_values: "n",
+                long_values: &["--adjustment"],
+            },
+            "time" => OptSpec {
+                short_values: "fo",
+                long_values: &["--format", "--output"],
+            },
+            "exec" => OptSpec {
+                short_values: "a",
+                long_values: &[],
+            },
+            "stdbuf" => OptSpec {
+                short_values: "ioe",
+                long_values: &["--input", "--output", "--error"],
+            },
+            "ionice" => OptSpec {
+                short_values: "cnpPu",
+                long_values: &["--class", "--classdata", "--pid", "--pgid", "--uid"],
+            },
+            "taskset" => OptSpec {
+                short_values: "",
+                long_values: &[],
+            },
+            "numactl" => OptSpec {
+                short_values: "CNmpil",
+                long_values: &[],
+            },
+            _ => OptSpec {
+                short_values: "",
+                long_values: &[],
+            },
+        };
+        let o = parse_opts(argv, i + 1, &spec);
+        if name == "command" && o.has(&["-v", "-V"]) {
+            return Next::Stop;
+        }
+        // taskset MASK CMD and chrt PRIO CMD take one operand before the command.
+        let fixed = usize::from(matches!(name, "taskset" | "chrt"));
+        Next::Wrapped(o.next + fixed)
+    }
+
+    /// Re-checks a function body with its positional parameters bound to the call's arguments,
+    /// so `nuke() { rm -rf "$1"; }; nuke /` is seen.
+    fn call_function(&mut self, name: &str, args: &[Word], scope: &Scope, depth: usize) {
+        if scope.call_depth >= MAX_CALL_DEPTH {
+            return;
+        }
+        let Some(body) = scope.functions.get(name).cloned() else {
+            return;
+        };
+        let mut inner = scope.clone();
+        inner.call_depth += 1;
+        for n in 1..10 {
+            inner.vars.remove(&n.to_string());
+        }
+        for (n, arg) in args.iter().enumerate() {
+            inner.vars.insert((n + 1).to_string(), arg.cands.clone());
+        }
+        inner.positional = Some(args.to_vec());
+        self.walk_function_body(&body, &mut inner, depth);
+    }
+}
+
+/// `docker exec CONTAINER CMD…`, `docker compose exec SERVICE CMD…`, `docker run IMAGE CMD…`:
+/// the options before the command vary too much to parse, so we look for the first word that is
+/// a database client or a shell, the commands whose effect reaches beyond the container.
+fn container_exec(argv: &[Word], i: usize) -> Next {
+    let runs = argv.iter().skip(i + 1).take(3).any(|w| {
+        w.lit()
+            .is_some_and(|a| matches!(a.as_str(), "exec" | "run"))
+    });
+    if !runs {
+        return Next::Command;
+    }
+    let inner = argv.iter().enumerate().skip(i + 2).find(|(_, w)| {
+        w.lit().is_some_and(|a| {
+            let name = basename(&a);
+            super::sql::is_sql_client(name)
+                || super::sql::is_mongo_client(name)
+                || is_shell(name)
+                || matches!(name, "dropdb" | "mysqladmin" | "redis-cli")
+        })
+    });
+    match inner {
+        Some((j, _)) => Next::Wrapped(j),
+        None => Next::Stop,
+    }
+}
+
+/// A shell command line: `-c STRING [ARG0 ARGS…]`, a script file, or commands from stdin.
+fn shell_invocation(argv: &[Word], i: usize, stdin: &Stdin) -> Next {
+    let mut command_mode = false;
+    let mut j = i + 1;
+    while let Some(word) = argv.get(j) {
+        let Some(arg) = word.lit() else { break };
+        if arg == "--" || arg == "-" {
+            j += 1;
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            j += if matches!(long, "rcfile" | "init-file") {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if (arg.starts_with('-') || arg.starts_with('+')) && arg.len() > 1 {
+            let mut takes_value = false;
+            for c in arg.chars().skip(1) {
+                match c {
+                    'c' => command_mode = true,
+                    'o' | 'O' => takes_value = true,
+                    _ => {}
+                }
+            }
+            j += if takes_value { 2 } else { 1 };
+            continue;
+        }
+        break;
+    }
+    if command_mode {
+        let Some(script) = argv.get(j) else {
+            return Next::Stop;
+        };
+        let scripts = script.cands.iter().map(Resolved::render).collect();
+        return Next::Script(scripts, argv[(j + 1).min(argv.len())..].to_vec());
+    }
+    if j < argv.len() {
+        // `bash script.sh`: a file we cannot see.
+        return Next::Stop;
+    }
+    Next::Script(stdin.texts.clone(), Vec::new())
+}
+
+/// New working directory after `cd DIR` (None when it cannot be known statically).
+pub(crate) fn chdir(cwd: Option<&AbsPath>, dir: &str) -> Option<AbsPath> {
+    if dir.starts_with('/') {
+        Some(AbsPath::root().join(dir))
+    } else {
+        cwd.map(|c| c.join(dir))
+    }
+}
+
+/// `xargs CMD ARGS` run on static input is `CMD ARGS ITEMS…`.
+fn xargs_argv(command: &[Word], stdin: &Stdin) -> Vec<Word> {
+    let mut argv: Vec<Word> = if command.is_empty() {
+        vec![Word::literal("echo")]
+    } else {
+        command.to_vec()
+    };
+    let items = stdin
+        .texts
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .take(MAX_XARGS_ITEMS);
+    argv.extend(items.map(Word::argv_literal));
+    argv
+}
+
+/// What a pipeline stage writes to stdout, when it is static enough to matter: the text of
+/// `echo`/`printf` (escapes decoded, as `/bin/sh`'s `echo` does), here-documents passed through
+/// `cat`, and the start paths of `find` (which `find` prints first).
+fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
+    let Some(first) = cmd.words.first().and_then(Word::lit) else {
+        return Vec::new();
+    };
+    let args = &cmd.words[1..];
+    let name = basename(&first);
+    match name {
+        "echo" | "printf" => {
+            let shown: Vec<&Word> = args
+                .iter()
+                .skip_while(|w| {
+                    name == "echo"
+                        && w.lit().is_some_and(|a| {
+                            a.len() > 1
+                                && a.starts_with('-')
+                                && a.chars().skip(1).all(|c| "neE".contains(c))
+                        })
+                })
+                .collect();
+            let text = shown
+                .iter()
+                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![words::decode_ansi_c(&text)]
+        }
+        "cat" => cmd
+            .redirects
+            .iter()
+            .filter_map(|r| match r {
+                Redirect::InputText(t) => Some(t.clone()),
+                Redirect::Write { .. } => None,
+            })
+            .collect(),
+        "find" => {
+            let starts: Vec<String> = args
+                .iter()
+                .take_while(|w| {
+                    w.lit()
+                        .is_none_or(|a| !a.starts_with('-') && a != "(" && a != "!")
+                })
+                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
+                .collect();
+            vec![starts.join("\n")]
+        }
+        _ => Vec::new(),
+    }
+}

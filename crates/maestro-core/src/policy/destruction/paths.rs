@@ -1,0 +1,241 @@
+//! Lexical path handling: what a target word can name, and whether that is precious.
+
+use super::words::{Resolved, Seg, Word};
+
+/// Top-level directories whose recursive deletion (or recursive permission change) wrecks the
+/// machine. Deliberately short: `/tmp`, `/mnt` and `/media` are left out, since jobs legitimately
+/// clean those, and anything deeper than one level (`/usr/lib`) is out of scope.
+pub(crate) const SYSTEM_DIRS: &[&str] = &[
+    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "opt", "proc", "root",
+    "run", "sbin", "srv", "sys", "usr", "var",
+];
+
+/// Where a path is anchored: the filesystem root or the (unknown) home directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    Root,
+    Home,
+}
+
+/// A normalised absolute path (no `.`, `..` or empty components).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AbsPath {
+    pub(crate) anchor: Anchor,
+    pub(crate) comps: Vec<String>,
+}
+
+impl AbsPath {
+    pub(crate) fn root() -> Self {
+        Self {
+            anchor: Anchor::Root,
+            comps: Vec::new(),
+        }
+    }
+
+    pub(crate) fn home() -> Self {
+        Self {
+            anchor: Anchor::Home,
+            comps: Vec::new(),
+        }
+    }
+
+    /// Resolves `rel` against this path lexically (as `rm` sees it before symlinks).
+    pub(crate) fn join(&self, rel: &str) -> Self {
+        let mut out = self.clone();
+        for comp in rel.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if out.comps.pop().is_none() && out.anchor == Anchor::Home {
+                        // The home directory's parent is, in practice, /home (or / for root's
+                        // /root); /home is the useful approximation and is itself precious.
+                        out = Self {
+                            anchor: Anchor::Root,
+                            comps: vec!["home".into()],
+                        };
+                    }
+                }
+                other => out.comps.push(other.to_owned()),
+            }
+        }
+        out
+    }
+
+    pub(crate) fn display(&self) -> String {
+        let base = match self.anchor {
+            Anchor::Root => "",
+            Anchor::Home => "~",
+        };
+        if self.comps.is_empty() {
+            return if self.anchor == Anchor::Root {
+                "/".into()
+            } else {
+                "~".into()
+            };
+        }
+        format!("{base}/{}", self.comps.join("/"))
+    }
+}
+
+/// Why a path is too precious to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Danger {
+    Root,
+    Home,
+    SystemDir(String),
+}
+
+impl Danger {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Root => "the root filesystem".into(),
+            Self::Home => "the home directory".into(),
+            Self::SystemDir(d) if d.contains(['*', '?', '[']) => {
+                format!("top-level system directories (`/{d}`)")
+            }
+            Self::SystemDir(d) => format!("the system directory /{d}"),
+        }
+    }
+}
+
+/// A component that only selects "everything in here" (`*`, `.*`, `*.*`, `?*`): deleting it is as
+/// bad as deleting the directory itself.
+fn is_pure_glob(comp: &str) -> bool {
+    comp.contains(['*', '?']) && comp.chars().all(|c| matches!(c, '*' | '?' | '.'))
+}
+
+/// Classifies a path: root, home, a top-level system directory, or a glob over top-level names.
+pub(crate) fn classify(path: &AbsPath) -> Option<Danger> {
+    let mut comps: &[String] = &path.comps;
+    while let [rest @ .., last] = comps
+        && is_pure_glob(last)
+    {
+        comps = rest;
+    }
+    match (&path.anchor, comps) {
+        (Anchor::Root, []) => Some(Danger::Root),
+        (Anchor::Home, []) => Some(Danger::Home),
+        (Anchor::Root, [one])
+            if SYSTEM_DIRS.contains(&one.as_str()) || one.contains(['*', '?', '[']) =>
+        {
+            Some(Danger::SystemDir(one.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A path a target word may name, and whether it only names it when some variable is empty.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) path: AbsPath,
+    pub(crate) via_empty: bool,
+}
+
+/// Every path the word's candidates may name, resolved against `cwd` when relative.
+pub(crate) fn targets(word: &Word, cwd: Option<&AbsPath>) -> Vec<Target> {
+    word.cands
+        .iter()
+        .filter_map(|r| target_of(r, cwd))
+        .collect()
+}
+
+fn target_of(res: &Resolved, cwd: Option<&AbsPath>) -> Option<Target> {
+    let segs = &res.0;
+    let home_first = matches!(segs.first(), Some(Seg::Home));
+    let body = if home_first { &segs[1..] } else { &segs[..] };
+    let mut text = String::new();
+    let mut via_empty = false;
+    for seg in body {
+        match seg {
+            Seg::Text(t) => text.push_str(t),
+            // An unknown that may be empty: `"$DIR"/*` is `/*` when DIR is unset, the classic
+            // accident; so consider the empty expansion.
+            Seg::Unknown { may_be_empty: true } => via_empty = true,
+            Seg::Unknown {
+                may_be_empty: false,
+            }
+            | Seg::Home => return None,
+        }
+    }
+    let path = if home_first {
+        AbsPath::home().join(&text)
+    } else if text.starts_with('/') {
+        AbsPath::root().join(&text)
+    } else if text.is_empty() {
+        // `rm -rf "$X"` with X empty is `rm -rf ''`: an error, not a deletion.
+        return None;
+    } else {
+        cwd?.join(&text)
+    };
+    Some(Target { path, via_empty })
+}
+
+/// Statically known absolute paths of a word (no variable guesswork), for device checks.
+pub(crate) fn static_paths(word: &Word, cwd: Option<&AbsPath>) -> Vec<AbsPath> {
+    targets(word, cwd)
+        .into_iter()
+        .filter(|t| !t.via_empty)
+        .map(|t| t.path)
+        .collect()
+}
+
+/// Storage (and memory) devices whose overwriting destroys data: the disk families of Linux,
+/// device-mapper and by-id links, plus raw memory.
+pub(crate) fn is_block_device(path: &AbsPath) -> bool {
+    if path.anchor != Anchor::Root {
+        return false;
+    }
+    let [dev, name, rest @ ..] = path.comps.as_slice() else {
+        return false;
+    };
+    if dev != "dev" {
+        return false;
+    }
+    if matches!(name.as_str(), "mapper" | "disk" | "block") {
+        return !rest.is_empty();
+    }
+    if !rest.is_empty() {
+        return false;
+    }
+    const PREFIXES: &[&str] = &[
+        "sd", "hd", "vd", "xvd", "nvme", "mmcblk", "dm-", "md", "loop", "sr", "nbd", "rbd", "zd",
+        "ram", "mtdblock",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || matches!(name.as_str(), "mem" | "kmem" | "port" | "root")
+}
+
+/// Device files that are fine to write to (`/dev/null` and friends).
+pub(crate) fn is_harmless_device(path: &AbsPath) -> bool {
+    if path.anchor != Anchor::Root {
+        return false;
+    }
+    match path.comps.as_slice() {
+        [dev, name] if dev == "dev" => {
+            matches!(
+                name.as_str(),
+                "null"
+                    | "zero"
+                    | "full"
+                    | "random"
+                    | "urandom"
+                    | "stdout"
+                    | "stderr"
+                    | "stdin"
+                    | "tty"
+                    | "console"
+                    | "ptmx"
+                    | "log"
+                    | "kmsg"
+            ) || name.starts_with("tty")
+        }
+        [dev, dir, _] if dev == "dev" => matches!(dir.as_str(), "fd" | "pts" | "shm"),
+        [dev, dir, _, ..] if dev == "dev" => dir == "shm",
+        _ => false,
+    }
+}
+
+/// Whether a path lies under `/dev`.
+pub(crate) fn is_under_dev(path: &AbsPath) -> bool {
+    path.anchor == Anchor::Root && path.comps.first().is_some_and(|c| c == "dev")
+}

@@ -1,0 +1,718 @@
+//! The rules: one check per destructive command family, applied to an effective argv.
+
+use super::commands::{Stdin, basename};
+use super::paths::{self, Danger};
+use super::sql;
+use super::words::{self, Resolved, Seg, Word};
+use super::{Analyzer, Scope};
+
+/// An argv split into option words (before `--`) and operands, GNU style: options may follow
+/// operands. `value_opts` lists options whose value is the next word.
+struct Split<'a> {
+    opts: Vec<String>,
+    operands: Vec<&'a Word>,
+    /// Some word was dynamic and could expand to options we cannot see (`rm $FLAGS /`).
+    dynamic_opts: bool,
+}
+
+fn split_args<'a>(args: &'a [Word], value_opts: &[&str]) -> Split<'a> {
+    let mut opts = Vec::new();
+    let mut operands = Vec::new();
+    let mut dynamic_opts = false;
+    let mut end_of_opts = false;
+    let mut i = 0;
+    while let Some(word) = args.get(i) {
+        i += 1;
+        let Some(arg) = word.lit() else {
+            if matches!(
+                word.cands.first().and_then(|c| c.0.first()),
+                Some(Seg::Unknown { .. })
+            ) {
+                dynamic_opts = true;
+            }
+            operands.push(word);
+            continue;
+        };
+        if end_of_opts || arg == "-" || !arg.starts_with('-') {
+            operands.push(word);
+            continue;
+        }
+        if arg == "--" {
+            end_of_opts = true;
+            continue;
+        }
+        if value_opts.contains(&arg.as_str()) {
+            i += 1;
+        }
+        opts.push(arg);
+    }
+    Split {
+        opts,
+        operands,
+        dynamic_opts,
+    }
+}
+
+/// Whether `arg` is an unambiguous GNU abbreviation (at least `--x`) of the long option `full`.
+fn long_opt(arg: &str, full: &str) -> bool {
+    let name = arg.split('=').next().unwrap_or(arg);
+    name.len() >= 3 && full.starts_with(name)
+}
+
+/// A short-option cluster (`-rf`, `-vR`) containing one of `letters`.
+fn short_cluster_has(arg: &str, letters: &[char]) -> bool {
+    !arg.starts_with("--") && arg.starts_with('-') && arg.contains(letters)
+}
+
+/// Rule ids for the three kinds of precious path; `home: None` leaves the home directory alone.
+struct PreciousRules {
+    root: &'static str,
+    home: Option<&'static str>,
+    system: &'static str,
+}
+
+impl PreciousRules {
+    fn for_danger(&self, danger: &Danger) -> Option<&'static str> {
+        match danger {
+            Danger::Root => Some(self.root),
+            Danger::Home => self.home,
+            Danger::SystemDir(_) => Some(self.system),
+        }
+    }
+}
+
+/// Whether some value of the word may name a device: one that starts with an unknown we cannot
+/// see, or whose static prefix already lies under `/dev`. Relative paths and other absolute paths
+/// are files.
+fn may_be_device(word: &Word) -> bool {
+    word.cands.iter().any(|res| match res.0.first() {
+        Some(Seg::Unknown { .. }) => true,
+        Some(Seg::Text(t)) if t.starts_with('/') => {
+            paths::is_under_dev(&paths::AbsPath::root().join(t))
+        }
+        _ => false,
+    })
+}
+
+impl Analyzer {
+    /// Applies every rule to one effective command (`argv[0]` is the command word).
+    pub(crate) fn apply_rules(
+        &mut self,
+        name: &str,
+        shown: &str,
+        argv: &[Word],
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) {
+        let args = argv.get(1..).unwrap_or_default();
+        match name {
+            "rm" => self.rule_rm(shown, args, scope),
+            "chmod" | "chown" | "chgrp" => self.rule_chmod(name, shown, args, scope),
+            "find" => self.rule_find(shown, args, scope, depth),
+            "dd" => self.rule_dd(shown, args, scope),
+            "shred" | "tee" | "cp" | "install" | "blkdiscard" => {
+                self.rule_device_operand(name, shown, args, scope)
+            }
+            "wipefs" | "mkfs" | "mke2fs" | "mkswap" | "mkdosfs" | "mkntfs" | "mkexfatfs" => {
+                self.rule_mkfs(name, shown, args, scope)
+            }
+            n if n.starts_with("mkfs.") => self.rule_mkfs(name, shown, args, scope),
+            "shutdown" | "reboot" | "halt" | "poweroff" | "init" | "telinit" | "systemctl"
+            | "loginctl" => self.rule_power(name, shown, args),
+            "terraform" | "tofu" | "terragrunt" => self.rule_terraform(shown, args),
+            "kubectl" | "oc" => self.rule_kubectl(shown, args),
+            "dropdb" | "mysqladmin" | "redis-cli" => self.rule_db_admin(name, shown, args, stdin),
+            n if sql::is_sql_client(n) || sql::is_mongo_client(n) => {
+                self.rule_sql(name, shown, args, stdin)
+            }
+            "cd" | "pushd" => {
+                let split = split_args(args, &[]);
+                scope.cwd = match split.operands.first() {
+                    None => Some(paths::AbsPath::home()),
+                    Some(dir) => paths::static_paths(dir, scope.cwd.as_ref())
+                        .into_iter()
+                        .next(),
+                };
+            }
+            "popd" => scope.cwd = None,
+            // Strings that the shell runs later: alias bodies (expanded by `sh`/dash even
+            // non-interactively) and trap actions.
+            "alias" => {
+                for word in args {
+                    if let Some((_, values)) = split_assignment(word) {
+                        for value in values.iter().take(2) {
+                            self.analyse_nested(&value.render(), scope, depth + 1);
+                        }
+                    }
+                }
+            }
+            "trap" => {
+                let split = split_args(args, &[]);
+                if let Some(action) = split.operands.first() {
+                    for value in action.cands.iter().take(2) {
+                        self.analyse_nested(&value.render(), scope, depth + 1);
+                    }
+                }
+            }
+            "export" | "local" | "declare" | "typeset" | "readonly" => {
+                for word in args {
+                    if let Some((var, value)) = split_assignment(word) {
+                        scope.vars.insert(var, value);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rule_rm(&mut self, shown: &str, args: &[Word], scope: &Scope) {
+        let split = split_args(args, &[]);
+        let recursive = split.dynamic_opts
+            || split
+                .opts
+                .iter()
+                .any(|o| short_cluster_has(o, &['r', 'R']) || long_opt(o, "--recursive"));
+        if split
+            .opts
+            .iter()
+            .any(|o| o.starts_with("--") && long_opt(o, "--no-preserve-root"))
+        {
+            self.report(
+                "rm-no-preserve-root",
+                format!("`{shown}` passes --no-preserve-root, disabling rm's protection of /"),
+            );
+        }
+        // A non-recursive `rm /` or `rm /usr` fails on a directory, so only recursive deletes
+        // of precious directories are findings.
+        if !recursive {
+            return;
+        }
+        for operand in &split.operands {
+            self.report_precious(
+                shown,
+                operand,
+                scope,
+                "deletes",
+                &PreciousRules {
+                    root: "rm-root",
+                    home: Some("rm-home"),
+                    system: "rm-system-dir",
+                },
+            );
+        }
+    }
+
+    /// Reports each precious path a target word may name.
+    fn report_precious(
+        &mut self,
+        shown: &str,
+        operand: &Word,
+        scope: &Scope,
+        verb: &str,
+        rules: &PreciousRules,
+    ) {
+        for target in paths::targets(operand, scope.cwd.as_ref()) {
+            let Some(danger) = paths::classify(&target.path) else {
+                continue;
+            };
+            let Some(rule) = rules.for_danger(&danger) else {
+                continue;
+            };
+            let reason = if target.via_empty {
+                format!(
+                    "`{shown}` {verb} {} when a variable in `{}` is empty or unset (guard it \
+                     with ${{VAR:?}})",
+                    danger.describe(),
+                    operand.raw
+                )
+            } else {
+                format!("`{shown}` {verb} {}", danger.describe())
+            };
+            self.report(rule, reason);
+        }
+    }
+
+    fn rule_chmod(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
+        let split = split_args(args, &[]);
+        // Only -R is recursive here: chmod's -r is a mode ("remove read").
+        let recursive = split
+            .opts
+            .iter()
+            .any(|o| short_cluster_has(o, &['R']) || long_opt(o, "--recursive"));
+        if !recursive {
+            return;
+        }
+        let verb = match name {
+            "chmod" => "recursively changes the permissions of",
+            "chown" => "recursively changes the owner of",
+            _ => "recursively changes the group of",
+        };
+        for operand in &split.operands {
+            self.report_precious(
+                shown,
+                operand,
+                scope,
+                verb,
+                // `chown -R "$USER" ~` is the usual repair of a home directory, not damage.
+                &PreciousRules {
+                    root: "recursive-permission-change",
+                    home: None,
+                    system: "recursive-permission-change",
+                },
+            );
+        }
+    }
+
+    fn rule_find(&mut self, shown: &str, args: &[Word], scope: &mut Scope, depth: usize) {
+        // GNU find's own leading options come before the start paths.
+        let mut i = 0;
+        while let Some(a) = args.get(i).and_then(Word::lit) {
+            match a.as_str() {
+                "-H" | "-L" | "-P" => i += 1,
+                "-D" => i += 2,
+                o if o.starts_with("-O") => i += 1,
+                _ => break,
+            }
+        }
+        let mut starts: Vec<Word> = Vec::new();
+        while let Some(word) = args.get(i) {
+            let expression = word
+                .lit()
+                .is_some_and(|a| a.starts_with('-') || a == "(" || a == "!" || a == ",");
+            if expression {
+                break;
+            }
+            starts.push(word.clone());
+            i += 1;
+        }
+        if starts.is_empty() {
+            starts.push(Word::literal("."));
+        }
+        let expr = args.get(i..).unwrap_or_default();
+        let mut deletes = false;
+        let mut j = 0;
+        while let Some(word) = expr.get(j) {
+            j += 1;
+            let Some(a) = word.lit() else { continue };
+            match a.as_str() {
+                "-delete" => deletes = true,
+                "-exec" | "-execdir" | "-ok" | "-okdir" => {
+                    let end = expr[j..]
+                        .iter()
+                        .position(|w| matches!(w.lit().as_deref(), Some(";" | "+")))
+                        .map_or(expr.len(), |p| j + p);
+                    let command = &expr[j..end];
+                    if command.first().and_then(Word::lit).is_some_and(|c| {
+                        matches!(basename(&c), "rm" | "shred" | "unlink" | "rmdir")
+                    }) {
+                        deletes = true;
+                    }
+                    // The executed command is a command like any other. The first path find
+                    // hands it is a start path itself, so that is what `{}` stands for.
+                    for start in starts.iter().take(4) {
+                        let command: Vec<Word> = command
+                            .iter()
+                            .map(|w| {
+                                if w.lit().as_deref() == Some("{}") {
+                                    start.clone()
+                                } else {
+                                    w.clone()
+                                }
+                            })
+                            .collect();
+                        self.check_argv(&command, &Stdin::default(), scope, depth + 1);
+                    }
+                    j = end + 1;
+                }
+                _ => {}
+            }
+        }
+        if !deletes {
+            return;
+        }
+        for start in &starts {
+            self.report_precious(
+                shown,
+                start,
+                scope,
+                "deletes everything under",
+                &PreciousRules {
+                    root: "find-delete",
+                    home: Some("find-delete"),
+                    system: "find-delete",
+                },
+            );
+        }
+    }
+
+    fn rule_dd(&mut self, shown: &str, args: &[Word], scope: &Scope) {
+        for word in args {
+            let Some(res) = word.cands.first() else {
+                continue;
+            };
+            let Some(Seg::Text(first)) = res.0.first() else {
+                continue;
+            };
+            let Some(rest) = first.strip_prefix("of=") else {
+                continue;
+            };
+            let mut target = Resolved::text(rest);
+            for seg in res.0.iter().skip(1) {
+                target.0.push(seg.clone());
+            }
+            let target = Word {
+                raw: word.raw.clone(),
+                cands: vec![target],
+            };
+            for path in paths::static_paths(&target, scope.cwd.as_ref()) {
+                if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
+                    self.report(
+                        "dd-device",
+                        format!("`{shown}` overwrites the device {}", path.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `shred /dev/sda`, `tee /dev/sda`, `cp disk.img /dev/sda`, `blkdiscard /dev/sda`.
+    fn rule_device_operand(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
+        let split = split_args(
+            args,
+            &[
+                "-n",
+                "--iterations",
+                "-s",
+                "--size",
+                "-o",
+                "--offset",
+                "-l",
+                "--length",
+                "-p",
+                "--step",
+                "-m",
+                "--mode",
+                "-g",
+                "--group",
+                "-t",
+                "--target-directory",
+                "-S",
+                "--suffix",
+            ],
+        );
+        for operand in split.operands {
+            for path in paths::static_paths(operand, scope.cwd.as_ref()) {
+                if paths::is_block_device(&path) {
+                    let (rule, verb) = match name {
+                        "shred" => ("shred-device", "shreds"),
+                        "blkdiscard" => ("shred-device", "discards every block of"),
+                        _ => ("block-device-write", "overwrites"),
+                    };
+                    self.report(
+                        rule,
+                        format!("`{shown}` {verb} the block device {}", path.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn rule_mkfs(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
+        let rule = if name == "wipefs" { "wipefs" } else { "mkfs" };
+        let verb = if name == "wipefs" {
+            "erases the filesystem signatures of"
+        } else {
+            "creates a filesystem on (erasing)"
+        };
+        let split = split_args(args, &[]);
+        let mut found = false;
+        for operand in &split.operands {
+            for path in paths::static_paths(operand, scope.cwd.as_ref()) {
+                if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
+                    found = true;
+                    self.report(
+                        rule,
+                        format!("`{shown}` {verb} the device {}", path.display()),
+                    );
+                }
+            }
+        }
+        // The device is the last operand; when we cannot see it, we cannot show it is an image
+        // file rather than a disk.
+        if !found
+            && let Some(last) = split.operands.last()
+            && last.lit().is_none()
+            && may_be_device(last)
+        {
+            self.report(
+                rule,
+                format!(
+                    "`{shown}` {verb} a device chosen at run time (`{}`)",
+                    last.raw
+                ),
+            );
+        }
+    }
+
+    fn rule_power(&mut self, name: &str, shown: &str, args: &[Word]) {
+        let split = split_args(
+            args,
+            &[
+                "-t",
+                "--type",
+                "-p",
+                "--property",
+                "-H",
+                "--host",
+                "-M",
+                "--machine",
+                "-s",
+                "--signal",
+                "-n",
+                "--lines",
+                "-o",
+                "--output",
+                "--root",
+                "--message",
+            ],
+        );
+        let operands: Vec<String> = split.operands.iter().filter_map(|w| w.lit()).collect();
+        let op = |n: usize| operands.get(n).map(String::as_str);
+        let hit = match name {
+            "shutdown" | "reboot" | "halt" | "poweroff" => !split
+                .opts
+                .iter()
+                .any(|o| matches!(o.as_str(), "-c" | "--help" | "--version")),
+            "init" | "telinit" => matches!(op(0), Some("0" | "6")),
+            "systemctl" | "loginctl" => match op(0) {
+                Some("poweroff" | "reboot" | "halt" | "kexec" | "soft-reboot") => true,
+                Some("isolate" | "start" | "restart") => operands.iter().skip(1).any(|u| {
+                    matches!(
+                        u.as_str(),
+                        "poweroff.target" | "reboot.target" | "halt.target" | "kexec.target"
+                    )
+                }),
+                _ => false,
+            },
+            _ => false,
+        };
+        if hit {
+            self.report(
+                "system-power",
+                format!("`{shown}` shuts down or reboots the machine"),
+            );
+        }
+    }
+
+    fn rule_terraform(&mut self, shown: &str, args: &[Word]) {
+        let lits: Vec<String> = args.iter().filter_map(Word::lit).collect();
+        let operands: Vec<&str> = lits
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let destroy_flag = lits.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "-destroy" | "--destroy" | "-destroy=true" | "--destroy=true"
+            )
+        });
+        let hit = match operands.as_slice() {
+            ["destroy" | "destroy-all", ..] => true,
+            ["run-all" | "run", "destroy", ..] => true,
+            ["apply" | "run-all" | "run", ..] => destroy_flag,
+            _ => false,
+        };
+        if hit {
+            self.report(
+                "terraform-destroy",
+                format!("`{shown}` destroys the managed infrastructure"),
+            );
+        }
+    }
+
+    fn rule_kubectl(&mut self, shown: &str, args: &[Word]) {
+        let split = split_args(
+            args,
+            &[
+                "-n",
+                "--namespace",
+                "--context",
+                "--cluster",
+                "--kubeconfig",
+                "-s",
+                "--server",
+                "--user",
+                "--token",
+                "--as",
+                "--as-group",
+                "--request-timeout",
+                "--certificate-authority",
+                "--client-key",
+                "--client-certificate",
+                "-l",
+                "--selector",
+                "-f",
+                "--filename",
+                "-o",
+                "--output",
+                "--field-selector",
+                "--grace-period",
+                "--timeout",
+                "-k",
+                "--kustomize",
+                "--cache-dir",
+                "--tls-server-name",
+                "-v",
+            ],
+        );
+        let operands: Vec<String> = split.operands.iter().filter_map(|w| w.lit()).collect();
+        if operands.first().map(String::as_str) != Some("delete") {
+            return;
+        }
+        let namespace = operands.get(1).is_some_and(|kinds| {
+            kinds.split(',').any(|kind| {
+                let kind = kind.split('/').next().unwrap_or(kind);
+                matches!(kind, "namespace" | "namespaces" | "ns")
+            })
+        });
+        let all = split.opts.iter().any(|o| {
+            matches!(
+                o.as_str(),
+                "--all" | "--all=true" | "--all-namespaces" | "--all-namespaces=true" | "-A"
+            )
+        });
+        if namespace {
+            self.report(
+                "kubectl-delete",
+                format!("`{shown}` deletes a namespace and everything in it"),
+            );
+        }
+        if all {
+            self.report(
+                "kubectl-delete",
+                format!("`{shown}` deletes every matching resource (--all/--all-namespaces)"),
+            );
+        }
+    }
+
+    fn rule_sql(&mut self, name: &str, shown: &str, args: &[Word], stdin: &Stdin) {
+        let mongo = sql::is_mongo_client(name);
+        let check = |text: &str| {
+            if mongo {
+                sql::mongo_drop(text)
+            } else {
+                sql::sql_drop(text)
+            }
+        };
+        // Every argument counts, whatever option carries it (-c, -e, --execute, --query,
+        // --eval, -Q, or positional SQL): a file name or a connection string never reads as a
+        // DROP statement, so this is both simpler and harder to dodge than per-client grammars.
+        for word in args {
+            for res in &word.cands {
+                let text = res.render();
+                // `--command=SQL` and `-cSQL`: look at the value too, since a leading `--` would
+                // read as an SQL comment.
+                let value = match text.strip_prefix('-') {
+                    Some(rest) if rest.starts_with('-') => rest.split_once('=').map(|(_, v)| v),
+                    Some(rest) => rest.get(1..),
+                    None => None,
+                };
+                if let Some(kind) = check(&text).or_else(|| value.and_then(check)) {
+                    self.report(
+                        "sql-drop",
+                        format!("`{shown}` runs {kind} against the database"),
+                    );
+                }
+            }
+        }
+        for text in &stdin.texts {
+            if let Some(kind) = check(text) {
+                self.report(
+                    "sql-drop",
+                    format!(
+                        "`{shown}` is fed {kind} on its standard input (`{}`)",
+                        words::excerpt(text)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn rule_db_admin(&mut self, name: &str, shown: &str, args: &[Word], stdin: &Stdin) {
+        let split = split_args(
+            args,
+            &[
+                "-h",
+                "--host",
+                "-p",
+                "-P",
+                "--port",
+                "-U",
+                "--username",
+                "-u",
+                "--user",
+                "-a",
+                "-n",
+            ],
+        );
+        let operands: Vec<String> = split.operands.iter().filter_map(|w| w.lit()).collect();
+        match name {
+            "dropdb" => {
+                if !operands.is_empty() {
+                    self.report(
+                        "sql-drop",
+                        format!("`{shown}` drops a database (DROP DATABASE)"),
+                    );
+                }
+            }
+            "mysqladmin" => {
+                if operands.iter().any(|o| o.eq_ignore_ascii_case("drop")) {
+                    self.report(
+                        "sql-drop",
+                        format!("`{shown}` drops a database (DROP DATABASE)"),
+                    );
+                }
+            }
+            _ => {
+                let flush = |t: &str| {
+                    t.split_whitespace().any(|w| {
+                        w.eq_ignore_ascii_case("flushall") || w.eq_ignore_ascii_case("flushdb")
+                    })
+                };
+                if operands.iter().any(|o| flush(o)) || stdin.texts.iter().any(|t| flush(t)) {
+                    self.report(
+                        "db-flush",
+                        format!("`{shown}` deletes every key (FLUSHALL/FLUSHDB)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `NAME=value` as given to `export`/`local`/`declare`: the name and the value's candidates.
+fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
+    let mut name = None;
+    let mut values = Vec::new();
+    for res in &word.cands {
+        let Some(Seg::Text(first)) = res.0.first() else {
+            return None;
+        };
+        let (n, v) = first.split_once('=')?;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        name = Some(n.to_owned());
+        let mut value = Resolved::text(v);
+        for seg in res.0.iter().skip(1) {
+            match seg {
+                Seg::Text(t) => value.push_text(t),
+                other => value.0.push(other.clone()),
+            }
+        }
+        values.push(value);
+    }
+    name.map(|n| (n, values))
+}
