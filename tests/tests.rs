@@ -1,4 +1,8 @@
 //! Black-box tests of the `mc` binary, all built into one test binary (as ripgrep does).
+#![allow(
+    unreachable_pub,
+    reason = "helpers are shared between the modules of this one test binary"
+)]
 
 mod util;
 

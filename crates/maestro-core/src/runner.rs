@@ -708,9 +708,14 @@ mod tests {
     #[async_trait]
     impl Executor for Recording {
         async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
-            self.calls.lock().unwrap().push(format!("prepare {}", steps.len()));
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("prepare {}", steps.len()));
             if self.fail_prepare {
-                return Err(ExecutorError::Unavailable { message: "engine down".to_owned() });
+                return Err(ExecutorError::Unavailable {
+                    message: "engine down".to_owned(),
+                });
             }
             Ok(())
         }
@@ -721,8 +726,14 @@ mod tests {
             output: &mut StepOutput,
             _control: &StepControl,
         ) -> Result<StepOutcome, ExecutorError> {
-            self.calls.lock().unwrap().push(format!("run {}", step.name));
-            output.write(crate::output::Stream::Stdout, step.env["TRACE_ID"].as_bytes())?;
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("run {}", step.name));
+            output.write(
+                crate::output::Stream::Stdout,
+                step.env["TRACE_ID"].as_bytes(),
+            )?;
             Ok(StepOutcome::exited(self.exit_code))
         }
 
@@ -753,18 +764,26 @@ mod tests {
         }
     }
 
-    const GOOD: &str = r#"{"name":"j","owner":"ana","steps":[{"name":"a","run":"x"},{"name":"b","run":"y"}]}"#;
+    const GOOD: &str =
+        r#"{"name":"j","owner":"ana","steps":[{"name":"a","run":"x"},{"name":"b","run":"y"}]}"#;
 
     #[tokio::test]
     async fn denied_jobs_never_reach_an_executor() {
         let dir = tempfile::tempdir().unwrap();
         let executor = Arc::new(Recording::default());
         let report = runner(dir.path(), executor.clone())
-            .submit(request(r#"{"name":"j","steps":[{"name":"a","run":"x"}]}"#), None, CancellationToken::new())
+            .submit(
+                request(r#"{"name":"j","steps":[{"name":"a","run":"x"}]}"#),
+                None,
+                CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(report.state, JobState::Denied);
-        assert!(executor.calls.lock().unwrap().is_empty(), "not even prepare");
+        assert!(
+            executor.calls.lock().unwrap().is_empty(),
+            "not even prepare"
+        );
     }
 
     #[tokio::test]
@@ -776,18 +795,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.state, JobState::Succeeded);
-        assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "run a", "run b", "finish"]);
-        let log = std::fs::read_to_string(
-            FileStore::new(dir.path()).step_log_path(report.job_id, "a"),
-        )
-        .unwrap();
+        assert_eq!(
+            *executor.calls.lock().unwrap(),
+            ["prepare 2", "run a", "run b", "finish"]
+        );
+        let log =
+            std::fs::read_to_string(FileStore::new(dir.path()).step_log_path(report.job_id, "a"))
+                .unwrap();
         assert!(log.contains(" out trace-1\n"), "{log}");
     }
 
     #[tokio::test]
     async fn a_failed_step_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let executor = Arc::new(Recording { exit_code: 2, ..Recording::default() });
+        let executor = Arc::new(Recording {
+            exit_code: 2,
+            ..Recording::default()
+        });
         let report = runner(dir.path(), executor.clone())
             .submit(request(GOOD), None, CancellationToken::new())
             .await
@@ -795,13 +819,19 @@ mod tests {
         assert_eq!(report.state, JobState::Failed);
         assert_eq!(report.failure, Some(FailureKind::StepFailed));
         assert_eq!(report.steps[1].status, StepStatus::Skipped);
-        assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "run a", "finish"]);
+        assert_eq!(
+            *executor.calls.lock().unwrap(),
+            ["prepare 2", "run a", "finish"]
+        );
     }
 
     #[tokio::test]
     async fn an_unavailable_executor_fails_the_job_before_running() {
         let dir = tempfile::tempdir().unwrap();
-        let executor = Arc::new(Recording { fail_prepare: true, ..Recording::default() });
+        let executor = Arc::new(Recording {
+            fail_prepare: true,
+            ..Recording::default()
+        });
         let report = runner(dir.path(), executor.clone())
             .submit(request(GOOD), None, CancellationToken::new())
             .await
@@ -826,6 +856,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.state, JobState::Cancelled);
-        assert!(!executor.calls.lock().unwrap().iter().any(|c| c.starts_with("run")));
+        assert!(
+            !executor
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.starts_with("run"))
+        );
     }
 }

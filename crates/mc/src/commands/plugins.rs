@@ -1,10 +1,98 @@
-//! `mc plugins`: list and check executor plugins. PLACEHOLDER — the plugin work fills this in.
+//! `mc plugins`: list and check executor plugins.
 
-use crate::cli::{GlobalArgs, PluginsCommand};
+use std::path::{Path, PathBuf};
+
+use maestro_plugin_host::{check_plugin, find_plugin, list_plugins, search_dirs};
+
+use crate::cli::{GlobalArgs, OutputFormat, PluginsCommand};
 use crate::exit::{Code, Failure};
+use crate::{printer, registry, settings};
 
-pub(crate) fn run(_global: &GlobalArgs, _command: PluginsCommand) -> Result<Code, Failure> {
-    Err(Failure::usage(
-        "plugin commands are not available in this build yet",
-    ))
+pub(crate) fn run(global: &GlobalArgs, command: PluginsCommand) -> Result<Code, Failure> {
+    let state_root = settings::state_root(global)?;
+    let dirs = plugin_dirs(&state_root);
+    match command {
+        PluginsCommand::List { output } => list(&state_root, &dirs, output),
+        PluginsCommand::Check { plugin } => check(&dirs, &plugin),
+    }
+}
+
+/// The plugin search directories, in order (the same list `mc submit` uses).
+pub(crate) fn plugin_dirs(state_root: &Path) -> Vec<PathBuf> {
+    search_dirs(
+        std::env::var_os("MAESTRO_PLUGIN_PATH").as_deref(),
+        state_root,
+        std::env::var_os("PATH").as_deref(),
+    )
+}
+
+fn list(state_root: &Path, dirs: &[PathBuf], output: OutputFormat) -> Result<Code, Failure> {
+    let registry = registry::build(state_root);
+    let builtins = registry.builtin_names();
+    let candidates = super::runtime()?.block_on(list_plugins(dirs, &builtins));
+    match output {
+        OutputFormat::Json => printer::json(&candidates),
+        OutputFormat::Text => {
+            let mut text = String::new();
+            for candidate in &candidates {
+                let versions: Vec<String> = candidate
+                    .protocol_versions
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
+                text.push_str(&format!(
+                    "{}{}\t{}\tprotocol {}\tversion {}\t{}\n",
+                    if candidate.active { "" } else { "(inactive) " },
+                    candidate.name,
+                    candidate.path.display(),
+                    if versions.is_empty() {
+                        "?".to_owned()
+                    } else {
+                        versions.join(",")
+                    },
+                    candidate.plugin_version.as_deref().unwrap_or("?"),
+                    candidate.capabilities.join(","),
+                ));
+                for warning in &candidate.warnings {
+                    text.push_str(&format!("  warning: {warning}\n"));
+                }
+            }
+            if candidates.is_empty() {
+                text.push_str("no plugins found\n");
+            }
+            printer::out(&text);
+        }
+    }
+    Ok(Code::Success)
+}
+
+fn check(dirs: &[PathBuf], plugin: &str) -> Result<Code, Failure> {
+    let path = if plugin.contains('/') {
+        PathBuf::from(plugin)
+    } else {
+        find_plugin(plugin, dirs).ok_or_else(|| {
+            Failure::usage(format!("no plugin named {plugin:?} was found"))
+                .hint("pass a path to the executable, or see `mc plugins list`")
+        })?
+    };
+    if !path.is_file() {
+        return Err(Failure::usage(format!("{} is not a file", path.display())));
+    }
+    let results = super::runtime()?.block_on(check_plugin(&path));
+    let mut text = String::new();
+    for result in &results {
+        let verdict = if result.passed { "PASS" } else { "FAIL" };
+        text.push_str(&format!("{verdict} {}: {}\n", result.name, result.detail));
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    text.push_str(&format!(
+        "{} passed, {failed} failed\n",
+        results.len() - failed
+    ));
+    printer::out(&text);
+    Ok(if failed == 0 {
+        Code::Success
+    } else {
+        Code::JobFailed
+    })
 }
