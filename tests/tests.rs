@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod concurrency;
 mod hostile;
+mod plugins;
 mod policies;
 mod state;
 mod steps;

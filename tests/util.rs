@@ -180,28 +180,16 @@ pub fn jailed(env: &Env, args: &[&str]) -> Output {
         "bubblewrap (bwrap) is required for destructive-command tests: apt-get install -y bubblewrap"
     );
     let dir = env.path().to_str().expect("utf-8 path");
+    // The fresh /tmp hides everything under it; a checkout (and so `mc`) may live there too.
+    let bin_dir = Path::new(mc_bin())
+        .parent()
+        .and_then(Path::to_str)
+        .expect("utf-8 path");
     let mut command = Command::new("bwrap");
     command
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ])
-        .args([
-            "--bind",
-            dir,
-            dir,
-            "--unshare-pid",
-            "--unshare-net",
-            "--cap-drop",
-            "ALL",
-        ])
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .args(["--tmpfs", "/tmp", "--ro-bind", bin_dir, bin_dir, "--bind", dir, dir])
+        .args(["--unshare-pid", "--unshare-net", "--cap-drop", "ALL"])
         .args(["--chdir", dir, "--die-with-parent", "--"])
         .arg(mc_bin())
         .args(args)

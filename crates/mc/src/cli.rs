@@ -152,5 +152,8 @@ pub(crate) enum PluginsCommand {
     Check {
         /// Path to an executable, or the runtime name of a discovered plugin
         plugin: String,
+        /// The `with` object (JSON) handed to every task, for plugins that need settings
+        #[arg(long, value_name = "JSON")]
+        with: Option<String>,
     },
 }

@@ -1,13 +1,19 @@
 //! Which executors this build of `mc` offers: the built-ins, then plugins.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::executor::ExecutorRegistry;
 use maestro_core::local::LocalExecutor;
+use maestro_plugin_host::PluginProvider;
 
-/// The registry for a state root.
-pub(crate) fn build(_state_root: &std::path::Path) -> ExecutorRegistry {
+use crate::commands::plugin_dirs;
+
+/// The registry for a state root: `local`, then plugins found as `mc-executor-<name>` in
+/// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
+pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
     registry.register("local", Arc::new(LocalExecutor::new()));
+    registry.add_provider(Box::new(PluginProvider::new(plugin_dirs(state_root))));
     registry
 }

@@ -7,6 +7,8 @@ mod status;
 mod submit;
 mod validate;
 
+pub(crate) use plugins::plugin_dirs;
+
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;

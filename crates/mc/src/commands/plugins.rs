@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use maestro_plugin_host::{check_plugin, find_plugin, list_plugins, search_dirs};
+use maestro_plugin_host::{check_plugin_with, find_plugin, list_plugins, search_dirs};
 
 use crate::cli::{GlobalArgs, OutputFormat, PluginsCommand};
 use crate::exit::{Code, Failure};
@@ -13,7 +13,7 @@ pub(crate) fn run(global: &GlobalArgs, command: PluginsCommand) -> Result<Code, 
     let dirs = plugin_dirs(&state_root);
     match command {
         PluginsCommand::List { output } => list(&state_root, &dirs, output),
-        PluginsCommand::Check { plugin } => check(&dirs, &plugin),
+        PluginsCommand::Check { plugin, with } => check(&dirs, &plugin, with.as_deref()),
     }
 }
 
@@ -66,7 +66,14 @@ fn list(state_root: &Path, dirs: &[PathBuf], output: OutputFormat) -> Result<Cod
     Ok(Code::Success)
 }
 
-fn check(dirs: &[PathBuf], plugin: &str) -> Result<Code, Failure> {
+fn check(dirs: &[PathBuf], plugin: &str, with: Option<&str>) -> Result<Code, Failure> {
+    let with = with
+        .map(|text| match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) if value.is_object() => Ok(value),
+            Ok(_) => Err(Failure::usage("--with must be a JSON object")),
+            Err(error) => Err(Failure::usage(format!("--with is not valid JSON: {error}"))),
+        })
+        .transpose()?;
     let path = if plugin.contains('/') {
         PathBuf::from(plugin)
     } else {
@@ -78,7 +85,7 @@ fn check(dirs: &[PathBuf], plugin: &str) -> Result<Code, Failure> {
     if !path.is_file() {
         return Err(Failure::usage(format!("{} is not a file", path.display())));
     }
-    let results = super::runtime()?.block_on(check_plugin(&path));
+    let results = super::runtime()?.block_on(check_plugin_with(&path, with));
     let mut text = String::new();
     for result in &results {
         let verdict = if result.passed { "PASS" } else { "FAIL" };

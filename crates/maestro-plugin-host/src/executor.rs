@@ -1,0 +1,530 @@
+//! The plugin executor: one more implementation of core's `Executor`, backed by a plugin process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use maestro_core::JobId;
+use maestro_core::executor::{
+    CommandLine, Executor, ExecutorError, ExecutorProvider, StepControl, StepOutcome, StepOutput,
+    StepRequest, StopReason, Stream,
+};
+use maestro_plugin_protocol::{
+    Command, Describe, Destroy, ErrorCode, ErrorReply, Exit, ExitReason, Fault, HostMessage, Ping,
+    PluginMessage, Start, Started, Stop, Validate, capability,
+};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::connection::{Connection, ConnectionError, TaskEvent};
+use crate::discovery;
+
+/// Deadlines the host keeps with a plugin.
+#[derive(Debug, Clone)]
+pub struct PluginOptions {
+    /// How long a plugin may take to send its hello after it was started.
+    pub handshake_timeout: Duration,
+    /// How long a plugin may take to answer a request.
+    pub request_timeout: Duration,
+    /// How often a plugin running a step is pinged.
+    pub ping_interval: Duration,
+    /// How long past a step's grace period its exit event may arrive before the plugin is killed.
+    pub stop_slack: Duration,
+    /// How long a plugin may take to exit once its input is closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for PluginOptions {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            stop_slack: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs steps through the plugin executable at `path`: one plugin process per job, started by
+/// [`prepare`](Executor::prepare) (or by the first step) and shut down by
+/// [`finish`](Executor::finish).
+pub struct PluginExecutor {
+    name: String,
+    path: PathBuf,
+    options: PluginOptions,
+    connections: Mutex<HashMap<JobId, Arc<Connection>>>,
+    next_task: AtomicU64,
+}
+
+impl PluginExecutor {
+    /// The executor for the plugin `name` at `path`, with default deadlines.
+    pub fn new(name: &str, path: &Path) -> Self {
+        Self::with_options(name, path, PluginOptions::default())
+    }
+
+    /// The executor for the plugin `name` at `path`.
+    pub fn with_options(name: &str, path: &Path, options: PluginOptions) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            options,
+            connections: Mutex::default(),
+            next_task: AtomicU64::new(1),
+        }
+    }
+
+    /// The plugin's runtime name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn connection(&self, job_id: JobId) -> Result<Arc<Connection>, ExecutorError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(connection) = connections.get(&job_id) {
+            return Ok(Arc::clone(connection));
+        }
+        let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
+            .await
+            .map_err(|error| ExecutorError::Unavailable {
+                message: error.to_string(),
+            })?;
+        tracing::debug!(plugin = %self.name, version = connection.version(), "plugin started");
+        let connection = Arc::new(connection);
+        connections.insert(job_id, Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    fn lost(&self, step: &StepRequest, error: &ConnectionError) -> ExecutorError {
+        ExecutorError::StepFailed {
+            message: format!("{error} (step {:?})", step.name),
+        }
+    }
+}
+
+fn unavailable(error: ConnectionError) -> ExecutorError {
+    ExecutorError::Unavailable {
+        message: error.to_string(),
+    }
+}
+
+fn start_message(id: u64, task: &str, step: &StepRequest) -> HostMessage {
+    HostMessage::Start(Start {
+        id,
+        task: task.to_owned(),
+        step: step.name.clone(),
+        job_id: step.job_id.to_string(),
+        trace_id: step.trace_id.to_string(),
+        command: match &step.command {
+            CommandLine::Shell(line) => Command::Shell(line.clone()),
+            CommandLine::Argv(argv) => Command::Argv(argv.clone()),
+        },
+        env: step.env.clone(),
+        workspace: Some(step.workspace.to_string_lossy().into_owned()),
+        workdir: step.workdir.clone(),
+        timeout_ms: Some(u64::try_from(step.timeout.as_millis()).unwrap_or(u64::MAX)),
+        with: step.with.clone(),
+    })
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Executor for PluginExecutor {
+    fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
+        let refused = step.container.fields_set();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ExecutorError::InvalidStep {
+                message: format!(
+                    "step {:?} runs on plugin runtime {}, which cannot honour {}; pass plugin settings in `with`",
+                    step.name,
+                    self.name,
+                    refused.join(", ")
+                ),
+            })
+        }
+    }
+
+    async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let Some(first) = steps.first() else {
+            return Ok(());
+        };
+        let connection = self.connection(first.job_id).await?;
+        let id = connection.next_id();
+        match connection
+            .request(
+                id,
+                &HostMessage::Describe(Describe { id }),
+                self.options.request_timeout,
+            )
+            .await
+            .map_err(unavailable)?
+        {
+            PluginMessage::Described(described) => {
+                tracing::debug!(plugin = %self.name, version = %described.version, "plugin described itself");
+            }
+            other => {
+                return Err(ExecutorError::Unavailable {
+                    message: format!(
+                        "plugin {} answered describe with {}",
+                        self.name,
+                        summary(&other)
+                    ),
+                });
+            }
+        }
+        if !connection
+            .hello()
+            .capabilities
+            .iter()
+            .any(|c| c == capability::VALIDATE)
+        {
+            return Ok(());
+        }
+        for step in steps {
+            let id = connection.next_id();
+            let request = HostMessage::Validate(Validate {
+                id,
+                step: step.name.clone(),
+                with: step.with.clone(),
+            });
+            match connection
+                .request(id, &request, self.options.request_timeout)
+                .await
+                .map_err(unavailable)?
+            {
+                PluginMessage::Ok(_) => {}
+                PluginMessage::Error(ErrorReply {
+                    code: ErrorCode::Unsupported,
+                    ..
+                }) => return Ok(()),
+                PluginMessage::Error(ErrorReply { message, .. }) => {
+                    return Err(ExecutorError::InvalidStep {
+                        message: format!(
+                            "step {:?}: plugin {} rejects its settings: {message}",
+                            step.name, self.name
+                        ),
+                    });
+                }
+                other => {
+                    return Err(ExecutorError::Unavailable {
+                        message: format!(
+                            "plugin {} answered validate with {}",
+                            self.name,
+                            summary(&other)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let connection = self.connection(step.job_id).await?;
+        let task = format!(
+            "{}-{}",
+            step.index,
+            self.next_task.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut events = connection.subscribe(&task);
+        let id = connection.next_id();
+        let reply = connection
+            .request(
+                id,
+                &start_message(id, &task, step),
+                self.options.request_timeout,
+            )
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                connection.unsubscribe(&task);
+                connection.settle(Duration::from_millis(200)).await;
+                let error = match connection.death() {
+                    Some(death) => ConnectionError::Lost(death),
+                    None => error,
+                };
+                return Err(self.lost(step, &error));
+            }
+        };
+        match reply {
+            PluginMessage::Started(Started { pgid, .. }) => {
+                if let Some(pgid) = pgid {
+                    connection.record_task_group(&task, pgid);
+                }
+            }
+            PluginMessage::Error(ErrorReply { message, .. }) => {
+                connection.unsubscribe(&task);
+                return Err(ExecutorError::StepFailed {
+                    message: format!(
+                        "plugin {} could not start step {:?}: {message}",
+                        self.name, step.name
+                    ),
+                });
+            }
+            other => {
+                connection.unsubscribe(&task);
+                return Err(ExecutorError::StepFailed {
+                    message: format!(
+                        "plugin {} answered start with {}",
+                        self.name,
+                        summary(&other)
+                    ),
+                });
+            }
+        }
+        tracing::debug!(plugin = %self.name, step = %step.name, %task, "plugin task started");
+
+        let result = self
+            .follow(&connection, step, &task, &mut events, output, control)
+            .await;
+        connection.unsubscribe(&task);
+        if result.is_ok() {
+            // Fire and forget: the plugin frees the task; nothing waits for the answer.
+            let id = connection.next_id();
+            let _ = connection
+                .send(&HostMessage::Destroy(Destroy {
+                    id,
+                    task: task.clone(),
+                }))
+                .await;
+        }
+        result
+    }
+
+    async fn finish(&self, job_id: JobId) {
+        let connection = self.connections.lock().await.remove(&job_id);
+        if let Some(connection) = connection {
+            connection.shutdown(self.options.shutdown_grace).await;
+        }
+    }
+}
+
+impl PluginExecutor {
+    /// Stream `task`'s events into `output` until its exit event, honouring `control`.
+    async fn follow(
+        &self,
+        connection: &Connection,
+        step: &StepRequest,
+        task: &str,
+        events: &mut tokio::sync::mpsc::Receiver<TaskEvent>,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let stop = control.stop_requested();
+        tokio::pin!(stop);
+        let mut stop_reason: Option<StopReason> = None;
+        let mut give_up_at: Option<Instant> = None;
+        let mut next_seq: u64 = 0;
+        let mut warned_seq = false;
+        let mut ping_at = Instant::now() + self.options.ping_interval;
+        let mut ping: Option<tokio::sync::oneshot::Receiver<PluginMessage>> = None;
+        let mut ping_deadline = Instant::now();
+        let mut line = Vec::new();
+        let exit: Exit = loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(TaskEvent::Log(log)) => {
+                        if log.seq != next_seq && !warned_seq {
+                            warned_seq = true;
+                            tracing::warn!(plugin = %self.name, step = %step.name, expected = next_seq, got = log.seq, "plugin log events out of sequence");
+                        }
+                        next_seq = log.seq + 1;
+                        let stream = match log.stream {
+                            maestro_plugin_protocol::Stream::Stdout => Stream::Stdout,
+                            maestro_plugin_protocol::Stream::Stderr => Stream::Stderr,
+                        };
+                        line.clear();
+                        match log.bytes() {
+                            Ok(bytes) => line.extend_from_slice(&bytes),
+                            Err(_) => line.extend_from_slice(b"<plugin sent invalid base64>"),
+                        }
+                        if !log.partial {
+                            line.push(b'\n');
+                        }
+                        output.write(stream, &line)?;
+                    }
+                    Some(TaskEvent::Exit(exit)) => break exit,
+                    None => {
+                        connection.settle(Duration::from_millis(200)).await;
+                        let reason = connection
+                            .death()
+                            .unwrap_or_else(|| format!("plugin {} stopped reporting", self.name));
+                        connection.kill(reason.clone());
+                        return Err(ExecutorError::StepFailed { message: reason });
+                    }
+                },
+                reason = &mut stop, if stop_reason.is_none() => {
+                    tracing::info!(plugin = %self.name, step = %step.name, ?reason, "asking the plugin to stop the step");
+                    stop_reason = Some(reason);
+                    give_up_at = Some(Instant::now() + control.grace() + self.options.stop_slack);
+                    let id = connection.next_id();
+                    let stop = HostMessage::Stop(Stop {
+                        id,
+                        task: task.to_owned(),
+                        signal: "SIGTERM".to_owned(),
+                        grace_ms: duration_ms(control.grace()),
+                    });
+                    // The answer does not matter: the exit event (or the deadline) decides.
+                    let _ = connection.send(&stop).await;
+                }
+                () = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                    let reason = format!(
+                        "plugin {} did not end the step within {} ms of being asked to stop it; the plugin and its tasks were killed",
+                        self.name,
+                        duration_ms(control.grace() + self.options.stop_slack)
+                    );
+                    connection.kill(reason.clone());
+                    return Err(ExecutorError::StepFailed { message: reason });
+                }
+                () = tokio::time::sleep_until(ping_at), if ping.is_none() => {
+                    let id = connection.next_id();
+                    match connection.begin_request(id, &HostMessage::Ping(Ping { id })).await {
+                        Ok(reply) => {
+                            ping = Some(reply);
+                            ping_deadline = Instant::now() + self.options.request_timeout;
+                        }
+                        // A dead connection shows as the end of the task's events.
+                        Err(_) => ping_at = Instant::now() + self.options.ping_interval,
+                    }
+                }
+                _ = async {
+                    match ping.as_mut() {
+                        Some(reply) => reply.await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    ping = None;
+                    ping_at = Instant::now() + self.options.ping_interval;
+                }
+                () = tokio::time::sleep_until(ping_deadline), if ping.is_some() => {
+                    // A plugin that stops answering pings is hung: it is killed.
+                    let reason = format!(
+                        "plugin {} stopped answering pings (none answered within {} ms); the plugin and its tasks were killed",
+                        self.name,
+                        duration_ms(self.options.request_timeout)
+                    );
+                    connection.kill(reason.clone());
+                    return Err(ExecutorError::StepFailed { message: reason });
+                }
+            }
+        };
+        outcome(&self.name, exit, stop_reason, output)
+    }
+}
+
+fn outcome(
+    plugin: &str,
+    exit: Exit,
+    stop_reason: Option<StopReason>,
+    output: &mut StepOutput,
+) -> Result<StepOutcome, ExecutorError> {
+    let mut outcome = StepOutcome {
+        exit_code: exit.code,
+        signal: exit.signal,
+        stopped: stop_reason,
+        oom_killed: false,
+    };
+    match exit.reason {
+        ExitReason::Completed => {}
+        ExitReason::Stopped => {
+            outcome.stopped = stop_reason.or(Some(StopReason::Cancelled));
+        }
+        ExitReason::TimedOut => {
+            outcome.stopped = stop_reason.or(Some(StopReason::TimedOut));
+        }
+        ExitReason::Error => {
+            let message = exit.message.unwrap_or_else(|| "no reason given".to_owned());
+            if exit.fault == Some(Fault::Task) {
+                output.note(&format!("plugin {plugin}: {message}"))?;
+                if outcome.signal.is_none() && matches!(outcome.exit_code, None | Some(0)) {
+                    outcome.exit_code = Some(1);
+                }
+            } else {
+                return Err(ExecutorError::StepFailed {
+                    message: format!("plugin {plugin}: {message}"),
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn summary(message: &PluginMessage) -> String {
+    match message {
+        PluginMessage::Error(ErrorReply { code, message, .. }) => {
+            format!("an error ({code:?}): {message}")
+        }
+        other => {
+            let line = other.to_line();
+            let shown: String = line.trim_end().chars().take(120).collect();
+            format!("an unexpected message {shown}")
+        }
+    }
+}
+
+/// Provides a [`PluginExecutor`] for every runtime name that has a plugin executable in the
+/// search directories.
+pub struct PluginProvider {
+    dirs: Vec<PathBuf>,
+    options: PluginOptions,
+}
+
+impl PluginProvider {
+    /// A provider searching `dirs` in order (see [`search_dirs`](crate::search_dirs)).
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self::with_options(dirs, PluginOptions::default())
+    }
+
+    /// A provider whose executors keep the deadlines in `options`.
+    pub fn with_options(dirs: Vec<PathBuf>, options: PluginOptions) -> Self {
+        Self { dirs, options }
+    }
+}
+
+impl ExecutorProvider for PluginProvider {
+    fn provide(&self, runtime: &str) -> Option<Arc<dyn Executor>> {
+        let path = discovery::find_plugin(runtime, &self.dirs)?;
+        tracing::debug!(runtime, path = %path.display(), "runtime provided by a plugin");
+        Some(Arc::new(PluginExecutor::with_options(
+            runtime,
+            &path,
+            self.options.clone(),
+        )))
+    }
+
+    fn searched(&self) -> String {
+        let dirs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|dir| dir.display().to_string())
+            .collect();
+        format!(
+            "no plugin executable {}<runtime> in {}",
+            maestro_plugin_protocol::EXECUTABLE_PREFIX,
+            if dirs.is_empty() {
+                "any directory (none to search)".to_owned()
+            } else {
+                dirs.join(", ")
+            }
+        )
+    }
+}

@@ -1,0 +1,387 @@
+//! One task: a local command in its own process group, its output as log events, its exit.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use maestro_plugin_protocol::{
+    Exit, ExitReason, Fault, LOG_CHUNK_BYTES, Log, PluginMessage, Start, Stream,
+};
+use rustix::process::{Pid, Signal};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::Plugin;
+
+/// How long a task's output is still read after its main process exited and its group was
+/// killed: only a process that left the group (with `setsid`) can hold the pipes that long.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// The grace period of the SDK's own timeout backstop.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// How many bytes of a task's stderr are kept for [`Plugin::executor_failure`].
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// The local command that runs a task, as built by [`Plugin::command`].
+#[derive(Debug)]
+pub struct TaskCommand {
+    command: std::process::Command,
+    keep_stdin_open: bool,
+}
+
+impl TaskCommand {
+    /// Run `command`. Its stdout and stderr are always piped to log events; its stdin is
+    /// `/dev/null` unless [`keep_stdin_open`](Self::keep_stdin_open) is set.
+    pub fn new(command: std::process::Command) -> Self {
+        Self {
+            command,
+            keep_stdin_open: false,
+        }
+    }
+
+    /// Run `task` as given, on this machine: its argv (or `/bin/sh -c` line) with its `env` added
+    /// to the plugin's environment, in [`local_workdir`].
+    pub fn local(task: &Start) -> Self {
+        let argv = task.command.to_argv();
+        let mut command = std::process::Command::new(argv.first().map_or("", String::as_str));
+        command.args(argv.iter().skip(1)).envs(&task.env);
+        if let Some(dir) = local_workdir(task) {
+            command.current_dir(dir);
+        }
+        Self::new(command)
+    }
+
+    /// Give the command a stdin pipe that stays open until the task ends, instead of
+    /// `/dev/null`: for clients such as `ssh` that must not see end of input early.
+    pub fn keep_stdin_open(mut self, keep: bool) -> Self {
+        self.keep_stdin_open = keep;
+        self
+    }
+
+    /// The command, to adjust.
+    pub fn command_mut(&mut self) -> &mut std::process::Command {
+        &mut self.command
+    }
+}
+
+/// The directory a task runs in on this machine: its `workdir`, relative ones taken from its
+/// `workspace`; else the workspace; else none (the plugin's own directory).
+pub fn local_workdir(task: &Start) -> Option<PathBuf> {
+    match (&task.workdir, &task.workspace) {
+        (Some(dir), _) if Path::new(dir).is_absolute() => Some(PathBuf::from(dir)),
+        (Some(dir), Some(workspace)) => Some(Path::new(workspace).join(dir)),
+        (Some(dir), None) => Some(PathBuf::from(dir)),
+        (None, Some(workspace)) => Some(PathBuf::from(workspace)),
+        (None, None) => None,
+    }
+}
+
+/// What the serve loop may ask of a running task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control {
+    /// Send `signal` to the task's process group, then `SIGKILL` after `grace`.
+    Stop { signal: Signal, grace: Duration },
+    /// Send `SIGKILL` to the task's process group now.
+    Kill,
+}
+
+/// A started task.
+pub(crate) struct Spawned {
+    child: tokio::process::Child,
+    /// The task's process group (its main process's pid).
+    pub(crate) pgid: i32,
+}
+
+/// Start `command` in a process group of its own.
+pub(crate) fn spawn(command: TaskCommand) -> io::Result<Spawned> {
+    let mut child = tokio::process::Command::from(command.command);
+    child
+        .process_group(0)
+        .stdin(if command.keep_stdin_open {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = child.spawn()?;
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
+    Ok(Spawned { child, pgid })
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pgid) {
+        // ESRCH (already gone) is the common, harmless failure.
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+/// Turns output chunks into numbered log events, cutting long lines.
+struct LogWriter {
+    task: String,
+    seq: u64,
+    out: mpsc::Sender<String>,
+    pending: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    async fn emit(&mut self, stream: Stream, bytes: &[u8], partial: bool) {
+        let log = Log::from_bytes(&self.task, self.seq, stream, bytes, partial);
+        self.seq += 1;
+        // A closed channel means the host is gone; the task is killed on the way out anyway.
+        let _ = self.out.send(PluginMessage::Log(log).to_line()).await;
+    }
+
+    /// Emit `line` (a whole line when `terminated`) in pieces of at most [`LOG_CHUNK_BYTES`].
+    async fn emit_cut(&mut self, stream: Stream, mut line: &[u8], terminated: bool) {
+        while line.len() > LOG_CHUNK_BYTES {
+            let cut = utf8_cut(line, LOG_CHUNK_BYTES);
+            self.emit(stream, &line[..cut], true).await;
+            line = &line[cut..];
+        }
+        if terminated || !line.is_empty() {
+            self.emit(stream, line, !terminated).await;
+        }
+    }
+
+    async fn push(&mut self, stream: Stream, mut chunk: &[u8]) {
+        let index = stream_index(stream);
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            if self.pending[index].is_empty() {
+                self.emit_cut(stream, &chunk[..end], true).await;
+            } else {
+                let mut line = std::mem::take(&mut self.pending[index]);
+                line.extend_from_slice(&chunk[..end]);
+                self.emit_cut(stream, &line, true).await;
+            }
+            chunk = &chunk[end + 1..];
+        }
+        self.pending[index].extend_from_slice(chunk);
+        if self.pending[index].len() >= LOG_CHUNK_BYTES {
+            let pending = std::mem::take(&mut self.pending[index]);
+            let cut = pending.len() - pending.len() % LOG_CHUNK_BYTES;
+            let cut = utf8_cut(&pending, cut);
+            self.emit_cut(stream, &pending[..cut], false).await;
+            self.pending[index] = pending[cut..].to_vec();
+        }
+    }
+
+    async fn finish(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let pending = std::mem::take(&mut self.pending[stream_index(stream)]);
+            if !pending.is_empty() {
+                self.emit_cut(stream, &pending, false).await;
+            }
+        }
+    }
+}
+
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+/// Where to cut `bytes` at most `max` bytes in without splitting a UTF-8 character.
+fn utf8_cut(bytes: &[u8], max: usize) -> usize {
+    match std::str::from_utf8(&bytes[..max]) {
+        Err(error) if error.error_len().is_none() && error.valid_up_to() + 4 > max => {
+            error.valid_up_to().max(1)
+        }
+        _ => max,
+    }
+}
+
+async fn read_some(
+    pipe: &mut Option<impl tokio::io::AsyncRead + Unpin>,
+    buffer: &mut [u8],
+) -> io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buffer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drive a started task to its end and say how it ended. Every log event is queued on `out`
+/// before this returns; the caller sends the exit event.
+pub(crate) async fn run<P: Plugin>(
+    start: &Start,
+    spawned: Spawned,
+    out: mpsc::Sender<String>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    plugin: Arc<P>,
+) -> Exit {
+    let Spawned { mut child, pgid } = spawned;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let stdin = child.stdin.take();
+    let mut logs = LogWriter {
+        task: start.task.clone(),
+        seq: 0,
+        out,
+        pending: [Vec::new(), Vec::new()],
+    };
+    let mut stderr_tail: Vec<u8> = Vec::new();
+    let mut out_buffer = vec![0u8; 64 * 1024];
+    let mut err_buffer = vec![0u8; 64 * 1024];
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let timeout_at = start
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut stopped: Option<ExitReason> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut status: Option<io::Result<ExitStatus>> = None;
+    let mut control_open = true;
+
+    while status.is_none() || stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            read = read_some(&mut stdout, &mut out_buffer) => match read {
+                Ok(0) | Err(_) => stdout = None,
+                Ok(n) => logs.push(Stream::Stdout, &out_buffer[..n]).await,
+            },
+            read = read_some(&mut stderr, &mut err_buffer) => match read {
+                Ok(0) | Err(_) => stderr = None,
+                Ok(n) => {
+                    stderr_tail.extend_from_slice(&err_buffer[..n]);
+                    if stderr_tail.len() > STDERR_TAIL_BYTES {
+                        stderr_tail.drain(..stderr_tail.len() - STDERR_TAIL_BYTES);
+                    }
+                    logs.push(Stream::Stderr, &err_buffer[..n]).await;
+                }
+            },
+            result = child.wait(), if status.is_none() => {
+                status = Some(result);
+                // The task is over: whatever it left running in its group goes with it (as on
+                // the local runtime), which also closes the pipes those leftovers held.
+                signal_group(pgid, Signal::KILL);
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            message = control.recv(), if control_open => match message {
+                Some(Control::Stop { signal, grace }) if status.is_none() && stopped.is_none() => {
+                    signal_group(pgid, signal);
+                    stopped = Some(ExitReason::Stopped);
+                    kill_at = Some(Instant::now() + grace);
+                }
+                Some(Control::Kill) => {
+                    signal_group(pgid, Signal::KILL);
+                    stopped.get_or_insert(ExitReason::Stopped);
+                }
+                Some(Control::Stop { .. }) => {}
+                None => control_open = false,
+            },
+            () = tokio::time::sleep_until(timeout_at.unwrap_or(far)),
+                if timeout_at.is_some() && stopped.is_none() && status.is_none() => {
+                signal_group(pgid, Signal::TERM);
+                stopped = Some(ExitReason::TimedOut);
+                kill_at = Some(Instant::now() + TIMEOUT_GRACE);
+            }
+            () = tokio::time::sleep_until(kill_at.unwrap_or(far)),
+                if kill_at.is_some() && status.is_none() => {
+                signal_group(pgid, Signal::KILL);
+                kill_at = None;
+            }
+            () = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+                break;
+            }
+        }
+    }
+    // Whatever the task left behind in its group dies with it.
+    signal_group(pgid, Signal::KILL);
+    drop(stdin);
+    logs.finish().await;
+
+    let mut exit = Exit {
+        task: start.task.clone(),
+        code: None,
+        signal: None,
+        reason: stopped.unwrap_or(ExitReason::Completed),
+        fault: None,
+        message: None,
+    };
+    match status {
+        Some(Ok(status)) => {
+            exit.code = status.code();
+            exit.signal = status.signal();
+            if exit.reason == ExitReason::Completed
+                && let Some(failure) = plugin.executor_failure(start, status, &stderr_tail)
+            {
+                exit.reason = ExitReason::Error;
+                exit.fault = Some(Fault::Executor);
+                exit.message = Some(failure.message);
+            }
+        }
+        Some(Err(error)) => {
+            exit.reason = ExitReason::Error;
+            exit.fault = Some(Fault::Executor);
+            exit.message = Some(format!("cannot wait for the task's process: {error}"));
+        }
+        None => {
+            exit.reason = ExitReason::Error;
+            exit.fault = Some(Fault::Executor);
+            exit.message = Some("the task's process was lost".to_owned());
+        }
+    }
+    exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        let text = "aé".repeat(10);
+        let bytes = text.as_bytes();
+        assert_eq!(utf8_cut(bytes, 2), 1);
+        assert_eq!(utf8_cut(bytes, 3), 3);
+        assert_eq!(utf8_cut(b"\xff\xfe\xfd", 2), 2);
+    }
+
+    #[tokio::test]
+    async fn long_lines_become_partial_pieces_with_increasing_seq() {
+        let (out, mut rx) = mpsc::channel(1000);
+        let mut logs = LogWriter {
+            task: "t".to_owned(),
+            seq: 0,
+            out,
+            pending: [Vec::new(), Vec::new()],
+        };
+        let long = vec![b'x'; LOG_CHUNK_BYTES * 2 + 5];
+        logs.push(Stream::Stdout, &long).await;
+        logs.push(Stream::Stdout, b"\nshort\ntail").await;
+        logs.finish().await;
+        drop(logs);
+        let mut events = Vec::new();
+        while let Some(line) = rx.recv().await {
+            match PluginMessage::from_line(&line).unwrap() {
+                PluginMessage::Log(log) => events.push(log),
+                other => panic!("{other:?}"),
+            }
+        }
+        let shape: Vec<(u64, usize, bool)> = events
+            .iter()
+            .map(|log| (log.seq, log.bytes().unwrap().len(), log.partial))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (0, LOG_CHUNK_BYTES, true),
+                (1, LOG_CHUNK_BYTES, true),
+                (2, 5, false),
+                (3, 5, false),
+                (4, 4, true)
+            ]
+        );
+    }
+}

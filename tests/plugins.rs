@@ -1,0 +1,485 @@
+//! Executor plugins through the real `mc`: discovery, failures of every kind, cancel, trace ids, ssh.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+
+/// The Python plugin written without the SDK, shipped in `plugins/`.
+fn pyproc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/mc-executor-pyproc")
+}
+
+/// A directory of plugins for one test, passed to `mc` as `MAESTRO_PLUGIN_PATH`.
+struct Plugins {
+    dir: PathBuf,
+}
+
+impl Plugins {
+    fn new(env: &Env) -> Self {
+        let dir = env.path().join("plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// Install an executable `mc-executor-<name>` with `content`.
+    fn script(&self, name: &str, content: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(format!("mc-executor-{name}"));
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Install the Python plugin as runtime `name`, recording its pid in `<dir>/<name>.pid`.
+    fn pyproc(&self, name: &str) {
+        self.script(
+            name,
+            &format!(
+                "#!/bin/sh\necho $$ > '{}/{name}.pid'\nexec python3 '{}'\n",
+                self.dir.display(),
+                pyproc().display()
+            ),
+        );
+    }
+
+    fn mc(&self, env: &Env) -> Command {
+        let mut command = env.mc();
+        command.env("MAESTRO_PLUGIN_PATH", &self.dir);
+        command
+    }
+
+    fn submit(&self, env: &Env, file: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+        let output = self
+            .mc(env)
+            .args([
+                "submit",
+                file.to_str().unwrap(),
+                "--output",
+                "json",
+                "--quiet",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let json = parse_json(&output);
+        (output, json)
+    }
+}
+
+/// A plugin in Python that does the handshake and then misbehaves as `on_start` says.
+fn python_plugin(versions: &str, on_start: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env python3
+import json, os, sys, time
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+send({{"type": "hello", "protocol": "maestro-executor", "versions": {versions}, "plugin": "t", "version": "0"}})
+sys.stdin.readline()
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["type"] == "describe":
+        send({{"type": "described", "id": req["id"], "name": "t"}})
+    elif req["type"] == "ping":
+        send({{"type": "pong", "id": req["id"]}})
+    elif req["type"] == "start":
+        send({{"type": "started", "id": req["id"], "task": req["task"]}})
+        send({{"type": "log", "task": req["task"], "seq": 0, "stream": "stdout", "text": "working"}})
+{on_start}
+    else:
+        send({{"type": "ok", "id": req.get("id")}})
+"#
+    )
+}
+
+fn job_id(json: &serde_json::Value) -> &str {
+    json["job_id"].as_str().unwrap()
+}
+
+#[test]
+fn a_job_mixes_local_and_plugin_steps() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.pyproc("pyproc");
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "mixed",
+            "  - name: here\n    run: echo local > made.txt\n\
+             \x20 - name: there\n    runtime: pyproc\n    run: cat made.txt; echo plugin >> made.txt; echo to-err >&2\n\
+             \x20 - name: back\n    run: cat made.txt\n",
+        ),
+    );
+    let (output, json) = plugins.submit(&env, &file, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(json["state"], "SUCCEEDED");
+    assert_eq!(json["steps"][1]["runtime"], "pyproc");
+    let there = env.step_log(job_id(&json), "there");
+    assert!(there.contains(" out local\n"), "{there}");
+    assert!(there.contains(" err to-err\n"), "{there}");
+    assert!(
+        env.step_log(job_id(&json), "back")
+            .contains(" out plugin\n")
+    );
+}
+
+#[test]
+fn the_trace_id_reaches_the_plugin_task_environment() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.pyproc("pyproc");
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "trace",
+            "  - name: t\n    runtime: pyproc\n    command: [sh, -c, 'echo trace=$TRACE_ID']\n",
+        ),
+    );
+    let (output, json) = plugins.submit(&env, &file, &["--trace-id", "trace-plugin-42"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(json["trace_id"], "trace-plugin-42");
+    let log = env.step_log(job_id(&json), "t");
+    assert!(log.contains(" out trace=trace-plugin-42\n"), "{log}");
+}
+
+#[test]
+fn a_missing_plugin_is_a_spec_error_before_anything_runs() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "missing",
+            "  - name: first\n    run: touch ran.txt\n  - name: s\n    runtime: nosuchplugin\n    run: 'true'\n",
+        ),
+    );
+    let output = plugins
+        .mc(&env)
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("nosuchplugin"), "{stderr}");
+    assert!(stderr.contains("mc-executor-"), "{stderr}");
+    assert!(!env.path().join("ran.txt").exists(), "nothing may run");
+}
+
+#[test]
+fn a_plugin_speaking_the_wrong_protocol_version_is_rejected_clearly() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.script("future", &python_plugin("[99]", ""));
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "future",
+            "  - name: s\n    runtime: future\n    run: 'true'\n",
+        ),
+    );
+    let (output, json) = plugins.submit(&env, &file, &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    let everything = format!("{json} {}", text(&output.stderr));
+    assert!(
+        everything.contains("protocol versions [99]"),
+        "{everything}"
+    );
+    assert!(everything.contains("future"), "{everything}");
+}
+
+#[test]
+fn a_plugin_that_crashes_mid_step_fails_the_step_naming_the_plugin() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.script(
+        "crashy",
+        &python_plugin(
+            "[1]",
+            "        sys.stderr.write('crashy: out of luck\\n'); sys.stderr.flush(); os._exit(3)",
+        ),
+    );
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "crash",
+            "  - name: s\n    runtime: crashy\n    run: 'true'\n",
+        ),
+    );
+    let started = Instant::now();
+    let (output, json) = plugins.submit(&env, &file, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(json["state"], "FAILED");
+    let error = json["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("crashy"), "{json}");
+    assert!(error.contains("out of luck"), "{json}");
+    assert!(env.step_log(job_id(&json), "s").contains(" out working\n"));
+}
+
+#[test]
+fn a_plugin_that_hangs_is_killed_after_the_timeout_and_grace() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.script(
+        "hangs",
+        &python_plugin(
+            "[1]",
+            &format!(
+                "        open('{}/hangs.pid', 'w').write(str(os.getpid()))\n        time.sleep(3600)",
+                env.path().display()
+            ),
+        ),
+    );
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "hang",
+            "  - name: s\n    runtime: hangs\n    timeout_seconds: 1\n    run: 'true'\n",
+        ),
+    );
+    let started = Instant::now();
+    let (output, json) = plugins.submit(&env, &file, &["--stop-grace", "0.5"]);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert_eq!(json["state"], "FAILED");
+    let error = json["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("plugin hangs"), "{json}");
+    let pid: i32 = std::fs::read_to_string(env.path().join("hangs.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!pid_alive(pid), "the hung plugin must be killed");
+}
+
+#[test]
+fn ctrl_c_during_a_plugin_step_stops_the_task_and_cancels_the_job() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.pyproc("pyproc");
+    let task_pid = env.path().join("task.pid");
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "cancel",
+            &format!(
+                "  - name: long\n    runtime: pyproc\n    run: echo $$ > {}; exec sleep 300\n",
+                task_pid.display()
+            ),
+        ),
+    );
+    let child: Child = plugins
+        .mc(&env)
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&task_pid, 20),
+        "the plugin task never started"
+    );
+    let pid: i32 = loop {
+        if let Ok(pid) = std::fs::read_to_string(&task_pid).unwrap().trim().parse() {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let plugin_pid: i32 = std::fs::read_to_string(plugins.dir.join("pyproc.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    send_signal(child.id(), rustix::process::Signal::INT);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let json = parse_json(&output);
+    assert_eq!(json["state"], "CANCELLED");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (pid_alive(pid) || pid_alive(plugin_pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_alive(pid),
+        "the plugin's task {pid} outlived the cancel"
+    );
+    assert!(
+        !pid_alive(plugin_pid),
+        "the plugin {plugin_pid} outlived the job"
+    );
+}
+
+#[test]
+fn plugins_list_and_check_through_mc() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.pyproc("pyproc");
+    plugins.script("local", "#!/bin/sh\nexit 0\n");
+    let list = plugins
+        .mc(&env)
+        .args(["plugins", "list", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let listed = parse_json(&list);
+    let listed = listed.as_array().unwrap();
+    let py = listed.iter().find(|c| c["name"] == "pyproc").unwrap();
+    assert_eq!(py["active"], true);
+    assert_eq!(py["protocol_versions"], serde_json::json!([1]));
+    let local = listed.iter().find(|c| c["name"] == "local").unwrap();
+    assert_eq!(local["active"], false);
+    assert!(
+        local["warnings"].to_string().contains("built-in"),
+        "{local}"
+    );
+
+    let check = plugins
+        .mc(&env)
+        .args(["plugins", "check", "pyproc"])
+        .output()
+        .unwrap();
+    let report = text(&check.stdout);
+    assert!(check.status.success(), "{report}{}", text(&check.stderr));
+    assert!(report.contains("PASS 10 MB of output"), "{report}");
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+/// The ssh plugin's binary: next to `mc` when the workspace was built, else built here (in a
+/// target directory of its own, since the outer cargo holds the lock of the main one).
+fn ssh_plugin() -> PathBuf {
+    let beside = Path::new(crate::util::mc_bin()).with_file_name("mc-executor-ssh");
+    if beside.exists() {
+        return beside;
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugin-tests");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "mc-executor-ssh", "--target-dir"])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo to build mc-executor-ssh");
+    assert!(status.success(), "cannot build mc-executor-ssh");
+    target.join("debug/mc-executor-ssh")
+}
+
+/// An sshd on a loopback port with a generated host key and user key, killed on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Self {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "the ssh test needs a real sshd: apt-get install -y openssh-server openssh-client"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        for key in ["host_key", "user_key"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nStrictModes no\nUsePAM no\nLogLevel ERROR\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let mut host_pub = String::new();
+        std::fs::File::open(dir.join("host_key.pub"))
+            .unwrap()
+            .read_to_string(&mut host_pub)
+            .unwrap();
+        let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        std::fs::write(
+            dir.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    std::fs::copy(ssh_plugin(), plugins.dir.join("mc-executor-ssh")).unwrap();
+    let sshd = Sshd::start(&env.path().join("sshd"));
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout);
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "ssh",
+            &format!(
+                "  - name: remote\n    runtime: ssh\n    workdir: {d}\n    env: {{ GREETING: \"it's $HOME\" }}\n    \
+                 with: {{ host: 127.0.0.1, port: {port}, user: {user}, identity_file: {d}/user_key, known_hosts: {d}/known_hosts }}\n    \
+                 run: echo \"$GREETING|$TRACE_ID|$(pwd)\"\n\
+                 \x20 - name: local\n    run: echo back home\n",
+                d = sshd.dir.display(),
+                port = sshd.port,
+                user = user.trim(),
+            ),
+        ),
+    );
+    let (output, json) = plugins.submit(&env, &file, &["--trace-id", "trace-ssh-1"]);
+    assert!(output.status.success(), "{}\n{json}", text(&output.stderr));
+    let log = env.step_log(job_id(&json), "remote");
+    assert!(
+        log.contains(&format!(
+            " out it's $HOME|trace-ssh-1|{}\n",
+            sshd.dir.display()
+        )),
+        "{log}"
+    );
+}
