@@ -248,6 +248,11 @@ fn logs_print_steps_in_order_and_follow_a_running_job() {
         assert!(std::time::Instant::now() < deadline, "job never appeared");
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
+    let state = env.status(&job_id)["state"].clone();
+    assert!(
+        state == "SUBMITTED" || state == "RUNNING",
+        "follow must start while the job runs, not {state}"
+    );
     let follow = env.run(&["logs", &job_id, "--follow"]);
     assert!(submit.wait().unwrap().success());
     let followed = text(&follow.stdout);

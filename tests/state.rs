@@ -7,7 +7,9 @@ use maestro_core::state::{FileStore, JobState, StateError, StateStore, Transitio
 use maestro_core::trace::TraceId;
 use rustix::process::Signal;
 
-use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+use crate::util::{
+    Env, job_yaml, output_within, parse_json, pid_alive, send_signal, text, wait_for_file,
+};
 
 #[test]
 fn illegal_transitions_on_a_recorded_job_are_refused_and_write_nothing() {
@@ -68,6 +70,9 @@ fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
     let status = env.status(&job_id);
     assert_eq!(status["state"], "RUNNING");
     assert_eq!(status["stale"], true);
+    // Nothing will ever write to this job again, so following its log ends at once.
+    let follow = output_within(env.mc().args(["logs", &job_id, "--follow"]), 20);
+    assert!(follow.status.success());
     assert!(text(&env.run(&["status", &job_id]).stdout).contains("stale"));
 
     let output = env.run(&["gc", "--output", "json"]);
@@ -109,9 +114,13 @@ fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
 #[test]
 fn gc_leaves_live_jobs_alone() {
     let env = Env::new();
+    // The step runs until the test says so, after gc has looked at the live job.
     let file = env.write(
         "j.yaml",
-        &job_yaml("live", "  - name: s\n    run: touch started; sleep 2\n"),
+        &job_yaml(
+            "live",
+            "  - name: s\n    run: touch started; while [ ! -e go ]; do sleep 0.05; done\n",
+        ),
     );
     let child = env
         .mc()
@@ -129,6 +138,13 @@ fn gc_leaves_live_jobs_alone() {
     let report = parse_json(&env.run(&["gc", "--output", "json"]));
     assert!(report["abandoned_jobs"].as_array().unwrap().is_empty());
     assert!(report["removed"].as_array().unwrap().is_empty());
+    let job_id = env.job_ids()[0].clone();
+    assert_eq!(
+        env.status(&job_id)["state"],
+        "RUNNING",
+        "gc touched a live job"
+    );
+    std::fs::write(env.path().join("go"), "").unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(parse_json(&output)["state"], "SUCCEEDED");
 }

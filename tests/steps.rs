@@ -214,3 +214,47 @@ fn a_command_that_cannot_start_fails_its_step_clearly() {
         "{json}"
     );
 }
+
+#[test]
+fn a_terminal_that_stops_reading_does_not_stop_a_timeout() {
+    let env = Env::new();
+    // Far more output than a pipe holds, then a step that would run for minutes.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "stall",
+            "  - name: s\n    timeout_seconds: 2\n    run: seq 1 300000; sleep 300\n",
+        ),
+    );
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--stop-grace", "0.5"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads mc's stdout, yet the job must time out and be recorded on time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state = env
+            .job_ids()
+            .first()
+            .map(|id| env.status(id))
+            .map(|status| (status["state"].clone(), status["steps"].clone()));
+        if let Some((state, steps)) = state
+            && state == "FAILED"
+        {
+            break steps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timeout was not honoured while stdout was stalled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state[0]["status"], "timed_out");
+    let drain = std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    drain.join().unwrap().unwrap();
+}

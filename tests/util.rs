@@ -53,9 +53,9 @@ impl Env {
         command
     }
 
-    /// Run `mc` with `args`.
+    /// Run `mc` with `args`; a run that takes more than two minutes fails the test.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.mc().args(args).output().expect("run mc")
+        output_within(self.mc().args(args), 120)
     }
 
     /// `mc submit FILE --output json`: the output and the parsed JSON object.
@@ -119,6 +119,29 @@ impl Env {
                 .join(format!("{step}.log")),
         )
         .unwrap_or_default()
+    }
+}
+
+/// Run `command` to completion, killing it and failing the test if it takes longer than
+/// `seconds`: a hang must fail the suite, not freeze it.
+pub fn output_within(command: &mut Command, seconds: u64) -> Output {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(seconds)) {
+        Ok(output) => output.expect("wait"),
+        Err(_) => {
+            send_signal(pid, rustix::process::Signal::KILL);
+            panic!("command did not finish within {seconds} s: {command:?}");
+        }
     }
 }
 
@@ -188,7 +211,16 @@ pub fn jailed(env: &Env, args: &[&str]) -> Output {
     let mut command = Command::new("bwrap");
     command
         .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-        .args(["--tmpfs", "/tmp", "--ro-bind", bin_dir, bin_dir, "--bind", dir, dir])
+        .args([
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            bin_dir,
+            bin_dir,
+            "--bind",
+            dir,
+            dir,
+        ])
         .args(["--unshare-pid", "--unshare-net", "--cap-drop", "ALL"])
         .args(["--chdir", dir, "--die-with-parent", "--"])
         .arg(mc_bin())

@@ -6,7 +6,7 @@
 //! its newline; readers skip a line that does not parse.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,9 +95,15 @@ impl AuditLog {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&self.path)
             .map_err(wrap)?;
         file.lock().map_err(wrap)?;
+        // A crash mid-append can leave a last line without its newline; end it first, or this
+        // record would be glued to it and lost to every reader.
+        if !ends_with_newline(&mut file).map_err(wrap)? {
+            line.insert(0, b'\n');
+        }
         file.write_all(&line).map_err(wrap)?;
         file.sync_data().map_err(wrap)
     }
@@ -121,9 +127,40 @@ impl AuditLog {
     }
 }
 
+/// Whether `file` is empty or ends in `\n`.
+fn ends_with_newline(file: &mut std::fs::File) -> io::Result<bool> {
+    let length = file.seek(SeekFrom::End(0))?;
+    if length == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        std::fs::write(log.path(), b"{\"at\":\"torn").unwrap();
+        let trace = TraceId::parse("t").unwrap();
+        log.append(&AuditRecord::new(
+            None,
+            &trace,
+            None,
+            "after",
+            serde_json::Value::Null,
+        ))
+        .unwrap();
+        let records = log.read_all().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].event, "after");
+    }
 
     #[test]
     fn concurrent_appends_never_interleave() {

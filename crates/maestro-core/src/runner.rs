@@ -24,7 +24,9 @@ use crate::executor::{
 use crate::output::{OutputObserver, StepOutput};
 use crate::plan::{PlanOptions, plan_steps};
 use crate::policy::{PolicyConfig, PolicyReport, evaluate_policies};
-use crate::spec::{JobSpec, SpecError, SpecFormat, is_valid_runtime_name, parse};
+use crate::spec::{
+    JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
+};
 use crate::state::{
     JobLease, JobMeta, JobState, StateError, StateStore, StepRecord, StepStatus, Transition,
 };
@@ -482,11 +484,12 @@ impl JobRun<'_> {
                     path: log_path.clone(),
                     source,
                 })?;
-            let control = StepControl::new(
-                Instant::now() + step.timeout,
-                self.runner.config.stop_grace,
-                self.cancel.clone(),
-            );
+            // A deadline beyond what `Instant` can hold means none: use one that never fires.
+            let deadline = Instant::now()
+                .checked_add(step.timeout)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(MAX_TIMEOUT_SECONDS));
+            let control =
+                StepControl::new(deadline, self.runner.config.stop_grace, self.cancel.clone());
             let clock = std::time::Instant::now();
             let result = executor.run(step, &mut output, &control).await;
             let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -642,7 +645,7 @@ pub async fn collect_garbage(
                 continue;
             }
         };
-        if record.state().is_terminal() || store.is_live(job_id)? {
+        if !store.is_abandoned(&record)? {
             continue;
         }
         let detail = json!({

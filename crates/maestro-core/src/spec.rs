@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
 /// The most steps a job may have.
 pub const MAX_STEPS: usize = 1000;
+/// The longest timeout a spec or a setting may name: one year. Policy keeps real timeouts far
+/// lower; this bound only keeps deadline arithmetic finite.
+pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// A job as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,8 +339,12 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         {
             problems.push(format!("{at}.command contains a NUL byte"));
         }
-        if step.timeout_seconds == Some(0) {
-            problems.push(format!("{at}.timeout_seconds must be at least 1"));
+        match step.timeout_seconds {
+            Some(0) => problems.push(format!("{at}.timeout_seconds must be at least 1")),
+            Some(seconds) if seconds > MAX_TIMEOUT_SECONDS => problems.push(format!(
+                "{at}.timeout_seconds must be at most {MAX_TIMEOUT_SECONDS} (one year)"
+            )),
+            _ => {}
         }
         if let Some(runtime) = &step.runtime {
             check_runtime_name(&format!("{at}.runtime"), runtime, &mut problems);
@@ -497,6 +504,10 @@ mod tests {
             (
                 r#"{"name":"x","steps":[{"name":"s","run":"true","memory":"lots"}]}"#,
                 "memory",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","timeout_seconds":18446744073709551615}]}"#,
+                "one year",
             ),
             (
                 r#"{"name":"x","steps":[{"name":"s","run":"true","with":[1]}]}"#,

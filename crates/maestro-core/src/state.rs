@@ -255,6 +255,11 @@ pub trait StateStore: Send + Sync {
     fn list(&self) -> Result<Vec<JobId>, StateError>;
     /// Whether a live process holds the job's lease.
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError>;
+    /// Whether a job is unfinished and no live process drives it: the `mc` that ran it died
+    /// (SIGKILL, power loss). Nothing will ever move it on but `mc gc`.
+    fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
+        Ok(!record.state().is_terminal() && !self.is_live(record.meta.job_id)?)
+    }
     /// Create the log file of a step (a new file; an existing one is an error).
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError>;
     /// The path of a step's log.

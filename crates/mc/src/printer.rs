@@ -2,21 +2,21 @@
 
 use std::io::{self, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
 
 use maestro_core::executor::Stream;
 use maestro_core::output::OutputObserver;
 use serde::Serialize;
 
-/// Write `text` to stdout. A closed pipe (`mc status | head`) is not an error: stop quietly.
+/// Write `text` to stdout. A reader that went away (`mc status | head`) is not an error worth
+/// reporting, and must not change the exit code the command computed.
 pub(crate) fn out(text: &str) {
     let mut stdout = io::stdout().lock();
-    if stdout
+    let _ = stdout
         .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        std::process::exit(0);
-    }
+        .and_then(|()| stdout.flush());
 }
 
 /// Print `value` as one line of JSON on stdout.
@@ -27,37 +27,99 @@ pub(crate) fn json<T: Serialize>(value: &T) {
     }
 }
 
+/// How many batches of live output may wait for a slow terminal before lines are dropped.
+const LIVE_BACKLOG: usize = 256;
+
+/// A batch of lines for the printing thread.
+struct Batch {
+    to_stderr: bool,
+    text: Vec<u8>,
+}
+
 /// Prints step output live, each line prefixed by the step's name: stdout lines to stdout and
 /// stderr lines to stderr, or everything to stderr when stdout is reserved for JSON.
+///
+/// Printing happens on a thread of its own behind a bounded queue, and lines that do not fit
+/// are dropped (the step log has them all): a terminal that stops reading (`mc submit | less`,
+/// paused) must never stop a timeout or a cancel from being honoured.
 pub(crate) struct LivePrinter {
     all_to_stderr: bool,
-    lock: Mutex<()>,
+    sender: Mutex<Option<SyncSender<Batch>>>,
+    done: Mutex<Option<Receiver<()>>>,
+    dropped: AtomicU64,
 }
 
 impl LivePrinter {
-    pub(crate) fn new(all_to_stderr: bool) -> Self {
+    pub(crate) fn start(all_to_stderr: bool) -> Self {
+        let (sender, batches) = sync_channel::<Batch>(LIVE_BACKLOG);
+        let (finished, done) = sync_channel(1);
+        std::thread::spawn(move || {
+            for batch in batches {
+                // A reader that went away must not stop the job: the output is recorded anyway.
+                let _ = if batch.to_stderr {
+                    io::stderr().lock().write_all(&batch.text)
+                } else {
+                    let mut stdout = io::stdout().lock();
+                    stdout.write_all(&batch.text).and_then(|()| stdout.flush())
+                };
+            }
+            let _ = finished.send(());
+        });
         Self {
             all_to_stderr,
-            lock: Mutex::new(()),
+            sender: Mutex::new(Some(sender)),
+            done: Mutex::new(Some(done)),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Let the printing thread drain what is queued, waiting at most `wait`.
+    pub(crate) fn finish(&self, wait: Duration) {
+        self.notify_dropped(&self.sender.lock().ok().and_then(|mut s| s.take()));
+        if let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = done.recv_timeout(wait);
+        }
+    }
+
+    fn notify_dropped(&self, sender: &Option<SyncSender<Batch>>) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if let (Some(sender), true) = (sender, dropped > 0) {
+            let text = format!(
+                "mc: {dropped} lines of live output were not shown (the terminal was not reading); `mc logs` has them\n"
+            );
+            let _ = sender.try_send(Batch {
+                to_stderr: true,
+                text: text.into_bytes(),
+            });
         }
     }
 }
 
 impl OutputObserver for LivePrinter {
     fn output(&self, step: &str, stream: Stream, lines: &[u8]) {
-        let _guard = self.lock.lock();
         let mut text = Vec::with_capacity(lines.len() + 16 * (step.len() + 3));
+        let mut count = 0;
         for line in lines.split_inclusive(|&b| b == b'\n') {
             text.extend_from_slice(step.as_bytes());
             text.extend_from_slice(b" | ");
             text.extend_from_slice(line);
+            count += 1;
         }
-        // A reader that went away must not stop the job: the output is recorded regardless.
-        let _ = if stream == Stream::Stderr || self.all_to_stderr {
-            io::stderr().lock().write_all(&text)
-        } else {
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(&text).and_then(|()| stdout.flush())
+        let Ok(guard) = self.sender.lock() else {
+            return;
         };
+        let Some(sender) = guard.as_ref() else {
+            return;
+        };
+        let batch = Batch {
+            to_stderr: stream == Stream::Stderr || self.all_to_stderr,
+            text,
+        };
+        match sender.try_send(batch) {
+            Ok(()) => self.notify_dropped(&guard),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(count, Ordering::Relaxed);
+            }
+        }
     }
 }

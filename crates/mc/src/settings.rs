@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use maestro_core::policy::PolicyConfig;
+use maestro_core::spec::MAX_TIMEOUT_SECONDS;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, PolicyArgs};
@@ -30,8 +31,15 @@ pub(crate) fn current_dir() -> Result<PathBuf, Failure> {
 }
 
 pub(crate) fn policy(args: &PolicyArgs) -> Result<PolicyConfig, Failure> {
-    if args.max_step_timeout == 0 || args.default_step_timeout == 0 {
-        return Err(Failure::usage("step timeouts must be at least 1 second"));
+    for (name, seconds) in [
+        ("--max-step-timeout", args.max_step_timeout),
+        ("--default-step-timeout", args.default_step_timeout),
+    ] {
+        if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
+            return Err(Failure::usage(format!(
+                "{name} must be between 1 and {MAX_TIMEOUT_SECONDS} seconds, not {seconds}"
+            )));
+        }
     }
     Ok(PolicyConfig {
         default_step_timeout: Duration::from_secs(args.default_step_timeout),

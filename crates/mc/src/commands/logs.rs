@@ -47,11 +47,17 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
         } else {
             print_file(&store, job_id, step, &mut stdout)?
         };
-        if !printed && args.follow && store.load(job_id)?.state().is_terminal() {
+        if !printed && args.follow && is_over(&store, job_id)? {
             break;
         }
     }
     Ok(Code::Success)
+}
+
+/// Whether nothing more will be written for the job: it ended, or its `mc` died.
+fn is_over(store: &FileStore, job_id: JobId) -> Result<bool, Failure> {
+    let record = store.load(job_id)?;
+    Ok(record.state().is_terminal() || store.is_abandoned(&record)?)
 }
 
 fn copy_out(reader: &mut impl Read, stdout: &mut impl Write) -> Result<(), Failure> {
@@ -91,7 +97,7 @@ fn follow_step(
             Ok(file) => break file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let record = store.load(job_id)?;
-                if record.state().is_terminal() || record.steps.iter().any(|s| s.name == step) {
+                if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
                     return Ok(false);
                 }
                 std::thread::sleep(POLL);
@@ -107,7 +113,7 @@ fn follow_step(
         copy_out(&mut file, stdout)?;
         let _ = stdout.flush();
         let record = store.load(job_id)?;
-        if record.steps.iter().any(|s| s.name == step) || record.state().is_terminal() {
+        if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
             // The result is recorded after the log is complete: one last read gets the tail.
             copy_out(&mut file, stdout)?;
             return Ok(true);

@@ -68,11 +68,13 @@ fn list(state_root: &Path, dirs: &[PathBuf], output: OutputFormat) -> Result<Cod
 
 fn check(dirs: &[PathBuf], plugin: &str, with: Option<&str>) -> Result<Code, Failure> {
     let with = with
-        .map(|text| match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(value) if value.is_object() => Ok(value),
-            Ok(_) => Err(Failure::usage("--with must be a JSON object")),
-            Err(error) => Err(Failure::usage(format!("--with is not valid JSON: {error}"))),
-        })
+        .map(
+            |text| match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) if value.is_object() => Ok(value),
+                Ok(_) => Err(Failure::usage("--with must be a JSON object")),
+                Err(error) => Err(Failure::usage(format!("--with is not valid JSON: {error}"))),
+            },
+        )
         .transpose()?;
     let path = if plugin.contains('/') {
         PathBuf::from(plugin)

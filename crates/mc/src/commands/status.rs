@@ -16,11 +16,6 @@ pub(crate) fn run(global: &GlobalArgs, args: StatusArgs) -> Result<Code, Failure
     }
 }
 
-/// A job is stale when it is not finished and no live `mc` drives it: its `mc` was killed.
-fn is_stale(store: &FileStore, record: &JobRecord) -> Result<bool, Failure> {
-    Ok(!record.state().is_terminal() && !store.is_live(record.meta.job_id)?)
-}
-
 /// The policy verdicts recorded with the job's decision.
 fn policies(record: &JobRecord) -> Value {
     record
@@ -36,7 +31,7 @@ fn show(
     output: OutputFormat,
 ) -> Result<Code, Failure> {
     let record = store.load(*job_id)?;
-    let stale = is_stale(store, &record)?;
+    let stale = store.is_abandoned(&record)?;
     match output {
         OutputFormat::Json => printer::json(&json!({
             "job_id": record.meta.job_id,
@@ -119,7 +114,7 @@ fn list(store: &FileStore, limit: usize, output: OutputFormat) -> Result<Code, F
     for job_id in store.list()?.into_iter().take(limit) {
         match store.load(job_id) {
             Ok(record) => {
-                let stale = is_stale(store, &record)?;
+                let stale = store.is_abandoned(&record)?;
                 rows.push((record, stale));
             }
             Err(error) => eprintln!("warning: {error}"),

@@ -1,6 +1,7 @@
 //! `mc submit`: run a job in the foreground.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use maestro_core::output::OutputObserver;
 use maestro_core::runner::{FailureKind, JobReport, RunnerConfig, describe, status_name};
@@ -22,8 +23,11 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
-    let observer: Option<Arc<dyn OutputObserver>> =
-        (!args.quiet).then(|| Arc::new(LivePrinter::new(args.output == OutputFormat::Json)) as _);
+    let printer =
+        (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
+    let observer = printer
+        .clone()
+        .map(|printer| printer as Arc<dyn OutputObserver>);
     let report = super::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         watch_signals(cancel.clone())?;
@@ -32,6 +36,10 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
             .await
             .map_err(Failure::from)
     })?;
+    if let Some(printer) = printer {
+        // Live lines come before the summary, unless the terminal stopped reading them.
+        printer.finish(Duration::from_secs(5));
+    }
     match args.output {
         OutputFormat::Json => printer::json(&json!({
             "job_id": report.job_id,
