@@ -4,9 +4,85 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+
+/// How long any one `mc` run of these tests may take before it is killed and the test fails.
+const MC_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Wait for `child` (spawned with piped stdout and stderr) and collect its output, but at most
+/// until [`MC_DEADLINE`]: a hang fails the test instead of freezing the suite.
+fn wait_with_deadline(mut child: Child) -> Output {
+    let deadline = Instant::now() + MC_DEADLINE;
+    let (out_tx, out_rx) = mpsc::channel();
+    let (err_tx, err_rx) = mpsc::channel();
+    for (pipe, tx) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            out_tx,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            err_tx,
+        ),
+    ] {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            let _ = tx.send(bytes);
+        });
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for mc") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mc (pid {}) did not finish within {MC_DEADLINE:?}; it was killed",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Something mc started may still hold its pipes; that must not hang the test either.
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    let stdout = out_rx
+        .recv_timeout(remaining)
+        .expect("mc's stdout stayed open after it exited");
+    let stderr = err_rx
+        .recv_timeout(remaining)
+        .expect("mc's stderr stayed open after it exited");
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Run `command` (an `mc` invocation) like `Command::output`, with [`MC_DEADLINE`].
+fn output_within_deadline(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mc");
+    wait_with_deadline(child)
+}
 
 /// The Python plugin written without the SDK, shipped in `plugins/`.
 fn pyproc() -> PathBuf {
@@ -53,18 +129,17 @@ impl Plugins {
     }
 
     fn submit(&self, env: &Env, file: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-        let output = self
-            .mc(env)
-            .args([
-                "submit",
-                file.to_str().unwrap(),
-                "--output",
-                "json",
-                "--quiet",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
+        let output = output_within_deadline(
+            self.mc(env)
+                .args([
+                    "submit",
+                    file.to_str().unwrap(),
+                    "--output",
+                    "json",
+                    "--quiet",
+                ])
+                .args(extra),
+        );
         let json = parse_json(&output);
         (output, json)
     }
@@ -156,11 +231,11 @@ fn a_missing_plugin_is_a_spec_error_before_anything_runs() {
             "  - name: first\n    run: touch ran.txt\n  - name: s\n    runtime: nosuchplugin\n    run: 'true'\n",
         ),
     );
-    let output = plugins
-        .mc(&env)
-        .args(["submit", file.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
+    let output = output_within_deadline(plugins.mc(&env).args([
+        "submit",
+        file.to_str().unwrap(),
+        "--quiet",
+    ]));
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("nosuchplugin"), "{stderr}");
@@ -246,14 +321,76 @@ fn a_plugin_that_hangs_is_killed_after_the_timeout_and_grace() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     assert!(took < Duration::from_secs(8), "took {took:?}");
     assert_eq!(json["state"], "FAILED");
-    let error = json["steps"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("plugin hangs"), "{json}");
+    // Recorded like a local step killed after its timeout and grace period.
+    assert_eq!(json["steps"][0]["status"], "timed_out", "{json}");
+    assert_eq!(json["steps"][0]["timed_out"], true, "{json}");
+    assert_eq!(json["steps"][0]["signal"], 9, "{json}");
+    let log = env.step_log(job_id(&json), "s");
+    assert!(
+        log.contains("plugin hangs did not end the step"),
+        "the step log must say what happened: {log}"
+    );
     let pid: i32 = std::fs::read_to_string(env.path().join("hangs.pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     assert!(!pid_alive(pid), "the hung plugin must be killed");
+}
+
+#[test]
+fn process_groups_a_plugin_did_not_create_are_never_signalled() {
+    use std::os::unix::process::CommandExt;
+    // Leads its own group, as a task would, but is the test's: only the host's check of who
+    // created it can save it when the host kills the hung plugin "and its tasks".
+    let mut bystander = Command::new("sleep")
+        .arg("120")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bystander_pid = i32::try_from(bystander.id()).unwrap();
+    for pgid in [-999_999, 1, bystander_pid] {
+        let env = Env::new();
+        let plugins = Plugins::new(&env);
+        let script = python_plugin("[1]", "        time.sleep(3600)");
+        let started = r#"send({"type": "started", "id": req["id"], "task": req["task"]})"#;
+        assert!(script.contains(started));
+        plugins.script(
+            "liar",
+            &script.replace(
+                started,
+                &format!(
+                    r#"send({{"type": "started", "id": req["id"], "task": req["task"], "pgid": {pgid}}})"#
+                ),
+            ),
+        );
+        let file = env.write(
+            "j.yaml",
+            &job_yaml(
+                "liar",
+                "  - name: s\n    runtime: liar\n    timeout_seconds: 1\n    run: 'true'\n",
+            ),
+        );
+        let (output, json) = plugins.submit(&env, &file, &["--stop-grace", "0.5"]);
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains("panicked"), "pgid {pgid}: {stderr}");
+        assert_eq!(output.status.code(), Some(1), "pgid {pgid}: {stderr}");
+        assert_eq!(
+            json["steps"][0]["status"], "timed_out",
+            "pgid {pgid}: {json}"
+        );
+        assert!(
+            stderr.contains(&format!("reported process group {pgid}")),
+            "pgid {pgid}: the host must say it ignored the pgid: {stderr}"
+        );
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "pgid {pgid}: mc killed an unrelated process group"
+        );
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 #[test]
@@ -281,6 +418,7 @@ fn ctrl_c_during_a_plugin_step_stops_the_task_and_cancels_the_job() {
             "json",
             "--quiet",
         ])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -301,7 +439,7 @@ fn ctrl_c_during_a_plugin_step_stops_the_task_and_cancels_the_job() {
         .parse()
         .unwrap();
     send_signal(child.id(), rustix::process::Signal::INT);
-    let output = child.wait_with_output().unwrap();
+    let output = wait_with_deadline(child);
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let json = parse_json(&output);
     assert_eq!(json["state"], "CANCELLED");
@@ -325,11 +463,11 @@ fn plugins_list_and_check_through_mc() {
     let plugins = Plugins::new(&env);
     plugins.pyproc("pyproc");
     plugins.script("local", "#!/bin/sh\nexit 0\n");
-    let list = plugins
-        .mc(&env)
-        .args(["plugins", "list", "--output", "json"])
-        .output()
-        .unwrap();
+    let list = output_within_deadline(
+        plugins
+            .mc(&env)
+            .args(["plugins", "list", "--output", "json"]),
+    );
     assert!(list.status.success(), "{}", text(&list.stderr));
     let listed = parse_json(&list);
     let listed = listed.as_array().unwrap();
@@ -343,33 +481,62 @@ fn plugins_list_and_check_through_mc() {
         "{local}"
     );
 
-    let check = plugins
-        .mc(&env)
-        .args(["plugins", "check", "pyproc"])
-        .output()
-        .unwrap();
+    let check = output_within_deadline(plugins.mc(&env).args(["plugins", "check", "pyproc"]));
     let report = text(&check.stdout);
     assert!(check.status.success(), "{report}{}", text(&check.stderr));
     assert!(report.contains("PASS 10 MB of output"), "{report}");
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
 
-/// The ssh plugin's binary: next to `mc` when the workspace was built, else built here (in a
-/// target directory of its own, since the outer cargo holds the lock of the main one).
+/// The ssh plugin's binary, built from the current sources (never a stale copy): `cargo build`
+/// of the package into the target directory and profile `mc` itself was built in, so it lands
+/// next to `mc` (a no-op taking well under a second when it is up to date). Built once per run.
 fn ssh_plugin() -> PathBuf {
-    let beside = Path::new(crate::util::mc_bin()).with_file_name("mc-executor-ssh");
-    if beside.exists() {
-        return beside;
-    }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugin-tests");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "mc-executor-ssh", "--target-dir"])
-        .arg(&target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo to build mc-executor-ssh");
-    assert!(status.success(), "cannot build mc-executor-ssh");
-    target.join("debug/mc-executor-ssh")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mc = Path::new(crate::util::mc_bin());
+            let profile_dir = mc.parent().expect("mc lives in a profile directory");
+            let target_dir = profile_dir
+                .parent()
+                .expect("and that in a target directory");
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev",
+                Some(other) => other,
+            };
+            let mut build = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "mc-executor-ssh",
+                    "--profile",
+                    profile,
+                ])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("run cargo to build mc-executor-ssh");
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let status = loop {
+                if let Some(status) = build.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() >= deadline {
+                    let _ = build.kill();
+                    let _ = build.wait();
+                    panic!("building mc-executor-ssh took more than 600 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "cannot build mc-executor-ssh");
+            let plugin = mc.with_file_name("mc-executor-ssh");
+            assert!(plugin.exists(), "cargo did not put {}", plugin.display());
+            plugin
+        })
+        .clone()
 }
 
 /// An sshd on a loopback port with a generated host key and user key, killed on drop.
@@ -457,14 +624,16 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
     std::fs::copy(ssh_plugin(), plugins.dir.join("mc-executor-ssh")).unwrap();
     let sshd = Sshd::start(&env.path().join("sshd"));
     let user = text(&Command::new("id").arg("-un").output().unwrap().stdout);
+    let secret =
+        format!("mc-secret-{}-{}", std::process::id(), env.path().display()).replace('/', "-");
     let file = env.write(
         "j.yaml",
         &job_yaml(
             "ssh",
             &format!(
-                "  - name: remote\n    runtime: ssh\n    workdir: {d}\n    env: {{ GREETING: \"it's $HOME\" }}\n    \
+                "  - name: remote\n    runtime: ssh\n    workdir: {d}\n    env: {{ GREETING: \"it's $HOME\", TOKEN: \"{secret}\" }}\n    \
                  with: {{ host: 127.0.0.1, port: {port}, user: {user}, identity_file: {d}/user_key, known_hosts: {d}/known_hosts }}\n    \
-                 run: echo \"$GREETING|$TRACE_ID|$(pwd)\"\n\
+                 run: echo \"$GREETING|$TRACE_ID|$(pwd)\"; printf '%s' \"$TOKEN\" > seen.txt; sleep 1\n\
                  \x20 - name: local\n    run: echo back home\n",
                 d = sshd.dir.display(),
                 port = sshd.port,
@@ -472,8 +641,33 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
             ),
         ),
     );
+    // Watch every process's command line (mc, the plugin, ssh, sshd's session, the remote shells)
+    // for the secret for as long as the job runs.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanner = {
+        let done = std::sync::Arc::clone(&done);
+        let needle = secret.clone().into_bytes();
+        std::thread::spawn(move || {
+            let mut scans = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let found = cmdlines_holding(&needle);
+                if !found.is_empty() {
+                    return Err(found);
+                }
+                scans += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(scans)
+        })
+    };
     let (output, json) = plugins.submit(&env, &file, &["--trace-id", "trace-ssh-1"]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scans = scanner
+        .join()
+        .unwrap()
+        .unwrap_or_else(|found| panic!("the secret is in a command line: {found:?}"));
     assert!(output.status.success(), "{}\n{json}", text(&output.stderr));
+    assert!(scans > 10, "only {scans} scans while the job ran");
     let log = env.step_log(job_id(&json), "remote");
     assert!(
         log.contains(&format!(
@@ -482,4 +676,35 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
         )),
         "{log}"
     );
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir.join("seen.txt")).unwrap(),
+        secret,
+        "the remote step must see the value"
+    );
+}
+
+/// Every process whose command line holds `needle`, as `pid: cmdline`.
+fn cmdlines_holding(needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && cmdline.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
 }

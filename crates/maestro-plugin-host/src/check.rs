@@ -11,7 +11,6 @@ use maestro_plugin_protocol::{
     Command, Describe, ErrorCode, Exit, ExitReason, HostHello, HostMessage, Log, MAX_LINE_BYTES,
     PROTOCOL, Ping, PluginMessage, Start, Stop, Stream, choose_version,
 };
-use rustix::process::{Pid, Signal};
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::connection::read_bounded_line;
+use crate::groups::{Group, Rejected};
 
 /// The outcome of one conformance check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,10 +68,15 @@ struct Session {
     next_id: u64,
     next_task: u64,
     with: Option<serde_json::Value>,
+    /// The plugin's own process group.
+    group: Option<Group>,
+    /// Task process groups the plugin reported and `/proc` confirmed it created.
+    task_groups: Vec<Group>,
+    /// Reported `pgid`s that name something the plugin did not create.
+    bad_pgids: Vec<String>,
 }
 
 struct TaskRun {
-    pgid: Option<i32>,
     logs: Vec<Log>,
     exit: Exit,
 }
@@ -102,6 +107,7 @@ impl Session {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()?;
+        let group = child.id().and_then(Group::of_child);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -154,6 +160,9 @@ impl Session {
             next_id: 1,
             next_task: 1,
             with,
+            group,
+            task_groups: Vec::new(),
+            bad_pgids: Vec::new(),
         })
     }
 
@@ -255,20 +264,45 @@ impl Session {
         )
     }
 
-    /// Send a start and wait for its `started` reply; returns the task's pgid, if given.
+    /// Send a start and wait for its `started` reply; returns the task's process group, if the
+    /// plugin reported one and `/proc` confirms the plugin created it.
     async fn start(
         &mut self,
         task: &str,
         message: HostMessage,
         id: u64,
-    ) -> Result<Option<i32>, String> {
+    ) -> Result<Option<Group>, String> {
         self.send(&message).await?;
         match self
             .reply(id, Instant::now() + Duration::from_secs(10))
             .await?
         {
-            PluginMessage::Started(started) if started.task == task => Ok(started.pgid),
+            PluginMessage::Started(started) if started.task == task => {
+                Ok(started.pgid.and_then(|pgid| self.check_group(task, pgid)))
+            }
             other => Err(format!("start answered with {}", short(&other))),
+        }
+    }
+
+    /// Believe a reported `pgid` only as far as [`Group::reported`] does.
+    fn check_group(&mut self, task: &str, pgid: i32) -> Option<Group> {
+        let plugin_pid = self.child.id().and_then(|pid| i32::try_from(pid).ok())?;
+        match Group::reported(pgid, plugin_pid) {
+            Ok(group) => {
+                self.task_groups.push(group);
+                Some(group)
+            }
+            Err(Rejected::Gone) => None,
+            Err(Rejected::NotThePlugins(why)) => {
+                tracing::warn!(
+                    task,
+                    pgid,
+                    "ignoring a process group the plugin did not create: {why}"
+                );
+                self.bad_pgids
+                    .push(format!("task {task} reported pgid {pgid}: {why}"));
+                None
+            }
         }
     }
 
@@ -285,7 +319,6 @@ impl Session {
 
     fn task_run(&self, task: &str) -> TaskRun {
         let mut run = TaskRun {
-            pgid: None,
             logs: Vec::new(),
             exit: Exit {
                 task: task.to_owned(),
@@ -298,7 +331,6 @@ impl Session {
         };
         for message in &self.transcript {
             match message {
-                PluginMessage::Started(started) if started.task == task => run.pgid = started.pgid,
                 PluginMessage::Log(log) if log.task == task => run.logs.push(log.clone()),
                 PluginMessage::Exit(exit) if exit.task == task => run.exit = exit.clone(),
                 _ => {}
@@ -335,7 +367,7 @@ impl Session {
     }
 
     /// Start `line` and wait until its stdout says `ready`.
-    async fn start_ready(&mut self, line: &str) -> Result<(String, Option<i32>), String> {
+    async fn start_ready(&mut self, line: &str) -> Result<(String, Option<Group>), String> {
         let task = self.task_id();
         let (id, message) = self.start_message(&task, Command::Shell(line.to_owned()));
         let pgid = self.start(&task, message, id).await?;
@@ -410,20 +442,16 @@ fn expect_completed(run: &TaskRun, code: i32) -> Result<(), String> {
     }
 }
 
-/// Whether process group `pgid` is empty within `limit` (zombies may take a moment to be reaped).
-async fn group_gone(pgid: i32, limit: Duration) -> bool {
+/// Whether process group `group` is empty within `limit` (zombies may take a moment to be reaped).
+async fn group_gone(group: &Group, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while group_alive(pgid) {
+    while group.alive() {
         if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
-}
-
-fn group_alive(pgid: i32) -> bool {
-    Pid::from_raw(pgid).is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
 }
 
 /// Run the conformance kit against the plugin executable at `path`: one [`CheckResult`] per
@@ -732,11 +760,12 @@ async fn stop_escalation(session: &mut Session) -> Result<String, String> {
             run.exit.reason
         ));
     }
-    if let Some(pgid) = pgid
-        && !group_gone(pgid, Duration::from_secs(2)).await
+    if let Some(group) = pgid
+        && !group_gone(&group, Duration::from_secs(2)).await
     {
         return Err(format!(
-            "process group {pgid} still has processes 2 s after the exit event"
+            "process group {} still has processes 2 s after the exit event",
+            group.pgid()
         ));
     }
     Ok(format!(
@@ -848,6 +877,15 @@ fn ordering(session: &Session) -> Result<String, String> {
 }
 
 fn clean_stream(session: &Session) -> Result<String, String> {
+    if !session.bad_pgids.is_empty() {
+        let mut shown = session.bad_pgids.clone();
+        shown.truncate(3);
+        return Err(format!(
+            "{} started replies name a process group the plugin did not create (a pgid must be that of a task's own group, led by a process the plugin started): {}",
+            session.bad_pgids.len(),
+            shown.join("; ")
+        ));
+    }
     if session.bad_lines.is_empty() {
         Ok(format!(
             "{} lines, every one a protocol message",
@@ -869,13 +907,12 @@ async fn end_of_input(session: &mut Session) -> Result<String, String> {
     session.stdin.take();
     let closed = Instant::now();
     let exited = tokio::time::timeout(Duration::from_secs(5), session.child.wait()).await;
-    let pid = session.child.id();
     let result = match exited {
         Err(_) => Err("the plugin did not exit within 5 s of the end of its input".to_owned()),
         Ok(Err(error)) => Err(format!("cannot wait for the plugin: {error}")),
         Ok(Ok(_)) => {
             let left = match pgid {
-                Some(pgid) => !group_gone(pgid, Duration::from_secs(2)).await,
+                Some(group) => !group_gone(&group, Duration::from_secs(2)).await,
                 None => false,
             };
             if left {
@@ -889,14 +926,11 @@ async fn end_of_input(session: &mut Session) -> Result<String, String> {
         }
     };
     if result.is_err() {
-        if let Some(pid) = pid
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        if let Some(group) = &session.group {
+            group.kill();
         }
-        if let Some(pgid) = pgid.and_then(Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+        if let Some(group) = pgid {
+            group.kill();
         }
     }
     result
@@ -904,20 +938,12 @@ async fn end_of_input(session: &mut Session) -> Result<String, String> {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(pid) = self
-            .child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        if let Some(group) = &self.group {
+            group.kill();
         }
-        for message in &self.transcript {
-            if let PluginMessage::Started(started) = message
-                && let Some(pgid) = started.pgid.and_then(Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
-            }
+        // Only the groups `/proc` confirmed the plugin created, never a number taken on trust.
+        for group in &self.task_groups {
+            group.kill();
         }
     }
 }

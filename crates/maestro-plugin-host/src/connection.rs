@@ -12,10 +12,11 @@ use maestro_plugin_protocol::{
     HostHello, HostMessage, MAX_LINE_BYTES, PROTOCOL, PluginHello, PluginMessage,
     SUPPORTED_VERSIONS, Unreadable, choose_version,
 };
-use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::groups::{Group, Rejected};
 
 /// How many lines of a plugin's stderr are kept for error messages.
 const STDERR_TAIL_LINES: usize = 5;
@@ -59,7 +60,7 @@ struct Shared {
     name: String,
     pending: Mutex<Pending>,
     tasks: Mutex<TaskRoutes>,
-    task_groups: Mutex<HashMap<String, i32>>,
+    task_groups: Mutex<HashMap<String, Group>>,
     stderr_tail: Mutex<VecDeque<String>>,
     death: Mutex<Option<String>>,
     stderr_closed: tokio_util::sync::CancellationToken,
@@ -99,7 +100,10 @@ pub(crate) struct Connection {
     version: u32,
     writer: Mutex<Option<mpsc::Sender<String>>>,
     child: tokio::sync::Mutex<Option<Child>>,
-    pgid: Option<Pid>,
+    /// The plugin's process (and so its process group) id.
+    pid: Option<i32>,
+    /// The plugin's own process group.
+    group: Option<Group>,
     next_id: AtomicU64,
 }
 
@@ -156,10 +160,8 @@ impl Connection {
                     path.display()
                 ))
             })?;
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw);
+        let pid = child.id().and_then(|id| i32::try_from(id).ok());
+        let group = child.id().and_then(Group::of_child);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             pending: Mutex::default(),
@@ -187,8 +189,8 @@ impl Connection {
         })
         .await;
         let fail = |problem: String| {
-            if let Some(pid) = pgid {
-                let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+            if let Some(group) = &group {
+                group.kill();
             }
             problem
         };
@@ -274,7 +276,8 @@ impl Connection {
             version,
             writer: Mutex::new(Some(writer_tx)),
             child: tokio::sync::Mutex::new(Some(child)),
-            pgid,
+            pid,
+            group,
             next_id: AtomicU64::new(1),
         })
     }
@@ -379,21 +382,46 @@ impl Connection {
         lock(&self.shared.task_groups).remove(task);
     }
 
-    /// Remember the process group a task runs in, to kill it if the plugin must be killed.
+    /// Remember the process group a task runs in, to kill it if the plugin must be killed, when
+    /// `/proc` shows that the plugin created it (see [`Group::reported`]); else ignore it with a
+    /// warning.
     pub(crate) fn record_task_group(&self, task: &str, pgid: i32) {
-        lock(&self.shared.task_groups).insert(task.to_owned(), pgid);
+        let Some(plugin_pid) = self.pid else {
+            return;
+        };
+        match Group::reported(pgid, plugin_pid) {
+            Ok(group) => {
+                lock(&self.shared.task_groups).insert(task.to_owned(), group);
+            }
+            Err(Rejected::Gone) => tracing::debug!(
+                plugin = %self.shared.name,
+                task,
+                pgid,
+                "the reported process group has no leader on this machine; ignored"
+            ),
+            Err(Rejected::NotThePlugins(why)) => tracing::warn!(
+                plugin = %self.shared.name,
+                task,
+                "plugin {} reported process group {pgid} for task {task}, which it did not create ({why}); ignored: the host will never signal it",
+                self.shared.name
+            ),
+        }
     }
 
     /// Kill the plugin's process group and the groups of its unfinished tasks, now.
     pub(crate) fn kill(&self, reason: String) {
         self.shared.die(reason);
-        if let Some(pid) = self.pgid {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        // The task groups were checked while their leaders were the plugin's; each is checked
+        // again for reuse of its number before it is signalled.
+        let tasks: Vec<Group> = lock(&self.shared.task_groups)
+            .drain()
+            .map(|(_, group)| group)
+            .collect();
+        if let Some(group) = &self.group {
+            group.kill();
         }
-        for pgid in lock(&self.shared.task_groups).drain().map(|(_, pgid)| pgid) {
-            if let Some(pid) = Pid::from_raw(pgid) {
-                let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-            }
+        for group in tasks {
+            group.kill();
         }
     }
 

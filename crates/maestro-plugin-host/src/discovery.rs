@@ -35,13 +35,11 @@ pub fn search_dirs(
     dirs
 }
 
-/// Whether `name` can be a runtime name: `[A-Za-z0-9._-]`, not starting with a dot.
+/// Whether `name` can be a runtime name, which a spec's `runtime:` can select: 1 to 64 of
+/// `[a-z0-9_-]` (exactly [`maestro_core::spec::is_valid_runtime_name`]). A plugin file with any
+/// other name can never be used.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    maestro_core::spec::is_valid_runtime_name(name)
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -109,7 +107,7 @@ pub async fn list_plugins(dirs: &[PathBuf], builtin_names: &[&str]) -> Vec<Plugi
             let executable = is_executable_file(&path);
             if !is_valid_name(&name) {
                 warnings.push(format!(
-                    "{name:?} is not a valid runtime name (letters, digits, '.', '_', '-')"
+                    "{name:?} is not a valid runtime name (1 to 64 of lower-case letters, digits, '-', '_'): no spec can select it; ignored"
                 ));
             } else if !is_file {
                 warnings.push("not a regular file; ignored".to_owned());
@@ -233,10 +231,37 @@ mod tests {
     #[test]
     fn names_cannot_escape_their_directory() {
         assert!(is_valid_name("ssh"));
-        assert!(is_valid_name("my_vm-2.0"));
-        for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
+        assert!(is_valid_name("my_vm-2"));
+        for bad in ["", "../x", "a/b", ".hidden", "sp ace", "Foo", "vm-2.0"] {
             assert!(!is_valid_name(bad), "{bad}");
         }
+        assert!(!is_valid_name(&"a".repeat(65)));
         assert_eq!(find_plugin("../../bin/sh", &[PathBuf::from("/tmp")]), None);
+    }
+
+    #[tokio::test]
+    async fn files_no_spec_can_select_are_listed_inactive_with_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["Foo.x", "vm-2.0", "UPPER"] {
+            let path = dir.path().join(format!("{EXECUTABLE_PREFIX}{name}"));
+            // It would pass the handshake if it were ever started; it must not be.
+            std::fs::write(&path, "#!/bin/sh\ntouch \"$0.ran\"\nexit 1\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let listed = list_plugins(&[dir.path().to_path_buf()], &["local"]).await;
+        assert_eq!(listed.len(), 3);
+        for candidate in &listed {
+            assert!(!candidate.active, "{candidate:?}");
+            let warnings = candidate.warnings.join("; ");
+            assert!(warnings.contains("no spec can select it"), "{warnings}");
+            let ran = format!("{}.ran", candidate.path.display());
+            assert!(!Path::new(&ran).exists(), "{ran}: it was started");
+        }
+        assert_eq!(
+            find_plugin("Foo.x", &[dir.path().to_path_buf()]),
+            None,
+            "a name no spec can select is never found"
+        );
     }
 }

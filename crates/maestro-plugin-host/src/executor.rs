@@ -297,7 +297,7 @@ impl Executor for PluginExecutor {
             .follow(&connection, step, &task, &mut events, output, control)
             .await;
         connection.unsubscribe(&task);
-        if result.is_ok() {
+        if result.is_ok() && connection.death().is_none() {
             // Fire and forget: the plugin frees the task; nothing waits for the answer.
             let id = connection.next_id();
             let _ = connection
@@ -388,12 +388,25 @@ impl PluginExecutor {
                 }
                 () = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
                     let reason = format!(
-                        "plugin {} did not end the step within {} ms of being asked to stop it; the plugin and its tasks were killed",
+                        "plugin {} did not end the step within {} ms of being asked to stop it ({}); the plugin and its tasks were killed",
                         self.name,
-                        duration_ms(control.grace() + self.options.stop_slack)
+                        duration_ms(control.grace() + self.options.stop_slack),
+                        match stop_reason {
+                            Some(StopReason::Cancelled) => "the job was cancelled",
+                            _ => "the step timed out",
+                        }
                     );
+                    tracing::warn!(plugin = %self.name, step = %step.name, "{reason}");
                     connection.kill(reason.clone());
-                    return Err(ExecutorError::StepFailed { message: reason });
+                    output.note(&reason)?;
+                    // The step was stopped, as asked, only harder: it is recorded like a local
+                    // step killed after its grace period (timed out or cancelled, signal 9).
+                    return Ok(StepOutcome {
+                        exit_code: None,
+                        signal: Some(9),
+                        stopped: stop_reason,
+                        oom_killed: false,
+                    });
                 }
                 () = tokio::time::sleep_until(ping_at), if ping.is_none() => {
                     let id = connection.next_id();

@@ -9,17 +9,21 @@
 //! * [`list_plugins`] gathers what `mc plugins list` shows, warnings included.
 //! * [`check_plugin`] is the conformance kit behind `mc plugins check`.
 //!
-//! The host owns the clock: a step's timeout or a cancel becomes a `stop` request; a plugin that
-//! does not end the step within the grace period (plus [`PluginOptions::stop_slack`]), stops
-//! answering pings or dies is killed with its process group and the tasks it reported, and the
-//! step fails with a message naming the plugin. Plugin stderr lines become `tracing` warnings
-//! prefixed `[plugin <name>]`.
+//! The host owns the clock: a step's timeout or a cancel becomes a `stop` request. A plugin that
+//! does not end the step within the grace period (plus [`PluginOptions::stop_slack`]) is killed
+//! with its process group and its tasks' groups, and the step is recorded as stopped (timed out or
+//! cancelled, signal 9) with a note in its log naming the plugin; one that stops answering pings
+//! or dies is killed the same way and the step fails with a message naming the plugin. A task's
+//! group is only ever signalled when `/proc` showed that the plugin created it: a `pgid` in a
+//! `started` reply is plugin-supplied data, checked before it is believed. Plugin stderr lines
+//! become `tracing` warnings prefixed `[plugin <name>]`.
 #![deny(missing_docs)]
 
 mod check;
 mod connection;
 mod discovery;
 mod executor;
+mod groups;
 
 pub use check::{CheckResult, check_plugin, check_plugin_with};
 pub use discovery::{PluginCandidate, find_plugin, is_valid_name, list_plugins, search_dirs};

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use maestro_core::JobId;
 use maestro_core::executor::{
-    CommandLine, ContainerSettings, Executor, ExecutorError, StepControl, StepOutput, StepRequest,
+    CommandLine, ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput,
+    StepRequest, StopReason,
 };
 use maestro_core::trace::TraceId;
 use maestro_plugin_host::{PluginExecutor, PluginOptions};
@@ -174,4 +175,165 @@ async fn an_exit_event_for_an_executor_fault_fails_the_step_with_its_message() {
     let text = message(result);
     assert!(text.contains("cluster is full"), "{text}");
     assert!(text.contains("plugin t"), "{text}");
+}
+
+/// A process of the test's own, leading its own process group (so that only the host's check
+/// of who created it, not the check that it leads a group, can save it), killed on drop.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn start() -> Self {
+        use std::os::unix::process::CommandExt;
+        Self(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).unwrap()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run one step of `path` whose timeout is `timeout`; the outcome, the step log and the time taken.
+async fn run_timed_out(
+    path: &Path,
+    dir: &Path,
+    timeout: Duration,
+) -> (Result<StepOutcome, ExecutorError>, String, Duration) {
+    let executor = PluginExecutor::with_options("t", path, options(Duration::from_secs(10)));
+    let request = step(dir);
+    let began = Instant::now();
+    let log_path = dir.join("s.log");
+    let result = async {
+        executor.prepare(std::slice::from_ref(&request)).await?;
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut output = StepOutput::new("s", log, "h", None).unwrap();
+        let control = StepControl::new(
+            tokio::time::Instant::now() + timeout,
+            Duration::from_millis(300),
+            CancellationToken::new(),
+        );
+        executor.run(&request, &mut output, &control).await
+    }
+    .await;
+    executor.finish(request.job_id).await;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    (result, log, began.elapsed())
+}
+
+/// A plugin that reports `pgid` for its task and then hangs (answering nothing, ignoring stop),
+/// so the host has to kill it, and with it every task group it believes in.
+fn hangs_reporting(pgid: i32) -> String {
+    format!(
+        "{HANDSHAKE}for line in sys.stdin:\n    req = json.loads(line)\n    \
+         if req['type'] == 'describe':\n        send({{'type': 'described', 'id': req['id'], 'name': 't'}})\n    \
+         elif req['type'] == 'start':\n        send({{'type': 'started', 'id': req['id'], 'task': req['task'], 'pgid': {pgid}}})\n        \
+         time.sleep(3600)\n"
+    )
+}
+
+#[tokio::test]
+async fn reported_pgids_the_plugin_did_not_create_are_never_signalled() {
+    let mut bystander = Bystander::start();
+    for pgid in [-999_999, -1, 0, 1, bystander.pid()] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = plugin(dir.path(), "liar", &hangs_reporting(pgid));
+        let (result, log, took) =
+            run_timed_out(&path, dir.path(), Duration::from_millis(300)).await;
+        // No panic, the step is recorded as timed out (killed after its grace), in time.
+        let outcome = result.unwrap_or_else(|error| panic!("pgid {pgid}: {error}"));
+        assert_eq!(outcome.stopped, Some(StopReason::TimedOut), "pgid {pgid}");
+        assert_eq!(outcome.signal, Some(9), "pgid {pgid}");
+        assert!(log.contains("plugin t did not end the step"), "{log}");
+        assert!(took < Duration::from_secs(5), "pgid {pgid}: {took:?}");
+        assert!(
+            bystander.alive(),
+            "pgid {pgid}: an unrelated process group was killed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_task_group_the_plugin_created_is_killed_with_the_hung_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("task.pid");
+    let path = plugin(
+        dir.path(),
+        "hangs",
+        &format!(
+            "{HANDSHAKE}import subprocess\nfor line in sys.stdin:\n    req = json.loads(line)\n    \
+             if req['type'] == 'describe':\n        send({{'type': 'described', 'id': req['id'], 'name': 't'}})\n    \
+             elif req['type'] == 'start':\n        \
+             p = subprocess.Popen(['sleep', '60'], start_new_session=True)\n        \
+             open({pid_file:?}, 'w').write(str(p.pid))\n        \
+             send({{'type': 'started', 'id': req['id'], 'task': req['task'], 'pgid': p.pid}})\n        \
+             time.sleep(3600)\n",
+            pid_file = pid_file.display().to_string()
+        ),
+    );
+    let (result, _, _) = run_timed_out(&path, dir.path(), Duration::from_millis(300)).await;
+    assert_eq!(result.unwrap().stopped, Some(StopReason::TimedOut));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed; its parent (the killed plugin) is gone, so init reaps it shortly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task {pid} outlived the plugin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_step_the_plugin_does_not_stop_when_cancelled_is_recorded_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = plugin(dir.path(), "stubborn", &hangs_reporting(-5));
+    let executor = PluginExecutor::with_options("t", &path, options(Duration::from_secs(10)));
+    let request = step(dir.path());
+    executor
+        .prepare(std::slice::from_ref(&request))
+        .await
+        .unwrap();
+    let log_path = dir.path().join("s.log");
+    let mut output =
+        StepOutput::new("s", std::fs::File::create(&log_path).unwrap(), "h", None).unwrap();
+    let cancel = CancellationToken::new();
+    let control = StepControl::new(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_millis(300),
+        cancel.clone(),
+    );
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let outcome = executor.run(&request, &mut output, &control).await.unwrap();
+    canceller.await.unwrap();
+    executor.finish(request.job_id).await;
+    assert_eq!(outcome.stopped, Some(StopReason::Cancelled));
+    assert_eq!(outcome.signal, Some(9));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("the job was cancelled"), "{log}");
 }

@@ -11,7 +11,7 @@ use maestro_plugin_protocol::{
     Exit, ExitReason, Fault, LOG_CHUNK_BYTES, Log, PluginMessage, Start, Stream,
 };
 use rustix::process::{Pid, Signal};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -32,6 +32,7 @@ const STDERR_TAIL_BYTES: usize = 4096;
 pub struct TaskCommand {
     command: std::process::Command,
     keep_stdin_open: bool,
+    input: Option<Vec<u8>>,
 }
 
 impl TaskCommand {
@@ -41,6 +42,7 @@ impl TaskCommand {
         Self {
             command,
             keep_stdin_open: false,
+            input: None,
         }
     }
 
@@ -60,6 +62,14 @@ impl TaskCommand {
     /// `/dev/null`: for clients such as `ssh` that must not see end of input early.
     pub fn keep_stdin_open(mut self, keep: bool) -> Self {
         self.keep_stdin_open = keep;
+        self
+    }
+
+    /// Write `bytes` to the command's stdin (a pipe) as soon as it starts: a way to hand it data
+    /// that must not appear in its arguments, which every user of the machine can read in `ps`.
+    /// The pipe is closed after them unless [`keep_stdin_open`](Self::keep_stdin_open) is set.
+    pub fn input(mut self, bytes: Vec<u8>) -> Self {
+        self.input = Some(bytes);
         self
     }
 
@@ -95,6 +105,10 @@ pub(crate) struct Spawned {
     child: tokio::process::Child,
     /// The task's process group (its main process's pid).
     pub(crate) pgid: i32,
+    /// What to write to its stdin first.
+    input: Option<Vec<u8>>,
+    /// Whether its stdin stays open until the task ends (else it is closed after `input`).
+    keep_stdin_open: bool,
 }
 
 /// Start `command` in a process group of its own.
@@ -102,7 +116,7 @@ pub(crate) fn spawn(command: TaskCommand) -> io::Result<Spawned> {
     let mut child = tokio::process::Command::from(command.command);
     child
         .process_group(0)
-        .stdin(if command.keep_stdin_open {
+        .stdin(if command.keep_stdin_open || command.input.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -115,11 +129,19 @@ pub(crate) fn spawn(command: TaskCommand) -> io::Result<Spawned> {
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    Ok(Spawned { child, pgid })
+    Ok(Spawned {
+        child,
+        pgid,
+        input: command.input,
+        keep_stdin_open: command.keep_stdin_open,
+    })
 }
 
 fn signal_group(pgid: i32, signal: Signal) {
-    if let Some(pid) = Pid::from_raw(pgid) {
+    // Never 0, 1 or negative: those mean "my own group" or "every process" to kill(2).
+    if pgid > 1
+        && let Some(pid) = Pid::from_raw(pgid)
+    {
         // ESRCH (already gone) is the common, harmless failure.
         let _ = rustix::process::kill_process_group(pid, signal);
     }
@@ -221,10 +243,29 @@ pub(crate) async fn run<P: Plugin>(
     mut control: mpsc::UnboundedReceiver<Control>,
     plugin: Arc<P>,
 ) -> Exit {
-    let Spawned { mut child, pgid } = spawned;
+    let Spawned {
+        mut child,
+        pgid,
+        input,
+        keep_stdin_open,
+    } = spawned;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let stdin = child.stdin.take();
+    // Written by a task of its own, so that a command slow to read its input never holds up its
+    // output; the pipe closes when that task ends (without `keep_stdin_open`) or is aborted.
+    let stdin = child.stdin.take().map(|mut stdin| {
+        tokio::spawn(async move {
+            if let Some(input) = input {
+                // A command that exits without reading its input is not an error of the SDK's.
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.flush().await;
+            }
+            if keep_stdin_open {
+                std::future::pending::<()>().await;
+            }
+            drop(stdin);
+        })
+    });
     let mut logs = LogWriter {
         task: start.task.clone(),
         seq: 0,
@@ -298,7 +339,10 @@ pub(crate) async fn run<P: Plugin>(
     }
     // Whatever the task left behind in its group dies with it.
     signal_group(pgid, Signal::KILL);
-    drop(stdin);
+    if let Some(stdin) = stdin {
+        stdin.abort();
+        let _ = stdin.await;
+    }
     logs.finish().await;
 
     let mut exit = Exit {
@@ -346,6 +390,69 @@ mod tests {
         assert_eq!(utf8_cut(bytes, 2), 1);
         assert_eq!(utf8_cut(bytes, 3), 3);
         assert_eq!(utf8_cut(b"\xff\xfe\xfd", 2), 2);
+    }
+
+    struct Unused;
+
+    impl Plugin for Unused {
+        fn command(&self, _task: &Start) -> Result<TaskCommand, crate::TaskError> {
+            Err(crate::TaskError::Failed("unused".to_owned()))
+        }
+    }
+
+    /// Run `command` as a task to its end: its stdout text and its exit.
+    async fn drive(command: TaskCommand) -> (String, Exit) {
+        let start = Start {
+            id: 1,
+            task: "t".to_owned(),
+            step: "s".to_owned(),
+            job_id: String::new(),
+            trace_id: String::new(),
+            command: maestro_plugin_protocol::Command::Shell(String::new()),
+            env: std::collections::BTreeMap::new(),
+            workspace: None,
+            workdir: None,
+            timeout_ms: Some(20_000),
+            with: None,
+        };
+        let (out, mut rx) = mpsc::channel(1000);
+        let (_control_tx, control) = mpsc::unbounded_channel();
+        let spawned = spawn(command).unwrap();
+        let exit = run(&start, spawned, out, control, Arc::new(Unused)).await;
+        let mut text = String::new();
+        while let Ok(line) = rx.try_recv() {
+            if let Ok(PluginMessage::Log(log)) = PluginMessage::from_line(&line) {
+                text.push_str(&String::from_utf8_lossy(&log.bytes().unwrap()));
+                text.push('\n');
+            }
+        }
+        (text, exit)
+    }
+
+    #[tokio::test]
+    async fn input_reaches_stdin_and_the_pipe_closes_after_it_unless_kept_open() {
+        let mut cat = std::process::Command::new("sh");
+        cat.args(["-c", "cat; echo eof"]);
+        let (text, exit) = drive(TaskCommand::new(cat).input(b"one\ntwo\n".to_vec())).await;
+        assert_eq!(text, "one\ntwo\neof\n");
+        assert_eq!(exit.code, Some(0));
+
+        // Kept open: the command reads its line and sees no end of input while it runs.
+        let mut reader = std::process::Command::new("sh");
+        reader.args([
+            "-c",
+            "read -r line; echo \"got $line\"; exec 3<&0; \
+             (cat <&3 >/dev/null; echo eof-seen) & sleep 0.3; kill $! 2>/dev/null; echo done",
+        ]);
+        let (text, _) = drive(
+            TaskCommand::new(reader)
+                .input(b"secret\n".to_vec())
+                .keep_stdin_open(true),
+        )
+        .await;
+        assert!(text.starts_with("got secret\n"), "{text}");
+        assert!(!text.contains("eof-seen"), "{text}");
+        assert!(text.ends_with("done\n"), "{text}");
     }
 
     #[tokio::test]

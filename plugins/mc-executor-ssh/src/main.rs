@@ -27,10 +27,14 @@ impl Plugin for Ssh {
         let script =
             remote::script(task, settings.remote_grace_seconds).map_err(TaskError::Invalid)?;
         let mut command = Command::new(&settings.ssh_program);
-        command.args(settings.ssh_args()).arg(&script);
+        // The arguments are fixed: the task (its environment may hold secrets, and arguments are
+        // public in `ps` on both machines) follows on ssh's stdin.
+        command.args(settings.ssh_args()).arg(remote::BOOTSTRAP);
         // ssh must not see the end of its input before the task ends: the remote wrapper takes
         // the end of the session's input as the signal to kill the remote process group.
-        Ok(TaskCommand::new(command).keep_stdin_open(true))
+        Ok(TaskCommand::new(command)
+            .input(remote::input(&script))
+            .keep_stdin_open(true))
     }
 
     fn executor_failure(

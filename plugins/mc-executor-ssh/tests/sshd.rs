@@ -322,3 +322,84 @@ async fn bad_settings_are_a_spec_error_and_a_dead_host_an_executor_failure() {
     }
     executor.finish(dead.job_id).await;
 }
+
+/// Every process whose command line holds `needle`, as `pid: cmdline`.
+fn cmdlines_holding(needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && cmdline.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_env_values_never_appear_in_any_command_line() {
+    let sshd = Sshd::start();
+    let executor = PluginExecutor::new("ssh", Path::new(PLUGIN));
+    let secret = format!("mc-secret-{}-{}", std::process::id(), JobId::now_v7());
+    let seen = sshd.path("seen.txt");
+    let mut request = step(
+        "secretive",
+        // The command names the variable, never its value; it runs long enough to be watched.
+        &format!(
+            "printf '%s' \"$MC_TEST_SECRET\" > {}; sleep 2",
+            seen.display()
+        ),
+        sshd.with(),
+        sshd.dir.path(),
+    );
+    request
+        .env
+        .insert("MC_TEST_SECRET".to_owned(), secret.clone());
+    executor
+        .prepare(std::slice::from_ref(&request))
+        .await
+        .unwrap();
+    let (mut out, _) = output(sshd.dir.path());
+    let cancel = CancellationToken::new();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Scan every command line (the plugin's ssh client, sshd's session, the remote shells)
+    // for as long as the step runs.
+    let scanner = {
+        let done = Arc::clone(&done);
+        let needle = secret.clone().into_bytes();
+        std::thread::spawn(move || {
+            let mut scans = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let found = cmdlines_holding(&needle);
+                if !found.is_empty() {
+                    return Err(found);
+                }
+                scans += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(scans)
+        })
+    };
+    let outcome = executor.run(&request, &mut out, &control(&cancel)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    executor.finish(request.job_id).await;
+    let scans = scanner.join().unwrap().unwrap_or_else(|found| {
+        panic!("the secret is in a command line: {found:?}");
+    });
+    assert_eq!(outcome.unwrap().exit_code, Some(0));
+    assert!(scans > 10, "only {scans} scans while the step ran");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), secret);
+}

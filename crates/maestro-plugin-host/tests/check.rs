@@ -1,0 +1,61 @@
+//! The conformance kit against a plugin that reports process groups it did not create.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The Python plugin of `plugins/`, changed to report `pgid` for every task (it still stops and
+/// kills its real task groups itself).
+fn lying_pyproc(dir: &Path, pgid: i32) -> std::path::PathBuf {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/mc-executor-pyproc"),
+    )
+    .unwrap();
+    let needle = "\"pgid\": task.pgid";
+    assert!(source.contains(needle), "the pyproc plugin changed");
+    let path = dir.join("mc-executor-liar");
+    std::fs::write(&path, source.replace(needle, &format!("\"pgid\": {pgid}"))).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_pgids_the_plugin_did_not_create_fail_the_kit_and_are_never_signalled() {
+    // Leads its own group, like a task would, but belongs to the test, not to the plugin.
+    let mut bystander = Command::new("sleep")
+        .arg("120")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bystander_pid = i32::try_from(bystander.id()).unwrap();
+    for pgid in [-999_999, 1, bystander_pid] {
+        let dir = tempfile::tempdir().unwrap();
+        let results = maestro_plugin_host::check_plugin(&lying_pyproc(dir.path(), pgid)).await;
+        let report: Vec<String> = results
+            .iter()
+            .map(|r| {
+                let verdict = if r.passed { "PASS" } else { "FAIL" };
+                format!("{verdict} {}: {}", r.name, r.detail)
+            })
+            .collect();
+        let report = report.join("\n");
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(failed, ["clean protocol stream"], "pgid {pgid}:\n{report}");
+        assert!(
+            report.contains(&format!("reported pgid {pgid}")),
+            "{report}"
+        );
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "pgid {pgid}: the kit killed an unrelated process group\n{report}"
+        );
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
