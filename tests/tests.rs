@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod concurrency;
+mod docker;
 mod hostile;
 mod plugins;
 mod policies;

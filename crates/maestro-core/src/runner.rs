@@ -395,7 +395,7 @@ impl JobRun<'_> {
                     ExecutorError::InvalidStep { .. } => FailureKind::InvalidStep,
                     _ => FailureKind::ExecutorUnavailable,
                 };
-                tracing::warn!(%error, "executor could not prepare the job");
+                tracing::info!(%error, "executor could not prepare the job");
                 return Err(Some((kind, error.to_string())));
             }
         }
@@ -511,7 +511,7 @@ impl JobRun<'_> {
             match result {
                 Ok(outcome) => apply_outcome(&mut record, &outcome),
                 Err(error) => {
-                    tracing::warn!(%error, "executor could not run the step");
+                    tracing::info!(%error, "executor could not run the step");
                     record.status = if matches!(
                         error,
                         ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }

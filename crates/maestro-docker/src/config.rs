@@ -1,0 +1,359 @@
+//! How a step's request becomes a container's configuration: labels, limits, mounts, command.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
+};
+use maestro_core::executor::{ContainerSettings, StepRequest};
+use maestro_core::spec::Network;
+
+/// Where the job's workspace is mounted inside every container, and the default working dir.
+pub const WORKSPACE: &str = "/workspace";
+/// Marks every container Maestro created; `mc gc` looks for it.
+pub const LABEL_MANAGED: &str = "maestro.managed";
+/// The job a container belongs to.
+pub const LABEL_JOB_ID: &str = "maestro.job_id";
+/// The step a container runs (`*shared*` for a job's reused container).
+pub const LABEL_STEP: &str = "maestro.step";
+/// The job's trace id.
+pub const LABEL_TRACE_ID: &str = "maestro.trace_id";
+
+/// The step label of a container kept for a job (`reuse_container: true`).
+pub(crate) const SHARED_STEP_LABEL: &str = "*shared*";
+/// The command that keeps a reused container alive between execs (about 68 years).
+const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
+/// The engine refuses memory limits below 6 MiB.
+const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
+
+/// Check a step's settings for the docker runtime: everything that needs no engine.
+pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
+    let name = &step.name;
+    let Some(image) = step.container.image.as_deref() else {
+        return Err(format!(
+            "step {name:?} runs on the docker runtime but names no image; set image on the step or a default image on the job"
+        ));
+    };
+    if image.is_empty()
+        || image.len() > 255
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "step {name:?}: image {:?} is not an image reference such as alpine:3.20",
+            image.chars().take(80).collect::<String>()
+        ));
+    }
+    if step.with.is_some() {
+        return Err(format!(
+            "step {name:?}: the docker runtime takes no `with` settings; remove them or choose a plugin runtime"
+        ));
+    }
+    if step.command.to_argv().first().is_none_or(String::is_empty) {
+        return Err(format!("step {name:?} has an empty command"));
+    }
+    if let Some(memory) = step.container.memory_bytes
+        && memory < MIN_MEMORY_BYTES
+    {
+        return Err(format!(
+            "step {name:?}: memory must be at least 6m; the Docker engine refuses smaller limits"
+        ));
+    }
+    if let Some(cpus) = step.container.cpus
+        && cpus < 0.01
+    {
+        return Err(format!(
+            "step {name:?}: cpus must be at least 0.01; the Docker engine refuses smaller limits"
+        ));
+    }
+    if let Some(user) = step.container.user.as_deref()
+        && !is_valid_user(user)
+    {
+        return Err(format!(
+            "step {name:?}: user {:?} is not a user such as 1000, 1000:1000 or nobody",
+            user.chars().take(80).collect::<String>()
+        ));
+    }
+    if let Some(workdir) = step.workdir.as_deref()
+        && workdir.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "step {name:?}: workdir contains a control character"
+        ));
+    }
+    if !step.workspace.is_absolute() {
+        return Err(format!(
+            "step {name:?}: the workspace {} is not an absolute path",
+            step.workspace.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `user`, `uid`, `user:group` or `uid:gid`, as `docker run --user` takes it.
+fn is_valid_user(user: &str) -> bool {
+    let part_ok = |part: &str| {
+        (1..=64).contains(&part.len())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let mut parts = user.splitn(2, ':');
+    parts.next().is_some_and(part_ok) && parts.next().is_none_or(part_ok)
+}
+
+/// The working directory of a step inside its container: a relative `workdir` is taken from
+/// the workspace, an absolute one as it is.
+pub(crate) fn container_workdir(step: &StepRequest) -> String {
+    match step.workdir.as_deref() {
+        None | Some("" | ".") => WORKSPACE.to_owned(),
+        Some(dir) if dir.starts_with('/') => dir.to_owned(),
+        Some(dir) => format!("{WORKSPACE}/{}", dir.trim_start_matches("./")),
+    }
+}
+
+/// The step's environment as `NAME=value` strings.
+pub(crate) fn env_list(step: &StepRequest) -> Vec<String> {
+    step.env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
+}
+
+/// The labels of a container of `step`'s job; `step_label` is the step name or
+/// [`SHARED_STEP_LABEL`].
+pub(crate) fn labels(step: &StepRequest, step_label: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_JOB_ID.to_owned(), step.job_id.to_string()),
+        (LABEL_STEP.to_owned(), step_label.to_owned()),
+        (LABEL_TRACE_ID.to_owned(), step.trace_id.to_string()),
+    ])
+}
+
+/// Limits, network, mounts and the things a container never gets (privileges, the engine's
+/// socket, the host's root): only the workspace is mounted.
+pub(crate) fn host_config(step: &StepRequest) -> HostConfig {
+    let settings = &step.container;
+    HostConfig {
+        mounts: Some(vec![Mount {
+            target: Some(WORKSPACE.to_owned()),
+            source: Some(step.workspace.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Mount::default()
+        }]),
+        memory: settings.memory_bytes,
+        // Without a swap limit the engine lets a container swap twice its memory; equal values
+        // make `memory` the real ceiling, as a CI user expects.
+        memory_swap: settings.memory_bytes,
+        nano_cpus: settings.cpus.map(nano_cpus),
+        pids_limit: settings.pids_limit,
+        network_mode: Some(
+            match settings.network.unwrap_or(Network::Bridge) {
+                Network::Bridge => "bridge",
+                Network::None => "none",
+            }
+            .to_owned(),
+        ),
+        readonly_rootfs: settings.read_only_rootfs,
+        privileged: Some(false),
+        // Maestro records the output itself, from the attach stream; a copy kept by the engine
+        // would only cost disk (a step that prints gigabytes would fill /var/lib/docker) and
+        // the engine's time.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".to_owned()),
+            config: None,
+        }),
+        ..HostConfig::default()
+    }
+}
+
+/// CPUs as the engine's `NanoCpus`.
+fn nano_cpus(cpus: f64) -> i64 {
+    // Validation keeps cpus within (0, 1024], so this cannot overflow.
+    (cpus * 1e9).round() as i64
+}
+
+/// The container of one step: it runs the step's command as its main process.
+pub(crate) fn step_container(step: &StepRequest) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: step.container.image.clone(),
+        // The step's command is what runs, whatever ENTRYPOINT the image declares; `[""]` is
+        // the API's way of saying "no entrypoint".
+        entrypoint: Some(vec![String::new()]),
+        cmd: Some(step.command.to_argv()),
+        env: Some(env_list(step)),
+        working_dir: Some(container_workdir(step)),
+        user: step.container.user.clone(),
+        labels: Some(labels(step, &step.name)),
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config(step)),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// The container a job keeps for the steps that share `step`'s settings; steps run in it as
+/// execs while it sleeps.
+pub(crate) fn shared_container(step: &StepRequest) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: step.container.image.clone(),
+        entrypoint: Some(vec![String::new()]),
+        cmd: Some(KEEP_ALIVE.iter().map(|arg| (*arg).to_owned()).collect()),
+        working_dir: Some(WORKSPACE.to_owned()),
+        user: step.container.user.clone(),
+        labels: Some(labels(step, SHARED_STEP_LABEL)),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config(step)),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// How one step runs as an exec in a shared container.
+pub(crate) fn step_exec(step: &StepRequest) -> ExecConfig {
+    ExecConfig {
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        env: Some(env_list(step)),
+        cmd: Some(step.command.to_argv()),
+        working_dir: Some(container_workdir(step)),
+        privileged: Some(false),
+        ..ExecConfig::default()
+    }
+}
+
+/// The settings that decide whether two steps may share a container: everything but the pull
+/// policy (which says how to get the image, not what the container is).
+pub(crate) fn sharing_key(settings: &ContainerSettings) -> ContainerSettings {
+    ContainerSettings {
+        pull: None,
+        ..settings.clone()
+    }
+}
+
+/// A container name that says whose it is: `maestro-<job id>-<step>`.
+pub(crate) fn container_name(step: &StepRequest, suffix: &str) -> String {
+    format!("maestro-{}-{suffix}", step.job_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use maestro_core::JobId;
+    use maestro_core::executor::CommandLine;
+    use maestro_core::trace::TraceId;
+
+    use super::*;
+
+    fn step() -> StepRequest {
+        StepRequest {
+            job_id: JobId::now_v7(),
+            job_name: "j".to_owned(),
+            trace_id: TraceId::parse("trace-1").unwrap(),
+            index: 0,
+            name: "build".to_owned(),
+            runtime: "docker".to_owned(),
+            command: CommandLine::Shell("echo hi".to_owned()),
+            env: BTreeMap::from([("TRACE_ID".to_owned(), "trace-1".to_owned())]),
+            workspace: PathBuf::from("/src"),
+            workdir: None,
+            timeout: Duration::from_secs(10),
+            container: ContainerSettings {
+                image: Some("maestro-test/busybox:latest".to_owned()),
+                ..ContainerSettings::default()
+            },
+            reuse_container: false,
+            with: None,
+        }
+    }
+
+    #[test]
+    fn a_step_container_carries_labels_limits_and_the_workspace() {
+        let mut step = step();
+        step.container.memory_bytes = Some(256 << 20);
+        step.container.cpus = Some(0.5);
+        step.container.pids_limit = Some(64);
+        step.container.network = Some(Network::None);
+        step.container.read_only_rootfs = Some(true);
+        step.container.user = Some("1000:1000".to_owned());
+        let body = step_container(&step);
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_JOB_ID], step.job_id.to_string());
+        assert_eq!(labels[LABEL_STEP], "build");
+        assert_eq!(labels[LABEL_TRACE_ID], "trace-1");
+        assert_eq!(body.cmd.unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(body.env.unwrap(), ["TRACE_ID=trace-1"]);
+        assert_eq!(body.working_dir.as_deref(), Some(WORKSPACE));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.pids_limit, Some(64));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1, "only the workspace is mounted");
+        assert_eq!(mounts[0].source.as_deref(), Some("/src"));
+        assert_eq!(mounts[0].target.as_deref(), Some(WORKSPACE));
+        assert!(host.binds.is_none());
+    }
+
+    #[test]
+    fn workdirs_resolve_under_the_workspace_unless_absolute() {
+        let mut step = step();
+        assert_eq!(container_workdir(&step), "/workspace");
+        step.workdir = Some("sub/dir".to_owned());
+        assert_eq!(container_workdir(&step), "/workspace/sub/dir");
+        step.workdir = Some("./sub".to_owned());
+        assert_eq!(container_workdir(&step), "/workspace/sub");
+        step.workdir = Some("/opt".to_owned());
+        assert_eq!(container_workdir(&step), "/opt");
+    }
+
+    #[test]
+    fn check_requires_an_image_and_sane_settings() {
+        let mut no_image = step();
+        no_image.container.image = None;
+        let message = check_step(&no_image).unwrap_err();
+        assert!(
+            message.contains("\"build\"") && message.contains("no image"),
+            "{message}"
+        );
+        let mut tiny = step();
+        tiny.container.memory_bytes = Some(1024);
+        assert!(check_step(&tiny).unwrap_err().contains("6m"));
+        let mut with = step();
+        with.with = Some(serde_json::json!({}));
+        assert!(check_step(&with).unwrap_err().contains("with"));
+        let mut user = step();
+        user.container.user = Some("root; rm".to_owned());
+        assert!(check_step(&user).is_err());
+        user.container.user = Some("nobody:nogroup".to_owned());
+        assert!(check_step(&user).is_ok());
+        assert!(check_step(&step()).is_ok());
+    }
+
+    #[test]
+    fn steps_share_a_container_whatever_their_pull_policy() {
+        let mut a = step().container;
+        let mut b = a.clone();
+        a.pull = Some(maestro_core::spec::PullPolicy::Never);
+        assert_eq!(sharing_key(&a), sharing_key(&b));
+        b.memory_bytes = Some(64 << 20);
+        assert_ne!(sharing_key(&a), sharing_key(&b));
+    }
+}

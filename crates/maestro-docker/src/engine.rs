@@ -1,0 +1,402 @@
+//! The connection to the Docker engine and the calls made on it, each under a deadline of ours.
+//!
+//! bollard's own timeout covers only a response's headers, and its streams are lazy, so every
+//! call here is wrapped in [`tokio::time::timeout`]: a hung engine fails a step, it never hangs
+//! `mc`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, Docker};
+use futures::StreamExt;
+use maestro_core::spec::PullPolicy;
+
+use crate::error::{DockerError, describe, is_conflict, is_not_found};
+
+/// How long connecting and the first answer (the version handshake) may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one ordinary API call (create, start, kill, remove, inspect) may take.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a pull may go without a progress message before it is given up.
+pub(crate) const PULL_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pull may take in all.
+pub(crate) const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// bollard's header timeout; ours are shorter, this is only a backstop.
+const CLIENT_TIMEOUT_SECS: u64 = 120;
+
+/// The engine address when `DOCKER_HOST` is not set.
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The engine address in use: `DOCKER_HOST`, else the default unix socket.
+pub(crate) fn engine_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|host| !host.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+}
+
+/// Whether an engine is configured: `DOCKER_HOST` is set, or the default socket exists.
+pub(crate) fn engine_configured() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some_and(|host| !host.is_empty())
+        || std::path::Path::new(DEFAULT_DOCKER_HOST.trim_start_matches("unix://")).exists()
+}
+
+/// The newest API version this executor asks for: Docker 20.10's, which has everything it
+/// uses. Newer engines all accept it; an older engine's own version is used instead.
+pub(crate) const BASE_API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// The largest answer head read from `/_ping`.
+const MAX_PING_HEAD: usize = 16 * 1024;
+
+/// Ask the engine at `host` whether it answers, and agree on an API version: the lower of
+/// [`BASE_API_VERSION`] and the `Api-Version` the engine's `GET /_ping` reports, as the docker
+/// CLI negotiates. (bollard's negotiation asks `/version`, for which the engine runs
+/// `runc --version` and more: measurably slower on every job, and ping gives the same answer.)
+pub(crate) async fn ping(host: &str) -> Result<ClientVersion, DockerError> {
+    let unreachable = |reason: String| DockerError::Unreachable {
+        host: host.to_owned(),
+        reason,
+    };
+    let version = match tokio::time::timeout(CONNECT_TIMEOUT, ping_head(host)).await {
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(reason)) => return Err(unreachable(reason)),
+        Ok(Ok(head)) => api_version(&head).map_err(unreachable)?,
+    };
+    let agreed = match version {
+        Some(version) if version < BASE_API_VERSION => version,
+        _ => BASE_API_VERSION,
+    };
+    tracing::debug!(%host, engine = ?version, ?agreed, "connected to the Docker engine");
+    Ok(agreed)
+}
+
+/// Send `GET /_ping` to `host` and read the answer's head.
+async fn ping_head(host: &str) -> Result<Vec<u8>, String> {
+    let request =
+        b"GET /_ping HTTP/1.1\r\nHost: docker\r\nUser-Agent: maestro\r\nConnection: close\r\n\r\n";
+    let io = |error: std::io::Error| error.to_string();
+    if let Some(path) = host.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(path).await.map_err(io)?;
+        exchange(stream, request).await.map_err(io)
+    } else if let Some(address) = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("http://"))
+    {
+        let address = address.trim_end_matches('/');
+        let stream = tokio::net::TcpStream::connect(address).await.map_err(io)?;
+        exchange(stream, request).await.map_err(io)
+    } else {
+        Err(format!(
+            "{host:?} is not a supported address; use unix:///path/to/docker.sock or tcp://host:port"
+        ))
+    }
+}
+
+async fn exchange<S>(mut stream: S, request: &[u8]) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < MAX_PING_HEAD {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+    Ok(head)
+}
+
+/// The `Api-Version` of a `/_ping` answer's head; `None` when the engine sends none (it is then
+/// older than any we support, and the base version is tried).
+fn api_version(head: &[u8]) -> Result<Option<ClientVersion>, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if !status.starts_with("HTTP/") {
+        return Err("the address does not speak HTTP; is it the Docker engine's?".to_owned());
+    }
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("the engine answered the ping with {status:?}"));
+    }
+    Ok(lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("api-version"))
+        .and_then(|(_, value)| {
+            let (major, minor) = value.trim().split_once('.')?;
+            Some(ClientVersion {
+                major_version: major.parse().ok()?,
+                minor_version: minor.parse().ok()?,
+            })
+        }))
+}
+
+/// A client for the engine at `host` speaking API `version`. No I/O: the first request
+/// connects.
+pub(crate) fn client(host: &str, version: &ClientVersion) -> Result<Docker, DockerError> {
+    let built = if host.starts_with("unix://") {
+        Docker::connect_with_unix(host, CLIENT_TIMEOUT_SECS, version)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, CLIENT_TIMEOUT_SECS, version)
+    } else {
+        Err(bollard::errors::Error::UnsupportedURISchemeError {
+            uri: host.to_owned(),
+        })
+    };
+    built.map_err(|error| DockerError::Unreachable {
+        host: host.to_owned(),
+        reason: describe(&error),
+    })
+}
+
+/// Run one API call under `limit`, naming `action` in any error.
+pub(crate) async fn call<T>(
+    action: impl FnOnce() -> String,
+    limit: Duration,
+    request: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, DockerError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(DockerError::api(action(), error)),
+        Err(_) => Err(DockerError::Timeout {
+            action: action(),
+            after: limit,
+        }),
+    }
+}
+
+/// Create a container from `body` named `name`, getting its image first as `policy` says.
+///
+/// The common case costs one request: the container is created straight away, and only when
+/// the engine says the image is missing is it pulled (or the step failed, for `never`).
+pub(crate) async fn create_container(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+    policy: PullPolicy,
+    what: &str,
+) -> Result<String, DockerError> {
+    let image = body.image.clone().unwrap_or_default();
+    if policy == PullPolicy::Always {
+        pull(docker, &image).await?;
+    }
+    let options = || Some(CreateContainerOptionsBuilder::new().name(name).build());
+    let action = || format!("create the container of {what}");
+    match call(
+        action,
+        CALL_TIMEOUT,
+        docker.create_container(options(), body.clone()),
+    )
+    .await
+    {
+        Ok(created) => Ok(created.id),
+        Err(DockerError::Api { source, .. }) if is_not_found(&source) => {
+            if policy == PullPolicy::Never {
+                return Err(DockerError::ImageMissing { image });
+            }
+            pull(docker, &image).await?;
+            let created = call(
+                action,
+                CALL_TIMEOUT,
+                docker.create_container(options(), body),
+            )
+            .await?;
+            Ok(created.id)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Pull `image`, giving up when the registry stalls for [`PULL_STALL_TIMEOUT`] or the whole
+/// pull takes longer than [`PULL_TIMEOUT`].
+pub(crate) async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
+    let (from_image, tag) = split_tag(image);
+    let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
+    if let Some(tag) = tag {
+        options = options.tag(tag);
+    }
+    tracing::info!(image, "pulling image");
+    let mut progress = docker.create_image(Some(options.build()), None, None);
+    let started = tokio::time::Instant::now();
+    loop {
+        let limit = PULL_STALL_TIMEOUT.min(PULL_TIMEOUT.saturating_sub(started.elapsed()));
+        match tokio::time::timeout(limit, progress.next()).await {
+            Err(_) => {
+                return Err(DockerError::PullStalled {
+                    image: image.to_owned(),
+                    after: limit,
+                });
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => {
+                let reason = match error {
+                    bollard::errors::Error::DockerStreamError { error } => error,
+                    other => describe(&other),
+                };
+                return Err(DockerError::Pull {
+                    image: image.to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// Split `name[:tag]` for a pull; a digest stays in the name, and no tag means `latest` (the
+/// engine would otherwise pull every tag of the repository).
+fn split_tag(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let last_slash = image.rfind('/').map_or(0, |at| at + 1);
+    match image[last_slash..].rfind(':') {
+        Some(at) => (
+            &image[..last_slash + at],
+            Some(&image[last_slash + at + 1..]),
+        ),
+        None => (image, Some("latest")),
+    }
+}
+
+/// Send `signal` to a container's main process; a container that is already gone or stopped
+/// is not an error.
+pub(crate) async fn kill(docker: &Docker, id: &str, signal: &str) -> Result<(), DockerError> {
+    let options = KillContainerOptionsBuilder::new().signal(signal).build();
+    match call(
+        || format!("send {signal} to container {}", short(id)),
+        CALL_TIMEOUT,
+        docker.kill_container(id, Some(options)),
+    )
+    .await
+    {
+        Err(DockerError::Api { source, .. }) if is_not_found(&source) || is_conflict(&source) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Remove a container and its anonymous volumes, killing it if it still runs. A container that
+/// is already gone (or being removed) counts as removed.
+pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    match call(
+        || format!("remove container {}", short(id)),
+        CALL_TIMEOUT,
+        docker.remove_container(id, Some(options)),
+    )
+    .await
+    {
+        Err(DockerError::Api { source, .. }) if is_not_found(&source) || is_conflict(&source) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// A container Maestro created, as found by its labels.
+#[derive(Debug, Clone)]
+pub(crate) struct Managed {
+    /// The container's id.
+    pub(crate) id: String,
+    /// Its name, without the leading `/`.
+    pub(crate) name: String,
+    /// Its labels.
+    pub(crate) labels: HashMap<String, String>,
+}
+
+/// Every container, running or not, that carries `label` (`key` or `key=value`).
+pub(crate) async fn list_labelled(
+    docker: &Docker,
+    label: &str,
+) -> Result<Vec<Managed>, DockerError> {
+    let filters = HashMap::from([("label", vec![label])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let summaries = call(
+        || format!("list containers labelled {label}"),
+        CALL_TIMEOUT,
+        docker.list_containers(Some(options)),
+    )
+    .await?;
+    Ok(summaries
+        .into_iter()
+        .filter_map(|summary| {
+            Some(Managed {
+                id: summary.id?,
+                name: summary
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|name| name.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                labels: summary.labels.unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// The first 12 characters of a container id, as `docker ps` shows it.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ping_answer_gives_the_engine_api_version() {
+        let head = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nOstype: linux\r\n\r\n";
+        assert_eq!(
+            api_version(head),
+            Ok(Some(ClientVersion {
+                major_version: 1,
+                minor_version: 41
+            }))
+        );
+        let lower = b"HTTP/1.0 200 OK\r\napi-version:1.24\r\n\r\n";
+        assert_eq!(api_version(lower).unwrap().unwrap().minor_version, 24);
+        assert_eq!(api_version(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(None));
+        assert!(api_version(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").is_err());
+        assert!(api_version(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    #[test]
+    fn pulls_name_a_tag() {
+        assert_eq!(split_tag("alpine"), ("alpine", Some("latest")));
+        assert_eq!(split_tag("alpine:3.20"), ("alpine", Some("3.20")));
+        assert_eq!(
+            split_tag("registry:5000/team/app"),
+            ("registry:5000/team/app", Some("latest"))
+        );
+        assert_eq!(
+            split_tag("registry:5000/team/app:v1"),
+            ("registry:5000/team/app", Some("v1"))
+        );
+        assert_eq!(split_tag("app@sha256:abc"), ("app@sha256:abc", None));
+    }
+}

@@ -1,0 +1,553 @@
+//! [`DockerExecutor`]: the `docker` runtime, and the bookkeeping that makes sure no container
+//! outlives its job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use maestro_core::JobId;
+use maestro_core::executor::{
+    ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
+};
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{
+    LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, check_step, container_name, shared_container,
+    sharing_key, step_container,
+};
+use crate::engine::{self, CALL_TIMEOUT, call, short};
+use crate::error::DockerError;
+use crate::step;
+
+/// How long [`Executor::finish`] waits for a job's background work (creations, removals)
+/// before it aborts what is left and looks for leftovers by label instead.
+const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs steps in containers on a Docker engine.
+///
+/// Each step gets a fresh container of its image, with the job's workspace bind-mounted at
+/// `/workspace`; with `reuse_container: true` the steps of a job that share an image and
+/// settings run as execs in one container kept for the job. While a step runs, the next
+/// step's container is already being created, and finished containers are removed in the
+/// background; [`Executor::finish`] waits for all of it, so nothing outlives the job.
+///
+/// Creating the executor does no I/O: the engine (`DOCKER_HOST`, else the default unix socket)
+/// is connected to in [`Executor::prepare`], with API version negotiation, so that old
+/// engines (20.10) and current ones both work.
+#[derive(Clone, Default)]
+pub struct DockerExecutor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("host", &self.inner.host())
+            .field("connected", &self.inner.client.initialized())
+            .finish()
+    }
+}
+
+impl DockerExecutor {
+    /// An executor for the engine at `DOCKER_HOST` (or the default socket). Cheap: nothing is
+    /// connected until a job is prepared.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An executor for the engine at `host` (`unix:///path/to/docker.sock` or
+    /// `tcp://host:port`), whatever `DOCKER_HOST` says.
+    pub fn with_host(host: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                host: Some(host.into()),
+                ..Inner::default()
+            }),
+        }
+    }
+}
+
+type Created = Result<String, DockerError>;
+
+#[derive(Default)]
+struct Inner {
+    /// The engine's address, when not taken from `DOCKER_HOST`.
+    host: Option<String>,
+    /// The client, built once the engine answered and the API version was agreed.
+    client: OnceCell<Docker>,
+    jobs: Mutex<HashMap<JobId, Job>>,
+}
+
+/// What the executor holds for one job.
+#[derive(Default)]
+struct Job {
+    /// The job's steps that run here, in order (from `prepare`).
+    steps: Vec<StepRequest>,
+    /// Containers created ahead of their step, by step index.
+    precreated: HashMap<usize, oneshot::Receiver<Created>>,
+    /// The job's shared containers (`reuse_container`), one per distinct settings.
+    shared: Vec<SharedContainer>,
+    /// Every container created for the job and not yet known to be removed.
+    containers: BTreeSet<String>,
+    /// Background work (creations, removals) that `finish` must await.
+    tasks: Vec<JoinHandle<()>>,
+    /// A creation's outcome is unknown (timed out, connection lost): a container may exist
+    /// that we have no id for, so `finish` also looks for the job's containers by label.
+    sweep: bool,
+}
+
+struct SharedContainer {
+    key: ContainerSettings,
+    id: Option<String>,
+    starting: Option<oneshot::Receiver<Created>>,
+}
+
+/// Whether a container is a step's own or a job's shared one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Step,
+    Shared,
+}
+
+impl Inner {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, Job>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with_job<R>(&self, job_id: JobId, f: impl FnOnce(&mut Job) -> R) -> R {
+        f(self.jobs().entry(job_id).or_default())
+    }
+
+    fn host(&self) -> String {
+        self.host.clone().unwrap_or_else(engine::engine_host)
+    }
+
+    /// The engine: pinged and the API version agreed on first use.
+    async fn engine(&self) -> Result<Docker, DockerError> {
+        self.client
+            .get_or_try_init(|| async {
+                let host = self.host();
+                let version = engine::ping(&host).await?;
+                engine::client(&host, &version)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The engine, checked to answer now (a connection made for an earlier job may be stale).
+    async fn live_engine(&self) -> Result<Docker, DockerError> {
+        if let Some(docker) = self.client.get() {
+            engine::ping(&self.host()).await?;
+            return Ok(docker.clone());
+        }
+        self.engine().await
+    }
+
+    /// Record that `id` exists for `job_id`; false if the job was already finished.
+    fn track(&self, job_id: JobId, id: &str) -> bool {
+        match self.jobs().get_mut(&job_id) {
+            Some(job) => {
+                job.containers.insert(id.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn untrack(&self, job_id: JobId, id: &str) {
+        if let Some(job) = self.jobs().get_mut(&job_id) {
+            job.containers.remove(id);
+        }
+    }
+
+    /// Create (and for a shared container, start) a container for `step` in the background;
+    /// the id arrives on the returned channel. The task is the job's until `finish`, which
+    /// waits for it, so a container created for a step that never runs is still removed.
+    fn spawn_create(
+        self: &Arc<Self>,
+        docker: &Docker,
+        step: &StepRequest,
+        kind: Kind,
+    ) -> oneshot::Receiver<Created> {
+        let (sender, receiver) = oneshot::channel();
+        let inner = Arc::clone(self);
+        let docker = docker.clone();
+        let step = step.clone();
+        let job_id = step.job_id;
+        // Register the job before the task can look for it.
+        self.with_job(job_id, |_| ());
+        let task = tokio::spawn(async move {
+            let result = inner.create(&docker, &step, kind).await;
+            if let Err(error) = &result {
+                if error.is_ambiguous() {
+                    inner.with_job(job_id, |job| job.sweep = true);
+                }
+                tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, %error, "container creation failed");
+            }
+            // The step may have stopped waiting (cancelled); the container is tracked anyway.
+            let _ = sender.send(result);
+        });
+        self.with_job(job_id, |job| job.tasks.push(task));
+        receiver
+    }
+
+    async fn create(&self, docker: &Docker, step: &StepRequest, kind: Kind) -> Created {
+        let policy = step.container.pull.unwrap_or_default();
+        let (body, name, what) = match kind {
+            Kind::Step => (
+                step_container(step),
+                container_name(step, &step.name),
+                format!("step {:?}", step.name),
+            ),
+            Kind::Shared => {
+                let suffix = format!("shared-{}", step.index);
+                (
+                    shared_container(step),
+                    container_name(step, &suffix),
+                    format!("the shared container of step {:?}", step.name),
+                )
+            }
+        };
+        let id = engine::create_container(docker, &name, body, policy, &what).await?;
+        if !self.track(step.job_id, &id) {
+            // The job was finished meanwhile: nobody will run or remove this container.
+            let _ = engine::remove(docker, &id).await;
+            return Err(DockerError::Lost(format!(
+                "{what}: the job was finished while its container was being created"
+            )));
+        }
+        tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, container = short(&id), ?kind, "container created");
+        if kind == Kind::Shared {
+            call(
+                || format!("start {what}"),
+                CALL_TIMEOUT,
+                docker.start_container(
+                    &id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                ),
+            )
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// Remove `id` in the background; `finish` waits for it (and retries it if it failed).
+    fn spawn_remove(self: &Arc<Self>, docker: &Docker, job_id: JobId, id: String) {
+        let inner = Arc::clone(self);
+        let docker = docker.clone();
+        let task = tokio::spawn(async move {
+            match engine::remove(&docker, &id).await {
+                Ok(()) => inner.untrack(job_id, &id),
+                Err(error) => {
+                    tracing::warn!(%job_id, container = short(&id), %error, "could not remove container; will retry when the job finishes");
+                }
+            }
+        });
+        self.with_job(job_id, |job| job.tasks.push(task));
+    }
+
+    /// Start getting the container of the step after `step` ready while `step` runs.
+    fn prepare_next(self: &Arc<Self>, docker: &Docker, step: &StepRequest) {
+        let next = self.with_job(step.job_id, |job| {
+            job.steps
+                .iter()
+                .find(|candidate| candidate.index > step.index)
+                .cloned()
+        });
+        if let Some(next) = next {
+            self.prepare_step(docker, &next);
+        }
+    }
+
+    /// Start creating the container `step` will run in, unless that is under way or done.
+    fn prepare_step(self: &Arc<Self>, docker: &Docker, step: &StepRequest) {
+        if step.reuse_container {
+            let key = sharing_key(&step.container);
+            let known = self.with_job(step.job_id, |job| job.shared.iter().any(|s| s.key == key));
+            if !known {
+                let receiver = self.spawn_create(docker, step, Kind::Shared);
+                self.with_job(step.job_id, |job| {
+                    job.shared.push(SharedContainer {
+                        key,
+                        id: None,
+                        starting: Some(receiver),
+                    });
+                });
+            }
+        } else {
+            let known = self.with_job(step.job_id, |job| job.precreated.contains_key(&step.index));
+            if !known {
+                let receiver = self.spawn_create(docker, step, Kind::Step);
+                self.with_job(step.job_id, |job| {
+                    job.precreated.insert(step.index, receiver)
+                });
+            }
+        }
+    }
+
+    /// Wait for a container being created, unless the step is stopped first.
+    async fn await_created(
+        receiver: oneshot::Receiver<Created>,
+        step: &StepRequest,
+        control: &StepControl,
+    ) -> Result<Result<String, StepOutcome>, DockerError> {
+        tokio::select! {
+            biased;
+            reason = control.stop_requested() => Ok(Err(StepOutcome {
+                stopped: Some(reason),
+                ..StepOutcome::default()
+            })),
+            created = receiver => match created {
+                Ok(created) => created.map(Ok),
+                Err(_) => Err(DockerError::Lost(format!(
+                    "step {:?}: the task creating its container ended without an answer",
+                    step.name
+                ))),
+            },
+        }
+    }
+
+    async fn run_in_own_container(
+        self: &Arc<Self>,
+        docker: &Docker,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, DockerError> {
+        let receiver = self
+            .with_job(step.job_id, |job| job.precreated.remove(&step.index))
+            .unwrap_or_else(|| self.spawn_create(docker, step, Kind::Step));
+        let id = match Self::await_created(receiver, step, control).await? {
+            Ok(id) => id,
+            Err(stopped) => return Ok(stopped),
+        };
+        self.prepare_next(docker, step);
+        let result = step::run_container(docker, &id, step, output, control).await;
+        self.spawn_remove(docker, step.job_id, id);
+        result
+    }
+
+    async fn run_in_shared_container(
+        self: &Arc<Self>,
+        docker: &Docker,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, DockerError> {
+        let key = sharing_key(&step.container);
+        self.prepare_step(docker, step);
+        let (ready, starting) = self.with_job(step.job_id, |job| {
+            match job.shared.iter_mut().find(|shared| shared.key == key) {
+                Some(shared) => (shared.id.clone(), shared.starting.take()),
+                None => (None, None),
+            }
+        });
+        let id = match (ready, starting) {
+            (Some(id), _) => id,
+            (None, Some(receiver)) => match Self::await_created(receiver, step, control).await {
+                Ok(Ok(id)) => {
+                    self.with_job(step.job_id, |job| {
+                        if let Some(shared) = job.shared.iter_mut().find(|s| s.key == key) {
+                            shared.id = Some(id.clone());
+                        }
+                    });
+                    id
+                }
+                Ok(Err(stopped)) => return Ok(stopped),
+                Err(error) => {
+                    // Forget it, so that a later step with these settings tries afresh.
+                    self.forget_shared(step.job_id, &key);
+                    return Err(error);
+                }
+            },
+            (None, None) => {
+                return Err(DockerError::Lost(format!(
+                    "step {:?}: its shared container was lost by an earlier step",
+                    step.name
+                )));
+            }
+        };
+        self.prepare_next(docker, step);
+        let end = step::run_exec(docker, &id, step, output, control).await?;
+        let needed_later = self.with_job(step.job_id, |job| {
+            job.steps
+                .iter()
+                .any(|later| later.index > step.index && sharing_key(&later.container) == key)
+        });
+        if end.container_killed || !needed_later {
+            // Killed, or no later step runs in it: remove it now, overlapping the runner's
+            // bookkeeping, rather than when the job finishes.
+            self.forget_shared(step.job_id, &key);
+            self.spawn_remove(docker, step.job_id, id);
+        }
+        Ok(end.outcome)
+    }
+
+    fn forget_shared(&self, job_id: JobId, key: &ContainerSettings) {
+        self.with_job(job_id, |job| job.shared.retain(|shared| shared.key != *key));
+    }
+
+    async fn finish(&self, job_id: JobId) {
+        let deadline = Instant::now() + FINISH_WAIT;
+        loop {
+            let tasks = match self.jobs().get_mut(&job_id) {
+                Some(job) => std::mem::take(&mut job.tasks),
+                None => return,
+            };
+            if tasks.is_empty() {
+                break;
+            }
+            for mut task in tasks {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    tracing::warn!(%job_id, "background container work did not end in time; aborting it");
+                    task.abort();
+                    self.with_job(job_id, |job| job.sweep = true);
+                }
+            }
+        }
+        let Some(job) = self.jobs().remove(&job_id) else {
+            return;
+        };
+        let Some(docker) = self.client.get() else {
+            return;
+        };
+        let removals = job.containers.iter().map(|id| async move {
+            if let Err(error) = engine::remove(docker, id).await {
+                tracing::warn!(%job_id, container = short(id), %error, "could not remove the job's container");
+            }
+        });
+        futures::future::join_all(removals).await;
+        if job.sweep {
+            let label = format!("{LABEL_JOB_ID}={job_id}");
+            match engine::list_labelled(docker, &label).await {
+                Ok(leftovers) => {
+                    for leftover in leftovers {
+                        if let Err(error) = engine::remove(docker, &leftover.id).await {
+                            tracing::warn!(%job_id, container = short(&leftover.id), %error, "could not remove the job's container");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%job_id, %error, "could not look for the job's leftover containers");
+                }
+            }
+        }
+        tracing::debug!(%job_id, containers = job.containers.len(), "docker job finished");
+    }
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
+        check_step(step).map_err(|message| ExecutorError::InvalidStep { message })
+    }
+
+    async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let docker = self
+            .inner
+            .live_engine()
+            .await
+            .map_err(DockerError::into_executor_error)?;
+        let Some(first) = steps.first() else {
+            return Ok(());
+        };
+        self.inner
+            .with_job(first.job_id, |job| job.steps = steps.to_vec());
+        // Create the first container while the runner records the job as running: the
+        // creation is on every job's critical path.
+        self.inner.prepare_step(&docker, first);
+        tracing::debug!(job_id = %first.job_id, trace_id = %first.trace_id, steps = steps.len(), "docker job prepared");
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let docker = self
+            .inner
+            .engine()
+            .await
+            .map_err(DockerError::into_executor_error)?;
+        let result = if step.reuse_container {
+            self.inner
+                .run_in_shared_container(&docker, step, output, control)
+                .await
+        } else {
+            self.inner
+                .run_in_own_container(&docker, step, output, control)
+                .await
+        };
+        if let Err(error) = &result {
+            tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, %error, "docker step could not run");
+        }
+        result.map_err(|error| match error {
+            // The engine went away mid-job: it answered `prepare`, so this fails the step.
+            DockerError::Unreachable { .. } => ExecutorError::StepFailed {
+                message: error.to_string(),
+            },
+            error => error.into_executor_error(),
+        })
+    }
+
+    async fn finish(&self, job_id: JobId) {
+        self.inner.finish(job_id).await;
+    }
+
+    async fn collect_garbage(
+        &self,
+        is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
+    ) -> Result<Vec<String>, ExecutorError> {
+        if self.inner.host.is_none() && !engine::engine_configured() {
+            // No DOCKER_HOST and no socket at the default place: Docker is not installed here,
+            // so there is nothing of ours to collect (and `mc gc` need not fail for it).
+            tracing::debug!("no Docker engine configured; nothing to collect");
+            return Ok(Vec::new());
+        }
+        let docker = self
+            .inner
+            .engine()
+            .await
+            .map_err(DockerError::into_executor_error)?;
+        let managed = engine::list_labelled(&docker, &format!("{LABEL_MANAGED}=true"))
+            .await
+            .map_err(|error| ExecutorError::Unavailable {
+                message: error.to_string(),
+            })?;
+        let mut removed = Vec::new();
+        for container in managed {
+            // A container whose job id does not parse is not ours to judge.
+            let Some(job_id) = container
+                .labels
+                .get(LABEL_JOB_ID)
+                .and_then(|id| id.parse::<JobId>().ok())
+            else {
+                continue;
+            };
+            if is_live(job_id) {
+                continue;
+            }
+            let step = container.labels.get(LABEL_STEP).map_or("?", String::as_str);
+            match engine::remove(&docker, &container.id).await {
+                Ok(()) => {
+                    tracing::info!(%job_id, step, container = short(&container.id), "removed a container of an abandoned job");
+                    removed.push(format!(
+                        "removed docker container {} ({}) of job {job_id}, step {step}",
+                        container.name,
+                        short(&container.id)
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%job_id, container = short(&container.id), %error, "could not remove a container of an abandoned job");
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

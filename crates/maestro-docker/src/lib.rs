@@ -1,0 +1,22 @@
+//! Maestro's Docker executor: the `docker` runtime, steps in containers on a Docker engine.
+//!
+//! # Brief overview
+//!
+//! * [`DockerExecutor`] implements [`maestro_core::executor::Executor`]. Register it under the
+//!   runtime name `docker`; it connects to the engine lazily (honouring `DOCKER_HOST`) when a
+//!   job is prepared.
+//! * Every container carries the labels [`LABEL_MANAGED`], [`LABEL_JOB_ID`], [`LABEL_STEP`] and
+//!   [`LABEL_TRACE_ID`]; `mc gc` finds leftovers of dead `mc` processes by them.
+//! * The job's workspace is bind-mounted at [`WORKSPACE`], the default working directory.
+//!
+//! See `docs/executors.md` for the fields, the lifecycle and the cleanup guarantees.
+#![deny(missing_docs)]
+
+mod config;
+mod engine;
+mod error;
+mod executor;
+mod step;
+
+pub use config::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, LABEL_TRACE_ID, WORKSPACE};
+pub use executor::DockerExecutor;

@@ -1,0 +1,498 @@
+//! The `docker` runtime through the real `mc` binary and the real Docker engine.
+//!
+//! These tests need a running engine and the image `maestro-test/busybox:latest`, which they
+//! build with `docker/build-test-image.sh` (from Debian's busybox-static). They fail, never
+//! skip, when either is missing. Every test checks at its end that no container labelled with
+//! its jobs' ids is left; tests run in parallel, so each looks only at its own jobs.
+
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::util::{Env, job_yaml, parse_json, send_signal, text, wait_for_file};
+
+const IMAGE: &str = "maestro-test/busybox:latest";
+
+/// Build the test image once per test binary; fast when it exists.
+fn ensure_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/build-test-image.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {script}: {error}"));
+        assert!(
+            output.status.success(),
+            "cannot build the Docker test image ({script}): {}\nthese tests need a running Docker engine and busybox-static",
+            text(&output.stderr)
+        );
+    });
+}
+
+/// A test environment with the image ready; dropping it removes any container its jobs left
+/// (only a test that failed before its own check can leave one), so a failure does not leak
+/// onto the shared engine.
+fn docker_env() -> DockerEnv {
+    ensure_image();
+    DockerEnv(Env::new())
+}
+
+struct DockerEnv(Env);
+
+impl std::ops::Deref for DockerEnv {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.0
+    }
+}
+
+impl Drop for DockerEnv {
+    fn drop(&mut self) {
+        for job_id in self.0.job_ids() {
+            let left = containers_of_job(&job_id);
+            if !left.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&left)
+                    .output();
+            }
+        }
+    }
+}
+
+/// A job whose steps default to the docker runtime and the test image.
+fn docker_job(name: &str, steps: &str) -> String {
+    job_yaml(name, steps).replacen(
+        "steps:\n",
+        &format!("runtime: docker\nimage: {IMAGE}\nsteps:\n"),
+        1,
+    )
+}
+
+/// Ids of the containers, running or not, that carry `label`.
+fn containers_labelled(label: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker ps: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+fn containers_of_job(job_id: &str) -> Vec<String> {
+    containers_labelled(&format!("maestro.job_id={job_id}"))
+}
+
+/// No container of `job_id` is left on the engine.
+fn assert_no_containers(job_id: &str) {
+    let left = containers_of_job(job_id);
+    assert!(
+        left.is_empty(),
+        "containers of job {job_id} remain: {left:?}"
+    );
+}
+
+fn job_id(json: &Value) -> &str {
+    json["job_id"].as_str().expect("a job id")
+}
+
+/// The output lines of a step log with the given tag (`out` or `err`), without time stamps.
+fn log_lines(log: &str, tag: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let _time = parts.next()?;
+            (parts.next()? == tag).then(|| parts.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+fn inspect(id: &str, format: &str) -> String {
+    let output = Command::new("docker")
+        .args(["inspect", "--format", format, id])
+        .output()
+        .expect("the docker CLI runs");
+    text(&output.stdout).trim().to_owned()
+}
+
+fn spawn_submit(env: &Env, file: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    env.mc()
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mc")
+}
+
+fn exit_code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
+
+#[test]
+fn docker_steps_record_both_streams_and_exit_codes() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "streams",
+            "  - name: talk\n    run: echo to-out; echo to-err >&2; echo again\n  - name: fail\n    run: exit 3\n",
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["steps"][0]["status"], "succeeded");
+    assert_eq!(json["steps"][0]["runtime"], "docker");
+    assert_eq!(json["steps"][1]["status"], "failed");
+    assert_eq!(json["steps"][1]["exit_code"], 3);
+    let log = env.step_log(job_id(&json), "talk");
+    assert_eq!(log_lines(&log, "out"), ["to-out", "again"]);
+    assert_eq!(log_lines(&log, "err"), ["to-err"]);
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_steps_see_trace_id_and_env() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "env",
+            "  - name: show\n    env:\n      GREETING: hello there\n    run: echo \"$TRACE_ID|$GREETING|$MAESTRO_STEP|$MAESTRO_JOB_ID\"\n",
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet", "--trace-id", "trace-docker-env-1"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let id = job_id(&json);
+    let log = env.step_log(id, "show");
+    assert_eq!(
+        log_lines(&log, "out"),
+        [format!("trace-docker-env-1|hello there|show|{id}")]
+    );
+    assert_no_containers(id);
+}
+
+#[test]
+fn docker_steps_share_the_workspace_with_each_other_and_the_host() {
+    let env = docker_env();
+    env.write("input.txt", "from the host\n");
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "workspace",
+            "  - name: write\n    run: cat input.txt > made.txt; echo made in a container >> made.txt\n  - name: read\n    run: pwd; cat /workspace/made.txt\n",
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let log = env.step_log(job_id(&json), "read");
+    assert_eq!(
+        log_lines(&log, "out"),
+        ["/workspace", "from the host", "made in a container"]
+    );
+    let on_host = std::fs::read_to_string(env.path().join("made.txt")).unwrap();
+    assert_eq!(on_host, "from the host\nmade in a container\n");
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_resource_limits_are_visible_with_docker_inspect() {
+    let env = docker_env();
+    let trace = format!("trace-limits-{}", std::process::id());
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "limits",
+            "  - name: limited\n    memory: 64m\n    cpus: 0.5\n    pids_limit: 50\n    network: none\n    user: \"1000:1000\"\n    read_only_rootfs: true\n    run: sleep 4\n",
+        ),
+    );
+    let child = spawn_submit(&env, &file, &["--trace-id", &trace]);
+    let label = format!("maestro.trace_id={trace}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.is_none() {
+        for id in containers_labelled(&label) {
+            if inspect(&id, "{{.State.Running}}") == "true" {
+                seen = Some(inspect(
+                    &id,
+                    "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} \
+                     {{.HostConfig.NetworkMode}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}} \
+                     {{.HostConfig.Privileged}} {{index .Config.Labels \"maestro.managed\"}} \
+                     {{index .Config.Labels \"maestro.step\"}} {{len .Mounts}}",
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        seen.expect("the step's container was seen running"),
+        "67108864 500000000 50 none true 1000:1000 false true limited 1"
+    );
+    assert_no_containers(job_id(&parse_json(&output)));
+}
+
+#[test]
+fn docker_timeout_kills_a_step_that_ignores_sigterm() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "timeout",
+            "  - name: stubborn\n    timeout_seconds: 1\n    run: trap '' TERM; echo started; sleep 60\n",
+        ),
+    );
+    let started = Instant::now();
+    let (output, json) = env.submit(&file, &["--quiet", "--stop-grace", "0.5"]);
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["steps"][0]["status"], "timed_out");
+    assert_eq!(json["steps"][0]["timed_out"], true);
+    assert_eq!(
+        log_lines(&env.step_log(job_id(&json), "stubborn"), "out"),
+        ["started"]
+    );
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_sigint_cancels_the_job_and_removes_the_container() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "cancel",
+            "  - name: long\n    run: touch started; sleep 300\n  - name: after\n    run: touch after-ran\n",
+        ),
+    );
+    let child = spawn_submit(&env, &file, &[]);
+    assert!(
+        wait_for_file(&env.path().join("started"), 30),
+        "the step never started"
+    );
+    send_signal(child.id(), Signal::INT);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(exit_code(&output), Some(130), "{}", text(&output.stderr));
+    let json = parse_json(&output);
+    assert_eq!(json["state"], "CANCELLED");
+    assert_eq!(json["steps"][0]["status"], "cancelled");
+    assert_eq!(json["steps"][1]["status"], "skipped");
+    assert!(!env.path().join("after-ran").exists());
+    // Gone before `mc` exited, not some time later.
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_missing_image_with_pull_never_fails_the_step_naming_the_image() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "missing",
+            "  - name: nope\n    image: maestro-test/not-built:1\n    pull: never\n    run: \"true\"\n",
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["steps"][0]["status"], "failed");
+    let error = json["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("maestro-test/not-built:1"), "{json}");
+    assert!(error.contains("never"), "{json}");
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_unreachable_engine_fails_the_job_before_any_step_with_exit_4() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job("unreachable", "  - name: s\n    run: touch ran\n"),
+    );
+    let started = Instant::now();
+    let output = env
+        .mc()
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(exit_code(&output), Some(4), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the Docker engine at unix:///nonexistent.sock: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let json = parse_json(&output);
+    assert_eq!(json["state"], "FAILED");
+    assert!(!env.path().join("ran").exists());
+    let status = env.status(job_id(&json));
+    let transitions = status["transitions"].as_array().unwrap();
+    let last = transitions.last().unwrap();
+    assert_eq!(last["state"], "FAILED");
+    assert!(
+        last["detail"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot reach the Docker engine"),
+        "{last}"
+    );
+}
+
+#[test]
+fn docker_and_local_steps_mix_in_one_job() {
+    let env = docker_env();
+    // The test image has no /usr; the host has one.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "mixed",
+            &format!(
+                "  - name: in-container\n    runtime: docker\n    image: {IMAGE}\n    run: test ! -d /usr && echo container > where.txt\n  - name: on-host\n    run: test -d /usr && echo host >> where.txt\n"
+            ),
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(json["steps"][0]["runtime"], "docker");
+    assert_eq!(json["steps"][1]["runtime"], "local");
+    let where_ = std::fs::read_to_string(env.path().join("where.txt")).unwrap();
+    assert_eq!(where_, "container\nhost\n");
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_runtime_flag_applies_to_steps_that_name_none() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "flag",
+            &format!(
+                "  - name: boxed\n    image: {IMAGE}\n    run: test ! -d /usr\n  - name: host\n    runtime: local\n    run: test -d /usr\n"
+            ),
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet", "--runtime", "docker"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(json["steps"][0]["runtime"], "docker");
+    assert_eq!(json["steps"][1]["runtime"], "local");
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_gc_removes_the_container_of_a_killed_mc_and_settles_the_job() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "killed",
+            "  - name: long\n    run: touch started; sleep 300\n",
+        ),
+    );
+    let mut child = spawn_submit(&env, &file, &[]);
+    assert!(
+        wait_for_file(&env.path().join("started"), 30),
+        "the step never started"
+    );
+    send_signal(child.id(), Signal::KILL);
+    child.wait().unwrap();
+    let ids = env.job_ids();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].as_str();
+    assert_eq!(
+        containers_of_job(id).len(),
+        1,
+        "the killed mc left its container"
+    );
+    assert_eq!(env.status(id)["state"], "RUNNING");
+
+    let output = env.run(&["gc"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = text(&output.stdout);
+    assert!(report.contains(&format!("job {id}")), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|line| line.contains("docker container") && line.contains(id)),
+        "{report}"
+    );
+    assert_no_containers(id);
+    assert_eq!(env.status(id)["state"], "FAILED");
+}
+
+#[test]
+fn docker_reuse_container_runs_the_steps_in_one_container() {
+    let env = docker_env();
+    let yaml = docker_job(
+        "reuse",
+        "  - name: first\n    run: echo kept > /tmp/state; hostname > /workspace/host1\n  - name: second\n    run: cat /tmp/state; hostname > /workspace/host2\n  - name: third\n    run: echo $MAESTRO_STEP; exit 5\n",
+    )
+    .replacen("steps:\n", "reuse_container: true\nsteps:\n", 1);
+    let file = env.write("j.yaml", &yaml);
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert_eq!(json["steps"][0]["status"], "succeeded");
+    assert_eq!(json["steps"][1]["status"], "succeeded");
+    assert_eq!(json["steps"][2]["exit_code"], 5);
+    let id = job_id(&json);
+    assert_eq!(log_lines(&env.step_log(id, "second"), "out"), ["kept"]);
+    assert_eq!(log_lines(&env.step_log(id, "third"), "out"), ["third"]);
+    let host1 = std::fs::read_to_string(env.path().join("host1")).unwrap();
+    let host2 = std::fs::read_to_string(env.path().join("host2")).unwrap();
+    assert_eq!(host1, host2, "both steps ran in the same container");
+    assert_no_containers(id);
+}
+
+#[test]
+fn docker_step_without_an_image_is_refused_before_anything_runs() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "imageless",
+            "  - name: s\n    runtime: docker\n    run: \"true\"\n",
+        ),
+    );
+    let output = env.run(&["submit", file.to_str().unwrap(), "--quiet"]);
+    assert_eq!(exit_code(&output), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("\"s\"") && stderr.contains("image"),
+        "{stderr}"
+    );
+}
