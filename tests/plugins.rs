@@ -1,11 +1,10 @@
 //! Executor plugins through the real `mc`: discovery, failures of every kind, cancel, trace ids, ssh.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use maestro_test_support::{Sshd, cmdlines_holding, output_within, wait_within};
 
 use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
 
@@ -14,74 +13,13 @@ const MC_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Wait for `child` (spawned with piped stdout and stderr) and collect its output, but at most
 /// until [`MC_DEADLINE`]: a hang fails the test instead of freezing the suite.
-fn wait_with_deadline(mut child: Child) -> Output {
-    let deadline = Instant::now() + MC_DEADLINE;
-    let (out_tx, out_rx) = mpsc::channel();
-    let (err_tx, err_rx) = mpsc::channel();
-    for (pipe, tx) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            out_tx,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            err_tx,
-        ),
-    ] {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            let _ = tx.send(bytes);
-        });
-    }
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mc") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "mc (pid {}) did not finish within {MC_DEADLINE:?}; it was killed",
-                child.id()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    // Something mc started may still hold its pipes; that must not hang the test either.
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1));
-    let stdout = out_rx
-        .recv_timeout(remaining)
-        .expect("mc's stdout stayed open after it exited");
-    let stderr = err_rx
-        .recv_timeout(remaining)
-        .expect("mc's stderr stayed open after it exited");
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+fn wait_with_deadline(child: Child) -> Output {
+    wait_within(child, MC_DEADLINE)
 }
 
 /// Run `command` (an `mc` invocation) like `Command::output`, with [`MC_DEADLINE`].
 fn output_within_deadline(command: &mut Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mc");
-    wait_with_deadline(child)
+    output_within(command, MC_DEADLINE)
 }
 
 /// The Python plugin written without the SDK, shipped in `plugins/`.
@@ -539,90 +477,12 @@ fn ssh_plugin() -> PathBuf {
         .clone()
 }
 
-/// An sshd on a loopback port with a generated host key and user key, killed on drop.
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Self {
-        let sshd = Path::new("/usr/sbin/sshd");
-        assert!(
-            sshd.exists(),
-            "the ssh test needs a real sshd: apt-get install -y openssh-server openssh-client"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        for key in ["host_key", "user_key"] {
-            let status = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(dir.join(key))
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            dir.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-                 PasswordAuthentication no\nStrictModes no\nUsePAM no\nLogLevel ERROR\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        let mut host_pub = String::new();
-        std::fs::File::open(dir.join("host_key.pub"))
-            .unwrap()
-            .read_to_string(&mut host_pub)
-            .unwrap();
-        let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
-        )
-        .unwrap();
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
     let env = Env::new();
     let plugins = Plugins::new(&env);
     std::fs::copy(ssh_plugin(), plugins.dir.join("mc-executor-ssh")).unwrap();
-    let sshd = Sshd::start(&env.path().join("sshd"));
+    let sshd = Sshd::start_in(&env.path().join("sshd"));
     let user = text(&Command::new("id").arg("-un").output().unwrap().stdout);
     let secret =
         format!("mc-secret-{}-{}", std::process::id(), env.path().display()).replace('/', "-");
@@ -635,8 +495,8 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
                  with: {{ host: 127.0.0.1, port: {port}, user: {user}, identity_file: {d}/user_key, known_hosts: {d}/known_hosts }}\n    \
                  run: echo \"$GREETING|$TRACE_ID|$(pwd)\"; printf '%s' \"$TOKEN\" > seen.txt; sleep 1\n\
                  \x20 - name: local\n    run: echo back home\n",
-                d = sshd.dir.display(),
-                port = sshd.port,
+                d = sshd.dir().display(),
+                port = sshd.port(),
                 user = user.trim(),
             ),
         ),
@@ -672,39 +532,13 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
     assert!(
         log.contains(&format!(
             " out it's $HOME|trace-ssh-1|{}\n",
-            sshd.dir.display()
+            sshd.dir().display()
         )),
         "{log}"
     );
     assert_eq!(
-        std::fs::read_to_string(sshd.dir.join("seen.txt")).unwrap(),
+        std::fs::read_to_string(sshd.path("seen.txt")).unwrap(),
         secret,
         "the remote step must see the value"
     );
-}
-
-/// Every process whose command line holds `needle`, as `pid: cmdline`.
-fn cmdlines_holding(needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && cmdline.windows(needle.len()).any(|w| w == needle)
-        {
-            found.push(format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            ));
-        }
-    }
-    found
 }

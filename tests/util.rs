@@ -122,27 +122,10 @@ impl Env {
     }
 }
 
-/// Run `command` to completion, killing it and failing the test if it takes longer than
-/// `seconds`: a hang must fail the suite, not freeze it.
+/// Run `command` to completion, failing the test if it takes longer than `seconds`: a hang
+/// must fail the suite, not freeze it.
 pub fn output_within(command: &mut Command, seconds: u64) -> Output {
-    let child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(std::time::Duration::from_secs(seconds)) {
-        Ok(output) => output.expect("wait"),
-        Err(_) => {
-            send_signal(pid, rustix::process::Signal::KILL);
-            panic!("command did not finish within {seconds} s: {command:?}");
-        }
-    }
+    maestro_test_support::output_within(command, std::time::Duration::from_secs(seconds))
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -165,15 +148,7 @@ pub fn job_yaml(name: &str, steps: &str) -> String {
     format!("name: {name}\nowner: ana\nenvironment: dev\nsteps:\n{steps}")
 }
 
-/// Whether a process with this pid is alive (zombies count as dead).
-pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+pub use maestro_test_support::pid_alive;
 
 /// Wait up to `seconds` for `path` to exist.
 pub fn wait_for_file(path: &Path, seconds: u64) -> bool {

@@ -4,9 +4,8 @@
 //! openssh-client`); the server runs as the current user with a generated host key and user key.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,120 +16,11 @@ use maestro_core::executor::{
 };
 use maestro_core::trace::TraceId;
 use maestro_plugin_host::{PluginExecutor, check_plugin_with};
+use maestro_test_support::{Sshd, cmdlines_holding};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_mc-executor-ssh");
-
-/// An sshd on 127.0.0.1, killed on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (openssh-client) must be installed");
-    assert!(status.success());
-}
-
-impl Sshd {
-    fn start() -> Self {
-        let sshd = Path::new("/usr/sbin/sshd");
-        assert!(
-            sshd.exists(),
-            "these tests need a real sshd: apt-get install -y openssh-server openssh-client"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let host_key = dir.path().join("host_key");
-        let user_key = dir.path().join("user_key");
-        keygen(&host_key);
-        keygen(&user_key);
-        std::fs::copy(
-            dir.path().join("user_key.pub"),
-            dir.path().join("authorized_keys"),
-        )
-        .unwrap();
-        // sshd insists on its privilege separation directory, even when not separating.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
-                 AuthorizedKeysFile {keys}\nPermitRootLogin prohibit-password\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
-                 UsePAM no\nPrintMotd no\nLogLevel ERROR\n",
-                host = host_key.display(),
-                pid = dir.path().join("sshd.pid").display(),
-                keys = dir.path().join("authorized_keys").display(),
-            ),
-        )
-        .unwrap();
-        let host_pub = std::fs::read_to_string(dir.path().join("host_key.pub")).unwrap();
-        let mut fields = host_pub.split_whitespace();
-        let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-        std::fs::write(
-            dir.path().join("known_hosts"),
-            format!("[127.0.0.1]:{port} {kind} {key}\n"),
-        )
-        .unwrap();
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            // Its complaints about the readiness probe below would only clutter the test output.
-            .stderr(std::fs::File::create(dir.path().join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { dir, child, port }
-    }
-
-    fn with(&self) -> Value {
-        json!({
-            "host": "127.0.0.1",
-            "port": self.port,
-            "user": current_user(),
-            "identity_file": self.dir.path().join("user_key"),
-            "known_hosts": self.dir.path().join("known_hosts"),
-            "strict_host_key_checking": "yes",
-            "remote_grace_seconds": 1,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn current_user() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn step(name: &str, command: &str, with: Value, workspace: &Path) -> StepRequest {
     let trace_id = TraceId::parse("trace-ssh-e2e").unwrap();
@@ -204,7 +94,7 @@ async fn a_step_runs_remotely_with_env_workdir_and_trace_id() {
         .prepare(std::slice::from_ref(&request))
         .await
         .unwrap();
-    let (mut out, log) = output(sshd.dir.path());
+    let (mut out, log) = output(sshd.dir());
     let cancel = CancellationToken::new();
     let outcome = executor
         .run(&request, &mut out, &control(&cancel))
@@ -232,14 +122,14 @@ async fn cancelling_a_step_kills_the_remote_process() {
         "sleepy",
         &format!("echo $$ > {}; exec sleep 300", pid_file.display()),
         sshd.with(),
-        sshd.dir.path(),
+        sshd.dir(),
     );
     executor
         .prepare(std::slice::from_ref(&request))
         .await
         .unwrap();
     let cancel = CancellationToken::new();
-    let (mut out, _) = output(sshd.dir.path());
+    let (mut out, _) = output(sshd.dir());
     let runner = {
         let executor = Arc::clone(&executor);
         let request = request.clone();
@@ -323,32 +213,6 @@ async fn bad_settings_are_a_spec_error_and_a_dead_host_an_executor_failure() {
     executor.finish(dead.job_id).await;
 }
 
-/// Every process whose command line holds `needle`, as `pid: cmdline`.
-fn cmdlines_holding(needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && cmdline.windows(needle.len()).any(|w| w == needle)
-        {
-            found.push(format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            ));
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_env_values_never_appear_in_any_command_line() {
     let sshd = Sshd::start();
@@ -363,7 +227,7 @@ async fn step_env_values_never_appear_in_any_command_line() {
             seen.display()
         ),
         sshd.with(),
-        sshd.dir.path(),
+        sshd.dir(),
     );
     request
         .env
@@ -372,7 +236,7 @@ async fn step_env_values_never_appear_in_any_command_line() {
         .prepare(std::slice::from_ref(&request))
         .await
         .unwrap();
-    let (mut out, _) = output(sshd.dir.path());
+    let (mut out, _) = output(sshd.dir());
     let cancel = CancellationToken::new();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Scan every command line (the plugin's ssh client, sshd's session, the remote shells)
