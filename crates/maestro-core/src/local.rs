@@ -19,6 +19,9 @@ use crate::executor::{
 /// process that escaped the group (with `setsid`) can hold the pipes open that long.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// The size asked for a step's stdout pipe, and of the buffer it is read with.
+const PIPE_BYTES: usize = 1024 * 1024;
+
 /// Runs steps with `tokio::process`, each in a process group of its own so that a timeout or a
 /// cancel can signal the step and every process it started.
 #[derive(Debug, Default, Clone)]
@@ -181,7 +184,11 @@ impl Executor for LocalExecutor {
                 message: format!("step {:?}: output pipes were not created", step.name),
             });
         };
-        let mut out_buf = vec![0u8; 64 * 1024];
+        // Bigger pipes mean fewer wake-ups per gigabyte for a step that prints a lot; a kernel
+        // that refuses (over /proc/sys/fs/pipe-max-size) just keeps the default 64 KiB.
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_BYTES);
+        let _ = rustix::pipe::fcntl_setpipe_size(&stderr, PIPE_BYTES);
+        let mut out_buf = vec![0u8; PIPE_BYTES];
         let mut err_buf = vec![0u8; 64 * 1024];
         let (mut out_open, mut err_open) = (true, true);
         let mut status: Option<ExitStatus> = None;

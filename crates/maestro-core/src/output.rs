@@ -7,7 +7,7 @@
 //! costs bounded memory. Lines starting with `# ` are Maestro's own notes (header and footer).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,9 @@ pub trait OutputObserver: Send + Sync {
 /// The output sink an executor writes a step's output into.
 pub struct StepOutput {
     step: String,
-    log: BufWriter<File>,
+    log: File,
+    /// Log bytes of the chunk being recorded, written with one `write` per chunk.
+    pending: Vec<u8>,
     observer: Option<Arc<dyn OutputObserver>>,
     partial: [Vec<u8>; 2],
     live: Vec<u8>,
@@ -70,7 +72,8 @@ impl StepOutput {
     ) -> io::Result<Self> {
         let mut output = Self {
             step: step.to_owned(),
-            log: BufWriter::with_capacity(128 * 1024, log),
+            log,
+            pending: Vec::with_capacity(256 * 1024),
             observer,
             partial: [Vec::new(), Vec::new()],
             live: Vec::new(),
@@ -91,6 +94,8 @@ impl StepOutput {
         // One timestamp per chunk: formatting one per line would dominate the cost of a step
         // that prints millions of short lines, and lines of one read arrived at the same moment.
         let at = now_rfc3339();
+        let whole = format!("{at} {} ", stream.tag());
+        let cut = format!("{at} {}+ ", stream.tag());
         let index = stream.index();
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -98,7 +103,7 @@ impl StepOutput {
             match memchr_newline(rest) {
                 Some(end) if partial_len + end <= MAX_LINE_BYTES => {
                     let partial = std::mem::take(&mut self.partial[index]);
-                    self.emit(&at, stream, false, &partial, &rest[..end])?;
+                    self.emit(whole.as_bytes(), stream, &partial, &rest[..end]);
                     self.partial[index] = partial;
                     self.partial[index].clear();
                     rest = &rest[end + 1..];
@@ -110,23 +115,29 @@ impl StepOutput {
                     rest = &rest[take..];
                     if self.partial[index].len() == MAX_LINE_BYTES {
                         let full = std::mem::take(&mut self.partial[index]);
-                        self.emit(&at, stream, true, &full, &[])?;
+                        self.emit(cut.as_bytes(), stream, &full, &[]);
                     }
                 }
             }
         }
         self.flush_live(stream);
-        self.log.flush()
+        self.write_pending()
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        let result = self.log.write_all(&self.pending);
+        self.pending.clear();
+        result
     }
 
     /// Write one of Maestro's own notes (`# …`) into the log.
     pub fn note(&mut self, text: &str) -> io::Result<()> {
         for line in text.lines() {
-            self.log.write_all(b"# ")?;
-            self.log.write_all(line.as_bytes())?;
-            self.log.write_all(b"\n")?;
+            self.pending.extend_from_slice(b"# ");
+            self.pending.extend_from_slice(line.as_bytes());
+            self.pending.push(b'\n');
         }
-        self.log.flush()
+        self.write_pending()
     }
 
     /// How many bytes of output the step produced so far.
@@ -140,31 +151,24 @@ impl StepOutput {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let partial = std::mem::take(&mut self.partial[stream.index()]);
             if !partial.is_empty() {
-                self.emit(&at, stream, false, &partial, &[])?;
+                let whole = format!("{at} {} ", stream.tag());
+                self.emit(whole.as_bytes(), stream, &partial, &[]);
                 self.flush_live(stream);
             }
         }
         self.note(footer)?;
-        self.log.flush()?;
-        self.log.get_ref().sync_all()
+        self.write_pending()?;
+        self.log.sync_all()
     }
 
-    /// Write one line, made of the pending `head` of an earlier chunk and `tail` of this one.
-    fn emit(
-        &mut self,
-        at: &str,
-        stream: Stream,
-        cut: bool,
-        head: &[u8],
-        tail: &[u8],
-    ) -> io::Result<()> {
-        self.log.write_all(at.as_bytes())?;
-        self.log.write_all(b" ")?;
-        self.log.write_all(stream.tag().as_bytes())?;
-        self.log.write_all(if cut { b"+ " } else { b" " })?;
-        self.log.write_all(head)?;
-        self.log.write_all(tail)?;
-        self.log.write_all(b"\n")?;
+    /// Queue one line: `prefix` (time and tag), then the pending `head` of an earlier chunk and
+    /// `tail` of this one.
+    fn emit(&mut self, prefix: &[u8], stream: Stream, head: &[u8], tail: &[u8]) {
+        let pending = &mut self.pending;
+        pending.extend_from_slice(prefix);
+        pending.extend_from_slice(head);
+        pending.extend_from_slice(tail);
+        pending.push(b'\n');
         if self.observer.is_some() {
             self.live.extend_from_slice(head);
             self.live.extend_from_slice(tail);
@@ -175,7 +179,6 @@ impl StepOutput {
                 self.flush_live(stream);
             }
         }
-        Ok(())
     }
 
     fn flush_live(&mut self, stream: Stream) {

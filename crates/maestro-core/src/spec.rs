@@ -288,6 +288,11 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         ));
     }
     check_env("env", &spec.env, &mut problems);
+    if let Some(workdir) = &spec.workdir
+        && (workdir.is_empty() || workdir.contains('\0'))
+    {
+        problems.push("workdir must be a non-empty path".to_owned());
+    }
     if let Some(runtime) = &spec.runtime {
         check_runtime_name("runtime", runtime, &mut problems);
     }

@@ -35,10 +35,10 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
     }
 }
 
-/// A tokio runtime for one command.
+/// A tokio runtime for one command. One thread: a job's work is sequential, and reading a
+/// step's output on the thread that records it avoids a cross-thread wake-up per chunk.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| Failure::system(format!("cannot start the async runtime: {error}")))
