@@ -261,12 +261,17 @@ fn docker_timeout_kills_a_step_that_ignores_sigterm() {
         "j.yaml",
         &docker_job(
             "timeout",
-            "  - name: stubborn\n    timeout_seconds: 1\n    run: trap '' TERM; echo started; sleep 60\n",
+            "  - name: stubborn\n    timeout_seconds: 5\n    run: trap '' TERM; echo started; sleep 60\n",
         ),
     );
     let started = Instant::now();
     let (output, json) = env.submit(&file, &["--quiet", "--stop-grace", "0.5"]);
     assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "stopped before its timeout: {:?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -278,6 +283,65 @@ fn docker_timeout_kills_a_step_that_ignores_sigterm() {
     assert_eq!(
         log_lines(&env.step_log(job_id(&json), "stubborn"), "out"),
         ["started"]
+    );
+    assert_no_containers(job_id(&json));
+}
+
+#[test]
+fn docker_timeout_sends_sigterm_that_the_step_and_its_children_get() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "term",
+            "  - name: trapping\n    timeout_seconds: 5\n    run: |\n      sh -c 'trap \"echo child > child-got-term; exit 0\" TERM; while :; do sleep 0.1; done' &\n      trap 'wait; echo got-term; exit 0' TERM\n      echo ready\n      while :; do sleep 0.1; done\n",
+        ),
+    );
+    let started = Instant::now();
+    let (output, json) = env.submit(&file, &["--quiet", "--stop-grace", "10"]);
+    let took = started.elapsed();
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert_eq!(json["steps"][0]["status"], "timed_out");
+    assert!(
+        took >= Duration::from_secs(5),
+        "stopped before its timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(11),
+        "waited for the grace period: {took:?}"
+    );
+    let id = job_id(&json);
+    assert_eq!(
+        log_lines(&env.step_log(id, "trapping"), "out"),
+        ["ready", "got-term"]
+    );
+    assert!(
+        env.path().join("child-got-term").exists(),
+        "the child got SIGTERM"
+    );
+    assert_no_containers(id);
+
+    // A command with no handler of its own ends at SIGTERM, not at SIGKILL after the grace.
+    let file = env.write(
+        "plain.yaml",
+        &docker_job(
+            "plain",
+            "  - name: sleeper\n    timeout_seconds: 3\n    run: sleep 300\n",
+        ),
+    );
+    let started = Instant::now();
+    let (output, json) = env.submit(&file, &["--quiet", "--stop-grace", "10"]);
+    let took = started.elapsed();
+    assert_eq!(exit_code(&output), Some(1), "{}", text(&output.stderr));
+    assert_eq!(json["steps"][0]["status"], "timed_out");
+    assert_eq!(json["steps"][0]["exit_code"], 143, "{json}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "stopped before its timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "waited for the grace period: {took:?}"
     );
     assert_no_containers(job_id(&json));
 }
@@ -495,4 +559,131 @@ fn docker_step_without_an_image_is_refused_before_anything_runs() {
         stderr.contains("\"s\"") && stderr.contains("image"),
         "{stderr}"
     );
+}
+
+/// Submit `yaml` from the test's workspace and expect a refusal before anything is stored:
+/// exit 2, a one-line error naming the step, no job, no container.
+fn assert_refused(env: &DockerEnv, yaml: &str, expected: &[&str]) {
+    let trace = format!(
+        "trace-refused-{}-{}",
+        std::process::id(),
+        env.job_ids().len()
+    );
+    let file = env.write("refused.yaml", yaml);
+    let output = env.run(&[
+        "submit",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--trace-id",
+        &trace,
+    ]);
+    assert_eq!(exit_code(&output), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    for part in expected {
+        assert!(stderr.contains(part), "{part:?} not in {stderr}");
+    }
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("error"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(env.job_ids().is_empty(), "a job was stored");
+    assert!(
+        containers_labelled(&format!("maestro.trace_id={trace}")).is_empty(),
+        "a container was created"
+    );
+}
+
+#[test]
+fn docker_workspace_of_the_host_root_or_the_engine_socket_is_refused() {
+    let env = docker_env();
+    let step = "  - name: s\n    run: touch /workspace/ran\n";
+    let at = |workdir: &str| {
+        docker_job("hostile", step).replacen(
+            "steps:\n",
+            &format!("workdir: {workdir}\nsteps:\n"),
+            1,
+        )
+    };
+    assert_refused(
+        &env,
+        &at("/"),
+        &["step \"s\"", "workspace /", "host's root"],
+    );
+    assert_refused(
+        &env,
+        &at("/run"),
+        &["step \"s\"", "workspace /run", "socket"],
+    );
+    assert_refused(
+        &env,
+        &at("/var/run"),
+        &["step \"s\"", "workspace /var/run", "socket"],
+    );
+    assert_refused(
+        &env,
+        &at("/nonexistent/maestro-workspace"),
+        &["step \"s\"", "/nonexistent/maestro-workspace"],
+    );
+    // `mc submit` started in / with no workdir: the invocation directory is the workspace.
+    let file = env.write("from-root.yaml", &docker_job("from-root", step));
+    let trace = format!("trace-from-root-{}", std::process::id());
+    let output = env
+        .mc()
+        .current_dir("/")
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--trace-id",
+            &trace,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("host's root"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(env.job_ids().is_empty());
+    assert!(containers_labelled(&format!("maestro.trace_id={trace}")).is_empty());
+}
+
+#[test]
+fn docker_step_after_a_local_step_runs_the_image_that_step_tagged() {
+    let env = docker_env();
+    let tag = format!(
+        "maestro-test/retag-{}-{}:latest",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    );
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["image", "rm", &self.0])
+                .output();
+        }
+    }
+    let _untag = Untag(tag.clone());
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "retag",
+            &format!(
+                "  - name: first\n    runtime: docker\n    image: {IMAGE}\n    run: \"true\"\n  - name: tag\n    run: docker tag {IMAGE} {tag}\n  - name: use\n    runtime: docker\n    image: {tag}\n    pull: never\n    run: echo tagged\n"
+            ),
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert!(output.status.success(), "{} {json}", text(&output.stderr));
+    let id = job_id(&json);
+    assert_eq!(log_lines(&env.step_log(id, "use"), "out"), ["tagged"]);
+    assert_no_containers(id);
 }

@@ -1,6 +1,7 @@
 //! How a step's request becomes a container's configuration: labels, limits, mounts, command.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use bollard::models::{
     ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -23,11 +24,97 @@ pub const LABEL_TRACE_ID: &str = "maestro.trace_id";
 pub(crate) const SHARED_STEP_LABEL: &str = "*shared*";
 /// The command that keeps a reused container alive between execs (about 68 years).
 const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
+/// Makes the engine's init (tini) forward signals to the step's whole process group, not only
+/// to its main process, as the local runtime signals a step's process group: a step's children
+/// get SIGTERM too, and can clean up before the grace period ends.
+const INIT_SIGNALS_GROUP: (&str, &str) = ("TINI_KILL_PROCESS_GROUP", "1");
 /// The engine refuses memory limits below 6 MiB.
 const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
 
-/// Check a step's settings for the docker runtime: everything that needs no engine.
-pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
+/// Where the engine's socket usually is; a workspace must never contain it.
+const DEFAULT_SOCKETS: [&str; 2] = ["/run/docker.sock", "/var/run/docker.sock"];
+
+/// The paths of the engine's socket that a mounted workspace must not contain: the usual
+/// places, and the path of each `unix://` address in `hosts` (`DOCKER_HOST`, the executor's).
+pub(crate) fn engine_sockets<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf> {
+    let mut sockets: Vec<PathBuf> = DEFAULT_SOCKETS.iter().map(PathBuf::from).collect();
+    for host in hosts {
+        if let Some(path) = host.trim().strip_prefix("unix://")
+            && !path.is_empty()
+        {
+            sockets.push(PathBuf::from(path));
+        }
+    }
+    sockets
+}
+
+/// `path` and, when it (or its parent) exists, its canonical form: a socket that does not exist
+/// yet still counts, wherever symlinks put it.
+fn socket_forms(path: &Path) -> Vec<PathBuf> {
+    let mut forms = vec![path.to_path_buf()];
+    let resolved = std::fs::canonicalize(path).ok().or_else(|| {
+        let parent = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(parent.join(path.file_name()?))
+    });
+    if let Some(resolved) = resolved
+        && !forms.contains(&resolved)
+    {
+        forms.push(resolved);
+    }
+    forms
+}
+
+/// The host directory to mount at [`WORKSPACE`] for `step`: its workspace, canonicalized (so a
+/// symlink cannot smuggle another directory in), refused when it is missing, not a directory,
+/// the host's root, or contains one of the engine's `sockets` (mounting it would hand the
+/// container the engine, that is root on the host). Errors are one line naming the step.
+pub(crate) fn workspace_source(step: &StepRequest, sockets: &[PathBuf]) -> Result<PathBuf, String> {
+    let name = &step.name;
+    let given = &step.workspace;
+    if !given.is_absolute() {
+        return Err(format!(
+            "step {name:?}: the workspace {} is not an absolute path",
+            given.display()
+        ));
+    }
+    let workspace = std::fs::canonicalize(given).map_err(|error| {
+        format!(
+            "step {name:?}: the workspace {} cannot be used ({error}); create it or point workdir at an existing directory",
+            given.display()
+        )
+    })?;
+    let shown = if workspace == *given {
+        given.display().to_string()
+    } else {
+        format!("{} (which is {})", given.display(), workspace.display())
+    };
+    if !workspace.is_dir() {
+        return Err(format!(
+            "step {name:?}: the workspace {shown} is not a directory; point workdir at a directory"
+        ));
+    }
+    if workspace.parent().is_none() {
+        return Err(format!(
+            "step {name:?}: the workspace {shown} is the host's root directory, which a container must never get read-write; run mc from a project directory or set workdir to one"
+        ));
+    }
+    for socket in sockets {
+        if let Some(inside) = socket_forms(socket)
+            .into_iter()
+            .find(|form| form.starts_with(&workspace))
+        {
+            return Err(format!(
+                "step {name:?}: the workspace {shown} contains the Docker engine's socket {}, and a container given it would control the engine; run mc from a project directory or set workdir to one",
+                inside.display()
+            ));
+        }
+    }
+    Ok(workspace)
+}
+
+/// Check a step's settings for the docker runtime: everything that needs no engine. The only
+/// I/O is resolving the workspace ([`workspace_source`]); nothing is changed.
+pub(crate) fn check_step(step: &StepRequest, sockets: &[PathBuf]) -> Result<(), String> {
     let name = &step.name;
     let Some(image) = step.container.image.as_deref() else {
         return Err(format!(
@@ -80,12 +167,7 @@ pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
             "step {name:?}: workdir contains a control character"
         ));
     }
-    if !step.workspace.is_absolute() {
-        return Err(format!(
-            "step {name:?}: the workspace {} is not an absolute path",
-            step.workspace.display()
-        ));
-    }
+    workspace_source(step, sockets)?;
     Ok(())
 }
 
@@ -119,6 +201,17 @@ pub(crate) fn env_list(step: &StepRequest) -> Vec<String> {
         .collect()
 }
 
+/// The environment of a step's own container: the step's, plus [`INIT_SIGNALS_GROUP`] unless
+/// the step sets that variable itself.
+fn step_container_env(step: &StepRequest) -> Vec<String> {
+    let mut env = env_list(step);
+    let (name, value) = INIT_SIGNALS_GROUP;
+    if !step.env.contains_key(name) {
+        env.push(format!("{name}={value}"));
+    }
+    env
+}
+
 /// The labels of a container of `step`'s job; `step_label` is the step name or
 /// [`SHARED_STEP_LABEL`].
 pub(crate) fn labels(step: &StepRequest, step_label: &str) -> HashMap<String, String> {
@@ -131,13 +224,14 @@ pub(crate) fn labels(step: &StepRequest, step_label: &str) -> HashMap<String, St
 }
 
 /// Limits, network, mounts and the things a container never gets (privileges, the engine's
-/// socket, the host's root): only the workspace is mounted.
-pub(crate) fn host_config(step: &StepRequest) -> HostConfig {
+/// socket, the host's root): only the workspace is mounted, from `workspace` (the checked,
+/// canonical path of [`workspace_source`]).
+pub(crate) fn host_config(step: &StepRequest, workspace: &Path) -> HostConfig {
     let settings = &step.container;
     HostConfig {
         mounts: Some(vec![Mount {
             target: Some(WORKSPACE.to_owned()),
-            source: Some(step.workspace.to_string_lossy().into_owned()),
+            source: Some(workspace.to_string_lossy().into_owned()),
             typ: Some(MountType::BIND),
             read_only: Some(false),
             ..Mount::default()
@@ -157,6 +251,10 @@ pub(crate) fn host_config(step: &StepRequest) -> HostConfig {
         ),
         readonly_rootfs: settings.read_only_rootfs,
         privileged: Some(false),
+        // The engine's init (docker-init) is PID 1 and forwards signals to the step's process:
+        // a shell as PID 1 would ignore SIGTERM, so every stop would wait out the grace period
+        // and end in SIGKILL. It also reaps the step's orphaned children.
+        init: Some(true),
         // Maestro records the output itself, from the attach stream; a copy kept by the engine
         // would only cost disk (a step that prints gigabytes would fill /var/lib/docker) and
         // the engine's time.
@@ -174,15 +272,16 @@ fn nano_cpus(cpus: f64) -> i64 {
     (cpus * 1e9).round() as i64
 }
 
-/// The container of one step: it runs the step's command as its main process.
-pub(crate) fn step_container(step: &StepRequest) -> ContainerCreateBody {
+/// The container of one step: it runs the step's command as its main process (under the
+/// engine's init), with `workspace` mounted.
+pub(crate) fn step_container(step: &StepRequest, workspace: &Path) -> ContainerCreateBody {
     ContainerCreateBody {
         image: step.container.image.clone(),
         // The step's command is what runs, whatever ENTRYPOINT the image declares; `[""]` is
         // the API's way of saying "no entrypoint".
         entrypoint: Some(vec![String::new()]),
         cmd: Some(step.command.to_argv()),
-        env: Some(env_list(step)),
+        env: Some(step_container_env(step)),
         working_dir: Some(container_workdir(step)),
         user: step.container.user.clone(),
         labels: Some(labels(step, &step.name)),
@@ -191,14 +290,14 @@ pub(crate) fn step_container(step: &StepRequest) -> ContainerCreateBody {
         attach_stderr: Some(true),
         open_stdin: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(step)),
+        host_config: Some(host_config(step, workspace)),
         ..ContainerCreateBody::default()
     }
 }
 
 /// The container a job keeps for the steps that share `step`'s settings; steps run in it as
-/// execs while it sleeps.
-pub(crate) fn shared_container(step: &StepRequest) -> ContainerCreateBody {
+/// execs while it sleeps, with `workspace` mounted.
+pub(crate) fn shared_container(step: &StepRequest, workspace: &Path) -> ContainerCreateBody {
     ContainerCreateBody {
         image: step.container.image.clone(),
         entrypoint: Some(vec![String::new()]),
@@ -210,7 +309,7 @@ pub(crate) fn shared_container(step: &StepRequest) -> ContainerCreateBody {
         attach_stdout: Some(false),
         attach_stderr: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(step)),
+        host_config: Some(host_config(step, workspace)),
         ..ContainerCreateBody::default()
     }
 }
@@ -287,14 +386,17 @@ mod tests {
         step.container.network = Some(Network::None);
         step.container.read_only_rootfs = Some(true);
         step.container.user = Some("1000:1000".to_owned());
-        let body = step_container(&step);
+        let body = step_container(&step, Path::new("/src"));
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_JOB_ID], step.job_id.to_string());
         assert_eq!(labels[LABEL_STEP], "build");
         assert_eq!(labels[LABEL_TRACE_ID], "trace-1");
         assert_eq!(body.cmd.unwrap(), ["/bin/sh", "-c", "echo hi"]);
-        assert_eq!(body.env.unwrap(), ["TRACE_ID=trace-1"]);
+        assert_eq!(
+            body.env.unwrap(),
+            ["TRACE_ID=trace-1", "TINI_KILL_PROCESS_GROUP=1"]
+        );
         assert_eq!(body.working_dir.as_deref(), Some(WORKSPACE));
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
         let host = body.host_config.unwrap();
@@ -304,12 +406,15 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.init, Some(true), "the engine's init forwards SIGTERM");
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
         let mounts = host.mounts.unwrap();
         assert_eq!(mounts.len(), 1, "only the workspace is mounted");
         assert_eq!(mounts[0].source.as_deref(), Some("/src"));
         assert_eq!(mounts[0].target.as_deref(), Some(WORKSPACE));
         assert!(host.binds.is_none());
+        let shared = shared_container(&step, Path::new("/src"));
+        assert_eq!(shared.host_config.unwrap().init, Some(true));
     }
 
     #[test]
@@ -324,8 +429,23 @@ mod tests {
         assert_eq!(container_workdir(&step), "/opt");
     }
 
+    /// `step()` with a workspace that exists.
+    fn step_in(workspace: &Path) -> StepRequest {
+        StepRequest {
+            workspace: workspace.to_path_buf(),
+            ..step()
+        }
+    }
+
+    fn sockets() -> Vec<PathBuf> {
+        engine_sockets(["unix:///var/run/docker.sock"])
+    }
+
     #[test]
     fn check_requires_an_image_and_sane_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = || step_in(dir.path());
+        let check_step = |step: &StepRequest| check_step(step, &sockets());
         let mut no_image = step();
         no_image.container.image = None;
         let message = check_step(&no_image).unwrap_err();
@@ -345,6 +465,73 @@ mod tests {
         user.container.user = Some("nobody:nogroup".to_owned());
         assert!(check_step(&user).is_ok());
         assert!(check_step(&step()).is_ok());
+    }
+
+    #[test]
+    fn the_workspace_is_mounted_by_its_canonical_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let source = workspace_source(&step_in(&link), &sockets()).unwrap();
+        assert_eq!(source, std::fs::canonicalize(&real).unwrap());
+        let dotted = step_in(&real.join("../real"));
+        assert_eq!(workspace_source(&dotted, &sockets()).unwrap(), source);
+    }
+
+    #[test]
+    fn the_host_root_and_directories_holding_the_engine_socket_are_refused() {
+        for root in ["/", "/..", "/tmp/.."] {
+            let message = check_step(&step_in(Path::new(root)), &sockets()).unwrap_err();
+            assert!(
+                message.starts_with("step \"build\": the workspace ")
+                    && message.contains("host's root"),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "{message}");
+        }
+        for dir in ["/run", "/var/run", "/var"] {
+            let message = check_step(&step_in(Path::new(dir)), &sockets()).unwrap_err();
+            assert!(
+                message.contains(&format!("the workspace {dir}")) && message.contains("socket"),
+                "{dir}: {message}"
+            );
+        }
+        // A symlink to the socket's directory is refused as the directory itself.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("run");
+        std::os::unix::fs::symlink("/run", &link).unwrap();
+        let message = check_step(&step_in(&link), &sockets()).unwrap_err();
+        assert!(message.contains("(which is /run)"), "{message}");
+        // A DOCKER_HOST socket elsewhere counts too, even before it exists.
+        let engine = dir.path().join("engine");
+        std::fs::create_dir(&engine).unwrap();
+        let custom = engine_sockets([format!("unix://{}/d.sock", engine.display()).as_str()]);
+        let message = check_step(&step_in(&engine), &custom).unwrap_err();
+        assert!(message.contains("d.sock"), "{message}");
+        assert!(check_step(&step_in(&engine), &sockets()).is_ok());
+        // The tcp address names no path.
+        assert_eq!(engine_sockets(["tcp://127.0.0.1:2375"]).len(), 2);
+    }
+
+    #[test]
+    fn a_missing_or_relative_workspace_is_refused_naming_it() {
+        let message =
+            check_step(&step_in(Path::new("/nonexistent/maestro-ws")), &sockets()).unwrap_err();
+        assert!(
+            message.contains("\"build\"")
+                && message.contains("/nonexistent/maestro-ws")
+                && message.contains("No such file"),
+            "{message}"
+        );
+        let message = check_step(&step_in(Path::new("rel")), &sockets()).unwrap_err();
+        assert!(message.contains("not an absolute path"), "{message}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let message = check_step(&step_in(&file), &sockets()).unwrap_err();
+        assert!(message.contains("not a directory"), "{message}");
     }
 
     #[test]

@@ -47,20 +47,36 @@ pub(crate) fn engine_configured() -> bool {
         || std::path::Path::new(DEFAULT_DOCKER_HOST.trim_start_matches("unix://")).exists()
 }
 
-/// The newest API version this executor asks for: Docker 20.10's, which has everything it
-/// uses. Newer engines all accept it; an older engine's own version is used instead.
-pub(crate) const BASE_API_VERSION: ClientVersion = ClientVersion {
+/// The newest API version this executor speaks: bollard's (its models follow that version).
+pub(crate) const MAX_API_VERSION: &ClientVersion = bollard::API_DEFAULT_VERSION;
+
+/// The version assumed for an engine whose ping names none, as the docker CLI assumes.
+pub(crate) const FALLBACK_API_VERSION: ClientVersion = ClientVersion {
     major_version: 1,
-    minor_version: 41,
+    minor_version: 24,
 };
 
 /// The largest answer head read from `/_ping`.
 const MAX_PING_HEAD: usize = 16 * 1024;
 
-/// Ask the engine at `host` whether it answers, and agree on an API version: the lower of
-/// [`BASE_API_VERSION`] and the `Api-Version` the engine's `GET /_ping` reports, as the docker
-/// CLI negotiates. (bollard's negotiation asks `/version`, for which the engine runs
-/// `runc --version` and more: measurably slower on every job, and ping gives the same answer.)
+/// The API version to speak with an engine whose `/_ping` reported `engine`: the lower of the
+/// engine's and ours ([`MAX_API_VERSION`]), as the docker CLI negotiates. An engine older than
+/// us gets its own version (20.10 speaks 1.41); a newer one gets ours, which it still accepts
+/// (an engine's minimum moves up slowly: Docker 29 accepts 1.44 and later). No version at all
+/// means a very old engine: [`FALLBACK_API_VERSION`].
+pub(crate) fn negotiate(engine: Option<ClientVersion>) -> ClientVersion {
+    let ours = *MAX_API_VERSION;
+    match engine {
+        Some(engine) if engine < ours => engine,
+        Some(_) => ours,
+        None => FALLBACK_API_VERSION,
+    }
+}
+
+/// Ask the engine at `host` whether it answers, and agree on an API version with
+/// [`negotiate`] from the `Api-Version` its `GET /_ping` reports, as the docker CLI does.
+/// (bollard's negotiation asks `/version`, for which the engine runs `runc --version` and more:
+/// measurably slower on every job, and ping gives the same answer.)
 pub(crate) async fn ping(host: &str) -> Result<ClientVersion, DockerError> {
     let unreachable = |reason: String| DockerError::Unreachable {
         host: host.to_owned(),
@@ -76,11 +92,8 @@ pub(crate) async fn ping(host: &str) -> Result<ClientVersion, DockerError> {
         Ok(Err(reason)) => return Err(unreachable(reason)),
         Ok(Ok(head)) => api_version(&head).map_err(unreachable)?,
     };
-    let agreed = match version {
-        Some(version) if version < BASE_API_VERSION => version,
-        _ => BASE_API_VERSION,
-    };
-    tracing::debug!(%host, engine = ?version, ?agreed, "connected to the Docker engine");
+    let agreed = negotiate(version);
+    tracing::debug!(%host, engine = ?version, %agreed, "connected to the Docker engine");
     Ok(agreed)
 }
 
@@ -124,8 +137,8 @@ where
     Ok(head)
 }
 
-/// The `Api-Version` of a `/_ping` answer's head; `None` when the engine sends none (it is then
-/// older than any we support, and the base version is tried).
+/// The `Api-Version` of a `/_ping` answer's head; `None` when the engine sends none (or one
+/// that is not `MAJOR.MINOR`).
 fn api_version(head: &[u8]) -> Result<Option<ClientVersion>, String> {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
@@ -151,7 +164,45 @@ fn api_version(head: &[u8]) -> Result<Option<ClientVersion>, String> {
 
 /// A client for the engine at `host` speaking API `version`. No I/O: the first request
 /// connects.
+///
+/// bollard 0.21 builds each request's address by joining the operation's absolute path onto
+/// `/vX.Y`, which drops the version: every request would reach the engine unversioned (the
+/// engine's newest API, whatever was negotiated). The request modifier puts the agreed version
+/// back in front of the path, as the docker CLI sends it.
 pub(crate) fn client(host: &str, version: &ClientVersion) -> Result<Docker, DockerError> {
+    let prefix = format!("/v{version}");
+    built_client(host, version).map(|docker| {
+        docker.with_request_modifier(move |mut request| {
+            if let Some(uri) = versioned(&request.uri().to_string(), &prefix) {
+                match uri.parse() {
+                    Ok(uri) => *request.uri_mut() = uri,
+                    Err(error) => tracing::debug!(%error, "cannot version a request's address"),
+                }
+            }
+            request
+        })
+    })
+}
+
+/// `uri` (`scheme://authority/path?query`) with `prefix` (`/v1.41`) in front of its path, or
+/// `None` when the path already names a version.
+fn versioned(uri: &str, prefix: &str) -> Option<String> {
+    let after_scheme = uri.find("://").map_or(0, |at| at + 3);
+    let path_at = after_scheme + uri[after_scheme..].find('/')?;
+    let path = &uri[path_at..];
+    let first = path[1..].split(['/', '?']).next().unwrap_or_default();
+    let names_version = first.strip_prefix('v').is_some_and(|number| {
+        number.split_once('.').is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.bytes().all(|b| b.is_ascii_digit())
+                && minor.bytes().all(|b| b.is_ascii_digit())
+        })
+    });
+    (!names_version).then(|| format!("{}{prefix}{path}", &uri[..path_at]))
+}
+
+fn built_client(host: &str, version: &ClientVersion) -> Result<Docker, DockerError> {
     let built = if host.starts_with("unix://") {
         Docker::connect_with_unix(host, CLIENT_TIMEOUT_SECS, version)
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
@@ -183,7 +234,18 @@ pub(crate) async fn call<T>(
     }
 }
 
-/// Create a container from `body` named `name`, getting its image first as `policy` says.
+/// How a container is created: for a step about to run, getting its image as the step's pull
+/// policy says; or ahead of its step, never pulling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Getting {
+    /// The step runs now: pull as `policy` says.
+    Now(PullPolicy),
+    /// The step may never run: create only from an image already present; a missing image is
+    /// [`DockerError::NotAhead`], and the step pulls it when (if) it runs.
+    Ahead,
+}
+
+/// Create a container from `body` named `name`, getting its image first as `getting` says.
 ///
 /// The common case costs one request: the container is created straight away, and only when
 /// the engine says the image is missing is it pulled (or the step failed, for `never`).
@@ -191,11 +253,11 @@ pub(crate) async fn create_container(
     docker: &Docker,
     name: &str,
     body: ContainerCreateBody,
-    policy: PullPolicy,
+    getting: Getting,
     what: &str,
 ) -> Result<String, DockerError> {
     let image = body.image.clone().unwrap_or_default();
-    if policy == PullPolicy::Always {
+    if getting == Getting::Now(PullPolicy::Always) {
         pull(docker, &image).await?;
     }
     let options = || Some(CreateContainerOptionsBuilder::new().name(name).build());
@@ -208,19 +270,20 @@ pub(crate) async fn create_container(
     .await
     {
         Ok(created) => Ok(created.id),
-        Err(DockerError::Api { source, .. }) if is_not_found(&source) => {
-            if policy == PullPolicy::Never {
-                return Err(DockerError::ImageMissing { image });
+        Err(DockerError::Api { source, .. }) if is_not_found(&source) => match getting {
+            Getting::Ahead => Err(DockerError::NotAhead { image }),
+            Getting::Now(PullPolicy::Never) => Err(DockerError::ImageMissing { image }),
+            Getting::Now(_) => {
+                pull(docker, &image).await?;
+                let created = call(
+                    action,
+                    CALL_TIMEOUT,
+                    docker.create_container(options(), body),
+                )
+                .await?;
+                Ok(created.id)
             }
-            pull(docker, &image).await?;
-            let created = call(
-                action,
-                CALL_TIMEOUT,
-                docker.create_container(options(), body),
-            )
-            .await?;
-            Ok(created.id)
-        }
+        },
         Err(error) => Err(error),
     }
 }
@@ -383,6 +446,52 @@ mod tests {
         assert_eq!(api_version(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(None));
         assert!(api_version(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").is_err());
         assert!(api_version(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    fn version(minor_version: usize) -> ClientVersion {
+        ClientVersion {
+            major_version: 1,
+            minor_version,
+        }
+    }
+
+    #[test]
+    fn the_api_version_is_the_lower_of_the_engines_and_ours() {
+        // Docker 20.10 (Debian's docker.io) speaks 1.41: it gets 1.41.
+        assert_eq!(negotiate(Some(version(41))), version(41));
+        // Docker 28 and 29 speak 1.50 and 1.52; 29 refuses anything below 1.44.
+        assert_eq!(negotiate(Some(version(50))), version(50));
+        assert_eq!(negotiate(Some(version(52))), version(52));
+        assert!(negotiate(Some(version(52))) >= version(44));
+        // An engine newer than bollard gets bollard's version, never one it cannot speak.
+        assert_eq!(negotiate(Some(version(99))), *MAX_API_VERSION);
+        assert_eq!(
+            negotiate(Some(ClientVersion {
+                major_version: 2,
+                minor_version: 0
+            })),
+            *MAX_API_VERSION
+        );
+        assert!(*MAX_API_VERSION >= version(44));
+        // No version in the ping: a very old engine, as the docker CLI assumes.
+        assert_eq!(negotiate(None), version(24));
+    }
+
+    #[test]
+    fn requests_carry_the_agreed_version_in_their_path() {
+        assert_eq!(
+            versioned("unix://2f7661722f72756e/containers/create?name=x", "/v1.41").as_deref(),
+            Some("unix://2f7661722f72756e/v1.41/containers/create?name=x")
+        );
+        assert_eq!(
+            versioned("http://127.0.0.1:2375/volumes", "/v1.44").as_deref(),
+            Some("http://127.0.0.1:2375/v1.44/volumes")
+        );
+        assert_eq!(
+            versioned("unix://abc/v1.41/containers/json", "/v1.41"),
+            None
+        );
+        assert_eq!(versioned("unix://abc", "/v1.41"), None);
     }
 
     #[test]

@@ -61,6 +61,21 @@ pub(crate) enum DockerError {
         /// How long without progress (or in total).
         after: Duration,
     },
+    /// A container was to be created ahead of its step, but its image is not on the engine yet:
+    /// it is created (and the image pulled, as the step's policy says) when the step runs.
+    #[error(
+        "image {image:?} is not on the Docker engine yet; the container is created when its step runs"
+    )]
+    NotAhead {
+        /// The image reference.
+        image: String,
+    },
+    /// The step's workspace cannot be mounted (see `config::workspace_source`).
+    #[error("{0}")]
+    Workspace(String),
+    /// The job finished while the container was still being created for it.
+    #[error("{0}: the job finished while its container was being created")]
+    Abandoned(String),
     /// A container or exec ended in a state we cannot read an exit status from.
     #[error("{0}")]
     Lost(String),

@@ -2,6 +2,7 @@
 //! outlives its job.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -11,29 +12,38 @@ use maestro_core::JobId;
 use maestro_core::executor::{
     ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
 };
+use maestro_core::spec::PullPolicy;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, check_step, container_name, shared_container,
-    sharing_key, step_container,
+    LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, check_step, container_name, engine_sockets,
+    shared_container, sharing_key, step_container, workspace_source,
 };
-use crate::engine::{self, CALL_TIMEOUT, call, short};
+use crate::engine::{self, CALL_TIMEOUT, Getting, call, short};
 use crate::error::DockerError;
 use crate::step;
 
-/// How long [`Executor::finish`] waits for a job's background work (creations, removals)
-/// before it aborts what is left and looks for leftovers by label instead.
-const FINISH_WAIT: Duration = Duration::from_secs(30);
+/// How long [`Executor::finish`] may take in all, however sick the engine: it then gives up
+/// (logging what may be left, which `mc gc` removes later).
+const FINISH_BUDGET: Duration = Duration::from_secs(20);
+/// The part of [`FINISH_BUDGET`] given to the job's background work (creations, removals)
+/// before `finish` aborts what is left and removes leftovers itself.
+const FINISH_TASKS_WAIT: Duration = Duration::from_secs(10);
+/// How long after a creation was abandoned mid-request `finish` looks for the job's containers
+/// once more: the engine may complete a create it already received after we stopped waiting.
+const LATE_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs steps in containers on a Docker engine.
 ///
 /// Each step gets a fresh container of its image, with the job's workspace bind-mounted at
 /// `/workspace`; with `reuse_container: true` the steps of a job that share an image and
-/// settings run as execs in one container kept for the job. While a step runs, the next
-/// step's container is already being created, and finished containers are removed in the
-/// background; [`Executor::finish`] waits for all of it, so nothing outlives the job.
+/// settings run as execs in one container kept for the job. While a step runs, the container
+/// of the job's next step (when that is a docker step too) is already being created, and
+/// finished containers are removed in the background; [`Executor::finish`] waits for all of it
+/// (within a bound), so nothing outlives the job.
 ///
 /// Creating the executor does no I/O: the engine (`DOCKER_HOST`, else the default unix socket)
 /// is connected to in [`Executor::prepare`], with API version negotiation, so that old
@@ -98,6 +108,12 @@ struct Job {
     /// A creation's outcome is unknown (timed out, connection lost): a container may exist
     /// that we have no id for, so `finish` also looks for the job's containers by label.
     sweep: bool,
+    /// A creation was cancelled or aborted mid-way: the engine may still complete it, so
+    /// `finish` looks for the job's containers once more after [`LATE_SWEEP_DELAY`].
+    abandoned: bool,
+    /// Cancelled first thing in `finish`: creations still under way then are for steps that
+    /// will never run (and may be pulling an image), so they stop at once.
+    cancel: CancellationToken,
 }
 
 struct SharedContainer {
@@ -120,6 +136,20 @@ impl Inner {
 
     fn with_job<R>(&self, job_id: JobId, f: impl FnOnce(&mut Job) -> R) -> R {
         f(self.jobs().entry(job_id).or_default())
+    }
+
+    /// Change a job the executor still holds; a finished job is not brought back.
+    fn update_job(&self, job_id: JobId, f: impl FnOnce(&mut Job)) {
+        if let Some(job) = self.jobs().get_mut(&job_id) {
+            f(job);
+        }
+    }
+
+    /// The engine's socket paths, which no workspace may contain: the usual places, and those
+    /// of `DOCKER_HOST` and of the address this executor was given.
+    fn sockets(&self) -> Vec<PathBuf> {
+        let from_env = std::env::var("DOCKER_HOST").ok();
+        engine_sockets(from_env.iter().chain(&self.host).map(String::as_str))
     }
 
     fn host(&self) -> String {
@@ -172,6 +202,7 @@ impl Inner {
         docker: &Docker,
         step: &StepRequest,
         kind: Kind,
+        getting: Getting,
     ) -> oneshot::Receiver<Created> {
         let (sender, receiver) = oneshot::channel();
         let inner = Arc::clone(self);
@@ -179,12 +210,23 @@ impl Inner {
         let step = step.clone();
         let job_id = step.job_id;
         // Register the job before the task can look for it.
-        self.with_job(job_id, |_| ());
+        let cancel = self.with_job(job_id, |job| job.cancel.clone());
         let task = tokio::spawn(async move {
-            let result = inner.create(&docker, &step, kind).await;
+            let result = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    // The request may have reached the engine: look for the container by label.
+                    inner.update_job(job_id, |job| {
+                        job.sweep = true;
+                        job.abandoned = true;
+                    });
+                    Err(DockerError::Abandoned(format!("step {:?}", step.name)))
+                }
+                result = inner.create(&docker, &step, kind, getting) => result,
+            };
             if let Err(error) = &result {
                 if error.is_ambiguous() {
-                    inner.with_job(job_id, |job| job.sweep = true);
+                    inner.update_job(job_id, |job| job.sweep = true);
                 }
                 tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, %error, "container creation failed");
             }
@@ -195,30 +237,36 @@ impl Inner {
         receiver
     }
 
-    async fn create(&self, docker: &Docker, step: &StepRequest, kind: Kind) -> Created {
-        let policy = step.container.pull.unwrap_or_default();
+    async fn create(
+        &self,
+        docker: &Docker,
+        step: &StepRequest,
+        kind: Kind,
+        getting: Getting,
+    ) -> Created {
+        // Checked again here, not only when the job was submitted: the path is resolved now,
+        // and what gets mounted is what was checked.
+        let workspace = workspace_source(step, &self.sockets()).map_err(DockerError::Workspace)?;
         let (body, name, what) = match kind {
             Kind::Step => (
-                step_container(step),
+                step_container(step, &workspace),
                 container_name(step, &step.name),
                 format!("step {:?}", step.name),
             ),
             Kind::Shared => {
                 let suffix = format!("shared-{}", step.index);
                 (
-                    shared_container(step),
+                    shared_container(step, &workspace),
                     container_name(step, &suffix),
                     format!("the shared container of step {:?}", step.name),
                 )
             }
         };
-        let id = engine::create_container(docker, &name, body, policy, &what).await?;
+        let id = engine::create_container(docker, &name, body, getting, &what).await?;
         if !self.track(step.job_id, &id) {
             // The job was finished meanwhile: nobody will run or remove this container.
             let _ = engine::remove(docker, &id).await;
-            return Err(DockerError::Lost(format!(
-                "{what}: the job was finished while its container was being created"
-            )));
+            return Err(DockerError::Abandoned(what));
         }
         tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, container = short(&id), ?kind, "container created");
         if kind == Kind::Shared {
@@ -250,26 +298,33 @@ impl Inner {
         self.with_job(job_id, |job| job.tasks.push(task));
     }
 
-    /// Start getting the container of the step after `step` ready while `step` runs.
+    /// Start getting the container of the job's next step ready while `step` runs, when that
+    /// step is this executor's. Only the adjacent step: a step of another runtime in between
+    /// (a local `docker build -t app:ci`, say) may change the image the next container needs.
     fn prepare_next(self: &Arc<Self>, docker: &Docker, step: &StepRequest) {
         let next = self.with_job(step.job_id, |job| {
             job.steps
                 .iter()
-                .find(|candidate| candidate.index > step.index)
+                .find(|candidate| candidate.index == step.index + 1)
                 .cloned()
         });
         if let Some(next) = next {
-            self.prepare_step(docker, &next);
+            self.prepare_step(docker, &next, Getting::Ahead);
         }
     }
 
     /// Start creating the container `step` will run in, unless that is under way or done.
-    fn prepare_step(self: &Arc<Self>, docker: &Docker, step: &StepRequest) {
+    /// Ahead of the step, only from an image already present, and never for `pull: always`
+    /// (which pulls as part of the step).
+    fn prepare_step(self: &Arc<Self>, docker: &Docker, step: &StepRequest, getting: Getting) {
+        if getting == Getting::Ahead && step.container.pull == Some(PullPolicy::Always) {
+            return;
+        }
         if step.reuse_container {
             let key = sharing_key(&step.container);
             let known = self.with_job(step.job_id, |job| job.shared.iter().any(|s| s.key == key));
             if !known {
-                let receiver = self.spawn_create(docker, step, Kind::Shared);
+                let receiver = self.spawn_create(docker, step, Kind::Shared, getting);
                 self.with_job(step.job_id, |job| {
                     job.shared.push(SharedContainer {
                         key,
@@ -281,7 +336,7 @@ impl Inner {
         } else {
             let known = self.with_job(step.job_id, |job| job.precreated.contains_key(&step.index));
             if !known {
-                let receiver = self.spawn_create(docker, step, Kind::Step);
+                let receiver = self.spawn_create(docker, step, Kind::Step, getting);
                 self.with_job(step.job_id, |job| {
                     job.precreated.insert(step.index, receiver)
                 });
@@ -318,10 +373,24 @@ impl Inner {
         output: &mut StepOutput,
         control: &StepControl,
     ) -> Result<StepOutcome, DockerError> {
-        let receiver = self
-            .with_job(step.job_id, |job| job.precreated.remove(&step.index))
-            .unwrap_or_else(|| self.spawn_create(docker, step, Kind::Step));
-        let id = match Self::await_created(receiver, step, control).await? {
+        let now = Getting::Now(step.container.pull.unwrap_or_default());
+        let ahead = self.with_job(step.job_id, |job| job.precreated.remove(&step.index));
+        let created = match ahead {
+            Some(receiver) => match Self::await_created(receiver, step, control).await {
+                // The image was not there ahead of time: create (and pull) now.
+                Err(DockerError::NotAhead { .. }) => None,
+                other => Some(other),
+            },
+            None => None,
+        };
+        let created = match created {
+            Some(created) => created,
+            None => {
+                let receiver = self.spawn_create(docker, step, Kind::Step, now);
+                Self::await_created(receiver, step, control).await
+            }
+        };
+        let id = match created? {
             Ok(id) => id,
             Err(stopped) => return Ok(stopped),
         };
@@ -339,36 +408,47 @@ impl Inner {
         control: &StepControl,
     ) -> Result<StepOutcome, DockerError> {
         let key = sharing_key(&step.container);
-        self.prepare_step(docker, step);
-        let (ready, starting) = self.with_job(step.job_id, |job| {
-            match job.shared.iter_mut().find(|shared| shared.key == key) {
-                Some(shared) => (shared.id.clone(), shared.starting.take()),
-                None => (None, None),
-            }
-        });
-        let id = match (ready, starting) {
-            (Some(id), _) => id,
-            (None, Some(receiver)) => match Self::await_created(receiver, step, control).await {
-                Ok(Ok(id)) => {
-                    self.with_job(step.job_id, |job| {
-                        if let Some(shared) = job.shared.iter_mut().find(|s| s.key == key) {
-                            shared.id = Some(id.clone());
+        let now = Getting::Now(step.container.pull.unwrap_or_default());
+        let mut retried = false;
+        let id = loop {
+            self.prepare_step(docker, step, now);
+            let (ready, starting) = self.with_job(step.job_id, |job| {
+                match job.shared.iter_mut().find(|shared| shared.key == key) {
+                    Some(shared) => (shared.id.clone(), shared.starting.take()),
+                    None => (None, None),
+                }
+            });
+            match (ready, starting) {
+                (Some(id), _) => break id,
+                (None, Some(receiver)) => {
+                    match Self::await_created(receiver, step, control).await {
+                        Ok(Ok(id)) => {
+                            self.with_job(step.job_id, |job| {
+                                if let Some(shared) = job.shared.iter_mut().find(|s| s.key == key) {
+                                    shared.id = Some(id.clone());
+                                }
+                            });
+                            break id;
                         }
-                    });
-                    id
+                        Ok(Err(stopped)) => return Ok(stopped),
+                        // Not created ahead for want of the image: create (and pull) it now.
+                        Err(DockerError::NotAhead { .. }) if !retried => {
+                            retried = true;
+                            self.forget_shared(step.job_id, &key);
+                        }
+                        Err(error) => {
+                            // Forget it, so that a later step with these settings tries afresh.
+                            self.forget_shared(step.job_id, &key);
+                            return Err(error);
+                        }
+                    }
                 }
-                Ok(Err(stopped)) => return Ok(stopped),
-                Err(error) => {
-                    // Forget it, so that a later step with these settings tries afresh.
-                    self.forget_shared(step.job_id, &key);
-                    return Err(error);
+                (None, None) => {
+                    return Err(DockerError::Lost(format!(
+                        "step {:?}: its shared container was lost by an earlier step",
+                        step.name
+                    )));
                 }
-            },
-            (None, None) => {
-                return Err(DockerError::Lost(format!(
-                    "step {:?}: its shared container was lost by an earlier step",
-                    step.name
-                )));
             }
         };
         self.prepare_next(docker, step);
@@ -391,22 +471,38 @@ impl Inner {
         self.with_job(job_id, |job| job.shared.retain(|shared| shared.key != *key));
     }
 
+    /// Release everything of `job_id` within [`FINISH_BUDGET`]: stop creations for steps that
+    /// will never run, wait for the background work, then remove what is still known (and, if a
+    /// creation's outcome is unknown, whatever carries the job's label), all at once.
     async fn finish(&self, job_id: JobId) {
-        let deadline = Instant::now() + FINISH_WAIT;
+        let started = Instant::now();
+        let deadline = started + FINISH_BUDGET;
+        match self.jobs().get(&job_id) {
+            Some(job) => job.cancel.cancel(),
+            None => return,
+        }
         loop {
-            let tasks = match self.jobs().get_mut(&job_id) {
+            let mut tasks = match self.jobs().get_mut(&job_id) {
                 Some(job) => std::mem::take(&mut job.tasks),
                 None => return,
             };
             if tasks.is_empty() {
                 break;
             }
-            for mut task in tasks {
-                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                    tracing::warn!(%job_id, "background container work did not end in time; aborting it");
+            let all = futures::future::join_all(tasks.iter_mut());
+            if tokio::time::timeout_at(started + FINISH_TASKS_WAIT, all)
+                .await
+                .is_err()
+            {
+                let unfinished = tasks.iter().filter(|task| !task.is_finished()).count();
+                tracing::warn!(%job_id, unfinished, "background container work did not end in time; aborting it");
+                for task in &tasks {
                     task.abort();
-                    self.with_job(job_id, |job| job.sweep = true);
                 }
+                self.update_job(job_id, |job| {
+                    job.sweep = true;
+                    job.abandoned = true;
+                });
             }
         }
         let Some(job) = self.jobs().remove(&job_id) else {
@@ -415,35 +511,56 @@ impl Inner {
         let Some(docker) = self.client.get() else {
             return;
         };
-        let removals = job.containers.iter().map(|id| async move {
-            if let Err(error) = engine::remove(docker, id).await {
-                tracing::warn!(%job_id, container = short(id), %error, "could not remove the job's container");
+        let work = async {
+            remove_all(docker, job_id, job.containers.iter().map(String::as_str)).await;
+            if job.sweep {
+                sweep(docker, job_id).await;
             }
-        });
-        futures::future::join_all(removals).await;
-        if job.sweep {
-            let label = format!("{LABEL_JOB_ID}={job_id}");
-            match engine::list_labelled(docker, &label).await {
-                Ok(leftovers) => {
-                    for leftover in leftovers {
-                        if let Err(error) = engine::remove(docker, &leftover.id).await {
-                            tracing::warn!(%job_id, container = short(&leftover.id), %error, "could not remove the job's container");
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%job_id, %error, "could not look for the job's leftover containers");
-                }
+            if job.abandoned {
+                tokio::time::sleep(LATE_SWEEP_DELAY).await;
+                sweep(docker, job_id).await;
             }
+        };
+        if tokio::time::timeout_at(deadline, work).await.is_err() {
+            tracing::warn!(%job_id, budget_s = FINISH_BUDGET.as_secs(), "could not remove the job's containers in time; `mc gc` removes what is left");
         }
-        tracing::debug!(%job_id, containers = job.containers.len(), "docker job finished");
+        tracing::debug!(%job_id, containers = job.containers.len(), elapsed_ms = started.elapsed().as_millis(), "docker job finished");
+    }
+}
+
+/// Remove the containers `ids` of `job_id`, all at once, logging what could not be removed.
+async fn remove_all<'a>(docker: &Docker, job_id: JobId, ids: impl IntoIterator<Item = &'a str>) {
+    let removals = ids.into_iter().map(|id| async move {
+        if let Err(error) = engine::remove(docker, id).await {
+            tracing::warn!(%job_id, container = short(id), %error, "could not remove the job's container");
+        }
+    });
+    futures::future::join_all(removals).await;
+}
+
+/// Remove every container labelled with `job_id`: those whose creation we lost track of.
+async fn sweep(docker: &Docker, job_id: JobId) {
+    let label = format!("{LABEL_JOB_ID}={job_id}");
+    match engine::list_labelled(docker, &label).await {
+        Ok(leftovers) => {
+            remove_all(
+                docker,
+                job_id,
+                leftovers.iter().map(|left| left.id.as_str()),
+            )
+            .await;
+        }
+        Err(error) => {
+            tracing::warn!(%job_id, %error, "could not look for the job's leftover containers");
+        }
     }
 }
 
 #[async_trait]
 impl Executor for DockerExecutor {
     fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
-        check_step(step).map_err(|message| ExecutorError::InvalidStep { message })
+        check_step(step, &self.inner.sockets())
+            .map_err(|message| ExecutorError::InvalidStep { message })
     }
 
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
@@ -458,8 +575,11 @@ impl Executor for DockerExecutor {
         self.inner
             .with_job(first.job_id, |job| job.steps = steps.to_vec());
         // Create the first container while the runner records the job as running: the
-        // creation is on every job's critical path.
-        self.inner.prepare_step(&docker, first);
+        // creation is on every job's critical path. Only when the job starts with a step of
+        // ours: a step of another runtime before it may build the image it needs.
+        if first.index == 0 {
+            self.inner.prepare_step(&docker, first, Getting::Ahead);
+        }
         tracing::debug!(job_id = %first.job_id, trace_id = %first.trace_id, steps = steps.len(), "docker job prepared");
         Ok(())
     }
@@ -522,12 +642,18 @@ impl Executor for DockerExecutor {
             })?;
         let mut removed = Vec::new();
         for container in managed {
-            // A container whose job id does not parse is not ours to judge.
+            // A container whose job id does not parse is not ours to judge: say so, leave it.
             let Some(job_id) = container
                 .labels
                 .get(LABEL_JOB_ID)
                 .and_then(|id| id.parse::<JobId>().ok())
             else {
+                tracing::warn!(
+                    container = short(&container.id),
+                    "left docker container {} ({}): its {LABEL_JOB_ID} label is missing or not a job id; remove it by hand if it is not in use",
+                    container.name,
+                    short(&container.id)
+                );
                 continue;
             };
             if is_live(job_id) {

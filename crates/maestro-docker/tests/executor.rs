@@ -164,7 +164,8 @@ async fn a_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let executor = DockerExecutor::new();
     let job = TestJob::new();
     let mut step = job.step(0, "stubborn", "trap '' TERM; echo started; sleep 60");
-    step.timeout = Duration::from_secs(2);
+    // Long enough for the step to get going (and print) even on a loaded machine.
+    step.timeout = Duration::from_secs(5);
     executor.prepare(std::slice::from_ref(&step)).await.unwrap();
     let ran = job
         .run_cancellable(
@@ -184,7 +185,12 @@ async fn a_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
     );
     assert_eq!(ran.stdout(), ["started"]);
     assert!(
-        ran.elapsed < Duration::from_secs(10),
+        ran.elapsed >= Duration::from_secs(6),
+        "killed before the timeout and the grace period passed: {:?}",
+        ran.elapsed
+    );
+    assert!(
+        ran.elapsed < Duration::from_secs(15),
         "took {:?}",
         ran.elapsed
     );
@@ -198,14 +204,16 @@ async fn a_cancelled_step_stops_gracefully_and_its_container_goes() {
     let step = job.step(
         0,
         "cancelled",
-        "trap 'echo got TERM; exit 143' TERM; echo waiting; sleep 60 & wait",
+        "trap 'echo got TERM; exit 143' TERM; echo waiting; touch started; sleep 60 & wait",
     );
     executor.prepare(std::slice::from_ref(&step)).await.unwrap();
     let cancel = CancellationToken::new();
+    let marker = job.workspace.path().join("started");
     let trigger = {
         let cancel = cancel.clone();
         async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Cancel only once the step runs with its trap set, however loaded the machine.
+            support::wait_for(&marker, Duration::from_secs(60)).await;
             cancel.cancel();
         }
     };
@@ -222,6 +230,141 @@ async fn a_cancelled_step_stops_gracefully_and_its_container_goes() {
         "the step's own TERM handler ran"
     );
     assert_eq!(ran.stdout(), ["waiting", "got TERM"]);
+    job.assert_no_containers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reaches_a_shell_step_through_the_engines_init() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    // Without an init, the shell is PID 1: a child of it never gets SIGTERM, and a command
+    // without a handler ignores it, so every stop waits out the grace period.
+    let mut trapping = job.step(
+        0,
+        "trapping",
+        "sh -c 'trap \"echo child > child-got-term; exit 0\" TERM; while :; do sleep 0.1; done' & \
+         trap 'wait; echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    trapping.timeout = Duration::from_secs(5);
+    let mut plain = job.step(1, "plain", "sleep 300");
+    plain.timeout = Duration::from_secs(5);
+    let steps = [trapping, plain];
+    executor.prepare(&steps).await.unwrap();
+    let grace = Duration::from_secs(10);
+    let ran = job
+        .run_cancellable(&executor, &steps[0], CancellationToken::new(), grace)
+        .await;
+    let outcome = ran.outcome();
+    assert_eq!(outcome.stopped, Some(StopReason::TimedOut));
+    assert_eq!(ran.stdout(), ["ready", "got-term"], "{:?}", ran.lines);
+    assert_eq!(outcome.exit_code, Some(0), "the trap's own exit");
+    assert!(
+        job.workspace.path().join("child-got-term").exists(),
+        "the step's child got SIGTERM too"
+    );
+    assert!(ran.elapsed >= Duration::from_secs(5), "{:?}", ran.elapsed);
+    assert!(
+        ran.elapsed < Duration::from_secs(10),
+        "waited for the grace period: {:?}",
+        ran.elapsed
+    );
+    // A plain command without a trap dies of SIGTERM at once, not of SIGKILL later.
+    let ran = job
+        .run_cancellable(&executor, &steps[1], CancellationToken::new(), grace)
+        .await;
+    executor.finish(job.id).await;
+    let outcome = ran.outcome();
+    assert_eq!(outcome.stopped, Some(StopReason::TimedOut));
+    assert_eq!(outcome.exit_code, Some(143), "128 + SIGTERM");
+    assert!(ran.elapsed >= Duration::from_secs(5), "{:?}", ran.elapsed);
+    assert!(
+        ran.elapsed < Duration::from_secs(10),
+        "waited for the grace period: {:?}",
+        ran.elapsed
+    );
+    job.assert_no_containers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_after_a_step_of_another_runtime_gets_the_image_that_step_made() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    let images = support::TestImages::default();
+    let image = format!("maestro-test/retag-{}:latest", job.id);
+    // Steps 1 and 3 are another runtime's (say a local `docker build -t`): this executor gets
+    // steps 0, 2 and 4. Neither prepare nor step 0 may create step 2's container before
+    // step 1 made its image, nor step 2 step 4's before step 3 made it anew.
+    let first = job.step(0, "before", "true");
+    let mut second = job.step(2, "uses-the-tag", "cat /tag");
+    second.container.image = Some(image.clone());
+    second.container.pull = Some(PullPolicy::Never);
+    let mut third = second.clone();
+    third.index = 4;
+    third.name = "uses-the-new-tag".to_owned();
+    let steps = [first, second, third];
+    executor.prepare(&steps).await.unwrap();
+    assert_eq!(
+        job.run(&executor, &steps[0]).await.outcome().exit_code,
+        Some(0)
+    );
+    images.build(&image, "/tag", "one");
+    let ran = job.run(&executor, &steps[1]).await;
+    assert_eq!(ran.outcome().exit_code, Some(0), "{:?}", ran.lines);
+    assert_eq!(ran.stdout(), ["one"]);
+    images.build(&image, "/tag", "two");
+    let ran = job.run(&executor, &steps[2]).await;
+    assert_eq!(ran.stdout(), ["two"], "a container of the stale image ran");
+    executor.finish(job.id).await;
+    job.assert_no_containers();
+
+    // A job that does not start with a docker step gets nothing made at prepare either.
+    let executor = DockerExecutor::new();
+    let later = TestJob::new();
+    let image = format!("maestro-test/retag-{}:latest", later.id);
+    let mut only = later.step(1, "after-a-local-step", "cat /tag");
+    only.container.image = Some(image.clone());
+    only.container.pull = Some(PullPolicy::Never);
+    executor.prepare(std::slice::from_ref(&only)).await.unwrap();
+    images.build(&image, "/tag", "fresh");
+    let ran = later.run(&executor, &only).await;
+    assert_eq!(ran.stdout(), ["fresh"], "{:?}", ran.result);
+    executor.finish(later.id).await;
+    later.assert_no_containers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_of_a_later_step_is_pulled_when_the_step_runs_not_ahead() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    let first = job.step(0, "first", "true");
+    let mut unpullable = job.step(1, "unpullable", "true");
+    unpullable.container.image = Some("maestro-test/not-in-any-registry:2".to_owned());
+    let mut never = job.step(2, "never", "true");
+    never.container.image = Some("maestro-test/not-in-any-registry:3".to_owned());
+    never.container.pull = Some(PullPolicy::Never);
+    let steps = [first, unpullable, never];
+    executor.prepare(&steps).await.unwrap();
+    assert_eq!(
+        job.run(&executor, &steps[0]).await.outcome().exit_code,
+        Some(0)
+    );
+    // Not created ahead (the image is absent): created, and the pull tried, as the step runs.
+    let ran = job.run(&executor, &steps[1]).await;
+    match &ran.result {
+        Err(ExecutorError::StepFailed { message }) => {
+            assert!(message.contains("cannot pull image"), "{message}");
+            assert!(message.contains("not-in-any-registry:2"), "{message}");
+        }
+        other => panic!("expected a failed pull, got {other:?}"),
+    }
+    let ran = job.run(&executor, &steps[2]).await;
+    match &ran.result {
+        Err(ExecutorError::StepFailed { message }) => {
+            assert!(message.contains("pull policy is never"), "{message}");
+        }
+        other => panic!("expected a missing image, got {other:?}"),
+    }
+    executor.finish(job.id).await;
     job.assert_no_containers();
 }
 
@@ -412,14 +555,19 @@ async fn reused_container_is_killed_when_a_step_times_out() {
     let executor = DockerExecutor::new();
     let job = TestJob::reusing();
     let mut step = job.step(0, "stuck", "trap '' TERM; echo started; sleep 60");
-    step.timeout = Duration::from_secs(2);
+    step.timeout = Duration::from_secs(5);
     executor.prepare(std::slice::from_ref(&step)).await.unwrap();
     let ran = job.run(&executor, &step).await;
     let outcome = ran.outcome();
     assert_eq!(outcome.stopped, Some(StopReason::TimedOut));
     assert_eq!(ran.stdout(), ["started"]);
     assert!(
-        ran.elapsed < Duration::from_secs(10),
+        ran.elapsed >= Duration::from_secs(5),
+        "stopped before the timeout: {:?}",
+        ran.elapsed
+    );
+    assert!(
+        ran.elapsed < Duration::from_secs(15),
         "took {:?}",
         ran.elapsed
     );

@@ -218,6 +218,70 @@ pub fn inspect(id: &str, format: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Wait up to `limit` for `path` to exist.
+pub async fn wait_for(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Images a test builds, removed (tags and the images themselves) when it is dropped.
+#[derive(Default)]
+pub struct TestImages(std::sync::Mutex<Vec<String>>);
+
+impl TestImages {
+    /// Tag a copy of the test image that holds `path` with `content` as `image` (as a step of
+    /// another runtime running `docker build -t` would), replacing an earlier tag of that name.
+    pub fn build(&self, image: &str, path: &str, content: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("content"), content).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {IMAGE}\nCOPY content {path}\n"),
+        )
+        .unwrap();
+        let output = Command::new("docker")
+            .args(["build", "--quiet", "--tag", image])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("the docker CLI runs");
+        assert!(
+            output.status.success(),
+            "docker build failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let mut built = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        built.push(image.to_owned());
+        built.push(id);
+    }
+}
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        let built = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !built.is_empty() {
+            let _ = Command::new("docker")
+                .args(["image", "rm", "--force"])
+                .args(built.iter().filter(|name| !name.is_empty()))
+                .output();
+        }
+    }
+}
+
 /// One step's result and its log, without the notes.
 pub struct Ran {
     pub result: Result<StepOutcome, ExecutorError>,
