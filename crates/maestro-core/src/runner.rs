@@ -286,14 +286,20 @@ impl JobRun<'_> {
         Ok(())
     }
 
-    fn audit(&self, event: &str, details: serde_json::Value) -> Result<(), RunError> {
-        self.runner.audit.append(&AuditRecord::new(
+    fn audit_record(&self, event: &str, details: serde_json::Value) -> AuditRecord {
+        AuditRecord::new(
             Some(self.meta.job_id),
             &self.meta.trace_id,
             self.meta.owner.as_deref(),
             event,
             details,
-        ))?;
+        )
+    }
+
+    fn audit(&self, event: &str, details: serde_json::Value) -> Result<(), RunError> {
+        self.runner
+            .audit
+            .append(&self.audit_record(event, details))?;
         Ok(())
     }
 
@@ -328,12 +334,17 @@ impl JobRun<'_> {
         )?;
 
         let policies = evaluate_policies(&spec, &self.runner.config.policy);
-        for verdict in &policies.verdicts {
-            self.audit(
-                "policy.decision",
-                serde_json::to_value(verdict).unwrap_or_default(),
-            )?;
-        }
+        let decisions: Vec<AuditRecord> = policies
+            .verdicts
+            .iter()
+            .map(|verdict| {
+                self.audit_record(
+                    "policy.decision",
+                    serde_json::to_value(verdict).unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.runner.audit.append_all(&decisions)?;
         let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         if !policies.allowed() {
             self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
