@@ -430,7 +430,7 @@ impl JobRun<'_> {
         for (step, executor) in steps.iter().zip(executors) {
             if failure.is_some() || cancelled || self.cancel.is_cancelled() {
                 cancelled |= self.cancel.is_cancelled();
-                let record = skipped(step);
+                let record = StepRecord::skipped(&step.name, &step.runtime);
                 self.runner.store.append_step(self.meta.job_id, &record)?;
                 records.push(record);
                 continue;
@@ -506,18 +506,12 @@ impl JobRun<'_> {
             let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
             let bytes = output.bytes();
             let mut record = StepRecord {
-                name: step.name.clone(),
-                runtime: step.runtime.clone(),
                 status: StepStatus::Succeeded,
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                oom_killed: false,
                 duration_ms,
                 started_at: Some(started_at),
                 finished_at: Some(now_rfc3339()),
                 output_bytes: bytes,
-                error: None,
+                ..StepRecord::skipped(&step.name, &step.runtime)
             };
             match result {
                 Ok(outcome) => apply_outcome(&mut record, &outcome),
@@ -576,23 +570,6 @@ fn apply_outcome(record: &mut StepRecord, outcome: &StepOutcome) {
         None if outcome.succeeded() => StepStatus::Succeeded,
         None => StepStatus::Failed,
     };
-}
-
-fn skipped(step: &StepRequest) -> StepRecord {
-    StepRecord {
-        name: step.name.clone(),
-        runtime: step.runtime.clone(),
-        status: StepStatus::Skipped,
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        oom_killed: false,
-        duration_ms: 0,
-        started_at: None,
-        finished_at: None,
-        output_bytes: 0,
-        error: None,
-    }
 }
 
 /// The name of a step status as recorded, e.g. `timed_out`.

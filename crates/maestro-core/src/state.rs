@@ -172,6 +172,26 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+impl StepRecord {
+    /// The record of a step that did not run.
+    pub fn skipped(name: &str, runtime: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            runtime: runtime.to_owned(),
+            status: StepStatus::Skipped,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            oom_killed: false,
+            duration_ms: 0,
+            started_at: None,
+            finished_at: None,
+            output_bytes: 0,
+            error: None,
+        }
+    }
+}
+
 /// Everything recorded about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -680,23 +700,7 @@ mod tests {
         store.create_job(&meta(id), b"{}").unwrap();
         for name in ["a", "b"] {
             store
-                .append_step(
-                    id,
-                    &StepRecord {
-                        name: name.to_owned(),
-                        runtime: "local".to_owned(),
-                        status: StepStatus::Skipped,
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        oom_killed: false,
-                        duration_ms: 0,
-                        started_at: None,
-                        finished_at: None,
-                        output_bytes: 0,
-                        error: None,
-                    },
-                )
+                .append_step(id, &StepRecord::skipped(name, "local"))
                 .unwrap();
         }
         let names: Vec<String> = store
