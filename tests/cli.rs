@@ -335,3 +335,30 @@ fn an_unwritable_state_root_is_a_system_error() {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(!env.path().join("ran").exists());
 }
+
+#[test]
+fn output_reaches_the_log_while_the_step_is_still_running() {
+    let env = Env::new();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "q",
+            "  - name: s\n    run: echo early; touch printed; sleep 3\n",
+        ),
+    );
+    let child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::util::wait_for_file(&env.path().join("printed"), 10));
+    // The step is quiet now; its output must be in the log well before it ends.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let job_id = env.job_ids()[0].clone();
+    let logs = text(&env.run(&["logs", &job_id]).stdout);
+    assert!(logs.contains(" out early\n"), "{logs}");
+    assert_eq!(env.status(&job_id)["state"], "RUNNING");
+    let output = crate::util::output_within_child(child);
+    assert!(output.status.success());
+}

@@ -128,6 +128,11 @@ pub fn output_within(command: &mut Command, seconds: u64) -> Output {
     maestro_test_support::output_within(command, std::time::Duration::from_secs(seconds))
 }
 
+/// Wait for a spawned `mc` with the same two-minute limit as [`Env::run`].
+pub fn output_within_child(child: std::process::Child) -> Output {
+    maestro_test_support::wait_within(child, std::time::Duration::from_secs(120))
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

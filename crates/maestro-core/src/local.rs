@@ -14,6 +14,7 @@ use crate::JobId;
 use crate::executor::{
     Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest, StopReason, Stream,
 };
+use crate::output::FLUSH_WITHIN;
 
 /// How long output is still read after a step's process exited and its group was killed. Only a
 /// process that escaped the group (with `setsid`) can hold the pipes open that long.
@@ -197,11 +198,15 @@ impl Executor for LocalExecutor {
         let mut drain_until: Option<Instant> = None;
         let stop = control.stop_requested();
         tokio::pin!(stop);
+        output.defer_writes();
         loop {
             if status.is_some() && !out_open && !err_open {
                 break;
             }
             tokio::select! {
+                // Only fires once the step has been quiet for a moment: while output flows, the
+                // sink writes whenever enough has gathered.
+                () = tokio::time::sleep(FLUSH_WITHIN), if output.has_pending() => output.flush()?,
                 read = stdout.read(&mut out_buf), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(n) => output.write(Stream::Stdout, &out_buf[..n])?,

@@ -17,6 +17,12 @@ use crate::time::now_rfc3339;
 /// The longest line kept in one piece; longer lines are cut into continuation lines.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// How much output a deferring sink keeps before writing it.
+pub const DEFERRED_BYTES: usize = 256 * 1024;
+
+/// How soon an executor that defers writes must flush once its step goes quiet.
+pub const FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,8 +60,9 @@ pub trait OutputObserver: Send + Sync {
 pub struct StepOutput {
     step: String,
     log: File,
-    /// Log bytes of the chunk being recorded, written with one `write` per chunk.
+    /// Log bytes not yet written: one chunk's, or more with [`StepOutput::defer_writes`].
     pending: Vec<u8>,
+    deferred: bool,
     observer: Option<Arc<dyn OutputObserver>>,
     partial: [Vec<u8>; 2],
     live: Vec<u8>,
@@ -73,7 +80,8 @@ impl StepOutput {
         let mut output = Self {
             step: step.to_owned(),
             log,
-            pending: Vec::with_capacity(256 * 1024),
+            pending: Vec::with_capacity(DEFERRED_BYTES + 64 * 1024),
+            deferred: false,
             observer,
             partial: [Vec::new(), Vec::new()],
             live: Vec::new(),
@@ -121,6 +129,27 @@ impl StepOutput {
             }
         }
         self.flush_live(stream);
+        if self.deferred && self.pending.len() < DEFERRED_BYTES {
+            return Ok(());
+        }
+        self.write_pending()
+    }
+
+    /// Let [`write`](Self::write) keep up to [`DEFERRED_BYTES`] in memory instead of writing each
+    /// chunk at once. An executor that opts in must call [`flush`](Self::flush) when its step
+    /// goes quiet (within [`FLUSH_WITHIN`]), so `mc logs --follow` stays current; it saves a
+    /// `write` per chunk for a step that prints in small pieces.
+    pub fn defer_writes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Whether recorded output is waiting to reach the log file.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Write what is waiting to the log file.
+    pub fn flush(&mut self) -> io::Result<()> {
         self.write_pending()
     }
 
@@ -251,6 +280,40 @@ mod tests {
 
     fn output_bytes(seen: &[(Stream, Vec<u8>)]) -> usize {
         seen.iter().map(|(_, l)| l.len()).sum()
+    }
+
+    #[test]
+    fn deferred_writes_wait_for_a_flush_or_enough_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut output = StepOutput::new("s", File::create(&path).unwrap(), "h", None).unwrap();
+        output.defer_writes();
+        output.write(Stream::Stdout, b"early\n").unwrap();
+        assert!(output.has_pending());
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("early"));
+        output.flush().unwrap();
+        assert!(!output.has_pending());
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(" out early\n")
+        );
+        let line = vec![b'y'; 1000];
+        for _ in 0..(DEFERRED_BYTES / 1000 + 1) {
+            output.write(Stream::Stdout, &line).unwrap();
+            output.write(Stream::Stdout, b"\n").unwrap();
+        }
+        assert!(
+            std::fs::metadata(&path).unwrap().len() > DEFERRED_BYTES as u64 / 2,
+            "a full buffer is written without a flush"
+        );
+        output.write(Stream::Stderr, b"last\n").unwrap();
+        output.finish("f").unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(" err last\n# f\n")
+        );
     }
 
     #[test]
