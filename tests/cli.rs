@@ -362,3 +362,34 @@ fn output_reaches_the_log_while_the_step_is_still_running() {
     let output = crate::util::output_within_child(child);
     assert!(output.status.success());
 }
+
+#[test]
+fn a_step_that_trickles_output_is_flushed_to_the_log_on_time() {
+    let env = Env::new();
+    // A line every 5 ms: never quiet for long, never much output.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "t",
+            "  - name: s\n    run: touch started; i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 0.005; done\n",
+        ),
+    );
+    let child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::util::wait_for_file(&env.path().join("started"), 10));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let job_id = env.job_ids()[0].clone();
+    let logs = text(&env.run(&["logs", &job_id]).stdout);
+    assert_eq!(
+        env.status(&job_id)["state"],
+        "RUNNING",
+        "the step ended too soon to tell"
+    );
+    assert!(logs.contains(" out tick 1\n"), "{logs}");
+    let output = crate::util::output_within_child(child);
+    assert!(output.status.success());
+}

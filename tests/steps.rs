@@ -258,3 +258,47 @@ fn a_terminal_that_stops_reading_does_not_stop_a_timeout() {
     assert_eq!(child.wait().unwrap().code(), Some(1));
     drain.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_stderr_that_stops_reading_does_not_stop_a_cancel() {
+    let env = Env::new();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "stall-err",
+            "  - name: s\n    run: seq 1 300000 >&2; touch flooded; sleep 300\n",
+        ),
+    );
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--stop-grace", "0.5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&env.path().join("flooded"), 30),
+        "the step never got going"
+    );
+    send_signal(child.id(), Signal::TERM);
+    // Nobody reads mc's stderr, yet the cancel must be honoured and recorded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = env
+            .job_ids()
+            .first()
+            .map(|id| env.status(id)["state"].clone());
+        if state.as_ref().is_some_and(|s| s == "CANCELLED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancel was not honoured while stderr was stalled: {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drain = std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    drain.join().unwrap().unwrap();
+}

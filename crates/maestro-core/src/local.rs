@@ -187,8 +187,8 @@ impl Executor for LocalExecutor {
         };
         // Bigger pipes mean fewer wake-ups per gigabyte for a step that prints a lot; a kernel
         // that refuses (over /proc/sys/fs/pipe-max-size) just keeps the default 64 KiB.
+        // Only stdout: big pipes count against the user's pipe-buffer allowance.
         let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_BYTES);
-        let _ = rustix::pipe::fcntl_setpipe_size(&stderr, PIPE_BYTES);
         let mut out_buf = vec![0u8; PIPE_BYTES];
         let mut err_buf = vec![0u8; 64 * 1024];
         let (mut out_open, mut err_open) = (true, true);
@@ -199,14 +199,23 @@ impl Executor for LocalExecutor {
         let stop = control.stop_requested();
         tokio::pin!(stop);
         output.defer_writes();
+        // When gathered output must reach the log at the latest: set when output starts to
+        // wait, so a step that trickles a line every few milliseconds is still flushed on time.
+        let mut flush_at: Option<Instant> = None;
         loop {
             if status.is_some() && !out_open && !err_open {
                 break;
             }
+            if output.has_pending() {
+                flush_at.get_or_insert_with(|| Instant::now() + FLUSH_WITHIN);
+            } else {
+                flush_at = None;
+            }
             tokio::select! {
-                // Only fires once the step has been quiet for a moment: while output flows, the
-                // sink writes whenever enough has gathered.
-                () = tokio::time::sleep(FLUSH_WITHIN), if output.has_pending() => output.flush()?,
+                () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    output.flush()?;
+                    flush_at = None;
+                }
                 read = stdout.read(&mut out_buf), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(n) => output.write(Stream::Stdout, &out_buf[..n])?,

@@ -127,6 +127,11 @@ impl StepOutput {
                     }
                 }
             }
+            // Each line grows by its prefix: a chunk of empty lines would otherwise queue
+            // thirty-odd times its own size.
+            if self.pending.len() >= DEFERRED_BYTES {
+                self.write_pending()?;
+            }
         }
         self.flush_live(stream);
         if self.deferred && self.pending.len() < DEFERRED_BYTES {
@@ -314,6 +319,25 @@ mod tests {
                 .unwrap()
                 .contains(" err last\n# f\n")
         );
+    }
+
+    #[test]
+    fn a_chunk_of_empty_lines_never_queues_much_more_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut output = StepOutput::new("s", File::create(&path).unwrap(), "h", None).unwrap();
+        output.defer_writes();
+        output
+            .write(Stream::Stdout, &vec![b'\n'; 1024 * 1024])
+            .unwrap();
+        assert!(
+            output.pending.len() < DEFERRED_BYTES + 64,
+            "{} bytes queued",
+            output.pending.len()
+        );
+        output.finish("f").unwrap();
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, 1024 * 1024 + 2);
     }
 
     #[test]

@@ -11,10 +11,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    settings::install_tracing(cli.global.verbose);
+    let diagnostics = settings::install_tracing(cli.global.verbose);
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(failure) => failure.report(),
     };
+    drop(diagnostics);
     code.into()
 }

@@ -1,9 +1,9 @@
 //! Everything `mc` prints: data on stdout, diagnostics on stderr.
 
 use std::io::{self, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maestro_core::executor::Stream;
@@ -29,6 +29,8 @@ pub(crate) fn json<T: Serialize>(value: &T) {
 
 /// How many batches of live output may wait for a slow terminal before lines are dropped.
 const LIVE_BACKLOG: usize = 256;
+/// How many bytes of live output may wait for a slow terminal before lines are dropped.
+const LIVE_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 
 /// A batch of lines for the printing thread.
 struct Batch {
@@ -47,14 +49,18 @@ pub(crate) struct LivePrinter {
     sender: Mutex<Option<SyncSender<Batch>>>,
     done: Mutex<Option<Receiver<()>>>,
     dropped: AtomicU64,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl LivePrinter {
     pub(crate) fn start(all_to_stderr: bool) -> Self {
         let (sender, batches) = sync_channel::<Batch>(LIVE_BACKLOG);
         let (finished, done) = sync_channel(1);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let dequeued = Arc::clone(&queued_bytes);
         std::thread::spawn(move || {
             for batch in batches {
+                dequeued.fetch_sub(batch.text.len(), Ordering::Relaxed);
                 // A reader that went away must not stop the job: the output is recorded anyway.
                 let _ = if batch.to_stderr {
                     io::stderr().lock().write_all(&batch.text)
@@ -70,14 +76,25 @@ impl LivePrinter {
             sender: Mutex::new(Some(sender)),
             done: Mutex::new(Some(done)),
             dropped: AtomicU64::new(0),
+            queued_bytes,
         }
     }
 
-    /// Let the printing thread drain what is queued, waiting at most `wait`.
+    /// Let the printing thread drain what is queued, waiting at most `wait`; then say on stderr
+    /// if live lines were not shown. Called after the job, when blocking is harmless.
     pub(crate) fn finish(&self, wait: Duration) {
-        self.notify_dropped(&self.sender.lock().ok().and_then(|mut s| s.take()));
-        if let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) {
-            let _ = done.recv_timeout(wait);
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        self.notify_dropped(&sender);
+        drop(sender);
+        let drained = match self.done.lock().ok().and_then(|mut d| d.take()) {
+            Some(done) => done.recv_timeout(wait).is_ok(),
+            None => true,
+        };
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 || !drained {
+            eprintln!(
+                "mc: some live output was not shown (the terminal was not reading); `mc logs` has all of it"
+            );
         }
     }
 
@@ -87,10 +104,16 @@ impl LivePrinter {
             let text = format!(
                 "mc: {dropped} lines of live output were not shown (the terminal was not reading); `mc logs` has them\n"
             );
-            let _ = sender.try_send(Batch {
-                to_stderr: true,
-                text: text.into_bytes(),
-            });
+            if sender
+                .try_send(Batch {
+                    to_stderr: true,
+                    text: text.into_bytes(),
+                })
+                .is_err()
+            {
+                // Still no room: keep counting, the notice goes out with a later batch.
+                self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -111,13 +134,20 @@ impl OutputObserver for LivePrinter {
         let Some(sender) = guard.as_ref() else {
             return;
         };
+        let size = text.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + size > LIVE_BACKLOG_BYTES {
+            self.dropped.fetch_add(count, Ordering::Relaxed);
+            return;
+        }
         let batch = Batch {
             to_stderr: stream == Stream::Stderr || self.all_to_stderr,
             text,
         };
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         match sender.try_send(batch) {
             Ok(()) => self.notify_dropped(&guard),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 self.dropped.fetch_add(count, Ordering::Relaxed);
             }
         }

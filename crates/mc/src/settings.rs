@@ -59,16 +59,22 @@ pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
 }
 
 /// Diagnostics go to stderr; only `mc` installs a subscriber. `MAESTRO_LOG` takes a full filter.
-pub(crate) fn install_tracing(verbose: u8) {
+///
+/// Events are written by a thread of their own and dropped when stderr does not keep up: a
+/// stderr nobody reads must never stall a running job (a plugin's stderr, for one, becomes
+/// events). Keep the returned guard alive until exit; dropping it flushes what is queued.
+pub(crate) fn install_tracing(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .try_init();
+    guard
 }

@@ -35,11 +35,13 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
             .submit(request, observer, cancel)
             .await
             .map_err(Failure::from)
-    })?;
+    });
     if let Some(printer) = printer {
-        // Live lines come before the summary, unless the terminal stopped reading them.
+        // Live lines come before the summary (or the error), unless the terminal stopped
+        // reading them.
         printer.finish(Duration::from_secs(5));
     }
+    let report = report?;
     match args.output {
         OutputFormat::Json => printer::json(&json!({
             "job_id": report.job_id,
@@ -70,8 +72,9 @@ fn watch_signals(cancel: CancellationToken) -> Result<(), Failure> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        eprintln!("mc: signal received, stopping the job");
         cancel.cancel();
+        // Not on this thread: a stderr that nobody reads must not hold up the cancel.
+        std::thread::spawn(|| eprintln!("mc: signal received, stopping the job"));
     });
     Ok(())
 }
