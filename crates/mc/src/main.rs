@@ -16,6 +16,6 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(failure) => failure.report(),
     };
-    drop(diagnostics);
+    diagnostics.drain();
     code.into()
 }
