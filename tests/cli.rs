@@ -336,15 +336,13 @@ fn an_unwritable_state_root_is_a_system_error() {
     assert!(!env.path().join("ran").exists());
 }
 
-#[test]
-fn output_reaches_the_log_while_the_step_is_still_running() {
+/// Run a one-step job whose step touches `marker` once it has printed what matters, read the
+/// job's log `settle_ms` later while the step still runs, then let the job finish.
+fn log_while_running(run: &str, marker: &str, settle_ms: u64) -> String {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &job_yaml(
-            "q",
-            "  - name: s\n    run: echo early; touch printed; sleep 3\n",
-        ),
+        &job_yaml("q", &format!("  - name: s\n    run: {run}\n")),
     );
     let child = env
         .mc()
@@ -352,36 +350,8 @@ fn output_reaches_the_log_while_the_step_is_still_running() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(crate::util::wait_for_file(&env.path().join("printed"), 10));
-    // The step is quiet now; its output must be in the log well before it ends.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let job_id = env.job_ids()[0].clone();
-    let logs = text(&env.run(&["logs", &job_id]).stdout);
-    assert!(logs.contains(" out early\n"), "{logs}");
-    assert_eq!(env.status(&job_id)["state"], "RUNNING");
-    let output = crate::util::output_within_child(child);
-    assert!(output.status.success());
-}
-
-#[test]
-fn a_step_that_trickles_output_is_flushed_to_the_log_on_time() {
-    let env = Env::new();
-    // A line every 5 ms: never quiet for long, never much output.
-    let file = env.write(
-        "j.yaml",
-        &job_yaml(
-            "t",
-            "  - name: s\n    run: touch started; i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 0.005; done\n",
-        ),
-    );
-    let child = env
-        .mc()
-        .args(["submit", file.to_str().unwrap(), "--quiet"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(crate::util::wait_for_file(&env.path().join("started"), 10));
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(crate::util::wait_for_file(&env.path().join(marker), 10));
+    std::thread::sleep(std::time::Duration::from_millis(settle_ms));
     let job_id = env.job_ids()[0].clone();
     let logs = text(&env.run(&["logs", &job_id]).stdout);
     assert_eq!(
@@ -389,7 +359,24 @@ fn a_step_that_trickles_output_is_flushed_to_the_log_on_time() {
         "RUNNING",
         "the step ended too soon to tell"
     );
+    assert!(crate::util::output_within_child(child).status.success());
+    logs
+}
+
+#[test]
+fn output_reaches_the_log_while_the_step_is_still_running() {
+    // The step is quiet after printing; its output must be in the log well before it ends.
+    let logs = log_while_running("echo early; touch printed; sleep 3", "printed", 500);
+    assert!(logs.contains(" out early\n"), "{logs}");
+}
+
+#[test]
+fn a_step_that_trickles_output_is_flushed_to_the_log_on_time() {
+    // A line every 5 ms: never quiet for long, never much output.
+    let logs = log_while_running(
+        "touch started; i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 0.005; done",
+        "started",
+        800,
+    );
     assert!(logs.contains(" out tick 1\n"), "{logs}");
-    let output = crate::util::output_within_child(child);
-    assert!(output.status.success());
 }
