@@ -6,32 +6,16 @@
 //! its jobs' ids is left; tests run in parallel, so each looks only at its own jobs.
 
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use serde_json::Value;
 
+use maestro_test_support::docker::{
+    IMAGE, containers_labelled, ensure_image, inspect, remove_labelled,
+};
+
 use crate::util::{Env, job_yaml, parse_json, send_signal, text, wait_for_file};
-
-const IMAGE: &str = "maestro-test/busybox:latest";
-
-/// Build the test image once per test binary; fast when it exists.
-fn ensure_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/build-test-image.sh");
-        let output = Command::new("bash")
-            .arg(script)
-            .output()
-            .unwrap_or_else(|error| panic!("cannot run {script}: {error}"));
-        assert!(
-            output.status.success(),
-            "cannot build the Docker test image ({script}): {}\nthese tests need a running Docker engine and busybox-static",
-            text(&output.stderr)
-        );
-    });
-}
 
 /// A test environment with the image ready; dropping it removes any container its jobs left
 /// (only a test that failed before its own check can leave one), so a failure does not leak
@@ -53,13 +37,7 @@ impl std::ops::Deref for DockerEnv {
 impl Drop for DockerEnv {
     fn drop(&mut self) {
         for job_id in self.0.job_ids() {
-            let left = containers_of_job(&job_id);
-            if !left.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&left)
-                    .output();
-            }
+            remove_labelled(&format!("maestro.job_id={job_id}"));
         }
     }
 }
@@ -71,26 +49,6 @@ fn docker_job(name: &str, steps: &str) -> String {
         &format!("runtime: docker\nimage: {IMAGE}\nsteps:\n"),
         1,
     )
-}
-
-/// Ids of the containers, running or not, that carry `label`.
-fn containers_labelled(label: &str) -> Vec<String> {
-    let output = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label={label}"),
-        ])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        output.status.success(),
-        "docker ps: {}",
-        text(&output.stderr)
-    );
-    text(&output.stdout).lines().map(str::to_owned).collect()
 }
 
 fn containers_of_job(job_id: &str) -> Vec<String> {
@@ -119,14 +77,6 @@ fn log_lines(log: &str, tag: &str) -> Vec<String> {
             (parts.next()? == tag).then(|| parts.next().unwrap_or_default().to_owned())
         })
         .collect()
-}
-
-fn inspect(id: &str, format: &str) -> String {
-    let output = Command::new("docker")
-        .args(["inspect", "--format", format, id])
-        .output()
-        .expect("the docker CLI runs");
-    text(&output.stdout).trim().to_owned()
 }
 
 fn spawn_submit(env: &Env, file: &std::path::Path, extra: &[&str]) -> std::process::Child {

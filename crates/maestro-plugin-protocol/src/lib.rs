@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod base64;
+pub mod framing;
 
 /// The protocol's name, sent in the plugin's hello.
 pub const PROTOCOL: &str = "maestro-executor";

@@ -1,5 +1,6 @@
 //! The protocol's private stdin and stdout, and the threads that frame them into lines.
 
+use maestro_plugin_protocol::framing::take_line_piece;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::thread::JoinHandle;
@@ -66,17 +67,10 @@ pub(crate) fn read_bounded_line(
             return Ok(read_any.then_some(too_long));
         }
         read_any = true;
-        let (piece, used, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (&available[..end], end + 1, true),
-            None => (available, available.len(), false),
-        };
-        let room = max.saturating_sub(line.len());
-        if piece.len() > room {
-            too_long = true;
-        }
-        line.extend_from_slice(&piece[..piece.len().min(room)]);
-        reader.consume(used);
-        if done {
+        let piece = take_line_piece(available, line, max);
+        too_long |= piece.truncated;
+        reader.consume(piece.consumed);
+        if piece.complete {
             return Ok(Some(too_long));
         }
     }

@@ -4,7 +4,10 @@
 //! * [`output_within`] and [`wait_within`]: run a process to completion or fail the test after a
 //!   deadline, so a hang fails the suite instead of freezing it.
 //! * [`cmdlines_holding`] and [`pid_alive`]: what `/proc` says about other processes.
+//! * [`docker`]: the Docker test image and containers found by label.
 #![deny(missing_docs)]
+
+pub mod docker;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

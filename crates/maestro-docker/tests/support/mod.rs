@@ -3,6 +3,7 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "each test binary uses its own subset of these helpers"
 )]
@@ -10,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use maestro_core::JobId;
@@ -22,27 +22,9 @@ use maestro_core::trace::TraceId;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The image every test runs: static busybox on an empty root, built by the repository's script.
-pub const IMAGE: &str = "maestro-test/busybox:latest";
-
-/// Build the test image once per test binary (fast when it exists), failing loudly when the
-/// engine or busybox-static is missing: these tests never skip silently.
-pub fn ensure_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docker/build-test-image.sh");
-        let result = Command::new("bash").arg(&script).output();
-        match result {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => panic!(
-                "cannot build the test image with {}: {}\nthe Docker tests need a running engine and busybox-static",
-                script.display(),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-            Err(error) => panic!("cannot run {}: {error}", script.display()),
-        }
-    });
-}
+pub use maestro_test_support::docker::{
+    IMAGE, containers_labelled, ensure_image, inspect, remove_labelled,
+};
 
 /// A job under test: its id, trace id, workspace and log directory.
 pub struct TestJob {
@@ -168,54 +150,6 @@ impl Drop for TestJob {
     fn drop(&mut self) {
         remove_labelled(&format!("maestro.job_id={}", self.id));
     }
-}
-
-/// Force-remove every container carrying `label`, quietly (cleanup after a failed test).
-pub fn remove_labelled(label: &str) {
-    let left = containers_labelled(label);
-    if !left.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&left)
-            .output();
-    }
-}
-
-/// Every container id carrying `label`.
-pub fn containers_labelled(label: &str) -> Vec<String> {
-    let output = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label={label}"),
-        ])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        output.status.success(),
-        "docker ps failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `docker inspect --format FORMAT id`.
-pub fn inspect(id: &str, format: &str) -> String {
-    let output = Command::new("docker")
-        .args(["inspect", "--format", format, id])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        output.status.success(),
-        "docker inspect failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Wait up to `limit` for `path` to exist.
