@@ -290,7 +290,14 @@ pub(crate) fn step_container(step: &StepRequest, workspace: &Path) -> ContainerC
         attach_stderr: Some(true),
         open_stdin: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(step, workspace)),
+        host_config: Some(HostConfig {
+            // The engine removes the container once it has exited, by itself: a step's
+            // container is not left behind even if `mc` dies after the step, and `mc` need not
+            // wait for the engine's teardown (network, mounts) before it reports the step.
+            // A container that never starts is not covered; the executor removes those.
+            auto_remove: Some(true),
+            ..host_config(step, workspace)
+        }),
         ..ContainerCreateBody::default()
     }
 }

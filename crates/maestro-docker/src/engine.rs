@@ -358,8 +358,14 @@ pub(crate) async fn kill(docker: &Docker, id: &str, signal: &str) -> Result<(), 
     }
 }
 
-/// Remove a container and its anonymous volumes, killing it if it still runs. A container that
-/// is already gone (or being removed) counts as removed.
+/// How often a container that the engine is already removing is looked for until it is gone.
+const REMOVAL_POLL: Duration = Duration::from_millis(10);
+/// How long a removal the engine already has under way may take before we give up on it.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// Remove a container and its anonymous volumes, killing it if it still runs, and return once
+/// it is gone. A container that is already gone counts as removed; one the engine is already
+/// removing (a step container's auto-remove after its exit) is waited for.
 pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
@@ -372,10 +378,36 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
     )
     .await
     {
-        Err(DockerError::Api { source, .. }) if is_not_found(&source) || is_conflict(&source) => {
-            Ok(())
-        }
+        Err(DockerError::Api { source, .. }) if is_not_found(&source) => Ok(()),
+        Err(DockerError::Api { source, .. }) if is_conflict(&source) => wait_gone(docker, id).await,
         other => other,
+    }
+}
+
+/// Wait until container `id`, which the engine is removing, no longer exists.
+async fn wait_gone(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+    loop {
+        match call(
+            || format!("inspect container {}", short(id)),
+            CALL_TIMEOUT,
+            docker.inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            ),
+        )
+        .await
+        {
+            Err(DockerError::Api { source, .. }) if is_not_found(&source) => return Ok(()),
+            Err(error) => return Err(error),
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(DockerError::Timeout {
+                    action: format!("wait for the engine to remove container {}", short(id)),
+                    after: REMOVAL_WAIT,
+                });
+            }
+            Ok(_) => tokio::time::sleep(REMOVAL_POLL).await,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::config::{
 };
 use crate::engine::{self, CALL_TIMEOUT, Getting, call, short};
 use crate::error::DockerError;
+use crate::events::JobEvents;
 use crate::step;
 
 /// How long [`Executor::finish`] may take in all, however sick the engine: it then gives up
@@ -114,6 +115,9 @@ struct Job {
     /// Cancelled first thing in `finish`: creations still under way then are for steps that
     /// will never run (and may be pulling an image), so they stop at once.
     cancel: CancellationToken,
+    /// The engine's events for the job's containers (exits, OOM kills), when the job has steps
+    /// in containers of their own. Dropped (and the stream closed) in `finish`.
+    events: Option<Arc<JobEvents>>,
 }
 
 struct SharedContainer {
@@ -395,8 +399,17 @@ impl Inner {
             Err(stopped) => return Ok(stopped),
         };
         self.prepare_next(docker, step);
-        let result = step::run_container(docker, &id, step, output, control).await;
-        self.spawn_remove(docker, step.job_id, id);
+        let events = self.with_job(step.job_id, |job| job.events.clone());
+        let result =
+            step::run_container(docker, &id, step, output, control, events.as_deref()).await;
+        match &result {
+            // It exited by itself: the engine removes it (it was created with auto-remove),
+            // whether or not `mc` is still there, so nothing waits for the engine's teardown.
+            Ok(outcome) if outcome.stopped.is_none() => self.untrack(step.job_id, &id),
+            // Stopped (timeout, cancel) or failed: remove it and wait until it is gone, so a
+            // cancelled job leaves nothing behind by the time `mc` exits.
+            _ => self.spawn_remove(docker, step.job_id, id),
+        }
         result
     }
 
@@ -572,8 +585,15 @@ impl Executor for DockerExecutor {
         let Some(first) = steps.first() else {
             return Ok(());
         };
-        self.inner
-            .with_job(first.job_id, |job| job.steps = steps.to_vec());
+        // Subscribe before the first container exists, so that no exit can be missed.
+        let events = steps
+            .iter()
+            .any(|step| !step.reuse_container)
+            .then(|| Arc::new(JobEvents::subscribe(&docker, first.job_id)));
+        self.inner.with_job(first.job_id, |job| {
+            job.steps = steps.to_vec();
+            job.events = events;
+        });
         // Create the first container while the runner records the job as running: the
         // creation is on every job's critical path. Only when the job starts with a step of
         // ours: a step of another runtime before it may build the image it needs.

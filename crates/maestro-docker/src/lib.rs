@@ -15,6 +15,7 @@
 mod config;
 mod engine;
 mod error;
+mod events;
 mod executor;
 mod step;
 

@@ -18,7 +18,8 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::config::step_exec;
 use crate::engine::{CALL_TIMEOUT, call, kill, short};
-use crate::error::DockerError;
+use crate::error::{DockerError, is_not_found};
+use crate::events::JobEvents;
 
 /// How long output is still read after the engine reported the exit. The attach stream closes
 /// right after the exit; this only bounds an engine that keeps it open.
@@ -27,6 +28,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 const STATUS_AFTER_OUTPUT: Duration = Duration::from_secs(5);
 /// How often a container's state is polled when the engine's wait cannot tell us.
 const STATUS_POLL: Duration = Duration::from_secs(1);
+/// How long a container that is gone (removed by the engine on exit) may wait for its `die`
+/// event before the step is given up as lost.
+const DIE_EVENT_AFTER_REMOVAL: Duration = Duration::from_secs(5);
 /// How long a container may take to die after SIGKILL before the step is given up as lost.
 const AFTER_KILL: Duration = Duration::from_secs(15);
 /// How often a running exec whose output is still open is asked whether it has exited (a
@@ -50,14 +54,19 @@ fn far_future() -> Instant {
 }
 
 /// Run `step` in the created (not yet started) container `id`: attach, start, stream the
-/// output, honour `control`, and read the exit status and OOM flag. The caller removes the
-/// container afterwards, whatever this returns.
+/// output, honour `control`, and read the exit status and OOM flag.
+///
+/// The exit is taken from whichever answers first: the job's event stream (`events`, the
+/// `die` event) or the engine's `wait`. The container is created to be removed by the engine
+/// once it exits; the caller still removes it (and waits until it is gone) when this returns
+/// an error or the step was stopped.
 pub(crate) async fn run_container(
     docker: &Docker,
     id: &str,
     step: &StepRequest,
     output: &mut StepOutput,
     control: &StepControl,
+    events: Option<&JobEvents>,
 ) -> Result<StepOutcome, DockerError> {
     let what = || format!("container {} of step {:?}", short(id), step.name);
     // Attach before start, so not even the first line of a step that prints and exits at once
@@ -96,6 +105,15 @@ pub(crate) async fn run_container(
         .condition("not-running")
         .build();
     let mut wait = docker.wait_container(id, Some(wait_options));
+    // The `die` event: usually tens of milliseconds before the wait answers.
+    let died = async {
+        match events {
+            Some(events) => events.exit_of(id).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(died);
+    let mut listening = events.is_some();
 
     let stop = control.stop_requested();
     tokio::pin!(stop);
@@ -107,11 +125,20 @@ pub(crate) async fn run_container(
     let mut give_up_at: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
     let mut status_due: Option<Instant> = None;
+    let mut vanished_at: Option<Instant> = None;
     loop {
         if exit.is_some() && !open {
             break;
         }
         tokio::select! {
+            died = &mut died, if listening && exit.is_none() => {
+                listening = false;
+                // `None`: the stream ended; the wait (or polling) answers instead.
+                if let Some(code) = died {
+                    exit = Some(Some(code));
+                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+            }
             frame = frames.next(), if open => match frame {
                 Some(Ok(frame)) => record(output, frame)?,
                 Some(Err(error)) => {
@@ -129,6 +156,11 @@ pub(crate) async fn run_container(
                 let code = match waited {
                     Some(Ok(response)) => Some(response.status_code),
                     Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Some(code),
+                    // Already removed by the engine after its exit: the event stream has it.
+                    Some(Err(error)) if listening && is_not_found(&error) => {
+                        tracing::debug!(step = %step.name, %error, "the container was gone before the wait reached the engine");
+                        None
+                    }
                     Some(Err(error)) => {
                         tracing::warn!(step = %step.name, %error, "waiting for the container failed; reading its state instead");
                         None
@@ -169,22 +201,42 @@ pub(crate) async fn run_container(
             () = sleep_until(status_due.unwrap_or_else(far_future)), if status_due.is_some() && exit.is_none() => {
                 // The output ended but the wait did not answer, or the wait broke off: ask for
                 // the state directly.
-                match inspect_exit(docker, id).await? {
-                    Some(code) => {
+                match inspect_exit(docker, id).await {
+                    Ok(Some(code)) => {
                         exit = Some(Some(code));
                         drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                     }
-                    None => status_due = Some(Instant::now() + STATUS_POLL),
+                    Ok(None) => status_due = Some(Instant::now() + STATUS_POLL),
+                    // Gone: it exited and the engine removed it, so its `die` event is logged
+                    // (the stream replays it); give the stream a bounded moment to deliver it.
+                    Err(DockerError::Api { source, .. }) if is_not_found(&source) && listening => {
+                        status_due = None;
+                        vanished_at = Some(Instant::now() + DIE_EVENT_AFTER_REMOVAL);
+                    }
+                    Err(error) => return Err(error),
                 }
+            }
+            () = sleep_until(vanished_at.unwrap_or_else(far_future)), if vanished_at.is_some() && exit.is_none() => {
+                return Err(DockerError::Lost(format!(
+                    "step {:?}: container {} is gone and the engine reported no exit code for it",
+                    step.name, short(id)
+                )));
             }
         }
     }
-    let mut code = exit.flatten();
+    let code = exit.flatten();
     let mut oom_killed = false;
     if code != Some(0) {
-        let state = inspect_state(docker, id).await?;
-        code = code.or(state.exit_code);
-        oom_killed = state.oom_killed || was_oom_killed(docker, id, step, code, started).await;
+        oom_killed = match events {
+            // The `oom` event is what sets the state's flag too; with the stream there is no
+            // need to ask for the state (the engine may already have removed the container).
+            Some(events) => events.oom_seen(id),
+            None => match inspect_state(docker, id).await {
+                Ok(state) => state.oom_killed,
+                Err(DockerError::Api { source, .. }) if is_not_found(&source) => false,
+                Err(error) => return Err(error),
+            },
+        } || was_oom_killed(docker, id, step, code, started).await;
     }
     Ok(StepOutcome {
         exit_code: code.and_then(|code| i32::try_from(code).ok()),

@@ -22,7 +22,22 @@ async fn both_streams_are_recorded_apart_and_the_exit_code_is_kept() {
     assert!(!ran.outcome().succeeded());
     assert_eq!(ran.stdout(), ["one", "three"]);
     assert_eq!(ran.stderr(), ["two"]);
-    job.assert_no_containers();
+    job.assert_containers_go();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_event_stream_the_exit_comes_from_the_engines_wait() {
+    // A step run without `prepare` has no event stream for its job: the exit code and the
+    // output must still arrive, through the engine's wait alone.
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    let step = job.step(0, "unprepared", "echo out; echo err >&2; exit 7");
+    let ran = job.run(&executor, &step).await;
+    executor.finish(job.id).await;
+    assert_eq!(ran.outcome().exit_code, Some(7), "{:?}", ran.result);
+    assert_eq!(ran.stdout(), ["out"]);
+    assert_eq!(ran.stderr(), ["err"]);
+    job.assert_containers_go();
 }
 
 /// How many print-and-exit steps the lost-line test runs (40 in a row passed while tuning).
@@ -49,7 +64,7 @@ async fn a_step_that_prints_and_exits_at_once_loses_no_line() {
         assert_eq!(ran.stderr(), ["second"], "{} {:?}", step.name, ran.lines);
     }
     executor.finish(job.id).await;
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +104,7 @@ async fn env_trace_id_and_workdir_reach_the_container() {
     let ran = job.run(&executor, &steps[2]).await;
     assert_eq!(ran.stdout(), ["a  b $HOME"], "argv runs without a shell");
     executor.finish(job.id).await;
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +125,7 @@ async fn steps_share_the_workspace_with_each_other_and_the_host() {
     assert_eq!(ran.stdout(), ["built"]);
     let on_host = std::fs::read_to_string(job.workspace.path().join("artifact.txt")).unwrap();
     assert_eq!(on_host, "built\n");
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +154,7 @@ async fn limits_labels_and_isolation_are_visible_on_the_running_container() {
                      {{.HostConfig.NetworkMode}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}} \
                      {{.HostConfig.Privileged}} {{index .Config.Labels \"maestro.managed\"}} \
                      {{index .Config.Labels \"maestro.step\"}} {{index .Config.Labels \"maestro.trace_id\"}} \
-                     {{len .Mounts}} {{(index .Mounts 0).Destination}}",
+                     {{len .Mounts}} {{(index .Mounts 0).Destination}} {{.HostConfig.AutoRemove}}",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,11 +167,11 @@ async fn limits_labels_and_isolation_are_visible_on_the_running_container() {
     assert_eq!(
         seen.expect("the container was seen running"),
         format!(
-            "67108864 500000000 32 none true 1234:1234 false true limited {} 1 /workspace",
+            "67108864 500000000 32 none true 1234:1234 false true limited {} 1 /workspace true",
             job.trace_id
         )
     );
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +330,7 @@ async fn a_step_after_a_step_of_another_runtime_gets_the_image_that_step_made() 
     let ran = job.run(&executor, &steps[2]).await;
     assert_eq!(ran.stdout(), ["two"], "a container of the stale image ran");
     executor.finish(job.id).await;
-    job.assert_no_containers();
+    job.assert_containers_go();
 
     // A job that does not start with a docker step gets nothing made at prepare either.
     let executor = DockerExecutor::new();
@@ -329,7 +344,7 @@ async fn a_step_after_a_step_of_another_runtime_gets_the_image_that_step_made() 
     let ran = later.run(&executor, &only).await;
     assert_eq!(ran.stdout(), ["fresh"], "{:?}", ran.result);
     executor.finish(later.id).await;
-    later.assert_no_containers();
+    later.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +380,7 @@ async fn a_missing_image_of_a_later_step_is_pulled_when_the_step_runs_not_ahead(
         other => panic!("expected a missing image, got {other:?}"),
     }
     executor.finish(job.id).await;
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,7 +470,7 @@ async fn an_out_of_memory_kill_is_reported() {
     assert!(outcome.oom_killed, "{outcome:?}");
     assert_eq!(outcome.exit_code, Some(137));
     assert!(!outcome.succeeded());
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +500,7 @@ async fn large_output_is_recorded_whole() {
         cut, 3_000_000,
         "a line without newline is kept, cut into pieces"
     );
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +519,7 @@ async fn containers_created_ahead_for_steps_that_never_run_are_removed() {
     );
     // The runner skips the rest; the container made ready for step 1 must not outlive the job.
     executor.finish(job.id).await;
-    job.assert_no_containers();
+    job.assert_containers_go();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,5 +716,5 @@ async fn the_step_command_runs_whatever_entrypoint_the_image_declares() {
         ran.result,
         ran.lines
     );
-    job.assert_no_containers();
+    job.assert_containers_go();
 }

@@ -96,19 +96,18 @@ impl FakeEngine {
             .clone()
     }
 
-    /// Wait until a request other than a ping arrived, and return its request line.
-    async fn first_call(&self) -> String {
+    /// Wait until a request whose line contains `path` arrived, and return its request line.
+    async fn call_to(&self, path: &str) -> String {
         for _ in 0..500 {
-            if let Some(line) = self
-                .requests()
-                .into_iter()
-                .find(|line| !line.contains("/_ping"))
-            {
+            if let Some(line) = self.requests().into_iter().find(|line| line.contains(path)) {
                 return line;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the executor made no call; requests: {:?}", self.requests());
+        panic!(
+            "the executor made no call to {path}; requests: {:?}",
+            self.requests()
+        );
     }
 }
 
@@ -128,10 +127,15 @@ async fn the_api_version_is_the_lower_of_the_engines_and_bollards() {
             .prepare(&[job.step(0, "first", "true")])
             .await
             .unwrap();
-        let call = fake.first_call().await;
+        let call = fake.call_to("/containers/create").await;
         assert!(
             call.starts_with(&format!("POST /v{expected}/containers/create")),
             "engine {engine}: {call}"
+        );
+        let events = fake.call_to("/events").await;
+        assert!(
+            events.starts_with(&format!("GET /v{expected}/events")),
+            "engine {engine}: {events}"
         );
         executor.finish(job.id).await;
     }
@@ -148,8 +152,7 @@ async fn an_engine_that_stops_answering_holds_finish_for_a_bounded_time() {
         .unwrap();
     // The container of the first step is being created (the engine never answers) when the
     // job ends: the creation is abandoned, and the look for leftovers hangs as well.
-    let call = fake.first_call().await;
-    assert!(call.contains("/containers/create"), "{call}");
+    fake.call_to("/containers/create").await;
     let started = std::time::Instant::now();
     executor.finish(job.id).await;
     let took = started.elapsed();

@@ -43,6 +43,21 @@ pub fn containers_labelled(label: &str) -> Vec<String> {
         .collect()
 }
 
+/// The containers still carrying `label` after waiting up to `limit` for none to be left.
+///
+/// A step container that exited by itself is removed by the engine (auto-remove), which may
+/// finish a moment after `mc` has reported the step: tests of that path wait, within a bound.
+pub fn containers_left_after(label: &str, limit: std::time::Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = containers_labelled(label);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Force-remove every container carrying `label`, quietly (cleanup after a failed test).
 pub fn remove_labelled(label: &str) {
     let left = containers_labelled(label);

@@ -23,8 +23,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use maestro_test_support::docker::{
-    IMAGE, containers_labelled, ensure_image, inspect, remove_labelled,
+    IMAGE, containers_labelled, containers_left_after, ensure_image, inspect, remove_labelled,
 };
+
+/// How long the engine may take to remove a container that exited by itself.
+pub const AUTO_REMOVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// A job under test: its id, trace id, workspace and log directory.
 pub struct TestJob {
@@ -134,7 +137,21 @@ impl TestJob {
         containers_labelled(&format!("maestro.job_id={}", self.id))
     }
 
-    /// Assert that nothing of this job is left on the engine.
+    /// Assert that nothing of this job is left on the engine once the engine has removed the
+    /// containers of steps that exited by themselves (auto-remove, within a bound): what the
+    /// executor removes itself is gone already, so this holds for every path.
+    pub fn assert_containers_go(&self) {
+        let left =
+            containers_left_after(&format!("maestro.job_id={}", self.id), AUTO_REMOVE_WITHIN);
+        assert!(
+            left.is_empty(),
+            "containers of job {} remain after {AUTO_REMOVE_WITHIN:?}: {left:?}",
+            self.id
+        );
+    }
+
+    /// Assert that nothing of this job is left on the engine now: for stopped, cancelled and
+    /// failed steps, whose containers the executor removes before it returns.
     pub fn assert_no_containers(&self) {
         let left = self.containers();
         assert!(
