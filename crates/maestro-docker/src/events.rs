@@ -38,6 +38,8 @@ pub(crate) struct ContainerSeen {
     pub(crate) exit_code: Option<i64>,
     /// An `oom` event was logged for it.
     pub(crate) oom: bool,
+    /// It was removed (`destroy`).
+    pub(crate) destroyed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +57,7 @@ pub(crate) struct JobEvents {
 }
 
 impl JobEvents {
-    /// Subscribe to the `die` and `oom` events of containers labelled with `job_id`.
+    /// Subscribe to the `die`, `oom` and `destroy` events of containers labelled with `job_id`.
     pub(crate) fn subscribe(docker: &Docker, job_id: JobId) -> Self {
         let since = SystemTime::now()
             .checked_sub(REPLAY_MARGIN)
@@ -67,7 +69,7 @@ impl JobEvents {
         let filters = HashMap::from([
             ("type", vec!["container"]),
             ("label", vec![label.as_str()]),
-            ("event", vec!["die", "oom"]),
+            ("event", vec!["die", "oom", "destroy"]),
         ]);
         let options = EventsOptionsBuilder::new()
             .since(&since)
@@ -86,6 +88,7 @@ impl JobEvents {
                                 let entry = seen.containers.entry(id).or_default();
                                 entry.exit_code = entry.exit_code.or(update.exit_code);
                                 entry.oom |= update.oom;
+                                entry.destroyed |= update.destroyed;
                             });
                         }
                     }
@@ -110,6 +113,14 @@ impl JobEvents {
             .await
             .ok()?;
         exit_code(&seen, id)
+    }
+
+    /// Return once container `id` has been removed, or the stream has ended.
+    pub(crate) async fn removed(&self, id: &str) {
+        let mut seen = self.seen.clone();
+        let _ = seen
+            .wait_for(|seen| seen.ended || seen.containers.get(id).is_some_and(|c| c.destroyed))
+            .await;
     }
 
     /// Whether an `oom` event was seen for container `id`.
@@ -141,11 +152,15 @@ fn parse(event: &EventMessage) -> Option<(String, ContainerSeen)> {
     let seen = match event.action.as_deref()? {
         "die" => ContainerSeen {
             exit_code: Some(actor.attributes.as_ref()?.get("exitCode")?.parse().ok()?),
-            oom: false,
+            ..ContainerSeen::default()
         },
         "oom" => ContainerSeen {
-            exit_code: None,
             oom: true,
+            ..ContainerSeen::default()
+        },
+        "destroy" => ContainerSeen {
+            destroyed: true,
+            ..ContainerSeen::default()
         },
         _ => return None,
     };
@@ -181,7 +196,7 @@ mod tests {
                 "abc".to_owned(),
                 ContainerSeen {
                     exit_code: Some(137),
-                    oom: false
+                    ..ContainerSeen::default()
                 }
             ))
         );
@@ -192,6 +207,10 @@ mod tests {
         // A die event without a readable exit code says nothing: the wait answers instead.
         assert_eq!(parse(&event("die", &[])), None);
         assert_eq!(parse(&event("die", &[("exitCode", "x")])), None);
+        assert_eq!(
+            parse(&event("destroy", &[])).map(|(_, seen)| seen.destroyed),
+            Some(true)
+        );
         assert_eq!(parse(&event("start", &[])), None);
     }
 }
