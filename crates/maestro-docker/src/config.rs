@@ -414,6 +414,11 @@ mod tests {
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.init, Some(true), "the engine's init forwards SIGTERM");
+        assert_eq!(
+            host.auto_remove,
+            Some(true),
+            "the engine removes a step's container once it exited"
+        );
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
         let mounts = host.mounts.unwrap();
         assert_eq!(mounts.len(), 1, "only the workspace is mounted");

@@ -25,6 +25,28 @@ async fn both_streams_are_recorded_apart_and_the_exit_code_is_kept() {
     job.assert_containers_go();
 }
 
+#[test]
+fn a_container_that_exited_is_removed_by_the_engine_even_if_mc_goes_away() {
+    // `mc` killed right after a step ended: here the whole runtime the executor lives in is
+    // dropped as soon as the step returns, with no `finish`, so any removal the executor had
+    // still to send dies with it. The engine removes the container by itself (auto-remove).
+    let job = TestJob::new();
+    let step = job.step(0, "quick", "echo done");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ran = runtime.block_on(async {
+        let executor = DockerExecutor::new();
+        executor.prepare(std::slice::from_ref(&step)).await.unwrap();
+        job.run(&executor, &step).await
+    });
+    drop(runtime);
+    assert_eq!(ran.outcome().exit_code, Some(0), "{:?}", ran.result);
+    assert_eq!(ran.stdout(), ["done"]);
+    job.assert_containers_go();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_event_stream_the_exit_comes_from_the_engines_wait() {
     // A step run without `prepare` has no event stream for its job: the exit code and the
