@@ -216,7 +216,7 @@ fn docker_resource_limits_are_visible_with_docker_inspect() {
         seen.expect("the step's container was seen running"),
         "67108864 500000000 50 none true 1000:1000 false true limited 1"
     );
-    assert_containers_go(job_id(&parse_json(&output)));
+    assert_no_containers(job_id(&parse_json(&output)));
 }
 
 #[test]

@@ -272,6 +272,20 @@ fn nano_cpus(cpus: f64) -> i64 {
     (cpus * 1e9).round() as i64
 }
 
+/// Whether the engine removes `step`'s container by itself once it has exited (auto-remove).
+///
+/// Why: then `mc` need not wait for the engine's teardown (network, mounts) before it reports
+/// the step, and the container is not left behind even if `mc` dies after the step. A
+/// container that never starts is not covered; the executor removes those.
+///
+/// Not under a memory limit: Docker 20.10 may process the kernel's OOM notice after the exit,
+/// and logs the `oom` event only if the container still exists then. An auto-removed container
+/// may be gone by that time, and an OOM kill would be reported as a plain SIGKILL. Those
+/// containers are removed by the executor after it has read their state.
+pub(crate) fn removed_by_engine(step: &StepRequest) -> bool {
+    step.container.memory_bytes.is_none()
+}
+
 /// The container of one step: it runs the step's command as its main process (under the
 /// engine's init), with `workspace` mounted.
 pub(crate) fn step_container(step: &StepRequest, workspace: &Path) -> ContainerCreateBody {
@@ -291,11 +305,7 @@ pub(crate) fn step_container(step: &StepRequest, workspace: &Path) -> ContainerC
         open_stdin: Some(false),
         tty: Some(false),
         host_config: Some(HostConfig {
-            // The engine removes the container once it has exited, by itself: a step's
-            // container is not left behind even if `mc` dies after the step, and `mc` need not
-            // wait for the engine's teardown (network, mounts) before it reports the step.
-            // A container that never starts is not covered; the executor removes those.
-            auto_remove: Some(true),
+            auto_remove: Some(removed_by_engine(step)),
             ..host_config(step, workspace)
         }),
         ..ContainerCreateBody::default()
@@ -416,8 +426,8 @@ mod tests {
         assert_eq!(host.init, Some(true), "the engine's init forwards SIGTERM");
         assert_eq!(
             host.auto_remove,
-            Some(true),
-            "the engine removes a step's container once it exited"
+            Some(false),
+            "under a memory limit the executor removes the container, after reading its state"
         );
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
         let mounts = host.mounts.unwrap();
@@ -427,6 +437,13 @@ mod tests {
         assert!(host.binds.is_none());
         let shared = shared_container(&step, Path::new("/src"));
         assert_eq!(shared.host_config.unwrap().init, Some(true));
+        step.container.memory_bytes = None;
+        let unlimited = step_container(&step, Path::new("/src"));
+        assert_eq!(
+            unlimited.host_config.unwrap().auto_remove,
+            Some(true),
+            "the engine removes a step's container once it exited"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -358,8 +358,10 @@ pub(crate) async fn kill(docker: &Docker, id: &str, signal: &str) -> Result<(), 
     }
 }
 
-/// How often a container that the engine is already removing is looked for until it is gone.
+/// How soon a container that the engine is already removing is first looked for again; the
+/// interval doubles up to [`REMOVAL_POLL_MAX`].
 const REMOVAL_POLL: Duration = Duration::from_millis(10);
+const REMOVAL_POLL_MAX: Duration = Duration::from_millis(250);
 /// How long a removal the engine already has under way may take before we give up on it.
 const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 
@@ -367,48 +369,59 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// it is gone. A container that is already gone counts as removed; one the engine is already
 /// removing (a step container's auto-remove after its exit) is waited for.
 pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    let options = RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build();
-    match call(
-        || format!("remove container {}", short(id)),
-        CALL_TIMEOUT,
-        docker.remove_container(id, Some(options)),
-    )
-    .await
-    {
-        Err(DockerError::Api { source, .. }) if is_not_found(&source) => Ok(()),
-        Err(DockerError::Api { source, .. }) if is_conflict(&source) => wait_gone(docker, id).await,
-        other => other,
-    }
-}
-
-/// Wait until container `id`, which the engine is removing, no longer exists.
-async fn wait_gone(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+    let mut poll = REMOVAL_POLL;
     loop {
-        match call(
-            || format!("inspect container {}", short(id)),
-            CALL_TIMEOUT,
-            docker.inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            ),
-        )
-        .await
-        {
+        match remove_once(docker, id).await {
             Err(DockerError::Api { source, .. }) if is_not_found(&source) => return Ok(()),
-            Err(error) => return Err(error),
-            Ok(_) if tokio::time::Instant::now() >= deadline => {
+            Err(DockerError::Api { source, .. }) if is_conflict(&source) => {}
+            other => return other,
+        }
+        // The engine is removing it: wait until it is gone, or no longer being removed (its
+        // own removal failed), in which case it is removed again.
+        loop {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(DockerError::Timeout {
                     action: format!("wait for the engine to remove container {}", short(id)),
                     after: REMOVAL_WAIT,
                 });
             }
-            Ok(_) => tokio::time::sleep(REMOVAL_POLL).await,
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(REMOVAL_POLL_MAX);
+            let inspected = call(
+                || format!("inspect container {}", short(id)),
+                CALL_TIMEOUT,
+                docker.inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                ),
+            )
+            .await;
+            match inspected {
+                Err(DockerError::Api { source, .. }) if is_not_found(&source) => return Ok(()),
+                Err(error) => return Err(error),
+                Ok(container) => {
+                    let status = container.state.and_then(|state| state.status);
+                    if status != Some(ContainerStateStatusEnum::REMOVING) {
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+async fn remove_once(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    call(
+        || format!("remove container {}", short(id)),
+        CALL_TIMEOUT,
+        docker.remove_container(id, Some(options)),
+    )
+    .await
 }
 
 /// A container Maestro created, as found by its labels.

@@ -3,15 +3,17 @@
 //! Why not only the engine's `wait`: the engine logs a container's `die` event, with its exit
 //! code, as soon as it has processed the exit, but answers a `wait` only once it has also torn
 //! down the container's network and mounts. On Docker 20.10 that is ≈45 ms later, most of the
-//! tail of a short step. The event stream also carries the `oom` event, which tells an
-//! out-of-memory kill apart from any other SIGKILL without asking for the container's state
-//! (which, for a container the engine removes on exit, may already be gone).
+//! tail of a short step. The stream also carries the `oom` event, which tells an out-of-memory
+//! kill apart from any other SIGKILL, and the `destroy` event, which says that the engine has
+//! removed a container it was told to remove on exit.
 //!
 //! One stream per job, filtered by the job's label and subscribed to before the job's first
-//! container is created. It asks for events since a little before the subscription, so an
-//! event the engine logged before the subscription took effect is replayed, not lost. It is
-//! only ever a shortcut: [`crate::step`] still waits on the engine's `wait`, which answers
-//! whatever happens to the stream.
+//! container is created. It asks for events from a few minutes before the subscription (only
+//! this job's can match), so an event the engine logged before the subscription took effect is
+//! replayed, not lost; for the same reason a stream that broke is replaced by a new one before
+//! the next step starts. [`crate::step`] still waits on the engine's `wait` as well, which
+//! answers if the stream stalls; but a container the engine removed on exit can no longer be
+//! waited for or inspected, so for those the stream is what tells the exit.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,12 +117,18 @@ impl JobEvents {
         exit_code(&seen, id)
     }
 
-    /// Return once container `id` has been removed, or the stream has ended.
-    pub(crate) async fn removed(&self, id: &str) {
+    /// Return once container `id` has been removed (true), or the stream has ended (false).
+    pub(crate) async fn removed(&self, id: &str) -> bool {
+        let destroyed = |seen: &Seen| seen.containers.get(id).is_some_and(|c| c.destroyed);
         let mut seen = self.seen.clone();
-        let _ = seen
-            .wait_for(|seen| seen.ended || seen.containers.get(id).is_some_and(|c| c.destroyed))
-            .await;
+        seen.wait_for(|seen| seen.ended || destroyed(seen))
+            .await
+            .is_ok_and(|seen| destroyed(&seen))
+    }
+
+    /// Whether the stream has ended or failed: nothing more will arrive on it.
+    pub(crate) fn ended(&self) -> bool {
+        self.seen.borrow().ended
     }
 
     /// Whether an `oom` event was seen for container `id`.

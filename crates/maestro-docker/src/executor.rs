@@ -1,5 +1,6 @@
 //! [`DockerExecutor`]: the `docker` runtime, and the bookkeeping that makes sure no container
-//! outlives its job.
+//! outlives its job: each one is removed by the executor, or handed to the engine's own
+//! auto-remove once it has exited by itself.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use futures::StreamExt;
 use maestro_core::JobId;
 use maestro_core::executor::{
     ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, check_step, container_name, engine_sockets,
-    shared_container, sharing_key, step_container, workspace_source,
+    removed_by_engine, shared_container, sharing_key, step_container, workspace_source,
 };
 use crate::engine::{self, CALL_TIMEOUT, Getting, call, short};
 use crate::error::DockerError;
@@ -38,6 +40,8 @@ const FINISH_TASKS_WAIT: Duration = Duration::from_secs(10);
 /// once more: the engine may complete a create it already received after we stopped waiting.
 const LATE_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
+/// How many containers `mc gc` removes at once.
+const GC_REMOVALS_AT_ONCE: usize = 8;
 /// How long a step waits for the engine to finish removing the container of the step before
 /// it (see [`Inner::settle`]); after that it starts anyway.
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
@@ -47,9 +51,12 @@ const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// Each step gets a fresh container of its image, with the job's workspace bind-mounted at
 /// `/workspace`; with `reuse_container: true` the steps of a job that share an image and
 /// settings run as execs in one container kept for the job. While a step runs, the container
-/// of the job's next step (when that is a docker step too) is already being created, and
-/// finished containers are removed in the background; [`Executor::finish`] waits for all of it
-/// (within a bound), so nothing outlives the job.
+/// of the job's next step (when that is a docker step too) is already being created. A step
+/// container that exited by itself is removed by the engine (auto-remove; not under a memory
+/// limit, see `removed_by_engine`), which `mc` does not wait for; every other container
+/// (stopped, failed, created ahead for a step that never ran, shared, memory-limited) is
+/// removed by the executor in the background, and [`Executor::finish`] waits for that (within
+/// a bound), so nothing outlives the job.
 ///
 /// Creating the executor does no I/O: the engine (`DOCKER_HOST`, else the default unix socket)
 /// is connected to in [`Executor::prepare`], with API version negotiation, so that old
@@ -402,61 +409,102 @@ impl Inner {
                 Self::await_created(receiver, step, control).await
             }
         };
-        let id = match created? {
-            Ok(id) => id,
-            Err(stopped) => return Ok(stopped),
+        let settling = self.with_job(step.job_id, |job| job.settling.take());
+        let id = match created {
+            Ok(Ok(id)) => id,
+            // The step ends here, stopped or failed: the previous step's container is removed
+            // now rather than left to the engine (a cancelled job leaves nothing behind).
+            Ok(Err(stopped)) => {
+                self.release(docker, step.job_id, settling);
+                return Ok(stopped);
+            }
+            Err(error) => {
+                self.release(docker, step.job_id, settling);
+                return Err(error);
+            }
         };
         self.prepare_next(docker, step);
-        let (events, settling) =
-            self.with_job(step.job_id, |job| (job.events.clone(), job.settling.take()));
-        let result = match Self::settle(events.as_deref(), settling, control).await {
+        let events = self.job_events(docker, step.job_id);
+        let stopped = match settling {
+            Some(previous) => self.settle(docker, step, &events, previous, control).await,
+            None => None,
+        };
+        let result = match stopped {
             Some(reason) => Ok(StepOutcome {
                 stopped: Some(reason),
                 ..StepOutcome::default()
             }),
-            None => {
-                step::run_container(docker, &id, step, output, control, events.as_deref()).await
-            }
+            None => step::run_container(docker, &id, step, output, control, &events).await,
         };
         match &result {
-            // It exited by itself: the engine removes it (it was created with auto-remove),
-            // whether or not `mc` is still there, so nothing waits for the engine's teardown;
-            // only the job's next container does, before it starts.
-            Ok(outcome) if outcome.stopped.is_none() => {
+            // It exited by itself and the engine removes it (auto-remove), whether or not `mc`
+            // is still there: nothing waits for the engine's teardown but the job's next
+            // container, before it starts (see `settle`).
+            Ok(outcome) if outcome.stopped.is_none() && removed_by_engine(step) => {
                 self.untrack(step.job_id, &id);
                 self.update_job(step.job_id, |job| job.settling = Some(id));
             }
-            // Stopped (timeout, cancel) or failed: remove it and wait until it is gone, so a
-            // cancelled job leaves nothing behind by the time `mc` exits.
+            // Stopped (timeout, cancel), failed, or not auto-removed: remove it and wait until
+            // it is gone, so a cancelled job leaves nothing behind by the time `mc` exits.
             _ => self.spawn_remove(docker, step.job_id, id),
         }
         result
     }
 
-    /// Wait (up to [`SETTLE_WAIT`]) until the engine has removed `settling`, the container of
-    /// the job's previous step, unless the step is stopped first (then its reason).
+    /// The job's event stream: the one `prepare` subscribed to, or a new one when there is none
+    /// or it broke (the new one replays what the old one missed).
+    fn job_events(&self, docker: &Docker, job_id: JobId) -> Arc<JobEvents> {
+        self.with_job(job_id, |job| match &job.events {
+            Some(events) if !events.ended() => Arc::clone(events),
+            _ => {
+                let events = Arc::new(JobEvents::subscribe(docker, job_id));
+                job.events = Some(Arc::clone(&events));
+                events
+            }
+        })
+    }
+
+    /// Wait (up to [`SETTLE_WAIT`]) until the engine has removed `previous`, the container of
+    /// the job's previous step, unless `step` is stopped first (then its reason).
     ///
     /// Why: the engine tears a container down (network, mounts) after its exit, and a start
     /// that overlaps that teardown is slower than the two one after the other (measured on
     /// Docker 20.10: a five-step job took 1.00x of sequential `docker run`s with the overlap,
-    /// 0.85x without).
-    /// The last step's teardown is waited for by nobody, which is where the time is won.
+    /// 0.85x without). The last step's teardown is waited for by nobody, which is where the
+    /// time is won.
+    ///
+    /// When the engine has not removed `previous` in time (its auto-remove may have failed),
+    /// or the stream cannot tell, or the job is being stopped, the executor removes it itself
+    /// (in the background; `finish` waits for that), so it never outlives the job.
     async fn settle(
-        events: Option<&JobEvents>,
-        settling: Option<String>,
+        self: &Arc<Self>,
+        docker: &Docker,
+        step: &StepRequest,
+        events: &JobEvents,
+        previous: String,
         control: &StepControl,
     ) -> Option<StopReason> {
-        let (Some(events), Some(settling)) = (events, settling) else {
-            return None;
-        };
-        tokio::select! {
+        let (removed, stopped) = tokio::select! {
             biased;
-            reason = control.stop_requested() => Some(reason),
-            () = events.removed(&settling) => None,
+            reason = control.stop_requested() => (false, Some(reason)),
+            removed = events.removed(&previous) => (removed, None),
             () = tokio::time::sleep(SETTLE_WAIT) => {
-                tracing::debug!(container = short(&settling), "the previous step's container is still being removed; starting anyway");
-                None
+                tracing::debug!(job_id = %step.job_id, container = short(&previous), "the previous step's container is still there; removing it ourselves");
+                (false, None)
             }
+        };
+        if !removed {
+            self.release(docker, step.job_id, Some(previous));
+        }
+        stopped
+    }
+
+    /// Remove `previous`, a container the engine may be removing already, in the background
+    /// (`finish` waits for it).
+    fn release(self: &Arc<Self>, docker: &Docker, job_id: JobId, previous: Option<String>) {
+        if let Some(previous) = previous {
+            self.track(job_id, &previous);
+            self.spawn_remove(docker, job_id, previous);
         }
     }
 
@@ -707,7 +755,7 @@ impl Executor for DockerExecutor {
             .map_err(|error| ExecutorError::Unavailable {
                 message: error.to_string(),
             })?;
-        let mut removed = Vec::new();
+        let mut doomed = Vec::new();
         for container in managed {
             // A container whose job id does not parse is not ours to judge: say so, leave it.
             let Some(job_id) = container
@@ -723,11 +771,26 @@ impl Executor for DockerExecutor {
                 );
                 continue;
             };
-            if is_live(job_id) {
-                continue;
+            if !is_live(job_id) {
+                doomed.push((job_id, container));
             }
+        }
+        // A few removals at a time: each may wait for the engine's own removal to end.
+        let removals = futures::stream::iter(doomed)
+            .map(|(job_id, container)| {
+                let docker = &docker;
+                async move {
+                    let result = engine::remove(docker, &container.id).await;
+                    (job_id, container, result)
+                }
+            })
+            .buffered(GC_REMOVALS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        let mut removed = Vec::new();
+        for (job_id, container, result) in removals {
             let step = container.labels.get(LABEL_STEP).map_or("?", String::as_str);
-            match engine::remove(&docker, &container.id).await {
+            match result {
                 Ok(()) => {
                     tracing::info!(%job_id, step, container = short(&container.id), "removed a container of an abandoned job");
                     removed.push(format!(

@@ -16,7 +16,7 @@ use maestro_core::executor::{
 };
 use tokio::time::{Instant, sleep_until};
 
-use crate::config::step_exec;
+use crate::config::{removed_by_engine, step_exec};
 use crate::engine::{CALL_TIMEOUT, call, kill, short};
 use crate::error::{DockerError, is_not_found};
 use crate::events::JobEvents;
@@ -57,16 +57,17 @@ fn far_future() -> Instant {
 /// output, honour `control`, and read the exit status and OOM flag.
 ///
 /// The exit is taken from whichever answers first: the job's event stream (`events`, the
-/// `die` event) or the engine's `wait`. The container is created to be removed by the engine
-/// once it exits; the caller still removes it (and waits until it is gone) when this returns
-/// an error or the step was stopped.
+/// `die` event) or the engine's `wait`. A container without a memory limit is removed by the
+/// engine once it exits ([`removed_by_engine`]), after which only the stream can tell its
+/// exit. The caller removes the container (and waits until it is gone) when this returns an
+/// error, the step was stopped, or the engine does not remove it.
 pub(crate) async fn run_container(
     docker: &Docker,
     id: &str,
     step: &StepRequest,
     output: &mut StepOutput,
     control: &StepControl,
-    events: Option<&JobEvents>,
+    events: &JobEvents,
 ) -> Result<StepOutcome, DockerError> {
     let what = || format!("container {} of step {:?}", short(id), step.name);
     // Attach before start, so not even the first line of a step that prints and exits at once
@@ -106,14 +107,9 @@ pub(crate) async fn run_container(
         .build();
     let mut wait = docker.wait_container(id, Some(wait_options));
     // The `die` event: usually tens of milliseconds before the wait answers.
-    let died = async {
-        match events {
-            Some(events) => events.exit_of(id).await,
-            None => std::future::pending().await,
-        }
-    };
+    let died = events.exit_of(id);
     tokio::pin!(died);
-    let mut listening = events.is_some();
+    let mut listening = true;
 
     let stop = control.stop_requested();
     tokio::pin!(stop);
@@ -213,6 +209,12 @@ pub(crate) async fn run_container(
                         status_due = None;
                         vanished_at = Some(Instant::now() + DIE_EVENT_AFTER_REMOVAL);
                     }
+                    Err(DockerError::Api { source, .. }) if is_not_found(&source) => {
+                        return Err(DockerError::Lost(format!(
+                            "step {:?}: container {} was removed by the engine before its exit code could be read (the engine's event stream broke); check the engine (docker info)",
+                            step.name, short(id)
+                        )));
+                    }
                     Err(error) => return Err(error),
                 }
             }
@@ -227,16 +229,17 @@ pub(crate) async fn run_container(
     let code = exit.flatten();
     let mut oom_killed = false;
     if code != Some(0) {
-        oom_killed = match events {
-            // The `oom` event is what sets the state's flag too; with the stream there is no
-            // need to ask for the state (the engine may already have removed the container).
-            Some(events) => events.oom_seen(id),
-            None => match inspect_state(docker, id).await {
-                Ok(state) => state.oom_killed,
-                Err(DockerError::Api { source, .. }) if is_not_found(&source) => false,
-                Err(error) => return Err(error),
-            },
-        } || was_oom_killed(docker, id, step, code, started).await;
+        // The `oom` event is what sets the state's flag too. A container under a memory limit
+        // is not removed by the engine, so its state can still be read, and its `oom` event,
+        // should it come after the exit, is still logged (searched for by `was_oom_killed`).
+        oom_killed = events.oom_seen(id)
+            || (!removed_by_engine(step)
+                && match inspect_state(docker, id).await {
+                    Ok(state) => state.oom_killed,
+                    Err(DockerError::Api { source, .. }) if is_not_found(&source) => false,
+                    Err(error) => return Err(error),
+                })
+            || was_oom_killed(docker, id, step, code, started).await;
     }
     Ok(StepOutcome {
         exit_code: code.and_then(|code| i32::try_from(code).ok()),

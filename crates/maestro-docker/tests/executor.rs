@@ -48,9 +48,9 @@ fn a_container_that_exited_is_removed_by_the_engine_even_if_mc_goes_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_event_stream_the_exit_comes_from_the_engines_wait() {
-    // A step run without `prepare` has no event stream for its job: the exit code and the
-    // output must still arrive, through the engine's wait alone.
+async fn a_step_run_without_prepare_still_gets_its_exit_code_and_output() {
+    // Without `prepare` no event stream was subscribed for the job: the step subscribes one
+    // itself, and the exit code and the output still arrive.
     let executor = DockerExecutor::new();
     let job = TestJob::new();
     let step = job.step(0, "unprepared", "echo out; echo err >&2; exit 7");
@@ -60,6 +60,29 @@ async fn without_the_event_stream_the_exit_comes_from_the_engines_wait() {
     assert_eq!(ran.stdout(), ["out"]);
     assert_eq!(ran.stderr(), ["err"]);
     job.assert_containers_go();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cancelled_after_a_step_that_exited_leaves_nothing() {
+    // Step 0 exits by itself and the engine starts removing its container; step 1 is cancelled
+    // before it starts. Both containers are gone when `finish` returns, as on
+    // SIGINT to `mc`: the executor removes what the engine may not have removed yet.
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    let steps = [job.step(0, "first", "true"), job.step(1, "second", "true")];
+    executor.prepare(&steps).await.unwrap();
+    assert_eq!(
+        job.run(&executor, &steps[0]).await.outcome().exit_code,
+        Some(0)
+    );
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let ran = job
+        .run_cancellable(&executor, &steps[1], cancel, Duration::from_secs(1))
+        .await;
+    assert_eq!(ran.outcome().stopped, Some(StopReason::Cancelled));
+    executor.finish(job.id).await;
+    job.assert_no_containers();
 }
 
 /// How many print-and-exit steps the lost-line test runs (40 in a row passed while tuning).
@@ -189,11 +212,11 @@ async fn limits_labels_and_isolation_are_visible_on_the_running_container() {
     assert_eq!(
         seen.expect("the container was seen running"),
         format!(
-            "67108864 500000000 32 none true 1234:1234 false true limited {} 1 /workspace true",
+            "67108864 500000000 32 none true 1234:1234 false true limited {} 1 /workspace false",
             job.trace_id
         )
     );
-    job.assert_containers_go();
+    job.assert_no_containers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +515,7 @@ async fn an_out_of_memory_kill_is_reported() {
     assert!(outcome.oom_killed, "{outcome:?}");
     assert_eq!(outcome.exit_code, Some(137));
     assert!(!outcome.succeeded());
-    job.assert_containers_go();
+    job.assert_no_containers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,8 +562,18 @@ async fn containers_created_ahead_for_steps_that_never_run_are_removed() {
         job.run(&executor, &steps[0]).await.outcome().exit_code,
         Some(1)
     );
-    // The runner skips the rest; the container made ready for step 1 must not outlive the job.
+    // The runner skips the rest; the container made ready for step 1 must not outlive the job,
+    // and the executor removes it itself: it is gone when `finish` returns.
     executor.finish(job.id).await;
+    let left = job.containers();
+    for skipped in ["skipped", "also-skipped"] {
+        let of_step = containers_labelled(&format!("maestro.step={skipped}"));
+        assert!(
+            !left.iter().any(|id| of_step.contains(id)),
+            "the container made ahead for {skipped} remains"
+        );
+    }
+    // The step that ran exited by itself: the engine removes its container.
     job.assert_containers_go();
 }
 
