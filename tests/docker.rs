@@ -69,8 +69,8 @@ fn assert_containers_go(job_id: &str) {
     );
 }
 
-/// No container of `job_id` is left on the engine now: for stopped, cancelled and failed
-/// steps, whose containers `mc` removes before it exits.
+/// No container of `job_id` is left on the engine now: for steps that were stopped, could not
+/// run, or ran under a memory limit, whose containers `mc` removes before it exits.
 fn assert_no_containers(job_id: &str) {
     let left = containers_of_job(job_id);
     assert!(

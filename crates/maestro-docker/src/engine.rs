@@ -367,30 +367,37 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Remove a container and its anonymous volumes, killing it if it still runs, and return once
 /// it is gone. A container that is already gone counts as removed; one the engine is already
-/// removing (a step container's auto-remove after its exit) is waited for.
+/// removing (a step container's auto-remove after its exit) is waited for. Takes at most
+/// [`CALL_TIMEOUT`] for the first request, then [`REMOVAL_WAIT`] in all for waiting.
 pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+    let mut limit = CALL_TIMEOUT;
+    let mut deadline: Option<tokio::time::Instant> = None;
     let mut poll = REMOVAL_POLL;
     loop {
-        match remove_once(docker, id).await {
+        match remove_once(docker, id, limit).await {
             Err(DockerError::Api { source, .. }) if is_not_found(&source) => return Ok(()),
             Err(DockerError::Api { source, .. }) if is_conflict(&source) => {}
             other => return other,
         }
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + REMOVAL_WAIT);
         // The engine is removing it: wait until it is gone, or no longer being removed (its
         // own removal failed), in which case it is removed again.
         loop {
-            if tokio::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
                 return Err(DockerError::Timeout {
                     action: format!("wait for the engine to remove container {}", short(id)),
                     after: REMOVAL_WAIT,
                 });
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(poll.min(left)).await;
             poll = (poll * 2).min(REMOVAL_POLL_MAX);
+            limit = CALL_TIMEOUT
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .max(REMOVAL_POLL);
             let inspected = call(
                 || format!("inspect container {}", short(id)),
-                CALL_TIMEOUT,
+                limit,
                 docker.inspect_container(
                     id,
                     None::<bollard::query_parameters::InspectContainerOptions>,
@@ -411,14 +418,14 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
     }
 }
 
-async fn remove_once(docker: &Docker, id: &str) -> Result<(), DockerError> {
+async fn remove_once(docker: &Docker, id: &str, limit: Duration) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
         .build();
     call(
         || format!("remove container {}", short(id)),
-        CALL_TIMEOUT,
+        limit,
         docker.remove_container(id, Some(options)),
     )
     .await

@@ -95,7 +95,7 @@ impl JobEvents {
                         }
                     }
                     Some(Err(error)) => {
-                        tracing::debug!(%job_id, %error, "the engine's event stream failed; exits are read from wait alone");
+                        tracing::debug!(%job_id, %error, "the engine's event stream failed; exits are read from the wait until a step subscribes anew");
                         break;
                     }
                     None => break,

@@ -42,8 +42,8 @@ const LATE_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
 /// How many containers `mc gc` removes at once.
 const GC_REMOVALS_AT_ONCE: usize = 8;
-/// How long a step waits for the engine to finish removing the container of the step before
-/// it (see [`Inner::settle`]); after that it starts anyway.
+/// How long a step waits for the container of the step before it to be removed (see
+/// [`Inner::settle`]); after that the executor removes it itself, and the step starts.
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs steps in containers on a Docker engine.
@@ -127,11 +127,13 @@ struct Job {
     /// Cancelled first thing in `finish`: creations still under way then are for steps that
     /// will never run (and may be pulling an image), so they stop at once.
     cancel: CancellationToken,
-    /// The engine's events for the job's containers (exits, OOM kills), when the job has steps
-    /// in containers of their own. Dropped (and the stream closed) in `finish`.
+    /// The engine's events for the job's containers (exits, OOM kills, removals): subscribed in
+    /// `prepare` when the job has steps in containers of their own, or by the first such step;
+    /// replaced (with replay) when it broke. Dropped (and the stream closed) in `finish`.
     events: Option<Arc<JobEvents>>,
-    /// The container of the job's last step that exited by itself, which the engine may still
-    /// be tearing down and removing.
+    /// The container of the job's last step that exited by itself, which the engine (auto-
+    /// remove) or a background removal of ours may still be tearing down; the job's next
+    /// container starts once it is gone (see `settle`).
     settling: Option<String>,
 }
 
@@ -444,8 +446,14 @@ impl Inner {
                 self.untrack(step.job_id, &id);
                 self.update_job(step.job_id, |job| job.settling = Some(id));
             }
-            // Stopped (timeout, cancel), failed, or not auto-removed: remove it and wait until
-            // it is gone, so a cancelled job leaves nothing behind by the time `mc` exits.
+            // Exited by itself but not auto-removed (memory limit): removed by us, and the next
+            // container still starts only once it is gone.
+            Ok(outcome) if outcome.stopped.is_none() => {
+                self.spawn_remove(docker, step.job_id, id.clone());
+                self.update_job(step.job_id, |job| job.settling = Some(id));
+            }
+            // Stopped (timeout, cancel) or failed: remove it and wait until it is gone, so a
+            // cancelled job leaves nothing behind by the time `mc` exits.
             _ => self.spawn_remove(docker, step.job_id, id),
         }
         result

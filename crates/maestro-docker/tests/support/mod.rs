@@ -150,8 +150,9 @@ impl TestJob {
         );
     }
 
-    /// Assert that nothing of this job is left on the engine now: for stopped, cancelled and
-    /// failed steps, whose containers the executor removes before it returns.
+    /// Assert that nothing of this job is left on the engine now: for steps that were stopped,
+    /// could not run, or ran under a memory limit, whose containers the executor removes
+    /// itself (and `finish` waits for).
     pub fn assert_no_containers(&self) {
         let left = self.containers();
         assert!(
