@@ -359,6 +359,29 @@ fn docker_missing_image_with_pull_never_fails_the_step_naming_the_image() {
 }
 
 #[test]
+fn docker_engine_wanting_tls_is_refused_before_any_step_with_exit_4() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job("tls", "  - name: s\n    run: touch ran\n"),
+    );
+    let output = env
+        .mc()
+        .env("DOCKER_HOST", "tcp://127.0.0.1:2376")
+        .env("DOCKER_TLS_VERIFY", "1")
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), Some(4), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the Docker engine at tcp://127.0.0.1:2376: DOCKER_TLS_VERIFY is set, but Maestro does not speak TLS"),
+        "{stderr}"
+    );
+    assert!(!env.path().join("ran").exists());
+}
+
+#[test]
 fn docker_unreachable_engine_fails_the_job_before_any_step_with_exit_4() {
     let env = docker_env();
     let file = env.write(

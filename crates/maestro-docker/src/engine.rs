@@ -82,6 +82,10 @@ pub(crate) async fn ping(host: &str) -> Result<ClientVersion, DockerError> {
         host: host.to_owned(),
         reason,
     };
+    let tls_verify = std::env::var("DOCKER_TLS_VERIFY").ok();
+    if let Some(reason) = unsupported(host, tls_verify.as_deref()) {
+        return Err(unreachable(reason));
+    }
     let version = match tokio::time::timeout(CONNECT_TIMEOUT, ping_head(host)).await {
         Err(_) => {
             return Err(unreachable(format!(
@@ -95,6 +99,27 @@ pub(crate) async fn ping(host: &str) -> Result<ClientVersion, DockerError> {
     let agreed = negotiate(version);
     tracing::debug!(%host, engine = ?version, %agreed, "connected to the Docker engine");
     Ok(agreed)
+}
+
+/// Why the engine at `host` cannot be used, before anything is sent: Maestro speaks plain HTTP
+/// over a unix socket or TCP, so an engine that wants TLS (`DOCKER_TLS_VERIFY` set, as the
+/// docker CLI reads it) or one reached over `ssh://` is refused with what to do instead, rather
+/// than failing later with a confusing answer.
+fn unsupported(host: &str, tls_verify: Option<&str>) -> Option<String> {
+    if host.starts_with("ssh://") {
+        return Some(
+            "ssh:// engine addresses are not supported; forward the engine's socket (ssh -L /tmp/docker.sock:/var/run/docker.sock HOST) and set DOCKER_HOST=unix:///tmp/docker.sock"
+                .to_owned(),
+        );
+    }
+    let tls = tls_verify.is_some_and(|value| !value.is_empty());
+    if tls && (host.starts_with("tcp://") || host.starts_with("http://")) {
+        return Some(
+            "DOCKER_TLS_VERIFY is set, but Maestro does not speak TLS to the engine; use the engine's unix socket, or a plain tcp:// address on a trusted network"
+                .to_owned(),
+        );
+    }
+    None
 }
 
 /// Send `GET /_ping` to `host` and read the answer's head.
@@ -527,6 +552,19 @@ mod tests {
         assert!(*MAX_API_VERSION >= version(44));
         // No version in the ping: a very old engine, as the docker CLI assumes.
         assert_eq!(negotiate(None), version(24));
+    }
+
+    #[test]
+    fn tls_and_ssh_engines_are_refused_with_what_to_do() {
+        let ssh = unsupported("ssh://ci@build-host", None).unwrap();
+        assert!(ssh.contains("ssh -L"), "{ssh}");
+        let tls = unsupported("tcp://10.0.0.5:2376", Some("1")).unwrap();
+        assert!(tls.contains("DOCKER_TLS_VERIFY"), "{tls}");
+        // The docker CLI treats an empty DOCKER_TLS_VERIFY as unset; so does Maestro.
+        assert_eq!(unsupported("tcp://10.0.0.5:2375", Some("")), None);
+        assert_eq!(unsupported("tcp://10.0.0.5:2375", None), None);
+        // A unix socket never uses TLS, whatever the variable says.
+        assert_eq!(unsupported("unix:///var/run/docker.sock", Some("1")), None);
     }
 
     #[test]
