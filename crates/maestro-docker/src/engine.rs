@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -420,16 +420,7 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
             limit = CALL_TIMEOUT
                 .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
                 .max(REMOVAL_POLL);
-            let inspected = call(
-                || format!("inspect container {}", short(id)),
-                limit,
-                docker.inspect_container(
-                    id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                ),
-            )
-            .await;
-            match inspected {
+            match inspect(docker, id, limit).await {
                 Err(DockerError::Api { source, .. }) if is_not_found(&source) => return Ok(()),
                 Err(error) => return Err(error),
                 Ok(container) => {
@@ -441,6 +432,23 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
             }
         }
     }
+}
+
+/// Inspect container `id`, giving up after `limit`.
+pub(crate) async fn inspect(
+    docker: &Docker,
+    id: &str,
+    limit: Duration,
+) -> Result<ContainerInspectResponse, DockerError> {
+    call(
+        || format!("inspect container {}", short(id)),
+        limit,
+        docker.inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        ),
+    )
+    .await
 }
 
 async fn remove_once(docker: &Docker, id: &str, limit: Duration) -> Result<(), DockerError> {

@@ -17,7 +17,7 @@ use maestro_core::executor::{
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::{removed_by_engine, step_exec};
-use crate::engine::{CALL_TIMEOUT, call, kill, short};
+use crate::engine::{CALL_TIMEOUT, call, inspect, kill, short};
 use crate::error::{DockerError, is_not_found};
 use crate::events::JobEvents;
 
@@ -297,16 +297,10 @@ struct ExitState {
 }
 
 async fn inspect_state(docker: &Docker, id: &str) -> Result<ExitState, DockerError> {
-    let inspected = call(
-        || format!("inspect container {}", short(id)),
-        CALL_TIMEOUT,
-        docker.inspect_container(
-            id,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        ),
-    )
-    .await?;
-    let state = inspected.state.unwrap_or_default();
+    let state = inspect(docker, id, CALL_TIMEOUT)
+        .await?
+        .state
+        .unwrap_or_default();
     Ok(ExitState {
         exit_code: if state.running == Some(true) {
             None
