@@ -115,7 +115,7 @@ pub(crate) async fn run_container(
     tokio::pin!(stop);
     let mut open = true;
     let mut waiting = true;
-    let mut exit: Option<Option<i64>> = None;
+    let mut exit: Option<i64> = None;
     let mut stopped: Option<StopReason> = None;
     let mut kill_at: Option<Instant> = None;
     let mut give_up_at: Option<Instant> = None;
@@ -131,7 +131,7 @@ pub(crate) async fn run_container(
                 listening = false;
                 // `None`: the stream ended; the wait (or polling) answers instead.
                 if let Some(code) = died {
-                    exit = Some(Some(code));
+                    exit = Some(code);
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
             }
@@ -165,7 +165,7 @@ pub(crate) async fn run_container(
                 };
                 match code {
                     Some(code) => {
-                        exit = Some(Some(code));
+                        exit = Some(code);
                         drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                     }
                     // The wait broke off: poll the container's state instead.
@@ -199,7 +199,7 @@ pub(crate) async fn run_container(
                 // the state directly.
                 match inspect_exit(docker, id).await {
                     Ok(Some(code)) => {
-                        exit = Some(Some(code));
+                        exit = Some(code);
                         drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                     }
                     Ok(None) => status_due = Some(Instant::now() + STATUS_POLL),
@@ -226,7 +226,7 @@ pub(crate) async fn run_container(
             }
         }
     }
-    let code = exit.flatten();
+    let code = exit;
     let mut oom_killed = false;
     if code != Some(0) {
         // The `oom` event is what sets the state's flag too. A container under a memory limit
