@@ -273,6 +273,7 @@ impl Analyzer {
         }
         if self.use_parser
             && count_openers(script) <= MAX_OPENERS
+            && !here_doc_in_expansion(script)
             && let Some(program) = parse_program(script)
         {
             self.walk_program(&program, scope, depth);
@@ -287,6 +288,22 @@ impl Analyzer {
         let mut child = parent.clone();
         self.analyse_script(script, &mut child, depth);
     }
+}
+
+/// Whether `script` may hold a here-document inside a `$(…)`, `$((…))` or `$[…]` expansion:
+/// it has both an expansion opener and a `<<` that is not `<<<`, anywhere, quoted or not.
+///
+/// Why: `brush-parser` 0.4 tokenizes those expansions in a loop that, for some malformed
+/// here-documents in them, never ends and allocates without bound (`$(<< >#`, seven bytes,
+/// took 24 GiB before the kernel killed the process). Such scripts go to the fallback
+/// tokenizer instead, which is iterative and bounded. Over-approximating costs only precision
+/// on scripts that mix the two.
+fn here_doc_in_expansion(script: &str) -> bool {
+    let expansion = script.contains("$(") || script.contains("$[");
+    expansion
+        && script
+            .match_indices("<<")
+            .any(|(at, _)| script.as_bytes().get(at + 2) != Some(&b'<'))
 }
 
 fn parse_program(script: &str) -> Option<brush_parser::ast::Program> {

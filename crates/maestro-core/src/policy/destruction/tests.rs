@@ -731,3 +731,32 @@ proptest! {
         let _ = analyse_shell(&format!("sh -c {script:?}"));
     }
 }
+
+/// Inputs on which `brush-parser` 0.4 loops without bound, allocating (found by the proptest
+/// above; the first took 24 GiB before the kernel killed the test). They must end, denied.
+#[test]
+fn here_documents_in_expansions_that_run_the_parser_away_are_denied() {
+    for script in [
+        "$(<< >#",
+        "{a,b}$($(sh'DROP TABLE-rf\"<<for<<<evalesac$'<<;in$(>$\n\\if>>|{a,b}rm/;fi$(($X >$(($((xargs;eval;;incase{a,b}$(($HOME-c<(;esacf()ü then<<$(($((<<xargs$HOME{a,b}",
+    ] {
+        let findings = analyse_shell(script);
+        assert!(
+            rules(&findings).contains(&"unparseable"),
+            "{script:?}: {findings:?}"
+        );
+    }
+}
+
+#[test]
+fn here_documents_in_substitutions_are_still_analysed() {
+    let benign = "v=$(cat <<EOF\nhello\nEOF\n)\necho \"$v\"";
+    assert_eq!(analyse_shell(benign), Vec::new(), "{benign:?}");
+    let inside = "v=$(sh <<EOF\nrm -rf /\nEOF\n)";
+    assert!(
+        !analyse_shell(inside).is_empty(),
+        "{inside:?} was not denied"
+    );
+    let after = "v=$(cat <<EOF\nhello\nEOF\n)\nrm -rf /";
+    assert_eq!(rules(&analyse_shell(after)), vec!["rm-root"], "{after:?}");
+}
