@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::JobId;
 pub use crate::output::{StepOutput, Stream};
-use crate::spec::{Network, PullPolicy};
+pub use crate::plan::Containment;
+use crate::spec::{HostAccess, Isolation, Network, PullPolicy};
 use crate::trace::TraceId;
 
 /// What a step runs.
@@ -127,6 +128,12 @@ pub struct StepRequest {
     pub reuse_container: bool,
     /// The step's plugin settings, an object, handed to plugins verbatim.
     pub with: Option<serde_json::Value>,
+    /// How a local step is contained (the step's `isolation`, else the job's, else sandbox).
+    pub isolation: Isolation,
+    /// Absolute paths a sandboxed step may write besides its workspace and `/tmp`.
+    pub writable_paths: Vec<PathBuf>,
+    /// Host resources a sandboxed step may see although they are hidden by default.
+    pub host_access: Vec<HostAccess>,
 }
 
 /// Why a step was asked to stop before it finished.
@@ -194,6 +201,68 @@ pub struct StepOutcome {
     pub stopped: Option<StopReason>,
     /// The step was killed for exceeding its memory limit.
     pub oom_killed: bool,
+    /// How the executor made sure nothing of the step was left behind; `None` when it cannot
+    /// tell (a plugin that does not report it).
+    pub teardown: Option<Teardown>,
+}
+
+/// How an executor checked that a step left nothing behind, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Teardown {
+    /// What was checked.
+    pub method: TeardownMethod,
+    /// True when the check found nothing of the step remaining.
+    pub verified: bool,
+    /// What remained after the step was killed, one line each (`pid 123 (sleep)`, a container
+    /// id); empty when verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining: Vec<String>,
+}
+
+impl Teardown {
+    /// A teardown checked by `method` that found nothing left.
+    pub fn verified(method: TeardownMethod) -> Self {
+        Self {
+            method,
+            verified: true,
+            remaining: Vec::new(),
+        }
+    }
+
+    /// A teardown checked by `method` that found `remaining` still there after the kill.
+    pub fn failed(method: TeardownMethod, remaining: Vec<String>) -> Self {
+        Self {
+            method,
+            verified: false,
+            remaining,
+        }
+    }
+}
+
+/// How a step's teardown was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeardownMethod {
+    /// A sandboxed step: its PID namespace ended, and no process of it remains.
+    PidNamespace,
+    /// An `isolation: none` step: its process group is empty.
+    ProcessGroup,
+    /// A container step: the engine reports the container removed.
+    ContainerRemoved,
+    /// A plugin reported its task's process group empty.
+    PluginReported,
+}
+
+impl TeardownMethod {
+    /// A few words for people: `pid namespace gone`, `process group empty` …
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::PidNamespace => "pid namespace gone",
+            Self::ProcessGroup => "process group empty",
+            Self::ContainerRemoved => "container removed",
+            Self::PluginReported => "plugin reported its task's processes gone",
+        }
+    }
 }
 
 impl StepOutcome {
@@ -254,6 +323,13 @@ pub trait Executor: Send + Sync {
     /// Check a step's settings without side effects, before anything is stored or run.
     fn check_step(&self, _step: &StepRequest) -> Result<(), ExecutorError> {
         Ok(())
+    }
+
+    /// How this executor contains `step`: handed to policy as data, so that what static
+    /// analysis cannot prove harmless is allowed only where the kernel or an engine contains
+    /// it. The default is the safe answer: not contained.
+    fn containment(&self, _step: &StepRequest) -> Containment {
+        Containment::None
     }
 
     /// Get ready for a job whose steps for this executor are `steps` (in order): connect to the

@@ -7,8 +7,9 @@
 //! * [`policy::evaluate_policies`] is the only policy entry point: every policy, every verdict.
 //! * [`state::StateStore`] records a job's transitions append-only; [`state::FileStore`] keeps them
 //!   under `var/maestro`, [`audit::AuditLog`] appends the audit trail next to them.
-//! * [`executor::Executor`] is the boundary every runtime implements; [`local::LocalExecutor`] runs
-//!   steps as local process groups, and [`executor::ExecutorRegistry`] maps runtime names to executors.
+//! * [`executor::Executor`] is the boundary every runtime implements (the local, Docker and plugin
+//!   executors live in crates of their own), and [`executor::ExecutorRegistry`] maps runtime
+//!   names to executors.
 //! * [`runner::Runner`] ties them together: validate, persist, evaluate, run, record.
 //!
 //! This crate knows no container engine and no plugin: those are executors in crates of their own.
@@ -16,7 +17,7 @@
 
 pub mod audit;
 pub mod executor;
-pub mod local;
+pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod policy;

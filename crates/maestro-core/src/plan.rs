@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::JobId;
 use crate::executor::{CommandLine, ContainerSettings, StepRequest};
 use crate::spec::{JobSpec, parse_memory};
@@ -11,6 +13,41 @@ use crate::trace::TraceId;
 
 /// The runtime of steps that name none, when neither the request nor the spec names one.
 pub const DEFAULT_RUNTIME: &str = "local";
+
+/// How the executor that runs a step contains it. Policy reads this as data (it never learns
+/// which executor runs a step): code nobody can read is allowed only inside containment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Containment {
+    /// A local step in Maestro's kernel sandbox.
+    Sandbox,
+    /// A container run by an engine (or a plugin that declares its steps contained).
+    Container,
+    /// Nothing contains it: `isolation: none`, or a plugin whose steps run on a bare host.
+    None,
+}
+
+impl Containment {
+    /// Whether anything contains the step.
+    pub fn is_contained(self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
+
+/// One step of the resolved plan, as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// The step's name.
+    pub name: String,
+    /// The runtime that runs it (a name, nothing more).
+    pub runtime: String,
+    /// How it is contained.
+    pub containment: Containment,
+    /// The absolute paths it asks to write besides its workspace (sandboxed steps).
+    pub writable_paths: Vec<PathBuf>,
+    /// The hidden host resources it asks to see (sandboxed steps).
+    pub host_access: Vec<crate::spec::HostAccess>,
+}
 
 /// Request-wide choices that shape a plan.
 #[derive(Debug, Clone)]
@@ -56,6 +93,16 @@ pub fn plan_steps(
             env.insert("TRACE_ID".to_owned(), trace_id.to_string());
             env.insert("MAESTRO_JOB_ID".to_owned(), job_id.to_string());
             env.insert("MAESTRO_STEP".to_owned(), step.name.clone());
+            let writable_paths = spec
+                .writable_paths
+                .iter()
+                .chain(&step.writable_paths)
+                .map(|path| workspace.join(path))
+                .collect();
+            let mut host_access: Vec<_> =
+                spec.host_access.iter().chain(&step.host_access).copied().collect();
+            host_access.sort_unstable();
+            host_access.dedup();
             let runtime = step
                 .runtime
                 .clone()
@@ -88,6 +135,9 @@ pub fn plan_steps(
                 },
                 reuse_container: spec.reuse_container,
                 with: step.with.clone(),
+                isolation: step.isolation.or(spec.isolation).unwrap_or_default(),
+                writable_paths,
+                host_access,
             }
         })
         .collect()

@@ -22,7 +22,7 @@ use crate::executor::{
     UnknownRuntime,
 };
 use crate::output::{OutputObserver, StepOutput};
-use crate::plan::{PlanOptions, plan_steps};
+use crate::plan::{PlanOptions, PlannedStep, plan_steps};
 use crate::policy::{PolicyConfig, PolicyReport, evaluate_policies};
 use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
@@ -108,6 +108,8 @@ pub enum FailureKind {
     InvalidStep,
     /// An executor's backend could not be used (engine unreachable, plugin will not start).
     ExecutorUnavailable,
+    /// A step left something behind that could not be removed: the job cannot have succeeded.
+    TeardownFailed,
 }
 
 /// The outcome of a submitted job.
@@ -151,6 +153,8 @@ struct Admitted {
     spec: JobSpec,
     steps: Vec<StepRequest>,
     executors: Vec<Arc<dyn Executor>>,
+    /// The plan as policy reads it: each step's runtime and how its executor contains it.
+    plan: Vec<PlannedStep>,
 }
 
 impl Runner {
@@ -185,24 +189,33 @@ impl Runner {
         };
         let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
         let mut executors = Vec::with_capacity(steps.len());
+        let mut plan = Vec::with_capacity(steps.len());
         for step in &steps {
             let executor = self.registry.resolve(&step.runtime)?;
             executor
                 .check_step(step)
                 .map_err(|error| RunError::InvalidStep(error.to_string()))?;
+            plan.push(PlannedStep {
+                name: step.name.clone(),
+                runtime: step.runtime.clone(),
+                containment: executor.containment(step),
+                writable_paths: step.writable_paths.clone(),
+                host_access: step.host_access.clone(),
+            });
             executors.push(executor);
         }
         Ok(Admitted {
             spec,
             steps,
             executors,
+            plan,
         })
     }
 
     /// Parse, validate and evaluate every policy, storing and running nothing.
     pub fn validate(&self, request: &SubmitRequest) -> Result<Validation, RunError> {
         let admitted = self.admit(request, JobId::nil())?;
-        let policies = evaluate_policies(&admitted.spec, &self.config.policy);
+        let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
         Ok(Validation {
             spec: admitted.spec,
             policies,
@@ -327,13 +340,14 @@ impl JobRun<'_> {
             spec,
             steps,
             executors,
+            plan,
         } = admitted;
         self.record(
             JobState::Submitted,
             json!({ "source": self.meta.source, "spec_file": self.meta.spec_file }),
         )?;
 
-        let policies = evaluate_policies(&spec, &self.runner.config.policy);
+        let policies = evaluate_policies(&spec, &plan, &self.runner.config.policy);
         let decisions: Vec<AuditRecord> = policies
             .verdicts
             .iter()
@@ -445,6 +459,9 @@ impl JobRun<'_> {
                         record.error.clone().unwrap_or_default(),
                     ))
                 }
+                StepStatus::TeardownFailed => {
+                    failure = Some((FailureKind::TeardownFailed, describe(&record)))
+                }
                 _ => {
                     failure = Some((
                         FailureKind::StepFailed,
@@ -547,6 +564,13 @@ impl JobRun<'_> {
                 "step.finished",
                 serde_json::to_value(&record).unwrap_or_default(),
             )?;
+            if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
+                tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
+                self.audit(
+                    "step.teardown_failed",
+                    json!({ "step": step.name, "teardown": teardown }),
+                )?;
+            }
             tracing::info!(
                 status = status_name(record.status),
                 duration_ms,
@@ -564,12 +588,19 @@ fn apply_outcome(record: &mut StepRecord, outcome: &StepOutcome) {
     record.signal = outcome.signal;
     record.oom_killed = outcome.oom_killed;
     record.timed_out = outcome.stopped == Some(StopReason::TimedOut);
+    record.teardown = outcome.teardown.clone();
     record.status = match outcome.stopped {
         Some(StopReason::TimedOut) => StepStatus::TimedOut,
         Some(StopReason::Cancelled) => StepStatus::Cancelled,
         None if outcome.succeeded() => StepStatus::Succeeded,
         None => StepStatus::Failed,
     };
+    // A step that left something behind did not succeed, whatever its exit code said.
+    if record.status == StepStatus::Succeeded
+        && outcome.teardown.as_ref().is_some_and(|t| !t.verified)
+    {
+        record.status = StepStatus::TeardownFailed;
+    }
 }
 
 /// The name of a step status as recorded, e.g. `timed_out`.
@@ -581,6 +612,7 @@ pub fn status_name(status: StepStatus) -> &'static str {
         StepStatus::Cancelled => "cancelled",
         StepStatus::Error => "error",
         StepStatus::Skipped => "skipped",
+        StepStatus::TeardownFailed => "teardown_failed",
     }
 }
 
@@ -599,6 +631,13 @@ pub fn describe(record: &StepRecord) -> String {
     };
     if record.oom_killed {
         text.push_str(" (out of memory)");
+    }
+    if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
+        text.push_str(&format!(
+            "; teardown failed ({} not confirmed), still there: {}",
+            teardown.method.describe(),
+            teardown.remaining.join(", ")
+        ));
     }
     text
 }

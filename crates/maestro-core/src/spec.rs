@@ -46,6 +46,18 @@ pub struct JobSpec {
     /// container kept for the job, instead of one container per step.
     #[serde(default)]
     pub reuse_container: bool,
+    /// How local steps are contained: `sandbox` (the default) or `none`. A step may override it.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// Paths a sandboxed local step may write besides its workspace and private `/tmp` (e.g. a
+    /// build cache); relative paths are taken from the workspace. Steps add their own.
+    #[serde(default)]
+    pub writable_paths: Vec<String>,
+    /// Host resources a sandboxed local step may see although the sandbox hides them by default
+    /// (the Docker socket, credential directories); policy `sandbox-limits` decides which are
+    /// acceptable. Steps add their own.
+    #[serde(default)]
+    pub host_access: Vec<HostAccess>,
     /// The steps, run in order.
     pub steps: Vec<StepSpec>,
 }
@@ -112,6 +124,92 @@ pub struct StepSpec {
     /// Settings handed verbatim to a plugin executor; core checks only that it is an object.
     #[serde(default)]
     pub with: Option<serde_json::Value>,
+    /// This step's containment, overriding the job's `isolation`.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// Paths this step may write besides those the job lists.
+    #[serde(default)]
+    pub writable_paths: Vec<String>,
+    /// Host resources this step may see besides those the job lists.
+    #[serde(default)]
+    pub host_access: Vec<HostAccess>,
+}
+
+/// How a local step is contained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// In a kernel sandbox: read-only host, private `/tmp` and `/dev`, own PID namespace, no
+    /// capabilities, seccomp; see `docs/sandbox.md`.
+    #[default]
+    Sandbox,
+    /// On the bare host, in a process group of its own: the explicit opt-out.
+    None,
+}
+
+/// A host resource that the sandbox hides unless a spec asks for it by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostAccess {
+    /// The Docker, containerd and podman sockets: whoever talks to them is root on the host.
+    DockerSocket,
+    /// `~/.docker` (registry credentials).
+    DockerConfig,
+    /// `~/.ssh`.
+    Ssh,
+    /// `~/.aws`.
+    Aws,
+    /// `~/.kube`.
+    Kube,
+    /// `~/.config/gcloud`.
+    Gcloud,
+    /// `~/.azure`.
+    Azure,
+    /// `~/.gnupg`.
+    Gnupg,
+    /// `~/.config/gh`.
+    GithubCli,
+    /// `~/.netrc`.
+    Netrc,
+    /// `~/.git-credentials`.
+    GitCredentials,
+    /// `~/.pgpass`.
+    Pgpass,
+    /// `~/.cargo/credentials.toml` and `~/.cargo/credentials`.
+    CargoCredentials,
+    /// `~/.pypirc`.
+    Pypi,
+    /// `~/.vault-token`.
+    Vault,
+}
+
+impl HostAccess {
+    /// The name a spec uses, e.g. `docker-socket`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DockerSocket => "docker-socket",
+            Self::DockerConfig => "docker-config",
+            Self::Ssh => "ssh",
+            Self::Aws => "aws",
+            Self::Kube => "kube",
+            Self::Gcloud => "gcloud",
+            Self::Azure => "azure",
+            Self::Gnupg => "gnupg",
+            Self::GithubCli => "github-cli",
+            Self::Netrc => "netrc",
+            Self::GitCredentials => "git-credentials",
+            Self::Pgpass => "pgpass",
+            Self::CargoCredentials => "cargo-credentials",
+            Self::Pypi => "pypi",
+            Self::Vault => "vault",
+        }
+    }
+}
+
+impl fmt::Display for HostAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A container step's network.
@@ -288,6 +386,18 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         ));
     }
     check_env("env", &spec.env, &mut problems);
+    for (field, value) in [
+        ("owner", spec.owner.as_deref()),
+        ("environment", spec.environment.as_deref()),
+        (
+            "approval.approved_by",
+            spec.approval.as_ref().map(|a| a.approved_by.as_str()),
+        ),
+    ] {
+        if let Some(problem) = value.and_then(crate::identity::check) {
+            problems.push(format!("{field} {:?} {problem}", truncate(value.unwrap_or_default())));
+        }
+    }
     if let Some(workdir) = &spec.workdir
         && (workdir.is_empty() || workdir.contains('\0'))
     {
@@ -296,6 +406,7 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     if let Some(runtime) = &spec.runtime {
         check_runtime_name("runtime", runtime, &mut problems);
     }
+    check_paths("writable_paths", &spec.writable_paths, &mut problems);
     if spec.steps.is_empty() {
         problems.push("steps must list at least one step".to_owned());
     }
@@ -383,6 +494,11 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         {
             problems.push(format!("{at}.workdir must be a non-empty path"));
         }
+        check_paths(
+            &format!("{at}.writable_paths"),
+            &step.writable_paths,
+            &mut problems,
+        );
     }
     if problems.is_empty() {
         Ok(())
@@ -424,6 +540,26 @@ fn check_env(at: &str, env: &BTreeMap<String, String>, problems: &mut Vec<String
         }
         if value.contains('\0') {
             problems.push(format!("{at}.{name} contains a NUL byte"));
+        }
+    }
+}
+
+/// The most `writable_paths` entries a job or step may list.
+const MAX_WRITABLE_PATHS: usize = 64;
+
+fn check_paths(at: &str, paths: &[String], problems: &mut Vec<String>) {
+    if paths.len() > MAX_WRITABLE_PATHS {
+        problems.push(format!(
+            "{at} lists {} paths; at most {MAX_WRITABLE_PATHS} are allowed",
+            paths.len()
+        ));
+    }
+    for path in paths {
+        if path.is_empty() || path.contains('\0') || path.len() > 4096 {
+            problems.push(format!(
+                "{at}: {:?} must be a non-empty path of at most 4096 bytes",
+                truncate(path)
+            ));
         }
     }
 }

@@ -141,6 +141,8 @@ pub enum StepStatus {
     Error,
     /// Not run, because an earlier step did not succeed.
     Skipped,
+    /// It ended, but something of it remained after it was killed (see its `teardown`).
+    TeardownFailed,
 }
 
 /// The recorded result of one step.
@@ -170,6 +172,10 @@ pub struct StepRecord {
     pub output_bytes: u64,
     /// The executor's error, when it could not run the step.
     pub error: Option<String>,
+    /// How the executor verified that nothing of the step was left behind (absent when it
+    /// cannot tell, and for skipped steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<crate::executor::Teardown>,
 }
 
 impl StepRecord {
@@ -188,6 +194,7 @@ impl StepRecord {
             finished_at: None,
             output_bytes: 0,
             error: None,
+            teardown: None,
         }
     }
 }

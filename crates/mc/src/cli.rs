@@ -65,6 +65,10 @@ pub(crate) struct PolicyArgs {
         value_name = "SECONDS"
     )]
     pub(crate) max_step_timeout: u64,
+    /// Hidden host resources a sandboxed step may ask for with host_access (comma separated, or
+    /// `none`); every one but docker-socket by default
+    #[arg(long, env = "MAESTRO_ALLOWED_HOST_ACCESS", value_name = "NAMES")]
+    pub(crate) allowed_host_access: Option<String>,
 }
 
 #[derive(Debug, Args)]

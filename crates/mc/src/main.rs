@@ -6,10 +6,12 @@ mod exit;
 mod printer;
 mod registry;
 mod settings;
+mod shim;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    shim::run_if_requested();
     let cli = cli::Cli::parse();
     let diagnostics = settings::install_tracing(cli.global.verbose);
     let code = match commands::dispatch(cli) {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::executor::ExecutorRegistry;
-use maestro_core::local::LocalExecutor;
+use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_docker::DockerExecutor;
 use maestro_plugin_host::PluginProvider;
 
@@ -14,7 +14,14 @@ use crate::commands::plugin_dirs;
 /// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
 pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
-    registry.register("local", Arc::new(LocalExecutor::new()));
+    let local = LocalConfig {
+        sandbox_shim: Some((
+            crate::shim::program(),
+            vec![crate::shim::ARGUMENT.to_owned()],
+        )),
+        protected_paths: vec![state_root.to_path_buf()],
+    };
+    registry.register("local", Arc::new(LocalExecutor::new(local)));
     registry.register("docker", Arc::new(DockerExecutor::new()));
     registry.add_provider(Box::new(PluginProvider::new(plugin_dirs(state_root))));
     registry

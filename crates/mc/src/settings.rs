@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use maestro_core::policy::PolicyConfig;
-use maestro_core::spec::MAX_TIMEOUT_SECONDS;
+use maestro_core::spec::{HostAccess, MAX_TIMEOUT_SECONDS};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,7 +37,7 @@ pub(crate) fn current_dir() -> Result<PathBuf, Failure> {
         .map_err(|error| Failure::system(format!("cannot read the current directory: {error}")))
 }
 
-pub(crate) fn policy(args: &PolicyArgs) -> Result<PolicyConfig, Failure> {
+pub(crate) fn policy(args: &PolicyArgs, state_root: &Path) -> Result<PolicyConfig, Failure> {
     for (name, seconds) in [
         ("--max-step-timeout", args.max_step_timeout),
         ("--default-step-timeout", args.default_step_timeout),
@@ -48,9 +48,26 @@ pub(crate) fn policy(args: &PolicyArgs) -> Result<PolicyConfig, Failure> {
             )));
         }
     }
+    let allowed_host_access = match args.allowed_host_access.as_deref().map(str::trim) {
+        None => PolicyConfig::default_host_access(),
+        Some("none" | "") => Default::default(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                serde_json::from_value::<HostAccess>(serde_json::Value::from(name)).map_err(|_| {
+                    Failure::usage(format!("--allowed-host-access: unknown host resource {name:?}"))
+                        .hint("names are those of a spec's host_access, e.g. ssh,aws,docker-socket; see docs/sandbox.md")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
     Ok(PolicyConfig {
         default_step_timeout: Duration::from_secs(args.default_step_timeout),
         max_step_timeout: Duration::from_secs(args.max_step_timeout),
+        allowed_host_access,
+        // No step may make the state root writable: it holds every job's history.
+        protected_paths: vec![state_root.to_path_buf()],
     })
 }
 

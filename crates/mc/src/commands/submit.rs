@@ -18,7 +18,7 @@ use crate::settings;
 pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
     let state_root = settings::state_root(global)?;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy)?,
+        policy: settings::policy(&args.policy, &state_root)?,
         stop_grace: settings::stop_grace(args.stop_grace)?,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;

@@ -10,7 +10,7 @@ use crate::{printer, settings};
 pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failure> {
     let state_root = settings::state_root(global)?;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy)?,
+        policy: settings::policy(&args.policy, &state_root)?,
         ..RunnerConfig::default()
     };
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
@@ -31,6 +31,9 @@ pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failu
                 }
                 for reason in &verdict.reasons {
                     text.push_str(&format!("denied   {}: {reason}\n", verdict.policy));
+                }
+                for note in &verdict.notes {
+                    text.push_str(&format!("note     {}: {note}\n", verdict.policy));
                 }
             }
             text.push_str(&format!(

@@ -1,4 +1,9 @@
-//! The local executor: each step is a process group on this machine.
+//! The `local` runtime: steps on this machine, contained by the kernel sandbox by default.
+//!
+//! A step with `isolation: sandbox` (the default) runs through `maestro-sandbox`: read-only host,
+//! private `/tmp` and `/dev`, its own PID namespace (teardown the kernel guarantees), no
+//! capabilities, Landlock and seccomp. A step with `isolation: none` runs on the bare host in a
+//! process group of its own. Either way the step's result says how its teardown was verified.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -10,11 +15,16 @@ use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until};
 
-use crate::JobId;
-use crate::executor::{
-    Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest, StopReason, Stream,
+use maestro_core::JobId;
+use maestro_core::executor::{
+    Containment, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
+    StopReason, Stream, Teardown, TeardownMethod,
 };
-use crate::output::FLUSH_WITHIN;
+use maestro_core::output::FLUSH_WITHIN;
+use maestro_core::spec::Isolation;
+
+mod leftovers;
+mod sandboxed;
 
 /// How long output is still read after a step's process exited and its group was killed. Only a
 /// process that escaped the group (with `setsid`) can hold the pipes open that long.
@@ -23,15 +33,31 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// The size asked for a step's stdout pipe, and of the buffer it is read with.
 const PIPE_BYTES: usize = 1024 * 1024;
 
+/// How long the process group of an `isolation: none` step may take to empty after its kill
+/// before what is left is reported as a failed teardown.
+const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(500);
+
 /// Runs steps with `tokio::process`, each in a process group of its own so that a timeout or a
 /// cancel can signal the step and every process it started.
 #[derive(Debug, Default, Clone)]
-pub struct LocalExecutor;
+pub struct LocalExecutor {
+    config: LocalConfig,
+}
+
+/// What the local executor needs from its host program.
+#[derive(Debug, Default, Clone)]
+pub struct LocalConfig {
+    /// The program that sets up the sandbox and its leading arguments (`mc` itself, with its
+    /// hidden shim argument). Without one, sandboxed steps are refused before anything runs.
+    pub sandbox_shim: Option<(PathBuf, Vec<String>)>,
+    /// Paths no step may ever write, even inside its workspace: Maestro's state root.
+    pub protected_paths: Vec<PathBuf>,
+}
 
 impl LocalExecutor {
     /// A local executor.
-    pub fn new() -> Self {
-        Self
+    pub fn new(config: LocalConfig) -> Self {
+        Self { config }
     }
 }
 
@@ -65,22 +91,24 @@ fn resolve_workdir(step: &StepRequest) -> PathBuf {
     }
 }
 
-/// The job a process belongs to, read from the `MAESTRO_JOB_ID` every step inherits.
-fn process_job(pid: i32) -> Option<JobId> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    environ
-        .split(|&b| b == 0)
-        .find_map(|entry| entry.strip_prefix(b"MAESTRO_JOB_ID="))
-        .and_then(|value| std::str::from_utf8(value).ok())
-        .and_then(|value| JobId::try_parse(value).ok())
-}
-
 #[async_trait]
 impl Executor for LocalExecutor {
     fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
         let mut refused = step.container.fields_set();
         if step.with.is_some() {
             refused.push("with");
+        }
+        match step.isolation {
+            // The sandbox gives a step its own network namespace on request.
+            Isolation::Sandbox => refused.retain(|field| *field != "network"),
+            Isolation::None => {
+                if !step.writable_paths.is_empty() {
+                    refused.push("writable_paths (only sandboxed steps have read-only hosts)");
+                }
+                if !step.host_access.is_empty() {
+                    refused.push("host_access (only sandboxed steps hide host resources)");
+                }
+            }
         }
         if refused.is_empty() {
             Ok(())
@@ -95,29 +123,39 @@ impl Executor for LocalExecutor {
         }
     }
 
+    fn containment(&self, step: &StepRequest) -> Containment {
+        match step.isolation {
+            Isolation::Sandbox => Containment::Sandbox,
+            Isolation::None => Containment::None,
+        }
+    }
+
+    /// Sandboxed steps need kernel support: checked before the job runs anything, so that a
+    /// machine without it fails closed with one line instead of running a step less contained
+    /// than its record says.
+    async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        if steps.iter().any(|step| step.isolation == Isolation::Sandbox) {
+            sandboxed::check(&self.config)?;
+        }
+        Ok(())
+    }
+
     /// Processes of a dead `mc`'s steps keep running in their own groups; they are found by
     /// the `MAESTRO_JOB_ID` in their environment (which `/proc` shows) and killed.
     async fn collect_garbage(
         &self,
         is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
     ) -> Result<Vec<String>, ExecutorError> {
-        let own = std::process::id();
-        let entries = std::fs::read_dir("/proc").map_err(|error| ExecutorError::Unavailable {
-            message: format!("cannot list processes in /proc: {error}"),
-        })?;
+        if !std::path::Path::new("/proc/self").exists() {
+            return Err(ExecutorError::Unavailable {
+                message: "cannot list processes: /proc is not mounted".to_owned(),
+            });
+        }
         let mut removed = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid as u32 == own {
-                continue;
-            }
-            let Some(job_id) = process_job(pid) else {
+        // A sandboxed step's shim carries the job in its environment too; killing it takes the
+        // step's PID namespace down with it.
+        for pid in leftovers::pids() {
+            let Some((job_id, _)) = leftovers::process_step(pid) else {
                 continue;
             };
             if is_live(job_id) {
@@ -159,11 +197,22 @@ impl Executor for LocalExecutor {
                 ),
             });
         }
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
+        let (mut command, mut sandbox) = match step.isolation {
+            Isolation::None => {
+                let mut command = tokio::process::Command::new(program);
+                command
+                    .args(args)
+                    .current_dir(&workdir)
+                    .stdin(Stdio::null());
+                (command, None)
+            }
+            Isolation::Sandbox => {
+                let (command, control) = sandboxed::command(&self.config, step, &argv, &workdir)?;
+                (command, Some(control))
+            }
+        };
+        let mut child = command
             .envs(&step.env)
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -178,6 +227,11 @@ impl Executor for LocalExecutor {
                 .and_then(|pid| i32::try_from(pid).ok())
                 .and_then(Pid::from_raw),
         );
+        if let Some(control) = sandbox.as_mut() {
+            // Nothing of the step runs until the sandbox is complete; a sandbox that cannot be
+            // built fails the step as a system error, and the group guard removes the shim.
+            sandboxed::started(control, step).await?;
+        }
         tracing::debug!(step = %step.name, pid = ?child.id(), "local step started");
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
         else {
@@ -251,13 +305,19 @@ impl Executor for LocalExecutor {
                 }
             }
         }
+        let pgid = group.0;
         group.disarm();
+        let teardown = match sandbox {
+            Some(control) => sandboxed::teardown(control, step).await,
+            None => leftovers::verify_group(pgid, step.job_id, &step.name).await,
+        };
         let status = status.unwrap_or_default();
         Ok(StepOutcome {
             exit_code: status.code(),
             signal: status.signal(),
             stopped,
             oom_killed: false,
+            teardown: Some(teardown),
         })
     }
 }

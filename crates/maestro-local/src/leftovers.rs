@@ -1,0 +1,143 @@
+//! What an `isolation: none` step left behind: its process group, and processes that carry its
+//! job and step in their environment but left the group (`setsid`, double forks).
+//!
+//! Without a PID namespace nothing guarantees that a bare step's processes die with it; this
+//! module checks, kills what remains and says what it found, so that the step's record is true.
+
+use std::time::Duration;
+
+use maestro_core::JobId;
+use maestro_core::executor::{Teardown, TeardownMethod};
+use rustix::process::{Pid, Signal, kill_process, test_kill_process_group};
+
+use crate::GROUP_EMPTY_WITHIN;
+
+/// One process seen in `/proc`.
+pub(crate) struct Process {
+    pub(crate) pid: i32,
+    /// Its command name (`comm`), control characters removed.
+    pub(crate) command: String,
+    /// Its process group.
+    pub(crate) group: i32,
+    /// Whether it is a zombie: dead, waiting for its parent to reap it, harmless.
+    pub(crate) zombie: bool,
+}
+
+impl Process {
+    fn read(pid: i32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses, so split at the
+        // last `)`.
+        let close = stat.rfind(')')?;
+        let open = stat.find('(')?;
+        let command: String = stat
+            .get(open + 1..close)?
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let mut rest = stat.get(close + 2..)?.split(' ');
+        let state = rest.next()?;
+        let _parent = rest.next()?;
+        let group = rest.next()?.parse().ok()?;
+        Some(Self {
+            pid,
+            command,
+            group,
+            zombie: state == "Z" || state == "X",
+        })
+    }
+
+    /// `pid 123 (sleep)`.
+    pub(crate) fn describe(&self) -> String {
+        format!("pid {} ({})", self.pid, self.command)
+    }
+}
+
+/// Every process id in `/proc` but our own.
+pub(crate) fn pids() -> Vec<i32> {
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| u32::try_from(pid).ok() != Some(own))
+        .collect()
+}
+
+/// The job and step a process belongs to, read from the `MAESTRO_JOB_ID` and `MAESTRO_STEP`
+/// every local step inherits.
+pub(crate) fn process_step(pid: i32) -> Option<(JobId, String)> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = |name: &[u8]| {
+        environ
+            .split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(name))
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .map(str::to_owned)
+    };
+    let job = JobId::try_parse(&value(b"MAESTRO_JOB_ID=")?).ok()?;
+    Some((job, value(b"MAESTRO_STEP=").unwrap_or_default()))
+}
+
+/// Live (non-zombie) members of process group `group`.
+fn group_members(group: i32) -> Vec<Process> {
+    pids()
+        .into_iter()
+        .filter_map(Process::read)
+        .filter(|process| process.group == group && !process.zombie)
+        .collect()
+}
+
+/// After an `isolation: none` step's group was killed: wait for the group to empty, kill and
+/// report what stays, and find the step's processes that escaped the group.
+pub(crate) async fn verify_group(group: Option<Pid>, job_id: JobId, step: &str) -> Teardown {
+    let mut remaining = Vec::new();
+    if let Some(group) = group {
+        let deadline = tokio::time::Instant::now() + GROUP_EMPTY_WITHIN;
+        loop {
+            // ESRCH: no process, not even a zombie, is left in the group.
+            if test_kill_process_group(group).is_err() {
+                break;
+            }
+            let members = group_members(group.as_raw_nonzero().get());
+            if members.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for member in members {
+                    if let Some(pid) = Pid::from_raw(member.pid) {
+                        let _ = kill_process(pid, Signal::KILL);
+                    }
+                    remaining.push(format!("{} in the step's process group", member.describe()));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for pid in pids() {
+        let Some((job, name)) = process_step(pid) else {
+            continue;
+        };
+        if job != job_id || name != step {
+            continue;
+        }
+        let Some(process) = Process::read(pid).filter(|process| !process.zombie) else {
+            continue;
+        };
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        remaining.push(format!(
+            "{} left the step's process group (killed now)",
+            process.describe()
+        ));
+    }
+    if remaining.is_empty() {
+        Teardown::verified(TeardownMethod::ProcessGroup)
+    } else {
+        Teardown::failed(TeardownMethod::ProcessGroup, remaining)
+    }
+}
