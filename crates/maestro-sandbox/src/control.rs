@@ -19,6 +19,8 @@ pub struct Control {
     state: State,
     plan: Vec<u8>,
     pid_namespace_inode: Option<u64>,
+    /// The setup failure already reported, returned again by `finish`.
+    setup: Option<String>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,7 @@ pub fn command(
             state: State::Std(ours),
             plan: line,
             pid_namespace_inode: None,
+            setup: None,
         },
     ))
 }
@@ -143,7 +146,10 @@ impl Control {
                 self.pid_namespace_inode = Some(pid_namespace_inode);
                 Ok(())
             }
-            Some(Message::Setup { message }) => Err(SandboxError::Setup { message }),
+            Some(Message::Setup { message }) => {
+                self.setup = Some(message.clone());
+                Err(SandboxError::Setup { message })
+            }
             Some(Message::Finished(_)) => Err(SandboxError::Protocol {
                 message: "the shim finished before it started".to_owned(),
             }),
@@ -160,6 +166,9 @@ impl Control {
     /// Call it once the shim has exited or is exiting; a shim that was killed has no report
     /// ([`SandboxError::Vanished`]).
     pub async fn finish(mut self) -> Result<Report, SandboxError> {
+        if let Some(message) = self.setup.take() {
+            return Err(SandboxError::Setup { message });
+        }
         self.send_plan().await?;
         loop {
             match self.next_message().await? {

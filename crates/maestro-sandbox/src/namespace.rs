@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -31,7 +32,10 @@ pub(crate) fn run_init(plan: &SandboxPlan, environment: &HostEnvironment, status
             std::process::exit(SETUP_FAILED_EXIT_CODE)
         }
     };
-    let _ = status.write_all(b"started\n");
+    // The namespace's inode names it for the shim's teardown check (the shim cannot read it
+    // itself without racing init's exit).
+    let inode = std::fs::metadata("/proc/self/ns/pid").map_or(0, |metadata| metadata.ino());
+    let _ = writeln!(status, "started {inode}");
     // Reap every process that ends up as init's child (orphans are re-parented here) until the
     // step's own process ends; then report it and leave, which ends all the others.
     loop {

@@ -10,7 +10,6 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -132,7 +131,7 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
 
     let environment = HostEnvironment::from_process();
     enter_namespaces(&plan)?;
-    // init -> shim: "started", "setup <message>", "exit <code>" or "signal <number>", one per
+    // init -> shim: "started <pid namespace inode>", "setup <message>", "exit <code>" or "signal <number>", one per
     // line; its end-of-file means init is gone.
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context(|| "cannot create the status pipe".to_owned())?;
@@ -144,21 +143,7 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         Forked::Parent(init) => init,
     };
     drop(status_write);
-    // Only now that it has a process can the namespace be named (`pid_for_children` is a
-    // dangling link until then).
-    let pid_namespace_inode = match std::fs::metadata(format!("/proc/{init}/ns/pid")) {
-        Ok(metadata) => metadata.ino(),
-        Err(error) => {
-            let _ = kill(init, Signal::SIGKILL);
-            let _ = waitpid(init, None);
-            return Err(SetupFailure::new(format!(
-                "cannot read the new PID namespace: {}",
-                crate::failure::Describe::describe(&error)
-            )));
-        }
-    };
-
-    let outcome = watch(channel, init, status_read, pid_namespace_inode)?;
+    let (outcome, pid_namespace_inode) = watch(channel, init, status_read)?;
     let status = match waitpid(init, None) {
         Ok(WaitStatus::Exited(..)) => outcome,
         // Init itself was killed (the caller went away, or SIGKILLed the group): the step died
@@ -221,13 +206,13 @@ fn watch(
     channel: &Channel,
     init: Pid,
     status_read: OwnedFd,
-    pid_namespace_inode: u64,
-) -> Result<Option<ExitKind>, SetupFailure> {
+) -> Result<(Option<ExitKind>, u64), SetupFailure> {
     let mut status_pipe = File::from(status_read);
     let mut received = Vec::new();
     let mut caller_open = channel.stream.is_some();
     let mut exit = None;
     let mut setup = None;
+    let mut pid_namespace_inode = 0;
     loop {
         let mut buffer = [0u8; 512];
         let (status_ready, caller_gone) = {
@@ -267,9 +252,12 @@ fn watch(
                 let line: Vec<u8> = received.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..end]);
                 match line.split_once(' ').unwrap_or((&line, "")) {
-                    ("started", _) => channel.send(&Message::Started {
-                        pid_namespace_inode,
-                    }),
+                    ("started", inode) => {
+                        pid_namespace_inode = inode.parse().unwrap_or(0);
+                        channel.send(&Message::Started {
+                            pid_namespace_inode,
+                        })
+                    }
                     ("setup", message) => setup = Some(message.to_owned()),
                     ("exit", code) => exit = code.parse().ok().map(ExitKind::Code),
                     ("signal", number) => exit = number.parse().ok().map(ExitKind::Signal),
@@ -283,12 +271,16 @@ fn watch(
             let _ = waitpid(init, None);
             Err(SetupFailure::new(message))
         }
-        None => Ok(exit),
+        None => Ok((exit, pid_namespace_inode)),
     }
 }
 
 /// Scans `/proc` for processes still in the step's PID namespace; kills and lists any.
 pub(crate) fn verify_teardown(pid_namespace_inode: u64) -> TeardownReport {
+    if pid_namespace_inode == 0 {
+        // Init was killed before it could name its namespace: nothing can be checked.
+        return TeardownReport::default();
+    }
     let wanted = format!("pid:[{pid_namespace_inode}]");
     let mut remaining = Vec::new();
     let mut scanned = false;
