@@ -95,8 +95,9 @@ pub enum SandboxError {
 }
 
 /// The shim's entry point: `main` of the shim program, which `mc` calls when its first
-/// argument is the hidden shim argument (`args` are the arguments after it; none are used
-/// today). Must be called in a freshly exec'd process before any thread is started: it forks.
+/// argument is the hidden shim argument (`args` are the arguments after it: only
+/// `--plan-file PATH`, which reads the plan from a file instead of the control socket, for
+/// running the shim by hand or in a benchmark). Must be called in a freshly exec'd process before any thread is started: it forks.
 /// Never returns: exits with the step's code, dies of the step's signal, or exits
 /// [`SETUP_FAILED_EXIT_CODE`].
 pub fn run_shim(args: impl Iterator<Item = OsString>) -> ! {

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
@@ -38,10 +39,12 @@ const SURVIVED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::
 struct Channel {
     stream: Option<UnixStream>,
     input: OwnedFd,
+    /// Where the plan comes from when it is not the control channel (`--plan-file`).
+    plan_file: Option<OsString>,
 }
 
 impl Channel {
-    fn from_stdin() -> Result<Channel, SetupFailure> {
+    fn from_stdin(plan_file: Option<OsString>) -> Result<Channel, SetupFailure> {
         let input = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
@@ -56,10 +59,20 @@ impl Channel {
         } else {
             None
         };
-        Ok(Channel { stream, input })
+        Ok(Channel {
+            stream,
+            input,
+            plan_file,
+        })
     }
 
     fn read_plan(&self) -> Result<SandboxPlan, SetupFailure> {
+        if let Some(path) = &self.plan_file {
+            let text = std::fs::read(path)
+                .context(|| format!("cannot read the plan file {}", Path::new(path).display()))?;
+            return serde_json::from_slice(&text)
+                .context(|| "cannot parse the sandbox plan".to_owned());
+        }
         let reader = File::from(
             self.input
                 .try_clone()
@@ -83,8 +96,14 @@ impl Channel {
 }
 
 /// The shim's entry point; see [`crate::run_shim`].
-pub(crate) fn run(_args: impl Iterator<Item = OsString>) -> ! {
-    let channel = match Channel::from_stdin() {
+pub(crate) fn run(mut args: impl Iterator<Item = OsString>) -> ! {
+    // `--plan-file PATH` reads the plan from a file, for running the shim by hand or from a
+    // benchmark; without it (as `mc` runs it) the plan comes on the control socket.
+    let plan_file = match args.next() {
+        Some(flag) if flag == "--plan-file" => args.next(),
+        _ => None,
+    };
+    let channel = match Channel::from_stdin(plan_file) {
         Ok(channel) => channel,
         Err(failure) => {
             let _ = writeln!(std::io::stderr(), "maestro-sandbox: {failure}");
