@@ -1,0 +1,216 @@
+//! The step process, between init's fork and the program's `exec`: every privilege it drops
+//! is named here, in the order it is dropped.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use caps::CapSet;
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, RestrictionStatus, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
+};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+use crate::SETUP_FAILED_EXIT_CODE;
+use crate::failure::{Context, SetupFailure, one_line};
+use crate::plan::SandboxPlan;
+
+/// The exit code of a step whose program cannot be executed, as a shell uses it.
+const EXEC_FAILED_EXIT_CODE: i32 = 127;
+
+/// The newest Landlock ABI whose filesystem rights this crate knows how to grant (V5 added
+/// the last one, `IoctlDev`). Older kernels enforce the subset they know.
+const LANDLOCK_ABI: ABI = ABI::V5;
+
+/// `(name, number)` pairs from `libc::SYS_*` constants.
+macro_rules! syscalls {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), libc::$name as i64)),*]
+    };
+}
+
+/// Syscalls refused with EPERM on every architecture; why, in `docs/sandbox.md`. The names
+/// keep libc's `SYS_` prefix.
+pub(crate) const REFUSED_SYSCALLS: &[(&str, i64)] = syscalls![
+    // The machine itself.
+    SYS_reboot,
+    SYS_kexec_load,
+    SYS_kexec_file_load,
+    // Kernel modules.
+    SYS_init_module,
+    SYS_finit_module,
+    SYS_delete_module,
+    // Mounts, old and new API: the step's view of the filesystem is fixed.
+    SYS_mount,
+    SYS_umount2,
+    SYS_pivot_root,
+    SYS_move_mount,
+    SYS_open_tree,
+    SYS_fsopen,
+    SYS_fsmount,
+    SYS_fsconfig,
+    SYS_fspick,
+    SYS_mount_setattr,
+    // Swap, clocks, accounting, quotas, the kernel log.
+    SYS_swapon,
+    SYS_swapoff,
+    SYS_clock_settime,
+    SYS_clock_adjtime,
+    SYS_settimeofday,
+    SYS_adjtimex,
+    SYS_acct,
+    SYS_quotactl,
+    SYS_quotactl_fd,
+    SYS_syslog,
+    // Kernel attack surface that no build needs.
+    SYS_bpf,
+    SYS_keyctl,
+    SYS_add_key,
+    SYS_request_key,
+    SYS_userfaultfd,
+    SYS_perf_event_open,
+    SYS_fanotify_init,
+    SYS_open_by_handle_at,
+    SYS_name_to_handle_at,
+    SYS_lookup_dcookie,
+    SYS_vhangup,
+    // Leaving the sandbox's namespaces.
+    SYS_setns,
+];
+
+/// Syscalls refused only where they exist (x86 port I/O, the a.out loader).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const REFUSED_ARCH_SYSCALLS: &[(&str, i64)] =
+    syscalls![SYS_iopl, SYS_ioperm, SYS_uselib];
+
+/// Syscalls refused only where they exist (none more on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const REFUSED_ARCH_SYSCALLS: &[(&str, i64)] = &[];
+
+/// Confines this process and executes the step's program; never returns. A confinement
+/// failure is written to `exec_failure` (init's pipe) and ends the process: nothing runs.
+pub(crate) fn exec_step(plan: &SandboxPlan, exec_failure: OwnedFd) -> ! {
+    let failure = match confine(plan) {
+        Ok(()) => {
+            let (program, args) = plan.argv.split_first().unwrap_or((&plan.argv[0], &[]));
+            let error = std::process::Command::new(program)
+                .args(args)
+                .env("TMPDIR", "/tmp")
+                .exec();
+            // Like a shell: the program could not be run, which is the step's failure, not the
+            // sandbox's (init sees the pipe close without a message).
+            drop(exec_failure);
+            let _ = writeln!(
+                std::io::stderr(),
+                "maestro-sandbox: {program}: {}",
+                crate::failure::Describe::describe(&error)
+            );
+            std::process::exit(EXEC_FAILED_EXIT_CODE)
+        }
+        Err(failure) => failure,
+    };
+    let _ = writeln!(File::from(exec_failure), "{}", one_line(&failure.message));
+    std::process::exit(SETUP_FAILED_EXIT_CODE)
+}
+
+/// Everything between fork and exec, in order.
+fn confine(plan: &SandboxPlan) -> Result<(), SetupFailure> {
+    // Standard input: nothing. The control socket the shim reads must not reach the step.
+    let null = File::open("/dev/null").context(|| "cannot open /dev/null".to_owned())?;
+    nix::unistd::dup2_stdin(&null).context(|| "cannot make /dev/null standard input".to_owned())?;
+    drop(null);
+    std::env::set_current_dir(&plan.workdir).context(|| {
+        format!(
+            "cannot enter the working directory {}",
+            plan.workdir.display()
+        )
+    })?;
+    // Built before the capabilities go: it opens the paths it grants.
+    let landlock = landlock_ruleset(plan)?;
+    let seccomp = seccomp_program()?;
+    drop_capabilities()?;
+    nix::sys::prctl::set_no_new_privs().context(|| "cannot set no_new_privs".to_owned())?;
+    let status = landlock
+        .restrict_self()
+        .context(|| "cannot apply the Landlock ruleset".to_owned())?;
+    check_landlock(&status)?;
+    seccompiler::apply_filter(&seccomp).context(|| "cannot apply the seccomp filter".to_owned())?;
+    // The shim blocks termination signals for itself; the step must start with none blocked.
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context(|| "cannot clear the signal mask".to_owned())?;
+    Ok(())
+}
+
+/// Clears every capability set. The bounding set first (it needs CAP_SETPCAP, which is still
+/// effective then): without it, a step running as root in the namespace would get its
+/// capabilities back at its next `exec`.
+fn drop_capabilities() -> Result<(), SetupFailure> {
+    for (set, name) in [
+        (CapSet::Bounding, "bounding"),
+        (CapSet::Ambient, "ambient"),
+        (CapSet::Inheritable, "inheritable"),
+        (CapSet::Effective, "effective"),
+        (CapSet::Permitted, "permitted"),
+    ] {
+        caps::clear(None, set).context(|| format!("cannot clear the {name} capability set"))?;
+    }
+    Ok(())
+}
+
+/// Read and execute everywhere; every write-type right only beneath the workspace, `/tmp`,
+/// the writable paths and `/dev` (whose own tmpfs is read-only: what stays writable there are
+/// the device nodes, `/dev/pts` and `/dev/shm`).
+fn landlock_ruleset(plan: &SandboxPlan) -> Result<landlock::RulesetCreated, SetupFailure> {
+    let all = AccessFs::from_all(LANDLOCK_ABI);
+    let read = AccessFs::from_read(LANDLOCK_ABI);
+    let mut writable: Vec<PathBuf> = vec![plan.workspace.clone(), "/tmp".into(), "/dev".into()];
+    writable.extend(plan.writable.iter().cloned());
+    let ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .context(|| "cannot prepare the Landlock ruleset".to_owned())?
+        .create()
+        .context(|| "cannot create the Landlock ruleset".to_owned())?
+        .add_rules(path_beneath_rules([Path::new("/")], read))
+        .context(|| "cannot allow reading /".to_owned())?
+        .add_rules(path_beneath_rules(&writable, all))
+        .context(|| "cannot allow writing the workspace and writable paths".to_owned())?;
+    Ok(ruleset)
+}
+
+/// Fails closed when the kernel enforced nothing (Landlock absent or disabled).
+fn check_landlock(status: &RestrictionStatus) -> Result<(), SetupFailure> {
+    match status.ruleset {
+        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Ok(()),
+        RulesetStatus::NotEnforced => Err(SetupFailure::new(
+            "Landlock is not enabled in this kernel (add `landlock` to the `lsm=` boot parameter)",
+        )),
+    }
+}
+
+/// Default allow; EPERM for [`REFUSED_SYSCALLS`].
+pub(crate) fn seccomp_program() -> Result<BpfProgram, SetupFailure> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .context(|| format!("no seccomp support for {}", std::env::consts::ARCH))?;
+    // An empty rule list matches every call of that syscall, whatever its arguments.
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = REFUSED_SYSCALLS
+        .iter()
+        .chain(REFUSED_ARCH_SYSCALLS)
+        .map(|&(_, number)| (number, Vec::new()))
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .context(|| "cannot build the seccomp filter".to_owned())?;
+    filter
+        .try_into()
+        .context(|| "cannot compile the seccomp filter".to_owned())
+}

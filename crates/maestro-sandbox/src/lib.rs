@@ -1,0 +1,105 @@
+//! Runs one local step of a Maestro job inside a kernel sandbox.
+//!
+//! # Brief overview
+//!
+//! The caller (`mc`) never sandboxes itself: it is multi-threaded, and namespaces and
+//! `fork` want a single thread. It re-executes a *shim* instead, with [`command`]: in
+//! production `mc` itself with a hidden first argument, whose `main` calls [`run_shim`]; in
+//! this crate's tests the `maestro-sandbox-shim` binary. The shim reads a [`SandboxPlan`] on
+//! its stdin (a Unix socket, the [`Control`] channel), enters new user, mount, PID, IPC, UTS
+//! (and network) namespaces, forks the namespace's init, which builds the step's filesystem
+//! view and forks the step; the step drops its capabilities, applies Landlock and seccomp and
+//! executes the program. When the step's process ends, init ends, the kernel kills whatever the
+//! step left behind, and the shim reports a [`Report`] and exits the way the step did.
+//!
+//! [`check_support`] tells, in-process and cheaply, whether the kernel can do all that.
+//! `docs/sandbox.md` says what a step can and cannot do inside.
+
+#![deny(missing_docs)]
+
+mod confine;
+mod control;
+mod failure;
+mod mounts;
+mod namespace;
+mod netlink;
+mod plan;
+mod report;
+mod shim;
+mod support;
+#[expect(
+    unsafe_code,
+    reason = "fork, a signal disposition and two raw syscalls; see sys.rs"
+)]
+mod sys;
+
+use std::ffi::OsString;
+
+pub use control::{Control, command};
+pub use plan::{HostAccess, HostEnvironment, NetworkMode, SandboxPlan};
+pub use report::{ExitKind, Report, TeardownReport};
+pub use support::{Support, check_support};
+
+/// The shim's exit code when the sandbox could not be set up and the step never ran (as
+/// `env` and `chroot` use 125 for their own failures).
+pub const SETUP_FAILED_EXIT_CODE: i32 = 125;
+
+/// The names of the syscalls a step cannot make (they fail with EPERM), without libc's `SYS_`
+/// prefix; for documentation and diagnostics.
+pub fn refused_syscalls() -> Vec<&'static str> {
+    confine::REFUSED_SYSCALLS
+        .iter()
+        .chain(confine::REFUSED_ARCH_SYSCALLS)
+        .map(|(name, _)| name.trim_start_matches("SYS_"))
+        .collect()
+}
+
+/// What can go wrong on the caller's side of a sandboxed step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The kernel lacks something the sandbox needs; one line, ending with the opt-out.
+    #[error("{message}")]
+    Unsupported {
+        /// What is missing and how to run without the sandbox.
+        message: String,
+    },
+    /// The sandbox could not be set up; the step never ran.
+    #[error("cannot set up the sandbox: {message}")]
+    Setup {
+        /// One line naming what failed.
+        message: String,
+    },
+    /// The plan cannot be run (an empty command).
+    #[error("invalid sandbox plan: {message}")]
+    InvalidPlan {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The control socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The shim wrote something that is not a report.
+    #[error("the sandbox shim sent an unreadable report: {message}")]
+    Protocol {
+        /// What could not be read.
+        message: String,
+    },
+    /// The shim ended without a report (it was killed).
+    #[error("the sandbox shim ended without a report")]
+    Vanished,
+}
+
+/// The shim's entry point: `main` of the shim program, which `mc` calls when its first
+/// argument is the hidden shim argument (`args` are the arguments after it: only
+/// `--plan-file PATH`, which reads the plan from a file instead of the control socket, for
+/// running the shim by hand or in a benchmark). Must be called in a freshly exec'd process before any thread is started: it forks.
+/// Never returns: exits with the step's code, dies of the step's signal, or exits
+/// [`SETUP_FAILED_EXIT_CODE`].
+pub fn run_shim(args: impl Iterator<Item = OsString>) -> ! {
+    shim::run(args)
+}

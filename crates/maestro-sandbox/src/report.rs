@@ -1,0 +1,70 @@
+//! What the shim tells the caller: the messages on the control socket and the final report.
+
+use serde::{Deserialize, Serialize};
+
+/// How the step's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitKind {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+}
+
+/// Whether the step's processes are all gone once the shim is done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeardownReport {
+    /// The inode of the step's PID namespace (as `/proc/<pid>/ns/pid` shows it).
+    pub pid_namespace_inode: u64,
+    /// True when a scan of `/proc` after the namespace's init was reaped found none of its
+    /// processes left.
+    pub verified: bool,
+    /// Processes found in the namespace after its init was gone, as `pid 123 (sleep)`; each was
+    /// sent SIGKILL. The kernel guarantees this is empty; the scan is the independent check.
+    pub remaining: Vec<String>,
+}
+
+/// The outcome of a sandboxed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// How the step ended; `None` when it was killed with the sandbox (the caller went away).
+    pub exit: Option<ExitKind>,
+    /// Whether the sandbox left nothing running behind.
+    pub teardown: TeardownReport,
+}
+
+/// One line the shim writes on its control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Message {
+    /// The sandbox is set up and the step's program is being executed.
+    Started {
+        /// The inode of the step's PID namespace.
+        pid_namespace_inode: u64,
+    },
+    /// Setting up the sandbox failed; the step never ran.
+    Setup {
+        /// One line naming what failed.
+        message: String,
+    },
+    /// The step and its sandbox are gone.
+    Finished(Report),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_json_object_each() {
+        let message = Message::Finished(Report {
+            exit: Some(ExitKind::Signal(15)),
+            teardown: TeardownReport::default(),
+        });
+        let line = serde_json::to_string(&message).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(line.contains(r#""signal":15"#), "{line}");
+        assert_eq!(serde_json::from_str::<Message>(&line).unwrap(), message);
+    }
+}

@@ -1,0 +1,390 @@
+//! The shim's outer process: namespaces, the namespace's init, supervision, the report.
+//!
+//! The shim runs as a freshly exec'd program (`mc` itself, or this crate's
+//! `maestro-sandbox-shim`) and never starts a thread: that is what lets it fork and run Rust
+//! code in the children (see `sys.rs`). It does as little as it can on the way to the step's
+//! `exec`: one read of the plan, two `unshare`, three small writes under `/proc/self`, one
+//! fork for the namespace's init and one (in init) for the step.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, getgid, getuid};
+
+use crate::failure::{Context, SetupFailure, one_line};
+use crate::plan::{HostEnvironment, NetworkMode, SandboxPlan};
+use crate::report::{ExitKind, Message, Report, TeardownReport};
+use crate::sys::{self, Forked};
+use crate::{SETUP_FAILED_EXIT_CODE, namespace};
+
+/// The longest plan the shim accepts, in bytes: a guard against a caller that never sends a
+/// newline.
+const MAX_PLAN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Signals the shim must survive: a caller that sends SIGTERM to the process group means it
+/// for the step (which is in the group too, and may stop gracefully), and the shim has to stay
+/// alive to report how the step ended.
+const SURVIVED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// The shim's stdin: the caller's control socket, or a plain file or pipe when the shim is run
+/// by hand (`maestro-sandbox-shim < plan.json`, as the benchmark does).
+struct Channel {
+    stream: Option<UnixStream>,
+    input: OwnedFd,
+    /// Where the plan comes from when it is not the control channel (`--plan-file`).
+    plan_file: Option<OsString>,
+}
+
+impl Channel {
+    fn from_stdin(plan_file: Option<OsString>) -> Result<Channel, SetupFailure> {
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context(|| "cannot use standard input as the control channel".to_owned())?;
+        let is_socket = nix::sys::stat::fstat(&input)
+            .map(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+            .unwrap_or(false);
+        let stream = if is_socket {
+            Some(UnixStream::from(input.try_clone().context(|| {
+                "cannot duplicate the control socket".to_owned()
+            })?))
+        } else {
+            None
+        };
+        Ok(Channel {
+            stream,
+            input,
+            plan_file,
+        })
+    }
+
+    fn read_plan(&self) -> Result<SandboxPlan, SetupFailure> {
+        if let Some(path) = &self.plan_file {
+            let text = std::fs::read(path)
+                .context(|| format!("cannot read the plan file {}", Path::new(path).display()))?;
+            return serde_json::from_slice(&text)
+                .context(|| "cannot parse the sandbox plan".to_owned());
+        }
+        let reader = File::from(
+            self.input
+                .try_clone()
+                .context(|| "cannot duplicate standard input".to_owned())?,
+        );
+        let mut line = Vec::new();
+        BufReader::new(reader.take(MAX_PLAN_BYTES))
+            .read_until(b'\n', &mut line)
+            .context(|| "cannot read the sandbox plan".to_owned())?;
+        serde_json::from_slice(&line).context(|| "cannot parse the sandbox plan".to_owned())
+    }
+
+    /// Sends one message; a caller that went away is not an error (there is no one to tell).
+    fn send(&self, message: &Message) {
+        if let Some(mut stream) = self.stream.as_ref() {
+            let mut line = serde_json::to_vec(message).unwrap_or_default();
+            line.push(b'\n');
+            let _ = stream.write_all(&line);
+        }
+    }
+}
+
+/// The shim's entry point; see [`crate::run_shim`].
+pub(crate) fn run(mut args: impl Iterator<Item = OsString>) -> ! {
+    // `--plan-file PATH` reads the plan from a file, for running the shim by hand or from a
+    // benchmark; without it (as `mc` runs it) the plan comes on the control socket.
+    let plan_file = match args.next() {
+        Some(flag) if flag == "--plan-file" => args.next(),
+        _ => None,
+    };
+    let channel = match Channel::from_stdin(plan_file) {
+        Ok(channel) => channel,
+        Err(failure) => {
+            let _ = writeln!(std::io::stderr(), "maestro-sandbox: {failure}");
+            std::process::exit(SETUP_FAILED_EXIT_CODE)
+        }
+    };
+    match supervise(&channel) {
+        Ok((report, status)) => {
+            channel.send(&Message::Finished(report));
+            mirror(status)
+        }
+        Err(failure) => {
+            channel.send(&Message::Setup {
+                message: one_line(&failure.message),
+            });
+            // Only a caller that does not read the socket (a person at a terminal) needs it
+            // on stderr too.
+            if channel.stream.is_none() {
+                let _ = writeln!(std::io::stderr(), "maestro-sandbox: {failure}");
+            }
+            std::process::exit(SETUP_FAILED_EXIT_CODE)
+        }
+    }
+}
+
+/// Everything between reading the plan and the end of the namespace's init.
+fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailure> {
+    let plan = channel.read_plan()?;
+    if plan.argv.is_empty() {
+        return Err(SetupFailure::new("the sandbox plan has an empty argv"));
+    }
+    let mut survived = SigSet::empty();
+    for signal in SURVIVED_SIGNALS {
+        survived.add(signal);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&survived), None)
+        .context(|| "cannot block termination signals in the shim".to_owned())?;
+    // If the caller dies without closing the socket (it cannot, it is dead: the kernel closes
+    // it), the HUP below already catches it; PDEATHSIG also covers a caller that is SIGKILLed
+    // while the shim is still reading the plan. It fires when the caller's *thread* that
+    // spawned the shim exits, which is why the caller must spawn from a long-lived thread.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .context(|| "cannot set the shim's parent-death signal".to_owned())?;
+
+    let environment = HostEnvironment::from_process();
+    enter_namespaces(&plan)?;
+    // init -> shim: "started <pid namespace inode>", "setup <message>", "exit <code>" or "signal <number>", one per
+    // line; its end-of-file means init is gone.
+    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context(|| "cannot create the status pipe".to_owned())?;
+    let init = match sys::fork().context(|| "cannot fork the namespace's init".to_owned())? {
+        Forked::Child => {
+            drop(status_read);
+            namespace::run_init(&plan, &environment, status_write)
+        }
+        Forked::Parent(init) => init,
+    };
+    drop(status_write);
+    let (outcome, pid_namespace_inode) = watch(channel, init, status_read)?;
+    let status = match waitpid(init, None) {
+        Ok(WaitStatus::Exited(..)) => outcome,
+        // Init itself was killed (the caller went away, or SIGKILLed the group): the step died
+        // with it, whatever it reported.
+        _ => None,
+    };
+    let teardown = verify_teardown(pid_namespace_inode, init.as_raw());
+    Ok((
+        Report {
+            exit: status,
+            teardown,
+        },
+        status,
+    ))
+}
+
+/// `unshare` the user namespace (mapping the caller's ids to themselves), then the others.
+fn enter_namespaces(plan: &SandboxPlan) -> Result<(), SetupFailure> {
+    let (uid, gid) = (getuid(), getgid());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|errno| {
+        let hint = match errno {
+            nix::errno::Errno::EPERM => {
+                " (kernel.unprivileged_userns_clone=0, or an AppArmor or seccomp policy?)"
+            }
+            nix::errno::Errno::ENOSPC => {
+                " (user.max_user_namespaces reached, or nesting forbidden by an outer sandbox?)"
+            }
+            nix::errno::Errno::EINVAL => " (the shim is not single-threaded?)",
+            _ => "",
+        };
+        SetupFailure::new(format!(
+            "cannot create a user namespace: {}{hint}",
+            errno.desc()
+        ))
+    })?;
+    // A process that is not root in the parent namespace may only write its gid_map after
+    // giving up setgroups(2) for good.
+    std::fs::write("/proc/self/setgroups", b"deny")
+        .context(|| "cannot write /proc/self/setgroups".to_owned())?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))
+        .context(|| "cannot write /proc/self/uid_map".to_owned())?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
+        .context(|| "cannot write /proc/self/gid_map".to_owned())?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if plan.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags)
+        .context(|| "cannot create the mount, PID, IPC, UTS (and network) namespaces".to_owned())?;
+    Ok(())
+}
+
+/// Waits for init to end while watching the caller: a caller that closes its end of the
+/// control socket (or dies) gets its sandbox killed. Returns the step's exit as init reported
+/// it, or the setup failure init reported.
+fn watch(
+    channel: &Channel,
+    init: Pid,
+    status_read: OwnedFd,
+) -> Result<(Option<ExitKind>, u64), SetupFailure> {
+    let mut status_pipe = File::from(status_read);
+    let mut received = Vec::new();
+    let mut caller_open = channel.stream.is_some();
+    let mut exit = None;
+    let mut setup = None;
+    let mut pid_namespace_inode = 0;
+    loop {
+        let mut buffer = [0u8; 512];
+        let (status_ready, caller_gone) = {
+            let mut fds = vec![PollFd::new(status_pipe.as_fd(), PollFlags::POLLIN)];
+            if caller_open {
+                fds.push(PollFd::new(channel.input.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => {
+                    return Err(SetupFailure::new(format!(
+                        "cannot wait for the sandbox: {}",
+                        errno.desc()
+                    )));
+                }
+            }
+            let ready = |fd: &PollFd| !fd.revents().unwrap_or(PollFlags::empty()).is_empty();
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        if caller_gone {
+            // Anything the caller sends after the plan is ignored; nothing (end of file) or an
+            // error means it is gone.
+            let read = nix::unistd::read(&channel.input, &mut buffer);
+            if matches!(read, Ok(0) | Err(_)) {
+                caller_open = false;
+                let _ = kill(init, Signal::SIGKILL);
+            }
+        }
+        if status_ready {
+            let count = status_pipe.read(&mut buffer).unwrap_or(0);
+            if count == 0 {
+                break;
+            }
+            received.extend_from_slice(&buffer[..count]);
+            while let Some(end) = received.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = received.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                match line.split_once(' ').unwrap_or((&line, "")) {
+                    ("started", inode) => {
+                        pid_namespace_inode = inode.parse().unwrap_or(0);
+                        channel.send(&Message::Started {
+                            pid_namespace_inode,
+                        })
+                    }
+                    ("setup", message) => setup = Some(message.to_owned()),
+                    ("exit", code) => exit = code.parse().ok().map(ExitKind::Code),
+                    ("signal", number) => exit = number.parse().ok().map(ExitKind::Signal),
+                    _ => {}
+                }
+            }
+        }
+    }
+    match setup {
+        Some(message) => {
+            let _ = waitpid(init, None);
+            Err(SetupFailure::new(message))
+        }
+        None => Ok((exit, pid_namespace_inode)),
+    }
+}
+
+/// Scans `/proc` for processes still in the step's PID namespace; kills and lists any.
+///
+/// Every process of the namespace was created after its init (host pid `init`), so while the
+/// host's pids have not wrapped around since (`kernel.ns_last_pid` is still at least `init`),
+/// only pids from `init` up are read: a handful, where reading all costs about a millisecond
+/// per hundred processes. After a wrap-around every process is read.
+pub(crate) fn verify_teardown(pid_namespace_inode: u64, init: i32) -> TeardownReport {
+    if pid_namespace_inode == 0 {
+        // Init was killed before it could name its namespace: nothing can be checked.
+        return TeardownReport::default();
+    }
+    let wanted = format!("pid:[{pid_namespace_inode}]");
+    let mut remaining = Vec::new();
+    let mut scanned = false;
+    let last_pid = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    let first = match last_pid {
+        Some(last) if last >= init => init,
+        _ => 0,
+    };
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        scanned = true;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|name| name.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid < first {
+                continue;
+            }
+            // Processes of other users are unreadable (EACCES); they cannot be the step's,
+            // which runs as the caller's own uid with no way to change it.
+            let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+                continue;
+            };
+            if link.as_os_str() != wanted.as_str() {
+                continue;
+            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            remaining.push(format!("pid {pid} ({})", command.trim()));
+        }
+    }
+    TeardownReport {
+        pid_namespace_inode,
+        verified: scanned && remaining.is_empty(),
+        remaining,
+    }
+}
+
+/// Exits the way the step did, so that the caller's `wait` on the shim sees the step's status.
+fn mirror(status: Option<ExitKind>) -> ! {
+    match status {
+        Some(ExitKind::Code(code)) => std::process::exit(code),
+        Some(ExitKind::Signal(number)) => die_of(number),
+        // The step died with its sandbox, killed for the caller: die the same way.
+        None => die_of(Signal::SIGKILL as i32),
+    }
+}
+
+/// Dies of signal `number`, without a core dump; exits 128 + number if the signal does not kill.
+fn die_of(number: i32) -> ! {
+    if let Ok(signal) = Signal::try_from(number) {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+        let _ = sys::default_disposition(signal);
+        let mut only = SigSet::empty();
+        only.add(signal);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+        let _ = nix::sys::signal::raise(signal);
+    }
+    std::process::exit(128 + number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_without_processes_verifies_and_the_scan_is_cheap() {
+        // No namespace has inode 1: the scan reads every process and finds none.
+        let start = std::time::Instant::now();
+        let report = verify_teardown(1, 1);
+        let elapsed = start.elapsed();
+        let start = std::time::Instant::now();
+        let recent = verify_teardown(1, nix::unistd::getpid().as_raw());
+        eprintln!(
+            "teardown scan of /proc: {elapsed:?} for all, {:?} from this pid up",
+            start.elapsed()
+        );
+        assert!(recent.verified);
+        assert!(report.verified && report.remaining.is_empty(), "{report:?}");
+    }
+}

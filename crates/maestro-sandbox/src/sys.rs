@@ -1,0 +1,155 @@
+//! The only `unsafe` of the crate: fork, signal dispositions and two raw syscalls.
+//!
+//! Every function here is called from the shim, which is a freshly exec'd, single-threaded
+//! process (see `shim.rs`): that is what makes `fork` sound, and it is why these wrappers are
+//! crate-private and must never be called from the multi-threaded caller (`mc`).
+
+use std::ffi::CStr;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// Which side of a [`fork`] this process is on.
+pub(crate) enum Forked {
+    /// The original process; carries the child's pid.
+    Parent(Pid),
+    /// The new process.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// Only call it from the shim or its descendants, which have exactly one thread.
+pub(crate) fn fork() -> Result<Forked, Errno> {
+    // SAFETY: the shim is a freshly exec'd program that never starts a second thread (no tokio,
+    // no thread pool; see `shim::run`). In a single-threaded process no other thread can hold a
+    // lock (of the allocator, of stdio) at the moment of the fork, so the child may go on
+    // running ordinary Rust code, allocation included, which is what `fork`'s safety contract
+    // asks for.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Puts the default disposition back for `signal`, so that raising it has its default effect
+/// (the shim mirrors a step killed by a signal by dying of that same signal).
+pub(crate) fn default_disposition(signal: Signal) -> Result<(), Errno> {
+    // SAFETY: installing SIG_DFL registers no Rust function as a handler, so no handler can run
+    // in an async-signal-unsafe context; the shim is single-threaded, so no other thread is
+    // racing on the disposition table.
+    unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map(drop)
+}
+
+/// `mount_setattr(2)` on the whole tree under `path`: makes every mount read-only, recursively,
+/// in one call (Linux 5.12). Mounts that were locked read-only stay so; locked nosuid, nodev and
+/// noexec flags are untouched because only `MOUNT_ATTR_RDONLY` is set and nothing is cleared.
+pub(crate) fn make_tree_read_only(path: &CStr) -> Result<(), Errno> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `attr` a valid, initialised
+    // `struct mount_attr` whose exact size is passed; the kernel only reads both during the
+    // call, and no pointer outlives it.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `LANDLOCK_CREATE_RULESET_VERSION` from `<linux/landlock.h>` (libc does not export it).
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// The Landlock ABI version the kernel offers, 0 when Landlock is absent or disabled.
+///
+/// This only asks the kernel a question (`LANDLOCK_CREATE_RULESET_VERSION` creates nothing), so
+/// unlike the rest of this module it is also safe in the multi-threaded caller.
+pub(crate) fn landlock_abi() -> i64 {
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag, the kernel reads and
+    // writes no memory of ours; it only returns a number (or -1 with errno).
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    version.max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_abi_is_a_small_number() {
+        let abi = landlock_abi();
+        assert!((0..100).contains(&abi), "{abi}");
+    }
+
+    #[test]
+    fn fork_in_a_child_process_reports_both_sides() {
+        // The test harness is multi-threaded, so fork's contract is honoured the only way it
+        // can be here: the child does nothing but `_exit`, which is async-signal-safe.
+        match fork().expect("fork") {
+            Forked::Child => {
+                // SAFETY: `_exit` is async-signal-safe and ends the process at once.
+                unsafe { libc::_exit(7) }
+            }
+            Forked::Parent(child) => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 7));
+            }
+        }
+    }
+
+    #[test]
+    fn default_disposition_lets_a_raised_signal_kill() {
+        // SIGUSR1 is ignored first, so only `default_disposition` can make the raise fatal. The
+        // child only makes async-signal-safe syscalls before `_exit` (the harness has threads).
+        match fork().expect("fork") {
+            Forked::Child => {
+                let _ = nix::sys::signal::sigprocmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&nix::sys::signal::SigSet::empty()),
+                    None,
+                );
+                // SAFETY: SIG_IGN registers no handler; this child process has one thread.
+                let _ = unsafe { nix::sys::signal::signal(Signal::SIGUSR1, SigHandler::SigIgn) };
+                let _ = default_disposition(Signal::SIGUSR1);
+                let _ = nix::sys::signal::raise(Signal::SIGUSR1);
+                // SAFETY: `_exit` is async-signal-safe and ends the process at once.
+                unsafe { libc::_exit(0) }
+            }
+            Forked::Parent(child) => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Signaled(child, Signal::SIGUSR1, false)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn make_tree_read_only_rejects_a_missing_path() {
+        let error = make_tree_read_only(c"/nonexistent-maestro-sandbox-path").unwrap_err();
+        assert!(matches!(error, Errno::ENOENT | Errno::EPERM), "{error}");
+    }
+}
