@@ -89,7 +89,10 @@ mod tests {
     fn look_alikes_are_refused() {
         assert!(check("prod\u{200b}").is_some());
         assert!(check("\u{200b}").is_some());
-        assert!(check("\u{0440}rod").is_some(), "Cyrillic er among Latin letters");
+        assert!(
+            check("\u{0440}rod").is_some(),
+            "Cyrillic er among Latin letters"
+        );
         assert!(check("pr\u{043e}d").is_some(), "Cyrillic o");
         assert!(check("ana\u{202e}").is_some(), "bidi override");
         assert!(check("team\u{7}ops").is_some(), "control character");
@@ -97,7 +100,16 @@ mod tests {
 
     #[test]
     fn ordinary_names_pass() {
-        for name in ["ana", "Ana Lima", "platform-team", "ops@example.com", "Ярослав", "山田", "prod", "José"] {
+        for name in [
+            "ana",
+            "Ana Lima",
+            "platform-team",
+            "ops@example.com",
+            "Ярослав",
+            "山田",
+            "prod",
+            "José",
+        ] {
             assert_eq!(check(name), None, "{name}");
         }
     }

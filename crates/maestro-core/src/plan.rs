@@ -99,8 +99,12 @@ pub fn plan_steps(
                 .chain(&step.writable_paths)
                 .map(|path| workspace.join(path))
                 .collect();
-            let mut host_access: Vec<_> =
-                spec.host_access.iter().chain(&step.host_access).copied().collect();
+            let mut host_access: Vec<_> = spec
+                .host_access
+                .iter()
+                .chain(&step.host_access)
+                .copied()
+                .collect();
             host_access.sort_unstable();
             host_access.dedup();
             let runtime = step

@@ -395,7 +395,10 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         ),
     ] {
         if let Some(problem) = value.and_then(crate::identity::check) {
-            problems.push(format!("{field} {:?} {problem}", truncate(value.unwrap_or_default())));
+            problems.push(format!(
+                "{field} {:?} {problem}",
+                truncate(value.unwrap_or_default())
+            ));
         }
     }
     if let Some(workdir) = &spec.workdir

@@ -246,6 +246,7 @@ pub(crate) async fn run_container(
         signal: None,
         stopped,
         oom_killed,
+        teardown: None,
     })
 }
 
@@ -434,6 +435,7 @@ pub(crate) async fn run_exec(
             signal: None,
             stopped,
             oom_killed,
+            teardown: None,
         },
         container_killed: stopped.is_some(),
     })

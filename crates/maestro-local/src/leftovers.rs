@@ -141,3 +141,39 @@ pub(crate) async fn verify_group(group: Option<Pid>, job_id: JobId, step: &str) 
         Teardown::failed(TeardownMethod::ProcessGroup, remaining)
     }
 }
+
+/// The processes in the PID namespace whose inode is `inode`.
+fn pid_namespace_members(inode: u64) -> Vec<Process> {
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            rustix::fs::stat(format!("/proc/{pid}/ns/pid").as_str())
+                .is_ok_and(|stat| stat.st_ino == inode)
+        })
+        .filter_map(Process::read)
+        .filter(|process| !process.zombie)
+        .collect()
+}
+
+/// A sandboxed step whose shim was killed: its namespace's init dies with the shim and the kernel
+/// empties the namespace; check that it did, and kill and report anything still in it.
+pub(crate) async fn verify_pid_namespace(inode: u64) -> Teardown {
+    let deadline = tokio::time::Instant::now() + GROUP_EMPTY_WITHIN;
+    loop {
+        let members = pid_namespace_members(inode);
+        if members.is_empty() {
+            return Teardown::verified(TeardownMethod::PidNamespace);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut remaining = Vec::new();
+            for member in members {
+                if let Some(pid) = Pid::from_raw(member.pid) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+                remaining.push(format!("{} in the step's PID namespace", member.describe()));
+            }
+            return Teardown::failed(TeardownMethod::PidNamespace, remaining);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 use maestro_core::JobId;
 use maestro_core::executor::{
     Containment, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
-    StopReason, Stream, Teardown, TeardownMethod,
+    StopReason, Stream,
 };
 use maestro_core::output::FLUSH_WITHIN;
 use maestro_core::spec::Isolation;
@@ -134,7 +134,10 @@ impl Executor for LocalExecutor {
     /// machine without it fails closed with one line instead of running a step less contained
     /// than its record says.
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
-        if steps.iter().any(|step| step.isolation == Isolation::Sandbox) {
+        if steps
+            .iter()
+            .any(|step| step.isolation == Isolation::Sandbox)
+        {
             sandboxed::check(&self.config)?;
         }
         Ok(())
@@ -221,6 +224,9 @@ impl Executor for LocalExecutor {
             .map_err(|error| ExecutorError::StepFailed {
                 message: format!("step {:?}: cannot start {program:?}: {error}", step.name),
             })?;
+        // The command holds a copy of the shim's end of the control socket; the shim's death
+        // is seen on that socket only once every copy is closed.
+        drop(command);
         let mut group = GroupGuard(
             child
                 .id()

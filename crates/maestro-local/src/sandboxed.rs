@@ -1,12 +1,13 @@
 //! Sandboxed steps: the glue between a [`StepRequest`] and `maestro-sandbox`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use maestro_core::executor::{ExecutorError, StepRequest, Teardown, TeardownMethod};
 use maestro_core::spec::Network;
 use maestro_sandbox::{Control, HostAccess, NetworkMode, SandboxError, SandboxPlan};
 
-use crate::LocalConfig;
+use crate::{LocalConfig, leftovers};
 
 /// Fails closed, with one line, when this machine or this build cannot sandbox a step.
 pub(crate) fn check(config: &LocalConfig) -> Result<(), ExecutorError> {
@@ -33,11 +34,21 @@ pub(crate) fn command(
     let Some((shim, shim_args)) = &config.sandbox_shim else {
         unreachable!("check() refuses a missing shim");
     };
-    let expose = step
-        .host_access
-        .iter()
-        .filter_map(|access| access.name().parse::<HostAccess>().ok())
-        .collect();
+    let expose =
+        step.host_access
+            .iter()
+            .map(|access| {
+                // Both enums are the same list under the same kebab-case names: the spec's
+                // vocabulary in core, its paths in the sandbox crate.
+                serde_json::from_value::<HostAccess>(serde_json::Value::from(access.name()))
+                    .map_err(|_| ExecutorError::InvalidStep {
+                        message: format!(
+                            "step {:?}: host_access {access} is not known to the sandbox",
+                            step.name
+                        ),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
     let plan = SandboxPlan {
         argv: argv.to_vec(),
         workdir: workdir.to_path_buf(),
@@ -51,31 +62,49 @@ pub(crate) fn command(
         },
     };
     let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
-    let (command, control) =
-        maestro_sandbox::command(shim, &shim_args, &plan).map_err(|error| unavailable(step, error))?;
+    let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
+        .map_err(|error| unavailable(step, error))?;
     Ok((tokio::process::Command::from(command), control))
 }
 
+/// How long building a sandbox may take before the step is failed as a system error. It takes
+/// milliseconds; only a wedged kernel or filesystem (a hung NFS mount) takes longer.
+const SETUP_WITHIN: Duration = Duration::from_secs(30);
+
 /// Waits until the sandbox is complete and the step is about to run.
-pub(crate) async fn started(control: &mut Control, step: &StepRequest) -> Result<(), ExecutorError> {
-    control
-        .wait_started()
-        .await
-        .map_err(|error| unavailable(step, error))
+pub(crate) async fn started(
+    control: &mut Control,
+    step: &StepRequest,
+) -> Result<(), ExecutorError> {
+    match tokio::time::timeout(SETUP_WITHIN, control.wait_started()).await {
+        Ok(started) => started.map_err(|error| unavailable(step, error)),
+        Err(_) => Err(ExecutorError::Unavailable {
+            message: format!(
+                "step {:?}: the sandbox was not ready after {} s; nothing of the step ran",
+                step.name,
+                SETUP_WITHIN.as_secs()
+            ),
+        }),
+    }
 }
 
-/// The sandbox's own account of the step's teardown.
+/// The sandbox's own account of the step's teardown; when the shim was killed before it could
+/// give one (the step outlived its grace period), `mc` checks the PID namespace itself.
 pub(crate) async fn teardown(control: Control, step: &StepRequest) -> Teardown {
+    let namespace = control.pid_namespace_inode();
     match control.finish().await {
         Ok(report) if report.teardown.verified => Teardown::verified(TeardownMethod::PidNamespace),
         Ok(report) => Teardown::failed(TeardownMethod::PidNamespace, report.teardown.remaining),
-        Err(error) => {
-            tracing::warn!(step = %step.name, %error, "sandbox gave no teardown report");
-            Teardown::failed(
-                TeardownMethod::PidNamespace,
-                vec![format!("the sandbox gave no teardown report: {error}")],
-            )
-        }
+        Err(error) => match namespace {
+            Some(inode) => leftovers::verify_pid_namespace(inode).await,
+            None => {
+                tracing::warn!(step = %step.name, %error, "sandbox gave no teardown report");
+                Teardown::failed(
+                    TeardownMethod::PidNamespace,
+                    vec![format!("the sandbox gave no teardown report: {error}")],
+                )
+            }
+        },
     }
 }
 

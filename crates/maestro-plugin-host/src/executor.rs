@@ -406,6 +406,7 @@ impl PluginExecutor {
                         signal: Some(9),
                         stopped: stop_reason,
                         oom_killed: false,
+                        teardown: None,
                     });
                 }
                 () = tokio::time::sleep_until(ping_at), if ping.is_none() => {
@@ -455,6 +456,8 @@ fn outcome(
         signal: exit.signal,
         stopped: stop_reason,
         oom_killed: false,
+        // The protocol has no teardown report yet; the record says it was not verified.
+        teardown: None,
     };
     match exit.reason {
         ExitReason::Completed => {}

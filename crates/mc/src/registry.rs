@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::executor::ExecutorRegistry;
-use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_docker::DockerExecutor;
+use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_plugin_host::PluginProvider;
 
 use crate::commands::plugin_dirs;

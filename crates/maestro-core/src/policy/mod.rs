@@ -194,9 +194,7 @@ fn no_destruction(input: &PolicyInput<'_>, _config: &PolicyConfig) -> Decision {
         for finding in findings {
             let line = format!(
                 "step {:?}: {} [{}]",
-                step.name,
-                finding.reason,
-                finding.rule
+                step.name, finding.reason, finding.rule
             );
             if !is_opaque(&finding) {
                 decision.reasons.push(line);
@@ -232,7 +230,10 @@ fn containment_name(containment: Containment) -> &'static str {
 /// Whether an environment name means production, as people read it: `PROD`, ` prod `,
 /// full-width `ｐｒｏｄ` all do.
 fn is_production(environment: &str) -> bool {
-    matches!(identity::normalize(environment).as_str(), "prod" | "production")
+    matches!(
+        identity::normalize(environment).as_str(),
+        "prod" | "production"
+    )
 }
 
 fn prod_requires_approval(input: &PolicyInput<'_>, _config: &PolicyConfig) -> Decision {
@@ -429,11 +430,21 @@ mod tests {
     fn owner_missing_or_blank() {
         let config = PolicyConfig::default();
         assert_eq!(
-            reasons(owner_present, &spec(r#"{"name":"j","steps":[{"name":"s","run":"true"}]}"#), &config).len(),
+            reasons(
+                owner_present,
+                &spec(r#"{"name":"j","steps":[{"name":"s","run":"true"}]}"#),
+                &config
+            )
+            .len(),
             1
         );
         assert_eq!(
-            reasons(owner_present, &spec(r#"{"name":"j","owner":"\t","steps":[{"name":"s","run":"true"}]}"#), &config).len(),
+            reasons(
+                owner_present,
+                &spec(r#"{"name":"j","owner":"\t","steps":[{"name":"s","run":"true"}]}"#),
+                &config
+            )
+            .len(),
             1
         );
     }
@@ -451,24 +462,43 @@ mod tests {
             1
         );
         assert_eq!(
-            reasons(prod_requires_approval, &base("prod", r#""approval":{"approved_by":" "},"#), &config)
-                .len(),
+            reasons(
+                prod_requires_approval,
+                &base("prod", r#""approval":{"approved_by":" "},"#),
+                &config
+            )
+            .len(),
             1
         );
         assert_eq!(
-            reasons(prod_requires_approval, &base("prod", r#""approval":{"approved_by":"ANA"},"#), &config)
+            reasons(
+                prod_requires_approval,
+                &base("prod", r#""approval":{"approved_by":"ANA"},"#),
+                &config
+            )
             .len(),
             1
         );
         assert!(
-            reasons(prod_requires_approval, &base(
+            reasons(
+                prod_requires_approval,
+                &base(
                     "prod",
                     r#""approval":{"approved_by":"bo","reason":"release"},"#
-                ), &config)
+                ),
+                &config
+            )
             .is_empty()
         );
         assert!(reasons(prod_requires_approval, &base("staging", ""), &config).is_empty());
-        assert!(reasons(prod_requires_approval, &base("production-like", ""), &config).is_empty());
+        assert!(
+            reasons(
+                prod_requires_approval,
+                &base("production-like", ""),
+                &config
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -499,9 +529,8 @@ mod tests {
 
     #[test]
     fn what_cannot_be_analysed_runs_only_contained() {
-        let job = spec(
-            r#"{"name":"j","owner":"a","steps":[{"name":"s","run":"echo 'unterminated"}]}"#,
-        );
+        let job =
+            spec(r#"{"name":"j","owner":"a","steps":[{"name":"s","run":"echo 'unterminated"}]}"#);
         let config = PolicyConfig::default();
         let bare = evaluate_policies(&job, &plan(&job, Containment::None), &config);
         assert_eq!(denied_by(&bare), ["no-destruction"], "{bare:?}");
@@ -556,8 +585,14 @@ mod tests {
         assert_eq!(limits.policy, "sandbox-limits");
         assert_eq!(limits.reasons.len(), 5, "{limits:?}");
         assert!(limits.reasons[0].contains("docker-socket"), "{limits:?}");
-        assert!(limits.reasons.iter().any(|r| r.contains("/etc")), "{limits:?}");
-        assert!(limits.reasons.iter().any(|r| r.contains("state root")), "{limits:?}");
+        assert!(
+            limits.reasons.iter().any(|r| r.contains("/etc")),
+            "{limits:?}"
+        );
+        assert!(
+            limits.reasons.iter().any(|r| r.contains("state root")),
+            "{limits:?}"
+        );
         steps[0].host_access = vec![HostAccess::Ssh];
         steps[0].writable_paths = vec!["/work/cache".into()];
         assert!(evaluate_policies(&job, &steps, &config).allowed());
