@@ -1,7 +1,7 @@
 //! `mc status`: one job's record, or the list of jobs.
 
 use maestro_core::runner::{describe, status_name};
-use maestro_core::state::{FileStore, JobRecord, StateStore};
+use maestro_core::state::{FileStore, JobRecord, StateStore, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
@@ -82,6 +82,12 @@ fn render(record: &JobRecord, stale: bool) -> String {
                     reason.as_str().unwrap_or("")
                 ));
             }
+            for note in verdict["notes"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "  note     {name}: {}\n",
+                    note.as_str().unwrap_or("")
+                ));
+            }
         }
     }
     text.push_str("transitions:\n");
@@ -98,15 +104,28 @@ fn render(record: &JobRecord, stale: bool) -> String {
         text.push_str("steps:\n");
         for step in &record.steps {
             text.push_str(&format!(
-                "  {:<20} {:<8} {:<10} {}\n",
+                "  {:<20} {:<8} {:<10} {}{}\n",
                 step.name,
                 step.runtime,
                 status_name(step.status),
-                describe(step)
+                describe(step),
+                teardown(step)
             ));
         }
     }
     text
+}
+
+/// How the step's teardown was verified, for the text view; failures are already in `describe`.
+fn teardown(step: &StepRecord) -> String {
+    match &step.teardown {
+        Some(teardown) if teardown.verified => {
+            format!("; teardown verified: {}", teardown.method.describe())
+        }
+        Some(_) => String::new(),
+        None if step.status == StepStatus::Skipped => String::new(),
+        None => "; teardown not verified by its runtime".to_owned(),
+    }
 }
 
 fn list(store: &FileStore, limit: usize, output: OutputFormat) -> Result<Code, Failure> {
