@@ -4,13 +4,11 @@
 //! function to [`POLICIES`]; nothing else changes. Policies see the spec only, never the runtime
 //! that will run it, so moving a step to another executor cannot change a verdict.
 
-mod destruction;
-
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use destruction::{Finding, analyse_argv, analyse_shell};
+pub use maestro_analyser::{Finding, Kind, Rule, analyse_argv, analyse_shell};
 
 use crate::spec::JobSpec;
 
@@ -100,15 +98,19 @@ fn owner_present(spec: &JobSpec, _config: &PolicyConfig) -> Vec<String> {
 fn no_destruction(spec: &JobSpec, _config: &PolicyConfig) -> Vec<String> {
     let mut reasons = Vec::new();
     for step in &spec.steps {
+        let mut merged_env = spec.env.clone();
+        merged_env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let findings = match (&step.run, &step.command) {
-            (Some(line), _) => analyse_shell(line),
-            (None, Some(argv)) => analyse_argv(argv),
+            (Some(line), _) => analyse_shell(line, &merged_env),
+            (None, Some(argv)) => analyse_argv(argv, &merged_env),
             (None, None) => Vec::new(),
         };
         reasons.extend(findings.into_iter().map(|finding| {
             format!(
                 "step {:?}: {} [{}]",
-                step.name, finding.reason, finding.rule
+                step.name,
+                finding.reason,
+                finding.rule.id()
             )
         }));
     }

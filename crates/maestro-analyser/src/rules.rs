@@ -1,5 +1,6 @@
 //! The rules: one check per destructive command family, applied to an effective argv.
 
+use super::Rule;
 use super::commands::{Stdin, basename};
 use super::paths::{self, Danger};
 use super::sql;
@@ -66,13 +67,13 @@ fn short_cluster_has(arg: &str, letters: &[char]) -> bool {
 
 /// Rule ids for the three kinds of precious path; `home: None` leaves the home directory alone.
 struct PreciousRules {
-    root: &'static str,
-    home: Option<&'static str>,
-    system: &'static str,
+    root: Rule,
+    home: Option<Rule>,
+    system: Rule,
 }
 
 impl PreciousRules {
-    fn for_danger(&self, danger: &Danger) -> Option<&'static str> {
+    fn for_danger(&self, danger: &Danger) -> Option<Rule> {
         match danger {
             Danger::Root => Some(self.root),
             Danger::Home => self.home,
@@ -179,7 +180,7 @@ impl Analyzer {
             .any(|o| o.starts_with("--") && long_opt(o, "--no-preserve-root"))
         {
             self.report(
-                "rm-no-preserve-root",
+                Rule::RmNoPreserveRoot,
                 format!("`{shown}` passes --no-preserve-root, disabling rm's protection of /"),
             );
         }
@@ -195,9 +196,9 @@ impl Analyzer {
                 scope,
                 "deletes",
                 &PreciousRules {
-                    root: "rm-root",
-                    home: Some("rm-home"),
-                    system: "rm-system-dir",
+                    root: Rule::RmRoot,
+                    home: Some(Rule::RmHome),
+                    system: Rule::RmSystemDir,
                 },
             );
         }
@@ -256,9 +257,9 @@ impl Analyzer {
                 verb,
                 // `chown -R "$USER" ~` is the usual repair of a home directory, not damage.
                 &PreciousRules {
-                    root: "recursive-permission-change",
+                    root: Rule::RecursivePermissionChange,
                     home: None,
-                    system: "recursive-permission-change",
+                    system: Rule::RecursivePermissionChange,
                 },
             );
         }
@@ -338,9 +339,9 @@ impl Analyzer {
                 scope,
                 "deletes everything under",
                 &PreciousRules {
-                    root: "find-delete",
-                    home: Some("find-delete"),
-                    system: "find-delete",
+                    root: Rule::FindDelete,
+                    home: Some(Rule::FindDelete),
+                    system: Rule::FindDelete,
                 },
             );
         }
@@ -368,7 +369,7 @@ impl Analyzer {
             for path in paths::static_paths(&target, scope.cwd.as_ref()) {
                 if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
                     self.report(
-                        "dd-device",
+                        Rule::DdDevice,
                         format!("`{shown}` overwrites the device {}", path.display()),
                     );
                 }
@@ -405,9 +406,9 @@ impl Analyzer {
             for path in paths::static_paths(operand, scope.cwd.as_ref()) {
                 if paths::is_block_device(&path) {
                     let (rule, verb) = match name {
-                        "shred" => ("shred-device", "shreds"),
-                        "blkdiscard" => ("shred-device", "discards every block of"),
-                        _ => ("block-device-write", "overwrites"),
+                        "shred" => (Rule::ShredDevice, "shreds"),
+                        "blkdiscard" => (Rule::ShredDevice, "discards every block of"),
+                        _ => (Rule::BlockDeviceWrite, "overwrites"),
                     };
                     self.report(
                         rule,
@@ -419,7 +420,11 @@ impl Analyzer {
     }
 
     fn rule_mkfs(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
-        let rule = if name == "wipefs" { "wipefs" } else { "mkfs" };
+        let rule = if name == "wipefs" {
+            Rule::Wipefs
+        } else {
+            Rule::Mkfs
+        };
         let verb = if name == "wipefs" {
             "erases the filesystem signatures of"
         } else {
@@ -499,7 +504,7 @@ impl Analyzer {
         };
         if hit {
             self.report(
-                "system-power",
+                Rule::SystemPower,
                 format!("`{shown}` shuts down or reboots the machine"),
             );
         }
@@ -526,7 +531,7 @@ impl Analyzer {
         };
         if hit {
             self.report(
-                "terraform-destroy",
+                Rule::TerraformDestroy,
                 format!("`{shown}` destroys the managed infrastructure"),
             );
         }
@@ -585,13 +590,13 @@ impl Analyzer {
         });
         if namespace {
             self.report(
-                "kubectl-delete",
+                Rule::KubectlDelete,
                 format!("`{shown}` deletes a namespace and everything in it"),
             );
         }
         if all {
             self.report(
-                "kubectl-delete",
+                Rule::KubectlDelete,
                 format!("`{shown}` deletes every matching resource (--all/--all-namespaces)"),
             );
         }
@@ -621,7 +626,7 @@ impl Analyzer {
                 };
                 if let Some(kind) = check(&text).or_else(|| value.and_then(check)) {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` runs {kind} against the database"),
                     );
                 }
@@ -630,7 +635,7 @@ impl Analyzer {
         for text in &stdin.texts {
             if let Some(kind) = check(text) {
                 self.report(
-                    "sql-drop",
+                    Rule::SqlDrop,
                     format!(
                         "`{shown}` is fed {kind} on its standard input (`{}`)",
                         words::excerpt(text)
@@ -662,7 +667,7 @@ impl Analyzer {
             "dropdb" => {
                 if !operands.is_empty() {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` drops a database (DROP DATABASE)"),
                     );
                 }
@@ -670,7 +675,7 @@ impl Analyzer {
             "mysqladmin" => {
                 if operands.iter().any(|o| o.eq_ignore_ascii_case("drop")) {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` drops a database (DROP DATABASE)"),
                     );
                 }
@@ -683,7 +688,7 @@ impl Analyzer {
                 };
                 if operands.iter().any(|o| flush(o)) || stdin.texts.iter().any(|t| flush(t)) {
                     self.report(
-                        "db-flush",
+                        Rule::DbFlush,
                         format!("`{shown}` deletes every key (FLUSHALL/FLUSHDB)"),
                     );
                 }

@@ -1,10 +1,22 @@
-//! Detection of destructive commands in shell strings and argv lists (the `no-destruction` policy).
+//! The `no-destruction` analyser: finds destructive or opaque commands in shell strings and argv
+//! lists.
 //!
-//! A step's `run` string is parsed with `brush-parser` (a real bash parser) and its syntax tree is
+//! # Brief overview
+//!
+//! * [`analyse_shell`] reads a step's `run` string as `/bin/sh -c` would; [`analyse_argv`] reads a
+//!   step's `command` argv, executed without a shell. Both take the environment the step is known
+//!   to receive, whose values count as known.
+//! * Each returns [`Finding`]s: a [`Rule`] and a reason quoting the command. A rule's [`Kind`]
+//!   says whether the command is shown to destroy something ([`Kind::Destructive`]) or cannot be
+//!   proven harmless ([`Kind::Opaque`]).
+//!
+//! # How
+//!
+//! A script is parsed with `brush-parser` (a real bash parser) and its syntax tree is
 //! walked: lists, pipelines, subshells, brace groups, `if`/`while`/`until`/`for`/`case` bodies,
 //! function bodies, command and process substitutions, here-documents. Every simple command is
 //! reduced to its effective argv (wrappers such as `sudo`, `env`, `nohup`, `timeout` or
-//! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in [`rules`].
+//! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in `rules`.
 //! Strings that are themselves scripts (`sh -c STRING`, `eval ARGS`, `su -c`, text piped into a
 //! shell) are analysed recursively, up to [`MAX_DEPTH`] levels.
 //!
@@ -14,26 +26,31 @@
 //! it could not read it:
 //!
 //! * When `brush-parser` rejects a script (a syntax error, or bash syntax it does not support) the
-//!   script goes to [`fallback`], a conservative tokenizer that splits it into commands at every
+//!   script goes to `fallback`, a conservative tokenizer that splits it into commands at every
 //!   unquoted operator and runs the same rules. It errs toward finding more, never less.
-//! * When even that cannot make sense of the script (an unterminated quote or substitution), or
-//!   the script is larger than [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its
-//!   work budget, the result carries a finding with rule `"unparseable"`: we cannot prove the
-//!   script safe, so the policy denies it. Findings made before the breakage are kept.
+//! * When even that cannot make sense of the script (an unterminated quote or substitution) the
+//!   result carries an `unparseable` finding; when the script is larger than
+//!   [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its work budget, a `too-complex`
+//!   one: we cannot prove the script safe, so the policy denies it. Findings made before the
+//!   breakage are kept.
 //! * Nesting deeper than [`MAX_DEPTH`] (`sh -c` inside `bash -c` inside `eval` …) yields
-//!   `"too-deeply-nested"`.
+//!   `too-deeply-nested`.
 //!
 //! `brush-parser` recurses once per nesting level and overflows a 2 MiB stack after a few hundred
 //! levels, which would abort the whole process rather than panic. The analysis therefore runs on a
 //! dedicated thread with a large stack, and scripts with more than [`MAX_OPENERS`] nesting
-//! openers never reach the parser (they go to the iterative fallback instead).
+//! openers never reach the parser (they go to the iterative fallback instead). A panic in the
+//! analysis becomes an `analysis-failed` finding.
 //!
 //! The rule list, with the spellings each rule understands and the choices made, is in the
 //! `no-destruction` section of `docs/policies.md`.
 
+#![deny(missing_docs)]
+
 mod commands;
 mod fallback;
 mod paths;
+mod rule;
 mod rules;
 mod sql;
 mod walk;
@@ -42,15 +59,17 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
+pub use rule::{Kind, Rule};
 use words::Resolved;
 
-/// One destructive construct found in a command.
+/// One destructive or opaque construct found in a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Short, stable identifier of the rule that matched, e.g. `"rm-root"`.
-    pub rule: &'static str,
+    /// The rule that matched; `rule.id()` is its stable identifier, e.g. `"rm-root"`.
+    pub rule: Rule,
     /// Human-readable explanation naming the offending command, e.g.
     /// "`rm -rf /` deletes the root filesystem".
     pub reason: String,
@@ -58,17 +77,22 @@ pub struct Finding {
 
 /// Analyse a shell string as run by `/bin/sh -c` (a step's `run`).
 ///
-/// Returns every destructive construct found, in source order, without duplicates. An empty
-/// vector means nothing destructive was recognised. Scripts that cannot be analysed produce an
-/// `"unparseable"` finding rather than an empty result.
+/// `env` holds the variables the step is known to receive; their values are known to the
+/// analysis (`rm -rf "$BUILD_DIR"/*` with `BUILD_DIR=build` is harmless).
+///
+/// Returns every destructive or opaque construct found, in source order, without duplicates. An
+/// empty vector means nothing destructive was recognised and nothing was beyond the analysis.
+/// Scripts that cannot be analysed produce an [`Kind::Opaque`] finding rather than an empty
+/// result.
 #[must_use]
-pub fn analyse_shell(script: &str) -> Vec<Finding> {
+pub fn analyse_shell(script: &str, env: &BTreeMap<String, String>) -> Vec<Finding> {
     if script.len() > MAX_SCRIPT_BYTES {
         return vec![too_large(script.len())];
     }
     let owned = script.to_owned();
+    let env = env.clone();
     isolated(move |az| {
-        let mut scope = Scope::default();
+        let mut scope = Scope::with_env(&env);
         az.analyse_script(&owned, &mut scope, 0);
     })
 }
@@ -79,17 +103,18 @@ pub fn analyse_shell(script: &str) -> Vec<Finding> {
 /// deliberate exception, a target spelled `~`, `~/…`, `$HOME` or `${HOME}` still counts as the
 /// home directory, and `/*` as everything under `/`: a file literally named like that is almost
 /// certainly a mistake, and whatever runs the argv may expand it after all. Strings handed to a
-/// shell (`["sh", "-c", STRING]`) are parsed as shell.
+/// shell (`["sh", "-c", STRING]`) are parsed as shell, seeing `env` as their environment.
 #[must_use]
-pub fn analyse_argv(argv: &[String]) -> Vec<Finding> {
+pub fn analyse_argv(argv: &[String], env: &BTreeMap<String, String>) -> Vec<Finding> {
     let total: usize = argv.iter().map(|a| a.len().saturating_add(1)).sum();
     if total > MAX_SCRIPT_BYTES {
         return vec![too_large(total)];
     }
     let owned = argv.to_vec();
+    let env = env.clone();
     isolated(move |az| {
         let words: Vec<words::Word> = owned.iter().map(|a| words::Word::argv_literal(a)).collect();
-        let mut scope = Scope::default();
+        let mut scope = Scope::with_env(&env);
         az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
     })
 }
@@ -99,7 +124,7 @@ pub fn analyse_argv(argv: &[String]) -> Vec<Finding> {
 pub(crate) const MAX_SCRIPT_BYTES: usize = 1 << 20;
 
 /// How many levels of script-inside-script (`sh -c`, `eval`, `$(…)`, text piped to a shell) we
-/// follow before giving up with `"too-deeply-nested"`.
+/// follow before giving up with `too-deeply-nested`.
 pub(crate) const MAX_DEPTH: usize = 8;
 
 /// Upper bound on nesting openers (`(`, `{`, backquotes, compound-command keywords) in a script
@@ -119,7 +144,7 @@ const WORK_BUDGET: usize = 1_000_000;
 
 fn too_large(len: usize) -> Finding {
     Finding {
-        rule: "unparseable",
+        rule: Rule::TooComplex,
         reason: format!(
             "the command is {len} bytes long, more than the {MAX_SCRIPT_BYTES} bytes the \
              no-destruction analysis reads, so it cannot be shown to be safe"
@@ -130,7 +155,7 @@ fn too_large(len: usize) -> Finding {
 /// What a bug in the analyser turns into: a denial, never an allowance.
 fn analysis_failed() -> Finding {
     Finding {
-        rule: "unparseable",
+        rule: Rule::AnalysisFailed,
         reason: "the no-destruction analysis failed on this command, so it cannot be shown to be \
                  safe"
             .into(),
@@ -184,6 +209,17 @@ pub(crate) struct Scope {
     /// How many function calls deep we are; bounded separately from [`MAX_DEPTH`] because
     /// recursive functions are normal and must not be reported.
     call_depth: usize,
+    /// The environment the step is known to receive; nested shells inherit it.
+    env: Rc<HashMap<String, String>>,
+}
+
+impl Scope {
+    fn with_env(env: &BTreeMap<String, String>) -> Self {
+        Self {
+            env: Rc::new(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            ..Self::default()
+        }
+    }
 }
 
 /// Accumulates findings for one top-level analysis and enforces its limits.
@@ -211,7 +247,7 @@ impl Analyzer {
 
     /// Records a finding once (the same construct can be reached along several paths, e.g. a
     /// function body checked at definition and again at each call).
-    pub(crate) fn report(&mut self, rule: &'static str, reason: String) {
+    pub(crate) fn report(&mut self, rule: Rule, reason: String) {
         if !self
             .findings
             .iter()
@@ -231,7 +267,7 @@ impl Analyzer {
         if !self.budget_reported {
             self.budget_reported = true;
             self.report(
-                "unparseable",
+                Rule::TooComplex,
                 "the command is too complex for the no-destruction analysis to finish, so it \
                  cannot be shown to be safe"
                     .into(),
@@ -245,9 +281,13 @@ impl Analyzer {
         if depth <= MAX_DEPTH {
             return false;
         }
-        if !self.findings.iter().any(|f| f.rule == "too-deeply-nested") {
+        if !self
+            .findings
+            .iter()
+            .any(|f| f.rule == Rule::TooDeeplyNested)
+        {
             self.report(
-                "too-deeply-nested",
+                Rule::TooDeeplyNested,
                 format!(
                     "`{}` is nested more than {MAX_DEPTH} levels deep (commands run by \
                      `sh -c`, `eval`, `$(…)`, `find -exec` …), too deep to be shown safe",

@@ -512,6 +512,13 @@ fn lookup(parameter: &Parameter, scope: &Scope) -> Vec<Resolved> {
     {
         return values.clone();
     }
+    // The step's environment is known, except `HOME`: whatever it is set to, it stays the home
+    // directory for the rules (`rm -rf "$HOME"` is `rm-home` with any value).
+    if name != "HOME"
+        && let Some(value) = scope.env.get(&name)
+    {
+        return vec![Resolved::text(value)];
+    }
     match name.as_str() {
         "HOME" => vec![Resolved(vec![Seg::Home])],
         // Always set by the shell to an absolute path, so never empty.

@@ -9,6 +9,7 @@ use brush_parser::ast::{
     SimpleCommand,
 };
 
+use super::Rule;
 use super::commands::{Redirect, SimpleCmd, Stdin};
 use super::words::{Resolved, Word};
 use super::{Analyzer, Scope};
@@ -175,7 +176,7 @@ impl Analyzer {
         let name = definition.fname.value.clone();
         if compound_forks(&name, &definition.body.0) {
             self.report(
-                "fork-bomb",
+                Rule::ForkBomb,
                 format!(
                     "function `{name}` is a fork bomb: it runs itself in a pipeline or in the \
                      background, multiplying processes until the machine stalls"

@@ -1,6 +1,7 @@
 //! From a simple command to its effective argv: redirections, pipeline input, wrappers
 //! (`sudo`, `env`, `timeout`, …) and commands that run scripts (`sh -c`, `eval`, `su -c`, …).
 
+use super::Rule;
 use super::paths::{self, AbsPath};
 use super::words::{self, Resolved, Word};
 use super::{Analyzer, Scope};
@@ -236,7 +237,7 @@ impl Analyzer {
         for path in paths::static_paths(target, cwd) {
             if paths::is_block_device(&path) {
                 self.report(
-                    "block-device-write",
+                    Rule::BlockDeviceWrite,
                     format!(
                         "`{}` overwrites the block device {}",
                         words::excerpt(shown),
@@ -299,6 +300,7 @@ impl Analyzer {
                     for script in scripts.iter().take(MAX_SCRIPT_CANDIDATES) {
                         let mut inner = Scope {
                             cwd: cwd.clone(),
+                            env: std::rc::Rc::clone(&scope.env),
                             ..Scope::default()
                         };
                         for (n, value) in positional.iter().enumerate() {
