@@ -26,6 +26,39 @@ pub(crate) struct Stdin {
     pub(crate) texts: Vec<String>,
 }
 
+impl Stdin {
+    /// Roughly how many bytes a copy holds.
+    pub(crate) fn weight(&self) -> usize {
+        self.texts.iter().map(|t| t.len() + 8).sum()
+    }
+}
+
+/// Longest static text we track as a pipeline stage's output; beyond it the output counts as
+/// unknown (what a shell reading it runs is then only known at run time).
+const MAX_PRODUCED_BYTES: usize = 64 * 1024;
+
+/// Joins rendered words with `sep`, or None once the result would exceed [`MAX_PRODUCED_BYTES`].
+fn join_bounded<'a>(parts: impl Iterator<Item = &'a Word>, sep: &str) -> Option<String> {
+    let mut out = String::new();
+    for (n, word) in parts.enumerate() {
+        if n > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&word.cands.first().map(Resolved::render).unwrap_or_default());
+        if out.len() > MAX_PRODUCED_BYTES {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Most static texts tracked on one command's standard input (long pipelines of producers
+/// would otherwise copy quadratically many).
+const MAX_STDIN_TEXTS: usize = 16;
+
+/// What an unknown text renders as when a shell parses it: a command only known at run time.
+const UNKNOWN_TEXT: &str = "${__maestro_unknown__:?}";
+
 /// A write redirection target or a text fed to standard input.
 #[derive(Clone, Debug)]
 pub(crate) enum Redirect {
@@ -168,10 +201,7 @@ fn is_assignment(arg: &str) -> bool {
 
 /// Joins words back into a script string the way `eval`, `ssh` and `watch` do.
 fn join_rendered(argv: &[Word]) -> String {
-    argv.iter()
-        .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
+    join_bounded(argv.iter(), " ").unwrap_or_else(|| UNKNOWN_TEXT.to_owned())
 }
 
 /// What the wrapper logic decided about the argv at the current position.
@@ -197,7 +227,17 @@ impl Analyzer {
         let mut upstream = Stdin::default();
         for cmd in stages.iter().flatten() {
             self.check_simple(cmd, &upstream, scope, depth);
-            upstream.texts.extend(producer_text(cmd));
+            let produced = producer_text(cmd);
+            if !self.spend_bytes(produced.iter().map(String::len).sum()) {
+                return;
+            }
+            upstream.texts.extend(produced);
+            if upstream.texts.len() > MAX_STDIN_TEXTS {
+                // Keep the first texts and note that more, unknown to us, follows: a shell at
+                // the end of a very long pipeline then reads code only known at run time.
+                upstream.texts.truncate(MAX_STDIN_TEXTS);
+                upstream.texts.push(UNKNOWN_TEXT.to_owned());
+            }
         }
     }
 
@@ -209,7 +249,7 @@ impl Analyzer {
         scope: &mut Scope,
         depth: usize,
     ) {
-        if !self.spend(1) {
+        if !self.spend_bytes(upstream.weight()) {
             return;
         }
         let mut stdin = upstream.clone();
@@ -258,7 +298,8 @@ impl Analyzer {
     ) {
         // Messages quote the command as written, wrappers included.
         let shown = words::display(argv);
-        if self.too_deep(&shown, depth) || !self.spend(1) {
+        let weight = stdin.weight() + argv.iter().map(Word::weight).sum::<usize>();
+        if self.too_deep(&shown, depth) || !self.spend_bytes(weight) {
             return;
         }
         let mut argv: Vec<Word> = argv.to_vec();
@@ -631,7 +672,7 @@ impl Analyzer {
         let Some(body) = scope.functions.get(name).cloned() else {
             return;
         };
-        let mut inner = scope.clone();
+        let mut inner = self.fork(scope);
         inner.call_depth += 1;
         for n in 1..10 {
             inner.vars.remove(&n.to_string());
@@ -763,12 +804,10 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
                         })
                 })
                 .collect();
-            let text = shown
-                .iter()
-                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(" ");
-            vec![words::decode_ansi_c(&text)]
+            match join_bounded(shown.into_iter(), " ") {
+                Some(text) => vec![words::decode_ansi_c(&text)],
+                None => vec![UNKNOWN_TEXT.to_owned()],
+            }
         }
         "cat" => cmd
             .redirects
@@ -779,15 +818,11 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
             })
             .collect(),
         "find" => {
-            let starts: Vec<String> = args
-                .iter()
-                .take_while(|w| {
-                    w.lit()
-                        .is_none_or(|a| !a.starts_with('-') && a != "(" && a != "!")
-                })
-                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-                .collect();
-            vec![starts.join("\n")]
+            let starts = args.iter().take_while(|w| {
+                w.lit()
+                    .is_none_or(|a| !a.starts_with('-') && a != "(" && a != "!")
+            });
+            vec![join_bounded(starts, "\n").unwrap_or_else(|| UNKNOWN_TEXT.to_owned())]
         }
         _ => Vec::new(),
     }

@@ -57,6 +57,8 @@ mod walk;
 mod words;
 
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
@@ -120,8 +122,9 @@ pub fn analyse_argv(argv: &[String], env: &BTreeMap<String, String>) -> Vec<Find
 }
 
 /// Largest script (or argv, summed) we analyse. Job steps are short; anything beyond this is more
-/// likely an attempt to exhaust the analyser than a real script, and is denied as unparseable.
-pub(crate) const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// likely an attempt to exhaust the analyser than a real script, and is denied as too complex.
+/// It also bounds the one step the deadline cannot interrupt, the parse.
+pub(crate) const MAX_SCRIPT_BYTES: usize = 128 << 10;
 
 /// How many levels of script-inside-script (`sh -c`, `eval`, `$(…)`, text piped to a shell) we
 /// follow before giving up with `too-deeply-nested`.
@@ -138,9 +141,20 @@ pub(crate) const MAX_OPENERS: usize = 1000;
 /// memory is reserved, not committed, so the cost is address space only.
 const ANALYSIS_STACK_BYTES: usize = 256 << 20;
 
-/// Units of work (commands checked, parses, candidate expansions) one analysis may spend. It stops
-/// exponential blow-ups such as a word with many candidate values fed to nested `sh -c`.
+/// Units of work (commands checked, parses, candidate expansions, and one unit per
+/// [`BYTES_PER_UNIT`] bytes of state copied) one analysis may spend. It stops exponential blow-ups
+/// such as a word with many candidate values fed to nested `sh -c`, and bounds the memory that
+/// copies of the shell state can take.
 const WORK_BUDGET: usize = 1_000_000;
+
+/// How many bytes of copied state cost one unit of work: [`WORK_BUDGET`] units allow 64 MiB
+/// of copies over a whole analysis, far more than any real script needs.
+pub(crate) const BYTES_PER_UNIT: usize = 64;
+
+/// Wall-clock time one analysis may take, parse included, before it gives up as too complex.
+/// The parser cannot be interrupted, so this is checked between steps of the analysis; scripts
+/// are bounded by [`MAX_SCRIPT_BYTES`] so that one parse stays well below it.
+const DEADLINE: std::time::Duration = std::time::Duration::from_millis(750);
 
 fn too_large(len: usize) -> Finding {
     Finding {
@@ -214,6 +228,22 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// Roughly how many bytes a copy of this scope holds.
+    pub(crate) fn weight(&self) -> usize {
+        let vars: usize = self
+            .vars
+            .iter()
+            .map(|(name, values)| name.len() + values.iter().map(Resolved::weight).sum::<usize>())
+            .sum();
+        let positional: usize = self
+            .positional
+            .iter()
+            .flatten()
+            .map(words::Word::weight)
+            .sum();
+        vars + positional + 64 * self.functions.len()
+    }
+
     fn with_env(env: &BTreeMap<String, String>) -> Self {
         Self {
             env: Rc::new(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
@@ -227,6 +257,8 @@ pub(crate) struct Analyzer {
     findings: Vec<Finding>,
     budget: usize,
     budget_reported: bool,
+    /// When the analysis must end, reported as too complex past it.
+    deadline: std::time::Instant,
     /// Whether `brush-parser` may be used (false when running on a small borrowed stack).
     use_parser: bool,
 }
@@ -237,6 +269,7 @@ impl Analyzer {
             findings: Vec::new(),
             budget: WORK_BUDGET,
             budget_reported: false,
+            deadline: std::time::Instant::now() + DEADLINE,
             use_parser,
         }
     }
@@ -259,7 +292,7 @@ impl Analyzer {
 
     /// Takes `units` from the work budget; false (after reporting once) when it is exhausted.
     pub(crate) fn spend(&mut self, units: usize) -> bool {
-        if self.budget >= units {
+        if self.budget >= units && std::time::Instant::now() < self.deadline {
             self.budget -= units;
             return true;
         }
@@ -268,12 +301,28 @@ impl Analyzer {
             self.budget_reported = true;
             self.report(
                 Rule::TooComplex,
-                "the command is too complex for the no-destruction analysis to finish, so it \
-                 cannot be shown to be safe"
+                "the command is too complex for the no-destruction analysis to finish within \
+                 its work, memory and time bounds, so it cannot be shown to be safe"
                     .into(),
             );
         }
         false
+    }
+
+    /// Whether a budget ran out: the verdict is then `too-complex` and further work is wasted.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.budget_reported
+    }
+
+    /// Takes from the budget for copying `bytes` of state; false when it is exhausted.
+    pub(crate) fn spend_bytes(&mut self, bytes: usize) -> bool {
+        self.spend(1 + bytes / BYTES_PER_UNIT)
+    }
+
+    /// A copy of `scope` for a subshell, function call or nested script, paid for by its size.
+    pub(crate) fn fork(&mut self, scope: &Scope) -> Scope {
+        self.spend_bytes(scope.weight());
+        scope.clone()
     }
 
     /// Reports (once) that nesting went past [`MAX_DEPTH`]; true when `depth` is too deep.
@@ -325,7 +374,7 @@ impl Analyzer {
     /// Analyses a script in a subshell-like child scope: it sees the parent's variables, but its
     /// own assignments and `cd`s do not leak back.
     pub(crate) fn analyse_nested(&mut self, script: &str, parent: &Scope, depth: usize) {
-        let mut child = parent.clone();
+        let mut child = self.fork(parent);
         self.analyse_script(script, &mut child, depth);
     }
 }

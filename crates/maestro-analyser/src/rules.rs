@@ -360,7 +360,7 @@ impl Analyzer {
             };
             let mut target = Resolved::text(rest);
             for seg in res.0.iter().skip(1) {
-                target.0.push(seg.clone());
+                target.push_seg(seg.clone());
             }
             let target = Word {
                 raw: word.raw.clone(),
@@ -714,7 +714,7 @@ fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
         for seg in res.0.iter().skip(1) {
             match seg {
                 Seg::Text(t) => value.push_text(t),
-                other => value.0.push(other.clone()),
+                other => value.push_seg(other.clone()),
             }
         }
         values.push(value);

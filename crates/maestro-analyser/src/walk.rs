@@ -23,6 +23,9 @@ impl Analyzer {
 
     fn walk_list(&mut self, list: &CompoundList, scope: &mut Scope, depth: usize) {
         for CompoundListItem(and_or, _) in &list.0 {
+            if self.exhausted() {
+                return;
+            }
             self.walk_pipeline(&and_or.first, scope, depth);
             for next in &and_or.additional {
                 let (AndOr::And(p) | AndOr::Or(p)) = next;
@@ -86,7 +89,7 @@ impl Analyzer {
             CompoundCommand::BraceGroup(group) => self.walk_list(&group.list, scope, depth),
             CompoundCommand::Subshell(sub) => {
                 // A subshell's `cd` and assignments do not leak out.
-                let mut inner = scope.clone();
+                let mut inner = self.fork(scope);
                 self.walk_list(&sub.list, &mut inner, depth);
             }
             CompoundCommand::ForClause(clause) => {
@@ -186,7 +189,7 @@ impl Analyzer {
         let body = Rc::new(definition.body.clone());
         scope.functions.insert(name, Rc::clone(&body));
         // Checked once as written (arguments unknown), and again at each call with them bound.
-        let mut inner = scope.clone();
+        let mut inner = self.fork(scope);
         self.walk_function_body(&body, &mut inner, depth);
     }
 
@@ -270,7 +273,7 @@ impl Analyzer {
                 }
             }
             CommandPrefixOrSuffixItem::ProcessSubstitution(_, sub) => {
-                let mut inner = scope.clone();
+                let mut inner = self.fork(scope);
                 self.walk_list(&sub.list, &mut inner, depth);
                 cmd.words.push(Word {
                     raw: "<(…)".into(),
@@ -312,7 +315,7 @@ impl Analyzer {
                     })
                 }
                 IoFileRedirectTarget::ProcessSubstitution(_, sub) => {
-                    let mut inner = scope.clone();
+                    let mut inner = self.fork(scope);
                     self.walk_list(&sub.list, &mut inner, depth);
                     None
                 }
