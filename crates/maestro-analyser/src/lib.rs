@@ -182,6 +182,43 @@ fn isolated<F>(work: F) -> Vec<Finding>
 where
     F: Fn(&mut Analyzer) + Send + Sync + 'static,
 {
+    isolated_with(work, true)
+}
+
+/// [`analyse_shell`] without the panic safety net, so that a property test can see a panic.
+#[cfg(test)]
+pub(crate) fn analyse_shell_uncaught(script: &str) -> Vec<Finding> {
+    let owned = script.to_owned();
+    isolated_with(
+        move |az| {
+            let mut scope = Scope::default();
+            az.analyse_script(&owned, &mut scope, 0);
+        },
+        false,
+    )
+}
+
+/// [`analyse_argv`] without the panic safety net.
+#[cfg(test)]
+pub(crate) fn analyse_argv_uncaught(argv: &[String]) -> Vec<Finding> {
+    let owned = argv.to_vec();
+    isolated_with(
+        move |az| {
+            let words: Vec<words::Word> =
+                owned.iter().map(|a| words::Word::argv_literal(a)).collect();
+            let mut scope = Scope::default();
+            az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
+        },
+        false,
+    )
+}
+
+/// [`isolated`], where `catch: false` re-raises a panic of the analysis in the caller instead
+/// of turning it into an `analysis-failed` finding.
+fn isolated_with<F>(work: F, catch: bool) -> Vec<Finding>
+where
+    F: Fn(&mut Analyzer) + Send + Sync + 'static,
+{
     let work = std::sync::Arc::new(work);
     let in_thread = std::sync::Arc::clone(&work);
     let spawned = std::thread::Builder::new()
@@ -193,16 +230,24 @@ where
             az.into_findings()
         });
     match spawned {
-        Ok(handle) => handle.join().unwrap_or_else(|_| vec![analysis_failed()]),
+        Ok(handle) => match handle.join() {
+            Ok(findings) => findings,
+            Err(panic) if !catch => std::panic::resume_unwind(panic),
+            Err(_) => vec![analysis_failed()],
+        },
         Err(_) => {
             // No thread (resource limits): analyse on the caller's stack, but only with the
             // iterative fallback tokenizer, whose recursion is bounded by MAX_DEPTH alone.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let run = || {
                 let mut az = Analyzer::new(false);
                 work(&mut az);
                 az.into_findings()
-            }))
-            .unwrap_or_else(|_| vec![analysis_failed()])
+            };
+            if !catch {
+                return run();
+            }
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .unwrap_or_else(|_| vec![analysis_failed()])
         }
     }
 }

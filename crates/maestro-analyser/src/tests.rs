@@ -724,28 +724,36 @@ fn shellish() -> impl Strategy<Value = String> {
     prop::collection::vec(atoms, 0..64).prop_map(|parts| parts.concat())
 }
 
+// The property tests call the analysis without its panic safety net: a panic fails them
+// (through the safety net it would only be an `analysis-failed` finding).
 proptest! {
     #[test]
     fn analyse_shell_never_panics_on_arbitrary_strings(script in any::<String>()) {
-        let _ = analyse_shell(&script);
+        let _ = super::analyse_shell_uncaught(&script);
     }
 
     #[test]
     fn analyse_shell_never_panics_on_shell_fragments(script in shellish()) {
-        let _ = analyse_shell(&script);
+        let _ = super::analyse_shell_uncaught(&script);
     }
 
     #[test]
     fn analyse_argv_never_panics(
         words in prop::collection::vec(prop_oneof![any::<String>(), shellish()], 0..12)
     ) {
-        let _ = analyse_argv(&words);
+        let _ = super::analyse_argv_uncaught(&words);
     }
 
     #[test]
     fn wrapped_shell_strings_never_panic(script in shellish()) {
-        let _ = analyse_argv(&["bash".to_owned(), "-c".to_owned(), script.clone()]);
-        let _ = analyse_shell(&format!("sh -c {script:?}"));
+        let _ = super::analyse_argv_uncaught(&["bash".to_owned(), "-c".to_owned(), script.clone()]);
+        let _ = super::analyse_shell_uncaught(&format!("sh -c {script:?}"));
+    }
+
+    #[test]
+    fn the_public_functions_never_report_analysis_failed(script in shellish()) {
+        let found = rules(&analyse_shell(&script));
+        prop_assert!(!found.contains(&"analysis-failed"), "{found:?}");
     }
 }
 
@@ -776,4 +784,10 @@ fn here_documents_in_substitutions_are_still_analysed() {
     );
     let after = "v=$(cat <<EOF\nhello\nEOF\n)\nrm -rf /";
     assert_eq!(rules(&analyse_shell(after)), vec!["rm-root"], "{after:?}");
+}
+
+#[test]
+fn a_panic_in_the_analysis_is_a_denial() {
+    let findings = super::isolated(|_| panic!("a bug in the analyser"));
+    assert_eq!(rules(&findings), vec!["analysis-failed"]);
 }
