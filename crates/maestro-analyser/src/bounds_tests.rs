@@ -152,7 +152,8 @@ fn deeply_nested_inputs_are_bounded() {
         !m.rules.is_empty()
             && m.rules
                 .iter()
-                .all(|r| r == "too-deeply-nested" || r == "too-complex"),
+                .all(|r| ["too-deeply-nested", "too-complex", "dynamic-command"]
+                    .contains(&r.as_str())),
         "{:?}",
         m.rules
     );
@@ -182,4 +183,13 @@ fn huge_inputs_are_bounded() {
         "echo $x $x $x |".repeat(3_000)
     );
     assert_bounded("long-pipeline", &pipeline, &["too-complex"]);
+}
+#[test]
+fn doubling_into_a_destructive_argument_is_opaque() {
+    // The value outgrows what is tracked, so `rm -rf` gets an argument known only at run time.
+    assert_bounded(
+        "double-rm",
+        &doublings(60, "rm -rf \"$x\""),
+        &["dynamic-argument"],
+    );
 }

@@ -24,6 +24,8 @@ const MAX_CALL_DEPTH: usize = 3;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Stdin {
     pub(crate) texts: Vec<String>,
+    /// Some of the input is only known at run time (`curl … | sh`, `sh < file`).
+    pub(crate) unknown: bool,
 }
 
 impl Stdin {
@@ -59,6 +61,18 @@ const MAX_STDIN_TEXTS: usize = 16;
 /// What an unknown text renders as when a shell parses it: a command only known at run time.
 const UNKNOWN_TEXT: &str = "${__maestro_unknown__:?}";
 
+/// The variable name that [`Resolved::render`] and [`UNKNOWN_TEXT`] use for unknown values.
+pub(crate) const UNKNOWN_MARKER: &str = "__maestro_unknown__";
+
+/// Whether a command word is a pathname pattern the shell expands (`/???/r?`, `/bin/r[m]`):
+/// it holds an unquoted `*`, `?` or `[`.
+fn is_glob(value: &str, raw: &str) -> bool {
+    let bracket = value
+        .find('[')
+        .is_some_and(|open| value[open + 1..].contains(']'));
+    (value.contains(['*', '?']) || bracket) && !raw.contains(['\'', '"', '\\'])
+}
+
 /// A write redirection target or a text fed to standard input.
 #[derive(Clone, Debug)]
 pub(crate) enum Redirect {
@@ -68,6 +82,8 @@ pub(crate) enum Redirect {
         target: Word,
     },
     InputText(String),
+    /// Input read from a file, a descriptor or a process substitution.
+    InputUnknown,
 }
 
 /// A simple command with its words resolved.
@@ -231,6 +247,8 @@ impl Analyzer {
             if !self.spend_bytes(produced.iter().map(String::len).sum()) {
                 return;
             }
+            // What a stage we cannot read writes (`curl`, `base64 -d`, `cat file`) is unknown.
+            upstream.unknown |= produced.is_empty();
             upstream.texts.extend(produced);
             if upstream.texts.len() > MAX_STDIN_TEXTS {
                 // Keep the first texts and note that more, unknown to us, follows: a shell at
@@ -261,6 +279,7 @@ impl Analyzer {
                     scope.cwd.as_ref(),
                 ),
                 Redirect::InputText(text) => stdin.texts.push(text.clone()),
+                Redirect::InputUnknown => stdin.unknown = true,
             }
         }
         if cmd.words.is_empty() {
@@ -308,10 +327,19 @@ impl Analyzer {
         let mut cwd = scope.cwd.clone();
         for _ in 0..MAX_WRAPPERS {
             let Some(word) = argv.get(i) else { return };
+            if let Some(lit) = word.lit()
+                && is_glob(&lit, &word.raw)
+            {
+                self.report_dynamic_command(word, scope, "is a glob the shell expands");
+                return;
+            }
             let Some(lit) = word.lit() else {
                 // A command word with several static values (`for c in rm; do $c …`): try each.
                 let values = word.literals();
-                if values.len() > 1 && values.len() == word.cands.len() {
+                if values.len() != word.cands.len() {
+                    self.report_dynamic_command(word, scope, "is only known at run time");
+                }
+                if values.len() > 1 {
                     for value in values {
                         let mut variant = argv[i..].to_vec();
                         variant[0] = Word {
@@ -338,6 +366,7 @@ impl Analyzer {
                     }
                 }
                 Next::Script(scripts, positional) => {
+                    self.check_dynamic_code(&name, &shown, &scripts, &stdin);
                     for script in scripts.iter().take(MAX_SCRIPT_CANDIDATES) {
                         let mut inner = Scope {
                             cwd: cwd.clone(),
@@ -356,6 +385,12 @@ impl Analyzer {
                 Next::Command => {
                     if name == "eval" {
                         let script = join_rendered(&argv[i + 1..]);
+                        self.check_dynamic_code(
+                            &name,
+                            &shown,
+                            std::slice::from_ref(&script),
+                            &stdin,
+                        );
                         self.analyse_script(&script, scope, depth + 1);
                         return;
                     }
@@ -369,6 +404,43 @@ impl Analyzer {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reports a command name that the analysis cannot know (unless it is the positional
+    /// parameters of a function checked as written: each call is checked with them bound).
+    fn report_dynamic_command(&mut self, word: &Word, scope: &Scope, what: &str) {
+        if scope.defining
+            && word
+                .raw
+                .contains(['@', '*', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        {
+            return;
+        }
+        self.report(
+            Rule::DynamicCommand,
+            format!(
+                "the command name `{}` {what}, so what runs cannot be shown to be safe",
+                words::excerpt(&word.raw)
+            ),
+        );
+    }
+
+    /// Code handed to a shell or `eval` that holds a part only known at run time, or a shell
+    /// reading standard input we cannot see.
+    fn check_dynamic_code(&mut self, name: &str, shown: &str, scripts: &[String], stdin: &Stdin) {
+        let reads_unknown_stdin = stdin.unknown && scripts.iter().any(|s| s == UNKNOWN_TEXT);
+        let unknown_text = scripts.iter().any(|s| s.contains(UNKNOWN_MARKER));
+        if unknown_text || reads_unknown_stdin {
+            let source = if reads_unknown_stdin {
+                "reads code from standard input that is only known at run time"
+            } else {
+                "runs code that is only known at run time"
+            };
+            self.report(
+                Rule::DynamicCode,
+                format!("`{shown}` ({name}) {source}, so it cannot be shown to be safe"),
+            );
         }
     }
 
@@ -540,7 +612,7 @@ impl Analyzer {
                     return Next::Wrapped(o.next);
                 }
                 // `su user` alone opens an interactive shell reading stdin.
-                Next::Script(stdin.texts.clone(), Vec::new())
+                Next::Script(stdin_scripts(stdin), Vec::new())
             }
             "watch" => {
                 let o = parse_opts(
@@ -754,7 +826,7 @@ fn shell_invocation(argv: &[Word], i: usize, stdin: &Stdin) -> Next {
         // `bash script.sh`: a file we cannot see.
         return Next::Stop;
     }
-    Next::Script(stdin.texts.clone(), Vec::new())
+    Next::Script(stdin_scripts(stdin), Vec::new())
 }
 
 /// New working directory after `cd DIR` (None when it cannot be known statically).
@@ -814,7 +886,7 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
             .iter()
             .filter_map(|r| match r {
                 Redirect::InputText(t) => Some(t.clone()),
-                Redirect::Write { .. } => None,
+                Redirect::Write { .. } | Redirect::InputUnknown => None,
             })
             .collect(),
         "find" => {
@@ -826,4 +898,14 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The scripts a shell reading standard input runs: the static texts, plus an unknown one when
+/// some of the input is only known at run time.
+fn stdin_scripts(stdin: &Stdin) -> Vec<String> {
+    let mut scripts = stdin.texts.clone();
+    if stdin.unknown {
+        scripts.push(UNKNOWN_TEXT.to_owned());
+    }
+    scripts
 }

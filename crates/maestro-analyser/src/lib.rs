@@ -268,6 +268,8 @@ pub(crate) struct Scope {
     /// How many function calls deep we are; bounded separately from [`MAX_DEPTH`] because
     /// recursive functions are normal and must not be reported.
     call_depth: usize,
+    /// Whether a function body is being checked as written, with its arguments unknown.
+    defining: bool,
     /// The environment the step is known to receive; nested shells inherit it.
     env: Rc<HashMap<String, String>>,
 }
@@ -317,6 +319,11 @@ impl Analyzer {
             deadline: std::time::Instant::now() + DEADLINE,
             use_parser,
         }
+    }
+
+    /// How many findings so far (to tell whether a check added one).
+    pub(crate) fn findings_len(&self) -> usize {
+        self.findings.len()
     }
 
     fn into_findings(self) -> Vec<Finding> {

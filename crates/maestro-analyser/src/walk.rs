@@ -190,6 +190,7 @@ impl Analyzer {
         scope.functions.insert(name, Rc::clone(&body));
         // Checked once as written (arguments unknown), and again at each call with them bound.
         let mut inner = self.fork(scope);
+        inner.defining = true;
         self.walk_function_body(&body, &mut inner, depth);
     }
 
@@ -306,6 +307,9 @@ impl Analyzer {
                         _ => false,
                     };
                     let cands = self.resolve_single(&word.value, scope, depth, 0);
+                    if matches!(kind, IoFileRedirectKind::Read) && fd.is_none_or(|fd| fd == 0) {
+                        return Some(Redirect::InputUnknown);
+                    }
                     writes.then(|| Redirect::Write {
                         op: format!("{}{}", fd.map(|n| n.to_string()).unwrap_or_default(), kind),
                         target: Word {
@@ -317,7 +321,7 @@ impl Analyzer {
                 IoFileRedirectTarget::ProcessSubstitution(_, sub) => {
                     let mut inner = self.fork(scope);
                     self.walk_list(&sub.list, &mut inner, depth);
-                    None
+                    matches!(kind, IoFileRedirectKind::Read).then_some(Redirect::InputUnknown)
                 }
                 IoFileRedirectTarget::Fd(_) => None,
             },

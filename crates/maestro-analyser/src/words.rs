@@ -274,10 +274,25 @@ impl Analyzer {
             };
             // Field splitting: an unquoted expansion with a known value containing blanks
             // becomes several words (`RM="rm -rf"; $RM /`).
+            // A known IFS (`IFS=,; cmd=rm,-rf,/; $cmd`) splits at its characters instead.
             let unquoted = !word.raw.contains(['\'', '"', '\\']) && word.raw.contains('$');
+            let ifs = scope
+                .vars
+                .get("IFS")
+                .and_then(|values| values.first())
+                .and_then(Resolved::literal);
+            let is_sep = |c: char| match &ifs {
+                Some(ifs) => ifs.contains(c),
+                None => c.is_whitespace(),
+            };
             match word.lit() {
-                Some(value) if unquoted && value.contains(char::is_whitespace) => {
-                    out.extend(value.split_whitespace().map(Word::literal));
+                Some(value) if unquoted && value.contains(is_sep) => {
+                    out.extend(
+                        value
+                            .split(is_sep)
+                            .filter(|part| !part.is_empty())
+                            .map(Word::literal),
+                    );
                 }
                 _ => out.push(word),
             }
