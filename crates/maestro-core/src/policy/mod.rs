@@ -6,15 +6,13 @@
 //! cannot prove harmless is allowed exactly when the step is contained, whichever executor
 //! contains it.
 
-mod destruction;
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use destruction::{Finding, analyse_argv, analyse_shell};
+pub use maestro_analyser::{Finding, Kind, Rule, analyse_argv, analyse_shell};
 
 use crate::identity;
 use crate::plan::{Containment, PlannedStep};
@@ -183,20 +181,22 @@ fn no_destruction(input: &PolicyInput<'_>, _config: &PolicyConfig) -> Decision {
     let mut decision = Decision::default();
     for (index, step) in input.spec.steps.iter().enumerate() {
         // The values the step is known to receive: the job's env, then the step's.
-        let mut env: BTreeMap<String, String> = input.spec.env.clone();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut merged_env = input.spec.env.clone();
+        merged_env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let findings = match (&step.run, &step.command) {
-            (Some(line), _) => analyse_shell(line),
-            (None, Some(argv)) => analyse_argv(argv),
+            (Some(line), _) => analyse_shell(line, &merged_env),
+            (None, Some(argv)) => analyse_argv(argv, &merged_env),
             (None, None) => Vec::new(),
         };
         let containment = input.containment(index);
         for finding in findings {
             let line = format!(
                 "step {:?}: {} [{}]",
-                step.name, finding.reason, finding.rule
+                step.name,
+                finding.reason,
+                finding.rule.id()
             );
-            if !is_opaque(&finding) {
+            if finding.rule.kind() == Kind::Destructive {
                 decision.reasons.push(line);
             } else if containment.is_contained() {
                 decision.notes.push(format!(
@@ -212,11 +212,6 @@ fn no_destruction(input: &PolicyInput<'_>, _config: &PolicyConfig) -> Decision {
         }
     }
     decision
-}
-
-/// Whether a finding says "cannot be shown harmless" rather than "destructive".
-fn is_opaque(finding: &Finding) -> bool {
-    matches!(finding.rule, "unparseable" | "too-deeply-nested")
 }
 
 fn containment_name(containment: Containment) -> &'static str {

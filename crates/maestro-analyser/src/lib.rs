@@ -1,10 +1,22 @@
-//! Detection of destructive commands in shell strings and argv lists (the `no-destruction` policy).
+//! The `no-destruction` analyser: finds destructive or opaque commands in shell strings and argv
+//! lists.
 //!
-//! A step's `run` string is parsed with `brush-parser` (a real bash parser) and its syntax tree is
+//! # Brief overview
+//!
+//! * [`analyse_shell`] reads a step's `run` string as `/bin/sh -c` would; [`analyse_argv`] reads a
+//!   step's `command` argv, executed without a shell. Both take the environment the step is known
+//!   to receive, whose values count as known.
+//! * Each returns [`Finding`]s: a [`Rule`] and a reason quoting the command. A rule's [`Kind`]
+//!   says whether the command is shown to destroy something ([`Kind::Destructive`]) or cannot be
+//!   proven harmless ([`Kind::Opaque`]).
+//!
+//! # How
+//!
+//! A script is parsed with `brush-parser` (a real bash parser) and its syntax tree is
 //! walked: lists, pipelines, subshells, brace groups, `if`/`while`/`until`/`for`/`case` bodies,
 //! function bodies, command and process substitutions, here-documents. Every simple command is
 //! reduced to its effective argv (wrappers such as `sudo`, `env`, `nohup`, `timeout` or
-//! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in [`rules`].
+//! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in `rules`.
 //! Strings that are themselves scripts (`sh -c STRING`, `eval ARGS`, `su -c`, text piped into a
 //! shell) are analysed recursively, up to [`MAX_DEPTH`] levels.
 //!
@@ -14,43 +26,52 @@
 //! it could not read it:
 //!
 //! * When `brush-parser` rejects a script (a syntax error, or bash syntax it does not support) the
-//!   script goes to [`fallback`], a conservative tokenizer that splits it into commands at every
+//!   script goes to `fallback`, a conservative tokenizer that splits it into commands at every
 //!   unquoted operator and runs the same rules. It errs toward finding more, never less.
-//! * When even that cannot make sense of the script (an unterminated quote or substitution), or
-//!   the script is larger than [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its
-//!   work budget, the result carries a finding with rule `"unparseable"`: we cannot prove the
-//!   script safe, so the policy denies it. Findings made before the breakage are kept.
+//! * When even that cannot make sense of the script (an unterminated quote or substitution) the
+//!   result carries an `unparseable` finding; when the script is larger than
+//!   [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its work budget, a `too-complex`
+//!   one: we cannot prove the script safe, so the policy denies it. Findings made before the
+//!   breakage are kept.
 //! * Nesting deeper than [`MAX_DEPTH`] (`sh -c` inside `bash -c` inside `eval` …) yields
-//!   `"too-deeply-nested"`.
+//!   `too-deeply-nested`.
 //!
 //! `brush-parser` recurses once per nesting level and overflows a 2 MiB stack after a few hundred
 //! levels, which would abort the whole process rather than panic. The analysis therefore runs on a
 //! dedicated thread with a large stack, and scripts with more than [`MAX_OPENERS`] nesting
-//! openers never reach the parser (they go to the iterative fallback instead).
+//! openers never reach the parser (they go to the iterative fallback instead). A panic in the
+//! analysis becomes an `analysis-failed` finding.
 //!
 //! The rule list, with the spellings each rule understands and the choices made, is in the
 //! `no-destruction` section of `docs/policies.md`.
 
+#![deny(missing_docs)]
+
 mod commands;
 mod fallback;
 mod paths;
+mod rule;
 mod rules;
 mod sql;
 mod walk;
 mod words;
 
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
+pub use rule::{Kind, Rule};
 use words::Resolved;
 
-/// One destructive construct found in a command.
+/// One destructive or opaque construct found in a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Short, stable identifier of the rule that matched, e.g. `"rm-root"`.
-    pub rule: &'static str,
+    /// The rule that matched; `rule.id()` is its stable identifier, e.g. `"rm-root"`.
+    pub rule: Rule,
     /// Human-readable explanation naming the offending command, e.g.
     /// "`rm -rf /` deletes the root filesystem".
     pub reason: String,
@@ -58,17 +79,22 @@ pub struct Finding {
 
 /// Analyse a shell string as run by `/bin/sh -c` (a step's `run`).
 ///
-/// Returns every destructive construct found, in source order, without duplicates. An empty
-/// vector means nothing destructive was recognised. Scripts that cannot be analysed produce an
-/// `"unparseable"` finding rather than an empty result.
+/// `env` holds the variables the step is known to receive; their values are known to the
+/// analysis (`rm -rf "$BUILD_DIR"/*` with `BUILD_DIR=build` is harmless).
+///
+/// Returns every destructive or opaque construct found, in source order, without duplicates. An
+/// empty vector means nothing destructive was recognised and nothing was beyond the analysis.
+/// Scripts that cannot be analysed produce an [`Kind::Opaque`] finding rather than an empty
+/// result.
 #[must_use]
-pub fn analyse_shell(script: &str) -> Vec<Finding> {
+pub fn analyse_shell(script: &str, env: &BTreeMap<String, String>) -> Vec<Finding> {
     if script.len() > MAX_SCRIPT_BYTES {
         return vec![too_large(script.len())];
     }
     let owned = script.to_owned();
+    let env = env.clone();
     isolated(move |az| {
-        let mut scope = Scope::default();
+        let mut scope = Scope::with_env(&env);
         az.analyse_script(&owned, &mut scope, 0);
     })
 }
@@ -79,27 +105,29 @@ pub fn analyse_shell(script: &str) -> Vec<Finding> {
 /// deliberate exception, a target spelled `~`, `~/…`, `$HOME` or `${HOME}` still counts as the
 /// home directory, and `/*` as everything under `/`: a file literally named like that is almost
 /// certainly a mistake, and whatever runs the argv may expand it after all. Strings handed to a
-/// shell (`["sh", "-c", STRING]`) are parsed as shell.
+/// shell (`["sh", "-c", STRING]`) are parsed as shell, seeing `env` as their environment.
 #[must_use]
-pub fn analyse_argv(argv: &[String]) -> Vec<Finding> {
+pub fn analyse_argv(argv: &[String], env: &BTreeMap<String, String>) -> Vec<Finding> {
     let total: usize = argv.iter().map(|a| a.len().saturating_add(1)).sum();
     if total > MAX_SCRIPT_BYTES {
         return vec![too_large(total)];
     }
     let owned = argv.to_vec();
+    let env = env.clone();
     isolated(move |az| {
         let words: Vec<words::Word> = owned.iter().map(|a| words::Word::argv_literal(a)).collect();
-        let mut scope = Scope::default();
+        let mut scope = Scope::with_env(&env);
         az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
     })
 }
 
 /// Largest script (or argv, summed) we analyse. Job steps are short; anything beyond this is more
-/// likely an attempt to exhaust the analyser than a real script, and is denied as unparseable.
-pub(crate) const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// likely an attempt to exhaust the analyser than a real script, and is denied as too complex.
+/// It also bounds the one step the deadline cannot interrupt, the parse.
+pub(crate) const MAX_SCRIPT_BYTES: usize = 128 << 10;
 
 /// How many levels of script-inside-script (`sh -c`, `eval`, `$(…)`, text piped to a shell) we
-/// follow before giving up with `"too-deeply-nested"`.
+/// follow before giving up with `too-deeply-nested`.
 pub(crate) const MAX_DEPTH: usize = 8;
 
 /// Upper bound on nesting openers (`(`, `{`, backquotes, compound-command keywords) in a script
@@ -113,13 +141,24 @@ pub(crate) const MAX_OPENERS: usize = 1000;
 /// memory is reserved, not committed, so the cost is address space only.
 const ANALYSIS_STACK_BYTES: usize = 256 << 20;
 
-/// Units of work (commands checked, parses, candidate expansions) one analysis may spend. It stops
-/// exponential blow-ups such as a word with many candidate values fed to nested `sh -c`.
+/// Units of work (commands checked, parses, candidate expansions, and one unit per
+/// [`BYTES_PER_UNIT`] bytes of state copied) one analysis may spend. It stops exponential blow-ups
+/// such as a word with many candidate values fed to nested `sh -c`, and bounds the memory that
+/// copies of the shell state can take.
 const WORK_BUDGET: usize = 1_000_000;
+
+/// How many bytes of copied state cost one unit of work: [`WORK_BUDGET`] units allow 64 MiB
+/// of copies over a whole analysis, far more than any real script needs.
+pub(crate) const BYTES_PER_UNIT: usize = 64;
+
+/// Wall-clock time one analysis may take, parse included, before it gives up as too complex.
+/// The parser cannot be interrupted, so this is checked between steps of the analysis; scripts
+/// are bounded by [`MAX_SCRIPT_BYTES`] so that one parse stays well below it.
+const DEADLINE: std::time::Duration = std::time::Duration::from_millis(750);
 
 fn too_large(len: usize) -> Finding {
     Finding {
-        rule: "unparseable",
+        rule: Rule::TooComplex,
         reason: format!(
             "the command is {len} bytes long, more than the {MAX_SCRIPT_BYTES} bytes the \
              no-destruction analysis reads, so it cannot be shown to be safe"
@@ -130,7 +169,7 @@ fn too_large(len: usize) -> Finding {
 /// What a bug in the analyser turns into: a denial, never an allowance.
 fn analysis_failed() -> Finding {
     Finding {
-        rule: "unparseable",
+        rule: Rule::AnalysisFailed,
         reason: "the no-destruction analysis failed on this command, so it cannot be shown to be \
                  safe"
             .into(),
@@ -140,6 +179,43 @@ fn analysis_failed() -> Finding {
 /// Runs one analysis on its own big-stack thread, so that neither deep recursion in the parser nor
 /// a panic anywhere inside can take the caller down.
 fn isolated<F>(work: F) -> Vec<Finding>
+where
+    F: Fn(&mut Analyzer) + Send + Sync + 'static,
+{
+    isolated_with(work, true)
+}
+
+/// [`analyse_shell`] without the panic safety net, so that a property test can see a panic.
+#[cfg(test)]
+pub(crate) fn analyse_shell_uncaught(script: &str) -> Vec<Finding> {
+    let owned = script.to_owned();
+    isolated_with(
+        move |az| {
+            let mut scope = Scope::default();
+            az.analyse_script(&owned, &mut scope, 0);
+        },
+        false,
+    )
+}
+
+/// [`analyse_argv`] without the panic safety net.
+#[cfg(test)]
+pub(crate) fn analyse_argv_uncaught(argv: &[String]) -> Vec<Finding> {
+    let owned = argv.to_vec();
+    isolated_with(
+        move |az| {
+            let words: Vec<words::Word> =
+                owned.iter().map(|a| words::Word::argv_literal(a)).collect();
+            let mut scope = Scope::default();
+            az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
+        },
+        false,
+    )
+}
+
+/// [`isolated`], where `catch: false` re-raises a panic of the analysis in the caller instead
+/// of turning it into an `analysis-failed` finding.
+fn isolated_with<F>(work: F, catch: bool) -> Vec<Finding>
 where
     F: Fn(&mut Analyzer) + Send + Sync + 'static,
 {
@@ -154,16 +230,24 @@ where
             az.into_findings()
         });
     match spawned {
-        Ok(handle) => handle.join().unwrap_or_else(|_| vec![analysis_failed()]),
+        Ok(handle) => match handle.join() {
+            Ok(findings) => findings,
+            Err(panic) if !catch => std::panic::resume_unwind(panic),
+            Err(_) => vec![analysis_failed()],
+        },
         Err(_) => {
             // No thread (resource limits): analyse on the caller's stack, but only with the
             // iterative fallback tokenizer, whose recursion is bounded by MAX_DEPTH alone.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let run = || {
                 let mut az = Analyzer::new(false);
                 work(&mut az);
                 az.into_findings()
-            }))
-            .unwrap_or_else(|_| vec![analysis_failed()])
+            };
+            if !catch {
+                return run();
+            }
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .unwrap_or_else(|_| vec![analysis_failed()])
         }
     }
 }
@@ -184,6 +268,35 @@ pub(crate) struct Scope {
     /// How many function calls deep we are; bounded separately from [`MAX_DEPTH`] because
     /// recursive functions are normal and must not be reported.
     call_depth: usize,
+    /// Whether a function body is being checked as written, with its arguments unknown.
+    defining: bool,
+    /// The environment the step is known to receive; nested shells inherit it.
+    env: Rc<HashMap<String, String>>,
+}
+
+impl Scope {
+    /// Roughly how many bytes a copy of this scope holds.
+    pub(crate) fn weight(&self) -> usize {
+        let vars: usize = self
+            .vars
+            .iter()
+            .map(|(name, values)| name.len() + values.iter().map(Resolved::weight).sum::<usize>())
+            .sum();
+        let positional: usize = self
+            .positional
+            .iter()
+            .flatten()
+            .map(words::Word::weight)
+            .sum();
+        vars + positional + 64 * self.functions.len()
+    }
+
+    fn with_env(env: &BTreeMap<String, String>) -> Self {
+        Self {
+            env: Rc::new(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            ..Self::default()
+        }
+    }
 }
 
 /// Accumulates findings for one top-level analysis and enforces its limits.
@@ -191,6 +304,8 @@ pub(crate) struct Analyzer {
     findings: Vec<Finding>,
     budget: usize,
     budget_reported: bool,
+    /// When the analysis must end, reported as too complex past it.
+    deadline: std::time::Instant,
     /// Whether `brush-parser` may be used (false when running on a small borrowed stack).
     use_parser: bool,
 }
@@ -201,8 +316,14 @@ impl Analyzer {
             findings: Vec::new(),
             budget: WORK_BUDGET,
             budget_reported: false,
+            deadline: std::time::Instant::now() + DEADLINE,
             use_parser,
         }
+    }
+
+    /// How many findings so far (to tell whether a check added one).
+    pub(crate) fn findings_len(&self) -> usize {
+        self.findings.len()
     }
 
     fn into_findings(self) -> Vec<Finding> {
@@ -211,7 +332,7 @@ impl Analyzer {
 
     /// Records a finding once (the same construct can be reached along several paths, e.g. a
     /// function body checked at definition and again at each call).
-    pub(crate) fn report(&mut self, rule: &'static str, reason: String) {
+    pub(crate) fn report(&mut self, rule: Rule, reason: String) {
         if !self
             .findings
             .iter()
@@ -223,7 +344,7 @@ impl Analyzer {
 
     /// Takes `units` from the work budget; false (after reporting once) when it is exhausted.
     pub(crate) fn spend(&mut self, units: usize) -> bool {
-        if self.budget >= units {
+        if self.budget >= units && std::time::Instant::now() < self.deadline {
             self.budget -= units;
             return true;
         }
@@ -231,13 +352,29 @@ impl Analyzer {
         if !self.budget_reported {
             self.budget_reported = true;
             self.report(
-                "unparseable",
-                "the command is too complex for the no-destruction analysis to finish, so it \
-                 cannot be shown to be safe"
+                Rule::TooComplex,
+                "the command is too complex for the no-destruction analysis to finish within \
+                 its work, memory and time bounds, so it cannot be shown to be safe"
                     .into(),
             );
         }
         false
+    }
+
+    /// Whether a budget ran out: the verdict is then `too-complex` and further work is wasted.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.budget_reported
+    }
+
+    /// Takes from the budget for copying `bytes` of state; false when it is exhausted.
+    pub(crate) fn spend_bytes(&mut self, bytes: usize) -> bool {
+        self.spend(1 + bytes / BYTES_PER_UNIT)
+    }
+
+    /// A copy of `scope` for a subshell, function call or nested script, paid for by its size.
+    pub(crate) fn fork(&mut self, scope: &Scope) -> Scope {
+        self.spend_bytes(scope.weight());
+        scope.clone()
     }
 
     /// Reports (once) that nesting went past [`MAX_DEPTH`]; true when `depth` is too deep.
@@ -245,9 +382,13 @@ impl Analyzer {
         if depth <= MAX_DEPTH {
             return false;
         }
-        if !self.findings.iter().any(|f| f.rule == "too-deeply-nested") {
+        if !self
+            .findings
+            .iter()
+            .any(|f| f.rule == Rule::TooDeeplyNested)
+        {
             self.report(
-                "too-deeply-nested",
+                Rule::TooDeeplyNested,
                 format!(
                     "`{}` is nested more than {MAX_DEPTH} levels deep (commands run by \
                      `sh -c`, `eval`, `$(…)`, `find -exec` …), too deep to be shown safe",
@@ -285,7 +426,7 @@ impl Analyzer {
     /// Analyses a script in a subshell-like child scope: it sees the parent's variables, but its
     /// own assignments and `cd`s do not leak back.
     pub(crate) fn analyse_nested(&mut self, script: &str, parent: &Scope, depth: usize) {
-        let mut child = parent.clone();
+        let mut child = self.fork(parent);
         self.analyse_script(script, &mut child, depth);
     }
 }

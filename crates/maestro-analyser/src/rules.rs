@@ -1,5 +1,6 @@
 //! The rules: one check per destructive command family, applied to an effective argv.
 
+use super::Rule;
 use super::commands::{Stdin, basename};
 use super::paths::{self, Danger};
 use super::sql;
@@ -66,13 +67,13 @@ fn short_cluster_has(arg: &str, letters: &[char]) -> bool {
 
 /// Rule ids for the three kinds of precious path; `home: None` leaves the home directory alone.
 struct PreciousRules {
-    root: &'static str,
-    home: Option<&'static str>,
-    system: &'static str,
+    root: Rule,
+    home: Option<Rule>,
+    system: Rule,
 }
 
 impl PreciousRules {
-    fn for_danger(&self, danger: &Danger) -> Option<&'static str> {
+    fn for_danger(&self, danger: &Danger) -> Option<Rule> {
         match danger {
             Danger::Root => Some(self.root),
             Danger::Home => self.home,
@@ -136,6 +137,24 @@ impl Analyzer {
                 };
             }
             "popd" => scope.cwd = None,
+            "source" | "." => self.rule_source(shown, args),
+            // `set -- a b`: new positional parameters.
+            "set" if args.first().and_then(Word::lit).as_deref() == Some("--") => {
+                for n in 1..10 {
+                    scope.vars.remove(&n.to_string());
+                }
+                for (n, arg) in args[1..].iter().enumerate() {
+                    scope.vars.insert((n + 1).to_string(), arg.cands.clone());
+                }
+                scope.positional = Some(args[1..].to_vec());
+            }
+            "truncate" => {
+                let split = split_args(args, &["-s", "--size", "-r", "--reference"]);
+                for operand in split.operands {
+                    self.report_dynamic_argument(shown, operand);
+                }
+            }
+            n if is_interpreter(n) => self.rule_interpreter(name, shown, args, stdin),
             // Strings that the shell runs later: alias bodies (expanded by `sh`/dash even
             // non-interactively) and trap actions.
             "alias" => {
@@ -179,7 +198,7 @@ impl Analyzer {
             .any(|o| o.starts_with("--") && long_opt(o, "--no-preserve-root"))
         {
             self.report(
-                "rm-no-preserve-root",
+                Rule::RmNoPreserveRoot,
                 format!("`{shown}` passes --no-preserve-root, disabling rm's protection of /"),
             );
         }
@@ -189,17 +208,21 @@ impl Analyzer {
             return;
         }
         for operand in &split.operands {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 operand,
                 scope,
                 "deletes",
                 &PreciousRules {
-                    root: "rm-root",
-                    home: Some("rm-home"),
-                    system: "rm-system-dir",
+                    root: Rule::RmRoot,
+                    home: Some(Rule::RmHome),
+                    system: Rule::RmSystemDir,
                 },
             );
+            if self.findings_len() == before {
+                self.report_dynamic_argument(shown, operand);
+            }
         }
     }
 
@@ -233,6 +256,86 @@ impl Analyzer {
         }
     }
 
+    /// Reports a target of a destructive-capable command that is only known at run time.
+    fn report_dynamic_argument(&mut self, shown: &str, operand: &Word) {
+        let dynamic = operand
+            .cands
+            .iter()
+            .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })));
+        if dynamic {
+            self.report(
+                Rule::DynamicArgument,
+                format!(
+                    "`{shown}` acts on `{}`, which is only known at run time, so it cannot be \
+                     shown to be safe",
+                    words::excerpt(&operand.raw)
+                ),
+            );
+        }
+    }
+
+    /// `source FILE` / `. FILE` runs the file in this shell: opaque when the file is only known
+    /// at run time or is a stream (`source <(curl …)`, `. /dev/stdin`).
+    fn rule_source(&mut self, shown: &str, args: &[Word]) {
+        let Some(file) = args.first() else { return };
+        let stream = file
+            .lit()
+            .is_some_and(|f| f.starts_with("/dev/") || f.starts_with("/proc/") || f == "-");
+        if stream || file.lit().is_none() {
+            self.report(
+                Rule::DynamicCode,
+                format!(
+                    "`{shown}` runs code from `{}`, which is only known at run time, so it \
+                     cannot be shown to be safe",
+                    words::excerpt(&file.raw)
+                ),
+            );
+        }
+    }
+
+    /// `python3 -c CODE`, `perl -e CODE`, `node -e CODE`, or an interpreter reading its program
+    /// from standard input: opaque when the code is only known at run time. Literal code is not
+    /// analysed (it is not shell).
+    fn rule_interpreter(&mut self, name: &str, shown: &str, args: &[Word], stdin: &Stdin) {
+        let mut code: Option<&Word> = None;
+        let mut has_program = false;
+        let mut i = 0;
+        while let Some(word) = args.get(i) {
+            let Some(arg) = word.lit() else {
+                // A dynamic word where the program or its options go.
+                code = Some(word);
+                break;
+            };
+            if matches!(
+                arg.as_str(),
+                "-c" | "-e" | "-E" | "--eval" | "-r" | "-p" | "--print"
+            ) {
+                code = args.get(i + 1);
+                has_program = true;
+                break;
+            }
+            if arg == "-m" || !arg.starts_with('-') || arg == "-" {
+                has_program = arg != "-";
+                break;
+            }
+            i += 1;
+        }
+        let dynamic = code.is_some_and(|w| {
+            w.cands
+                .iter()
+                .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })))
+        });
+        if dynamic || (!has_program && stdin.unknown) {
+            self.report(
+                Rule::DynamicCode,
+                format!(
+                    "`{shown}` ({name}) runs code that is only known at run time, so it cannot \
+                     be shown to be safe"
+                ),
+            );
+        }
+    }
+
     fn rule_chmod(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
         let split = split_args(args, &[]);
         // Only -R is recursive here: chmod's -r is a mode ("remove read").
@@ -248,7 +351,8 @@ impl Analyzer {
             "chown" => "recursively changes the owner of",
             _ => "recursively changes the group of",
         };
-        for operand in &split.operands {
+        for (n, operand) in split.operands.iter().enumerate() {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 operand,
@@ -256,11 +360,15 @@ impl Analyzer {
                 verb,
                 // `chown -R "$USER" ~` is the usual repair of a home directory, not damage.
                 &PreciousRules {
-                    root: "recursive-permission-change",
+                    root: Rule::RecursivePermissionChange,
                     home: None,
-                    system: "recursive-permission-change",
+                    system: Rule::RecursivePermissionChange,
                 },
             );
+            // The first operand is the mode, owner or group, not a path.
+            if n > 0 && self.findings_len() == before {
+                self.report_dynamic_argument(shown, operand);
+            }
         }
     }
 
@@ -332,17 +440,21 @@ impl Analyzer {
             return;
         }
         for start in &starts {
+            let before = self.findings_len();
             self.report_precious(
                 shown,
                 start,
                 scope,
                 "deletes everything under",
                 &PreciousRules {
-                    root: "find-delete",
-                    home: Some("find-delete"),
-                    system: "find-delete",
+                    root: Rule::FindDelete,
+                    home: Some(Rule::FindDelete),
+                    system: Rule::FindDelete,
                 },
             );
+            if self.findings_len() == before {
+                self.report_dynamic_argument(shown, start);
+            }
         }
     }
 
@@ -359,16 +471,17 @@ impl Analyzer {
             };
             let mut target = Resolved::text(rest);
             for seg in res.0.iter().skip(1) {
-                target.0.push(seg.clone());
+                target.push_seg(seg.clone());
             }
             let target = Word {
                 raw: word.raw.clone(),
                 cands: vec![target],
             };
+            self.report_dynamic_argument(shown, &target);
             for path in paths::static_paths(&target, scope.cwd.as_ref()) {
                 if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
                     self.report(
-                        "dd-device",
+                        Rule::DdDevice,
                         format!("`{shown}` overwrites the device {}", path.display()),
                     );
                 }
@@ -402,12 +515,15 @@ impl Analyzer {
             ],
         );
         for operand in split.operands {
+            if matches!(name, "shred" | "blkdiscard") {
+                self.report_dynamic_argument(shown, operand);
+            }
             for path in paths::static_paths(operand, scope.cwd.as_ref()) {
                 if paths::is_block_device(&path) {
                     let (rule, verb) = match name {
-                        "shred" => ("shred-device", "shreds"),
-                        "blkdiscard" => ("shred-device", "discards every block of"),
-                        _ => ("block-device-write", "overwrites"),
+                        "shred" => (Rule::ShredDevice, "shreds"),
+                        "blkdiscard" => (Rule::ShredDevice, "discards every block of"),
+                        _ => (Rule::BlockDeviceWrite, "overwrites"),
                     };
                     self.report(
                         rule,
@@ -419,7 +535,11 @@ impl Analyzer {
     }
 
     fn rule_mkfs(&mut self, name: &str, shown: &str, args: &[Word], scope: &Scope) {
-        let rule = if name == "wipefs" { "wipefs" } else { "mkfs" };
+        let rule = if name == "wipefs" {
+            Rule::Wipefs
+        } else {
+            Rule::Mkfs
+        };
         let verb = if name == "wipefs" {
             "erases the filesystem signatures of"
         } else {
@@ -499,7 +619,7 @@ impl Analyzer {
         };
         if hit {
             self.report(
-                "system-power",
+                Rule::SystemPower,
                 format!("`{shown}` shuts down or reboots the machine"),
             );
         }
@@ -526,7 +646,7 @@ impl Analyzer {
         };
         if hit {
             self.report(
-                "terraform-destroy",
+                Rule::TerraformDestroy,
                 format!("`{shown}` destroys the managed infrastructure"),
             );
         }
@@ -585,13 +705,13 @@ impl Analyzer {
         });
         if namespace {
             self.report(
-                "kubectl-delete",
+                Rule::KubectlDelete,
                 format!("`{shown}` deletes a namespace and everything in it"),
             );
         }
         if all {
             self.report(
-                "kubectl-delete",
+                Rule::KubectlDelete,
                 format!("`{shown}` deletes every matching resource (--all/--all-namespaces)"),
             );
         }
@@ -621,7 +741,7 @@ impl Analyzer {
                 };
                 if let Some(kind) = check(&text).or_else(|| value.and_then(check)) {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` runs {kind} against the database"),
                     );
                 }
@@ -630,7 +750,7 @@ impl Analyzer {
         for text in &stdin.texts {
             if let Some(kind) = check(text) {
                 self.report(
-                    "sql-drop",
+                    Rule::SqlDrop,
                     format!(
                         "`{shown}` is fed {kind} on its standard input (`{}`)",
                         words::excerpt(text)
@@ -662,7 +782,7 @@ impl Analyzer {
             "dropdb" => {
                 if !operands.is_empty() {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` drops a database (DROP DATABASE)"),
                     );
                 }
@@ -670,7 +790,7 @@ impl Analyzer {
             "mysqladmin" => {
                 if operands.iter().any(|o| o.eq_ignore_ascii_case("drop")) {
                     self.report(
-                        "sql-drop",
+                        Rule::SqlDrop,
                         format!("`{shown}` drops a database (DROP DATABASE)"),
                     );
                 }
@@ -683,7 +803,7 @@ impl Analyzer {
                 };
                 if operands.iter().any(|o| flush(o)) || stdin.texts.iter().any(|t| flush(t)) {
                     self.report(
-                        "db-flush",
+                        Rule::DbFlush,
                         format!("`{shown}` deletes every key (FLUSHALL/FLUSHDB)"),
                     );
                 }
@@ -709,10 +829,32 @@ fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
         for seg in res.0.iter().skip(1) {
             match seg {
                 Seg::Text(t) => value.push_text(t),
-                other => value.0.push(other.clone()),
+                other => value.push_seg(other.clone()),
             }
         }
         values.push(value);
     }
     name.map(|n| (n, values))
+}
+
+/// Interpreters whose program can be given inline (`-c`/`-e`) or on standard input.
+fn is_interpreter(name: &str) -> bool {
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    matches!(
+        base,
+        "python"
+            | "pypy"
+            | "perl"
+            | "ruby"
+            | "node"
+            | "nodejs"
+            | "php"
+            | "lua"
+            | "luajit"
+            | "tclsh"
+            | "Rscript"
+            | "deno"
+            | "bun"
+            | "osascript"
+    )
 }

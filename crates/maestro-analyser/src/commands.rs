@@ -1,6 +1,7 @@
 //! From a simple command to its effective argv: redirections, pipeline input, wrappers
 //! (`sudo`, `env`, `timeout`, …) and commands that run scripts (`sh -c`, `eval`, `su -c`, …).
 
+use super::Rule;
 use super::paths::{self, AbsPath};
 use super::words::{self, Resolved, Word};
 use super::{Analyzer, Scope};
@@ -23,6 +24,53 @@ const MAX_CALL_DEPTH: usize = 3;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Stdin {
     pub(crate) texts: Vec<String>,
+    /// Some of the input is only known at run time (`curl … | sh`, `sh < file`).
+    pub(crate) unknown: bool,
+}
+
+impl Stdin {
+    /// Roughly how many bytes a copy holds.
+    pub(crate) fn weight(&self) -> usize {
+        self.texts.iter().map(|t| t.len() + 8).sum()
+    }
+}
+
+/// Longest static text we track as a pipeline stage's output; beyond it the output counts as
+/// unknown (what a shell reading it runs is then only known at run time).
+const MAX_PRODUCED_BYTES: usize = 64 * 1024;
+
+/// Joins rendered words with `sep`, or None once the result would exceed [`MAX_PRODUCED_BYTES`].
+fn join_bounded<'a>(parts: impl Iterator<Item = &'a Word>, sep: &str) -> Option<String> {
+    let mut out = String::new();
+    for (n, word) in parts.enumerate() {
+        if n > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&word.cands.first().map(Resolved::render).unwrap_or_default());
+        if out.len() > MAX_PRODUCED_BYTES {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Most static texts tracked on one command's standard input (long pipelines of producers
+/// would otherwise copy quadratically many).
+const MAX_STDIN_TEXTS: usize = 16;
+
+/// What an unknown text renders as when a shell parses it: a command only known at run time.
+const UNKNOWN_TEXT: &str = "${__maestro_unknown__:?}";
+
+/// The variable name that [`Resolved::render`] and [`UNKNOWN_TEXT`] use for unknown values.
+pub(crate) const UNKNOWN_MARKER: &str = "__maestro_unknown__";
+
+/// Whether a command word is a pathname pattern the shell expands (`/???/r?`, `/bin/r[m]`):
+/// it holds an unquoted `*`, `?` or `[`.
+fn is_glob(value: &str, raw: &str) -> bool {
+    let bracket = value
+        .find('[')
+        .is_some_and(|open| value[open + 1..].contains(']'));
+    (value.contains(['*', '?']) || bracket) && !raw.contains(['\'', '"', '\\'])
 }
 
 /// A write redirection target or a text fed to standard input.
@@ -34,6 +82,8 @@ pub(crate) enum Redirect {
         target: Word,
     },
     InputText(String),
+    /// Input read from a file, a descriptor or a process substitution.
+    InputUnknown,
 }
 
 /// A simple command with its words resolved.
@@ -167,10 +217,7 @@ fn is_assignment(arg: &str) -> bool {
 
 /// Joins words back into a script string the way `eval`, `ssh` and `watch` do.
 fn join_rendered(argv: &[Word]) -> String {
-    argv.iter()
-        .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
+    join_bounded(argv.iter(), " ").unwrap_or_else(|| UNKNOWN_TEXT.to_owned())
 }
 
 /// What the wrapper logic decided about the argv at the current position.
@@ -196,7 +243,19 @@ impl Analyzer {
         let mut upstream = Stdin::default();
         for cmd in stages.iter().flatten() {
             self.check_simple(cmd, &upstream, scope, depth);
-            upstream.texts.extend(producer_text(cmd));
+            let produced = producer_text(cmd);
+            if !self.spend_bytes(produced.iter().map(String::len).sum()) {
+                return;
+            }
+            // What a stage we cannot read writes (`curl`, `base64 -d`, `cat file`) is unknown.
+            upstream.unknown |= produced.is_empty();
+            upstream.texts.extend(produced);
+            if upstream.texts.len() > MAX_STDIN_TEXTS {
+                // Keep the first texts and note that more, unknown to us, follows: a shell at
+                // the end of a very long pipeline then reads code only known at run time.
+                upstream.texts.truncate(MAX_STDIN_TEXTS);
+                upstream.texts.push(UNKNOWN_TEXT.to_owned());
+            }
         }
     }
 
@@ -208,7 +267,7 @@ impl Analyzer {
         scope: &mut Scope,
         depth: usize,
     ) {
-        if !self.spend(1) {
+        if !self.spend_bytes(upstream.weight()) {
             return;
         }
         let mut stdin = upstream.clone();
@@ -220,6 +279,7 @@ impl Analyzer {
                     scope.cwd.as_ref(),
                 ),
                 Redirect::InputText(text) => stdin.texts.push(text.clone()),
+                Redirect::InputUnknown => stdin.unknown = true,
             }
         }
         if cmd.words.is_empty() {
@@ -236,7 +296,7 @@ impl Analyzer {
         for path in paths::static_paths(target, cwd) {
             if paths::is_block_device(&path) {
                 self.report(
-                    "block-device-write",
+                    Rule::BlockDeviceWrite,
                     format!(
                         "`{}` overwrites the block device {}",
                         words::excerpt(shown),
@@ -257,7 +317,8 @@ impl Analyzer {
     ) {
         // Messages quote the command as written, wrappers included.
         let shown = words::display(argv);
-        if self.too_deep(&shown, depth) || !self.spend(1) {
+        let weight = stdin.weight() + argv.iter().map(Word::weight).sum::<usize>();
+        if self.too_deep(&shown, depth) || !self.spend_bytes(weight) {
             return;
         }
         let mut argv: Vec<Word> = argv.to_vec();
@@ -266,10 +327,19 @@ impl Analyzer {
         let mut cwd = scope.cwd.clone();
         for _ in 0..MAX_WRAPPERS {
             let Some(word) = argv.get(i) else { return };
+            if let Some(lit) = word.lit()
+                && is_glob(&lit, &word.raw)
+            {
+                self.report_dynamic_command(word, scope, "is a glob the shell expands");
+                return;
+            }
             let Some(lit) = word.lit() else {
                 // A command word with several static values (`for c in rm; do $c …`): try each.
                 let values = word.literals();
-                if values.len() > 1 && values.len() == word.cands.len() {
+                if values.len() != word.cands.len() {
+                    self.report_dynamic_command(word, scope, "is only known at run time");
+                }
+                if values.len() > 1 {
                     for value in values {
                         let mut variant = argv[i..].to_vec();
                         variant[0] = Word {
@@ -296,9 +366,11 @@ impl Analyzer {
                     }
                 }
                 Next::Script(scripts, positional) => {
+                    self.check_dynamic_code(&name, &shown, &scripts, &stdin);
                     for script in scripts.iter().take(MAX_SCRIPT_CANDIDATES) {
                         let mut inner = Scope {
                             cwd: cwd.clone(),
+                            env: std::rc::Rc::clone(&scope.env),
                             ..Scope::default()
                         };
                         for (n, value) in positional.iter().enumerate() {
@@ -313,6 +385,12 @@ impl Analyzer {
                 Next::Command => {
                     if name == "eval" {
                         let script = join_rendered(&argv[i + 1..]);
+                        self.check_dynamic_code(
+                            &name,
+                            &shown,
+                            std::slice::from_ref(&script),
+                            &stdin,
+                        );
                         self.analyse_script(&script, scope, depth + 1);
                         return;
                     }
@@ -326,6 +404,43 @@ impl Analyzer {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reports a command name that the analysis cannot know (unless it is the positional
+    /// parameters of a function checked as written: each call is checked with them bound).
+    fn report_dynamic_command(&mut self, word: &Word, scope: &Scope, what: &str) {
+        if scope.defining
+            && word
+                .raw
+                .contains(['@', '*', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        {
+            return;
+        }
+        self.report(
+            Rule::DynamicCommand,
+            format!(
+                "the command name `{}` {what}, so what runs cannot be shown to be safe",
+                words::excerpt(&word.raw)
+            ),
+        );
+    }
+
+    /// Code handed to a shell or `eval` that holds a part only known at run time, or a shell
+    /// reading standard input we cannot see.
+    fn check_dynamic_code(&mut self, name: &str, shown: &str, scripts: &[String], stdin: &Stdin) {
+        let reads_unknown_stdin = stdin.unknown && scripts.iter().any(|s| s == UNKNOWN_TEXT);
+        let unknown_text = scripts.iter().any(|s| s.contains(UNKNOWN_MARKER));
+        if unknown_text || reads_unknown_stdin {
+            let source = if reads_unknown_stdin {
+                "reads code from standard input that is only known at run time"
+            } else {
+                "runs code that is only known at run time"
+            };
+            self.report(
+                Rule::DynamicCode,
+                format!("`{shown}` ({name}) {source}, so it cannot be shown to be safe"),
+            );
         }
     }
 
@@ -497,7 +612,7 @@ impl Analyzer {
                     return Next::Wrapped(o.next);
                 }
                 // `su user` alone opens an interactive shell reading stdin.
-                Next::Script(stdin.texts.clone(), Vec::new())
+                Next::Script(stdin_scripts(stdin), Vec::new())
             }
             "watch" => {
                 let o = parse_opts(
@@ -629,7 +744,7 @@ impl Analyzer {
         let Some(body) = scope.functions.get(name).cloned() else {
             return;
         };
-        let mut inner = scope.clone();
+        let mut inner = self.fork(scope);
         inner.call_depth += 1;
         for n in 1..10 {
             inner.vars.remove(&n.to_string());
@@ -711,7 +826,7 @@ fn shell_invocation(argv: &[Word], i: usize, stdin: &Stdin) -> Next {
         // `bash script.sh`: a file we cannot see.
         return Next::Stop;
     }
-    Next::Script(stdin.texts.clone(), Vec::new())
+    Next::Script(stdin_scripts(stdin), Vec::new())
 }
 
 /// New working directory after `cd DIR` (None when it cannot be known statically).
@@ -761,32 +876,36 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
                         })
                 })
                 .collect();
-            let text = shown
-                .iter()
-                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(" ");
-            vec![words::decode_ansi_c(&text)]
+            match join_bounded(shown.into_iter(), " ") {
+                Some(text) => vec![words::decode_ansi_c(&text)],
+                None => vec![UNKNOWN_TEXT.to_owned()],
+            }
         }
         "cat" => cmd
             .redirects
             .iter()
             .filter_map(|r| match r {
                 Redirect::InputText(t) => Some(t.clone()),
-                Redirect::Write { .. } => None,
+                Redirect::Write { .. } | Redirect::InputUnknown => None,
             })
             .collect(),
         "find" => {
-            let starts: Vec<String> = args
-                .iter()
-                .take_while(|w| {
-                    w.lit()
-                        .is_none_or(|a| !a.starts_with('-') && a != "(" && a != "!")
-                })
-                .map(|w| w.cands.first().map(Resolved::render).unwrap_or_default())
-                .collect();
-            vec![starts.join("\n")]
+            let starts = args.iter().take_while(|w| {
+                w.lit()
+                    .is_none_or(|a| !a.starts_with('-') && a != "(" && a != "!")
+            });
+            vec![join_bounded(starts, "\n").unwrap_or_else(|| UNKNOWN_TEXT.to_owned())]
         }
         _ => Vec::new(),
     }
+}
+
+/// The scripts a shell reading standard input runs: the static texts, plus an unknown one when
+/// some of the input is only known at run time.
+fn stdin_scripts(stdin: &Stdin) -> Vec<String> {
+    let mut scripts = stdin.texts.clone();
+    if stdin.unknown {
+        scripts.push(UNKNOWN_TEXT.to_owned());
+    }
+    scripts
 }

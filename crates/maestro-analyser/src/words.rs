@@ -12,6 +12,12 @@ use super::{Analyzer, Scope};
 /// that products of several multi-valued parts cannot explode.
 pub(crate) const MAX_CANDIDATES: usize = 8;
 
+/// Longest value (in bytes, roughly) tracked for one word or variable; longer ones become unknown.
+pub(crate) const MAX_VALUE_BYTES: usize = 4096;
+
+/// Most segments (text runs, unknowns) tracked in one value.
+const MAX_SEGMENTS: usize = 64;
+
 /// Most words one brace expansion may produce, and the longest word we brace-expand.
 const MAX_BRACE_WORDS: usize = 64;
 const MAX_BRACE_INPUT: usize = 4096;
@@ -59,14 +65,50 @@ impl Resolved {
         } else {
             self.0.push(Seg::Text(s.to_owned()));
         }
+        self.clamp();
+    }
+
+    /// Appends a segment that is not text.
+    pub(crate) fn push_seg(&mut self, seg: Seg) {
+        match seg {
+            Seg::Text(t) => self.push_text(&t),
+            other => {
+                self.0.push(other);
+                self.clamp();
+            }
+        }
     }
 
     fn append(&mut self, other: &Self) {
         for seg in &other.0 {
             match seg {
                 Seg::Text(t) => self.push_text(t),
-                other => self.0.push(other.clone()),
+                other => self.push_seg(other.clone()),
             }
+        }
+    }
+
+    /// The bytes this value holds, as counted against the analysis's budgets.
+    pub(crate) fn weight(&self) -> usize {
+        self.0
+            .iter()
+            .map(|seg| match seg {
+                Seg::Text(t) => t.len() + 8,
+                _ => 8,
+            })
+            .sum()
+    }
+
+    /// A value longer than [`MAX_VALUE_BYTES`] (or of more than [`MAX_SEGMENTS`] parts) is no
+    /// longer tracked: it becomes a non-empty unknown, which the rules treat as any run-time
+    /// value (`x=$x$x` thirty times would otherwise hold a gigabyte).
+    fn clamp(&mut self) {
+        if self.0.len() > MAX_SEGMENTS || self.weight() > MAX_VALUE_BYTES {
+            let may_be_empty = !self.0.iter().any(|seg| match seg {
+                Seg::Text(_) | Seg::Home => true,
+                Seg::Unknown { may_be_empty } => !may_be_empty,
+            });
+            *self = Self::unknown(may_be_empty);
         }
     }
 
@@ -143,6 +185,11 @@ impl Word {
             raw: s.to_owned(),
             cands: vec![res],
         }
+    }
+
+    /// Roughly how many bytes this word holds.
+    pub(crate) fn weight(&self) -> usize {
+        self.raw.len() + self.cands.iter().map(Resolved::weight).sum::<usize>()
     }
 
     /// The value when it is a single static string (what option parsing needs).
@@ -227,10 +274,25 @@ impl Analyzer {
             };
             // Field splitting: an unquoted expansion with a known value containing blanks
             // becomes several words (`RM="rm -rf"; $RM /`).
+            // A known IFS (`IFS=,; cmd=rm,-rf,/; $cmd`) splits at its characters instead.
             let unquoted = !word.raw.contains(['\'', '"', '\\']) && word.raw.contains('$');
+            let ifs = scope
+                .vars
+                .get("IFS")
+                .and_then(|values| values.first())
+                .and_then(Resolved::literal);
+            let is_sep = |c: char| match &ifs {
+                Some(ifs) => ifs.contains(c),
+                None => c.is_whitespace(),
+            };
             match word.lit() {
-                Some(value) if unquoted && value.contains(char::is_whitespace) => {
-                    out.extend(value.split_whitespace().map(Word::literal));
+                Some(value) if unquoted && value.contains(is_sep) => {
+                    out.extend(
+                        value
+                            .split(is_sep)
+                            .filter(|part| !part.is_empty())
+                            .map(Word::literal),
+                    );
                 }
                 _ => out.push(word),
             }
@@ -391,7 +453,7 @@ impl Analyzer {
         let mut in_double = false;
         if chars.first() == Some(&'~') {
             let end = chars.iter().position(|&c| c == '/').unwrap_or(chars.len());
-            out.0.push(Seg::Home);
+            out.push_seg(Seg::Home);
             i = end;
         }
         while i < chars.len() {
@@ -418,7 +480,7 @@ impl Analyzer {
                     let end = find_char(&chars, i + 1, '`');
                     let inner = collect(&chars, i + 1, end);
                     self.analyse_nested(&inner, scope, depth + 1);
-                    out.0.push(Seg::Unknown {
+                    out.push_seg(Seg::Unknown {
                         may_be_empty: false,
                     });
                     i = end + 1;
@@ -449,7 +511,7 @@ impl Analyzer {
                     let inner = collect(chars, i + 2, end);
                     self.analyse_nested(&inner, scope, depth + 1);
                 }
-                out.0.push(Seg::Unknown {
+                out.push_seg(Seg::Unknown {
                     may_be_empty: false,
                 });
                 end + 1
@@ -458,9 +520,9 @@ impl Analyzer {
                 let end = matching_close(chars, i + 1, '{', '}');
                 let inner = collect(chars, i + 2, end);
                 if inner == "HOME" && !scope.vars.contains_key("HOME") {
-                    out.0.push(Seg::Home);
+                    out.push_seg(Seg::Home);
                 } else {
-                    out.0.push(Seg::Unknown { may_be_empty: true });
+                    out.push_seg(Seg::Unknown { may_be_empty: true });
                 }
                 end + 1
             }
@@ -480,12 +542,12 @@ impl Analyzer {
                 let name = collect(chars, i + 1, end);
                 match lookup(&Parameter::Named(name), scope).into_iter().next() {
                     Some(r) => out.append(&r),
-                    None => out.0.push(Seg::Unknown { may_be_empty: true }),
+                    None => out.push_seg(Seg::Unknown { may_be_empty: true }),
                 }
                 end
             }
             Some(c) if c.is_ascii_digit() || "@*#?-$!".contains(*c) => {
-                out.0.push(Seg::Unknown { may_be_empty: true });
+                out.push_seg(Seg::Unknown { may_be_empty: true });
                 i + 2
             }
             _ => {
@@ -511,6 +573,13 @@ fn lookup(parameter: &Parameter, scope: &Scope) -> Vec<Resolved> {
         && !values.is_empty()
     {
         return values.clone();
+    }
+    // The step's environment is known, except `HOME`: whatever it is set to, it stays the home
+    // directory for the rules (`rm -rf "$HOME"` is `rm-home` with any value).
+    if name != "HOME"
+        && let Some(value) = scope.env.get(&name)
+    {
+        return vec![Resolved::text(value)];
     }
     match name.as_str() {
         "HOME" => vec![Resolved(vec![Seg::Home])],
