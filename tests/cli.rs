@@ -52,7 +52,7 @@ fn submit_runs_steps_and_records_everything() {
     assert_eq!(events.iter().filter(|e| **e == "job.transition").count(), 3);
     assert_eq!(
         events.iter().filter(|e| **e == "policy.decision").count(),
-        4
+        5
     );
     assert_eq!(events.iter().filter(|e| **e == "step.finished").count(), 2);
     for record in &audit {

@@ -61,12 +61,12 @@ fn fifty_concurrent_submissions_keep_every_record_intact() {
         assert!(env.step_log(id, "a").contains(&format!(" out {id}\n")));
     }
     let audit = env.audit();
-    // Per job: 3 transitions, 4 policy decisions, 2 steps.
-    assert_eq!(audit.len(), 50 * 9);
+    // Per job: 3 transitions, 5 policy decisions, 2 steps.
+    assert_eq!(audit.len(), 50 * 10);
     for id in &ids {
         assert_eq!(
             audit.iter().filter(|r| r["job_id"] == id.as_str()).count(),
-            9
+            10
         );
     }
     let leftovers: Vec<_> = std::fs::read_dir(env.state.join("jobs"))

@@ -665,11 +665,18 @@ fn docker_step_after_a_local_step_runs_the_image_that_step_tagged() {
         &job_yaml(
             "retag",
             &format!(
-                "  - name: first\n    runtime: docker\n    image: {IMAGE}\n    run: \"true\"\n  - name: tag\n    run: docker tag {IMAGE} {tag}\n  - name: use\n    runtime: docker\n    image: {tag}\n    pull: never\n    run: echo tagged\n"
+                "  - name: first\n    runtime: docker\n    image: {IMAGE}\n    run: \"true\"\n  - name: tag\n    host_access: [docker-socket]\n    run: docker tag {IMAGE} {tag}\n  - name: use\n    runtime: docker\n    image: {tag}\n    pull: never\n    run: echo tagged\n"
             ),
         ),
     );
-    let (output, json) = env.submit(&file, &["--quiet"]);
+    // The Docker socket is root on the host: hidden from sandboxed steps unless the spec asks
+    // for it and the administrator allows it.
+    let (denied, _) = env.submit(&file, &["--quiet"]);
+    assert_eq!(denied.status.code(), Some(3), "{}", text(&denied.stderr));
+    let (output, json) = env.submit(
+        &file,
+        &["--quiet", "--allowed-host-access", "docker-socket"],
+    );
     assert!(output.status.success(), "{} {json}", text(&output.stderr));
     let id = job_id(&json);
     assert_eq!(log_lines(&env.step_log(id, "use"), "out"), ["tagged"]);

@@ -48,7 +48,7 @@ fn denied_jobs_never_run_and_every_reason_is_recorded() {
         .map(|t| t["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["SUBMITTED", "DENIED"]);
-    assert_eq!(status["policies"].as_array().unwrap().len(), 4);
+    assert_eq!(status["policies"].as_array().unwrap().len(), 5);
     let text_status = text(&env.run(&["status", job_id]).stdout);
     assert!(
         text_status.contains("denied   no-destruction: step \"wipe\""),
@@ -59,7 +59,7 @@ fn denied_jobs_never_run_and_every_reason_is_recorded() {
         .into_iter()
         .filter(|r| r["event"] == "policy.decision")
         .count();
-    assert_eq!(decisions, 4);
+    assert_eq!(decisions, 5);
     assert!(
         env.path().join("job.json").exists(),
         "the jail let the workspace be written"

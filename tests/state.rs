@@ -8,7 +8,8 @@ use maestro_core::trace::TraceId;
 use rustix::process::Signal;
 
 use crate::util::{
-    Env, job_yaml, output_within, parse_json, pid_alive, send_signal, text, wait_for_file,
+    Env, bare_job_yaml, job_yaml, output_within, parse_json, pid_alive, send_signal, text,
+    wait_for_file,
 };
 
 #[test]
@@ -47,7 +48,7 @@ fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &job_yaml(
+        &bare_job_yaml(
             "k",
             "  - name: long\n    run: echo $$ > step.pid; sleep 300\n",
         ),

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+use crate::util::{
+    Env, bare_job_yaml, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file,
+};
 
 #[test]
 fn a_timeout_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
@@ -12,7 +14,7 @@ fn a_timeout_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
     // The step ignores SIGTERM and leaves a grandchild that ignores it too.
     let file = env.write(
         "j.yaml",
-        &job_yaml("t", "  - name: stubborn\n    timeout_seconds: 1\n    run: trap '' TERM; sh -c 'trap \"\" TERM; echo $$ > grandchild.pid; sleep 300' & sleep 300\n"),
+        &bare_job_yaml("t", "  - name: stubborn\n    timeout_seconds: 1\n    run: trap '' TERM; sh -c 'trap \"\" TERM; echo $$ > grandchild.pid; sleep 300' & sleep 300\n"),
     );
     let started = Instant::now();
     let (output, json) = env.submit(&file, &["--stop-grace", "0.5"]);
@@ -38,7 +40,7 @@ fn leftover_background_processes_die_with_their_step() {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &job_yaml("bg", "  - name: s\n    run: sleep 300 & echo $! > bg.pid\n"),
+        &bare_job_yaml("bg", "  - name: s\n    run: sleep 300 & echo $! > bg.pid\n"),
     );
     let (output, _) = env.submit(&file, &[]);
     assert!(output.status.success());
@@ -58,7 +60,7 @@ fn sigint_cancels_the_job_kills_the_step_and_exits_130() {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &job_yaml("c", "  - name: long\n    run: echo $$ > step.pid; sleep 300\n  - name: after\n    run: touch after-ran\n"),
+        &bare_job_yaml("c", "  - name: long\n    run: echo $$ > step.pid; sleep 300\n  - name: after\n    run: touch after-ran\n"),
     );
     let child = env
         .mc()

@@ -153,6 +153,12 @@ pub fn job_yaml(name: &str, steps: &str) -> String {
     format!("name: {name}\nowner: ana\nenvironment: dev\nsteps:\n{steps}")
 }
 
+/// A YAML job whose local steps run on the bare host (`isolation: none`): for tests of what
+/// process groups do, which look at the steps' host pids.
+pub fn bare_job_yaml(name: &str, steps: &str) -> String {
+    format!("name: {name}\nowner: ana\nenvironment: dev\nisolation: none\nsteps:\n{steps}")
+}
+
 pub use maestro_test_support::pid_alive;
 
 /// Wait up to `seconds` for `path` to exist.
@@ -174,7 +180,7 @@ pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
 }
 
 /// Run `mc` inside a bubblewrap jail: the whole filesystem read-only except the test's own
-/// directory, no network, no capabilities, its own pid namespace. Tests that submit destructive
+/// directory, no network, its own user and pid namespaces (capabilities only inside them). Tests that submit destructive
 /// commands use it so that even a broken policy could not harm the machine.
 pub fn jailed(env: &Env, args: &[&str]) -> Output {
     let status = Command::new("bwrap").arg("--version").output();
@@ -201,7 +207,10 @@ pub fn jailed(env: &Env, args: &[&str]) -> Output {
             dir,
             dir,
         ])
-        .args(["--unshare-pid", "--unshare-net", "--cap-drop", "ALL"])
+        // The project's standard jail: every namespace of its own, the user's included, so that
+        // `mc` inside can still build its own sandbox for the steps (which needs to map root
+        // into a user namespace, and so CAP_SETFCAP in the jail's).
+        .args(["--unshare-all"])
         .args(["--chdir", dir, "--die-with-parent", "--"])
         .arg(mc_bin())
         .args(args)

@@ -391,6 +391,9 @@ mod tests {
             },
             reuse_container: false,
             with: None,
+            isolation: Default::default(),
+            writable_paths: Vec::new(),
+            host_access: Vec::new(),
         }
     }
 

@@ -77,6 +77,18 @@ pub(crate) async fn started(
     step: &StepRequest,
 ) -> Result<(), ExecutorError> {
     match tokio::time::timeout(SETUP_WITHIN, control.wait_started()).await {
+        // The program is missing or not executable: the spec's mistake, said as for a bare step.
+        Ok(Err(SandboxError::CannotStart { message })) => Err(ExecutorError::StepFailed {
+            message: format!(
+                "step {:?}: cannot start {:?}: {message}",
+                step.name,
+                step.command
+                    .to_argv()
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or_default()
+            ),
+        }),
         Ok(started) => started.map_err(|error| unavailable(step, error)),
         Err(_) => Err(ExecutorError::Unavailable {
             message: format!(

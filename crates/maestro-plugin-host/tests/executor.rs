@@ -66,6 +66,9 @@ fn step(dir: &Path) -> StepRequest {
         container: ContainerSettings::default(),
         reuse_container: false,
         with: None,
+        isolation: Default::default(),
+        writable_paths: Vec::new(),
+        host_access: Vec::new(),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::failure::{Context, SetupFailure, one_line};
 use crate::plan::SandboxPlan;
 
 /// The exit code of a step whose program cannot be executed, as a shell uses it.
-const EXEC_FAILED_EXIT_CODE: i32 = 127;
+pub(crate) const EXEC_FAILED_EXIT_CODE: i32 = 127;
 
 /// The newest Landlock ABI whose filesystem rights this crate knows how to grant (V5 added
 /// the last one, `IoctlDev`). Older kernels enforce the subset they know.
@@ -102,13 +102,12 @@ pub(crate) fn exec_step(plan: &SandboxPlan, exec_failure: OwnedFd) -> ! {
                 .args(args)
                 .env("TMPDIR", "/tmp")
                 .exec();
-            // Like a shell: the program could not be run, which is the step's failure, not the
-            // sandbox's (init sees the pipe close without a message).
-            drop(exec_failure);
+            // The program could not be run: the step's failure, not the sandbox's. Init tells
+            // the two apart by the `exec ` prefix.
             let _ = writeln!(
-                std::io::stderr(),
-                "maestro-sandbox: {program}: {}",
-                crate::failure::Describe::describe(&error)
+                File::from(exec_failure),
+                "exec {}",
+                one_line(&crate::failure::Describe::describe(&error))
             );
             std::process::exit(EXEC_FAILED_EXIT_CODE)
         }

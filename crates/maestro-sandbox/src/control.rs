@@ -150,6 +150,7 @@ impl Control {
                 self.setup = Some(message.clone());
                 Err(SandboxError::Setup { message })
             }
+            Some(Message::CannotStart { message }) => Err(SandboxError::CannotStart { message }),
             Some(Message::Finished(_)) => Err(SandboxError::Protocol {
                 message: "the shim finished before it started".to_owned(),
             }),
@@ -176,6 +177,9 @@ impl Control {
                     pid_namespace_inode,
                 }) => self.pid_namespace_inode = Some(pid_namespace_inode),
                 Some(Message::Setup { message }) => return Err(SandboxError::Setup { message }),
+                Some(Message::CannotStart { message }) => {
+                    return Err(SandboxError::CannotStart { message });
+                }
                 Some(Message::Finished(report)) => return Ok(report),
                 None => return Err(SandboxError::Vanished),
             }

@@ -8,6 +8,9 @@ use nix::errno::Errno;
 pub(crate) struct SetupFailure {
     /// What failed and why, e.g. `cannot bind /w read-write: No such file or directory`.
     pub(crate) message: String,
+    /// The sandbox was complete but the step's program could not be executed (not found, not
+    /// executable): the step's failure, not the machine's.
+    pub(crate) cannot_start: bool,
 }
 
 impl SetupFailure {
@@ -15,6 +18,17 @@ impl SetupFailure {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         SetupFailure {
             message: message.into(),
+            cannot_start: false,
+        }
+    }
+}
+
+impl SetupFailure {
+    /// The step's program could not be executed: `message` says why.
+    pub(crate) fn cannot_start(message: impl Into<String>) -> Self {
+        SetupFailure {
+            message: message.into(),
+            cannot_start: true,
         }
     }
 }

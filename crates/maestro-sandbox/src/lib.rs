@@ -69,6 +69,13 @@ pub enum SandboxError {
         /// One line naming what failed.
         message: String,
     },
+    /// The sandbox was complete, but the step's program could not be executed (not found, not
+    /// executable); the step's failure rather than the machine's.
+    #[error("{message}")]
+    CannotStart {
+        /// Why, e.g. `No such file or directory`.
+        message: String,
+    },
     /// The plan cannot be run (an empty command).
     #[error("invalid sandbox plan: {message}")]
     InvalidPlan {

@@ -113,15 +113,36 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
     for path in plan.hidden_paths(environment) {
         hide(&path)?;
     }
-    mount(
+    mount_proc()
+}
+
+/// A `/proc` of the step's own PID namespace. The kernel refuses it when the enclosing `/proc`
+/// is partly covered by mounts the sandbox may not reveal, which happens when Maestro itself
+/// runs in a sandbox (bubblewrap covers `/proc/sys`, Docker covers `/proc/kcore` …). Then the
+/// enclosing, read-only `/proc` stays: the step still has its own PID namespace (it can signal
+/// only its own processes, and they die with it) but can list the enclosing sandbox's
+/// processes. That is said in one line on the step's stderr.
+fn mount_proc() -> Result<(), SetupFailure> {
+    match mount(
         Some("proc"),
         "/proc",
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
-    )
-    .context(|| "cannot mount /proc for the new PID namespace".to_owned())?;
-    Ok(())
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "maestro-sandbox: this machine's /proc is itself covered (a sandbox or container), so the step's /proc lists the enclosing processes; its PID namespace is still its own"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            Err(error).context(|| "cannot mount /proc for the new PID namespace".to_owned())
+        }
+    }
 }
 
 fn mount_tmpfs(target: &str, flags: MsFlags, options: &str) -> Result<(), SetupFailure> {

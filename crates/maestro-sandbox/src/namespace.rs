@@ -28,7 +28,12 @@ pub(crate) fn run_init(plan: &SandboxPlan, environment: &HostEnvironment, status
     let step = match prepare(plan, environment).and_then(|()| start_step(plan)) {
         Ok(step) => step,
         Err(failure) => {
-            let _ = writeln!(status, "setup {}", one_line(&failure.message));
+            let kind = if failure.cannot_start {
+                "cannot-start"
+            } else {
+                "setup"
+            };
+            let _ = writeln!(status, "{kind} {}", one_line(&failure.message));
             std::process::exit(SETUP_FAILED_EXIT_CODE)
         }
     };
@@ -69,7 +74,8 @@ fn prepare(plan: &SandboxPlan, environment: &HostEnvironment) -> Result<(), Setu
 ///
 /// The step holds the write end of a close-on-exec pipe: end of file with nothing read means
 /// the exec happened (or the program could not be found, which the step reports itself with
-/// exit code 127, like a shell); a line means confinement failed and nothing ran.
+/// exit code 127, like a shell); a line means confinement failed and nothing ran, or, with
+/// the prefix `exec `, that the program could not be executed.
 fn start_step(plan: &SandboxPlan) -> Result<Pid, SetupFailure> {
     let (exec_read, exec_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context(|| "cannot create the exec pipe".to_owned())?;
@@ -84,9 +90,11 @@ fn start_step(plan: &SandboxPlan) -> Result<Pid, SetupFailure> {
     let mut message = String::new();
     let _ = File::from(exec_read).read_to_string(&mut message);
     if message.is_empty() {
-        Ok(step)
-    } else {
-        let _ = waitpid(step, None);
-        Err(SetupFailure::new(message.trim_end()))
+        return Ok(step);
     }
+    let _ = waitpid(step, None);
+    Err(match message.trim_end().strip_prefix("exec ") {
+        Some(reason) => SetupFailure::cannot_start(reason),
+        None => SetupFailure::new(message.trim_end()),
+    })
 }

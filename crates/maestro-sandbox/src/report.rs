@@ -48,6 +48,11 @@ pub(crate) enum Message {
         /// One line naming what failed.
         message: String,
     },
+    /// The sandbox was complete, but the step's program could not be executed.
+    CannotStart {
+        /// Why, e.g. `No such file or directory`.
+        message: String,
+    },
     /// The step and its sandbox are gone.
     Finished(Report),
 }

@@ -115,6 +115,15 @@ pub(crate) fn run(mut args: impl Iterator<Item = OsString>) -> ! {
             channel.send(&Message::Finished(report));
             mirror(status)
         }
+        Err(failure) if failure.cannot_start => {
+            channel.send(&Message::CannotStart {
+                message: one_line(&failure.message),
+            });
+            if channel.stream.is_none() {
+                let _ = writeln!(std::io::stderr(), "maestro-sandbox: {failure}");
+            }
+            std::process::exit(crate::confine::EXEC_FAILED_EXIT_CODE)
+        }
         Err(failure) => {
             channel.send(&Message::Setup {
                 message: one_line(&failure.message),
@@ -277,7 +286,8 @@ fn watch(
                             pid_namespace_inode,
                         })
                     }
-                    ("setup", message) => setup = Some(message.to_owned()),
+                    ("setup", message) => setup = Some(SetupFailure::new(message)),
+                    ("cannot-start", message) => setup = Some(SetupFailure::cannot_start(message)),
                     ("exit", code) => exit = code.parse().ok().map(ExitKind::Code),
                     ("signal", number) => exit = number.parse().ok().map(ExitKind::Signal),
                     _ => {}
@@ -286,9 +296,9 @@ fn watch(
         }
     }
     match setup {
-        Some(message) => {
+        Some(failure) => {
             let _ = waitpid(init, None);
-            Err(SetupFailure::new(message))
+            Err(failure)
         }
         None => Ok((exit, pid_namespace_inode)),
     }

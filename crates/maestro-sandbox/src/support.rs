@@ -57,6 +57,13 @@ fn check(is_root: bool) -> Result<Support, String> {
         }
         Some(_) => {}
     }
+    if is_root && !has_setfcap(&status) {
+        // Since Linux 5.12 only a process holding CAP_SETFCAP may map root into a user
+        // namespace it creates, and the sandbox maps the caller's own uid.
+        return Err(format!(
+            "mc runs as root without CAP_SETFCAP (capabilities dropped), so the sandbox cannot map root into its user namespace; run mc with its capabilities or as an ordinary user{OPT_OUT}"
+        ));
+    }
     if !is_root {
         if read_number("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
             return Err(format!(
@@ -74,8 +81,28 @@ fn check(is_root: bool) -> Result<Support, String> {
     })
 }
 
+/// CAP_SETFCAP's bit in the capability sets.
+const CAP_SETFCAP: u32 = 31;
+
+/// Whether `/proc/self/status` (its text) shows CAP_SETFCAP in the effective set.
+fn has_setfcap(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SETFCAP) != 0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn setfcap_is_read_from_the_effective_set() {
+        assert!(has_setfcap("Name:\tx\nCapEff:\t000001ffffffffff\n"));
+        assert!(!has_setfcap("CapEff:\t000001ff7fffffff\n"));
+        assert!(!has_setfcap("CapEff:\t0000000000000000\n"));
+        assert!(!has_setfcap(""));
+    }
+
     use super::*;
 
     #[test]

@@ -42,6 +42,9 @@ fn step(name: &str, command: &str, with: Value, workspace: &Path) -> StepRequest
         container: ContainerSettings::default(),
         reuse_container: false,
         with: Some(with),
+        isolation: Default::default(),
+        writable_paths: Vec::new(),
+        host_access: Vec::new(),
     }
 }
 
