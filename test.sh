@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in bwrap busybox sshd ssh-keygen python3 docker; do
+for tool in bwrap busybox sshd ssh-keygen python3 perl ip setpriv unshare docker; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: missing ${missing[*]}; install with:" >&2
-    echo "  apt-get install -y bubblewrap busybox-static openssh-server openssh-client python3 docker.io" >&2
+    echo "  apt-get install -y bubblewrap busybox-static openssh-server openssh-client python3 perl iproute2 util-linux docker.io" >&2
     echo "(.ci/run does this, and starts dockerd when no engine answers)" >&2
     exit 1
 fi
