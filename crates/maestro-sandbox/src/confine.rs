@@ -139,6 +139,9 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupFailure> {
         .context(|| "cannot apply the Landlock ruleset".to_owned())?;
     check_landlock(&status)?;
     seccompiler::apply_filter(&seccomp).context(|| "cannot apply the seccomp filter".to_owned())?;
+    // Nothing but stdin, stdout and stderr reaches the step's program.
+    crate::sys::close_inherited_on_exec()
+        .context(|| "cannot mark inherited file descriptors close-on-exec".to_owned())?;
     // The shim blocks termination signals for itself; the step must start with none blocked.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context(|| "cannot clear the signal mask".to_owned())?;
