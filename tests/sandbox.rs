@@ -81,11 +81,8 @@ impl Canary {
             ("f", 0o644),
             ("sub/b.bin", 0o644),
         ] {
-            std::fs::set_permissions(
-                dir.path().join(path),
-                std::fs::Permissions::from_mode(mode),
-            )
-            .unwrap();
+            std::fs::set_permissions(dir.path().join(path), std::fs::Permissions::from_mode(mode))
+                .unwrap();
         }
         Self { dir }
     }
@@ -129,7 +126,10 @@ impl Canary {
         let mut snapshot = Snapshot::new();
         let meta = std::fs::symlink_metadata(self.path())
             .unwrap_or_else(|e| panic!("the canary directory is gone: {e}"));
-        snapshot.insert(self.path().to_owned(), (meta.mode(), meta.mtime(), Vec::new()));
+        snapshot.insert(
+            self.path().to_owned(),
+            (meta.mode(), meta.mtime(), Vec::new()),
+        );
         walk(self.path(), &mut snapshot);
         snapshot
     }
@@ -564,7 +564,10 @@ fn assert_state_root_survived(env: &Env, state: &Path, report: &Value, status: &
         "0",
         "rm -rf of the state root reported success"
     );
-    assert!(!state.join("planted").exists(), "a step wrote the state root");
+    assert!(
+        !state.join("planted").exists(),
+        "a step wrote the state root"
+    );
     assert!(state.join("jobs").join(job_id).is_dir());
     let listing = std::fs::read_to_string(env.path().join("listing")).unwrap();
     assert!(
@@ -868,10 +871,7 @@ fn as_nobody_kill_minus_one_inside_the_sandbox_spares_the_hosts_processes() {
     while sleeps(&["4131"]).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !sleeps(&["4131"]).is_empty(),
-        "the sentinel never started"
-    );
+    assert!(!sleeps(&["4131"]).is_empty(), "the sentinel never started");
     let spec = job(
         "kill-all",
         json!([{ "name": "s", "run": "id -u > uid; kill -9 -1; echo $? > kill-status; touch survived" }]),
@@ -929,7 +929,7 @@ fn without_user_namespaces(env: &Env, args: &[&str]) -> Output {
 }
 
 #[test]
-fn without_kernel_support_mc_fails_closed_and_isolation_none_still_runs() {
+fn without_user_namespaces_a_sandboxed_step_fails_closed_and_isolation_none_still_runs() {
     let env = Env::new();
     let file = spec_file(
         &env,
@@ -949,10 +949,6 @@ fn without_kernel_support_mc_fails_closed_and_isolation_none_still_runs() {
         "the line should name what is missing: {stderr}"
     );
     assert!(
-        stderr.contains("isolation: none"),
-        "the line should name the opt-out: {stderr}"
-    );
-    assert!(
         !env.path().join("ran").exists(),
         "the step ran without its sandbox"
     );
@@ -970,6 +966,53 @@ fn without_kernel_support_mc_fails_closed_and_isolation_none_still_runs() {
     assert!(env.path().join("ran").exists());
 }
 
+/// BUG: when the in-process check passes but the shim cannot create its user namespace (an outer
+/// sandbox forbids nesting), the one line says what failed but not how to run anyway, unlike the
+/// check's refusals, which end with the `isolation: none` opt-out.
+#[test]
+fn bug_without_user_namespaces_the_refusal_does_not_name_the_isolation_none_opt_out() {
+    let env = Env::new();
+    let file = spec_file(
+        &env,
+        "j.json",
+        &job("nsless", json!([{ "name": "s", "run": "touch ran" }])),
+    );
+    let output = without_user_namespaces(&env, &["submit", &file]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("isolation: none"),
+        "the refusal should name the opt-out: {stderr}"
+    );
+}
+
+/// BUG: missing sandbox support is meant to fail the job before anything runs; when only the shim
+/// finds out (the in-process check cannot see an outer sandbox's nesting ban), the steps before
+/// the first sandboxed one have already run on the host.
+#[test]
+fn bug_without_user_namespaces_earlier_steps_run_before_the_refusal() {
+    let env = Env::new();
+    let file = spec_file(
+        &env,
+        "j.json",
+        &job(
+            "nsless",
+            json!([
+                { "name": "bare", "isolation": "none", "run": "touch first-ran" },
+                { "name": "boxed", "run": "touch second-ran" },
+            ]),
+        ),
+    );
+    let output = without_user_namespaces(&env, &["submit", &file]);
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert!(!env.path().join("second-ran").exists());
+    assert!(
+        !env.path().join("first-ran").exists(),
+        "the job was refused for missing sandbox support only after its first step ran: {}",
+        text(&output.stdout)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Policy, through mc validate only: nothing here ever runs
 
@@ -982,30 +1025,38 @@ fn step_spec(run: &str, isolation: Option<&str>, env_vars: Value) -> Value {
 }
 
 #[test]
-fn validate_denies_unanalysable_commands_only_when_not_contained() {
+fn validate_denies_rm_rf_root_everywhere_and_never_runs_an_evasion() {
     let env = Env::new();
-    let evasion = "$(echo rm) -rf /";
-    let (code, report, stderr) = validate(&env, &step_spec(evasion, Some("none"), json!({})));
-    assert_eq!(code, Some(3), "{report}{stderr}");
-    let found = reasons(&report, "no-destruction");
-    assert!(
-        found
-            .iter()
-            .any(|r| r.contains("$(echo rm)") || r.contains("substitution")),
-        "the reason should name the construct: {found:?}"
-    );
-    // Contained: either allowed on trust of the sandbox or denied, never run (validate runs nothing).
-    let (code, report, stderr) = validate(&env, &step_spec(evasion, None, json!({})));
+    // Contained: allowed on trust of the sandbox or denied; validate runs nothing either way.
+    let (code, report, stderr) = validate(&env, &step_spec("$(echo rm) -rf /", None, json!({})));
     assert!(
         code == Some(0) || code == Some(3),
         "{code:?} {report}{stderr}"
     );
     assert_eq!(report["allowed"], code == Some(0), "{report}");
-
     for isolation in [None, Some("none")] {
         let (code, report, _) = validate(&env, &step_spec("rm -rf /", isolation, json!({})));
         assert_eq!(code, Some(3), "rm -rf / with isolation {isolation:?}");
-        assert!(!reasons(&report, "no-destruction").is_empty(), "{report}");
+        assert!(
+            reasons(&report, "no-destruction")
+                .iter()
+                .any(|r| r.contains("rm -rf /")),
+            "{report}"
+        );
+    }
+    assert!(
+        env.job_ids().is_empty(),
+        "mc validate recorded or ran a job"
+    );
+}
+
+/// BUG: `no-destruction` gathers the env a step is known to receive (job and step `env`) but never
+/// hands it to the analyser, so `rm -rf "$BUILD_DIR"/*` is denied as "deletes the root filesystem
+/// when a variable is empty or unset" although the spec sets `BUILD_DIR: build`.
+#[test]
+fn bug_spec_env_is_ignored_so_a_build_dir_glob_is_denied() {
+    let env = Env::new();
+    for isolation in [None, Some("none")] {
         let (code, report, stderr) = validate(
             &env,
             &step_spec(
@@ -1014,12 +1065,41 @@ fn validate_denies_unanalysable_commands_only_when_not_contained() {
                 json!({ "BUILD_DIR": "build" }),
             ),
         );
-        assert_eq!(code, Some(0), "{report}{stderr}");
+        assert_eq!(
+            code,
+            Some(0),
+            "isolation {isolation:?}: BUILD_DIR is set to build by the spec: {report}{stderr}"
+        );
     }
-    assert!(
-        env.job_ids().is_empty(),
-        "mc validate recorded or ran a job"
-    );
+}
+
+/// BUG: a command word made by command substitution cannot be shown harmless, so an
+/// `isolation: none` step must be denied; `no-destruction` finds nothing and allows it (as it
+/// does `` `echo rm` -rf / ``, `$(echo rm -rf /)`, `eval "$(echo rm) -rf /"`), while `x=rm; $x -rf /`
+/// is denied.
+#[test]
+fn bug_command_substitution_as_the_command_passes_no_destruction_in_isolation_none() {
+    let env = Env::new();
+    for evasion in [
+        "$(echo rm) -rf /",
+        "`echo rm` -rf /",
+        "$(echo rm -rf /)",
+        "eval \"$(echo rm) -rf /\"",
+    ] {
+        let (code, report, stderr) = validate(&env, &step_spec(evasion, Some("none"), json!({})));
+        assert_eq!(
+            code,
+            Some(3),
+            "{evasion:?} in an isolation: none step was allowed: {report}{stderr}"
+        );
+        let found = reasons(&report, "no-destruction");
+        assert!(
+            found
+                .iter()
+                .any(|r| r.contains("$(") || r.contains('`') || r.contains("substitution")),
+            "{evasion:?}: the reason should name the construct: {found:?}"
+        );
+    }
 }
 
 #[test]
