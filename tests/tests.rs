@@ -12,5 +12,6 @@ mod docker;
 mod hostile;
 mod plugins;
 mod policies;
+mod sandbox;
 mod state;
 mod steps;
