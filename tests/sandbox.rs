@@ -821,11 +821,11 @@ fn an_isolation_none_step_that_leaves_a_process_is_teardown_failed() {
     assert!(left.is_empty(), "the leftover is still alive: {left:?}");
 }
 
-/// BUG: without a PID namespace a step's leftover is found only by its process group or by the
-/// `MAESTRO_JOB_ID` in its environment; `setsid env -i` escapes both, and the step is recorded
-/// as torn down (`verified: true`) and the job SUCCEEDED while the process keeps running.
+/// Regression: without a PID namespace a leftover that both left its process group and cleared
+/// its environment (`setsid env -i`) once escaped detection; `mc` now adopts orphans (it is a
+/// child subreaper), so the leftover is found, killed and reported.
 #[test]
-fn bug_isolation_none_leftover_with_new_session_and_cleared_env_is_not_detected() {
+fn isolation_none_leftover_with_new_session_and_cleared_env_is_found() {
     const TAGS: &[&str] = &["4119"];
     let _cleanup = KillSleeps(TAGS);
     let env = Env::new();
@@ -843,11 +843,18 @@ fn bug_isolation_none_leftover_with_new_session_and_cleared_env_is_not_detected(
     let left = sleeps(TAGS);
     let step = &report["steps"][0];
     assert!(
-        left.is_empty() || step["teardown"]["verified"] == false,
-        "sleep 4119 outlived its isolation: none step ({left:?}), yet the record says {} and the job is {} (exit {:?})",
-        step["teardown"],
-        report["state"],
-        output.status.code()
+        left.is_empty(),
+        "sleep 4119 outlived its isolation: none step: {left:?}"
+    );
+    assert_eq!(step["teardown"]["verified"], false, "{report}");
+    assert_eq!(step["status"], "teardown_failed", "{report}");
+    assert_eq!(report["state"], "FAILED", "{report}");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        step["teardown"]["remaining"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("sleep")),
+        "{report}"
     );
 }
 
@@ -966,11 +973,10 @@ fn without_user_namespaces_a_sandboxed_step_fails_closed_and_isolation_none_stil
     assert!(env.path().join("ran").exists());
 }
 
-/// BUG: when the in-process check passes but the shim cannot create its user namespace (an outer
-/// sandbox forbids nesting), the one line says what failed but not how to run anyway, unlike the
-/// check's refusals, which end with the `isolation: none` opt-out.
+/// When the in-process check passes but the shim cannot create its user namespace (an outer
+/// sandbox forbids nesting), the one line says what failed and how to run anyway.
 #[test]
-fn bug_without_user_namespaces_the_refusal_does_not_name_the_isolation_none_opt_out() {
+fn without_user_namespaces_the_refusal_names_the_isolation_none_opt_out() {
     let env = Env::new();
     let file = spec_file(
         &env,
@@ -986,11 +992,11 @@ fn bug_without_user_namespaces_the_refusal_does_not_name_the_isolation_none_opt_
     );
 }
 
-/// BUG: missing sandbox support is meant to fail the job before anything runs; when only the shim
-/// finds out (the in-process check cannot see an outer sandbox's nesting ban), the steps before
-/// the first sandboxed one have already run on the host.
+/// Missing sandbox support fails the job before anything runs, even when only building a
+/// sandbox finds out (the in-process check cannot see an outer sandbox's nesting ban) and a
+/// bare step comes before the first sandboxed one.
 #[test]
-fn bug_without_user_namespaces_earlier_steps_run_before_the_refusal() {
+fn without_user_namespaces_no_step_runs_before_the_refusal() {
     let env = Env::new();
     let file = spec_file(
         &env,
@@ -1050,11 +1056,10 @@ fn validate_denies_rm_rf_root_everywhere_and_never_runs_an_evasion() {
     );
 }
 
-/// BUG: `no-destruction` gathers the env a step is known to receive (job and step `env`) but never
-/// hands it to the analyser, so `rm -rf "$BUILD_DIR"/*` is denied as "deletes the root filesystem
-/// when a variable is empty or unset" although the spec sets `BUILD_DIR: build`.
+/// `no-destruction` knows the env a step receives (job and step `env`), so
+/// `rm -rf "$BUILD_DIR"/*` with `BUILD_DIR: build` is the build directory, not the root.
 #[test]
-fn bug_spec_env_is_ignored_so_a_build_dir_glob_is_denied() {
+fn spec_env_is_known_so_a_build_dir_glob_is_allowed() {
     let env = Env::new();
     for isolation in [None, Some("none")] {
         let (code, report, stderr) = validate(
@@ -1073,12 +1078,10 @@ fn bug_spec_env_is_ignored_so_a_build_dir_glob_is_denied() {
     }
 }
 
-/// BUG: a command word made by command substitution cannot be shown harmless, so an
-/// `isolation: none` step must be denied; `no-destruction` finds nothing and allows it (as it
-/// does `` `echo rm` -rf / ``, `$(echo rm -rf /)`, `eval "$(echo rm) -rf /"`), while `x=rm; $x -rf /`
-/// is denied.
+/// A command word made by command substitution cannot be shown harmless: an `isolation: none`
+/// step with one is denied, with a reason naming the construct.
 #[test]
-fn bug_command_substitution_as_the_command_passes_no_destruction_in_isolation_none() {
+fn command_substitution_as_the_command_is_denied_in_isolation_none() {
     let env = Env::new();
     for evasion in [
         "$(echo rm) -rf /",

@@ -15,6 +15,8 @@ use crate::GROUP_EMPTY_WITHIN;
 /// One process seen in `/proc`.
 pub(crate) struct Process {
     pub(crate) pid: i32,
+    /// Its parent.
+    pub(crate) parent: i32,
     /// Its command name (`comm`), control characters removed.
     pub(crate) command: String,
     /// Its process group.
@@ -37,10 +39,11 @@ impl Process {
             .collect();
         let mut rest = stat.get(close + 2..)?.split(' ');
         let state = rest.next()?;
-        let _parent = rest.next()?;
+        let parent = rest.next()?.parse().ok()?;
         let group = rest.next()?.parse().ok()?;
         Some(Self {
             pid,
+            parent,
             command,
             group,
             zombie: state == "Z" || state == "X",
@@ -90,10 +93,49 @@ fn group_members(group: i32) -> Vec<Process> {
         .collect()
 }
 
+/// Makes this process the reaper of its orphaned descendants, so that a bare step's process that
+/// left its group *and* cleared its environment (`setsid env -i daemon &`) still turns up: as a
+/// child of `mc` it did not start.
+pub(crate) fn adopt_orphans() {
+    if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        tracing::warn!(%error, "cannot become the reaper of orphaned step processes");
+    }
+}
+
+/// The children of this process right now, by pid.
+pub(crate) fn own_children() -> Vec<i32> {
+    let own = rustix::process::getpid().as_raw_nonzero().get();
+    pids()
+        .into_iter()
+        .filter_map(Process::read)
+        .filter(|process| process.parent == own)
+        .map(|process| process.pid)
+        .collect()
+}
+
+/// Reaps `pid`, a child of this process that was killed or is a zombie, waiting at most a
+/// little: a killed process is gone within milliseconds.
+async fn reap(pid: Pid) {
+    for _ in 0..100 {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Ok(Some(_)) | Err(_) => return,
+        }
+    }
+}
+
 /// After an `isolation: none` step's group was killed: wait for the group to empty, kill and
-/// report what stays, and find the step's processes that escaped the group.
-pub(crate) async fn verify_group(group: Option<Pid>, job_id: JobId, step: &str) -> Teardown {
+/// report what stays, and find the step's processes that escaped the group, by their
+/// environment or, when they cleared it, as orphans `mc` adopted (`children_before` are the
+/// children `mc` had before the step started).
+pub(crate) async fn verify_group(
+    group: Option<Pid>,
+    job_id: JobId,
+    step: &str,
+    children_before: &[i32],
+) -> Teardown {
     let mut remaining = Vec::new();
+    let mut killed: Vec<i32> = Vec::new();
     if let Some(group) = group {
         let deadline = tokio::time::Instant::now() + GROUP_EMPTY_WITHIN;
         loop {
@@ -110,6 +152,7 @@ pub(crate) async fn verify_group(group: Option<Pid>, job_id: JobId, step: &str) 
                     if let Some(pid) = Pid::from_raw(member.pid) {
                         let _ = kill_process(pid, Signal::KILL);
                     }
+                    killed.push(member.pid);
                     remaining.push(format!("{} in the step's process group", member.describe()));
                 }
                 break;
@@ -130,10 +173,31 @@ pub(crate) async fn verify_group(group: Option<Pid>, job_id: JobId, step: &str) 
         if let Some(pid) = Pid::from_raw(pid) {
             let _ = kill_process(pid, Signal::KILL);
         }
+        killed.push(process.pid);
         remaining.push(format!(
             "{} left the step's process group (killed now)",
             process.describe()
         ));
+    }
+    for pid in own_children() {
+        if children_before.contains(&pid) {
+            continue;
+        }
+        let Some(process) = Process::read(pid) else {
+            continue;
+        };
+        let Some(handle) = Pid::from_raw(pid) else {
+            continue;
+        };
+        if !process.zombie && !killed.contains(&pid) {
+            let _ = kill_process(handle, Signal::KILL);
+            remaining.push(format!(
+                "{} left the step's process group and environment (killed now)",
+                process.describe()
+            ));
+        }
+        // Adopted orphans are ours to reap, killed or already dead.
+        reap(handle).await;
     }
     if remaining.is_empty() {
         Teardown::verified(TeardownMethod::ProcessGroup)

@@ -134,11 +134,20 @@ impl Executor for LocalExecutor {
     /// machine without it fails closed with one line instead of running a step less contained
     /// than its record says.
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
-        if steps
+        if let Some(first) = steps
             .iter()
-            .any(|step| step.isolation == Isolation::Sandbox)
+            .find(|step| step.isolation == Isolation::Sandbox)
         {
             sandboxed::check(&self.config)?;
+            // Some restrictions show only when a sandbox is built (an outer sandbox that forbids
+            // nested user namespaces). When another step would run before the first sandboxed
+            // one, build one now, so that the job fails before anything of it runs.
+            if first.index > 0 {
+                sandboxed::probe(&self.config, first).await?;
+            }
+        }
+        if steps.iter().any(|step| step.isolation == Isolation::None) {
+            leftovers::adopt_orphans();
         }
         Ok(())
     }
@@ -200,6 +209,12 @@ impl Executor for LocalExecutor {
                 ),
             });
         }
+        // A bare step's orphans become children of this process (see `prepare`): whatever child
+        // appears that was not there before the step is one of them.
+        let children_before = match step.isolation {
+            Isolation::None => leftovers::own_children(),
+            Isolation::Sandbox => Vec::new(),
+        };
         let (mut command, mut sandbox) = match step.isolation {
             Isolation::None => {
                 let mut command = tokio::process::Command::new(program);
@@ -315,7 +330,7 @@ impl Executor for LocalExecutor {
         group.disarm();
         let teardown = match sandbox {
             Some(control) => sandboxed::teardown(control, step).await,
-            None => leftovers::verify_group(pgid, step.job_id, &step.name).await,
+            None => leftovers::verify_group(pgid, step.job_id, &step.name, &children_before).await,
         };
         let status = status.unwrap_or_default();
         Ok(StepOutcome {

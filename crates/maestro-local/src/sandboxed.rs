@@ -23,6 +23,57 @@ pub(crate) fn check(config: &LocalConfig) -> Result<(), ExecutorError> {
         })
 }
 
+/// Builds a sandbox like `step`'s around `true` and waits for it: proof, before the job runs
+/// anything, that this machine can contain the step. Paths an earlier step may still create
+/// (its workdir, its writable paths) are left out.
+pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<(), ExecutorError> {
+    let Some((shim, shim_args)) = &config.sandbox_shim else {
+        return check(config);
+    };
+    let plan = SandboxPlan {
+        argv: vec!["true".to_owned()],
+        workdir: step.workspace.clone(),
+        workspace: step.workspace.clone(),
+        writable: Vec::new(),
+        read_only: config.protected_paths.clone(),
+        expose: Vec::new(),
+        network: network(step),
+    };
+    let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
+    let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
+        .map_err(|error| unavailable(step, error))?;
+    let mut command = tokio::process::Command::from(command);
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| ExecutorError::Unavailable {
+            message: format!("cannot start the sandbox shim: {error}"),
+        })?;
+    drop(command);
+    let report = tokio::time::timeout(SETUP_WITHIN, control.finish()).await;
+    let _ = child.kill().await;
+    match report {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(unavailable(step, error)),
+        Err(_) => Err(ExecutorError::Unavailable {
+            message: format!(
+                "a test sandbox was not ready after {} s; nothing of the job ran",
+                SETUP_WITHIN.as_secs()
+            ),
+        }),
+    }
+}
+
+fn network(step: &StepRequest) -> NetworkMode {
+    match step.container.network {
+        Some(Network::None) => NetworkMode::None,
+        _ => NetworkMode::Host,
+    }
+}
+
 /// The command that runs `argv` for `step` in a sandbox, and the channel to its shim.
 pub(crate) fn command(
     config: &LocalConfig,
@@ -56,10 +107,7 @@ pub(crate) fn command(
         writable: step.writable_paths.clone(),
         read_only: config.protected_paths.clone(),
         expose,
-        network: match step.container.network {
-            Some(Network::None) => NetworkMode::None,
-            _ => NetworkMode::Host,
-        },
+        network: network(step),
     };
     let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
     let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
@@ -120,8 +168,16 @@ pub(crate) async fn teardown(control: Control, step: &StepRequest) -> Teardown {
     }
 }
 
+/// A sandbox that could not be built: the machine's problem, said in one line with the way
+/// out. The step did not run.
 fn unavailable(step: &StepRequest, error: SandboxError) -> ExecutorError {
-    ExecutorError::Unavailable {
-        message: format!("step {:?}: {error}", step.name),
-    }
+    let message = match error {
+        // `check_support`'s refusals already end with the opt-out.
+        SandboxError::Unsupported { message } => format!("step {:?}: {message}", step.name),
+        other => format!(
+            "step {:?}: {other}; nothing of the step ran (set `isolation: none` on the step to run it without the sandbox)",
+            step.name
+        ),
+    };
+    ExecutorError::Unavailable { message }
 }
