@@ -241,3 +241,58 @@ pub(crate) async fn verify_pid_namespace(inode: u64) -> Teardown {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_and_its_parent() {
+        let own = i32::try_from(std::process::id()).unwrap();
+        let process = Process::read(own).expect("own /proc entry");
+        assert_eq!(process.pid, own);
+        assert_eq!(
+            process.parent,
+            rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())
+        );
+        assert!(!process.zombie);
+        assert!(process.describe().starts_with(&format!("pid {own} (")));
+    }
+
+    #[test]
+    fn a_child_is_listed_among_own_children_until_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = i32::try_from(child.id()).unwrap();
+        assert!(own_children().contains(&pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!own_children().contains(&pid));
+    }
+
+    #[tokio::test]
+    async fn an_empty_group_verifies_and_a_stray_process_of_the_step_is_reported() {
+        let job = JobId::now_v7();
+        let mut stray = std::process::Command::new("sleep")
+            .arg("30")
+            .env("MAESTRO_JOB_ID", job.to_string())
+            .env("MAESTRO_STEP", "s")
+            .spawn()
+            .expect("spawn sleep");
+        let children = own_children();
+        // No group: only the environment scan can find it.
+        let teardown = verify_group(None, job, "other-step", &children).await;
+        assert!(teardown.verified, "{teardown:?}");
+        let teardown = verify_group(None, job, "s", &children).await;
+        assert!(!teardown.verified);
+        assert_eq!(teardown.method, TeardownMethod::ProcessGroup);
+        assert!(
+            teardown.remaining[0].contains(&format!("pid {}", stray.id())),
+            "{teardown:?}"
+        );
+        let status = stray.wait().unwrap();
+        assert!(!status.success(), "the stray was killed");
+    }
+}
