@@ -228,7 +228,7 @@ impl Analyzer {
                 let (opts, operands) = getopt_all(
                     args,
                     &OptSpec {
-                        short_values: "chsdlSMbopiTtqI",
+                        short_values: "chsdlSMbopiT",
                         short_optional: "",
                         long_values: &[
                             "--cipher",

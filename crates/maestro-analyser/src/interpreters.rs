@@ -128,7 +128,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
         let cluster: Vec<char> = arg.chars().skip(1).collect();
         let (code_letters, value_letters, program_letters): (&str, &str, &str) = match lang {
             Lang::Python => ("c", "WXQ", "m"),
-            Lang::Perl => ("eE", "MmIidxClF0", ""),
+            Lang::Perl => ("eE", "MmIidxCF", ""),
             Lang::Ruby => ("e", "rICEFiWxK0", ""),
             Lang::Node => ("ep", "r", ""),
             Lang::Php => ("rBRE", "dcfzt", "f"),
@@ -353,7 +353,7 @@ struct Call<'a> {
 }
 
 /// Finds calls `NAME(…)` and `NAME "…"` of the given functions outside string literals.
-fn calls<'a>(code: &str, names: &[&'a str], lits: &[Literal]) -> Vec<Call<'a>> {
+fn calls<'a>(code: &str, names: &[&'a str], lits: &[Literal], bare_words: bool) -> Vec<Call<'a>> {
     let bytes = code.as_bytes();
     let in_literal = |at: usize| lits.iter().any(|l| at > l.start && at < l.end);
     let mut out = Vec::new();
@@ -385,7 +385,12 @@ fn calls<'a>(code: &str, names: &[&'a str], lits: &[Literal]) -> Vec<Call<'a>> {
                         bare: false,
                     });
                 }
-                Some(b'\'' | b'"' | b'`' | b'[') if j > at + name.len() || *name == "$" => {
+                Some(c)
+                    if (matches!(c, b'\'' | b'"' | b'`' | b'[')
+                        || (bare_words
+                            && (c.is_ascii_alphabetic() || matches!(c, b'$' | b'@'))))
+                        && (j > at + name.len() || *name == "$") =>
+                {
                     let end = code[j..]
                         .find(|c| c == ';' || c == '\n' || c == '}')
                         .map_or(code.len(), |e| j + e);
@@ -535,7 +540,26 @@ impl Analyzer {
                 _ => true,
             })
             .collect();
-        for call in calls(code, &shell_calls, &lits).iter().take(MAX_LITERALS) {
+        let bare_words = matches!(lang, Lang::Perl | Lang::Ruby);
+        // Code handed to the language's own eval is code of the same language.
+        for call in calls(
+            code,
+            &["exec", "eval", "compile", "instance_eval", "Function"],
+            &lits,
+            false,
+        )
+        .iter()
+        .take(4)
+        {
+            for lit in call_literals(call, &lits) {
+                let inner = lit.text.clone();
+                self.analyse_code(name, shown, &inner, scope, depth + 1);
+            }
+        }
+        for call in calls(code, &shell_calls, &lits, bare_words)
+            .iter()
+            .take(MAX_LITERALS)
+        {
             let args = call_literals(call, &lits);
             if dynamic_parts(code, call, &lits) || (args.is_empty() && !call.bare) {
                 dynamic = true;
@@ -565,7 +589,11 @@ impl Analyzer {
             }
         }
         if lang == Lang::Awk && code.contains('|') {
-            dynamic = true;
+            // Printed text piped into a command: the commands are literals; what is printed
+            // into a shell is only known at run time.
+            scripts.extend(lits.iter().take(MAX_LITERALS).map(|l| l.text.clone()));
+            let shells = ["sh", "bash", "/bin/sh", "/bin/bash", "dash", "zsh"];
+            dynamic |= lits.iter().any(|l| shells.contains(&l.text.trim()));
         }
         if dynamic {
             // The command is built at run time from parts of the program: every literal of
@@ -602,7 +630,7 @@ impl Analyzer {
     /// `shutil.rmtree('/')`, `FileUtils.rm_rf(Dir.home)`, `fs.rmSync('/', {recursive: true})`,
     /// `rmtree("/")`; `os.remove('/dev/sda')`, `unlink('/etc/passwd')`.
     fn native_deletes(&mut self, shown: &str, code: &str, lits: &[Literal], scope: &Scope) {
-        for call in calls(code, TREE_DELETES, lits) {
+        for call in calls(code, TREE_DELETES, lits, true) {
             // Node's rmSync/rmdirSync/rm need {recursive: true} for directories.
             let needs_flag = matches!(call.name, "rmSync" | "rmdirSync" | "rm" | "rmdir");
             let span = &code[call.args_start.min(code.len())..call.args_end.min(code.len())];
@@ -625,7 +653,7 @@ impl Analyzer {
                 );
             }
         }
-        for call in calls(code, FILE_DELETES, lits) {
+        for call in calls(code, FILE_DELETES, lits, true) {
             self.file_delete(shown, call_literals(&call, lits).first().copied(), scope);
         }
     }

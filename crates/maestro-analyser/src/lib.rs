@@ -62,6 +62,8 @@ mod words;
 #[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
+mod families_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};

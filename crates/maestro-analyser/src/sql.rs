@@ -25,7 +25,20 @@ pub(crate) fn sql_danger(text: &str) -> Option<(Rule, &'static str)> {
                 }
             }
         }
-        let statement_start = i == 0 || tokens[i - 1] == BOUNDARY;
+        // Statements also start inside PL/pgSQL and procedure bodies.
+        let statement_start = i == 0
+            || [
+                "begin",
+                "then",
+                "else",
+                "loop",
+                "do",
+                "as",
+                "immediate",
+                BOUNDARY,
+            ]
+            .iter()
+            .any(|w| tokens[i - 1].eq_ignore_ascii_case(w));
         if word(i, "truncate") && (statement_start || word(i + 1, "table")) {
             return Some((Rule::SqlDeleteAll, "TRUNCATE"));
         }
