@@ -392,7 +392,7 @@ fn calls<'a>(code: &str, names: &[&'a str], lits: &[Literal], bare_words: bool) 
                         && (j > at + name.len() || *name == "$") =>
                 {
                     let end = code[j..]
-                        .find(|c| c == ';' || c == '\n' || c == '}')
+                        .find([';', '\n', '}'])
                         .map_or(code.len(), |e| j + e);
                     // The end must not cut a literal: extend past literals that start inside.
                     let end = lits
