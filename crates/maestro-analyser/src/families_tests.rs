@@ -535,3 +535,32 @@ fn families_in_argv() {
     assert!(argv(&["systemd-run", "--scope", "rm", "-rf", "/"]).contains(&"rm-root"));
     assert!(argv(&["git", "push", "origin", "main"]).is_empty());
 }
+
+/// More evasions found while reviewing the families.
+#[test]
+fn more_evasions() {
+    for (script, rule) in [
+        ("sudo -- sh -c 'kill -9 -1'", "mass-kill"),
+        ("echo 'git push -f' | bash", "git-force-push"),
+        ("PUSH='git push --force'; $PUSH", "git-force-push"),
+        ("K=kubectl; $K delete ns prod", "kubectl-delete"),
+        ("time -p helm uninstall x", "helm-uninstall"),
+        ("nohup aws s3 rm s3://b --recursive &", "cloud-delete"),
+        ("docker exec db psql -c 'TRUNCATE users'", "sql-delete-all"),
+        ("kubectl exec db-0 -- redis-cli flushall", "db-flush"),
+        ("ssh prod 'docker system prune -af'", "docker-destroy"),
+        ("env -S 'git push --force'", "git-force-push"),
+        ("xargs -a /dev/null kubectl delete ns", "kubectl-delete"),
+        ("psql -c \"DELETE FROM users\" -d prod", "sql-delete-all"),
+        (
+            "python3 - <<'EOF'\nimport shutil\nshutil.rmtree('/')\nEOF",
+            "rm-root",
+        ),
+    ] {
+        let got = found(script);
+        assert!(
+            got.contains(&rule),
+            "{script:?}: expected {rule}, got {got:?}"
+        );
+    }
+}
