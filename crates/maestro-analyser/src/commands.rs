@@ -26,6 +26,11 @@ pub(crate) struct Stdin {
     pub(crate) texts: Vec<String>,
     /// Some of the input is only known at run time (`curl … | sh`, `sh < file`).
     pub(crate) unknown: bool,
+    /// The input lists whole directory trees: `find` prints every path under its start paths,
+    /// so `find / | xargs rm -f` deletes everything under `/`.
+    pub(crate) listed_trees: bool,
+    /// The pipeline stage that writes the input, for messages (`docker ps -aq`).
+    pub(crate) origin: Option<String>,
 }
 
 impl Stdin {
@@ -120,23 +125,36 @@ pub(crate) fn basename(word: &str) -> &str {
 }
 
 /// Option grammar of a wrapper: short options that take a value, long options that take one.
-struct OptSpec {
-    short_values: &'static str,
-    long_values: &'static [&'static str],
+pub(crate) struct OptSpec {
+    pub(crate) short_values: &'static str,
+    /// Short options whose argument is optional and only ever attached (`nsenter -m/proc/1/ns/mnt`).
+    pub(crate) short_optional: &'static str,
+    pub(crate) long_values: &'static [&'static str],
+}
+
+impl OptSpec {
+    /// A wrapper whose options take no values.
+    pub(crate) const FLAGS: OptSpec = OptSpec {
+        short_values: "",
+        short_optional: "",
+        long_values: &[],
+    };
 }
 
 /// Parsed leading options of a wrapper: the index of its first operand and the options seen.
-struct Opts {
-    next: usize,
-    seen: Vec<(String, Option<String>)>,
+pub(crate) struct Opts {
+    pub(crate) next: usize,
+    pub(crate) seen: Vec<(String, Option<String>)>,
+    /// Whether the options ended with `--` (everything after it is an operand).
+    pub(crate) ended: bool,
 }
 
 impl Opts {
-    fn has(&self, names: &[&str]) -> bool {
+    pub(crate) fn has(&self, names: &[&str]) -> bool {
         self.seen.iter().any(|(n, _)| names.contains(&n.as_str()))
     }
 
-    fn value(&self, names: &[&str]) -> Option<&str> {
+    pub(crate) fn value(&self, names: &[&str]) -> Option<&str> {
         self.seen
             .iter()
             .rev()
@@ -146,13 +164,15 @@ impl Opts {
 }
 
 /// Walks a wrapper's options getopt-style, stopping at the first operand or after `--`.
-fn parse_opts(argv: &[Word], start: usize, spec: &OptSpec) -> Opts {
+pub(crate) fn parse_opts(argv: &[Word], start: usize, spec: &OptSpec) -> Opts {
     let mut seen = Vec::new();
     let mut i = start;
+    let mut ended = false;
     while let Some(word) = argv.get(i) {
         let Some(arg) = word.lit() else { break };
         if arg == "--" {
             i += 1;
+            ended = true;
             break;
         }
         if !arg.starts_with('-') || arg == "-" {
@@ -175,6 +195,11 @@ fn parse_opts(argv: &[Word], start: usize, spec: &OptSpec) -> Opts {
         let cluster: Vec<char> = arg.chars().skip(1).collect();
         let mut consumed_next = false;
         for (j, &c) in cluster.iter().enumerate() {
+            if spec.short_optional.contains(c) {
+                let rest: String = cluster.iter().skip(j + 1).collect();
+                seen.push((format!("-{c}"), (!rest.is_empty()).then_some(rest)));
+                break;
+            }
             if spec.short_values.contains(c) {
                 let rest: String = cluster.iter().skip(j + 1).collect();
                 if rest.is_empty() {
@@ -189,7 +214,36 @@ fn parse_opts(argv: &[Word], start: usize, spec: &OptSpec) -> Opts {
         }
         i += if consumed_next { 2 } else { 1 };
     }
-    Opts { next: i, seen }
+    Opts {
+        next: i,
+        seen,
+        ended,
+    }
+}
+
+/// GNU-style option parsing over a whole argv: options may follow operands, `--` ends them.
+/// Returns the options seen and the operands in order.
+pub(crate) fn getopt_all<'a>(
+    argv: &'a [Word],
+    spec: &OptSpec,
+) -> (Vec<(String, Option<String>)>, Vec<&'a Word>) {
+    let mut seen = Vec::new();
+    let mut operands = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let o = parse_opts(argv, i, spec);
+        seen.extend(o.seen);
+        i = o.next;
+        if o.ended {
+            operands.extend(argv.get(i..).unwrap_or_default());
+            break;
+        }
+        if let Some(word) = argv.get(i) {
+            operands.push(word);
+            i += 1;
+        }
+    }
+    (seen, operands)
 }
 
 /// Skips `NAME=value` operands (as accepted by `env` and `sudo`).
@@ -230,6 +284,8 @@ enum Next {
     Stop,
     /// Not a wrapper: apply the rules to the command at the current index.
     Command,
+    /// The wrapper runs these commands (`parallel CMD ::: A B` runs `CMD A` and `CMD B`).
+    Argvs(Vec<Vec<Word>>),
 }
 
 impl Analyzer {
@@ -249,6 +305,12 @@ impl Analyzer {
             }
             // What a stage we cannot read writes (`curl`, `base64 -d`, `cat file`) is unknown.
             upstream.unknown |= produced.is_empty();
+            upstream.listed_trees |= cmd
+                .words
+                .first()
+                .and_then(Word::lit)
+                .is_some_and(|w| basename(&w) == "find");
+            upstream.origin = Some(words::display(&cmd.words));
             upstream.texts.extend(produced);
             if upstream.texts.len() > MAX_STDIN_TEXTS {
                 // Keep the first texts and note that more, unknown to us, follows: a shell at
@@ -294,6 +356,17 @@ impl Analyzer {
     /// A redirection or `tee`/`dd`-style output onto a disk destroys its contents.
     pub(crate) fn check_write_target(&mut self, target: &Word, shown: &str, cwd: Option<&AbsPath>) {
         for path in paths::static_paths(target, cwd) {
+            if paths::is_kernel_interface(&path) {
+                self.report(
+                    Rule::KernelInterfaceWrite,
+                    format!(
+                        "`{}` writes to the kernel control file {}, which can crash, reboot or \
+                         power off the machine",
+                        words::excerpt(shown),
+                        path.display()
+                    ),
+                );
+            }
             if paths::is_block_device(&path) {
                 self.report(
                     Rule::BlockDeviceWrite,
@@ -358,7 +431,21 @@ impl Analyzer {
             match self.unwrap_one(&name, &argv, i, &stdin, &mut cwd) {
                 Next::Wrapped(next) => {
                     if name == "xargs" {
-                        argv = xargs_argv(argv.get(next..).unwrap_or_default(), &stdin);
+                        let arg_file = argv[i + 1..next.min(argv.len())].iter().any(|w| {
+                            w.lit().is_some_and(|a| {
+                                a.starts_with("--arg-file")
+                                    || (!a.starts_with("--")
+                                        && a.starts_with('-')
+                                        && a.trim_start_matches(['-', '0', 'r', 't', 'x', 'p'])
+                                            .starts_with('a'))
+                            })
+                        });
+                        let command = argv.get(next..).unwrap_or_default();
+                        let (built, items) = xargs_argv(command, &stdin, arg_file);
+                        if stdin.listed_trees {
+                            self.rule_listed_delete(&shown, command, &items, scope);
+                        }
+                        argv = built;
                         stdin = Stdin::default();
                         i = 0;
                     } else {
@@ -382,6 +469,12 @@ impl Analyzer {
                     return;
                 }
                 Next::Stop => return,
+                Next::Argvs(argvs) => {
+                    for inner in argvs {
+                        self.check_argv(&inner, &Stdin::default(), scope, depth + 1);
+                    }
+                    return;
+                }
                 Next::Command => {
                     if name == "eval" {
                         let script = join_rendered(&argv[i + 1..]);
@@ -461,6 +554,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "CDghpRrTtUu",
+                        short_optional: "",
                         long_values: &[
                             "--close-from",
                             "--chdir",
@@ -501,6 +595,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "uC",
+                        short_optional: "",
                         long_values: &[],
                     },
                 );
@@ -512,6 +607,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "uCS",
+                        short_optional: "",
                         long_values: &["--unset", "--chdir", "--split-string"],
                     },
                 );
@@ -541,6 +637,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "sk",
+                        short_optional: "",
                         long_values: &["--signal", "--kill-after"],
                     },
                 );
@@ -553,6 +650,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "",
+                        short_optional: "",
                         long_values: &["--userspec", "--groups"],
                     },
                 );
@@ -563,6 +661,92 @@ impl Analyzer {
                 Next::Wrapped(o.next + 1)
             }
             "busybox" | "toybox" => Next::Wrapped(i + 1),
+            "unshare" | "nsenter" | "strace" | "ltrace" | "systemd-run" | "prlimit"
+            | "fakeroot" | "pkexec" | "cgexec" | "sshpass" | "firejail" | "eatmydata"
+            | "chronic" | "proxychains" | "proxychains4" | "torsocks" | "faketime" => {
+                wrapper_with_options(name, argv, i, stdin)
+            }
+            "script" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "cEOIBTm",
+                        short_optional: "t",
+                        long_values: &[
+                            "--command",
+                            "--echo",
+                            "--log-out",
+                            "--log-in",
+                            "--log-io",
+                            "--log-timing",
+                            "--logging-format",
+                        ],
+                    },
+                );
+                match o.value(&["-c", "--command"]) {
+                    Some(script) => Next::Script(vec![script.to_owned()], Vec::new()),
+                    // Without -c, script starts an interactive shell reading standard input.
+                    None => Next::Script(stdin_scripts(stdin), Vec::new()),
+                }
+            }
+            "tmux" => tmux(argv, i),
+            "screen" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "ScehpstT",
+                        short_optional: "",
+                        long_values: &[],
+                    },
+                );
+                if o.has(&["-X"]) {
+                    // `screen -X stuff TEXT` types TEXT into the session's shell.
+                    let rest = argv.get(o.next..).unwrap_or_default();
+                    if rest.first().and_then(Word::lit).as_deref() == Some("stuff") {
+                        let text = rest.get(1..).map(join_rendered).unwrap_or_default();
+                        return Next::Script(vec![words::decode_ansi_c(&text)], Vec::new());
+                    }
+                    return Next::Stop;
+                }
+                if o.next < argv.len() {
+                    Next::Wrapped(o.next)
+                } else {
+                    Next::Stop
+                }
+            }
+            "at" | "batch" => {
+                let o = parse_opts(
+                    argv,
+                    i + 1,
+                    &OptSpec {
+                        short_values: "qft",
+                        short_optional: "",
+                        long_values: &[],
+                    },
+                );
+                // Listing, removing or showing jobs runs nothing; `-f FILE` is a file we cannot
+                // see (as `bash script.sh`). Otherwise the job is read from standard input.
+                if o.has(&["-l", "-r", "-d", "-c", "-f"]) {
+                    return Next::Stop;
+                }
+                Next::Script(stdin_scripts(stdin), Vec::new())
+            }
+            "sg" => {
+                // sg GROUP [-c] COMMAND: the command goes to /bin/sh -c.
+                let mut j = i + 2;
+                if argv.get(j).and_then(Word::lit).as_deref() == Some("-c") {
+                    j += 1;
+                }
+                match argv.get(j..) {
+                    Some(rest) if !rest.is_empty() => {
+                        Next::Script(vec![join_rendered(rest)], Vec::new())
+                    }
+                    _ => Next::Script(stdin_scripts(stdin), Vec::new()),
+                }
+            }
+            "parallel" => parallel(argv, i, stdin),
             "k3s" | "microk8s" => {
                 if rest.get(1).and_then(Word::lit).as_deref() == Some("kubectl") {
                     Next::Wrapped(i + 1)
@@ -576,6 +760,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "adEILnPs",
+                        short_optional: "",
                         long_values: &[
                             "--arg-file",
                             "--delimiter",
@@ -594,6 +779,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "cCsgGuw",
+                        short_optional: "",
                         long_values: &[
                             "--command",
                             "--session-command",
@@ -620,6 +806,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "nq",
+                        short_optional: "d",
                         long_values: &["--interval"],
                     },
                 );
@@ -634,6 +821,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "wEc",
+                        short_optional: "",
                         long_values: &["--timeout", "--conflict-exit-code", "--command"],
                     },
                 );
@@ -646,6 +834,7 @@ impl Analyzer {
                     o.next + 1,
                     &OptSpec {
                         short_values: "wEc",
+                        short_optional: "",
                         long_values: &["--timeout", "--conflict-exit-code", "--command"],
                     },
                 );
@@ -660,6 +849,7 @@ impl Analyzer {
                     i + 1,
                     &OptSpec {
                         short_values: "BbcDEeFIiJLlmOoPpQRSWw",
+                        short_optional: "",
                         long_values: &[],
                     },
                 );
@@ -695,39 +885,50 @@ impl Analyzer {
         let spec = match name {
             "nice" => OptSpec {
                 short_values: "n",
+                short_optional: "",
                 long_values: &["--adjustment"],
             },
             "time" => OptSpec {
                 short_values: "fo",
+                short_optional: "",
                 long_values: &["--format", "--output"],
             },
             "exec" => OptSpec {
                 short_values: "a",
+                short_optional: "",
                 long_values: &[],
             },
             "stdbuf" => OptSpec {
                 short_values: "ioe",
+                short_optional: "",
                 long_values: &["--input", "--output", "--error"],
             },
             "ionice" => OptSpec {
                 short_values: "cnpPu",
+                short_optional: "",
                 long_values: &["--class", "--classdata", "--pid", "--pgid", "--uid"],
             },
             "taskset" => OptSpec {
                 short_values: "",
+                short_optional: "",
                 long_values: &[],
             },
             "numactl" => OptSpec {
                 short_values: "CNmpil",
+                short_optional: "",
                 long_values: &[],
             },
             _ => OptSpec {
                 short_values: "",
+                short_optional: "",
                 long_values: &[],
             },
         };
         let o = parse_opts(argv, i + 1, &spec);
         if name == "command" && o.has(&["-v", "-V"]) {
+            return Next::Stop;
+        }
+        if name == "taskset" && o.has(&["-p", "--pid"]) {
             return Next::Stop;
         }
         // taskset MASK CMD and chrt PRIO CMD take one operand before the command.
@@ -838,20 +1039,45 @@ pub(crate) fn chdir(cwd: Option<&AbsPath>, dir: &str) -> Option<AbsPath> {
     }
 }
 
-/// `xargs CMD ARGS` run on static input is `CMD ARGS ITEMS…`.
-fn xargs_argv(command: &[Word], stdin: &Stdin) -> Vec<Word> {
+/// `xargs CMD ARGS` run on its input is `CMD ARGS ITEMS…`: the static items, and an unknown
+/// one when some input is only known at run time (`cat list | xargs rm -rf`, `xargs -a FILE`).
+/// Returns the argv and the items.
+fn xargs_argv(command: &[Word], stdin: &Stdin, arg_file: bool) -> (Vec<Word>, Vec<Word>) {
     let mut argv: Vec<Word> = if command.is_empty() {
         vec![Word::literal("echo")]
     } else {
         command.to_vec()
     };
-    let items = stdin
+    let mut items: Vec<Word> = input_items(stdin);
+    if arg_file {
+        items.push(Word {
+            raw: "(the items of the -a file)".into(),
+            cands: vec![Resolved::unknown(false)],
+        });
+    }
+    argv.extend(items.iter().cloned());
+    (argv, items)
+}
+
+/// The items a command reading a list on standard input sees: whitespace- or NUL-separated
+/// static words, then one unknown item when some of the input is only known at run time.
+fn input_items(stdin: &Stdin) -> Vec<Word> {
+    let mut items: Vec<Word> = stdin
         .texts
         .iter()
-        .flat_map(|t| t.split_whitespace())
-        .take(MAX_XARGS_ITEMS);
-    argv.extend(items.map(Word::argv_literal));
-    argv
+        .flat_map(|t| t.split(|c: char| c.is_whitespace() || c == '\0'))
+        .filter(|item| !item.is_empty())
+        .take(MAX_XARGS_ITEMS)
+        .map(Word::argv_literal)
+        .collect();
+    if stdin.unknown {
+        let origin = stdin.origin.as_deref().unwrap_or("standard input");
+        items.push(Word {
+            raw: format!("$({origin})"),
+            cands: vec![Resolved::unknown(false)],
+        });
+    }
+    items
 }
 
 /// What a pipeline stage writes to stdout, when it is static enough to matter: the text of
@@ -908,4 +1134,342 @@ fn stdin_scripts(stdin: &Stdin) -> Vec<String> {
         scripts.push(UNKNOWN_TEXT.to_owned());
     }
     scripts
+}
+
+/// Wrappers with their own options, then the command; without a command most run a shell that
+/// reads standard input.
+fn wrapper_with_options(name: &str, argv: &[Word], i: usize, stdin: &Stdin) -> Next {
+    let spec = match name {
+        "unshare" => OptSpec {
+            short_values: "RwSG",
+            short_optional: "",
+            long_values: &[
+                "--setuid",
+                "--setgid",
+                "--root",
+                "--wd",
+                "--propagation",
+                "--setgroups",
+                "--map-user",
+                "--map-group",
+                "--map-users",
+                "--map-groups",
+                "--load-interp",
+            ],
+        },
+        "nsenter" => OptSpec {
+            short_values: "tSG",
+            short_optional: "muinpUCTrwW",
+            long_values: &["--target", "--setuid", "--setgid"],
+        },
+        "strace" => OptSpec {
+            short_values: "abeEIoOpPsSuUX",
+            short_optional: "",
+            long_values: &[
+                "--output",
+                "--expr",
+                "--attach",
+                "--user",
+                "--string-limit",
+                "--columns",
+                "--env",
+                "--trace",
+                "--trace-path",
+                "--signal",
+                "--status",
+                "--summary-sort-by",
+                "--abbrev",
+                "--verbose",
+                "--raw",
+                "--read",
+                "--write",
+                "--quiet",
+                "--fault",
+                "--inject",
+            ],
+        },
+        "ltrace" => OptSpec {
+            short_values: "aADeFlnopsuwx",
+            short_optional: "",
+            long_values: &["--output", "--library", "--config", "--align", "--indent"],
+        },
+        "systemd-run" => OptSpec {
+            short_values: "puEMH",
+            short_optional: "",
+            long_values: &[
+                "--property",
+                "--unit",
+                "--description",
+                "--slice",
+                "--setenv",
+                "--machine",
+                "--host",
+                "--uid",
+                "--gid",
+                "--nice",
+                "--working-directory",
+                "--on-active",
+                "--on-boot",
+                "--on-startup",
+                "--on-unit-active",
+                "--on-unit-inactive",
+                "--on-calendar",
+                "--timer-property",
+                "--path-property",
+                "--socket-property",
+                "--service-type",
+            ],
+        },
+        "prlimit" => OptSpec {
+            short_values: "op",
+            short_optional: "cdefilmnqrstuvxy",
+            long_values: &["--pid", "--output"],
+        },
+        "fakeroot" => OptSpec {
+            short_values: "lsib",
+            short_optional: "",
+            long_values: &["--lib", "--faked"],
+        },
+        "pkexec" => OptSpec {
+            short_values: "",
+            short_optional: "",
+            long_values: &["--user"],
+        },
+        "cgexec" => OptSpec {
+            short_values: "g",
+            short_optional: "",
+            long_values: &[],
+        },
+        "sshpass" => OptSpec {
+            short_values: "pfdP",
+            short_optional: "",
+            long_values: &[],
+        },
+        "proxychains" | "proxychains4" => OptSpec {
+            short_values: "f",
+            short_optional: "",
+            long_values: &[],
+        },
+        _ => OptSpec::FLAGS,
+    };
+    let o = parse_opts(argv, i + 1, &spec);
+    // Attaching to running processes runs no command of ours.
+    if matches!(name, "strace" | "ltrace" | "prlimit") && o.has(&["-p", "--pid", "--attach"]) {
+        return Next::Stop;
+    }
+    // faketime TIMESTAMP CMD takes one operand first.
+    let next = o.next + usize::from(name == "faketime");
+    if next < argv.len() {
+        return Next::Wrapped(next);
+    }
+    if matches!(
+        name,
+        "unshare" | "nsenter" | "fakeroot" | "pkexec" | "systemd-run"
+    ) {
+        return Next::Script(stdin_scripts(stdin), Vec::new());
+    }
+    Next::Stop
+}
+
+/// `tmux [opts] new-session -d -s NAME CMD \; send-keys 'rm -rf /' Enter …`: the shell
+/// commands that new sessions, windows and panes run, `run-shell` commands, and the text
+/// typed by `send-keys`.
+fn tmux(argv: &[Word], i: usize) -> Next {
+    let o = parse_opts(
+        argv,
+        i + 1,
+        &OptSpec {
+            short_values: "cfLST",
+            short_optional: "",
+            long_values: &[],
+        },
+    );
+    let mut scripts = Vec::new();
+    if let Some(command) = o.value(&["-c"]) {
+        scripts.push(command.to_owned());
+    }
+    let rest = argv.get(o.next..).unwrap_or_default();
+    for sub in rest.split(|w| w.lit().is_some_and(|a| a == ";" || a == "\\;")) {
+        let Some(command) = sub.first().and_then(Word::lit) else {
+            continue;
+        };
+        let spec = |short_values: &'static str| OptSpec {
+            short_values,
+            short_optional: "",
+            long_values: &[],
+        };
+        match command.as_str() {
+            "new-session" | "new" | "new-window" | "neww" | "split-window" | "splitw"
+            | "respawn-pane" | "respawnp" | "respawn-window" | "respawnw" => {
+                let so = parse_opts(sub, 1, &spec("cefFlnstxy"));
+                if so.next < sub.len() {
+                    scripts.push(join_rendered(&sub[so.next..]));
+                }
+            }
+            "run-shell" | "run" | "if-shell" | "if" | "pipe-pane" | "pipep" | "display-popup"
+            | "popup" => {
+                let so = parse_opts(sub, 1, &spec("cdehsStTwxy"));
+                if let Some(shell) = sub.get(so.next) {
+                    scripts.push(
+                        shell
+                            .cands
+                            .first()
+                            .map(Resolved::render)
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            "send-keys" | "send" => {
+                let so = parse_opts(sub, 1, &spec("Nt"));
+                let mut typed = String::new();
+                for key in sub.get(so.next..).unwrap_or_default() {
+                    match key.lit().as_deref() {
+                        Some("Enter" | "C-m" | "C-j" | "KPEnter") => typed.push('\n'),
+                        Some("Space") => typed.push(' '),
+                        _ => typed
+                            .push_str(&key.cands.first().map(Resolved::render).unwrap_or_default()),
+                    }
+                }
+                scripts.push(typed);
+            }
+            _ => {}
+        }
+    }
+    if scripts.is_empty() {
+        Next::Stop
+    } else {
+        Next::Script(scripts, Vec::new())
+    }
+}
+
+/// Most input items of `parallel` we build commands for.
+const MAX_PARALLEL_ITEMS: usize = 8;
+
+/// GNU `parallel CMD ::: A B` runs `CMD A`, `CMD B` (items after `:::`, from `::::` files, or
+/// from standard input); `{}` in CMD stands for the item. A CMD of one word with blanks is a
+/// shell command line.
+fn parallel(argv: &[Word], i: usize, stdin: &Stdin) -> Next {
+    let o = parse_opts(
+        argv,
+        i + 1,
+        &OptSpec {
+            short_values: "aCdEIjLnNPSs",
+            short_optional: "l",
+            long_values: &[
+                "--jobs",
+                "--max-procs",
+                "--arg-file",
+                "--colsep",
+                "--delimiter",
+                "--sshlogin",
+                "--joblog",
+                "--results",
+                "--res",
+                "--tmpdir",
+                "--workdir",
+                "--wd",
+                "--timeout",
+                "--delay",
+                "--halt",
+                "--retries",
+                "--env",
+                "--tagstring",
+                "--max-args",
+                "--replace",
+                "--basefile",
+                "--return",
+                "--memfree",
+                "--load",
+                "--nice",
+                "--block",
+                "--sshloginfile",
+                "--slf",
+            ],
+        },
+    );
+    if o.has(&["--dry-run", "--dryrun"]) {
+        return Next::Stop;
+    }
+    let rest = argv.get(o.next..).unwrap_or_default();
+    let is_sep = |w: &Word| {
+        w.lit()
+            .is_some_and(|a| matches!(a.as_str(), ":::" | ":::+" | "::::" | "::::+"))
+    };
+    let command_len = rest.iter().position(is_sep).unwrap_or(rest.len());
+    let command = &rest[..command_len];
+    let mut items: Vec<Word> = Vec::new();
+    let mut from_file = o.has(&["-a", "--arg-file"]);
+    let mut current_is_file = false;
+    for word in &rest[command_len..] {
+        if is_sep(word) {
+            current_is_file = word.lit().is_some_and(|a| a.starts_with("::::"));
+            from_file |= current_is_file;
+            continue;
+        }
+        if !current_is_file {
+            items.push(word.clone());
+        }
+    }
+    if command_len == rest.len() && !from_file {
+        items = input_items(stdin);
+    }
+    if from_file {
+        items.push(Word {
+            raw: "(the items of an argument file)".into(),
+            cands: vec![Resolved::unknown(false)],
+        });
+    }
+    items.truncate(MAX_PARALLEL_ITEMS);
+    let one_line = command.len() == 1
+        && command[0]
+            .lit()
+            .is_some_and(|c| c.contains(char::is_whitespace));
+    if command.is_empty() || one_line {
+        // The items themselves are commands, or the command is a shell line.
+        let line = command.first().and_then(Word::lit).unwrap_or_default();
+        let scripts: Vec<String> = if items.is_empty() {
+            vec![line]
+        } else {
+            items
+                .iter()
+                .map(|item| {
+                    let value = item.cands.first().map(Resolved::render).unwrap_or_default();
+                    if line.is_empty() {
+                        value
+                    } else if line.contains("{}") {
+                        line.replace("{}", &value)
+                    } else {
+                        format!("{line} {value}")
+                    }
+                })
+                .collect()
+        };
+        return Next::Script(scripts, Vec::new());
+    }
+    if items.is_empty() {
+        return Next::Argvs(vec![command.to_vec()]);
+    }
+    let argvs = items
+        .iter()
+        .map(|item| {
+            let mut built: Vec<Word> = Vec::new();
+            let mut replaced = false;
+            for word in command {
+                if word
+                    .lit()
+                    .is_some_and(|a| a.contains("{}") || a.contains("{.}"))
+                {
+                    built.push(item.clone());
+                    replaced = true;
+                } else {
+                    built.push(word.clone());
+                }
+            }
+            if !replaced {
+                built.push(item.clone());
+            }
+            built
+        })
+        .collect();
+    Next::Argvs(argvs)
 }

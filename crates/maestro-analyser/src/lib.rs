@@ -48,8 +48,11 @@
 #![deny(missing_docs)]
 
 mod commands;
+mod devices;
 mod fallback;
+mod interpreters;
 mod paths;
+mod remote;
 mod rule;
 mod rules;
 mod sql;
@@ -58,6 +61,8 @@ mod words;
 
 #[cfg(test)]
 mod bounds_tests;
+#[cfg(test)]
+mod families_tests;
 #[cfg(test)]
 mod tests;
 
@@ -308,6 +313,9 @@ pub(crate) struct Analyzer {
     deadline: std::time::Instant,
     /// Whether `brush-parser` may be used (false when running on a small borrowed stack).
     use_parser: bool,
+    /// Plan files written by `terraform plan -destroy -out FILE`, so that a later
+    /// `terraform apply FILE` in the same script is seen to destroy.
+    pub(crate) destroy_plans: Vec<String>,
 }
 
 impl Analyzer {
@@ -318,6 +326,7 @@ impl Analyzer {
             budget_reported: false,
             deadline: std::time::Instant::now() + DEADLINE,
             use_parser,
+            destroy_plans: Vec::new(),
         }
     }
 

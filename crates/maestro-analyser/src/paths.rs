@@ -205,6 +205,25 @@ pub(crate) fn is_block_device(path: &AbsPath) -> bool {
         || matches!(name.as_str(), "mem" | "kmem" | "port" | "root")
 }
 
+/// Kernel control files whose writing crashes, reboots or powers off the machine, or bricks its
+/// firmware: `/proc/sysrq-trigger`, `/proc/sys/kernel/…`, `/sys/power/…`, EFI variables, and a
+/// disk's `/sys/block/*/device/delete`.
+pub(crate) fn is_kernel_interface(path: &AbsPath) -> bool {
+    if path.anchor != Anchor::Root {
+        return false;
+    }
+    let comps: Vec<&str> = path.comps.iter().map(String::as_str).collect();
+    matches!(
+        comps.as_slice(),
+        ["proc", "sysrq-trigger"]
+            | ["proc", "sys", "kernel", _, ..]
+            | ["sys", "power", _, ..]
+            | ["sys", "firmware", "efi", "efivars", _, ..]
+            | ["sys", "block" | "class", .., "device", "delete"]
+            | ["sys", "kernel", "kexec_load" | "kexec_crash_load"]
+    )
+}
+
 /// Device files that are fine to write to (`/dev/null` and friends).
 pub(crate) fn is_harmless_device(path: &AbsPath) -> bool {
     if path.anchor != Anchor::Root {

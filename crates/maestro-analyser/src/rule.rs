@@ -51,6 +51,28 @@ pub enum Rule {
     TerraformDestroy,
     /// `kubectl delete namespace …` or `kubectl delete --all`.
     KubectlDelete,
+    /// `TRUNCATE`, `DELETE FROM t` without a `WHERE`, Mongo `deleteMany({})`.
+    SqlDeleteAll,
+    /// Rewriting a disk's partition table (`sgdisk --zap-all`, `parted mklabel`, `sfdisk`).
+    PartitionTable,
+    /// Erasing or reformatting a device (`cryptsetup luksFormat`, `nvme format`, `badblocks -w`).
+    DeviceErase,
+    /// Writing a kernel control file (`/proc/sysrq-trigger`, `/sys/power/state`).
+    KernelInterfaceWrite,
+    /// Killing every process or init (`kill -9 -1`, `killall5`, `pkill .`).
+    MassKill,
+    /// Deleting a system file from interpreter code (`os.remove('/etc/passwd')`).
+    SystemFileDelete,
+    /// `helm uninstall`.
+    HelmUninstall,
+    /// Cloud resources deleted (`aws … delete-…`, `gcloud … delete`, `az … delete`, `gsutil rm -r`).
+    CloudDelete,
+    /// `pulumi destroy`, `pulumi stack rm`.
+    PulumiDestroy,
+    /// Pruning or mass-removing the Docker daemon's containers, images or volumes.
+    DockerDestroy,
+    /// `git push --force`, `+refspec`, `--mirror`, `--delete`.
+    GitForcePush,
 
     // Opaque rules.
     /// A script whose quoting or substitutions do not close.
@@ -91,6 +113,17 @@ impl Rule {
         Rule::DbFlush,
         Rule::TerraformDestroy,
         Rule::KubectlDelete,
+        Rule::SqlDeleteAll,
+        Rule::PartitionTable,
+        Rule::DeviceErase,
+        Rule::KernelInterfaceWrite,
+        Rule::MassKill,
+        Rule::SystemFileDelete,
+        Rule::HelmUninstall,
+        Rule::CloudDelete,
+        Rule::PulumiDestroy,
+        Rule::DockerDestroy,
+        Rule::GitForcePush,
         Rule::Unparseable,
         Rule::TooDeeplyNested,
         Rule::TooComplex,
@@ -121,6 +154,17 @@ impl Rule {
             Rule::DbFlush => "db-flush",
             Rule::TerraformDestroy => "terraform-destroy",
             Rule::KubectlDelete => "kubectl-delete",
+            Rule::SqlDeleteAll => "sql-delete-all",
+            Rule::PartitionTable => "partition-table",
+            Rule::DeviceErase => "device-erase",
+            Rule::KernelInterfaceWrite => "kernel-interface-write",
+            Rule::MassKill => "mass-kill",
+            Rule::SystemFileDelete => "system-file-delete",
+            Rule::HelmUninstall => "helm-uninstall",
+            Rule::CloudDelete => "cloud-delete",
+            Rule::PulumiDestroy => "pulumi-destroy",
+            Rule::DockerDestroy => "docker-destroy",
+            Rule::GitForcePush => "git-force-push",
             Rule::Unparseable => "unparseable",
             Rule::TooDeeplyNested => "too-deeply-nested",
             Rule::TooComplex => "too-complex",
@@ -151,7 +195,18 @@ impl Rule {
             | Rule::SqlDrop
             | Rule::DbFlush
             | Rule::TerraformDestroy
-            | Rule::KubectlDelete => Kind::Destructive,
+            | Rule::KubectlDelete
+            | Rule::SqlDeleteAll
+            | Rule::PartitionTable
+            | Rule::DeviceErase
+            | Rule::KernelInterfaceWrite
+            | Rule::MassKill
+            | Rule::SystemFileDelete
+            | Rule::HelmUninstall
+            | Rule::CloudDelete
+            | Rule::PulumiDestroy
+            | Rule::DockerDestroy
+            | Rule::GitForcePush => Kind::Destructive,
             Rule::Unparseable
             | Rule::TooDeeplyNested
             | Rule::TooComplex
@@ -187,7 +242,7 @@ mod tests {
         }
         // `kind` and `id` are exhaustive matches, so a new variant must be added there; this
         // catches one forgotten in ALL.
-        assert_eq!(Rule::ALL.len(), 24);
+        assert_eq!(Rule::ALL.len(), 35);
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn split_args<'a>(args: &'a [Word], value_opts: &[&str]) -> Split<'a> {
 }
 
 /// Whether `arg` is an unambiguous GNU abbreviation (at least `--x`) of the long option `full`.
-fn long_opt(arg: &str, full: &str) -> bool {
+pub(crate) fn long_opt(arg: &str, full: &str) -> bool {
     let name = arg.split('=').next().unwrap_or(arg);
     name.len() >= 3 && full.starts_with(name)
 }
@@ -85,7 +85,7 @@ impl PreciousRules {
 /// Whether some value of the word may name a device: one that starts with an unknown we cannot
 /// see, or whose static prefix already lies under `/dev`. Relative paths and other absolute paths
 /// are files.
-fn may_be_device(word: &Word) -> bool {
+pub(crate) fn may_be_device(word: &Word) -> bool {
     word.cands.iter().any(|res| match res.0.first() {
         Some(Seg::Unknown { .. }) => true,
         Some(Seg::Text(t)) if t.starts_with('/') => {
@@ -120,10 +120,27 @@ impl Analyzer {
             }
             n if n.starts_with("mkfs.") => self.rule_mkfs(name, shown, args, scope),
             "shutdown" | "reboot" | "halt" | "poweroff" | "init" | "telinit" | "systemctl"
-            | "loginctl" => self.rule_power(name, shown, args),
+            | "loginctl" | "kexec" | "busctl" | "dbus-send" | "gdbus" => {
+                self.rule_power(name, shown, args)
+            }
             "terraform" | "tofu" | "terragrunt" => self.rule_terraform(shown, args),
-            "kubectl" | "oc" => self.rule_kubectl(shown, args),
-            "dropdb" | "mysqladmin" | "redis-cli" => self.rule_db_admin(name, shown, args, stdin),
+            "kubectl" | "oc" => self.rule_kubectl(shown, args, stdin),
+            "dropdb" | "mysqladmin" | "redis-cli" | "keydb-cli" | "valkey-cli" => {
+                self.rule_db_admin(name, shown, args, stdin)
+            }
+            "kill" | "pkill" | "killall" | "killall5" => self.rule_kill(name, shown, args),
+            "sgdisk" | "gdisk" | "parted" | "fdisk" | "sfdisk" | "cfdisk" => {
+                self.rule_partition(name, shown, args, stdin, scope)
+            }
+            "cryptsetup" | "nvme" | "badblocks" | "hdparm" => {
+                self.rule_device_erase(name, shown, args, scope)
+            }
+            "helm" => self.rule_helm(shown, args),
+            "aws" => self.rule_aws(shown, args),
+            "gcloud" | "gsutil" | "az" | "gh" => self.rule_cloud(name, shown, args),
+            "pulumi" => self.rule_pulumi(shown, args),
+            "docker" | "podman" | "nerdctl" => self.rule_docker(shown, args),
+            "git" => self.rule_git(shown, args),
             n if sql::is_sql_client(n) || sql::is_mongo_client(n) => {
                 self.rule_sql(name, shown, args, stdin)
             }
@@ -153,8 +170,11 @@ impl Analyzer {
                 for operand in split.operands {
                     self.report_dynamic_argument(shown, operand);
                 }
+                self.rule_device_erase(name, shown, args, scope);
             }
-            n if is_interpreter(n) => self.rule_interpreter(name, shown, args, stdin),
+            n if is_interpreter(n) || super::interpreters::is_awk(n) => {
+                self.rule_interpreter_code(name, shown, args, stdin, scope, depth);
+            }
             // Strings that the shell runs later: alias bodies (expanded by `sh`/dash even
             // non-interactively) and trap actions.
             "alias" => {
@@ -288,49 +308,6 @@ impl Analyzer {
                     "`{shown}` runs code from `{}`, which is only known at run time, so it \
                      cannot be shown to be safe",
                     words::excerpt(&file.raw)
-                ),
-            );
-        }
-    }
-
-    /// `python3 -c CODE`, `perl -e CODE`, `node -e CODE`, or an interpreter reading its program
-    /// from standard input: opaque when the code is only known at run time. Literal code is not
-    /// analysed (it is not shell).
-    fn rule_interpreter(&mut self, name: &str, shown: &str, args: &[Word], stdin: &Stdin) {
-        let mut code: Option<&Word> = None;
-        let mut has_program = false;
-        let mut i = 0;
-        while let Some(word) = args.get(i) {
-            let Some(arg) = word.lit() else {
-                // A dynamic word where the program or its options go.
-                code = Some(word);
-                break;
-            };
-            if matches!(
-                arg.as_str(),
-                "-c" | "-e" | "-E" | "--eval" | "-r" | "-p" | "--print"
-            ) {
-                code = args.get(i + 1);
-                has_program = true;
-                break;
-            }
-            if arg == "-m" || !arg.starts_with('-') || arg == "-" {
-                has_program = arg != "-";
-                break;
-            }
-            i += 1;
-        }
-        let dynamic = code.is_some_and(|w| {
-            w.cands
-                .iter()
-                .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })))
-        });
-        if dynamic || (!has_program && stdin.unknown) {
-            self.report(
-                Rule::DynamicCode,
-                format!(
-                    "`{shown}` ({name}) runs code that is only known at run time, so it cannot \
-                     be shown to be safe"
                 ),
             );
         }
@@ -478,6 +455,7 @@ impl Analyzer {
                 cands: vec![target],
             };
             self.report_dynamic_argument(shown, &target);
+            self.check_write_target(&target, shown, scope.cwd.as_ref());
             for path in paths::static_paths(&target, scope.cwd.as_ref()) {
                 if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
                     self.report(
@@ -517,6 +495,19 @@ impl Analyzer {
         for operand in split.operands {
             if matches!(name, "shred" | "blkdiscard") {
                 self.report_dynamic_argument(shown, operand);
+            }
+            if matches!(name, "tee" | "cp" | "install") {
+                for path in paths::static_paths(operand, scope.cwd.as_ref()) {
+                    if paths::is_kernel_interface(&path) {
+                        self.report(
+                            Rule::KernelInterfaceWrite,
+                            format!(
+                                "`{shown}` writes to the kernel control file {}",
+                                path.display()
+                            ),
+                        );
+                    }
+                }
             }
             for path in paths::static_paths(operand, scope.cwd.as_ref()) {
                 if paths::is_block_device(&path) {
@@ -604,17 +595,60 @@ impl Analyzer {
                 .opts
                 .iter()
                 .any(|o| matches!(o.as_str(), "-c" | "--help" | "--version")),
-            "init" | "telinit" => matches!(op(0), Some("0" | "6")),
+            "init" | "telinit" => matches!(op(0), Some("0" | "6" | "1" | "s" | "S")),
             "systemctl" | "loginctl" => match op(0) {
-                Some("poweroff" | "reboot" | "halt" | "kexec" | "soft-reboot") => true,
-                Some("isolate" | "start" | "restart") => operands.iter().skip(1).any(|u| {
-                    matches!(
-                        u.as_str(),
-                        "poweroff.target" | "reboot.target" | "halt.target" | "kexec.target"
-                    )
-                }),
+                Some(
+                    "poweroff"
+                    | "reboot"
+                    | "halt"
+                    | "kexec"
+                    | "soft-reboot"
+                    | "suspend"
+                    | "hibernate"
+                    | "hybrid-sleep"
+                    | "suspend-then-hibernate"
+                    | "sleep"
+                    | "rescue"
+                    | "emergency",
+                ) => true,
+                Some("isolate" | "start" | "restart" | "reload-or-restart" | "try-restart") => {
+                    operands.iter().skip(1).any(|u| {
+                        let unit = u.strip_suffix(".target").unwrap_or(u);
+                        matches!(
+                            unit,
+                            "poweroff"
+                                | "reboot"
+                                | "halt"
+                                | "kexec"
+                                | "soft-reboot"
+                                | "suspend"
+                                | "hibernate"
+                                | "hybrid-sleep"
+                                | "sleep"
+                                | "rescue"
+                                | "emergency"
+                                | "ctrl-alt-del"
+                                | "exit"
+                        ) && (u.ends_with(".target") || op(0) == Some("isolate"))
+                    })
+                }
                 _ => false,
             },
+            "kexec" => split
+                .opts
+                .iter()
+                .any(|o| o == "-e" || o == "--exec" || o == "-f" || o == "--force"),
+            "busctl" | "dbus-send" | "gdbus" => {
+                let all: Vec<String> = args.iter().filter_map(Word::lit).collect();
+                all.iter().any(|a| a.contains("login1"))
+                    && all.iter().any(|a| {
+                        let method = a.rsplit('.').next().unwrap_or(a).to_ascii_lowercase();
+                        matches!(
+                            method.as_str(),
+                            "poweroff" | "reboot" | "halt" | "suspend" | "hibernate" | "kexec"
+                        )
+                    })
+            }
             _ => false,
         };
         if hit {
@@ -627,21 +661,61 @@ impl Analyzer {
 
     fn rule_terraform(&mut self, shown: &str, args: &[Word]) {
         let lits: Vec<String> = args.iter().filter_map(Word::lit).collect();
-        let operands: Vec<&str> = lits
-            .iter()
-            .map(String::as_str)
-            .filter(|a| !a.starts_with('-'))
-            .collect();
-        let destroy_flag = lits.iter().any(|a| {
-            matches!(
-                a.as_str(),
-                "-destroy" | "--destroy" | "-destroy=true" | "--destroy=true"
-            )
-        });
+        // Go's flag package: `-name`, `--name`, `-name=value`, `-name value` (non-booleans).
+        let flag = |a: &str| -> Option<(String, Option<String>)> {
+            let bare = a.strip_prefix("--").or_else(|| a.strip_prefix('-'))?;
+            Some(match bare.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (bare.to_owned(), None),
+            })
+        };
+        let mut operands: Vec<&str> = Vec::new();
+        let mut destroy_flag = false;
+        let mut out: Option<String> = None;
+        let mut i = 0;
+        while let Some(a) = lits.get(i) {
+            i += 1;
+            match flag(a) {
+                Some((name, value)) => match name.as_str() {
+                    "destroy" => {
+                        destroy_flag = value.as_deref().is_none_or(|v| {
+                            !matches!(v, "false" | "0" | "f" | "F" | "FALSE" | "False")
+                        });
+                    }
+                    "out" => {
+                        out = value.or_else(|| {
+                            i += 1;
+                            lits.get(i - 1).cloned()
+                        });
+                    }
+                    "var" | "var-file" | "target" | "replace" | "lock-timeout" | "parallelism"
+                    | "state" | "state-out" | "backup"
+                        if value.is_none() =>
+                    {
+                        i += 1;
+                    }
+                    _ => {}
+                },
+                None => operands.push(a),
+            }
+        }
+        if destroy_flag
+            && operands.first() == Some(&"plan")
+            && let Some(plan) = out
+        {
+            self.destroy_plans.push(plan);
+        }
+        let applies_destroy_plan = operands.first() == Some(&"apply")
+            && operands
+                .iter()
+                .skip(1)
+                .any(|p| self.destroy_plans.iter().any(|d| d == p));
         let hit = match operands.as_slice() {
             ["destroy" | "destroy-all", ..] => true,
             ["run-all" | "run", "destroy", ..] => true,
-            ["apply" | "run-all" | "run", ..] => destroy_flag,
+            ["state", "rm" | "remove", ..] => true,
+            ["workspace", "delete", ..] => true,
+            ["apply" | "run-all" | "run", ..] => destroy_flag || applies_destroy_plan,
             _ => false,
         };
         if hit {
@@ -652,7 +726,7 @@ impl Analyzer {
         }
     }
 
-    fn rule_kubectl(&mut self, shown: &str, args: &[Word]) {
+    fn rule_kubectl(&mut self, shown: &str, args: &[Word], stdin: &Stdin) {
         let split = split_args(
             args,
             &[
@@ -688,15 +762,53 @@ impl Analyzer {
             ],
         );
         let operands: Vec<String> = split.operands.iter().filter_map(|w| w.lit()).collect();
+        if operands.first().map(String::as_str) == Some("drain") {
+            self.report(
+                Rule::KubectlDelete,
+                format!("`{shown}` drains a node, evicting every pod on it"),
+            );
+            return;
+        }
         if operands.first().map(String::as_str) != Some("delete") {
             return;
         }
-        let namespace = operands.get(1).is_some_and(|kinds| {
+        // Kinds are case-insensitive and may carry a version and group (`namespaces.v1`);
+        // `pods,ns` and `ns/prod` name several or one.
+        let precious = |kinds: &str| {
             kinds.split(',').any(|kind| {
                 let kind = kind.split('/').next().unwrap_or(kind);
-                matches!(kind, "namespace" | "namespaces" | "ns")
+                let kind = kind.split('.').next().unwrap_or(kind).to_ascii_lowercase();
+                matches!(
+                    kind.as_str(),
+                    "namespace"
+                        | "namespaces"
+                        | "ns"
+                        | "project"
+                        | "projects"
+                        | "persistentvolume"
+                        | "persistentvolumes"
+                        | "pv"
+                        | "persistentvolumeclaim"
+                        | "persistentvolumeclaims"
+                        | "pvc"
+                        | "node"
+                        | "nodes"
+                        | "no"
+                        | "customresourcedefinition"
+                        | "customresourcedefinitions"
+                        | "crd"
+                        | "crds"
+                )
+            })
+        };
+        let from_stdin = stdin.texts.iter().any(|t| {
+            t.lines().any(|l| {
+                let l = l.trim().to_ascii_lowercase();
+                l.strip_prefix("kind:")
+                    .is_some_and(|k| precious(k.trim().trim_matches(['"', '\''])))
             })
         });
+        let namespace = operands.iter().skip(1).any(|kinds| precious(kinds)) || from_stdin;
         let all = split.opts.iter().any(|o| {
             matches!(
                 o.as_str(),
@@ -706,7 +818,10 @@ impl Analyzer {
         if namespace {
             self.report(
                 Rule::KubectlDelete,
-                format!("`{shown}` deletes a namespace and everything in it"),
+                format!(
+                    "`{shown}` deletes a namespace, node, volume or resource definition and \
+                     everything in it"
+                ),
             );
         }
         if all {
@@ -721,9 +836,9 @@ impl Analyzer {
         let mongo = sql::is_mongo_client(name);
         let check = |text: &str| {
             if mongo {
-                sql::mongo_drop(text)
+                sql::mongo_danger(text)
             } else {
-                sql::sql_drop(text)
+                sql::sql_danger(text)
             }
         };
         // Every argument counts, whatever option carries it (-c, -e, --execute, --query,
@@ -739,18 +854,15 @@ impl Analyzer {
                     Some(rest) => rest.get(1..),
                     None => None,
                 };
-                if let Some(kind) = check(&text).or_else(|| value.and_then(check)) {
-                    self.report(
-                        Rule::SqlDrop,
-                        format!("`{shown}` runs {kind} against the database"),
-                    );
+                if let Some((rule, kind)) = check(&text).or_else(|| value.and_then(check)) {
+                    self.report(rule, format!("`{shown}` runs {kind} against the database"));
                 }
             }
         }
         for text in &stdin.texts {
-            if let Some(kind) = check(text) {
+            if let Some((rule, kind)) = check(text) {
                 self.report(
-                    Rule::SqlDrop,
+                    rule,
                     format!(
                         "`{shown}` is fed {kind} on its standard input (`{}`)",
                         words::excerpt(text)
@@ -796,8 +908,9 @@ impl Analyzer {
                 }
             }
             _ => {
+                // Any token, so `EVAL "redis.call('flushall')" 0` counts too.
                 let flush = |t: &str| {
-                    t.split_whitespace().any(|w| {
+                    t.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
                         w.eq_ignore_ascii_case("flushall") || w.eq_ignore_ascii_case("flushdb")
                     })
                 };
@@ -808,6 +921,40 @@ impl Analyzer {
                     );
                 }
             }
+        }
+    }
+}
+
+impl Analyzer {
+    /// `find / | xargs rm -f`: items that are the start paths of `find` stand for every path
+    /// under them, so deleting them one by one deletes the tree.
+    pub(crate) fn rule_listed_delete(
+        &mut self,
+        shown: &str,
+        command: &[Word],
+        items: &[Word],
+        scope: &Scope,
+    ) {
+        let deletes = command
+            .iter()
+            .take(4)
+            .filter_map(Word::lit)
+            .any(|w| matches!(basename(&w), "rm" | "unlink" | "shred" | "rmdir" | "srm"));
+        if !deletes {
+            return;
+        }
+        for item in items {
+            self.report_precious(
+                shown,
+                item,
+                scope,
+                "deletes everything `find` lists under",
+                &PreciousRules {
+                    root: Rule::FindDelete,
+                    home: Some(Rule::FindDelete),
+                    system: Rule::FindDelete,
+                },
+            );
         }
     }
 }
