@@ -1,7 +1,6 @@
 //! The step process, between init's fork and the program's `exec`: every privilege it drops
 //! is named here, in the order it is dropped.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -14,7 +13,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
 };
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{BpfProgram, sock_filter};
 
 use crate::SETUP_FAILED_EXIT_CODE;
 use crate::failure::{Context, SetupFailure, one_line};
@@ -195,24 +194,74 @@ fn check_landlock(status: &RestrictionStatus) -> Result<(), SetupFailure> {
     }
 }
 
+/// `AUDIT_ARCH_*` of the architecture this shim is built for (`<linux/audit.h>`): a syscall
+/// made with another calling convention (32-bit `int 0x80` on x86_64) is killed, since its
+/// numbers mean other syscalls.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+#[cfg(target_arch = "riscv64")]
+const AUDIT_ARCH: u32 = 0xC000_00F3;
+
+/// On x86_64, syscall numbers with this bit set are the x32 ABI's aliases of the same
+/// syscalls: refused as a whole, or every refusal below could be bypassed through them.
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
 /// Default allow; EPERM for [`REFUSED_SYSCALLS`].
+///
+/// Written as classic BPF by hand rather than compiled by `seccompiler`: one comparison per
+/// refused syscall, about 50 instructions where `seccompiler` emits about 210. The kernel
+/// checks, translates and simulates the filter for every syscall number when it is installed
+/// (its allow-cache), so the shorter program is what makes `seccomp(2)` cheap (0.26 ms before).
 pub(crate) fn seccomp_program() -> Result<BpfProgram, SetupFailure> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .context(|| format!("no seccomp support for {}", std::env::consts::ARCH))?;
-    // An empty rule list matches every call of that syscall, whatever its arguments.
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = REFUSED_SYSCALLS
+    const LOAD_WORD: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JUMP_EQUAL: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RETURN: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // Offsets in `struct seccomp_data`: `int nr; __u32 arch; ...`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let statement = |code: u16, k: u32| sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
+    let refused: Vec<u32> = REFUSED_SYSCALLS
         .iter()
         .chain(REFUSED_ARCH_SYSCALLS)
-        .map(|&(_, number)| (number, Vec::new()))
-        .collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .context(|| "cannot build the seccomp filter".to_owned())?;
-    filter
-        .try_into()
-        .context(|| "cannot compile the seccomp filter".to_owned())
+        .map(|&(_, number)| u32::try_from(number))
+        .collect::<Result<_, _>>()
+        .context(|| "a refused syscall number does not fit the seccomp filter".to_owned())?;
+    let mut program = vec![
+        statement(LOAD_WORD, ARCH),
+        jump(JUMP_EQUAL, AUDIT_ARCH, 1, 0),
+        statement(RETURN, libc::SECCOMP_RET_KILL_PROCESS),
+        statement(LOAD_WORD, NR),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    program.extend([
+        jump(
+            (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+            X32_SYSCALL_BIT,
+            0,
+            1,
+        ),
+        statement(RETURN, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+    ]);
+    // Each comparison jumps, on a match, over the ones after it and the final allow, to the
+    // refusal at the end.
+    for (index, number) in refused.iter().enumerate() {
+        let to_refusal = u8::try_from(refused.len() - index)
+            .context(|| "too many refused syscalls for one BPF jump".to_owned())?;
+        program.push(jump(JUMP_EQUAL, *number, to_refusal, 0));
+    }
+    program.push(statement(RETURN, libc::SECCOMP_RET_ALLOW));
+    program.push(statement(
+        RETURN,
+        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+    ));
+    Ok(program)
 }

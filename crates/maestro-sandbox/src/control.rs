@@ -1,5 +1,6 @@
 //! The caller's side: the shim's command and the control socket that carries plan and reports.
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,6 +58,26 @@ pub fn command(
             what: "cannot create the control socket",
             source,
         })?;
+    // The plan goes into the socket now, before the shim exists: the shim finds it waiting
+    // when it starts instead of waiting for the caller to see the spawn succeed and write it
+    // (a round trip through the scheduler saved). A socket buffer holds hundreds of
+    // kilobytes; whatever does not fit is sent by `send_plan` once the shim reads.
+    ours.set_nonblocking(true)
+        .map_err(|source| SandboxError::Io {
+            what: "cannot prepare the control socket",
+            source,
+        })?;
+    let written = match (&ours).write(&line) {
+        Ok(count) => count,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(source) => {
+            return Err(SandboxError::Io {
+                what: "cannot send the plan to the shim",
+                source,
+            });
+        }
+    };
+    line.drain(..written);
     let mut command = Command::new(shim);
     command
         .args(shim_args)
@@ -94,7 +115,8 @@ impl Control {
         }
     }
 
-    /// Sends the plan, once; [`Control::wait_started`] and [`Control::finish`] call it.
+    /// Sends what is left of the plan (usually nothing: [`command`] writes it into the socket
+    /// up front), once; [`Control::wait_started`] and [`Control::finish`] call it.
     pub async fn send_plan(&mut self) -> Result<(), SandboxError> {
         if self.plan.is_empty() {
             return Ok(());

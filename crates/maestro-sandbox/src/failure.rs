@@ -67,6 +67,7 @@ macro_rules! describe_by_display {
 
 describe_by_display!(
     caps::errors::CapsError,
+    std::num::TryFromIntError,
     landlock::RulesetError,
     seccompiler::Error,
     seccompiler::BackendError,

@@ -17,11 +17,13 @@ pub enum ExitKind {
 pub struct TeardownReport {
     /// The inode of the step's PID namespace (as `/proc/<pid>/ns/pid` shows it).
     pub pid_namespace_inode: u64,
-    /// True when a scan of `/proc` after the namespace's init was reaped found none of its
-    /// processes left.
+    /// True when the namespace's init was reaped: the kernel kills and releases every other
+    /// process of a PID namespace before its init can be waited for, so the namespace is then
+    /// empty (the kernel's guarantee; no scan is made). When init could not be waited for, true
+    /// when a scan of `/proc` found none of the namespace's processes.
     pub verified: bool,
-    /// Processes found in the namespace after its init was gone, as `pid 123 (sleep)`; each was
-    /// sent SIGKILL. The kernel guarantees this is empty; the scan is the independent check.
+    /// Processes found in the namespace by that scan, as `pid 123 (sleep)`; each was sent
+    /// SIGKILL. Always empty when init was reaped.
     pub remaining: Vec<String>,
 }
 

@@ -4,7 +4,8 @@
 //! `maestro-sandbox-shim`) and never starts a thread: that is what lets it fork and run Rust
 //! code in the children (see `sys.rs`). It does as little as it can on the way to the step's
 //! `exec`: one read of the plan, two `unshare`, three small writes under `/proc/self`, one
-//! fork for the namespace's init and one (in init) for the step.
+//! fork for the namespace's init and one (in init) for the step. After the step, it reaps init
+//! and reports; the kernel has emptied the namespace by then (see `supervise`).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -172,13 +173,29 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
     };
     drop(status_write);
     let (outcome, pid_namespace_inode) = watch(channel, init, status_read)?;
-    let status = match waitpid(init, None) {
+    let reaped = waitpid(init, None);
+    let status = match reaped {
         Ok(WaitStatus::Exited(..)) => outcome,
         // Init itself was killed (the caller went away, or SIGKILLed the group): the step died
         // with it, whatever it reported.
         _ => None,
     };
-    let teardown = verify_teardown(pid_namespace_inode, init.as_raw());
+    let teardown = match reaped {
+        // The kernel's guarantee: when the init of a PID namespace exits, the kernel SIGKILLs
+        // every other process of the namespace and waits until all of them are released
+        // (`zap_pid_ns_processes`) before init can be waited for. So once init is reaped, the
+        // namespace is empty and a scan of /proc could only confirm it; it is not made, which
+        // keeps it off the path between the step's end and the caller's.
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) if pid_namespace_inode != 0 => {
+            TeardownReport {
+                pid_namespace_inode,
+                verified: true,
+                remaining: Vec::new(),
+            }
+        }
+        // Init could not be waited for: look.
+        _ => verify_teardown(pid_namespace_inode, init.as_raw()),
+    };
     Ok((
         Report {
             exit: status,
@@ -304,7 +321,8 @@ fn watch(
     }
 }
 
-/// Scans `/proc` for processes still in the step's PID namespace; kills and lists any.
+/// Scans `/proc` for processes still in the step's PID namespace; kills and lists any. Only
+/// used when init could not be waited for (otherwise the kernel's guarantee holds).
 ///
 /// Every process of the namespace was created after its init (host pid `init`), so while the
 /// host's pids have not wrapped around since (`kernel.ns_last_pid` is still at least `init`),
