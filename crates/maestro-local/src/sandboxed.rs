@@ -43,8 +43,8 @@ pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<()
     let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
         .map_err(|error| unavailable(step, error))?;
     let mut command = tokio::process::Command::from(command);
+    // Its stdin is the control socket `command` set up; only its output is discarded.
     let mut child = command
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
