@@ -85,6 +85,9 @@ impl TestJob {
             },
             reuse_container: self.reuse_container,
             with: None,
+            isolation: maestro_core::spec::Isolation::default(),
+            writable_paths: Vec::new(),
+            host_access: Vec::new(),
         }
     }
 
