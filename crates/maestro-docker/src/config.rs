@@ -33,6 +33,33 @@ const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
 
 /// Where the engine's socket usually is; a workspace must never contain it.
 const DEFAULT_SOCKETS: [&str; 2] = ["/run/docker.sock", "/var/run/docker.sock"];
+/// Host directories a workspace must never contain: the runtime directories, where the
+/// sockets of the engine, containerd and others live (each of them is root on the host), and
+/// the engine's and containerd's state (images, other containers' filesystems).
+const NEVER_CONTAINED: [&str; 4] = ["/run", "/var/run", "/var/lib/docker", "/var/lib/containerd"];
+/// Host directories a workspace must never be nor lie in: runtime sockets and the kernel's
+/// interfaces, which no project directory is, and which a container must never get read-write.
+const NEVER_INSIDE: [&str; 5] = ["/run", "/var/run", "/proc", "/sys", "/dev"];
+
+/// The no-new-privileges security option: no process of the container can gain privileges
+/// through setuid or file capabilities, as a sandboxed local step cannot. The engine's default
+/// seccomp profile is kept (no `seccomp=...` option is given, and `Privileged` is false).
+pub(crate) const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
+
+/// Capabilities dropped from the engine's default set, which no build step needs:
+///
+/// * `NET_RAW`: raw and packet sockets (spoofing, sniffing the bridge); `ping` still works on
+///   Docker 20.10 and later, which allow ICMP datagram sockets in containers;
+/// * `MKNOD`: creating device nodes (FIFOs and sockets need no capability);
+/// * `AUDIT_WRITE`: writing to the host kernel's audit log;
+/// * `SYS_CHROOT`: `chroot`, a step into another root filesystem;
+/// * `SETFCAP`: putting file capabilities on binaries (a package's `setcap` falls back to
+///   setuid, and no-new-privileges makes both inert anyway).
+///
+/// Kept, because ordinary images and package managers need them: `CHOWN`, `DAC_OVERRIDE`,
+/// `FOWNER`, `FSETID`, `SETUID`, `SETGID`, `SETPCAP`, `KILL`, `NET_BIND_SERVICE`.
+pub(crate) const DROPPED_CAPABILITIES: [&str; 5] =
+    ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP"];
 
 /// The paths of the engine's socket that a mounted workspace must not contain: the usual
 /// places, and the path of each `unix://` address in `hosts` (`DOCKER_HOST`, the executor's).
@@ -106,6 +133,28 @@ pub(crate) fn workspace_source(step: &StepRequest, sockets: &[PathBuf]) -> Resul
             return Err(format!(
                 "step {name:?}: the workspace {shown} contains the Docker engine's socket {}, and a container given it would control the engine; run mc from a project directory or set workdir to one",
                 inside.display()
+            ));
+        }
+    }
+    for system in NEVER_CONTAINED {
+        if let Some(inside) = socket_forms(Path::new(system))
+            .into_iter()
+            .find(|form| form.starts_with(&workspace))
+        {
+            return Err(format!(
+                "step {name:?}: the workspace {shown} contains the host's {}, where the engine's sockets and state live, and a container given it could control the engine; run mc from a project directory or set workdir to one",
+                inside.display()
+            ));
+        }
+    }
+    for system in NEVER_INSIDE {
+        if let Some(system) = socket_forms(Path::new(system))
+            .into_iter()
+            .find(|form| workspace.starts_with(form))
+        {
+            return Err(format!(
+                "step {name:?}: the workspace {shown} is inside the host's {}, which a container must never get read-write; run mc from a project directory or set workdir to one",
+                system.display()
             ));
         }
     }
@@ -250,7 +299,12 @@ pub(crate) fn host_config(step: &StepRequest, workspace: &Path) -> HostConfig {
             .to_owned(),
         ),
         readonly_rootfs: settings.read_only_rootfs,
+        // The promise of a sandboxed local step, kept by the engine: no privileges, none to
+        // gain, the engine's default seccomp profile (never `seccomp=unconfined`), and fewer
+        // capabilities than the engine's default (see DROPPED_CAPABILITIES).
         privileged: Some(false),
+        security_opt: Some(vec![NO_NEW_PRIVILEGES.to_owned()]),
+        cap_drop: Some(DROPPED_CAPABILITIES.map(str::to_owned).to_vec()),
         // The engine's init (docker-init) is PID 1 and forwards signals to the step's process:
         // a shell as PID 1 would ignore SIGTERM, so every stop would wait out the grace period
         // and end in SIGKILL. It also reaps the step's orphaned children.
@@ -274,8 +328,9 @@ fn nano_cpus(cpus: f64) -> i64 {
 
 /// Whether the engine removes `step`'s container by itself once it has exited (auto-remove).
 ///
-/// Why: then `mc` need not wait for the engine's teardown (network, mounts) before it reports
-/// the step, and the container is not left behind even if `mc` dies after the step. A
+/// Why: the engine removes it right after its own teardown (network, mounts), without another
+/// request of ours, and the container is not left behind even if `mc` dies after the step. The
+/// step still ends only once its `destroy` event says it is gone (a verified teardown). A
 /// container that never starts is not covered; the executor removes those.
 ///
 /// Not under a memory limit: Docker 20.10 may process the kernel's OOM notice after the exit,
@@ -545,6 +600,57 @@ mod tests {
         assert!(check_step(&step_in(&engine), &sockets()).is_ok());
         // The tcp address names no path.
         assert_eq!(engine_sockets(["tcp://127.0.0.1:2375"]).len(), 2);
+    }
+
+    #[test]
+    fn workspaces_holding_or_inside_the_hosts_runtime_and_kernel_directories_are_refused() {
+        // Containing the runtime directories or the engine's state, with or without a socket.
+        let no_sockets: Vec<PathBuf> = Vec::new();
+        for dir in ["/run", "/var/run", "/var", "/var/lib"] {
+            let message = check_step(&step_in(Path::new(dir)), &no_sockets).unwrap_err();
+            assert!(
+                message.contains(&format!("the workspace {dir}"))
+                    && (message.contains("contains the host's")
+                        || message.contains("is inside the host's")),
+                "{dir}: {message}"
+            );
+        }
+        // Inside them: containerd's socket directory, the kernel's interfaces.
+        for dir in ["/run/lock", "/proc/self", "/sys/kernel", "/dev/shm"] {
+            if !Path::new(dir).is_dir() {
+                continue;
+            }
+            let message = check_step(&step_in(Path::new(dir)), &sockets()).unwrap_err();
+            assert!(message.contains("is inside the host's"), "{dir}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+        // A project directory is fine.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_step(&step_in(dir.path()), &sockets()).is_ok());
+    }
+
+    #[test]
+    fn containers_get_no_new_privileges_and_fewer_capabilities_never_unconfined() {
+        let step = step();
+        for host in [
+            step_container(&step, Path::new("/src"))
+                .host_config
+                .unwrap(),
+            shared_container(&step, Path::new("/src"))
+                .host_config
+                .unwrap(),
+        ] {
+            let security = host.security_opt.unwrap();
+            assert_eq!(security, [NO_NEW_PRIVILEGES]);
+            assert!(!security.iter().any(|option| option.contains("seccomp")));
+            assert_eq!(host.privileged, Some(false));
+            assert_eq!(
+                host.cap_drop.unwrap(),
+                ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP"]
+            );
+            assert!(host.cap_add.is_none());
+        }
+        assert_eq!(step_exec(&step).privileged, Some(false));
     }
 
     #[test]

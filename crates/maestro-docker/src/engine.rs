@@ -11,7 +11,7 @@ use std::time::Duration;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
 use futures::StreamExt;
@@ -431,6 +431,27 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
                 }
             }
         }
+    }
+}
+
+/// Return once the engine has removed container `id`: it answers a wait for the `removed`
+/// condition, or no longer knows the container (404). An error when the wait broke off.
+pub(crate) async fn wait_removed(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = WaitContainerOptionsBuilder::new()
+        .condition("removed")
+        .build();
+    match docker.wait_container(id, Some(options)).next().await {
+        // bollard reports a non-zero exit code of the container as an error of the wait.
+        Some(Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. })) => Ok(()),
+        Some(Err(error)) if is_not_found(&error) => Ok(()),
+        Some(Err(error)) => Err(DockerError::api(
+            format!("wait for container {} to be removed", short(id)),
+            error,
+        )),
+        None => Err(DockerError::Lost(format!(
+            "the wait for container {} to be removed ended without an answer",
+            short(id)
+        ))),
     }
 }
 

@@ -12,8 +12,8 @@ use bollard::Docker;
 use futures::StreamExt;
 use maestro_core::JobId;
 use maestro_core::executor::{
-    ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
-    StopReason,
+    ContainerSettings, Containment, Executor, ExecutorError, StepControl, StepOutcome, StepOutput,
+    StepRequest, Teardown, TeardownMethod,
 };
 use maestro_core::spec::PullPolicy;
 use tokio::sync::{OnceCell, oneshot};
@@ -42,9 +42,12 @@ const LATE_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
 /// How many containers `mc gc` removes at once.
 const GC_REMOVALS_AT_ONCE: usize = 8;
-/// How long a step waits for the container of the step before it to be removed (see
-/// [`Inner::settle`]); after that the executor removes it itself, and the step starts.
-const SETTLE_WAIT: Duration = Duration::from_secs(2);
+/// How long a step's container may take to be gone once the step ended (see
+/// [`Inner::tear_down`]); a container still there then is a failed teardown.
+const TEARDOWN_WITHIN: Duration = Duration::from_secs(10);
+/// The part of [`TEARDOWN_WITHIN`] given to the engine's own removal of a container that
+/// exited by itself (auto-remove), before the executor removes it itself.
+const AUTO_REMOVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs steps in containers on a Docker engine.
 ///
@@ -53,10 +56,13 @@ const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// settings run as execs in one container kept for the job. While a step runs, the container
 /// of the job's next step (when that is a docker step too) is already being created. A step
 /// container that exited by itself is removed by the engine (auto-remove; not under a memory
-/// limit, see `removed_by_engine`), which `mc` does not wait for; every other container
-/// (stopped, failed, created ahead for a step that never ran, shared, memory-limited) is
-/// removed by the executor in the background, and [`Executor::finish`] waits for that (within
-/// a bound), so nothing outlives the job.
+/// limit, see `removed_by_engine`); every other one the step ran in (stopped, memory-limited,
+/// a shared one no later step needs) is removed by the executor. Either way the step ends only
+/// once the engine reports its container gone, which its outcome records as a verified
+/// teardown ([`TeardownMethod::ContainerRemoved`]). Containers of steps that could not run,
+/// created ahead for steps that never ran, or still held for a job are removed in the
+/// background, and [`Executor::finish`] waits for that (within a bound), so nothing outlives
+/// the job.
 ///
 /// Creating the executor does no I/O: the engine (`DOCKER_HOST`, else the default unix socket)
 /// is connected to in [`Executor::prepare`], with API version negotiation, so that old
@@ -131,10 +137,6 @@ struct Job {
     /// `prepare` when the job has steps in containers of their own, or by the first such step;
     /// replaced (with replay) when it broke. Dropped (and the stream closed) in `finish`.
     events: Option<Arc<JobEvents>>,
-    /// The container of the job's last step that exited by itself, which the engine (auto-
-    /// remove) or a background removal of ours may still be tearing down; the job's next
-    /// container starts once it is gone (see `settle`).
-    settling: Option<String>,
 }
 
 struct SharedContainer {
@@ -411,52 +413,111 @@ impl Inner {
                 Self::await_created(receiver, step, control).await
             }
         };
-        let settling = self.with_job(step.job_id, |job| job.settling.take());
         let id = match created {
             Ok(Ok(id)) => id,
-            // The step ends here, stopped or failed: the previous step's container is removed
-            // now rather than left to the engine (a cancelled job leaves nothing behind).
-            Ok(Err(stopped)) => {
-                self.release(docker, step.job_id, settling);
-                return Ok(stopped);
-            }
-            Err(error) => {
-                self.release(docker, step.job_id, settling);
-                return Err(error);
-            }
+            // Stopped before its container existed: nothing of the step ran, so there is no
+            // teardown to verify (a container created meanwhile is removed by `finish`).
+            Ok(Err(stopped)) => return Ok(stopped),
+            Err(error) => return Err(error),
         };
         self.prepare_next(docker, step);
         let events = self.job_events(docker, step.job_id);
-        let stopped = match settling {
-            Some(previous) => self.settle(docker, step, &events, previous, control).await,
-            None => None,
-        };
-        let result = match stopped {
-            Some(reason) => Ok(StepOutcome {
-                stopped: Some(reason),
-                ..StepOutcome::default()
-            }),
-            None => step::run_container(docker, &id, step, output, control, &events).await,
-        };
-        match &result {
-            // It exited by itself and the engine removes it (auto-remove), whether or not `mc`
-            // is still there: nothing waits for the engine's teardown but the job's next
-            // container, before it starts (see `settle`).
-            Ok(outcome) if outcome.stopped.is_none() && removed_by_engine(step) => {
-                self.untrack(step.job_id, &id);
-                self.update_job(step.job_id, |job| job.settling = Some(id));
+        let result = step::run_container(docker, &id, step, output, control, &events).await;
+        match result {
+            Ok(mut outcome) => {
+                // It exited by itself and the engine removes it (auto-remove, which also holds
+                // if `mc` dies now); or it was stopped, or runs under a memory limit, and the
+                // executor removes it. Either way the step ends once the engine reports it gone:
+                // the job's next container then never starts while this one is torn down (a
+                // start overlapping another container's teardown was measured slower than the
+                // two in turn), and the outcome says what was verified.
+                let by_engine = outcome.stopped.is_none() && removed_by_engine(step);
+                outcome.teardown = Some(
+                    self.tear_down(docker, step, &id, by_engine.then_some(&*events))
+                        .await,
+                );
+                Ok(outcome)
             }
-            // Exited by itself but not auto-removed (memory limit): removed by us, and the next
-            // container still starts only once it is gone.
-            Ok(outcome) if outcome.stopped.is_none() => {
-                self.spawn_remove(docker, step.job_id, id.clone());
-                self.update_job(step.job_id, |job| job.settling = Some(id));
+            // Could not run: remove it in the background (`finish` waits for that).
+            Err(error) => {
+                self.spawn_remove(docker, step.job_id, id);
+                Err(error)
             }
-            // Stopped (timeout, cancel) or failed: remove it and wait until it is gone, so a
-            // cancelled job leaves nothing behind by the time `mc` exits.
-            _ => self.spawn_remove(docker, step.job_id, id),
         }
-        result
+    }
+
+    /// Make sure the container `id` that `step` ran in is gone, within [`TEARDOWN_WITHIN`], and
+    /// say how that was checked. With `auto_removed` (the job's event stream), the engine is
+    /// removing it (auto-remove), and its `destroy` event or the engine's answer to a wait for
+    /// removal is awaited for [`AUTO_REMOVE_WAIT`];
+    /// otherwise, or when that does not come, the executor removes it (forced) and waits until
+    /// the engine answers that it does not know it any more (404). A container still there at
+    /// the deadline is a failed teardown; it stays tracked and is removed in the background
+    /// (and by `finish`, and `mc gc` at the latest).
+    async fn tear_down(
+        self: &Arc<Self>,
+        docker: &Docker,
+        step: &StepRequest,
+        id: &str,
+        auto_removed: Option<&JobEvents>,
+    ) -> Teardown {
+        let started = Instant::now();
+        let deadline = started + TEARDOWN_WITHIN;
+        let mut gone = false;
+        if let Some(events) = auto_removed {
+            // Whichever tells first: the `destroy` event on the job's stream, or the engine's
+            // answer to a wait for removal (which answers when the stream is silent). When both
+            // break off, or neither answers in time, the removal below finds out.
+            let destroyed = events.removed(id);
+            let waited = engine::wait_removed(docker, id);
+            tokio::pin!(destroyed, waited);
+            let (mut listening, mut waiting) = (true, true);
+            let either = async {
+                while listening || waiting {
+                    tokio::select! {
+                        removed = &mut destroyed, if listening => {
+                            if removed {
+                                return true;
+                            }
+                            listening = false;
+                        }
+                        result = &mut waited, if waiting => {
+                            if result.is_ok() {
+                                return true;
+                            }
+                            waiting = false;
+                        }
+                    }
+                }
+                false
+            };
+            gone = tokio::time::timeout(AUTO_REMOVE_WAIT, either)
+                .await
+                .unwrap_or(false);
+        }
+        if !gone {
+            gone = match tokio::time::timeout_at(deadline, engine::remove(docker, id)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    tracing::warn!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, container = short(id), %error, "could not remove the step's container");
+                    false
+                }
+                Err(_) => false,
+            };
+        }
+        if gone {
+            self.untrack(step.job_id, id);
+            tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, container = short(id), elapsed_ms = started.elapsed().as_millis(), "step container removed");
+            Teardown::verified(TeardownMethod::ContainerRemoved)
+        } else {
+            tracing::warn!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, container = short(id), within_s = TEARDOWN_WITHIN.as_secs(), "the step's container is still there; removing it in the background");
+            self.track(step.job_id, id);
+            self.spawn_remove(docker, step.job_id, id.to_owned());
+            Teardown::failed(
+                TeardownMethod::ContainerRemoved,
+                vec![format!("container {} still exists", short(id))],
+            )
+        }
     }
 
     /// The job's event stream: the one `prepare` subscribed to, or a new one when there is none
@@ -470,50 +531,6 @@ impl Inner {
                 events
             }
         })
-    }
-
-    /// Wait (up to [`SETTLE_WAIT`]) until the engine has removed `previous`, the container of
-    /// the job's previous step, unless `step` is stopped first (then its reason).
-    ///
-    /// Why: the engine tears a container down (network, mounts) after its exit, and a start
-    /// that overlaps that teardown is slower than the two one after the other (measured on
-    /// Docker 20.10: a five-step job took 1.00x of sequential `docker run`s with the overlap,
-    /// 0.85x without). The last step's teardown is waited for by nobody, which is where the
-    /// time is won.
-    ///
-    /// When the engine has not removed `previous` in time (its auto-remove may have failed),
-    /// or the stream cannot tell, or the job is being stopped, the executor removes it itself
-    /// (in the background; `finish` waits for that), so it never outlives the job.
-    async fn settle(
-        self: &Arc<Self>,
-        docker: &Docker,
-        step: &StepRequest,
-        events: &JobEvents,
-        previous: String,
-        control: &StepControl,
-    ) -> Option<StopReason> {
-        let (removed, stopped) = tokio::select! {
-            biased;
-            reason = control.stop_requested() => (false, Some(reason)),
-            removed = events.removed(&previous) => (removed, None),
-            () = tokio::time::sleep(SETTLE_WAIT) => {
-                tracing::debug!(job_id = %step.job_id, container = short(&previous), "the previous step's container is still there; removing it ourselves");
-                (false, None)
-            }
-        };
-        if !removed {
-            self.release(docker, step.job_id, Some(previous));
-        }
-        stopped
-    }
-
-    /// Remove `previous`, a container the engine may be removing already, in the background
-    /// (`finish` waits for it).
-    fn release(self: &Arc<Self>, docker: &Docker, job_id: JobId, previous: Option<String>) {
-        if let Some(previous) = previous {
-            self.track(job_id, &previous);
-            self.spawn_remove(docker, job_id, previous);
-        }
     }
 
     async fn run_in_shared_container(
@@ -574,13 +591,18 @@ impl Inner {
                 .iter()
                 .any(|later| later.index > step.index && sharing_key(&later.container) == key)
         });
+        let mut outcome = end.outcome;
         if end.container_killed || !needed_later {
-            // Killed, or no later step runs in it: remove it now, overlapping the runner's
-            // bookkeeping, rather than when the job finishes.
+            // Killed, or no later step runs in it: remove it now rather than when the job
+            // finishes, and record its removal as this step's teardown; it covers whatever the
+            // steps that shared it left running.
             self.forget_shared(step.job_id, &key);
-            self.spawn_remove(docker, step.job_id, id);
+            outcome.teardown = Some(self.tear_down(docker, step, &id, None).await);
         }
-        Ok(end.outcome)
+        // Otherwise the container is kept for a later step, with whatever this step left
+        // running in it (a service a later step uses is what reuse is for): there is nothing
+        // removed yet to verify, so the teardown stays unknown until the step that removes it.
+        Ok(outcome)
     }
 
     fn forget_shared(&self, job_id: JobId, key: &ContainerSettings) {
@@ -677,6 +699,13 @@ impl Executor for DockerExecutor {
     fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
         check_step(step, &self.inner.sockets())
             .map_err(|message| ExecutorError::InvalidStep { message })
+    }
+
+    /// Every docker step runs in a container of the engine: its own namespaces, the engine's
+    /// default seccomp profile, no new privileges, fewer capabilities, and only the workspace
+    /// of the host (see `docs/executors.md`, "What a container step can still reach").
+    fn containment(&self, _step: &StepRequest) -> Containment {
+        Containment::Container
     }
 
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {

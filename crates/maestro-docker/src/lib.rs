@@ -7,7 +7,11 @@
 //!   job is prepared.
 //! * Every container carries the labels [`LABEL_MANAGED`], [`LABEL_JOB_ID`], [`LABEL_STEP`] and
 //!   [`LABEL_TRACE_ID`]; `mc gc` finds leftovers of dead `mc` processes by them.
-//! * The job's workspace is bind-mounted at [`WORKSPACE`], the default working directory.
+//! * The job's workspace is bind-mounted at [`WORKSPACE`], the default working directory; it is
+//!   the only mount, and containers run with no-new-privileges, the engine's default seccomp
+//!   profile and fewer capabilities, so every step is `Containment::Container` to policy.
+//! * A step ends once the engine reports its container removed, which its outcome records as a
+//!   verified `TeardownMethod::ContainerRemoved` teardown.
 //!
 //! See `docs/executors.md` for the fields, the lifecycle and the cleanup guarantees.
 #![deny(missing_docs)]

@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use maestro_core::executor::{CommandLine, Executor, ExecutorError, StopReason};
+use maestro_core::executor::{
+    CommandLine, Executor, ExecutorError, StopReason, Teardown, TeardownMethod,
+};
 use maestro_core::spec::{Network, PullPolicy};
 use maestro_docker::DockerExecutor;
 use support::{TestJob, containers_labelled, inspect};
@@ -773,4 +775,172 @@ async fn the_step_command_runs_whatever_entrypoint_the_image_declares() {
         ran.lines
     );
     job.assert_containers_go();
+}
+
+/// Whether container `id` (a full or short id) is unknown to the engine: `docker inspect`
+/// fails with "No such".
+fn is_gone(id: &str) -> bool {
+    let output = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", id])
+        .output()
+        .expect("the docker CLI runs");
+    !output.status.success() && String::from_utf8_lossy(&output.stderr).contains("No such")
+}
+
+/// The capability bits of a `CapBnd:` line of `/proc/self/status`.
+fn bounding_set(lines: &[&str]) -> u64 {
+    let line = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("CapBnd:"))
+        .expect("a CapBnd line");
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// The capability numbers the executor drops, and some it keeps (linux/capability.h).
+const DROPPED: [(u32, &str); 5] = [
+    (13, "NET_RAW"),
+    (27, "MKNOD"),
+    (29, "AUDIT_WRITE"),
+    (18, "SYS_CHROOT"),
+    (31, "SETFCAP"),
+];
+const KEPT: [(u32, &str); 6] = [
+    (0, "CHOWN"),
+    (1, "DAC_OVERRIDE"),
+    (3, "FOWNER"),
+    (5, "KILL"),
+    (6, "SETGID"),
+    (7, "SETUID"),
+];
+
+fn assert_contained(status: &[&str]) {
+    assert!(status.contains(&"NoNewPrivs:\t1"), "{status:?}");
+    assert!(
+        status.contains(&"Seccomp:\t2"),
+        "the engine's filter: {status:?}"
+    );
+    let bounding = bounding_set(status);
+    for (bit, name) in DROPPED {
+        assert_eq!(bounding & (1 << bit), 0, "{name} is dropped: {bounding:#x}");
+    }
+    for (bit, name) in KEPT {
+        assert_ne!(bounding & (1 << bit), 0, "{name} is kept: {bounding:#x}");
+    }
+}
+
+const STATUS: &str = "grep -E '^(NoNewPrivs|Seccomp|CapBnd):' /proc/self/status";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_container_gets_no_new_privileges_the_default_seccomp_and_only_the_workspace() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    let step = job.step(0, "contained", &format!("{STATUS}; sleep 2"));
+    executor.prepare(std::slice::from_ref(&step)).await.unwrap();
+    let check = async {
+        let label = format!("maestro.job_id={}", job.id);
+        for _ in 0..100 {
+            let running: Vec<_> = containers_labelled(&label)
+                .into_iter()
+                .filter(|id| inspect(id, "{{.State.Running}}") == "true")
+                .collect();
+            if let [id] = running.as_slice() {
+                return Some(inspect(
+                    id,
+                    "{{json .HostConfig.SecurityOpt}}|{{json .HostConfig.CapDrop}}|\
+                     {{json .HostConfig.CapAdd}}|{{.HostConfig.Privileged}}|\
+                     {{range .Mounts}}{{.Type}} {{.Source}} {{.Destination}} {{.RW}};{{end}}|\
+                     {{json .HostConfig.Binds}}",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    };
+    let (ran, seen) = tokio::join!(job.run(&executor, &step), check);
+    executor.finish(job.id).await;
+    assert_eq!(ran.outcome().exit_code, Some(0), "{:?}", ran.lines);
+    assert_contained(&ran.stdout());
+    let workspace = std::fs::canonicalize(job.workspace.path()).unwrap();
+    assert_eq!(
+        seen.expect("the container was seen running"),
+        format!(
+            "[\"no-new-privileges\"]|[\"NET_RAW\",\"MKNOD\",\"AUDIT_WRITE\",\"SYS_CHROOT\",\"SETFCAP\"]|\
+             null|false|bind {} /workspace true;|null",
+            workspace.display()
+        ),
+        "no seccomp=unconfined, no privileges, only the workspace mounted"
+    );
+    job.assert_no_containers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_outcome_carries_a_verified_teardown_and_its_container_is_gone() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::new();
+    // Removed by the engine (auto-remove), by the executor (memory limit), and after a timeout.
+    let exits = job.step(0, "exits", "hostname");
+    let mut limited = job.step(1, "limited", "hostname; exit 3");
+    limited.container.memory_bytes = Some(64 << 20);
+    let mut stuck = job.step(2, "stuck", "hostname; sleep 60");
+    stuck.timeout = Duration::from_secs(2);
+    let steps = [exits, limited, stuck];
+    executor.prepare(&steps).await.unwrap();
+    for step in &steps {
+        let ran = job
+            .run_cancellable(
+                &executor,
+                step,
+                CancellationToken::new(),
+                Duration::from_millis(500),
+            )
+            .await;
+        let outcome = ran.outcome();
+        assert_eq!(
+            outcome.teardown,
+            Some(Teardown::verified(TeardownMethod::ContainerRemoved)),
+            "{}: {outcome:?}",
+            step.name
+        );
+        let [host] = ran.stdout()[..] else {
+            panic!("{}: {:?}", step.name, ran.lines);
+        };
+        // No waiting: the step ended only once the engine reported its container gone.
+        assert!(
+            is_gone(host),
+            "{}: container {host} is still there",
+            step.name
+        );
+    }
+    executor.finish(job.id).await;
+    job.assert_no_containers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_container_holds_execs_to_the_same_defaults_and_its_removal_is_verified() {
+    let executor = DockerExecutor::new();
+    let job = TestJob::reusing();
+    let steps = [
+        job.step(0, "first", STATUS),
+        job.step(1, "last", &format!("{STATUS}; hostname")),
+    ];
+    executor.prepare(&steps).await.unwrap();
+    let first = job.run(&executor, &steps[0]).await;
+    assert_contained(&first.stdout());
+    assert_eq!(
+        first.outcome().teardown,
+        None,
+        "the container is kept for the next step: nothing removed to verify yet"
+    );
+    let last = job.run(&executor, &steps[1]).await;
+    let stdout = last.stdout();
+    assert_contained(&stdout);
+    assert_eq!(
+        last.outcome().teardown,
+        Some(Teardown::verified(TeardownMethod::ContainerRemoved)),
+        "no later step needs it: removed, and verified, with the last step"
+    );
+    let host = stdout.last().unwrap();
+    assert!(is_gone(host), "container {host} is still there");
+    executor.finish(job.id).await;
+    job.assert_no_containers();
 }
