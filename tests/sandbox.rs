@@ -881,7 +881,9 @@ fn as_nobody_kill_minus_one_inside_the_sandbox_spares_the_hosts_processes() {
     assert!(!sleeps(&["4131"]).is_empty(), "the sentinel never started");
     let spec = job(
         "kill-all",
-        json!([{ "name": "s", "run": "id -u > uid; kill -9 -1; echo $? > kill-status; touch survived" }]),
+        // `kill -9 -1` spelt out is denied by policy; built at run time it cannot be read, so it
+        // is allowed only because the step is contained, which is what this test checks.
+        json!([{ "name": "s", "run": "id -u > uid; $(echo kill) -9 -1; echo $? > kill-status; touch survived" }]),
     );
     let (output, report) = submit_as_nobody(&env, &spec, "kill.json");
     let uid = std::fs::read_to_string(env.path().join("uid")).unwrap_or_default();
