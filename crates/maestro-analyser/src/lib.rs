@@ -18,7 +18,7 @@
 //! reduced to its effective argv (wrappers such as `sudo`, `env`, `nohup`, `timeout` or
 //! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in `rules`.
 //! Strings that are themselves scripts (`sh -c STRING`, `eval ARGS`, `su -c`, text piped into a
-//! shell) are analysed recursively, up to [`MAX_DEPTH`] levels.
+//! shell) are analysed recursively, up to `MAX_DEPTH` levels.
 //!
 //! # Failure policy
 //!
@@ -30,15 +30,15 @@
 //!   unquoted operator and runs the same rules. It errs toward finding more, never less.
 //! * When even that cannot make sense of the script (an unterminated quote or substitution) the
 //!   result carries an `unparseable` finding; when the script is larger than
-//!   [`MAX_SCRIPT_BYTES`], or the analysis would cost more than its work budget, a `too-complex`
+//!   `MAX_SCRIPT_BYTES`, or the analysis would cost more than its work budget, a `too-complex`
 //!   one: we cannot prove the script safe, so the policy denies it. Findings made before the
 //!   breakage are kept.
-//! * Nesting deeper than [`MAX_DEPTH`] (`sh -c` inside `bash -c` inside `eval` …) yields
+//! * Nesting deeper than `MAX_DEPTH` (`sh -c` inside `bash -c` inside `eval` …) yields
 //!   `too-deeply-nested`.
 //!
 //! `brush-parser` recurses once per nesting level and overflows a 2 MiB stack after a few hundred
 //! levels, which would abort the whole process rather than panic. The analysis therefore runs on a
-//! dedicated thread with a large stack, and scripts with more than [`MAX_OPENERS`] nesting
+//! dedicated thread with a large stack, and scripts with more than `MAX_OPENERS` nesting
 //! openers never reach the parser (they go to the iterative fallback instead). A panic in the
 //! analysis becomes an `analysis-failed` finding.
 //!
@@ -142,7 +142,7 @@ pub(crate) const MAX_DEPTH: usize = 8;
 pub(crate) const MAX_OPENERS: usize = 1000;
 
 /// Stack for the analysis thread. Measured: `brush-parser` in a debug build needs 20 to 40 KiB
-/// per nesting level, so [`MAX_OPENERS`] levels plus [`MAX_DEPTH`] re-parses fit comfortably. The
+/// per nesting level, so `MAX_OPENERS` levels plus `MAX_DEPTH` re-parses fit comfortably. The
 /// memory is reserved, not committed, so the cost is address space only.
 const ANALYSIS_STACK_BYTES: usize = 256 << 20;
 
@@ -158,7 +158,7 @@ pub(crate) const BYTES_PER_UNIT: usize = 64;
 
 /// Wall-clock time one analysis may take, parse included, before it gives up as too complex.
 /// The parser cannot be interrupted, so this is checked between steps of the analysis; scripts
-/// are bounded by [`MAX_SCRIPT_BYTES`] so that one parse stays well below it.
+/// are bounded by `MAX_SCRIPT_BYTES` so that one parse stays well below it.
 const DEADLINE: std::time::Duration = std::time::Duration::from_millis(750);
 
 fn too_large(len: usize) -> Finding {
@@ -270,7 +270,7 @@ pub(crate) struct Scope {
     cwd: Option<paths::AbsPath>,
     /// Functions defined so far, so calls can be re-checked with their arguments bound.
     functions: HashMap<String, std::rc::Rc<brush_parser::ast::FunctionBody>>,
-    /// How many function calls deep we are; bounded separately from [`MAX_DEPTH`] because
+    /// How many function calls deep we are; bounded separately from `MAX_DEPTH` because
     /// recursive functions are normal and must not be reported.
     call_depth: usize,
     /// Whether a function body is being checked as written, with its arguments unknown.
@@ -386,7 +386,7 @@ impl Analyzer {
         scope.clone()
     }
 
-    /// Reports (once) that nesting went past [`MAX_DEPTH`]; true when `depth` is too deep.
+    /// Reports (once) that nesting went past `MAX_DEPTH`; true when `depth` is too deep.
     pub(crate) fn too_deep(&mut self, what: &str, depth: usize) -> bool {
         if depth <= MAX_DEPTH {
             return false;

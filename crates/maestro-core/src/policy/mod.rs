@@ -1,7 +1,7 @@
 //! Policies: every one is evaluated before a job may run, and every verdict is kept.
 //!
 //! [`evaluate_policies`] is the only entry point the runner uses. Adding a policy means adding a
-//! function to [`POLICIES`]; nothing else changes. Policies see the spec and the resolved plan as
+//! function to `POLICIES`; nothing else changes. Policies see the spec and the resolved plan as
 //! data (each step's runtime name and [`Containment`]), never an executor: what static analysis
 //! cannot prove harmless is allowed exactly when the step is contained, whichever executor
 //! contains it.
@@ -85,7 +85,7 @@ pub struct Verdict {
 /// Every policy's verdict on a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReport {
-    /// The verdicts, in the order the policies are listed in [`POLICIES`].
+    /// The verdicts, in the order the policies are listed in `POLICIES`.
     pub verdicts: Vec<Verdict>,
 }
 
