@@ -93,15 +93,29 @@ pub struct Finding {
 /// result.
 #[must_use]
 pub fn analyse_shell(script: &str, env: &BTreeMap<String, String>) -> Vec<Finding> {
+    analyse_shell_by(script, env, std::time::Instant::now() + DEADLINE)
+}
+
+/// [`analyse_shell`] that gives up, as too complex, at `deadline` if that comes before its own
+/// limit: a caller analysing many steps bounds them all together.
+#[must_use]
+pub fn analyse_shell_by(
+    script: &str,
+    env: &BTreeMap<String, String>,
+    deadline: std::time::Instant,
+) -> Vec<Finding> {
     if script.len() > MAX_SCRIPT_BYTES {
         return vec![too_large(script.len())];
     }
     let owned = script.to_owned();
     let env = env.clone();
-    isolated(move |az| {
-        let mut scope = Scope::with_env(&env);
-        az.analyse_script(&owned, &mut scope, 0);
-    })
+    isolated(
+        move |az| {
+            let mut scope = Scope::with_env(&env);
+            az.analyse_script(&owned, &mut scope, 0);
+        },
+        deadline,
+    )
 }
 
 /// Analyse an argv list executed without a shell (a step's `command`).
@@ -113,17 +127,32 @@ pub fn analyse_shell(script: &str, env: &BTreeMap<String, String>) -> Vec<Findin
 /// shell (`["sh", "-c", STRING]`) are parsed as shell, seeing `env` as their environment.
 #[must_use]
 pub fn analyse_argv(argv: &[String], env: &BTreeMap<String, String>) -> Vec<Finding> {
+    analyse_argv_by(argv, env, std::time::Instant::now() + DEADLINE)
+}
+
+/// [`analyse_argv`] that gives up, as too complex, at `deadline` if that comes before its own
+/// limit.
+#[must_use]
+pub fn analyse_argv_by(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    deadline: std::time::Instant,
+) -> Vec<Finding> {
     let total: usize = argv.iter().map(|a| a.len().saturating_add(1)).sum();
     if total > MAX_SCRIPT_BYTES {
         return vec![too_large(total)];
     }
     let owned = argv.to_vec();
     let env = env.clone();
-    isolated(move |az| {
-        let words: Vec<words::Word> = owned.iter().map(|a| words::Word::argv_literal(a)).collect();
-        let mut scope = Scope::with_env(&env);
-        az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
-    })
+    isolated(
+        move |az| {
+            let words: Vec<words::Word> =
+                owned.iter().map(|a| words::Word::argv_literal(a)).collect();
+            let mut scope = Scope::with_env(&env);
+            az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
+        },
+        deadline,
+    )
 }
 
 /// Largest script (or argv, summed) we analyse. Job steps are short; anything beyond this is more
@@ -183,11 +212,11 @@ fn analysis_failed() -> Finding {
 
 /// Runs one analysis on its own big-stack thread, so that neither deep recursion in the parser nor
 /// a panic anywhere inside can take the caller down.
-fn isolated<F>(work: F) -> Vec<Finding>
+fn isolated<F>(work: F, deadline: std::time::Instant) -> Vec<Finding>
 where
     F: Fn(&mut Analyzer) + Send + Sync + 'static,
 {
-    isolated_with(work, true)
+    isolated_with(work, true, deadline)
 }
 
 /// [`analyse_shell`] without the panic safety net, so that a property test can see a panic.
@@ -200,6 +229,7 @@ pub(crate) fn analyse_shell_uncaught(script: &str) -> Vec<Finding> {
             az.analyse_script(&owned, &mut scope, 0);
         },
         false,
+        std::time::Instant::now() + DEADLINE,
     )
 }
 
@@ -215,12 +245,13 @@ pub(crate) fn analyse_argv_uncaught(argv: &[String]) -> Vec<Finding> {
             az.check_argv(&words, &commands::Stdin::default(), &mut scope, 0);
         },
         false,
+        std::time::Instant::now() + DEADLINE,
     )
 }
 
 /// [`isolated`], where `catch: false` re-raises a panic of the analysis in the caller instead
 /// of turning it into an `analysis-failed` finding.
-fn isolated_with<F>(work: F, catch: bool) -> Vec<Finding>
+fn isolated_with<F>(work: F, catch: bool, deadline: std::time::Instant) -> Vec<Finding>
 where
     F: Fn(&mut Analyzer) + Send + Sync + 'static,
 {
@@ -230,7 +261,7 @@ where
         .name("no-destruction".into())
         .stack_size(ANALYSIS_STACK_BYTES)
         .spawn(move || {
-            let mut az = Analyzer::new(true);
+            let mut az = Analyzer::new(true, deadline);
             in_thread(&mut az);
             az.into_findings()
         });
@@ -244,7 +275,7 @@ where
             // No thread (resource limits): analyse on the caller's stack, but only with the
             // iterative fallback tokenizer, whose recursion is bounded by MAX_DEPTH alone.
             let run = || {
-                let mut az = Analyzer::new(false);
+                let mut az = Analyzer::new(false, deadline);
                 work(&mut az);
                 az.into_findings()
             };
@@ -319,12 +350,12 @@ pub(crate) struct Analyzer {
 }
 
 impl Analyzer {
-    fn new(use_parser: bool) -> Self {
+    fn new(use_parser: bool, deadline: std::time::Instant) -> Self {
         Self {
             findings: Vec::new(),
             budget: WORK_BUDGET,
             budget_reported: false,
-            deadline: std::time::Instant::now() + DEADLINE,
+            deadline: deadline.min(std::time::Instant::now() + DEADLINE),
             use_parser,
             destroy_plans: Vec::new(),
         }

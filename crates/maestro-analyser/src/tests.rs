@@ -555,7 +555,7 @@ fn syntax_errors_fall_back_to_the_tokenizer() {
 
 #[test]
 fn fallback_handles_the_same_spellings() {
-    let mut az = super::Analyzer::new(false);
+    let mut az = super::Analyzer::new(false, std::time::Instant::now() + super::DEADLINE);
     let mut scope = super::Scope::default();
     az.analyse_script(
         "sudo /bin/rm -r -f \"$HOME\"; x=$(mkfs.ext4 /dev/sda); cat y >/dev/sdb\n\
@@ -785,7 +785,10 @@ fn here_documents_in_substitutions_are_still_analysed() {
 
 #[test]
 fn a_panic_in_the_analysis_is_a_denial() {
-    let findings = super::isolated(|_| panic!("a bug in the analyser"));
+    let findings = super::isolated(
+        |_| panic!("a bug in the analyser"),
+        std::time::Instant::now() + super::DEADLINE,
+    );
     assert_eq!(rules(&findings), vec!["analysis-failed"]);
 }
 
