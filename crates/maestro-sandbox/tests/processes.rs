@@ -23,18 +23,20 @@ async fn exit_codes_and_signals_mirror_the_steps() {
     }
 }
 
+/// A program that cannot be executed is the step's failure, told apart from a sandbox that
+/// could not be built: `CannotStart` with the reason, and exit code 127 like a shell.
 #[tokio::test]
-async fn a_missing_program_exits_127_like_a_shell() {
+async fn a_missing_program_cannot_start_and_exits_127_like_a_shell() {
     let workspace = Dir::new("ws");
     let mut plan = shell_plan(workspace.path(), "");
     plan.argv = vec!["maestro-no-such-program".into()];
     let run = run(&plan, As::Me, &[]).await;
-    assert!(run.started.is_ok());
-    assert_eq!(run.status.code(), Some(127));
-    assert_eq!(
-        run.stderr,
-        "maestro-sandbox: maestro-no-such-program: No such file or directory\n"
+    assert!(
+        matches!(&run.started, Err(SandboxError::CannotStart { message }) if message == "No such file or directory"),
+        "{:?}",
+        run.started
     );
+    assert_eq!(run.status.code(), Some(127));
 }
 
 /// Run as uid 65534 on purpose: were the PID namespace missing, `kill -9 -1` as root would
