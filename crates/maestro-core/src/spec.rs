@@ -184,6 +184,25 @@ pub enum HostAccess {
 }
 
 impl HostAccess {
+    /// Every host resource, in declaration order.
+    pub const ALL: [HostAccess; 15] = [
+        Self::DockerSocket,
+        Self::DockerConfig,
+        Self::Ssh,
+        Self::Aws,
+        Self::Kube,
+        Self::Gcloud,
+        Self::Azure,
+        Self::Gnupg,
+        Self::GithubCli,
+        Self::Netrc,
+        Self::GitCredentials,
+        Self::Pgpass,
+        Self::CargoCredentials,
+        Self::Pypi,
+        Self::Vault,
+    ];
+
     /// The name a spec uses, e.g. `docker-socket`.
     pub fn name(self) -> &'static str {
         match self {

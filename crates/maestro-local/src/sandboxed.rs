@@ -181,3 +181,29 @@ fn unavailable(step: &StepRequest, error: SandboxError) -> ExecutorError {
     };
     ExecutorError::Unavailable { message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spec's vocabulary (core) and the sandbox's paths (maestro-sandbox) name the same
+    /// resources: a name added to one and not the other would be refused at run time.
+    #[test]
+    fn host_access_names_are_the_same_in_core_and_the_sandbox() {
+        let core: Vec<&str> = maestro_core::spec::HostAccess::ALL
+            .iter()
+            .map(|access| access.name())
+            .collect();
+        let sandbox: Vec<String> = HostAccess::ALL
+            .iter()
+            .map(|access| {
+                serde_json::to_value(access)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(core, sandbox);
+    }
+}

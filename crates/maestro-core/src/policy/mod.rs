@@ -37,24 +37,10 @@ pub struct PolicyConfig {
 impl PolicyConfig {
     /// Every host resource but the Docker socket: the default of `allowed_host_access`.
     pub fn default_host_access() -> BTreeSet<HostAccess> {
-        [
-            HostAccess::DockerConfig,
-            HostAccess::Ssh,
-            HostAccess::Aws,
-            HostAccess::Kube,
-            HostAccess::Gcloud,
-            HostAccess::Azure,
-            HostAccess::Gnupg,
-            HostAccess::GithubCli,
-            HostAccess::Netrc,
-            HostAccess::GitCredentials,
-            HostAccess::Pgpass,
-            HostAccess::CargoCredentials,
-            HostAccess::Pypi,
-            HostAccess::Vault,
-        ]
-        .into_iter()
-        .collect()
+        HostAccess::ALL
+            .into_iter()
+            .filter(|access| *access != HostAccess::DockerSocket)
+            .collect()
     }
 }
 
