@@ -542,3 +542,63 @@ fn the_ssh_plugin_runs_a_step_on_a_real_sshd() {
         "the remote step must see the value"
     );
 }
+
+/// A plugin that announces the `contained` capability has its steps treated as contained by
+/// policy: a command that cannot be analysed is allowed there (with a note), and denied in a
+/// plugin's steps that does not announce it. `mc validate` runs nothing of the job.
+#[test]
+fn only_plugins_that_announce_containment_get_unreadable_commands_allowed() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    let hello = |capabilities: &str| {
+        format!(
+            "#!/bin/sh\necho '{{\"type\":\"hello\",\"protocol\":\"maestro-executor\",\"versions\":[1],\"plugin\":\"t\",\"version\":\"0\",\"capabilities\":{capabilities}}}'\ncat > /dev/null\n"
+        )
+    };
+    plugins.script("boxed", &hello(r#"["shell","contained"]"#));
+    plugins.script("bare", &hello(r#"["shell"]"#));
+    for (runtime, allowed) in [("boxed", true), ("bare", false)] {
+        let file = env.write(
+            &format!("{runtime}.yaml"),
+            &job_yaml(
+                runtime,
+                &format!("  - name: s\n    runtime: {runtime}\n    run: $(echo rm) -rf /\n"),
+            ),
+        );
+        let output = output_within_deadline(plugins.mc(&env).args([
+            "validate",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ]));
+        let json = parse_json(&output);
+        let verdict = &json["policies"][1];
+        assert_eq!(verdict["policy"], "no-destruction");
+        assert_eq!(verdict["allowed"], allowed, "{runtime}: {json}");
+        assert_eq!(output.status.code(), Some(if allowed { 0 } else { 3 }));
+        if allowed {
+            assert!(
+                verdict["notes"][0]
+                    .as_str()
+                    .is_some_and(|n| n.contains("container")),
+                "{json}"
+            );
+        } else {
+            assert!(
+                verdict["reasons"][0]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not")),
+                "{json}"
+            );
+        }
+    }
+    // A literal destruction is denied whatever the plugin says of itself.
+    let file = env.write(
+        "literal.yaml",
+        &job_yaml("l", "  - name: s\n    runtime: boxed\n    run: rm -rf /\n"),
+    );
+    let output =
+        output_within_deadline(plugins.mc(&env).args(["validate", file.to_str().unwrap()]));
+    assert_eq!(output.status.code(), Some(3));
+    assert!(env.job_ids().is_empty(), "validate stored a job");
+}

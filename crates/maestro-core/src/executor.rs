@@ -327,8 +327,10 @@ pub trait Executor: Send + Sync {
 
     /// How this executor contains `step`: handed to policy as data, so that what static
     /// analysis cannot prove harmless is allowed only where the kernel or an engine contains
-    /// it. The default is the safe answer: not contained.
-    fn containment(&self, _step: &StepRequest) -> Containment {
+    /// it. Called during admission, before policy; it may ask the backend (a plugin announces
+    /// its containment in its hello) but must not run anything of the job. The default is the
+    /// safe answer: not contained.
+    async fn containment(&self, _step: &StepRequest) -> Containment {
         Containment::None
     }
 

@@ -173,7 +173,7 @@ impl Runner {
         }
     }
 
-    fn admit(&self, request: &SubmitRequest, job_id: JobId) -> Result<Admitted, RunError> {
+    async fn admit(&self, request: &SubmitRequest, job_id: JobId) -> Result<Admitted, RunError> {
         let spec = parse(&request.spec_bytes, request.format)?;
         if let Some(runtime) = &request.runtime_override
             && !is_valid_runtime_name(runtime)
@@ -198,7 +198,7 @@ impl Runner {
             plan.push(PlannedStep {
                 name: step.name.clone(),
                 runtime: step.runtime.clone(),
-                containment: executor.containment(step),
+                containment: executor.containment(step).await,
                 writable_paths: step.writable_paths.clone(),
                 host_access: step.host_access.clone(),
             });
@@ -213,8 +213,8 @@ impl Runner {
     }
 
     /// Parse, validate and evaluate every policy, storing and running nothing.
-    pub fn validate(&self, request: &SubmitRequest) -> Result<Validation, RunError> {
-        let admitted = self.admit(request, JobId::nil())?;
+    pub async fn validate(&self, request: &SubmitRequest) -> Result<Validation, RunError> {
+        let admitted = self.admit(request, JobId::nil()).await?;
         let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
         Ok(Validation {
             spec: admitted.spec,
@@ -233,7 +233,7 @@ impl Runner {
         let job_id = JobId::now_v7();
         let span = tracing::info_span!("job", %job_id, trace_id = %request.trace_id);
         async {
-            let admitted = match self.admit(&request, job_id) {
+            let admitted = match self.admit(&request, job_id).await {
                 Ok(admitted) => admitted,
                 Err(error) => {
                     self.audit.append(&AuditRecord::new(

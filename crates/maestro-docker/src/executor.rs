@@ -704,7 +704,7 @@ impl Executor for DockerExecutor {
     /// Every docker step runs in a container of the engine: its own namespaces, the engine's
     /// default seccomp profile, no new privileges, fewer capabilities, and only the workspace
     /// of the host (see `docs/executors.md`, "What a container step can still reach").
-    fn containment(&self, _step: &StepRequest) -> Containment {
+    async fn containment(&self, _step: &StepRequest) -> Containment {
         Containment::Container
     }
 

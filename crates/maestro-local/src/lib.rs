@@ -123,7 +123,7 @@ impl Executor for LocalExecutor {
         }
     }
 
-    fn containment(&self, step: &StepRequest) -> Containment {
+    async fn containment(&self, step: &StepRequest) -> Containment {
         match step.isolation {
             Isolation::Sandbox => Containment::Sandbox,
             Isolation::None => Containment::None,

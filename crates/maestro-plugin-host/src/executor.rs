@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use maestro_core::JobId;
 use maestro_core::executor::{
-    CommandLine, Executor, ExecutorError, ExecutorProvider, StepControl, StepOutcome, StepOutput,
-    StepRequest, StopReason, Stream,
+    CommandLine, Containment, Executor, ExecutorError, ExecutorProvider, StepControl, StepOutcome,
+    StepOutput, StepRequest, StopReason, Stream,
 };
 use maestro_plugin_protocol::{
     Command, Describe, Destroy, ErrorCode, ErrorReply, Exit, ExitReason, Fault, HostMessage, Ping,
@@ -58,6 +58,8 @@ pub struct PluginExecutor {
     options: PluginOptions,
     connections: Mutex<HashMap<JobId, Arc<Connection>>>,
     next_task: AtomicU64,
+    /// How the plugin contains its steps, as its hello announced; asked once.
+    containment: tokio::sync::OnceCell<Containment>,
 }
 
 impl PluginExecutor {
@@ -74,6 +76,7 @@ impl PluginExecutor {
             options,
             connections: Mutex::default(),
             next_task: AtomicU64::new(1),
+            containment: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -155,6 +158,38 @@ impl Executor for PluginExecutor {
                 ),
             })
         }
+    }
+
+    /// What the plugin announces: `contained` in its hello makes its steps contained; anything
+    /// else, or a plugin that cannot be started, is the safe answer, not contained (a plugin
+    /// that cannot start fails the job at `prepare` anyway). Asked once per `mc`: the plugin is
+    /// started, read and stopped, as `mc plugins list` does; nothing of the job is sent to it.
+    async fn containment(&self, _step: &StepRequest) -> Containment {
+        *self
+            .containment
+            .get_or_init(|| async {
+                match Connection::open(&self.name, &self.path, self.options.handshake_timeout).await
+                {
+                    Ok(connection) => {
+                        let contained = connection
+                            .hello()
+                            .capabilities
+                            .iter()
+                            .any(|c| c == capability::CONTAINED);
+                        connection.shutdown(Duration::from_secs(1)).await;
+                        if contained {
+                            Containment::Container
+                        } else {
+                            Containment::None
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(plugin = %self.name, %error, "plugin did not say how it contains its steps");
+                        Containment::None
+                    }
+                }
+            })
+            .await
     }
 
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {

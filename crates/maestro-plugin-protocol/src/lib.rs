@@ -58,6 +58,10 @@ pub mod capability {
     pub const CONCURRENT: &str = "concurrent";
     /// Answers `validate` requests; the host skips them for plugins that do not announce this.
     pub const VALIDATE: &str = "validate";
+    /// Contains every task it runs (a container, a VM, a sandbox of its own): a task reaches no
+    /// more of the machine it runs on than it is given. Policy then allows, in its steps, commands
+    /// it cannot analyse, as it does for sandboxed local steps and containers.
+    pub const CONTAINED: &str = "contained";
 }
 
 /// The highest version in `offered` that this crate speaks, if any.

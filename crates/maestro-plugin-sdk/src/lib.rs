@@ -109,6 +109,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// stdout and stderr piped into log events; see [`TaskCommand::local`] for the plain case.
     fn command(&self, task: &Start) -> Result<TaskCommand, TaskError>;
 
+    /// Whether every task this plugin runs is contained (in a container, a VM, a sandbox of its
+    /// own), announced as the `contained` capability. Say so only when it is true: policy lets
+    /// commands it cannot analyse run in contained steps. `false` unless overridden.
+    fn contained(&self) -> bool {
+        false
+    }
+
     /// Check a step's `with` object before the job runs; the message reaches the user as a spec
     /// error. Accepts everything unless overridden.
     fn validate(&self, _step: &str, _with: Option<&Value>) -> Result<(), String> {

@@ -71,8 +71,8 @@ pub fn serve<P: Plugin>(info: PluginInfo, plugin: P) -> ExitCode {
     code
 }
 
-fn capabilities() -> Vec<String> {
-    [
+fn capabilities(contained: bool) -> Vec<String> {
+    let mut capabilities: Vec<String> = [
         capability::ARGV,
         capability::SHELL,
         capability::ENV,
@@ -82,7 +82,11 @@ fn capabilities() -> Vec<String> {
         capability::VALIDATE,
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    if contained {
+        capabilities.push(capability::CONTAINED.to_owned());
+    }
+    capabilities
 }
 
 fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> String {
@@ -115,7 +119,7 @@ async fn run<P: Plugin>(
         versions: SUPPORTED_VERSIONS.to_vec(),
         plugin: info.name.clone(),
         version: info.version.clone(),
-        capabilities: capabilities(),
+        capabilities: capabilities(plugin.contained()),
     });
     if out.send(hello.to_line()).await.is_err() {
         return ExitCode::FAILURE;
@@ -211,7 +215,7 @@ async fn handle<P: Plugin>(
             name: info.name.clone(),
             version: info.version.clone(),
             description: info.description.clone(),
-            capabilities: capabilities(),
+            capabilities: capabilities(plugin.contained()),
             settings: info.settings.clone(),
         })
         .to_line(),
