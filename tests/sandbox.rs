@@ -1214,6 +1214,36 @@ fn credential_dirs_under_home_are_hidden_unless_host_access_names_them() {
     );
 }
 
+/// Regression: the hidden paths were computed from the shim's environment, which is the step's:
+/// a spec setting `HOME` moved them away and uncovered the caller's real `~/.ssh`.
+#[test]
+fn a_spec_setting_home_does_not_uncover_the_callers_credentials() {
+    let env = Env::new();
+    let home = outside_tmp("maestro-home-");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_test"), "ssh secret\n").unwrap();
+    let elsewhere = outside_tmp("maestro-elsewhere-");
+    let real = home.path().join(".ssh/id_test");
+    let spec = json!({
+        "name": "home-moved", "owner": "ana", "environment": "dev",
+        "env": { "HOME": elsewhere.path(), "REAL_KEY": real },
+        "steps": [{ "name": "s",
+            "run": "if [ -s \"$REAL_KEY\" ] && cat \"$REAL_KEY\" >/dev/null 2>&1; then echo read; else echo hidden; fi > seen" }],
+    });
+    let file = env.write("moved.json", &spec.to_string());
+    let output = output_within(
+        env.mc()
+            .args(["submit", file.to_str().unwrap(), "--output", "json"])
+            .env("HOME", home.path()),
+        120,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("seen")).unwrap(),
+        "hidden\n"
+    );
+}
+
 #[test]
 fn network_none_leaves_only_loopback() {
     let env = Env::new();

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use maestro_core::executor::{ExecutorError, StepRequest, Teardown, TeardownMethod};
 use maestro_core::spec::Network;
-use maestro_sandbox::{Control, HostAccess, NetworkMode, SandboxError, SandboxPlan};
+use maestro_sandbox::{
+    Control, HostAccess, HostEnvironment, NetworkMode, SandboxError, SandboxPlan,
+};
 
 use crate::{LocalConfig, leftovers};
 
@@ -38,6 +40,8 @@ pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<()
         read_only: config.protected_paths.clone(),
         expose: Vec::new(),
         network: network(step),
+        // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
+        host: Some(HostEnvironment::from_process()),
     };
     let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
     let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
@@ -108,6 +112,8 @@ pub(crate) fn command(
         read_only: config.protected_paths.clone(),
         expose,
         network: network(step),
+        // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
+        host: Some(HostEnvironment::from_process()),
     };
     let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
     let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)

@@ -28,6 +28,11 @@ pub struct SandboxPlan {
     /// Whether the step shares the host's network.
     #[serde(default)]
     pub network: NetworkMode,
+    /// Where the hidden resources live, as the *caller* sees it. The shim's own environment is
+    /// the step's (a spec may set `HOME`), so a caller that cares sends its own here; without
+    /// it the shim falls back to its environment.
+    #[serde(default)]
+    pub host: Option<HostEnvironment>,
 }
 
 /// Whether a step shares the host's network.
@@ -46,7 +51,8 @@ pub enum NetworkMode {
 /// step unless the step's plan names it in [`SandboxPlan::expose`].
 ///
 /// Directories are covered by an empty read-only tmpfs, files and sockets by `/dev/null`.
-/// Paths under `~` use the caller's `HOME`; the shim reads it from its own environment.
+/// Paths under `~` are taken in the caller's `HOME` and in the account's home directory from
+/// the password database, when they differ (see [`HostEnvironment`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostAccess {
@@ -109,10 +115,16 @@ impl HostAccess {
     /// exist are listed too; the shim skips them.
     pub fn paths(self, environment: &HostEnvironment) -> Vec<PathBuf> {
         let home = |relative: &[&str]| -> Vec<PathBuf> {
-            match &environment.home {
-                Some(home) => relative.iter().map(|path| home.join(path)).collect(),
-                None => Vec::new(),
-            }
+            let mut homes: Vec<&PathBuf> = environment
+                .home
+                .iter()
+                .chain(&environment.account_home)
+                .collect();
+            homes.dedup();
+            homes
+                .into_iter()
+                .flat_map(|home| relative.iter().map(|path| home.join(path)))
+                .collect()
         };
         match self {
             HostAccess::DockerSocket => {
@@ -155,10 +167,14 @@ impl HostAccess {
 }
 
 /// The parts of the caller's environment that say where hidden resources live.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEnvironment {
     /// `HOME`.
     pub home: Option<PathBuf>,
+    /// The home directory of the process's user in the password database: hidden too, so that a
+    /// `HOME` pointed elsewhere does not uncover the account's real `~/.ssh`.
+    #[serde(default)]
+    pub account_home: Option<PathBuf>,
     /// `XDG_RUNTIME_DIR`.
     pub runtime_dir: Option<PathBuf>,
     /// The socket path of `DOCKER_HOST` when it is a `unix://` address.
@@ -173,8 +189,14 @@ impl HostEnvironment {
                 .map(PathBuf::from)
                 .filter(|path| path.is_absolute())
         };
+        let account_home = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|user| user.dir)
+            .filter(|path| path.is_absolute());
         HostEnvironment {
             home: absolute("HOME"),
+            account_home,
             runtime_dir: absolute("XDG_RUNTIME_DIR"),
             docker_host: std::env::var("DOCKER_HOST")
                 .ok()

@@ -158,7 +158,10 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .context(|| "cannot set the shim's parent-death signal".to_owned())?;
 
-    let environment = HostEnvironment::from_process();
+    let environment = plan
+        .host
+        .clone()
+        .unwrap_or_else(HostEnvironment::from_process);
     enter_namespaces(&plan)?;
     // init -> shim: "started <pid namespace inode>", "setup <message>", "exit <code>" or "signal <number>", one per
     // line; its end-of-file means init is gone.
