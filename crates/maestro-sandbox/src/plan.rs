@@ -250,6 +250,7 @@ mod tests {
             read_only: vec![],
             expose: vec![],
             network: NetworkMode::Host,
+            host: None,
         };
         assert!(
             plan.hidden_paths(&environment)
@@ -268,5 +269,28 @@ mod tests {
             serde_json::from_str(r#"{"argv":["true"],"workdir":"/w","workspace":"/w"}"#).unwrap();
         assert_eq!(plan.network, NetworkMode::Host);
         assert!(plan.expose.is_empty());
+    }
+
+    #[test]
+    fn both_homes_are_hidden_when_they_differ() {
+        let environment = HostEnvironment {
+            home: Some("/tmp/ci-home".into()),
+            account_home: Some("/root".into()),
+            ..HostEnvironment::default()
+        };
+        let paths = HostAccess::Ssh.paths(&environment);
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/tmp/ci-home/.ssh"),
+                PathBuf::from("/root/.ssh")
+            ]
+        );
+        let same = HostEnvironment {
+            home: Some("/root".into()),
+            account_home: Some("/root".into()),
+            ..HostEnvironment::default()
+        };
+        assert_eq!(HostAccess::Ssh.paths(&same), [PathBuf::from("/root/.ssh")]);
     }
 }

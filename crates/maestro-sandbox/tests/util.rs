@@ -54,6 +54,7 @@ pub(crate) fn shell_plan(workspace: &Path, script: &str) -> SandboxPlan {
         read_only: vec![],
         expose: vec![],
         network: NetworkMode::Host,
+        host: None,
     }
 }
 
