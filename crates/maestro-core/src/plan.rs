@@ -43,6 +43,8 @@ pub struct PlannedStep {
     pub runtime: String,
     /// How it is contained.
     pub containment: Containment,
+    /// The job's workspace, which a sandboxed step may write.
+    pub workspace: PathBuf,
     /// The absolute paths it asks to write besides its workspace (sandboxed steps).
     pub writable_paths: Vec<PathBuf>,
     /// The hidden host resources it asks to see (sandboxed steps).

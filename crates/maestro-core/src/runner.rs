@@ -199,6 +199,7 @@ impl Runner {
                 name: step.name.clone(),
                 runtime: step.runtime.clone(),
                 containment: executor.containment(step).await,
+                workspace: step.workspace.clone(),
                 writable_paths: step.writable_paths.clone(),
                 host_access: step.host_access.clone(),
             });

@@ -80,6 +80,24 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
         .iter()
         .map(|path| Source::open(path, "read-only"))
         .collect::<Result<Vec<_>, _>>()?;
+    // Policy refuses these already; the sandbox does not rely on it: a writable `/` (or a
+    // writable tree holding `/etc` or `/usr`) would be no sandbox at all.
+    for source in std::iter::once(&workspace).chain(&writable) {
+        let holds_system = ["/etc", "/usr"]
+            .iter()
+            .any(|dir| Path::new(dir).starts_with(&source.path));
+        if holds_system {
+            return Err(SetupFailure::new(format!(
+                "{} would make {} writable, and with it the system; give the step a directory of its own",
+                source.path.display(),
+                if source.path == Path::new("/") {
+                    "everything"
+                } else {
+                    "a system tree"
+                }
+            )));
+        }
+    }
     for inner in std::iter::once(&workspace).chain(&writable) {
         if let Some(outer) = read_only
             .iter()

@@ -32,6 +32,23 @@ async fn a_missing_writable_path_fails_closed_with_one_line() {
     }
 }
 
+/// A writable `/` (or `/usr`'s parent) would be no sandbox at all: refused by the shim itself,
+/// whatever policy said. The step only writes a marker in a directory of the test's own.
+#[tokio::test]
+async fn a_writable_root_is_refused_by_the_sandbox_itself() {
+    let workspace = Dir::new("ws");
+    let marker = workspace.join("ran");
+    let mut plan = shell_plan(workspace.path(), &format!("touch {}", marker.display()));
+    plan.writable.push("/".into());
+    let run = run(&plan, As::Me, &[]).await;
+    let message = setup_message(&run);
+    assert!(
+        message.starts_with("/ would make everything writable"),
+        "{message}"
+    );
+    assert!(!marker.exists(), "the step ran");
+}
+
 #[tokio::test]
 async fn a_writable_path_inside_a_read_only_path_is_refused() {
     let workspace = Dir::new("ws");

@@ -257,11 +257,41 @@ fn prod_requires_approval(input: &PolicyInput<'_>, _config: &PolicyConfig) -> De
     }
 }
 
-/// The system directories a step may never make writable, nor anything above them.
-const SYSTEM_DIRS: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
-    "/run", "/sbin", "/sys", "/usr", "/var",
+/// System trees: nothing in them, and nothing that holds them, may be writable in a sandbox.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
 ];
+
+/// Directories that hold other people's data or the system's state: they may not be writable
+/// as a whole, though a directory of the job's own below them may (`/var/lib/ci/cache`).
+const SHARED_DIRS: &[&str] = &[
+    "/var",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/home",
+    "/root",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+];
+
+/// Why `path` may not be writable in a sandbox, if it may not.
+fn system_path(path: &Path) -> Option<&'static str> {
+    let path = lexical(path);
+    let tree = SYSTEM_TREES
+        .iter()
+        .any(|dir| path.starts_with(dir) || Path::new(dir).starts_with(&path));
+    if tree {
+        Some("is, holds or lies in a system directory")
+    } else if SHARED_DIRS.iter().any(|dir| path == Path::new(dir)) {
+        Some("is a directory shared by the whole machine")
+    } else {
+        None
+    }
+}
 
 fn sandbox_limits(input: &PolicyInput<'_>, config: &PolicyConfig) -> Decision {
     let mut reasons = Vec::new();
@@ -279,14 +309,20 @@ fn sandbox_limits(input: &PolicyInput<'_>, config: &PolicyConfig) -> Decision {
                 ));
             }
         }
+        if step.containment == Containment::Sandbox
+            && let Some(problem) = system_path(&step.workspace)
+        {
+            reasons.push(format!(
+                "step {:?}: its workspace {} {problem}, and a sandboxed step may write its whole workspace; run the job from a directory of its own (or set workdir)",
+                step.name,
+                step.workspace.display()
+            ));
+        }
         for path in &step.writable_paths {
             let path = lexical(path);
-            let system = SYSTEM_DIRS
-                .iter()
-                .any(|dir| Path::new(dir).starts_with(&path) || path.starts_with(dir));
-            if system {
+            if let Some(problem) = system_path(&path) {
                 reasons.push(format!(
-                    "step {:?}: writable_paths {} is or holds a system directory; name a directory of the job's own, such as a build cache",
+                    "step {:?}: writable_paths {} {problem}; name a directory of the job's own, such as a build cache",
                     step.name,
                     path.display()
                 ));
@@ -360,6 +396,7 @@ mod tests {
                 name: step.name.clone(),
                 runtime: "local".to_owned(),
                 containment,
+                workspace: "/work/job".into(),
                 writable_paths: Vec::new(),
                 host_access: Vec::new(),
             })
@@ -582,7 +619,32 @@ mod tests {
             "{limits:?}"
         );
         steps[0].host_access = vec![HostAccess::Ssh];
-        steps[0].writable_paths = vec!["/work/cache".into()];
+        steps[0].writable_paths = vec!["/work/cache".into(), "/var/lib/ci/cache".into()];
+        assert!(evaluate_policies(&job, &steps, &config).allowed());
+        for workspace in ["/", "/etc/app", "/usr", "/var", "/home"] {
+            steps[0].workspace = workspace.into();
+            let found = evaluate_policies(&job, &steps, &config);
+            assert!(!found.allowed(), "workspace {workspace}");
+            assert!(
+                found.verdicts[4].reasons[0].contains("workspace"),
+                "{found:?}"
+            );
+        }
+        for workspace in [
+            "/root/project",
+            "/var/lib/jenkins/ws",
+            "/home/ana/src",
+            "/tmp/x",
+        ] {
+            steps[0].workspace = workspace.into();
+            assert!(
+                evaluate_policies(&job, &steps, &config).allowed(),
+                "workspace {workspace}"
+            );
+        }
+        // A bare step's workspace is only its working directory: nothing is made writable.
+        steps[0].workspace = "/".into();
+        steps[0].containment = Containment::None;
         assert!(evaluate_policies(&job, &steps, &config).allowed());
     }
 
