@@ -48,6 +48,7 @@ const CHECKS: &[&str] = &[
     "stop",
     "stop escalation (task ignores SIGTERM)",
     "concurrent tasks",
+    "containment claim",
     "ordering rules",
     "clean protocol stream",
     "end of input",
@@ -512,6 +513,10 @@ pub async fn check_plugin_with(path: &Path, with: Option<serde_json::Value>) -> 
         stop_escalation(&mut session).await,
     ));
     results.push(verdict("concurrent tasks", concurrent(&mut session).await));
+    results.push(verdict(
+        "containment claim",
+        containment(&mut session).await,
+    ));
     results.push(verdict("ordering rules", ordering(&session)));
     results.push(verdict("clean protocol stream", clean_stream(&session)));
     results.push(verdict("end of input", end_of_input(&mut session).await));
@@ -631,6 +636,36 @@ async fn exit_codes(session: &mut Session) -> Result<String, String> {
         expect_completed(&run, code)?;
     }
     Ok("0, 1 and 42 reported as given".to_owned())
+}
+
+/// A plugin announcing `contained` is taken at its word by policy, which then lets commands it
+/// cannot analyse run in its steps. Check the word: a task must not be able to create a file in
+/// a directory of this machine outside what it was given.
+async fn containment(session: &mut Session) -> Result<String, String> {
+    let claims = matches!(
+        session.transcript.first(),
+        Some(PluginMessage::Hello(hello)) if hello.capabilities.iter().any(|c| c == maestro_plugin_protocol::capability::CONTAINED)
+    );
+    if !claims {
+        return Ok("not claimed: policy treats this plugin's steps as not contained".to_owned());
+    }
+    let canary = tempfile::tempdir().map_err(|error| format!("cannot make a temp dir: {error}"))?;
+    let target = canary.path().join("written-by-a-task");
+    let run = session
+        .shell(
+            &format!("touch '{}' 2>/dev/null; true", target.display()),
+            Duration::from_secs(10),
+        )
+        .await?;
+    expect_completed(&run, 0)?;
+    if target.exists() {
+        Err(format!(
+            "the plugin announces `contained`, yet a task created {} on this machine (see \"capabilities\" in docs/plugin-protocol.md): drop the capability or contain the tasks",
+            target.display()
+        ))
+    } else {
+        Ok("claimed, and a task could not write outside what it was given".to_owned())
+    }
 }
 
 async fn env_and_workdir(session: &mut Session) -> Result<String, String> {

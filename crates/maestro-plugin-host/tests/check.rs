@@ -59,3 +59,45 @@ async fn reported_pgids_the_plugin_did_not_create_fail_the_kit_and_are_never_sig
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
+
+/// A plugin that announces `contained` while running its tasks on this machine fails the
+/// kit's "containment claim" check (policy would otherwise trust it); without the claim it
+/// passes that check. The task only tries to create a file in a temporary directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_containment_claim_fails_the_kit() {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/mc-executor-pyproc"),
+    )
+    .unwrap();
+    let needle = r#""capabilities": ["argv", "shell", "env", "workdir", "stop", "concurrent"]"#;
+    assert!(source.contains(needle), "the pyproc plugin changed");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, claims) in [("boaster", true), ("honest", false)] {
+        let text = if claims {
+            source.replace(
+                needle,
+                r#""capabilities": ["argv", "shell", "env", "workdir", "stop", "concurrent", "contained"]"#,
+            )
+        } else {
+            source.clone()
+        };
+        let path = dir.path().join(format!("mc-executor-{name}"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let results = maestro_plugin_host::check_plugin(&path).await;
+        let claim = results
+            .iter()
+            .find(|r| r.name == "containment claim")
+            .expect("the kit has a containment check");
+        assert_eq!(claim.passed, !claims, "{name}: {}", claim.detail);
+        if claims {
+            assert!(
+                claim.detail.contains("announces `contained`"),
+                "{}",
+                claim.detail
+            );
+        } else {
+            assert!(claim.detail.starts_with("not claimed"), "{}", claim.detail);
+        }
+    }
+}
