@@ -191,6 +191,7 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
             Report {
                 exit: watched.exit,
                 teardown,
+                unreaped_init: Some(init.as_raw()),
             },
             watched.exit,
         ));
@@ -224,6 +225,7 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         Report {
             exit: status,
             teardown,
+            unreaped_init: None,
         },
         status,
     ))
