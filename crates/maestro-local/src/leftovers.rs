@@ -113,6 +113,22 @@ pub(crate) fn own_children() -> Vec<i32> {
         .collect()
 }
 
+/// The shim of a sandboxed step does not wait for its namespace's init, which is exiting when
+/// the shim reports (its exit tears the step's mounts down). When this process is a child
+/// subreaper (it is when the job has an `isolation: none` step), that init is re-parented here
+/// once the shim has exited: reap it in the background so it does not stay a zombie. Only
+/// then: init's pid is this process's zombie child until reaped here, so it cannot have been
+/// reused. Call it once the shim has been waited for.
+pub(crate) fn reap_sandbox_init(init: i32) {
+    // PR_GET_CHILD_SUBREAPER reads a flag: any value but 0 means this process is one.
+    if !matches!(rustix::process::child_subreaper(), Ok(Some(_))) {
+        return;
+    }
+    if let Some(pid) = Pid::from_raw(init) {
+        tokio::spawn(reap(pid));
+    }
+}
+
 /// Reaps `pid`, a child of this process that was killed or is a zombie, waiting at most a
 /// little: a killed process is gone within milliseconds.
 async fn reap(pid: Pid) {

@@ -158,7 +158,15 @@ pub(crate) async fn started(
 /// give one (the step outlived its grace period), `mc` checks the PID namespace itself.
 pub(crate) async fn teardown(control: Control, step: &StepRequest) -> Teardown {
     let namespace = control.pid_namespace_inode();
-    match control.finish().await {
+    let report = control.finish().await;
+    if let Ok(maestro_sandbox::Report {
+        unreaped_init: Some(init),
+        ..
+    }) = &report
+    {
+        leftovers::reap_sandbox_init(*init);
+    }
+    match report {
         Ok(report) if report.teardown.verified => Teardown::verified(TeardownMethod::PidNamespace),
         Ok(report) => Teardown::failed(TeardownMethod::PidNamespace, report.teardown.remaining),
         Err(error) => match namespace {

@@ -6,11 +6,12 @@
 //! `fork` want a single thread. It re-executes a *shim* instead, with [`command`]: in
 //! production `mc` itself with a hidden first argument, whose `main` calls [`run_shim`]; in
 //! this crate's tests the `maestro-sandbox-shim` binary. The shim reads a [`SandboxPlan`] on
-//! its stdin (a Unix socket, the [`Control`] channel), enters new user, mount, PID, IPC, UTS
-//! (and network) namespaces, forks the namespace's init, which builds the step's filesystem
-//! view and forks the step; the step drops its capabilities, applies Landlock and seccomp and
-//! executes the program. When the step's process ends, init ends, the kernel kills whatever the
-//! step left behind, and the shim reports a [`Report`] and exits the way the step did.
+//! its stdin (a Unix socket, the [`Control`] channel), enters new user and PID namespaces,
+//! forks the namespace's init, which enters new mount, IPC, UTS (and network) namespaces,
+//! builds the step's filesystem view and forks the step; the step drops its capabilities,
+//! applies Landlock and seccomp and executes the program. When the step's process ends, init
+//! kills and reaps whatever the step left behind and says so, and the shim reports a
+//! [`Report`] and exits the way the step did, without waiting for init's exit.
 //!
 //! [`check_support`] tells, in-process and cheaply, whether the kernel can do all that.
 //! `docs/sandbox.md` says what a step can and cannot do inside.

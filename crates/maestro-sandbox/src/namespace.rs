@@ -1,14 +1,20 @@
-//! The namespace's init (pid 1): sets the sandbox up, starts the step, reaps, reports.
+//! The namespace's init (pid 1): enters the mount, IPC, UTS (and network) namespaces, sets the
+//! sandbox up, starts the step, reaps, empties the namespace, reports.
 //!
-//! When init exits the kernel SIGKILLs every process left in the PID namespace, whatever it did
-//! to get away (`setsid`, double forks, a cleared environment): that is the teardown.
+//! The teardown: when the step's main process has exited, init SIGKILLs every other process of
+//! the PID namespace, whatever it did to get away (`setsid`, double forks, a cleared
+//! environment), reaps until it has no child left, and only then reports the step's status and
+//! "empty" to the shim. Should init die before that, the kernel does the same when a PID
+//! namespace's init exits.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
-use nix::sys::signal::Signal;
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -25,7 +31,10 @@ pub(crate) fn run_init(plan: &SandboxPlan, environment: &HostEnvironment, status
     let mut status = File::from(status);
     // The outer shim is in another PID namespace, so this signal is delivered even to an init.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let step = match prepare(plan, environment).and_then(|()| start_step(plan)) {
+    let step = match enter(plan)
+        .and_then(|()| prepare(plan, environment))
+        .and_then(|()| start_step(plan))
+    {
         Ok(step) => step,
         Err(failure) => {
             let kind = if failure.cannot_start {
@@ -41,23 +50,63 @@ pub(crate) fn run_init(plan: &SandboxPlan, environment: &HostEnvironment, status
     // itself without racing init's exit).
     let inode = std::fs::metadata("/proc/self/ns/pid").map_or(0, |metadata| metadata.ino());
     let _ = writeln!(status, "started {inode}");
+    // Init's copies of the caller's stdout and stderr (and of the control socket as stdin) must
+    // not keep the caller's pipes open until init's own, slower, exit: the step has its own.
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
     // Reap every process that ends up as init's child (orphans are re-parented here) until the
-    // step's own process ends; then report it and leave, which ends all the others.
+    // step's own process ends.
+    let exit = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == step => break Some(format!("exit {code}")),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == step => {
+                break Some(format!("signal {}", signal as i32));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break None,
+        }
+    };
+    let mut report = exit.map(|line| line + "\n").unwrap_or_default();
+    if empty_namespace() {
+        report.push_str("empty\n");
+    }
+    // One write: the shim acts on "empty" at once, and does not wait for init's exit.
+    let _ = status.write_all(report.as_bytes());
+    std::process::exit(0)
+}
+
+/// Kills every other process of the PID namespace and reaps until none is left; true when the
+/// namespace then holds init alone.
+///
+/// `kill(-1, SIGKILL)` from the init of a PID namespace reaches every process of the namespace
+/// (init has every capability in the user namespace that owns them all) and nothing outside it.
+/// Every process of the namespace descends from init, and an orphan is re-parented to init
+/// before its parent can be reaped, so once `waitpid` says there is no child (ECHILD), no
+/// process but init is left.
+fn empty_namespace() -> bool {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     loop {
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == step => {
-                let _ = writeln!(status, "exit {code}");
-                break;
-            }
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == step => {
-                let _ = writeln!(status, "signal {}", signal as i32);
-                break;
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => return true,
+            Err(_) => return false,
         }
     }
-    std::process::exit(0)
+}
+
+/// Enters the namespaces only init and the step live in. Init has every capability in the user
+/// namespace the shim created, so it can; the shim stays outside, which keeps the teardown of
+/// the mounts out of the shim's exit.
+fn enter(plan: &SandboxPlan) -> Result<(), SetupFailure> {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    if plan.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags)
+        .context(|| "cannot create the mount, IPC, UTS (and network) namespaces".to_owned())
 }
 
 /// Everything init sets up before the step: mounts, hostname, loopback.

@@ -17,10 +17,12 @@ pub enum ExitKind {
 pub struct TeardownReport {
     /// The inode of the step's PID namespace (as `/proc/<pid>/ns/pid` shows it).
     pub pid_namespace_inode: u64,
-    /// True when the namespace's init was reaped: the kernel kills and releases every other
-    /// process of a PID namespace before its init can be waited for, so the namespace is then
-    /// empty (the kernel's guarantee; no scan is made). When init could not be waited for, true
-    /// when a scan of `/proc` found none of the namespace's processes.
+    /// True when init killed and reaped every other process of the PID namespace and said so
+    /// (the usual case; the kernel's zap of the namespace on init's exit is the backstop), or,
+    /// when init ended without saying so, when the shim reaped it (the kernel kills and releases
+    /// every other process of a PID namespace before its init can be waited for). When init
+    /// could not be waited for, true when a scan of `/proc` found none of the namespace's
+    /// processes.
     pub verified: bool,
     /// Processes found in the namespace by that scan, as `pid 123 (sleep)`; each was sent
     /// SIGKILL. Always empty when init was reaped.
@@ -34,6 +36,14 @@ pub struct Report {
     pub exit: Option<ExitKind>,
     /// Whether the sandbox left nothing running behind.
     pub teardown: TeardownReport,
+    /// The host pid of the namespace's init when the shim did not wait for it: init had
+    /// emptied the namespace and was exiting (its exit tears the step's mounts down, off the
+    /// caller's path). Once the shim has exited, init is re-parented to the nearest child
+    /// subreaper, or to the system's init; a caller that is a child subreaper
+    /// (`PR_SET_CHILD_SUBREAPER`) must reap it, or it stays a zombie. `None` when the shim
+    /// reaped init itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreaped_init: Option<i32>,
 }
 
 /// One line the shim writes on its control socket.
@@ -68,6 +78,7 @@ mod tests {
         let message = Message::Finished(Report {
             exit: Some(ExitKind::Signal(15)),
             teardown: TeardownReport::default(),
+            unreaped_init: None,
         });
         let line = serde_json::to_string(&message).unwrap();
         assert!(!line.contains('\n'));

@@ -3,9 +3,11 @@
 //! The shim runs as a freshly exec'd program (`mc` itself, or this crate's
 //! `maestro-sandbox-shim`) and never starts a thread: that is what lets it fork and run Rust
 //! code in the children (see `sys.rs`). It does as little as it can on the way to the step's
-//! `exec`: one read of the plan, two `unshare`, three small writes under `/proc/self`, one
-//! fork for the namespace's init and one (in init) for the step. After the step, it reaps init
-//! and reports; the kernel has emptied the namespace by then (see `supervise`).
+//! `exec`: one read of the plan, two `unshare` (user, then PID: the shim itself stays in the
+//! host's mount namespace), three small writes under `/proc/self`, one fork for the namespace's
+//! init and one (in init) for the step. After the step, init kills and reaps every other
+//! process of the namespace and says so; the shim then reports and exits without waiting for
+//! init's own exit, which tears the mounts down (see `supervise`).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -21,7 +23,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, getgid, getuid};
 
 use crate::failure::{Context, SetupFailure, one_line};
-use crate::plan::{HostEnvironment, NetworkMode, SandboxPlan};
+use crate::plan::{HostEnvironment, SandboxPlan};
 use crate::report::{ExitKind, Message, Report, TeardownReport};
 use crate::sys::{self, Forked};
 use crate::{SETUP_FAILED_EXIT_CODE, namespace};
@@ -162,9 +164,10 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         .host
         .clone()
         .unwrap_or_else(HostEnvironment::from_process);
-    enter_namespaces(&plan)?;
-    // init -> shim: "started <pid namespace inode>", "setup <message>", "exit <code>" or "signal <number>", one per
-    // line; its end-of-file means init is gone.
+    enter_namespaces()?;
+    // init -> shim, one per line: "started <pid namespace inode>", "setup <message>",
+    // "cannot-start <message>", "exit <code>" or "signal <number>", then "empty" once init has
+    // killed and reaped every other process of the namespace; end of file means init is gone.
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context(|| "cannot create the status pipe".to_owned())?;
     let init = match sys::fork().context(|| "cannot fork the namespace's init".to_owned())? {
@@ -175,10 +178,33 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         Forked::Parent(init) => init,
     };
     drop(status_write);
-    let (outcome, pid_namespace_inode) = watch(channel, init, status_read)?;
+    let watched = watch(channel, init, status_read)?;
+    if watched.emptied {
+        // Init killed and reaped every other process of the namespace (see
+        // `namespace::empty_namespace`) and is exiting now. It is not waited for: its exit
+        // tears down the step's mounts and namespaces, which is the slow part of the end and
+        // off the path between the step's end and the caller's. It cannot outlive the shim
+        // (PDEATHSIG), and the kernel's zap of the namespace on its exit is the backstop.
+        let teardown = TeardownReport {
+            pid_namespace_inode: watched.pid_namespace_inode,
+            verified: true,
+            remaining: Vec::new(),
+        };
+        return Ok((
+            Report {
+                exit: watched.exit,
+                teardown,
+                unreaped_init: Some(init.as_raw()),
+            },
+            watched.exit,
+        ));
+    }
+    // Init ended without saying the namespace was empty (it was killed, or could not reap):
+    // wait for it and rely on the kernel, or look.
+    let pid_namespace_inode = watched.pid_namespace_inode;
     let reaped = waitpid(init, None);
     let status = match reaped {
-        Ok(WaitStatus::Exited(..)) => outcome,
+        Ok(WaitStatus::Exited(..)) => watched.exit,
         // Init itself was killed (the caller went away, or SIGKILLed the group): the step died
         // with it, whatever it reported.
         _ => None,
@@ -187,8 +213,7 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         // The kernel's guarantee: when the init of a PID namespace exits, the kernel SIGKILLs
         // every other process of the namespace and waits until all of them are released
         // (`zap_pid_ns_processes`) before init can be waited for. So once init is reaped, the
-        // namespace is empty and a scan of /proc could only confirm it; it is not made, which
-        // keeps it off the path between the step's end and the caller's.
+        // namespace is empty and a scan of /proc could only confirm it.
         Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) if pid_namespace_inode != 0 => {
             TeardownReport {
                 pid_namespace_inode,
@@ -203,13 +228,17 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
         Report {
             exit: status,
             teardown,
+            unreaped_init: None,
         },
         status,
     ))
 }
 
-/// `unshare` the user namespace (mapping the caller's ids to themselves), then the others.
-fn enter_namespaces(plan: &SandboxPlan) -> Result<(), SetupFailure> {
+/// `unshare` the user namespace (mapping the caller's ids to themselves) and the PID namespace
+/// (which only the shim's children enter). The mount, IPC, UTS (and network) namespaces are
+/// init's own (`namespace::enter`): the shim stays out of them, so that its exit has no mounts
+/// to tear down.
+fn enter_namespaces() -> Result<(), SetupFailure> {
     let (uid, gid) = (getuid(), getgid());
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|errno| {
         let hint = match errno {
@@ -235,33 +264,32 @@ fn enter_namespaces(plan: &SandboxPlan) -> Result<(), SetupFailure> {
         .context(|| "cannot write /proc/self/uid_map".to_owned())?;
     std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
         .context(|| "cannot write /proc/self/gid_map".to_owned())?;
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
-    if plan.network == NetworkMode::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    unshare(flags)
-        .context(|| "cannot create the mount, PID, IPC, UTS (and network) namespaces".to_owned())?;
+    unshare(CloneFlags::CLONE_NEWPID).context(|| "cannot create the PID namespace".to_owned())?;
     Ok(())
 }
 
-/// Waits for init to end while watching the caller: a caller that closes its end of the
-/// control socket (or dies) gets its sandbox killed. Returns the step's exit as init reported
-/// it, or the setup failure init reported.
-fn watch(
-    channel: &Channel,
-    init: Pid,
-    status_read: OwnedFd,
-) -> Result<(Option<ExitKind>, u64), SetupFailure> {
+/// What init told the shim about the step.
+struct Watched {
+    /// How the step's main process ended, as init reported it.
+    exit: Option<ExitKind>,
+    /// The inode of the step's PID namespace, 0 if init never said.
+    pid_namespace_inode: u64,
+    /// Init reported that it killed and reaped every other process of the namespace.
+    emptied: bool,
+}
+
+/// Waits until init reports the namespace empty (or ends without saying so) while watching
+/// the caller: a caller that closes its end of the control socket (or dies) gets its sandbox
+/// killed. Returns what init reported, or the setup failure it reported.
+fn watch(channel: &Channel, init: Pid, status_read: OwnedFd) -> Result<Watched, SetupFailure> {
     let mut status_pipe = File::from(status_read);
     let mut received = Vec::new();
     let mut caller_open = channel.stream.is_some();
     let mut exit = None;
     let mut setup = None;
     let mut pid_namespace_inode = 0;
-    loop {
+    let mut emptied = false;
+    while !emptied {
         let mut buffer = [0u8; 512];
         let (status_ready, caller_gone) = {
             let mut fds = vec![PollFd::new(status_pipe.as_fd(), PollFlags::POLLIN)];
@@ -310,6 +338,7 @@ fn watch(
                     ("cannot-start", message) => setup = Some(SetupFailure::cannot_start(message)),
                     ("exit", code) => exit = code.parse().ok().map(ExitKind::Code),
                     ("signal", number) => exit = number.parse().ok().map(ExitKind::Signal),
+                    ("empty", _) => emptied = true,
                     _ => {}
                 }
             }
@@ -320,7 +349,11 @@ fn watch(
             let _ = waitpid(init, None);
             Err(failure)
         }
-        None => Ok((exit, pid_namespace_inode)),
+        None => Ok(Watched {
+            exit,
+            pid_namespace_inode,
+            emptied,
+        }),
     }
 }
 
