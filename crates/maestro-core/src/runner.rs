@@ -734,6 +734,8 @@ mod tests {
         calls: Mutex<Vec<String>>,
         fail_prepare: bool,
         exit_code: i32,
+        /// Report every step's teardown as failed, with a process left behind.
+        leave_behind: bool,
     }
 
     #[async_trait]
@@ -765,7 +767,14 @@ mod tests {
                 crate::output::Stream::Stdout,
                 step.env["TRACE_ID"].as_bytes(),
             )?;
-            Ok(StepOutcome::exited(self.exit_code))
+            let mut outcome = StepOutcome::exited(self.exit_code);
+            if self.leave_behind {
+                outcome.teardown = Some(crate::executor::Teardown::failed(
+                    crate::executor::TeardownMethod::ProcessGroup,
+                    vec!["pid 4242 (sleep)".to_owned()],
+                ));
+            }
+            Ok(outcome)
         }
 
         async fn finish(&self, _job_id: JobId) {
@@ -894,6 +903,36 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|c| c.starts_with("run"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_that_leaves_something_behind_fails_the_job_and_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording {
+            leave_behind: true,
+            ..Recording::default()
+        });
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert_eq!(report.failure, Some(FailureKind::TeardownFailed));
+        assert_eq!(report.steps[0].status, StepStatus::TeardownFailed);
+        assert_eq!(report.steps[1].status, StepStatus::Skipped);
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("pid 4242 (sleep)")),
+            "{report:?}"
+        );
+        let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        assert_eq!(
+            audit.matches("\"step.teardown_failed\"").count(),
+            1,
+            "{audit}"
         );
     }
 }
