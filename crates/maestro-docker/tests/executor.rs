@@ -729,6 +729,16 @@ async fn check_step_requires_an_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_step_command_runs_whatever_entrypoint_the_image_declares() {
     support::ensure_image();
+    /// The image this test builds is removed when it ends, however it ends.
+    struct RemoveImage(&'static str);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["image", "rm", "--force", self.0])
+                .output();
+        }
+    }
+    let _remove = RemoveImage("maestro-test/entrypoint:latest");
     let dockerfile = format!(
         "FROM {}\nENTRYPOINT [\"echo\", \"from-entrypoint\"]\n",
         support::IMAGE
