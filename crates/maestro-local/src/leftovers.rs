@@ -176,44 +176,37 @@ pub(crate) async fn verify_group(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // One pass over /proc: processes that carry the step in their environment, and orphans of
+    // the step this process adopted (children it did not have before the step).
+    let own = rustix::process::getpid().as_raw_nonzero().get();
     for pid in pids() {
-        let Some((job, name)) = process_step(pid) else {
-            continue;
-        };
-        if job != job_id || name != step {
-            continue;
-        }
-        let Some(process) = Process::read(pid).filter(|process| !process.zombie) else {
-            continue;
-        };
-        if let Some(pid) = Pid::from_raw(pid) {
-            let _ = kill_process(pid, Signal::KILL);
-        }
-        killed.push(process.pid);
-        remaining.push(format!(
-            "{} left the step's process group (killed now)",
-            process.describe()
-        ));
-    }
-    for pid in own_children() {
-        if children_before.contains(&pid) {
-            continue;
-        }
         let Some(process) = Process::read(pid) else {
             continue;
         };
         let Some(handle) = Pid::from_raw(pid) else {
             continue;
         };
-        if !process.zombie && !killed.contains(&pid) {
+        let adopted = process.parent == own && !children_before.contains(&pid);
+        let carries_step =
+            || process_step(pid).is_some_and(|(job, name)| job == job_id && name == step);
+        if !process.zombie && !killed.contains(&pid) && (adopted || carries_step()) {
             let _ = kill_process(handle, Signal::KILL);
-            remaining.push(format!(
-                "{} left the step's process group and environment (killed now)",
-                process.describe()
-            ));
+            remaining.push(if adopted && !carries_step() {
+                format!(
+                    "{} left the step's process group and environment (killed now)",
+                    process.describe()
+                )
+            } else {
+                format!(
+                    "{} left the step's process group (killed now)",
+                    process.describe()
+                )
+            });
         }
-        // Adopted orphans are ours to reap, killed or already dead.
-        reap(handle).await;
+        if adopted {
+            // Adopted orphans are ours to reap, killed or already dead.
+            reap(handle).await;
+        }
     }
     if remaining.is_empty() {
         Teardown::verified(TeardownMethod::ProcessGroup)

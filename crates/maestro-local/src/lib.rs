@@ -225,7 +225,7 @@ impl Executor for LocalExecutor {
                 (command, None)
             }
             Isolation::Sandbox => {
-                let (command, control) = sandboxed::command(&self.config, step, &argv, &workdir)?;
+                let (command, control) = sandboxed::command(&self.config, step, &workdir)?;
                 (command, Some(control))
             }
         };

@@ -13,11 +13,7 @@ use crate::{LocalConfig, leftovers};
 
 /// Fails closed, with one line, when this machine or this build cannot sandbox a step.
 pub(crate) fn check(config: &LocalConfig) -> Result<(), ExecutorError> {
-    if config.sandbox_shim.is_none() {
-        return Err(ExecutorError::Unavailable {
-            message: "this program cannot start the sandbox (no shim configured); set `isolation: none` on the step to run it without the sandbox".to_owned(),
-        });
-    }
+    shim(config)?;
     maestro_sandbox::check_support()
         .map(|_| ())
         .map_err(|error| ExecutorError::Unavailable {
@@ -25,29 +21,29 @@ pub(crate) fn check(config: &LocalConfig) -> Result<(), ExecutorError> {
         })
 }
 
+/// The shim program and its leading arguments, or the refusal when this build has none.
+fn shim(config: &LocalConfig) -> Result<(&Path, Vec<&str>), ExecutorError> {
+    match &config.sandbox_shim {
+        Some((program, args)) => Ok((program, args.iter().map(String::as_str).collect())),
+        None => Err(ExecutorError::Unavailable {
+            message: "this program cannot start the sandbox (no shim configured); set `isolation: none` on the step to run it without the sandbox".to_owned(),
+        }),
+    }
+}
+
 /// Builds a sandbox like `step`'s around `true` and waits for it: proof, before the job runs
 /// anything, that this machine can contain the step. Paths an earlier step may still create
 /// (its workdir, its writable paths) are left out.
 pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<(), ExecutorError> {
-    let Some((shim, shim_args)) = &config.sandbox_shim else {
-        return check(config);
-    };
     let plan = SandboxPlan {
         argv: vec!["true".to_owned()],
         workdir: step.workspace.clone(),
-        workspace: step.workspace.clone(),
         writable: Vec::new(),
-        read_only: config.protected_paths.clone(),
         expose: Vec::new(),
-        network: network(step),
-        // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
-        host: Some(HostEnvironment::from_process()),
+        ..plan(config, step)
     };
-    let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
-    let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
-        .map_err(|error| unavailable(step, error))?;
-    let mut command = tokio::process::Command::from(command);
-    // Its stdin is the control socket `command` set up; only its output is discarded.
+    let (mut command, control) = spawnable(config, step, &plan)?;
+    // Its stdin is the control socket; only its output is discarded.
     let mut child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -71,24 +67,43 @@ pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<()
     }
 }
 
-fn network(step: &StepRequest) -> NetworkMode {
-    match step.container.network {
-        Some(Network::None) => NetworkMode::None,
-        _ => NetworkMode::Host,
+/// The sandbox plan of `step`, running its own command in its workspace.
+fn plan(config: &LocalConfig, step: &StepRequest) -> SandboxPlan {
+    SandboxPlan {
+        argv: step.command.to_argv(),
+        workdir: step.workspace.clone(),
+        workspace: step.workspace.clone(),
+        writable: step.writable_paths.clone(),
+        read_only: config.protected_paths.clone(),
+        expose: Vec::new(),
+        network: match step.container.network {
+            Some(Network::None) => NetworkMode::None,
+            _ => NetworkMode::Host,
+        },
+        // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
+        host: Some(HostEnvironment::from_process()),
     }
 }
 
-/// The command that runs `argv` for `step` in a sandbox, and the channel to its shim.
+/// The shim's command for `plan`, and the channel to it.
+fn spawnable(
+    config: &LocalConfig,
+    step: &StepRequest,
+    plan: &SandboxPlan,
+) -> Result<(tokio::process::Command, Control), ExecutorError> {
+    let (program, args) = shim(config)?;
+    let (command, control) =
+        maestro_sandbox::command(program, &args, plan).map_err(|error| unavailable(step, error))?;
+    Ok((tokio::process::Command::from(command), control))
+}
+
+/// The command that runs `step` in a sandbox, in `workdir`, and the channel to its shim.
 pub(crate) fn command(
     config: &LocalConfig,
     step: &StepRequest,
-    argv: &[String],
     workdir: &Path,
 ) -> Result<(tokio::process::Command, Control), ExecutorError> {
     check(config)?;
-    let Some((shim, shim_args)) = &config.sandbox_shim else {
-        unreachable!("check() refuses a missing shim");
-    };
     let expose =
         step.host_access
             .iter()
@@ -105,20 +120,11 @@ pub(crate) fn command(
             })
             .collect::<Result<_, _>>()?;
     let plan = SandboxPlan {
-        argv: argv.to_vec(),
         workdir: workdir.to_path_buf(),
-        workspace: step.workspace.clone(),
-        writable: step.writable_paths.clone(),
-        read_only: config.protected_paths.clone(),
         expose,
-        network: network(step),
-        // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
-        host: Some(HostEnvironment::from_process()),
+        ..plan(config, step)
     };
-    let shim_args: Vec<&str> = shim_args.iter().map(String::as_str).collect();
-    let (command, control) = maestro_sandbox::command(shim, &shim_args, &plan)
-        .map_err(|error| unavailable(step, error))?;
-    Ok((tokio::process::Command::from(command), control))
+    spawnable(config, step, &plan)
 }
 
 /// How long building a sandbox may take before the step is failed as a system error. It takes

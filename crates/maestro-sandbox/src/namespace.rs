@@ -122,9 +122,8 @@ fn prepare(plan: &SandboxPlan, environment: &HostEnvironment) -> Result<(), Setu
 /// Forks the step and waits until it has exec'd its program, or failed to confine itself.
 ///
 /// The step holds the write end of a close-on-exec pipe: end of file with nothing read means
-/// the exec happened (or the program could not be found, which the step reports itself with
-/// exit code 127, like a shell); a line means confinement failed and nothing ran, or, with
-/// the prefix `exec `, that the program could not be executed.
+/// the exec happened; a line means confinement failed and nothing ran, or, with the prefix
+/// `exec `, that the program could not be executed (the step then exits 127, like a shell).
 fn start_step(plan: &SandboxPlan) -> Result<Pid, SetupFailure> {
     let (exec_read, exec_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context(|| "cannot create the exec pipe".to_owned())?;
