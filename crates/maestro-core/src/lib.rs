@@ -21,6 +21,7 @@ pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod root;
 pub mod runner;
 pub mod spec;
 pub mod state;

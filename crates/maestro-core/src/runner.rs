@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::JobId;
-use crate::audit::{AuditError, AuditLog, AuditRecord};
+use crate::audit::{AuditError, AuditLog, AuditRecord, prefix_matches};
 use crate::executor::{
     Executor, ExecutorError, ExecutorRegistry, StepControl, StepOutcome, StepRequest, StopReason,
     UnknownRuntime,
@@ -28,7 +28,8 @@ use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
 use crate::state::{
-    JobLease, JobMeta, JobState, StateError, StateStore, StepRecord, StepStatus, Transition,
+    FileDigest, HistoryDigests, JobLease, JobMeta, JobRecord, JobState, StateError, StateStore,
+    StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
 };
 use crate::time::now_rfc3339;
 use crate::trace::TraceId;
@@ -289,12 +290,13 @@ impl JobRun<'_> {
             trace_id: self.meta.trace_id.clone(),
             detail: detail.clone(),
         };
-        self.runner
+        let history = self
+            .runner
             .store
             .append_transition(self.meta.job_id, &transition)?;
         self.audit(
             "job.transition",
-            json!({ "state": state, "detail": detail }),
+            json!({ "state": state, "detail": detail, "history": history }),
         )?;
         tracing::info!(state = %state, "job state changed");
         Ok(())
@@ -446,6 +448,8 @@ impl JobRun<'_> {
             if failure.is_some() || cancelled || self.cancel.is_cancelled() {
                 cancelled |= self.cancel.is_cancelled();
                 let record = StepRecord::skipped(&step.name, &step.runtime);
+                // No audit record of its own: the job's final transition, next, records the
+                // digests of the history with this entry in it.
                 self.runner.store.append_step(self.meta.job_id, &record)?;
                 records.push(record);
                 continue;
@@ -560,11 +564,12 @@ impl JobRun<'_> {
                 path: log_path,
                 source,
             })?;
-            self.runner.store.append_step(self.meta.job_id, &record)?;
-            self.audit(
-                "step.finished",
-                serde_json::to_value(&record).unwrap_or_default(),
-            )?;
+            let history = self.runner.store.append_step(self.meta.job_id, &record)?;
+            let mut details = serde_json::to_value(&record).unwrap_or_default();
+            if let Some(details) = details.as_object_mut() {
+                details.insert("history".to_owned(), json!(history));
+            }
+            self.audit("step.finished", details)?;
             if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
                 tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
                 self.audit(
@@ -648,24 +653,88 @@ pub fn describe(record: &StepRecord) -> String {
 pub struct GcReport {
     /// Jobs found unfinished with no live `mc`, now recorded `FAILED`.
     pub abandoned_jobs: Vec<JobId>,
-    /// Resources the executors removed, one line each.
+    /// History entries a crash left out of the audit log, now appended to it as recovered
+    /// records, one line each.
+    pub recovered: Vec<String>,
+    /// Resources removed (staging directories, processes, containers), one line each.
     pub removed: Vec<String>,
-    /// Executors that could not be cleaned, one line each.
+    /// What could not be cleaned or reconciled, one line each.
     pub errors: Vec<String>,
 }
 
-/// Find jobs left unfinished by an `mc` that died (no process holds their lease), record them
-/// `FAILED`, and let each executor remove what such jobs left behind.
+impl GcReport {
+    /// Whether there was nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.abandoned_jobs.is_empty() && self.recovered.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What the audit log says of each job: the last recorded digests of its history, and whether
+/// it has records from before histories were recorded (which are not reconciled).
+#[derive(Default)]
+struct Audited {
+    digests: std::collections::HashMap<JobId, HistoryDigests>,
+    legacy: std::collections::HashSet<JobId>,
+}
+
+impl Audited {
+    fn read(audit: &AuditLog) -> Result<Self, RunError> {
+        let mut audited = Self::default();
+        for record in audit.read_all()? {
+            let Some(job_id) = record.job_id else {
+                continue;
+            };
+            match record.history() {
+                Some(history) => {
+                    audited.digests.insert(job_id, history);
+                }
+                None if record.event == "job.transition" => {
+                    audited.legacy.insert(job_id);
+                }
+                None => {}
+            }
+        }
+        for job_id in audited.digests.keys() {
+            audited.legacy.remove(job_id);
+        }
+        Ok(audited)
+    }
+}
+
+/// Settle what killed `mc`s left behind, so that a second run finds nothing to do:
 ///
-/// A job is abandoned exactly when its state is not terminal and its lease is free: the lease
-/// is a lock the kernel releases when the driving process dies, however it dies.
+/// * staging directories of submissions that died before their job was in place are removed;
+/// * history entries a crash kept out of the audit log (written to `state.json`/`steps.json`,
+///   killed before the audit append) are appended to it, marked `recovered`, never rewritten;
+/// * jobs left unfinished with no live `mc` (their lease is free) are recorded `FAILED`, a job
+///   killed before its first transition first `SUBMITTED`;
+/// * each executor removes what such jobs left (processes, containers).
+///
+/// gc holds the lease of every job it settles until the executors are done, so no other `mc`
+/// (another gc) moves them meanwhile.
 pub async fn collect_garbage(
     store: Arc<dyn StateStore>,
     audit: &AuditLog,
     executors: &[Arc<dyn Executor>],
 ) -> Result<GcReport, RunError> {
     let mut report = GcReport::default();
+    match store.remove_dead_staging() {
+        Ok(removed) => report.removed.extend(removed),
+        Err(error) => report.errors.push(error.to_string()),
+    }
+    let mut audited = Audited::read(audit)?;
+    let mut reread = false;
+    let mut leases = Vec::new();
     for job_id in store.list()? {
+        let lease = match store.try_lease(job_id) {
+            Ok(Some(lease)) => lease,
+            // A live `mc` drives it.
+            Ok(None) => continue,
+            Err(error) => {
+                report.errors.push(format!("job {job_id}: {error}"));
+                continue;
+            }
+        };
         let record = match store.load(job_id) {
             Ok(record) => record,
             Err(error) => {
@@ -673,34 +742,39 @@ pub async fn collect_garbage(
                 continue;
             }
         };
-        if !store.is_abandoned(&record)? {
-            continue;
+        if audited.legacy.contains(&job_id) {
+            // Recorded before histories were; nothing to reconcile with.
+        } else {
+            let mut missing = unaudited(store.as_ref(), &record, audited.digests.get(&job_id));
+            if matches!(&missing, Ok(records) if !records.is_empty()) && !reread {
+                // Another gc may have recovered them since the log was read: read it again,
+                // now that this job's lease is ours.
+                audited = Audited::read(audit)?;
+                reread = true;
+                missing = unaudited(store.as_ref(), &record, audited.digests.get(&job_id));
+            }
+            match missing {
+                Ok(records) if !records.is_empty() => {
+                    audit.append_all(&records)?;
+                    if let Some(history) = records.last().and_then(AuditRecord::history) {
+                        audited.digests.insert(job_id, history);
+                    }
+                    report.recovered.extend(records.iter().map(|record| {
+                        format!(
+                            "job {job_id}: recovered the audit record of {}",
+                            describe_recovered(record)
+                        )
+                    }));
+                }
+                Ok(_) => {}
+                Err(message) => report.errors.push(message),
+            }
         }
-        let detail = json!({
-            "reason": "abandoned",
-            "error": "the mc process driving this job exited without finishing it; found by mc gc",
-            "last_state": record.state(),
-        });
-        let transition = Transition {
-            state: JobState::Failed,
-            at: now_rfc3339(),
-            trace_id: record.meta.trace_id.clone(),
-            detail: detail.clone(),
-        };
-        match store.append_transition(job_id, &transition) {
-            Ok(()) => {}
-            // Another `mc gc` got there first.
-            Err(StateError::IllegalTransition { .. }) => continue,
-            Err(error) => return Err(error.into()),
+        if !record.state().is_terminal() {
+            settle(store.as_ref(), audit, &record)?;
+            report.abandoned_jobs.push(job_id);
+            leases.push(lease);
         }
-        audit.append(&AuditRecord::new(
-            Some(job_id),
-            &record.meta.trace_id,
-            record.meta.owner.as_deref(),
-            "job.transition",
-            json!({ "state": JobState::Failed, "detail": detail }),
-        ))?;
-        report.abandoned_jobs.push(job_id);
     }
     let is_live = {
         let store = Arc::clone(&store);
@@ -716,7 +790,157 @@ pub async fn collect_garbage(
             Err(error) => report.errors.push(error.to_string()),
         }
     }
+    drop(leases);
     Ok(report)
+}
+
+/// Record `FAILED` for a job no live `mc` drives (after `SUBMITTED` if it has no transition).
+fn settle(store: &dyn StateStore, audit: &AuditLog, record: &JobRecord) -> Result<(), RunError> {
+    let job_id = record.meta.job_id;
+    let mut steps = Vec::new();
+    if record.transitions.is_empty() {
+        steps.push((
+            JobState::Submitted,
+            json!({
+                "source": record.meta.source,
+                "spec_file": record.meta.spec_file,
+                "recovered": true,
+                "reason": "the mc that stored this job died before recording it; found by mc gc",
+            }),
+        ));
+    }
+    steps.push((
+        JobState::Failed,
+        json!({
+            "reason": "abandoned",
+            "error": "the mc process driving this job exited without finishing it; found by mc gc",
+            "last_state": record.state(),
+        }),
+    ));
+    let mut records = Vec::new();
+    for (state, detail) in steps {
+        let transition = Transition {
+            state,
+            at: now_rfc3339(),
+            trace_id: record.meta.trace_id.clone(),
+            detail: detail.clone(),
+        };
+        let history = store.append_transition(job_id, &transition)?;
+        records.push(AuditRecord::new(
+            Some(job_id),
+            &record.meta.trace_id,
+            record.meta.owner.as_deref(),
+            "job.transition",
+            json!({ "state": state, "detail": detail, "history": history }),
+        ));
+    }
+    audit.append_all(&records)?;
+    Ok(())
+}
+
+/// The audit records a job's history has and the audit log lacks (a crash between a history
+/// write and its audit append), marked `recovered`: step results first, then transitions, as
+/// the runner writes them. An error when the history is not an extension of what was recorded.
+fn unaudited(
+    store: &dyn StateStore,
+    record: &JobRecord,
+    recorded: Option<&HistoryDigests>,
+) -> Result<Vec<AuditRecord>, String> {
+    let job_id = record.meta.job_id;
+    let history = store
+        .history(job_id)
+        .map_err(|error| format!("job {job_id}: {error}"))?;
+    let current = history
+        .digests()
+        .map_err(|message| format!("job {job_id}: {message}"))?;
+    let empty = FileDigest {
+        entries: 0,
+        sha256: sha256_hex(b"[]\n"),
+    };
+    let recorded = recorded.cloned().unwrap_or_else(|| HistoryDigests {
+        state: empty.clone(),
+        steps: empty,
+    });
+    if current == recorded {
+        return Ok(Vec::new());
+    }
+    let (Some(states), Some(steps)) = (
+        array_entries(&history.state),
+        array_entries(&history.steps),
+    ) else {
+        return Err(format!("job {job_id}: its history is not as Maestro writes it"));
+    };
+    if prefix_matches(&history.state, &recorded.state).is_none()
+        || prefix_matches(&history.steps, &recorded.steps).is_none()
+    {
+        return Err(format!(
+            "job {job_id}: its history no longer matches its last audit record; not reconciled (see `mc audit verify`)"
+        ));
+    }
+    let digest = |entries: &[&[u8]]| {
+        let bytes = array_bytes(entries);
+        FileDigest {
+            entries: entries.len(),
+            sha256: sha256_hex(&bytes),
+        }
+    };
+    let new = |event: &str, details: serde_json::Value| {
+        AuditRecord::new(
+            Some(job_id),
+            &record.meta.trace_id,
+            record.meta.owner.as_deref(),
+            event,
+            details,
+        )
+    };
+    let mut records = Vec::new();
+    let state_at = recorded.state.entries;
+    for count in recorded.steps.entries + 1..=steps.len() {
+        let mut details: serde_json::Value =
+            serde_json::from_slice(steps[count - 1]).unwrap_or_default();
+        if let Some(object) = details.as_object_mut() {
+            object.insert("recovered".to_owned(), json!(true));
+            object.insert(
+                "history".to_owned(),
+                json!(HistoryDigests {
+                    state: digest(&states[..state_at]),
+                    steps: digest(&steps[..count]),
+                }),
+            );
+        }
+        records.push(new("step.finished", details));
+    }
+    for count in state_at + 1..=states.len() {
+        let transition: serde_json::Value =
+            serde_json::from_slice(states[count - 1]).unwrap_or_default();
+        records.push(new(
+            "job.transition",
+            json!({
+                "state": transition["state"],
+                "detail": transition["detail"],
+                "recovered": true,
+                "history": HistoryDigests {
+                    state: digest(&states[..count]),
+                    steps: digest(&steps),
+                },
+            }),
+        ));
+    }
+    Ok(records)
+}
+
+fn describe_recovered(record: &AuditRecord) -> String {
+    match record.event.as_str() {
+        "job.transition" => format!(
+            "transition {}",
+            record.details["state"].as_str().unwrap_or("?")
+        ),
+        "step.finished" => format!(
+            "step {:?}",
+            record.details["name"].as_str().unwrap_or("?")
+        ),
+        other => other.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -18,13 +18,14 @@
 //! the existing bytes unchanged and adds the new entry: existing entries are never rewritten.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::JobId;
+use crate::root::{Access, Dir, StateRoot};
 use crate::trace::TraceId;
 
 /// The states of a job.
@@ -267,21 +268,139 @@ pub struct JobLease {
     _file: File,
 }
 
+/// The digest of one of a job's append-only history files as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// How many entries the file held.
+    pub entries: usize,
+    /// SHA-256 of its exact bytes, in hex.
+    pub sha256: String,
+}
+
+/// The digests of a job's history (`state.json` and `steps.json`) after a write, recorded in
+/// the audit record of the change that wrote it so that `mc audit verify` can tell a history
+/// edited since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryDigests {
+    /// `state.json`.
+    #[serde(rename = "state.json")]
+    pub state: FileDigest,
+    /// `steps.json`.
+    #[serde(rename = "steps.json")]
+    pub steps: FileDigest,
+}
+
+/// The raw bytes of a job's history files.
+#[derive(Debug, Clone)]
+pub struct HistoryBytes {
+    /// `state.json`.
+    pub state: Vec<u8>,
+    /// `steps.json`.
+    pub steps: Vec<u8>,
+}
+
+impl HistoryBytes {
+    /// The digests of these bytes (entries counted as Maestro writes them).
+    pub fn digests(&self) -> Result<HistoryDigests, String> {
+        Ok(HistoryDigests {
+            state: digest_of(&self.state)?,
+            steps: digest_of(&self.steps)?,
+        })
+    }
+}
+
+/// SHA-256 of `bytes` in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+fn digest_of(bytes: &[u8]) -> Result<FileDigest, String> {
+    let entries = array_entries(bytes)
+        .ok_or("not a history file as Maestro writes it")?
+        .len();
+    Ok(FileDigest {
+        entries,
+        sha256: sha256_hex(bytes),
+    })
+}
+
+/// The entries of a history file in the exact form [`FileStore`] writes it (`[]\n` when empty,
+/// else `[`, one compact JSON entry per line separated by `,`, then `]`), as byte slices; `None`
+/// for anything else.
+pub fn array_entries(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    if bytes == b"[]\n" {
+        return Some(Vec::new());
+    }
+    let body = bytes.strip_prefix(b"[\n")?.strip_suffix(b"\n]\n")?;
+    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    let last = lines.len() - 1;
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            if index == last {
+                Some(line)
+            } else {
+                line.strip_suffix(b",")
+            }
+        })
+        .collect()
+}
+
+/// The bytes of a history file holding `entries`, exactly as [`FileStore`] writes it: so the
+/// history after the first `k` entries of a file can be rebuilt (and its recorded digest
+/// checked) from the file as it is now.
+pub fn array_bytes(entries: &[&[u8]]) -> Vec<u8> {
+    if entries.is_empty() {
+        return b"[]\n".to_vec();
+    }
+    let mut bytes = b"[".to_vec();
+    for (index, entry) in entries.iter().enumerate() {
+        if index > 0 {
+            bytes.push(b',');
+        }
+        bytes.push(b'\n');
+        bytes.extend_from_slice(entry);
+    }
+    bytes.extend_from_slice(b"\n]\n");
+    bytes
+}
+
 /// Where jobs are recorded. The runner uses only this trait.
 pub trait StateStore: Send + Sync {
     /// Store a new job: its metadata and the spec exactly as submitted. Returns the lease the
     /// caller holds while it drives the job.
     fn create_job(&self, meta: &JobMeta, spec_bytes: &[u8]) -> Result<JobLease, StateError>;
-    /// Append a transition, if it is legal from the job's current state.
-    fn append_transition(&self, job_id: JobId, transition: &Transition) -> Result<(), StateError>;
-    /// Append a step result.
-    fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<(), StateError>;
+    /// Append a transition, if it is legal from the job's current state; the history's digests
+    /// after the write.
+    fn append_transition(
+        &self,
+        job_id: JobId,
+        transition: &Transition,
+    ) -> Result<HistoryDigests, StateError>;
+    /// Append a step result; the history's digests after the write.
+    fn append_step(&self, job_id: JobId, step: &StepRecord)
+    -> Result<HistoryDigests, StateError>;
     /// Read one job.
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
+    /// The exact bytes of a job's history files.
+    fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError>;
     /// Every job id, newest first.
     fn list(&self) -> Result<Vec<JobId>, StateError>;
     /// Whether a live process holds the job's lease.
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError>;
+    /// Take the job's lease if nobody holds it (`None` if a live process does): whoever holds
+    /// it is the only one to move the job on.
+    fn try_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError>;
+    /// Remove the staging directories of submissions whose `mc` died before the job was in
+    /// place; their names, one line each.
+    fn remove_dead_staging(&self) -> Result<Vec<String>, StateError>;
     /// Whether a job is unfinished and no live process drives it: the `mc` that ran it died
     /// (SIGKILL, power loss). Nothing will ever move it on but `mc gc`.
     fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
@@ -296,7 +415,7 @@ pub trait StateStore: Send + Sync {
 /// The file-backed store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
-    root: PathBuf,
+    root: StateRoot,
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
@@ -308,20 +427,26 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Stat
     }
 }
 
+/// How long a staging directory without a lease may exist before `mc gc` takes it for dead:
+/// its `mc` creates the lease right after the directory.
+const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl FileStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: StateRoot::new(root),
+        }
     }
 
     /// The state root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// The directory of every job.
     pub fn jobs_dir(&self) -> PathBuf {
-        self.root.join("jobs")
+        self.root.path().join("jobs")
     }
 
     /// A job's directory. Only ever built from a parsed [`JobId`], never from user text.
@@ -329,46 +454,66 @@ impl FileStore {
         self.jobs_dir().join(job_id.hyphenated().to_string())
     }
 
-    fn lock_state(&self, job_id: JobId) -> Result<File, StateError> {
-        let path = self.job_dir(job_id).join("state.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| self.missing_or(job_id, "open", &path, source))?;
-        file.lock().map_err(io_error("lock", &path))?;
+    fn job_rel(job_id: JobId) -> PathBuf {
+        Path::new("jobs").join(job_id.hyphenated().to_string())
+    }
+
+    /// The job's directory, opened beneath the root without following links.
+    fn open_job(&self, job_id: JobId) -> Result<Dir, StateError> {
+        match self.root.open_dir(&Self::job_rel(job_id)) {
+            Ok(Some(dir)) => Ok(dir),
+            Ok(None) => Err(StateError::NotFound {
+                job_id,
+                root: self.root().to_path_buf(),
+            }),
+            Err(source) => Err(StateError::Io {
+                action: "open",
+                path: self.job_dir(job_id),
+                source,
+            }),
+        }
+    }
+
+    fn lock_state(&self, dir: &Dir) -> Result<File, StateError> {
+        let file = dir
+            .open("state.lock", Access::WriteOrCreate)
+            .map_err(io_error("open", &dir.join("state.lock")))?;
+        file.lock().map_err(io_error("lock", &dir.join("state.lock")))?;
         Ok(file)
     }
 
     fn missing_or(
         &self,
         job_id: JobId,
+        dir: &Dir,
         action: &'static str,
-        path: &Path,
+        name: &str,
         source: io::Error,
     ) -> StateError {
         if source.kind() == io::ErrorKind::NotFound
-            && !self.job_dir(job_id).join("job.json").exists()
+            && dir.open("job.json", Access::Read).is_err()
         {
             StateError::NotFound {
                 job_id,
-                root: self.root.clone(),
+                root: self.root().to_path_buf(),
             }
         } else {
-            io_error(action, path)(source)
+            io_error(action, &dir.join(name))(source)
         }
     }
 
-    /// Append `entry` to the JSON array in `path`, keeping every existing byte.
+    /// Append `entry` to the JSON array `name` whose bytes are `existing`, keeping every
+    /// existing byte; the file's new bytes.
     fn append_to_array<T: Serialize>(
         &self,
-        path: &Path,
+        dir: &Dir,
+        name: &str,
         existing: &[u8],
         entry: &T,
-    ) -> Result<(), StateError> {
+    ) -> Result<Vec<u8>, StateError> {
+        let path = dir.join(name);
         let json = serde_json::to_vec(entry).map_err(|error| StateError::Corrupt {
-            path: path.to_path_buf(),
+            path: path.clone(),
             message: error.to_string(),
         })?;
         let trimmed = trim_ascii_end(existing);
@@ -381,7 +526,7 @@ impl FileStore {
             }
             None => {
                 return Err(StateError::Corrupt {
-                    path: path.to_path_buf(),
+                    path,
                     message: "not a JSON array".to_owned(),
                 });
             }
@@ -389,22 +534,73 @@ impl FileStore {
         content.push(b'\n');
         content.extend_from_slice(&json);
         content.extend_from_slice(b"\n]\n");
-        write_atomic(path, &content).map_err(io_error("write", path))
+        dir.write_atomic(name, &content)
+            .map_err(io_error("write", &path))?;
+        Ok(content)
+    }
+
+    fn read_bytes(&self, job_id: JobId, dir: &Dir, name: &str) -> Result<Vec<u8>, StateError> {
+        dir.read(name)
+            .map_err(|source| self.missing_or(job_id, dir, "read", name, source))
     }
 
     fn read_array<T: for<'de> Deserialize<'de>>(
         &self,
         job_id: JobId,
+        dir: &Dir,
         name: &str,
     ) -> Result<(Vec<u8>, Vec<T>), StateError> {
-        let path = self.job_dir(job_id).join(name);
-        let bytes =
-            fs::read(&path).map_err(|source| self.missing_or(job_id, "read", &path, source))?;
+        let bytes = self.read_bytes(job_id, dir, name)?;
         let entries = serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
-            path: path.clone(),
+            path: dir.join(name),
             message: error.to_string(),
         })?;
         Ok((bytes, entries))
+    }
+
+    fn digests(
+        dir: &Dir,
+        state: &[u8],
+        steps: &[u8],
+    ) -> Result<HistoryDigests, StateError> {
+        HistoryBytes {
+            state: state.to_vec(),
+            steps: steps.to_vec(),
+        }
+        .digests()
+        .map_err(|message| StateError::Corrupt {
+            path: dir.path().to_path_buf(),
+            message,
+        })
+    }
+
+    /// The bytes of the stored spec `spec_file` (a plain name from the job's `job.json`).
+    pub fn read_spec(&self, job_id: JobId, spec_file: &str) -> Result<Vec<u8>, StateError> {
+        let dir = self.open_job(job_id)?;
+        self.read_bytes(job_id, &dir, spec_file)
+    }
+
+    /// A step's log, opened for reading beneath the root; `None` if it does not exist yet.
+    pub fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError> {
+        let path = self.step_log_path(job_id, step);
+        let logs = self
+            .open_job(job_id)?
+            .subdir("logs")
+            .map_err(io_error("open", &path))?;
+        let Some(logs) = logs else {
+            return Ok(None);
+        };
+        match logs.open(&format!("{step}.log"), Access::Read) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("open", &path)(error)),
+        }
+    }
+
+    fn lease_of(&self, job_id: JobId) -> Result<File, StateError> {
+        let dir = self.open_job(job_id)?;
+        dir.open("lease", Access::Read)
+            .map_err(|source| self.missing_or(job_id, &dir, "open", "lease", source))
     }
 }
 
@@ -416,52 +612,39 @@ fn trim_ascii_end(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-/// Replace `path` with `content` so that a crash leaves either the old file or the new one:
-/// write a temporary file beside it, fsync it, rename it over, fsync the directory.
-pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?
-        .to_string_lossy();
-    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        write_new(&temp, content)?;
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-fn write_new(path: &Path, content: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(content)?;
-    file.sync_all()
-}
-
-/// fsync a directory, so a rename or a new entry in it survives a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl StateStore for FileStore {
     fn create_job(&self, meta: &JobMeta, spec_bytes: &[u8]) -> Result<JobLease, StateError> {
-        let jobs = self.jobs_dir();
-        fs::create_dir_all(&jobs).map_err(io_error("create", &jobs))?;
+        let jobs_path = self.jobs_dir();
+        let jobs = self
+            .root
+            .create_dir_all(Path::new("jobs"))
+            .map_err(io_error("create", &jobs_path))?;
         // Build the job in a hidden directory and rename it into place, so no reader ever sees
         // a job without its spec and metadata.
-        let staging = jobs.join(format!(".new-{}", meta.job_id.simple()));
+        let staging_name = format!(".new-{}", meta.job_id.simple());
+        let staging_path = jobs.join(&staging_name);
+        let staging = jobs
+            .create_dir(&staging_name)
+            .map_err(io_error("create", &staging_path))?;
         let result = (|| {
-            fs::create_dir(&staging).map_err(io_error("create", &staging))?;
-            fs::create_dir(staging.join("logs")).map_err(io_error("create", &staging))?;
+            // The lease first: a staging directory with a free lease is a dead submission's,
+            // and `mc gc` removes it.
             let lease_path = staging.join("lease");
-            let lease = File::create(&lease_path).map_err(io_error("create", &lease_path))?;
+            let lease = staging
+                .open("lease", Access::CreateNew)
+                .map_err(io_error("create", &lease_path))?;
             lease.lock().map_err(io_error("lock", &lease_path))?;
+            // `mc gc` may have taken the directory for dead between its creation and the lock.
+            if rustix::fs::fstat(&lease).map_or(true, |stat| stat.st_nlink == 0) {
+                return Err(StateError::Io {
+                    action: "lock",
+                    path: lease_path,
+                    source: io::Error::other("the staging directory was removed meanwhile"),
+                });
+            }
+            staging
+                .create_dir("logs")
+                .map_err(io_error("create", &staging.join("logs")))?;
             for (name, content) in [
                 (meta.spec_file.as_str(), spec_bytes.to_vec()),
                 (
@@ -473,24 +656,31 @@ impl StateStore for FileStore {
             ] {
                 // The staging directory is invisible until renamed, so its files need no
                 // rename of their own: written, fsynced, then the directory is fsynced once.
-                let path = staging.join(name);
-                write_new(&path, &content).map_err(io_error("write", &path))?;
+                staging
+                    .write_new(name, &content)
+                    .map_err(io_error("write", &staging.join(name)))?;
             }
-            sync_dir(&staging).map_err(io_error("sync", &staging))?;
-            let target = self.job_dir(meta.job_id);
-            fs::rename(&staging, &target).map_err(io_error("rename", &target))?;
-            sync_dir(&jobs).map_err(io_error("sync", &jobs))?;
+            staging.sync().map_err(io_error("sync", &staging_path))?;
+            let target = meta.job_id.hyphenated().to_string();
+            jobs.rename(&staging_name, &jobs, &target)
+                .map_err(io_error("rename", &jobs.join(&target)))?;
+            jobs.sync().map_err(io_error("sync", &jobs_path))?;
             Ok(JobLease { _file: lease })
         })();
         if result.is_err() {
-            let _ = fs::remove_dir_all(&staging);
+            let _ = jobs.remove_dir_all(&staging_name);
         }
         result
     }
 
-    fn append_transition(&self, job_id: JobId, transition: &Transition) -> Result<(), StateError> {
-        let _lock = self.lock_state(job_id)?;
-        let (bytes, history) = self.read_array::<Transition>(job_id, "state.json")?;
+    fn append_transition(
+        &self,
+        job_id: JobId,
+        transition: &Transition,
+    ) -> Result<HistoryDigests, StateError> {
+        let dir = self.open_job(job_id)?;
+        let _lock = self.lock_state(&dir)?;
+        let (bytes, history) = self.read_array::<Transition>(job_id, &dir, "state.json")?;
         let legal = match history.last() {
             None => transition.state.can_start(),
             Some(last) => last.state.can_transition_to(transition.state),
@@ -504,27 +694,33 @@ impl StateStore for FileStore {
                 to: transition.state,
             });
         }
-        let path = self.job_dir(job_id).join("state.json");
-        self.append_to_array(&path, &bytes, transition)
+        let state = self.append_to_array(&dir, "state.json", &bytes, transition)?;
+        let steps = self.read_bytes(job_id, &dir, "steps.json")?;
+        Self::digests(&dir, &state, &steps)
     }
 
-    fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<(), StateError> {
-        let _lock = self.lock_state(job_id)?;
-        let (bytes, _) = self.read_array::<serde_json::Value>(job_id, "steps.json")?;
-        let path = self.job_dir(job_id).join("steps.json");
-        self.append_to_array(&path, &bytes, step)
+    fn append_step(
+        &self,
+        job_id: JobId,
+        step: &StepRecord,
+    ) -> Result<HistoryDigests, StateError> {
+        let dir = self.open_job(job_id)?;
+        let _lock = self.lock_state(&dir)?;
+        let (bytes, _) = self.read_array::<serde_json::Value>(job_id, &dir, "steps.json")?;
+        let steps = self.append_to_array(&dir, "steps.json", &bytes, step)?;
+        let state = self.read_bytes(job_id, &dir, "state.json")?;
+        Self::digests(&dir, &state, &steps)
     }
 
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
-        let meta_path = self.job_dir(job_id).join("job.json");
-        let meta_bytes = fs::read(&meta_path)
-            .map_err(|source| self.missing_or(job_id, "read", &meta_path, source))?;
+        let dir = self.open_job(job_id)?;
+        let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
         let meta = serde_json::from_slice(&meta_bytes).map_err(|error| StateError::Corrupt {
-            path: meta_path,
+            path: dir.join("job.json"),
             message: error.to_string(),
         })?;
-        let (_, transitions) = self.read_array(job_id, "state.json")?;
-        let (_, steps) = self.read_array(job_id, "steps.json")?;
+        let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
+        let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
         Ok(JobRecord {
             meta,
             transitions,
@@ -532,16 +728,27 @@ impl StateStore for FileStore {
         })
     }
 
+    fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError> {
+        let dir = self.open_job(job_id)?;
+        let _lock = self.lock_state(&dir)?;
+        Ok(HistoryBytes {
+            state: self.read_bytes(job_id, &dir, "state.json")?,
+            steps: self.read_bytes(job_id, &dir, "steps.json")?,
+        })
+    }
+
     fn list(&self) -> Result<Vec<JobId>, StateError> {
         let jobs = self.jobs_dir();
-        let entries = match fs::read_dir(&jobs) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        let dir = match self.root.open_dir(Path::new("jobs")) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(Vec::new()),
             Err(error) => return Err(io_error("read", &jobs)(error)),
         };
-        let mut ids: Vec<JobId> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok())
+        let mut ids: Vec<JobId> = dir
+            .entries()
+            .map_err(io_error("read", &jobs))?
+            .into_iter()
+            .filter_map(|(name, _)| JobId::try_parse(&name.to_string_lossy()).ok())
             .collect();
         // Version 7 ids sort by creation time, so newest first is a reverse sort.
         ids.sort_unstable_by(|a, b| b.cmp(a));
@@ -549,26 +756,97 @@ impl StateStore for FileStore {
     }
 
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
-        let path = self.job_dir(job_id).join("lease");
-        let file =
-            File::open(&path).map_err(|source| self.missing_or(job_id, "open", &path, source))?;
+        let file = self.lease_of(job_id)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
-            Err(fs::TryLockError::Error(error)) => Err(io_error("lock", &path)(error)),
+            Err(fs::TryLockError::Error(error)) => {
+                Err(io_error("lock", &self.job_dir(job_id).join("lease"))(error))
+            }
         }
+    }
+
+    fn try_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
+        let file = self.lease_of(job_id)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(JobLease { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(error)) => {
+                Err(io_error("lock", &self.job_dir(job_id).join("lease"))(error))
+            }
+        }
+    }
+
+    fn remove_dead_staging(&self) -> Result<Vec<String>, StateError> {
+        let jobs_path = self.jobs_dir();
+        let jobs = match self.root.open_dir(Path::new("jobs")) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(Vec::new()),
+            Err(error) => return Err(io_error("read", &jobs_path)(error)),
+        };
+        let mut removed = Vec::new();
+        for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
+            let name = name.to_string_lossy().into_owned();
+            let Some(job_id) = name
+                .strip_prefix(".new-")
+                .and_then(|id| JobId::try_parse(id).ok())
+            else {
+                continue;
+            };
+            let path = jobs.join(&name);
+            let staging = match jobs.subdir(&name) {
+                Ok(Some(staging)) => staging,
+                Ok(None) => continue,
+                Err(error) => return Err(io_error("open", &path)(error)),
+            };
+            // Held until the directory is gone, so its `mc` (were it alive after all) cannot
+            // lock it meanwhile and go on in a removed directory unawares.
+            let _lease = match staging.open("lease", Access::Read) {
+                Ok(lease) => match lease.try_lock() {
+                    Ok(()) => Some(lease),
+                    Err(fs::TryLockError::WouldBlock) => continue,
+                    Err(fs::TryLockError::Error(error)) => {
+                        return Err(io_error("lock", &staging.join("lease"))(error));
+                    }
+                },
+                // No lease yet: dead only if its `mc` had plenty of time to create one.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    if !job_id_older_than(job_id, STAGING_GRACE) {
+                        continue;
+                    }
+                    None
+                }
+                Err(error) => return Err(io_error("open", &staging.join("lease"))(error)),
+            };
+            jobs.remove_dir_all(&name)
+                .map_err(io_error("remove", &path))?;
+            removed.push(format!(
+                "removed the staging directory {} of a submission that died",
+                path.display()
+            ));
+        }
+        if !removed.is_empty() {
+            jobs.sync().map_err(io_error("sync", &jobs_path))?;
+        }
+        Ok(removed)
     }
 
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError> {
         let path = self.step_log_path(job_id, step);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| self.missing_or(job_id, "create", &path, source))?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(io_error("sync", dir))?;
-        }
+        let logs_path = self.job_dir(job_id).join("logs");
+        let logs = self
+            .open_job(job_id)?
+            .subdir("logs")
+            .map_err(io_error("open", &logs_path))?
+            .ok_or_else(|| StateError::Io {
+                action: "open",
+                path: logs_path.clone(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })?;
+        let file = logs
+            .open(&format!("{step}.log"), Access::CreateNew)
+            .map_err(io_error("create", &path))?;
+        logs.sync().map_err(io_error("sync", &logs_path))?;
         Ok(file)
     }
 
@@ -578,6 +856,17 @@ impl StateStore for FileStore {
             .join("logs")
             .join(format!("{step}.log"))
     }
+}
+
+/// Whether the time in a version 7 id is more than `age` ago (ids without a time are old).
+fn job_id_older_than(job_id: JobId, age: std::time::Duration) -> bool {
+    let Some((seconds, nanos)) = job_id.get_timestamp().map(|t| t.to_unix()) else {
+        return true;
+    };
+    let created = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos);
+    std::time::SystemTime::now()
+        .duration_since(created)
+        .is_ok_and(|elapsed| elapsed > age)
 }
 
 #[cfg(test)]
