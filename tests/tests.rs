@@ -12,6 +12,7 @@ mod docker;
 mod hostile;
 mod plugins;
 mod policies;
+mod records;
 mod sandbox;
 mod state;
 mod steps;

@@ -333,6 +333,27 @@ impl Dir {
         rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(io::Error::from)
     }
 
+    /// Take an exclusive `flock` on this directory, waiting for it (held as long as this
+    /// handle lives).
+    pub fn lock(&self) -> io::Result<()> {
+        rustix::fs::flock(&self.fd, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+    }
+
+    /// Take an exclusive `flock` on this directory if nobody holds one.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match rustix::fs::flock(&self.fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// Whether this directory was removed since it was opened.
+    pub fn is_removed(&self) -> io::Result<bool> {
+        Ok(rustix::fs::fstat(&self.fd)?.st_nlink == 0)
+    }
+
     /// fsync this directory, so a rename or a new entry in it survives a crash.
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd).map_err(io::Error::from)

@@ -399,6 +399,15 @@ impl JobRun<'_> {
                     .map(|()| self.report(state, policies, Vec::new(), failure))
             }
         };
+        // The store or the audit log failed mid-job (a planted link refused, a full disk):
+        // record the job FAILED with the reason if that can still be written, rather than
+        // leave it for `mc gc`.
+        if let Err(error @ (RunError::State(_) | RunError::Audit(_))) = &result {
+            let _ = self.record(
+                JobState::Failed,
+                json!({ "reason": "state", "error": error.to_string() }),
+            );
+        }
         // Every executor that was prepared (or tried to be) releases its resources, on every
         // path: containers and plugin processes must not outlive the job.
         for (executor, _) in groups.iter().rev() {
@@ -771,8 +780,10 @@ pub async fn collect_garbage(
             }
         }
         if !record.state().is_terminal() {
-            settle(store.as_ref(), audit, &record)?;
-            report.abandoned_jobs.push(job_id);
+            match settle(store.as_ref(), audit, &record) {
+                Ok(()) => report.abandoned_jobs.push(job_id),
+                Err(error) => report.errors.push(format!("job {job_id}: {error}")),
+            }
             leases.push(lease);
         }
     }

@@ -427,10 +427,6 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Stat
     }
 }
 
-/// How long a staging directory without a lease may exist before `mc gc` takes it for dead:
-/// its `mc` creates the lease right after the directory.
-const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl FileStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -623,25 +619,24 @@ impl StateStore for FileStore {
         // a job without its spec and metadata.
         let staging_name = format!(".new-{}", meta.job_id.simple());
         let staging_path = jobs.join(&staging_name);
-        let staging = jobs
-            .create_dir(&staging_name)
-            .map_err(io_error("create", &staging_path))?;
+        // The staging directory is flock-ed by its `mc` until it is renamed into place: one
+        // nobody holds is a dead submission's, and `mc gc` removes it. `mc gc` may take one
+        // for dead between its creation and the lock: then it is gone, and made again.
+        let staging = loop {
+            let staging = jobs
+                .create_dir(&staging_name)
+                .map_err(io_error("create", &staging_path))?;
+            staging.lock().map_err(io_error("lock", &staging_path))?;
+            if !staging.is_removed().map_err(io_error("lock", &staging_path))? {
+                break staging;
+            }
+        };
         let result = (|| {
-            // The lease first: a staging directory with a free lease is a dead submission's,
-            // and `mc gc` removes it.
             let lease_path = staging.join("lease");
             let lease = staging
                 .open("lease", Access::CreateNew)
                 .map_err(io_error("create", &lease_path))?;
             lease.lock().map_err(io_error("lock", &lease_path))?;
-            // `mc gc` may have taken the directory for dead between its creation and the lock.
-            if rustix::fs::fstat(&lease).map_or(true, |stat| stat.st_nlink == 0) {
-                return Err(StateError::Io {
-                    action: "lock",
-                    path: lease_path,
-                    source: io::Error::other("the staging directory was removed meanwhile"),
-                });
-            }
             staging
                 .create_dir("logs")
                 .map_err(io_error("create", &staging.join("logs")))?;
@@ -787,37 +782,23 @@ impl StateStore for FileStore {
         let mut removed = Vec::new();
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
             let name = name.to_string_lossy().into_owned();
-            let Some(job_id) = name
+            if !name
                 .strip_prefix(".new-")
-                .and_then(|id| JobId::try_parse(id).ok())
-            else {
+                .is_some_and(|id| JobId::try_parse(id).is_ok())
+            {
                 continue;
-            };
+            }
             let path = jobs.join(&name);
             let staging = match jobs.subdir(&name) {
                 Ok(Some(staging)) => staging,
                 Ok(None) => continue,
                 Err(error) => return Err(io_error("open", &path)(error)),
             };
-            // Held until the directory is gone, so its `mc` (were it alive after all) cannot
-            // lock it meanwhile and go on in a removed directory unawares.
-            let _lease = match staging.open("lease", Access::Read) {
-                Ok(lease) => match lease.try_lock() {
-                    Ok(()) => Some(lease),
-                    Err(fs::TryLockError::WouldBlock) => continue,
-                    Err(fs::TryLockError::Error(error)) => {
-                        return Err(io_error("lock", &staging.join("lease"))(error));
-                    }
-                },
-                // No lease yet: dead only if its `mc` had plenty of time to create one.
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    if !job_id_older_than(job_id, STAGING_GRACE) {
-                        continue;
-                    }
-                    None
-                }
-                Err(error) => return Err(io_error("open", &staging.join("lease"))(error)),
-            };
+            // Held until the directory is gone: its `mc`, were it alive after all, notices
+            // the removal once it gets the lock and starts again.
+            if !staging.try_lock().map_err(io_error("lock", &path))? {
+                continue;
+            }
             jobs.remove_dir_all(&name)
                 .map_err(io_error("remove", &path))?;
             removed.push(format!(
@@ -856,17 +837,6 @@ impl StateStore for FileStore {
             .join("logs")
             .join(format!("{step}.log"))
     }
-}
-
-/// Whether the time in a version 7 id is more than `age` ago (ids without a time are old).
-fn job_id_older_than(job_id: JobId, age: std::time::Duration) -> bool {
-    let Some((seconds, nanos)) = job_id.get_timestamp().map(|t| t.to_unix()) else {
-        return true;
-    };
-    let created = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos);
-    std::time::SystemTime::now()
-        .duration_since(created)
-        .is_ok_and(|elapsed| elapsed > age)
 }
 
 #[cfg(test)]

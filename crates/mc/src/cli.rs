@@ -39,6 +39,24 @@ pub(crate) enum Command {
     /// Executor plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// The audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Walk the audit log's hash chain and check every job's history against it; prints the
+    /// head hash when intact (exit 0), the first tampered record otherwise (exit 1)
+    Verify {
+        /// A head hash printed by an earlier verification and kept elsewhere: the log must
+        /// still contain it
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,10 +26,16 @@ pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
             for job_id in &report.abandoned_jobs {
                 text.push_str(&format!("job {job_id}: abandoned, recorded FAILED\n"));
             }
-            for removed in &report.removed {
-                text.push_str(&format!("removed {removed}\n"));
+            for recovered in &report.recovered {
+                text.push_str(&format!("{recovered}\n"));
             }
-            if report.abandoned_jobs.is_empty() && report.removed.is_empty() {
+            for removed in &report.removed {
+                match removed.strip_prefix("removed ") {
+                    Some(rest) => text.push_str(&format!("removed {rest}\n")),
+                    None => text.push_str(&format!("removed {removed}\n")),
+                }
+            }
+            if report.is_empty() {
                 text.push_str("nothing to collect\n");
             }
             printer::out(&text);

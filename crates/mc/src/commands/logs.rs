@@ -19,10 +19,7 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
     let job_id = super::parse_job_id(&args.job_id)?;
     let record = store.load(job_id)?;
     // The stored spec is the authority on which steps exist and in what order.
-    let spec_path = store.job_dir(job_id).join(&record.meta.spec_file);
-    let spec_bytes = std::fs::read(&spec_path).map_err(|error| {
-        Failure::system(format!("cannot read {}: {error}", spec_path.display()))
-    })?;
+    let spec_bytes = store.read_spec(job_id, &record.meta.spec_file)?;
     let spec = parse(
         &spec_bytes,
         SpecFormat::from_file_name(&record.meta.spec_file),
@@ -74,12 +71,9 @@ fn print_file(
     step: &str,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
-    match File::open(store.step_log_path(job_id, step)) {
-        Ok(mut file) => copy_out(&mut file, stdout).map(|()| true),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(Failure::system(format!(
-            "cannot read the log of step {step:?}: {error}"
-        ))),
+    match store.open_step_log(job_id, step)? {
+        Some(mut file) => copy_out(&mut file, stdout).map(|()| true),
+        None => Ok(false),
     }
 }
 
@@ -91,21 +85,15 @@ fn follow_step(
     step: &str,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
-    let path = store.step_log_path(job_id, step);
-    let mut file = loop {
-        match File::open(&path) {
-            Ok(file) => break file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+    let mut file: File = loop {
+        match store.open_step_log(job_id, step)? {
+            Some(file) => break file,
+            None => {
                 let record = store.load(job_id)?;
                 if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
                     return Ok(false);
                 }
                 std::thread::sleep(POLL);
-            }
-            Err(error) => {
-                return Err(Failure::system(format!(
-                    "cannot read the log of step {step:?}: {error}"
-                )));
             }
         }
     };

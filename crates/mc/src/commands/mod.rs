@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses nothing and decides nothing, it calls the library.
 
+mod audit;
 mod gc;
 mod logs;
 mod plugins;
@@ -32,6 +33,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
+        Command::Audit(command) => audit::run(&cli.global, command),
     }
 }
 
