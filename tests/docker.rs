@@ -682,3 +682,33 @@ fn docker_step_after_a_local_step_runs_the_image_that_step_tagged() {
     assert_eq!(log_lines(&env.step_log(id, "use"), "out"), ["tagged"]);
     assert_containers_go(id);
 }
+
+#[test]
+fn docker_kills_of_mc_submit_at_random_points_leave_no_container_after_one_gc() {
+    let env = docker_env();
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "killed-early",
+            "  - name: a\n    run: echo one\n  - name: b\n    run: sleep 5\n",
+        ),
+    );
+    let mut spread = crate::records::Spread::new(0xd0c4_e125);
+    for _ in 0..10 {
+        let mut child = spawn_submit(&env, &file, &[]);
+        std::thread::sleep(Duration::from_millis(10 + spread.below(140)));
+        send_signal(child.id(), Signal::KILL);
+        child.wait().unwrap();
+        // At once, as an operator's script would: the engine may still be creating a
+        // container the killed `mc` asked for.
+        crate::records::assert_one_gc_settles_everything(&env);
+        for job_id in env.job_ids() {
+            assert_no_containers(&job_id);
+        }
+    }
+    // Nothing lands later either.
+    std::thread::sleep(Duration::from_secs(2));
+    for job_id in env.job_ids() {
+        assert_no_containers(&job_id);
+    }
+}

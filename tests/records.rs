@@ -51,7 +51,10 @@ fn the_state_root_is_private_whatever_the_umask() {
         let env = Env::new();
         let file = env.write(
             "j.yaml",
-            &bare_job_yaml("p", "  - name: a\n    run: echo one\n  - name: b\n    run: exit 3\n"),
+            &bare_job_yaml(
+                "p",
+                "  - name: a\n    run: echo one\n  - name: b\n    run: exit 3\n",
+            ),
         );
         let output = mc_with_umask(&env, umask, &["submit", file.to_str().unwrap(), "--quiet"]);
         assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
@@ -61,7 +64,12 @@ fn the_state_root_is_private_whatever_the_umask() {
         assert!(all.len() > 10, "{all:?}");
         for (path, mode) in all {
             let wanted = if path.is_dir() { 0o700 } else { 0o600 };
-            assert_eq!(mode, wanted, "umask {umask}: {} is {mode:o}", path.display());
+            assert_eq!(
+                mode,
+                wanted,
+                "umask {umask}: {} is {mode:o}",
+                path.display()
+            );
         }
     }
 }
@@ -88,7 +96,10 @@ fn assert_refused(output: &Output, link: &Path) {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.contains(&format!("refusing to follow the symbolic link {}", link.display())),
+        stderr.contains(&format!(
+            "refusing to follow the symbolic link {}",
+            link.display()
+        )),
         "the error must name {}: {stderr}",
         link.display()
     );
@@ -99,7 +110,10 @@ fn assert_refused(output: &Output, link: &Path) {
 fn a_planted_audit_log_or_jobs_link_is_refused_never_followed() {
     let env = Env::new();
     let (dir, target) = outside(&env);
-    let file = env.write("j.yaml", &bare_job_yaml("l", "  - name: a\n    run: echo one\n"));
+    let file = env.write(
+        "j.yaml",
+        &bare_job_yaml("l", "  - name: a\n    run: echo one\n"),
+    );
     std::fs::create_dir_all(&env.state).unwrap();
     symlink(&target, env.state.join("audit.log")).unwrap();
     let output = env.run(&["submit", file.to_str().unwrap(), "--quiet"]);
@@ -137,7 +151,10 @@ fn plant_mid_run(env: &Env, plant: impl FnOnce(&Path)) -> (Output, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_for_file(&env.path().join("ready"), 20), "the step never started");
+    assert!(
+        wait_for_file(&env.path().join("ready"), 20),
+        "the step never started"
+    );
     let job_id = env.job_ids()[0].clone();
     plant(&env.state.join("jobs").join(&job_id));
     std::fs::write(env.path().join("go"), "").unwrap();
@@ -169,7 +186,12 @@ fn a_log_file_link_is_refused_never_followed() {
     let (output, job_id) = plant_mid_run(&env, |job| {
         symlink(&target, job.join("logs").join("b.log")).unwrap();
     });
-    let link = env.state.join("jobs").join(&job_id).join("logs").join("b.log");
+    let link = env
+        .state
+        .join("jobs")
+        .join(&job_id)
+        .join("logs")
+        .join("b.log");
     assert_refused(&output, &link);
     assert_untouched(&dir, &target);
     assert_refused(&env.run(&["logs", &job_id]), &link);
@@ -199,7 +221,10 @@ fn the_state_root_may_be_reached_through_a_symlinked_parent() {
     let env = Env::new();
     std::fs::create_dir_all(env.path().join("real")).unwrap();
     symlink(env.path().join("real"), env.path().join("via")).unwrap();
-    let file = env.write("j.yaml", &bare_job_yaml("v", "  - name: a\n    run: echo one\n"));
+    let file = env.write(
+        "j.yaml",
+        &bare_job_yaml("v", "  - name: a\n    run: echo one\n"),
+    );
     let output = env
         .mc()
         .env("MAESTRO_HOME", env.path().join("via/state"))
@@ -225,7 +250,10 @@ fn verify(env: &Env, extra: &[&str]) -> (Option<i32>, String, String) {
 fn submit_some(env: &Env, count: usize) -> Vec<String> {
     let file = env.write(
         "j.yaml",
-        &bare_job_yaml("a", "  - name: a\n    run: echo one\n  - name: b\n    run: echo two\n"),
+        &bare_job_yaml(
+            "a",
+            "  - name: a\n    run: echo one\n  - name: b\n    run: echo two\n",
+        ),
     );
     for _ in 0..count {
         let output = env.run(&["submit", file.to_str().unwrap(), "--quiet"]);
@@ -280,7 +308,10 @@ fn audit_verify_finds_each_tampering_at_its_line() {
     write_lines(&env, &reordered);
     let (code, stdout, _) = verify(&env, &[]);
     assert_eq!(code, Some(1));
-    assert!(stdout.contains("line 5: records are out of order"), "{stdout}");
+    assert!(
+        stdout.contains("line 5: records are out of order"),
+        "{stdout}"
+    );
 
     let mut truncated = original.join("\n");
     truncated.truncate(truncated.len() - 20);
@@ -288,7 +319,10 @@ fn audit_verify_finds_each_tampering_at_its_line() {
     let (code, stdout, _) = verify(&env, &[]);
     assert_eq!(code, Some(1));
     assert!(
-        stdout.contains(&format!("line {}: the last record is cut short", original.len())),
+        stdout.contains(&format!(
+            "line {}: the last record is cut short",
+            original.len()
+        )),
         "{stdout}"
     );
 
@@ -325,7 +359,10 @@ fn an_anchored_head_catches_a_whole_rewrite_from_the_tampered_point() {
     assert!(!stdout.contains("tampered: line"), "{stdout}");
     let (code, stdout, _) = verify(&env, &["--expect-head", &head]);
     assert_eq!(code, Some(1));
-    assert!(stdout.contains(&format!("the anchored head {head} is not a record")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("the anchored head {head} is not a record")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -359,7 +396,10 @@ fn the_chain_holds_under_many_concurrent_submits() {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &bare_job_yaml("c", "  - name: a\n    run: echo one\n  - name: b\n    run: exit 2\n"),
+        &bare_job_yaml(
+            "c",
+            "  - name: a\n    run: echo one\n  - name: b\n    run: exit 2\n",
+        ),
     );
     let children: Vec<_> = (0..24)
         .map(|_| {
@@ -439,7 +479,11 @@ pub fn assert_one_gc_settles_everything(env: &Env) {
     assert_eq!(unsettled(env), Vec::<Value>::new());
     assert_eq!(staging_dirs(env), Vec::<String>::new());
     let (code, stdout, stderr) = verify(env, &[]);
-    assert_eq!(code, Some(0), "audit and histories disagree after gc: {stdout}{stderr}");
+    assert_eq!(
+        code,
+        Some(0),
+        "audit and histories disagree after gc: {stdout}{stderr}"
+    );
     let ids = env.job_ids();
     // A killed sandboxed step's namespace dies with its shim, within moments.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -407,7 +407,9 @@ pub fn verify_chain(bytes: &[u8], expect_head: Option<&str>) -> Verification {
             verification.problem = problem(
                 number,
                 Tampering::Edited,
-                format!("line {number}: the record has no sequence number (edited, or written before the log was chained)"),
+                format!(
+                    "line {number}: the record has no sequence number (edited, or written before the log was chained)"
+                ),
             );
             break;
         };
@@ -423,7 +425,10 @@ pub fn verify_chain(bytes: &[u8], expect_head: Option<&str>) -> Verification {
                 problem(
                     number,
                     Tampering::Removed,
-                    format!("line {number}: records 0 to {} were removed from the start of the log", seq - 1),
+                    format!(
+                        "line {number}: records 0 to {} were removed from the start of the log",
+                        seq - 1
+                    ),
                 )
             } else {
                 problem(
@@ -449,13 +454,17 @@ pub fn verify_chain(bytes: &[u8], expect_head: Option<&str>) -> Verification {
             problem(
                 edited,
                 Tampering::Edited,
-                format!("line {edited}: the record was edited (line {number} recorded another hash for it)"),
+                format!(
+                    "line {edited}: the record was edited (line {number} recorded another hash for it)"
+                ),
             )
         } else if seq < expected || found_later(expected) {
             problem(
                 number,
                 Tampering::Reordered,
-                format!("line {number}: records are out of order (record {seq} where record {expected} belongs)"),
+                format!(
+                    "line {number}: records are out of order (record {seq} where record {expected} belongs)"
+                ),
             )
         } else {
             problem(
@@ -623,9 +632,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::new(dir.path());
         let trace = TraceId::parse("t").unwrap();
-        let record = |event: &str| {
-            AuditRecord::new(None, &trace, None, event, serde_json::Value::Null)
-        };
+        let record =
+            |event: &str| AuditRecord::new(None, &trace, None, event, serde_json::Value::Null);
         log.append(&record("before")).unwrap();
         let mut file = OpenOptions::new().append(true).open(log.path()).unwrap();
         file.write_all(b"{\"at\":\"torn").unwrap();
@@ -773,7 +781,10 @@ mod chain_tests {
             .unwrap();
         }
         let forged = std::fs::read(log.path()).unwrap();
-        assert!(verify_chain(&forged, None).intact(), "the chain alone cannot tell");
+        assert!(
+            verify_chain(&forged, None).intact(),
+            "the chain alone cannot tell"
+        );
         let problem = verify_chain(&forged, Some(&head)).problem.unwrap();
         assert_eq!(problem.kind, Tampering::HeadMismatch);
         drop(dir);

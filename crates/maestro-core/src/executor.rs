@@ -364,6 +364,15 @@ pub trait Executor: Send + Sync {
     ) -> Result<Vec<String>, ExecutorError> {
         Ok(Vec::new())
     }
+
+    /// Settle what the dead `mc` of `job_id` may have left in flight with this executor's
+    /// backend (a container creation the engine completes after `mc` died), so that
+    /// [`collect_garbage`](Executor::collect_garbage), which `mc gc` calls next, sees it or
+    /// it never comes to be. `mc gc` calls it for every job whose lease it holds, i.e. that no
+    /// live `mc` drives, and holds the lease meanwhile; what was removed, one line each.
+    async fn settle_job(&self, _job_id: JobId) -> Result<Vec<String>, ExecutorError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Finds executors for runtime names the registry has not been given, such as plugins.

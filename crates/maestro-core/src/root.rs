@@ -342,7 +342,10 @@ impl Dir {
 
     /// Take an exclusive `flock` on this directory if nobody holds one.
     pub fn try_lock(&self) -> io::Result<bool> {
-        match rustix::fs::flock(&self.fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        match rustix::fs::flock(
+            &self.fd,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
             Ok(()) => Ok(true),
             Err(Errno::WOULDBLOCK) => Ok(false),
             Err(errno) => Err(errno.into()),
@@ -373,11 +376,12 @@ impl Dir {
             let is_dir = match entry.file_type() {
                 rustix::fs::FileType::Directory => true,
                 rustix::fs::FileType::Unknown => {
-                    rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                        .is_ok_and(|stat| {
+                    rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                        |stat| {
                             rustix::fs::FileType::from_raw_mode(stat.st_mode)
                                 == rustix::fs::FileType::Directory
-                        })
+                        },
+                    )
                 }
                 _ => false,
             };

@@ -784,6 +784,15 @@ pub async fn collect_garbage(
                 Ok(()) => report.abandoned_jobs.push(job_id),
                 Err(error) => report.errors.push(format!("job {job_id}: {error}")),
             }
+        }
+        // Terminal or not: its `mc` may have died in `finish` with a request in flight.
+        for executor in executors {
+            match executor.settle_job(job_id).await {
+                Ok(removed) => report.removed.extend(removed),
+                Err(error) => report.errors.push(format!("job {job_id}: {error}")),
+            }
+        }
+        if !record.state().is_terminal() {
             leases.push(lease);
         }
     }
@@ -875,11 +884,12 @@ fn unaudited(
     if current == recorded {
         return Ok(Vec::new());
     }
-    let (Some(states), Some(steps)) = (
-        array_entries(&history.state),
-        array_entries(&history.steps),
-    ) else {
-        return Err(format!("job {job_id}: its history is not as Maestro writes it"));
+    let (Some(states), Some(steps)) =
+        (array_entries(&history.state), array_entries(&history.steps))
+    else {
+        return Err(format!(
+            "job {job_id}: its history is not as Maestro writes it"
+        ));
     };
     if prefix_matches(&history.state, &recorded.state).is_none()
         || prefix_matches(&history.steps, &recorded.steps).is_none()
@@ -946,10 +956,7 @@ fn describe_recovered(record: &AuditRecord) -> String {
             "transition {}",
             record.details["state"].as_str().unwrap_or("?")
         ),
-        "step.finished" => format!(
-            "step {:?}",
-            record.details["name"].as_str().unwrap_or("?")
-        ),
+        "step.finished" => format!("step {:?}", record.details["name"].as_str().unwrap_or("?")),
         other => other.to_owned(),
     }
 }

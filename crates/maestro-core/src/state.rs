@@ -385,8 +385,7 @@ pub trait StateStore: Send + Sync {
         transition: &Transition,
     ) -> Result<HistoryDigests, StateError>;
     /// Append a step result; the history's digests after the write.
-    fn append_step(&self, job_id: JobId, step: &StepRecord)
-    -> Result<HistoryDigests, StateError>;
+    fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError>;
     /// Read one job.
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
     /// The exact bytes of a job's history files.
@@ -474,7 +473,8 @@ impl FileStore {
         let file = dir
             .open("state.lock", Access::WriteOrCreate)
             .map_err(io_error("open", &dir.join("state.lock")))?;
-        file.lock().map_err(io_error("lock", &dir.join("state.lock")))?;
+        file.lock()
+            .map_err(io_error("lock", &dir.join("state.lock")))?;
         Ok(file)
     }
 
@@ -486,9 +486,7 @@ impl FileStore {
         name: &str,
         source: io::Error,
     ) -> StateError {
-        if source.kind() == io::ErrorKind::NotFound
-            && dir.open("job.json", Access::Read).is_err()
-        {
+        if source.kind() == io::ErrorKind::NotFound && dir.open("job.json", Access::Read).is_err() {
             StateError::NotFound {
                 job_id,
                 root: self.root().to_path_buf(),
@@ -554,11 +552,7 @@ impl FileStore {
         Ok((bytes, entries))
     }
 
-    fn digests(
-        dir: &Dir,
-        state: &[u8],
-        steps: &[u8],
-    ) -> Result<HistoryDigests, StateError> {
+    fn digests(dir: &Dir, state: &[u8], steps: &[u8]) -> Result<HistoryDigests, StateError> {
         HistoryBytes {
             state: state.to_vec(),
             steps: steps.to_vec(),
@@ -590,6 +584,27 @@ impl FileStore {
             Ok(file) => Ok(Some(file)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error("open", &path)(error)),
+        }
+    }
+
+    /// Append `line` to the job's note `name` (a plain file name), creating it. Not fsynced:
+    /// a note only has to outlive the process that wrote it (an executor noting a request it
+    /// is about to make, for `mc gc`), which the page cache does.
+    pub fn append_note(&self, job_id: JobId, name: &str, line: &[u8]) -> Result<(), StateError> {
+        let dir = self.open_job(job_id)?;
+        let mut file = dir
+            .open(name, Access::AppendOrCreate)
+            .map_err(io_error("open", &dir.join(name)))?;
+        io::Write::write_all(&mut file, line).map_err(io_error("write", &dir.join(name)))
+    }
+
+    /// The job's note `name`, if it has one.
+    pub fn read_note(&self, job_id: JobId, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let dir = self.open_job(job_id)?;
+        match dir.read(name) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("read", &dir.join(name))(error)),
         }
     }
 
@@ -627,7 +642,10 @@ impl StateStore for FileStore {
                 .create_dir(&staging_name)
                 .map_err(io_error("create", &staging_path))?;
             staging.lock().map_err(io_error("lock", &staging_path))?;
-            if !staging.is_removed().map_err(io_error("lock", &staging_path))? {
+            if !staging
+                .is_removed()
+                .map_err(io_error("lock", &staging_path))?
+            {
                 break staging;
             }
         };
@@ -694,11 +712,7 @@ impl StateStore for FileStore {
         Self::digests(&dir, &state, &steps)
     }
 
-    fn append_step(
-        &self,
-        job_id: JobId,
-        step: &StepRecord,
-    ) -> Result<HistoryDigests, StateError> {
+    fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError> {
         let dir = self.open_job(job_id)?;
         let _lock = self.lock_state(&dir)?;
         let (bytes, _) = self.read_array::<serde_json::Value>(job_id, &dir, "steps.json")?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use bollard::models::{
     ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
 };
+use maestro_core::JobId;
 use maestro_core::executor::{ContainerSettings, StepRequest};
 use maestro_core::spec::Network;
 
@@ -270,6 +271,30 @@ pub(crate) fn labels(step: &StepRequest, step_label: &str) -> HashMap<String, St
         (LABEL_STEP.to_owned(), step_label.to_owned()),
         (LABEL_TRACE_ID.to_owned(), step.trace_id.to_string()),
     ])
+}
+
+/// The label value of a placeholder `mc gc` creates to hold a container name (see
+/// `Inner::settle_job`).
+pub(crate) const PLACEHOLDER_STEP_LABEL: &str = "gc-placeholder";
+
+/// A container that is never started, labelled as `job_id`'s: `mc gc` creates it to hold a
+/// name while a creation a killed `mc` asked for may still be under way.
+pub(crate) fn placeholder_container(job_id: JobId, image: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(vec!["true".to_owned()]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_JOB_ID.to_owned(), job_id.to_string()),
+            (LABEL_STEP.to_owned(), PLACEHOLDER_STEP_LABEL.to_owned()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_owned()),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
 }
 
 /// Limits, network, mounts and the things a container never gets (privileges, the engine's

@@ -137,6 +137,17 @@ pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Whether `error` is the engine refusing a creation because the name is taken.
+pub(crate) fn is_name_conflict(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
 /// Whether `error` is the engine refusing because a container is not running (or already
 /// being removed): harmless when we wanted it stopped or gone.
 pub(crate) fn is_conflict(error: &bollard::errors::Error) -> bool {

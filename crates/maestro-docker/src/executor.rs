@@ -16,6 +16,7 @@ use maestro_core::executor::{
     StepRequest, Teardown, TeardownMethod,
 };
 use maestro_core::spec::PullPolicy;
+use maestro_core::state::FileStore;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -88,6 +89,18 @@ impl DockerExecutor {
         Self::default()
     }
 
+    /// An executor for the engine at `DOCKER_HOST` (or the default socket) that notes each
+    /// container creation in the job's directory of `journal` before asking for it (see
+    /// [`Executor::settle_job`]).
+    pub fn with_journal(journal: FileStore) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                journal: Some(journal),
+                ..Inner::default()
+            }),
+        }
+    }
+
     /// An executor for the engine at `host` (`unix:///path/to/docker.sock` or
     /// `tcp://host:port`), whatever `DOCKER_HOST` says.
     pub fn with_host(host: impl Into<String>) -> Self {
@@ -106,6 +119,9 @@ type Created = Result<String, DockerError>;
 struct Inner {
     /// The engine's address, when not taken from `DOCKER_HOST`.
     host: Option<String>,
+    /// The state root whose jobs' notes record each container creation before it is asked
+    /// for, so that `mc gc` can settle those a killed `mc` left in flight.
+    journal: Option<FileStore>,
     /// The client, built once the engine answered and the API version was agreed.
     client: OnceCell<Docker>,
     jobs: Mutex<HashMap<JobId, Job>>,
@@ -285,7 +301,20 @@ impl Inner {
                 )
             }
         };
-        let id = engine::create_container(docker, &name, body, getting, &what).await?;
+        let image = body.image.clone().unwrap_or_default();
+        self.note(
+            step.job_id,
+            &Note::Create {
+                name: name.clone(),
+                image,
+            },
+        )?;
+        let created = engine::create_container(docker, &name, body, getting, &what).await;
+        if !created.as_ref().is_err_and(DockerError::is_ambiguous) {
+            // The engine answered: nothing more of this request can land.
+            self.note(step.job_id, &Note::Answered { name: name.clone() })?;
+        }
+        let id = created?;
         if !self.track(step.job_id, &id) {
             // The job was finished meanwhile: nobody will run or remove this container.
             let _ = engine::remove(docker, &id).await;
@@ -304,6 +333,66 @@ impl Inner {
             .await?;
         }
         Ok(id)
+    }
+
+    /// Note a creation about to be asked for, or answered, in the job's directory.
+    fn note(&self, job_id: JobId, note: &Note) -> Result<(), DockerError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_vec(note).unwrap_or_default();
+        line.push(b'\n');
+        journal
+            .append_note(job_id, JOURNAL, &line)
+            .map_err(|error| {
+                DockerError::Workspace(format!("cannot note a container creation: {error}"))
+            })
+    }
+
+    /// Make sure that no creation the dead `mc` of `job_id` asked for and got no answer to can
+    /// still produce a container: for each such name, take the name with a placeholder
+    /// container (never started) so that a creation still in flight fails on it, or remove
+    /// the container that landed meanwhile; then release the name. The engine reserves a
+    /// name when it begins a creation, so once the placeholder holds the name, a request the
+    /// dead `mc` sent cannot land any more: it was read by the engine before gc started and
+    /// has reached its name reservation within [`FENCE_HOLD`], or fails on the placeholder.
+    async fn settle_job(&self, job_id: JobId) -> Result<Vec<String>, DockerError> {
+        let Some(journal) = &self.journal else {
+            return Ok(Vec::new());
+        };
+        let notes = match journal.read_note(job_id, JOURNAL) {
+            Ok(Some(notes)) => notes,
+            Ok(None) => return Ok(Vec::new()),
+            Err(error) => return Err(DockerError::Workspace(error.to_string())),
+        };
+        let mut pending: Vec<(String, String)> = Vec::new();
+        for line in notes.split(|b| *b == b'\n') {
+            match serde_json::from_slice::<Note>(line) {
+                Ok(Note::Create { name, image }) => {
+                    pending.retain(|(known, _)| *known != name);
+                    pending.push((name, image));
+                }
+                Ok(Note::Answered { name }) => pending.retain(|(known, _)| *known != name),
+                Err(_) => {}
+            }
+        }
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docker = self.engine().await?;
+        let fences = pending
+            .iter()
+            .map(|(name, image)| fence(&docker, job_id, name, image));
+        let mut removed = Vec::new();
+        for (result, (name, _)) in futures::future::join_all(fences)
+            .await
+            .into_iter()
+            .zip(&pending)
+        {
+            removed.extend(result?);
+            self.note(job_id, &Note::Answered { name: name.clone() })?;
+        }
+        Ok(removed)
     }
 
     /// Remove `id` in the background; `finish` waits for it (and retries it if it failed).
@@ -666,6 +755,93 @@ impl Inner {
     }
 }
 
+/// The job's note of container creations: one JSON line before each request, one when the
+/// engine answered it.
+const JOURNAL: &str = "docker-creations";
+
+/// How long a placeholder holds a name: a creation the engine read before gc started reaches
+/// its name reservation well within it.
+const FENCE_HOLD: Duration = Duration::from_millis(300);
+
+/// How many times a name is contended for before gc gives up on it.
+const FENCE_ATTEMPTS: u32 = 100;
+
+/// A line of [`JOURNAL`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Note {
+    /// A creation is about to be asked for.
+    Create {
+        /// The container's name.
+        name: String,
+        /// Its image.
+        image: String,
+    },
+    /// The engine answered the creation of `name` (or gc settled it).
+    Answered {
+        /// The container's name.
+        name: String,
+    },
+}
+
+/// Take `name` with a placeholder, removing whatever holds it, then release it; the lines of
+/// what was removed.
+async fn fence(
+    docker: &Docker,
+    job_id: JobId,
+    name: &str,
+    image: &str,
+) -> Result<Vec<String>, DockerError> {
+    let mut removed = Vec::new();
+    for _ in 0..FENCE_ATTEMPTS {
+        let body = crate::config::placeholder_container(job_id, image);
+        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(name)
+            .build();
+        let action = || format!("hold the name {name} of a container of job {job_id}");
+        match call(
+            action,
+            CALL_TIMEOUT,
+            docker.create_container(Some(options), body),
+        )
+        .await
+        {
+            Ok(placeholder) => {
+                tokio::time::sleep(FENCE_HOLD).await;
+                engine::remove(docker, &placeholder.id).await?;
+                return Ok(removed);
+            }
+            // No such image: no creation from it can land now either.
+            Err(DockerError::Api { source, .. }) if crate::error::is_not_found(&source) => {
+                return Ok(removed);
+            }
+            // The name is taken: by the container the dead `mc` asked for (remove it), or by a
+            // creation still under way (the removal finds nothing yet; try again).
+            Err(DockerError::Api { source, .. }) if crate::error::is_name_conflict(&source) => {
+                match engine::inspect(docker, name, CALL_TIMEOUT).await {
+                    Ok(container) => {
+                        let id = container.id.unwrap_or_else(|| name.to_owned());
+                        engine::remove(docker, &id).await?;
+                        tracing::info!(%job_id, container = short(&id), "removed a container created after its mc died");
+                        removed.push(format!(
+                            "removed docker container {name} ({}) of job {job_id}, created after its mc died",
+                            short(&id)
+                        ));
+                    }
+                    Err(DockerError::Api { source, .. }) if crate::error::is_not_found(&source) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(DockerError::Workspace(format!(
+        "the name {name} of a container of job {job_id} kept being taken; run mc gc again"
+    )))
+}
+
 /// Remove the containers `ids` of `job_id`, all at once, logging what could not be removed.
 async fn remove_all<'a>(docker: &Docker, job_id: JobId, ids: impl IntoIterator<Item = &'a str>) {
     let removals = ids.into_iter().map(|id| async move {
@@ -770,6 +946,13 @@ impl Executor for DockerExecutor {
 
     async fn finish(&self, job_id: JobId) {
         self.inner.finish(job_id).await;
+    }
+
+    async fn settle_job(&self, job_id: JobId) -> Result<Vec<String>, ExecutorError> {
+        self.inner
+            .settle_job(job_id)
+            .await
+            .map_err(DockerError::into_executor_error)
     }
 
     async fn collect_garbage(

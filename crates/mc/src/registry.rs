@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::executor::ExecutorRegistry;
+use maestro_core::state::FileStore;
 use maestro_docker::DockerExecutor;
 use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_plugin_host::PluginProvider;
@@ -22,7 +23,10 @@ pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
         protected_paths: vec![state_root.to_path_buf()],
     };
     registry.register("local", Arc::new(LocalExecutor::new(local)));
-    registry.register("docker", Arc::new(DockerExecutor::new()));
+    registry.register(
+        "docker",
+        Arc::new(DockerExecutor::with_journal(FileStore::new(state_root))),
+    );
     registry.add_provider(Box::new(PluginProvider::new(plugin_dirs(state_root))));
     registry
 }
