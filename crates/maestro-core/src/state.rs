@@ -796,10 +796,10 @@ impl StateStore for FileStore {
         let mut removed = Vec::new();
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
             let name = name.to_string_lossy().into_owned();
-            if !name
+            let staging_of_a_job = name
                 .strip_prefix(".new-")
-                .is_some_and(|id| JobId::try_parse(id).is_ok())
-            {
+                .is_some_and(|id| JobId::try_parse(id).is_ok());
+            if !staging_of_a_job {
                 continue;
             }
             let path = jobs.join(&name);
