@@ -11,7 +11,11 @@
 //! jobs/<job_id>/logs/       one log per step
 //! jobs/<job_id>/lease       flock-ed by the `mc` that drives the job, for as long as it lives
 //! jobs/<job_id>/state.lock  flock-ed around each read-check-write of state.json/steps.json
+//! jobs/.new-<id>/           a job being stored, flock-ed by its `mc` until renamed into place
 //! ```
+//!
+//! Everything is opened beneath the root without following links, files `0600` and
+//! directories `0700` (see [`crate::root`]).
 //!
 //! Every file is replaced atomically (temporary file, fsync, rename, fsync of the directory), so
 //! a crash leaves the old or the new content, never a torn one. Appending to a JSON array copies
