@@ -55,7 +55,10 @@ fn submit_runs_steps_and_records_everything() {
         5
     );
     assert_eq!(events.iter().filter(|e| **e == "step.finished").count(), 2);
-    for record in &audit {
+    // The log starts with the genesis record of its hash chain (see docs/security.md).
+    assert_eq!(audit[0]["event"], "audit.genesis");
+    assert_eq!(audit[0]["seq"], 0);
+    for record in &audit[1..] {
         assert_eq!(record["trace_id"], "trace-abc-1");
         assert_eq!(record["job_id"], job_id);
         assert_eq!(record["owner"], "ana");
@@ -288,8 +291,9 @@ fn unknown_runtime_is_a_spec_error_before_anything_runs() {
     assert!(!env.path().join("ran").exists());
     assert!(env.job_ids().is_empty());
     let rejected = env.audit();
-    assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0]["event"], "job.rejected");
+    assert_eq!(rejected.len(), 2, "the genesis record and the rejection");
+    assert_eq!(rejected[0]["event"], "audit.genesis");
+    assert_eq!(rejected[1]["event"], "job.rejected");
 
     let output = env.run(&[
         "submit",

@@ -61,8 +61,9 @@ fn fifty_concurrent_submissions_keep_every_record_intact() {
         assert!(env.step_log(id, "a").contains(&format!(" out {id}\n")));
     }
     let audit = env.audit();
-    // Per job: 3 transitions, 5 policy decisions, 2 steps.
-    assert_eq!(audit.len(), 50 * 10);
+    // Per job: 3 transitions, 5 policy decisions, 2 steps; and the chain's genesis record.
+    assert_eq!(audit.len(), 50 * 10 + 1);
+    assert_eq!(audit[0]["event"], "audit.genesis");
     for id in &ids {
         assert_eq!(
             audit.iter().filter(|r| r["job_id"] == id.as_str()).count(),

@@ -1177,4 +1177,133 @@ mod tests {
             "{audit}"
         );
     }
+
+    fn stored_meta(job_id: JobId) -> JobMeta {
+        JobMeta {
+            job_id,
+            name: "j".to_owned(),
+            owner: Some("ana".to_owned()),
+            environment: None,
+            trace_id: TraceId::parse("t").unwrap(),
+            submitted_at: now_rfc3339(),
+            spec_file: "spec.json".to_owned(),
+            source: "job.json".to_owned(),
+        }
+    }
+
+    fn transition(state: JobState) -> Transition {
+        Transition {
+            state,
+            at: now_rfc3339(),
+            trace_id: TraceId::parse("t").unwrap(),
+            detail: json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn gc_settles_every_crash_window_and_a_second_gc_has_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
+        let audit = AuditLog::new(dir.path());
+        // Killed before its first transition: `state.json` is `[]`.
+        let empty = JobId::now_v7();
+        drop(store.create_job(&stored_meta(empty), b"{}").unwrap());
+        // Killed between a history write and its audit record.
+        let unaudited = JobId::now_v7();
+        drop(store.create_job(&stored_meta(unaudited), b"{}").unwrap());
+        store
+            .append_transition(unaudited, &transition(JobState::Submitted))
+            .unwrap();
+        store
+            .append_step(unaudited, &StepRecord::skipped("a", "local"))
+            .unwrap();
+        // Killed while staging.
+        std::fs::create_dir_all(
+            dir.path()
+                .join("jobs")
+                .join(format!(".new-{}", JobId::now_v7().simple())),
+        )
+        .unwrap();
+
+        let report = collect_garbage(Arc::clone(&store), &audit, &[])
+            .await
+            .unwrap();
+        assert_eq!(report.abandoned_jobs.len(), 2, "{report:?}");
+        assert_eq!(report.recovered.len(), 2, "{report:?}");
+        assert_eq!(report.removed.len(), 1, "{report:?}");
+        assert!(report.errors.is_empty(), "{report:?}");
+        for job_id in [empty, unaudited] {
+            assert_eq!(store.load(job_id).unwrap().state(), JobState::Failed);
+        }
+        let states: Vec<JobState> = store
+            .load(empty)
+            .unwrap()
+            .transitions
+            .iter()
+            .map(|t| t.state)
+            .collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Failed]);
+        let verification = audit.verify(None, Some(store.as_ref())).unwrap();
+        assert!(verification.intact(), "{verification:?}");
+        let recovered = audit
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.details["recovered"] == json!(true))
+            .count();
+        assert_eq!(
+            recovered, 2,
+            "the two records the crash kept out of the log"
+        );
+        let submitted = audit
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.job_id == Some(empty))
+            .map(|record| record.details["detail"]["recovered"].clone())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            submitted,
+            [json!(true), json!(null)],
+            "SUBMITTED, then FAILED"
+        );
+
+        let again = collect_garbage(Arc::clone(&store), &audit, &[])
+            .await
+            .unwrap();
+        assert!(again.is_empty() && again.errors.is_empty(), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn gc_does_not_bless_an_edited_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor)
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
+        let path = dir
+            .path()
+            .join("jobs")
+            .join(report.job_id.to_string())
+            .join("steps.json");
+        let edited = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("succeeded", "failed");
+        std::fs::write(&path, edited).unwrap();
+        let audit = AuditLog::new(dir.path());
+        let gc = collect_garbage(Arc::clone(&store), &audit, &[])
+            .await
+            .unwrap();
+        assert!(gc.recovered.is_empty(), "{gc:?}");
+        assert_eq!(gc.errors.len(), 1, "{gc:?}");
+        let verification = audit.verify(None, Some(store.as_ref())).unwrap();
+        assert_eq!(verification.jobs.len(), 1, "{verification:?}");
+        assert!(
+            verification.jobs[0]
+                .message
+                .contains("steps.json no longer matches")
+        );
+    }
 }
