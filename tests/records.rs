@@ -389,6 +389,22 @@ fn audit_verify_names_a_job_whose_history_was_edited() {
     let gc = env.run(&["gc"]);
     assert!(text(&gc.stderr).contains(&ids[1]), "{}", text(&gc.stderr));
     assert_eq!(verify(&env, &[]).0, Some(1));
+
+    // The files written once, the spec and job.json, are covered by the SUBMITTED record.
+    let spec = env.state.join("jobs").join(&ids[0]).join("spec.yaml");
+    let edited = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("echo one", "echo 1");
+    std::fs::write(&spec, edited).unwrap();
+    let (code, stdout, _) = verify(&env, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.contains(&format!(
+            "job {}: spec.yaml no longer matches its recorded digest",
+            ids[0]
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]

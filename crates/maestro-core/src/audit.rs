@@ -516,9 +516,19 @@ fn check_histories(
     records: &[(usize, AuditRecord)],
 ) -> Vec<HistoryProblem> {
     let mut recorded: BTreeMap<JobId, (usize, HistoryDigests)> = BTreeMap::new();
+    let mut files: BTreeMap<JobId, (usize, BTreeMap<String, String>)> = BTreeMap::new();
     for (line, record) in records {
         if let (Some(job_id), Some(history)) = (record.job_id, record.history()) {
             recorded.insert(job_id, (*line, history));
+        }
+        if let (Some(job_id), Some(digests)) = (
+            record.job_id,
+            record
+                .details
+                .get("files")
+                .and_then(|files| serde_json::from_value(files.clone()).ok()),
+        ) {
+            files.insert(job_id, (*line, digests));
         }
     }
     let mut problems = Vec::new();
@@ -542,6 +552,26 @@ fn check_histories(
                 continue;
             }
         };
+        if let Some((line, digests)) = files.get(&job_id) {
+            match store.file_digests(job_id) {
+                Ok(current) => {
+                    for (name, digest) in digests {
+                        if current.get(name) != Some(digest) {
+                            problems.push(HistoryProblem {
+                                job_id,
+                                message: format!(
+                                    "job {job_id}: {name} no longer matches its recorded digest (audit line {line}): it was edited"
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(error) => problems.push(HistoryProblem {
+                    job_id,
+                    message: format!("job {job_id}: {error}"),
+                }),
+            }
+        }
         let live = store.is_live(job_id).unwrap_or(false);
         if let Some(message) = history_mismatch(
             job_id,

@@ -294,10 +294,13 @@ impl JobRun<'_> {
             .runner
             .store
             .append_transition(self.meta.job_id, &transition)?;
-        self.audit(
-            "job.transition",
-            json!({ "state": state, "detail": detail, "history": history }),
-        )?;
+        let mut details = json!({ "state": state, "detail": detail, "history": history });
+        if state == JobState::Submitted {
+            // The files written once, when the job was stored: their digests go on record too.
+            let files = self.runner.store.file_digests(self.meta.job_id)?;
+            details["files"] = json!(files);
+        }
+        self.audit("job.transition", details)?;
         tracing::info!(state = %state, "job state changed");
         Ok(())
     }
@@ -846,12 +849,16 @@ fn settle(store: &dyn StateStore, audit: &AuditLog, record: &JobRecord) -> Resul
             detail: detail.clone(),
         };
         let history = store.append_transition(job_id, &transition)?;
+        let mut details = json!({ "state": state, "detail": detail, "history": history });
+        if state == JobState::Submitted {
+            details["files"] = json!(store.file_digests(job_id)?);
+        }
         records.push(AuditRecord::new(
             Some(job_id),
             &record.meta.trace_id,
             record.meta.owner.as_deref(),
             "job.transition",
-            json!({ "state": state, "detail": detail, "history": history }),
+            details,
         ));
     }
     audit.append_all(&records)?;
@@ -934,18 +941,22 @@ fn unaudited(
     for count in state_at + 1..=states.len() {
         let transition: serde_json::Value =
             serde_json::from_slice(states[count - 1]).unwrap_or_default();
-        records.push(new(
-            "job.transition",
-            json!({
-                "state": transition["state"],
-                "detail": transition["detail"],
-                "recovered": true,
-                "history": HistoryDigests {
-                    state: digest(&states[..count]),
-                    steps: digest(&steps),
-                },
-            }),
-        ));
+        let mut details = json!({
+            "state": transition["state"],
+            "detail": transition["detail"],
+            "recovered": true,
+            "history": HistoryDigests {
+                state: digest(&states[..count]),
+                steps: digest(&steps),
+            },
+        });
+        if transition["state"] == json!(JobState::Submitted) {
+            let files = store
+                .file_digests(job_id)
+                .map_err(|error| format!("job {job_id}: {error}"))?;
+            details["files"] = json!(files);
+        }
+        records.push(new("job.transition", details));
     }
     Ok(records)
 }

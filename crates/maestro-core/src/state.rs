@@ -21,6 +21,7 @@
 //! a crash leaves the old or the new content, never a torn one. Appending to a JSON array copies
 //! the existing bytes unchanged and adds the new entry: existing entries are never rewritten.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -394,6 +395,9 @@ pub trait StateStore: Send + Sync {
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
     /// The exact bytes of a job's history files.
     fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError>;
+    /// SHA-256 (hex) of each file written once when the job was stored (`job.json` and the
+    /// spec), by name.
+    fn file_digests(&self, job_id: JobId) -> Result<BTreeMap<String, String>, StateError>;
     /// Every job id, newest first.
     fn list(&self) -> Result<Vec<JobId>, StateError>;
     /// Whether a live process holds the job's lease.
@@ -748,6 +752,21 @@ impl StateStore for FileStore {
             state: self.read_bytes(job_id, &dir, "state.json")?,
             steps: self.read_bytes(job_id, &dir, "steps.json")?,
         })
+    }
+
+    fn file_digests(&self, job_id: JobId) -> Result<BTreeMap<String, String>, StateError> {
+        let dir = self.open_job(job_id)?;
+        let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
+        let meta: JobMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|error| StateError::Corrupt {
+                path: dir.join("job.json"),
+                message: error.to_string(),
+            })?;
+        let spec = self.read_bytes(job_id, &dir, &meta.spec_file)?;
+        Ok(BTreeMap::from([
+            ("job.json".to_owned(), sha256_hex(&meta_bytes)),
+            (meta.spec_file, sha256_hex(&spec)),
+        ]))
     }
 
     fn list(&self) -> Result<Vec<JobId>, StateError> {
