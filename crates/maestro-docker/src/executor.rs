@@ -822,9 +822,9 @@ async fn fence(
                     Ok(container) => {
                         let id = container.id.unwrap_or_else(|| name.to_owned());
                         engine::remove(docker, &id).await?;
-                        tracing::info!(%job_id, container = short(&id), "removed a container created after its mc died");
+                        tracing::info!(%job_id, container = short(&id), "removed a container whose creation its mc did not see answered");
                         removed.push(format!(
-                            "removed docker container {name} ({}) of job {job_id}, created after its mc died",
+                            "removed docker container {name} ({}) of job {job_id}, whose creation its mc did not see answered",
                             short(&id)
                         ));
                     }
