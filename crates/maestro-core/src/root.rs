@@ -210,20 +210,26 @@ impl Dir {
             Access::WriteOrCreate => OFlags::WRONLY | OFlags::CREATE,
             Access::AppendOrCreate => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
         };
+        // Non-blocking, so that a FIFO planted in place of a file cannot hang the open; it is
+        // refused just below (the flag changes nothing for a regular file).
         let fd = rustix::fs::openat(
             &self.fd,
             name,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::from_raw_mode(FILE_MODE),
         )
         .map_err(|errno| self.refusal_or(name, errno))?;
-        if access != Access::Read {
+        let stat = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file: nothing but Maestro's own files may be in the state root",
+                self.path.join(name).display()
+            )));
+        }
+        if access != Access::Read && stat.st_mode & 0o7777 != FILE_MODE {
             // The umask may have taken bits away (or, for a file that existed, another tool
             // may have widened it): the mode is set, not left to chance.
-            let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
-            if mode != FILE_MODE {
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
-            }
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
         }
         Ok(File::from(fd))
     }
@@ -503,6 +509,16 @@ mod tests {
             assert!(is_symlink_refusal(&error), "{access:?}: {error}");
         }
         assert!(!outside.join("f").exists());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            temp.path().join("state/jobs/a/fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let error = jobs.open("fifo", Access::Read).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
         assert!(root.open_dir(Path::new("../x")).is_err());
         assert!(jobs.open("../f", Access::Read).is_err());
     }
