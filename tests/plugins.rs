@@ -130,6 +130,14 @@ fn a_job_mixes_local_and_plugin_steps() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(json["state"], "SUCCEEDED");
     assert_eq!(json["steps"][1]["runtime"], "pyproc");
+    // The plugin's task left nothing behind, as it reported: the host saw its group empty (or
+    // the task ended before the host could check the group, and the plugin's word stands).
+    let teardown = &json["steps"][1]["teardown"];
+    assert_eq!(teardown["verified"], true, "{json}");
+    assert!(
+        ["process_group", "plugin_reported"].contains(&teardown["method"].as_str().unwrap()),
+        "{json}"
+    );
     let there = env.step_log(job_id(&json), "there");
     assert!(there.contains(" out local\n"), "{there}");
     assert!(there.contains(" err to-err\n"), "{there}");

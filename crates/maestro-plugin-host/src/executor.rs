@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use maestro_core::JobId;
 use maestro_core::executor::{
     CommandLine, Containment, Executor, ExecutorError, ExecutorProvider, StepControl, StepOutcome,
-    StepOutput, StepRequest, StopReason, Stream,
+    StepOutput, StepRequest, StopReason, Stream, Teardown, TeardownMethod,
 };
 use maestro_plugin_protocol::{
     Command, Describe, Destroy, ErrorCode, ErrorReply, Exit, ExitReason, Fault, HostMessage, Ping,
@@ -21,6 +21,12 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, ConnectionError, TaskEvent};
 use crate::discovery;
+use crate::groups::Group;
+
+/// How long a task's process group may take to empty after its exit event (processes the
+/// plugin has just killed leave it when they are reaped) before the host kills what is left
+/// and records the step's teardown as failed.
+const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(250);
 
 /// Deadlines the host keeps with a plugin.
 #[derive(Debug, Clone)]
@@ -328,10 +334,15 @@ impl Executor for PluginExecutor {
         }
         tracing::debug!(plugin = %self.name, step = %step.name, %task, "plugin task started");
 
-        let result = self
+        // Taken now: a plugin killed while following the task takes its groups' record with it.
+        let group = connection.task_group(&task);
+        let mut result = self
             .follow(&connection, step, &task, &mut events, output, control)
             .await;
         connection.unsubscribe(&task);
+        if let (Ok(outcome), Some(group)) = (&mut result, group) {
+            outcome.teardown = verify_group(group, outcome.teardown.take()).await;
+        }
         if result.is_ok() && connection.death().is_none() {
             // Fire and forget: the plugin frees the task; nothing waits for the answer.
             let id = connection.next_id();
@@ -480,6 +491,36 @@ impl PluginExecutor {
     }
 }
 
+/// Checks the task's process group after its exit event, against `reported`, the plugin's
+/// word. A live process left in the group is killed and listed, and fails the teardown whatever
+/// the plugin said. An empty group confirms a plugin that said its task left nothing; without
+/// the plugin's word it proves nothing (the group may hold only a client of a remote task), and
+/// the teardown stays unverified.
+async fn verify_group(group: Group, reported: Option<Teardown>) -> Option<Teardown> {
+    let deadline = Instant::now() + GROUP_EMPTY_WITHIN;
+    loop {
+        // Zombies are still in the group until their new parent reaps them: only live
+        // processes count.
+        let members = if group.alive() {
+            group.members()
+        } else {
+            Vec::new()
+        };
+        if members.is_empty() {
+            return reported.map(|teardown| match teardown.verified {
+                true => Teardown::verified(TeardownMethod::ProcessGroup),
+                false => teardown,
+            });
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(pgid = group.pgid(), remaining = ?members, "a plugin task left processes in its group; killed");
+            group.kill();
+            return Some(Teardown::failed(TeardownMethod::ProcessGroup, members));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn outcome(
     plugin: &str,
     exit: Exit,
@@ -491,8 +532,13 @@ fn outcome(
         signal: exit.signal,
         stopped: stop_reason,
         oom_killed: false,
-        // The protocol has no teardown report yet; the record says it was not verified.
-        teardown: None,
+        // The plugin's word, when it gave one; the caller replaces it with its own check of
+        // the task's process group when it could check one.
+        teardown: exit.teardown.map(|teardown| Teardown {
+            method: TeardownMethod::PluginReported,
+            verified: teardown.verified,
+            remaining: teardown.remaining,
+        }),
     };
     match exit.reason {
         ExitReason::Completed => {}
