@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod concurrency;
+mod control;
 mod docker;
 mod hostile;
 mod plugins;

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod control;
 pub mod executor;
 pub mod identity;
 pub mod output;

@@ -256,6 +256,7 @@ impl Runner {
                 submitted_at: now_rfc3339(),
                 spec_file: format!("spec.{}", request.format.extension()),
                 source: request.source.clone(),
+                driver: crate::control::Driver::current(),
             };
             let lease = self.store.create_job(&meta, &request.spec_bytes)?;
             let job = JobRun {

@@ -123,6 +123,10 @@ pub struct JobMeta {
     pub spec_file: String,
     /// The spec's path as given to `mc submit`.
     pub source: String,
+    /// The process that drives the job, for `mc cancel` (absent in records of older versions,
+    /// and where `/proc` could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::control::Driver>,
 }
 
 /// How a step ended.
@@ -594,6 +598,7 @@ mod tests {
             submitted_at: crate::time::now_rfc3339(),
             spec_file: "spec.yaml".to_owned(),
             source: "job.yaml".to_owned(),
+            driver: None,
         }
     }
 

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Print a job's recorded output
     Logs(LogsArgs),
+    /// Stop a running job from another terminal, as Ctrl-C in its own would
+    Cancel(CancelArgs),
     /// Record jobs abandoned by a killed mc as failed and remove what they left behind
     Gc(GcArgs),
     /// Executor plugins
@@ -115,7 +117,7 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The job's id (omit to list jobs)
+    /// The job's id or an unambiguous prefix of it (omit to list jobs)
     pub(crate) job_id: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -127,7 +129,7 @@ pub(crate) struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct LogsArgs {
-    /// The job's id
+    /// The job's id, or an unambiguous prefix of it
     pub(crate) job_id: String,
     /// Only this step
     #[arg(long, value_name = "NAME")]
@@ -135,6 +137,22 @@ pub(crate) struct LogsArgs {
     /// Keep printing until the job ends
     #[arg(long, short)]
     pub(crate) follow: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc cancel 0192f0c1-aaaa-7bbb-8ccc-123456789abc\n  mc cancel 0192f0c1a   # any unambiguous prefix\n\n\
+Exit codes: 0 the job was cancelled, or had already ended (nothing to do); 1 it did not end in \
+time; 2 no such job; 4 its process cannot be identified or signalled."
+)]
+pub(crate) struct CancelArgs {
+    /// The job's id, or any unambiguous prefix of it
+    pub(crate) job_id: String,
+    /// How long to wait for the job to end, in seconds
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub(crate) wait: u64,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

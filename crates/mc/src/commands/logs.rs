@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> {
     let store = FileStore::new(settings::state_root(global)?);
-    let job_id = super::parse_job_id(&args.job_id)?;
+    let job_id = super::find_job(&store, &args.job_id)?;
     let record = store.load(job_id)?;
     // The stored spec is the authority on which steps exist and in what order.
     let spec_path = store.job_dir(job_id).join(&record.meta.spec_file);

@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses nothing and decides nothing, it calls the library.
 
+mod cancel;
 mod gc;
 mod logs;
 mod plugins;
@@ -15,9 +16,10 @@ use std::sync::Arc;
 
 use maestro_core::JobId;
 use maestro_core::audit::AuditLog;
+use maestro_core::control::{LookupError, find_job as find_job_in};
 use maestro_core::runner::{Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
-use maestro_core::state::FileStore;
+use maestro_core::state::{FileStore, StateStore};
 use maestro_core::trace::TraceId;
 
 use crate::cli::{Cli, Command};
@@ -30,6 +32,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Validate(args) => validate::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Cancel(args) => cancel::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
     }
@@ -44,13 +47,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|error| Failure::system(format!("cannot start the async runtime: {error}")))
 }
 
-/// A job id from the command line. It is parsed as a UUID and only the parsed value is ever
-/// turned back into a path, so `../../etc` can never name a file.
-fn parse_job_id(text: &str) -> Result<JobId, Failure> {
-    JobId::try_parse(text).map_err(|_| {
-        let shown: String = text.chars().take(80).collect();
-        Failure::usage(format!("{shown:?} is not a job id"))
-            .hint("job ids are UUIDs such as 0192f0c1-aaaa-7bbb-8ccc-123456789abc; `mc status` lists them")
+/// The job a command-line argument names: a whole id or an unambiguous prefix (see
+/// [`maestro_core::control::find_job`]); only the parsed id is ever turned into a path.
+fn find_job(store: &dyn StateStore, text: &str) -> Result<JobId, Failure> {
+    find_job_in(store, text).map_err(|error| match error {
+        LookupError::Store(error) => Failure::from(error),
+        LookupError::NoMatch { .. } => Failure::usage(error).hint("`mc status` lists the jobs"),
+        LookupError::NotAJobId { .. } => Failure::usage(error).hint(
+            "job ids are UUIDs such as 0192f0c1-aaaa-7bbb-8ccc-123456789abc, or a prefix of one; `mc status` lists them",
+        ),
+        LookupError::Ambiguous { .. } => Failure::usage(error),
     })
 }
 

@@ -11,7 +11,7 @@ use crate::{printer, settings};
 pub(crate) fn run(global: &GlobalArgs, args: StatusArgs) -> Result<Code, Failure> {
     let store = FileStore::new(settings::state_root(global)?);
     match &args.job_id {
-        Some(text) => show(&store, &super::parse_job_id(text)?, args.output),
+        Some(text) => show(&store, &super::find_job(&store, text)?, args.output),
         None => list(&store, args.limit, args.output),
     }
 }
