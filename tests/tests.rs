@@ -15,4 +15,5 @@ mod plugins;
 mod policies;
 mod sandbox;
 mod state;
+mod status;
 mod steps;

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod runner;
 pub mod spec;
 pub mod state;

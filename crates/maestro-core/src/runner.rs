@@ -500,9 +500,12 @@ impl JobRun<'_> {
                 .runner
                 .store
                 .create_step_log(self.meta.job_id, &step.name)?;
-            let header = format!(
-                "maestro job_id={} step={} runtime={} trace_id={} started={started_at}",
-                self.meta.job_id, step.name, step.runtime, self.meta.trace_id
+            let header = crate::progress::step_log_header(
+                self.meta.job_id,
+                &step.name,
+                &step.runtime,
+                &self.meta.trace_id,
+                &started_at,
             );
             let log_path = self
                 .runner

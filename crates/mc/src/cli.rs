@@ -122,9 +122,24 @@ pub(crate) struct StatusArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
-    /// How many jobs to list
+    /// How many jobs to list, newest first (0: all)
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
+    /// Only jobs in these states (comma-separated, e.g. running,failed)
+    #[arg(long, value_delimiter = ',', value_name = "STATE")]
+    pub(crate) state: Vec<String>,
+    /// Only jobs of this owner (compared as policy compares owners)
+    #[arg(long, value_name = "OWNER")]
+    pub(crate) owner: Option<String>,
+    /// Only jobs for this environment
+    #[arg(long = "env", value_name = "ENVIRONMENT")]
+    pub(crate) environment: Option<String>,
+    /// Only jobs submitted since then: a duration ago (30m, 2h, 7d) or an RFC 3339 time
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) since: Option<String>,
+    /// Refresh every second, in place on a terminal, until Ctrl-C (a single job: until it ends)
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Args)]

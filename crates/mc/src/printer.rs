@@ -1,6 +1,6 @@
 //! Everything `mc` prints: data on stdout, diagnostics on stderr.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -12,11 +12,49 @@ use serde::Serialize;
 
 /// Write `text` to stdout. A reader that went away (`mc status | head`) is not an error worth
 /// reporting, and must not change the exit code the command computed.
+///
+/// Control characters other than newline and tab are escaped (`\u{1b}`): text from specs and
+/// records never drives the terminal (an owner holding `\e[31m` must not colour the list).
 pub(crate) fn out(text: &str) {
+    let text = escape_controls(text, &['\n', '\t']);
     let mut stdout = io::stdout().lock();
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
+}
+
+/// `text` from a spec or a record, for one field of a line: every control character escaped,
+/// newlines included, so a value cannot break a row or fake another one.
+pub(crate) fn field(text: &str) -> String {
+    escape_controls(text, &[])
+}
+
+fn escape_controls(text: &str, kept: &[char]) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && !kept.contains(&c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Whether colours (and other terminal sequences) may go to `stream`: it is a terminal, and
+/// `NO_COLOR` (<https://no-color.org>) is not set to a non-empty value.
+pub(crate) fn colours_on(stream: &impl io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
+/// Clear a terminal before a `--watch` refresh; nothing when stdout is not a terminal.
+pub(crate) fn clear_screen() {
+    if io::stdout().is_terminal() {
+        let mut stdout = io::stdout().lock();
+        let _ = stdout
+            .write_all(b"\x1b[H\x1b[2J")
+            .and_then(|()| stdout.flush());
+    }
 }
 
 /// Print `value` as one line of JSON on stdout.

@@ -19,7 +19,7 @@ use maestro_core::audit::AuditLog;
 use maestro_core::control::{LookupError, find_job as find_job_in};
 use maestro_core::runner::{Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
-use maestro_core::state::{FileStore, StateStore};
+use maestro_core::state::{FileStore, JobRecord, StateStore};
 use maestro_core::trace::TraceId;
 
 use crate::cli::{Cli, Command};
@@ -58,6 +58,26 @@ fn find_job(store: &dyn StateStore, text: &str) -> Result<JobId, Failure> {
         ),
         LookupError::Ambiguous { .. } => Failure::usage(error),
     })
+}
+
+/// The step names of a stored job, in the spec's order: the stored spec is the authority on
+/// which steps exist.
+fn stored_step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<String>, Failure> {
+    let job_id = record.meta.job_id;
+    let spec_path = store.job_dir(job_id).join(&record.meta.spec_file);
+    let spec_bytes = std::fs::read(&spec_path).map_err(|error| {
+        Failure::system(format!("cannot read {}: {error}", spec_path.display()))
+    })?;
+    let spec = maestro_core::spec::parse(
+        &spec_bytes,
+        SpecFormat::from_file_name(&record.meta.spec_file),
+    )
+    .map_err(|error| {
+        Failure::system(format!(
+            "stored spec of job {job_id} no longer parses: {error}"
+        ))
+    })?;
+    Ok(spec.steps.into_iter().map(|step| step.name).collect())
 }
 
 /// Read a spec file into a request: at most a little over the size limit is read, so a huge or
