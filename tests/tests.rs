@@ -11,6 +11,7 @@ mod concurrency;
 mod control;
 mod docker;
 mod hostile;
+mod live;
 mod plugins;
 mod policies;
 mod sandbox;

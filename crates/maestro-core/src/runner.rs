@@ -259,6 +259,9 @@ impl Runner {
                 driver: crate::control::Driver::current(),
             };
             let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            if let Some(observer) = &observer {
+                observer.job_stored(job_id, &meta.trace_id);
+            }
             let job = JobRun {
                 runner: self,
                 meta,
@@ -511,6 +514,9 @@ impl JobRun<'_> {
                 .runner
                 .store
                 .step_log_path(self.meta.job_id, &step.name);
+            if let Some(observer) = &self.observer {
+                observer.step_started(&step.name, &step.runtime);
+            }
             let mut output = StepOutput::new(&step.name, log, &header, self.observer.clone())
                 .map_err(|source| StateError::Io {
                     action: "write",
@@ -581,6 +587,9 @@ impl JobRun<'_> {
                 duration_ms,
                 "step finished"
             );
+            if let Some(observer) = &self.observer {
+                observer.step_finished(&record);
+            }
             Ok(record)
         }
         .instrument(span)
