@@ -610,3 +610,43 @@ fn only_plugins_that_announce_containment_get_unreadable_commands_allowed() {
     assert_eq!(output.status.code(), Some(3));
     assert!(env.job_ids().is_empty(), "validate stored a job");
 }
+
+#[test]
+fn validate_asks_the_plugin_so_submit_never_rejects_what_validate_allowed() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    std::fs::copy(ssh_plugin(), plugins.dir.join("mc-executor-ssh")).unwrap();
+    // The SSH plugin needs a host: its own validate says so.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "ssh",
+            "  - name: remote\n    runtime: ssh\n    with: { port: 22 }\n    run: 'true'\n",
+        ),
+    );
+    let validated =
+        output_within_deadline(plugins.mc(&env).args(["validate", file.to_str().unwrap()]));
+    assert_eq!(
+        validated.status.code(),
+        Some(2),
+        "{}",
+        text(&validated.stderr)
+    );
+    assert!(
+        text(&validated.stderr).contains("plugin ssh rejects its settings"),
+        "{}",
+        text(&validated.stderr)
+    );
+    let submitted = output_within_deadline(plugins.mc(&env).args([
+        "submit",
+        file.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert_eq!(
+        submitted.status.code(),
+        Some(2),
+        "{}",
+        text(&submitted.stderr)
+    );
+    assert!(env.job_ids().is_empty(), "an invalid spec is not stored");
+}

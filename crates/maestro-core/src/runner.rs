@@ -205,6 +205,33 @@ impl Runner {
             });
             executors.push(executor);
         }
+        // Settings only the backend can judge (a plugin's `with`), once per runtime, with the
+        // runtime's steps in order.
+        let mut runtimes: Vec<&str> = Vec::new();
+        for step in &steps {
+            if !runtimes.contains(&step.runtime.as_str()) {
+                runtimes.push(&step.runtime);
+            }
+        }
+        for runtime in runtimes {
+            let Some(index) = steps.iter().position(|step| step.runtime == runtime) else {
+                continue;
+            };
+            let own: Vec<StepRequest> = steps
+                .iter()
+                .filter(|step| step.runtime == runtime)
+                .cloned()
+                .collect();
+            match executors[index].validate_steps(&own).await {
+                Ok(()) => {}
+                Err(ExecutorError::InvalidStep { message }) => {
+                    return Err(RunError::InvalidStep(message));
+                }
+                Err(error) => {
+                    tracing::debug!(runtime, %error, "runtime could not validate its steps now");
+                }
+            }
+        }
         Ok(Admitted {
             spec,
             steps,

@@ -198,6 +198,17 @@ impl Executor for PluginExecutor {
             .await
     }
 
+    /// The plugin's own `validate` of each step's `with`, on a connection of its own (started,
+    /// asked, stopped, as for `containment`): nothing of the job is run.
+    async fn validate_steps(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
+            .await
+            .map_err(unavailable)?;
+        let result = self.validate_on(&connection, steps).await;
+        connection.shutdown(Duration::from_secs(1)).await;
+        result
+    }
+
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
         let Some(first) = steps.first() else {
             return Ok(());
@@ -226,51 +237,7 @@ impl Executor for PluginExecutor {
                 });
             }
         }
-        if !connection
-            .hello()
-            .capabilities
-            .iter()
-            .any(|c| c == capability::VALIDATE)
-        {
-            return Ok(());
-        }
-        for step in steps {
-            let id = connection.next_id();
-            let request = HostMessage::Validate(Validate {
-                id,
-                step: step.name.clone(),
-                with: step.with.clone(),
-            });
-            match connection
-                .request(id, &request, self.options.request_timeout)
-                .await
-                .map_err(unavailable)?
-            {
-                PluginMessage::Ok(_) => {}
-                PluginMessage::Error(ErrorReply {
-                    code: ErrorCode::Unsupported,
-                    ..
-                }) => return Ok(()),
-                PluginMessage::Error(ErrorReply { message, .. }) => {
-                    return Err(ExecutorError::InvalidStep {
-                        message: format!(
-                            "step {:?}: plugin {} rejects its settings: {message}",
-                            step.name, self.name
-                        ),
-                    });
-                }
-                other => {
-                    return Err(ExecutorError::Unavailable {
-                        message: format!(
-                            "plugin {} answered validate with {}",
-                            self.name,
-                            summary(&other)
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.validate_on(&connection, steps).await
     }
 
     async fn run(
@@ -365,6 +332,60 @@ impl Executor for PluginExecutor {
 }
 
 impl PluginExecutor {
+    /// Asks the plugin, when it has the `validate` capability, whether each step's `with` is
+    /// acceptable.
+    async fn validate_on(
+        &self,
+        connection: &Connection,
+        steps: &[StepRequest],
+    ) -> Result<(), ExecutorError> {
+        if !connection
+            .hello()
+            .capabilities
+            .iter()
+            .any(|c| c == capability::VALIDATE)
+        {
+            return Ok(());
+        }
+        for step in steps {
+            let id = connection.next_id();
+            let request = HostMessage::Validate(Validate {
+                id,
+                step: step.name.clone(),
+                with: step.with.clone(),
+            });
+            match connection
+                .request(id, &request, self.options.request_timeout)
+                .await
+                .map_err(unavailable)?
+            {
+                PluginMessage::Ok(_) => {}
+                PluginMessage::Error(ErrorReply {
+                    code: ErrorCode::Unsupported,
+                    ..
+                }) => return Ok(()),
+                PluginMessage::Error(ErrorReply { message, .. }) => {
+                    return Err(ExecutorError::InvalidStep {
+                        message: format!(
+                            "step {:?}: plugin {} rejects its settings: {message}",
+                            step.name, self.name
+                        ),
+                    });
+                }
+                other => {
+                    return Err(ExecutorError::Unavailable {
+                        message: format!(
+                            "plugin {} answered validate with {}",
+                            self.name,
+                            summary(&other)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stream `task`'s events into `output` until its exit event, honouring `control`.
     async fn follow(
         &self,
