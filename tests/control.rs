@@ -47,9 +47,12 @@ fn running_job(env: &Env) -> (Submitted, String) {
         wait_for_file(&env.path().join("started"), 20),
         "the step never started"
     );
-    let ids = env.job_ids();
-    assert_eq!(ids.len(), 1);
-    (child, ids[0].clone())
+    let running = env
+        .job_ids()
+        .into_iter()
+        .find(|id| env.status(id)["state"] == "RUNNING")
+        .expect("a running job");
+    (child, running)
 }
 
 #[test]
@@ -156,4 +159,64 @@ fn job_ids_can_be_given_as_unambiguous_prefixes() {
     let none = output_within(env.mc().args(["status", "ffffffff"]), 30);
     assert_eq!(none.status.code(), Some(2));
     assert!(text(&none.stderr).contains("no job id starts with"));
+}
+
+#[test]
+fn prune_removes_old_ended_jobs_never_running_ones_and_the_audit_keeps_them() {
+    let env = Env::new();
+    let ok = env.write("ok.yaml", &job_yaml("ok", "  - name: s\n    run: 'true'\n"));
+    let bad = env.write(
+        "bad.yaml",
+        &job_yaml("bad", "  - name: s\n    run: exit 1\n"),
+    );
+    env.submit(&ok, &["--quiet"]);
+    let (_, failed) = env.submit(&bad, &["--quiet"]);
+    let failed_id = failed["job_id"].as_str().unwrap().to_owned();
+    let (running, running_id) = running_job(&env);
+
+    let nothing = env.run(&["prune", "--older-than", "1h"]);
+    assert!(nothing.status.success());
+    assert!(text(&nothing.stdout).contains("nothing to prune"));
+
+    let dry = parse_json(&env.run(&[
+        "prune",
+        "--older-than",
+        "0s",
+        "--dry-run",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(env.job_ids().len(), 3, "a dry run removes nothing");
+
+    let pruned = env.run(&["prune", "--older-than", "0s", "--state", "failed"]);
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    assert!(
+        text(&pruned.stdout).contains(&format!("removed job {failed_id} FAILED bad")),
+        "{}",
+        text(&pruned.stdout)
+    );
+    let left = env.job_ids();
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&failed_id));
+    assert!(!env.state.join("jobs").join(&failed_id).exists());
+    let records: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|record| record["event"] == "job.pruned")
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["job_id"], failed_id.as_str());
+    // The job's earlier audit records are still there.
+    assert!(env.audit().iter().any(|record| {
+        record["job_id"] == failed_id.as_str() && record["event"] == "step.finished"
+    }));
+
+    // Everything that has ended goes; the running job stays.
+    env.run(&["prune", "--older-than", "0s"]);
+    assert_eq!(env.job_ids(), [running_id.clone()]);
+    drop(running);
+    let bad_age = env.run(&["prune", "--older-than", "soon"]);
+    assert_eq!(bad_age.status.code(), Some(2));
+    assert!(text(&bad_age.stderr).contains("--older-than"));
 }

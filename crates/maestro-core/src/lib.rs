@@ -23,6 +23,7 @@ pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod prune;
 pub mod runner;
 pub mod spec;
 pub mod state;

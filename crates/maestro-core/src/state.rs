@@ -254,6 +254,12 @@ pub enum StateError {
         /// The state asked for.
         to: JobState,
     },
+    /// The job has not ended, or a live process holds it; nothing was removed.
+    #[error("job {job_id} has not ended (or a live mc still holds it); it is kept")]
+    StillRunning {
+        /// The job.
+        job_id: JobId,
+    },
     /// A stored file is not what Maestro writes.
     #[error("corrupt state file {}: {message}", path.display())]
     Corrupt {
@@ -291,6 +297,9 @@ pub trait StateStore: Send + Sync {
     fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
         Ok(!record.state().is_terminal() && !self.is_live(record.meta.job_id)?)
     }
+    /// Remove an ended job's record and logs for good (`mc prune`). A job that has not ended,
+    /// or that a live process still holds, is refused and kept.
+    fn remove_job(&self, job_id: JobId) -> Result<(), StateError>;
     /// Create the log file of a step (a new file; an existing one is an error).
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError>;
     /// The path of a step's log.
@@ -534,6 +543,29 @@ impl StateStore for FileStore {
             transitions,
             steps,
         })
+    }
+
+    /// The job's directory is first renamed out of `jobs/` (`jobs/.pruned-<id>`), so that it
+    /// disappears from every listing at once, then removed; a removal cut short by a crash is
+    /// finished by the next one.
+    fn remove_job(&self, job_id: JobId) -> Result<(), StateError> {
+        let record = self.load(job_id)?;
+        if !record.state().is_terminal() || self.is_live(job_id)? {
+            return Err(StateError::StillRunning { job_id });
+        }
+        let jobs = self.jobs_dir();
+        let staged = jobs.join(format!(".pruned-{}", job_id.hyphenated()));
+        fs::rename(self.job_dir(job_id), &staged).map_err(io_error("rename", &staged))?;
+        sync_dir(&jobs).map_err(io_error("sync", &jobs))?;
+        if let Ok(entries) = fs::read_dir(&jobs) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".pruned-") {
+                    // remove_dir_all never follows a symlink out of the directory.
+                    fs::remove_dir_all(entry.path()).map_err(io_error("remove", &entry.path()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<JobId>, StateError> {

@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Cancel(CancelArgs),
     /// Record jobs abandoned by a killed mc as failed and remove what they left behind
     Gc(GcArgs),
+    /// Remove old jobs' records and logs (never running ones); the audit log keeps them
+    Prune(PruneArgs),
     /// Executor plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -166,6 +168,26 @@ pub(crate) struct CancelArgs {
     /// How long to wait for the job to end, in seconds
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub(crate) wait: u64,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc prune --older-than 30d --dry-run\n  mc prune --older-than 7d --state failed,cancelled\n\n\
+Exit codes: 0 done (also when nothing was old enough); 2 a bad argument; 4 the state root \
+cannot be read or changed."
+)]
+pub(crate) struct PruneArgs {
+    /// Remove jobs that ended longer ago than this (30m, 12h, 30d, 2w) or before this RFC 3339 time
+    #[arg(long, value_name = "AGE")]
+    pub(crate) older_than: String,
+    /// Only jobs that ended in these states (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "STATE")]
+    pub(crate) state: Vec<String>,
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
 }

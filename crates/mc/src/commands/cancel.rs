@@ -17,16 +17,15 @@ pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure
     let state_root = settings::state_root(global)?;
     let store = FileStore::new(&state_root);
     let job_id = super::find_job(&store, &args.job_id)?;
-    let outcome =
-        request_cancel(&store, &AuditLog::new(&state_root), job_id, &who()).map_err(|error| {
-            match error {
-                CancelError::Store(error) => Failure::from(error),
-                CancelError::Audit(_) => Failure::system(error),
-                CancelError::Unidentified { .. } => {
-                    Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
-                }
-                CancelError::Signal { .. } => Failure::system(error)
-                    .hint("only the user who runs a job (or root) can cancel it"),
+    let outcome = request_cancel(&store, &AuditLog::new(&state_root), job_id, &super::who())
+        .map_err(|error| match error {
+            CancelError::Store(error) => Failure::from(error),
+            CancelError::Audit(_) => Failure::system(error),
+            CancelError::Unidentified { .. } => {
+                Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
+            }
+            CancelError::Signal { .. } => {
+                Failure::system(error).hint("only the user who runs a job (or root) can cancel it")
             }
         })?;
     let (state, message, code) = match outcome {
@@ -80,23 +79,4 @@ pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure
         OutputFormat::Text => printer::out(&format!("{message}\n")),
     }
     Ok(code)
-}
-
-/// Who asks, for the audit record: the account of this process's real uid, as the kernel and
-/// `/etc/passwd` say (not `$USER`, which the caller sets).
-fn who() -> String {
-    let uid = rustix::process::getuid().as_raw();
-    let name = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|line| {
-                let mut fields = line.split(':');
-                let name = fields.next()?;
-                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-            })
-        });
-    match name {
-        Some(name) => format!("{name} (uid {uid})"),
-        None => format!("uid {uid}"),
-    }
 }

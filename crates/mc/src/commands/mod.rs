@@ -4,6 +4,7 @@ mod cancel;
 mod gc;
 mod logs;
 mod plugins;
+mod prune;
 mod status;
 mod submit;
 mod validate;
@@ -34,6 +35,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Cancel(args) => cancel::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Prune(args) => prune::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
     }
 }
@@ -123,4 +125,23 @@ fn open_runner(state_root: &Path, config: RunnerConfig) -> Runner {
         Arc::new(registry::build(state_root)),
         config,
     )
+}
+
+/// Who asks, for the audit record: the account of this process's real uid, as the kernel and
+/// `/etc/passwd` say (not `$USER`, which the caller sets).
+pub(crate) fn who() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }
