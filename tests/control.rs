@@ -214,7 +214,7 @@ fn prune_removes_old_ended_jobs_never_running_ones_and_the_audit_keeps_them() {
 
     // Everything that has ended goes; the running job stays.
     env.run(&["prune", "--older-than", "0s"]);
-    assert_eq!(env.job_ids(), [running_id.clone()]);
+    assert_eq!(env.job_ids(), [running_id]);
     drop(running);
     let bad_age = env.run(&["prune", "--older-than", "soon"]);
     assert_eq!(bad_age.status.code(), Some(2));
