@@ -5,15 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-missing=()
-for tool in bwrap busybox sshd ssh-keygen python3 perl ip setpriv unshare docker; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "test.sh: missing ${missing[*]}; install with:" >&2
-    echo "  apt-get install -y bubblewrap busybox-static openssh-server openssh-client python3 perl iproute2 util-linux docker.io" >&2
-    echo "(.ci/run does this, and starts dockerd when no engine answers)" >&2
-    exit 1
+# Prerequisites: the tools below and a Docker engine that answers. On a fresh Debian or Ubuntu
+# machine they are installed here (as root or with passwordless sudo); otherwise the one
+# command to run is printed.
+missing() {
+    local tool
+    for tool in bwrap busybox sshd ssh-keygen python3 perl ip setpriv unshare hyperfine docker cargo-fmt cargo-clippy; do
+        command -v "$tool" >/dev/null 2>&1 || echo "$tool"
+    done
+    timeout 10 docker info >/dev/null 2>&1 || echo "a Docker engine that answers"
+}
+if [ -n "$(missing)" ]; then
+    echo "test.sh: missing: $(missing | paste -sd, - | sed 's/,/, /g')" >&2
+    if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
+        scripts/test-prerequisites.sh
+    else
+        echo "test.sh: install them with: sudo scripts/test-prerequisites.sh" >&2
+        exit 1
+    fi
+    if [ -n "$(missing)" ]; then
+        echo "test.sh: still missing after installing: $(missing | paste -sd, - | sed 's/,/, /g')" >&2
+        exit 1
+    fi
 fi
 docker/build-test-image.sh
 

@@ -15,6 +15,10 @@
 # Needs hyperfine, python3 and bwrap. Environment: MC=/path/to/mc uses that binary instead of
 # building one in release (it honours CARGO_TARGET_DIR); RUNS=N runs per command (default 300);
 # ROUNDS=N hyperfine invocations (default 3); KEEP=dir keeps the hyperfine JSON there.
+# TMPDIR_BENCH=dir puts the job's workspace and state root there (default /var/tmp): on a shared
+# disk, `mc submit`'s fsyncs vary by more than the 2 ms to be resolved, the same on both sides,
+# so a tmpfs-backed directory gives the clearest difference (`mount -t tmpfs tmpfs /mnt/b`;
+# not /dev/shm, which policy refuses as a workspace).
 # Reproduce: `bench/sandbox.sh` (or `RUNS=500 ROUNDS=5 bench/sandbox.sh`) on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,15 +57,26 @@ UNSHARE="unshare --user --pid --fork true"
 
 echo "mc: $MC"
 echo "$(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs per command, $ROUNDS rounds"
+commands=(
+    "mc submit, isolation: none" "$MC submit none.json --quiet"
+    "mc submit, sandbox" "$MC submit sandbox.json --quiet"
+    "mc submit, sandbox, network: none" "$MC submit sandbox-net.json --quiet"
+    "shim alone, true" "$MC __maestro-sandbox-shim --plan-file plan.json"
+    "/bin/true" "/bin/true"
+    "bwrap (equivalent setup), true" "$BWRAP"
+    "unshare --user --pid --fork true" "$UNSHARE"
+)
 for round in $(seq 1 "$ROUNDS"); do
-    hyperfine -N --warmup 20 --runs "$RUNS" --export-json "round-$round.json" \
-        -n "mc submit, isolation: none" "$MC submit none.json --quiet" \
-        -n "mc submit, sandbox" "$MC submit sandbox.json --quiet" \
-        -n "mc submit, sandbox, network: none" "$MC submit sandbox-net.json --quiet" \
-        -n "shim alone, true" "$MC __maestro-sandbox-shim --plan-file plan.json" \
-        -n "/bin/true" "/bin/true" \
-        -n "bwrap (equivalent setup), true" "$BWRAP" \
-        -n "unshare --user --pid --fork true" "$UNSHARE" >/dev/null
+    # Every other round lists the commands in reverse order, so that a drift of the machine
+    # during a round shows up as a difference between rounds instead of a bias.
+    args=()
+    count=$((${#commands[@]} / 2))
+    for i in $(seq 0 $((count - 1))); do
+        j=$i
+        [ $((round % 2)) -eq 0 ] && j=$((count - 1 - i))
+        args+=(-n "${commands[$((2 * j))]}" "${commands[$((2 * j + 1))]}")
+    done
+    hyperfine -N --warmup 20 --runs "$RUNS" --export-json "round-$round.json" "${args[@]}" >/dev/null
     python3 - "round-$round.json" "$round" <<'PY'
 import json, statistics, sys
 results = json.load(open(sys.argv[1]))["results"]
@@ -81,6 +96,26 @@ for name in ("mc submit, sandbox", "mc submit, sandbox, network: none"):
           f"(target 2 ms at the median: {verdict})")
 PY
 done
+# All rounds pooled: the figures to quote (each command's times from every round together).
+python3 - round-*.json <<'PY'
+import json, statistics, sys
+times = {}
+for path in sys.argv[1:]:
+    for r in json.load(open(path))["results"]:
+        times.setdefault(r["command"], []).extend(t * 1000 for t in r["times"])
+print(f"\nall {len(sys.argv) - 1} rounds pooled")
+print("| command | min (ms) | median (ms) | mean (ms) |")
+print("|---|---:|---:|---:|")
+for name, values in times.items():
+    print(f"| {name} | {min(values):.2f} | {statistics.median(values):.2f} | {statistics.mean(values):.2f} |")
+base = statistics.median(times["mc submit, isolation: none"])
+for name in ("mc submit, sandbox", "mc submit, sandbox, network: none"):
+    over = statistics.median(times[name]) - base
+    print(f"{name}: +{over:.2f} ms at the pooled median over isolation: none "
+          f"(target 2 ms: {'met' if over <= 2.0 else 'NOT met'})")
+shim = statistics.median(times["shim alone, true"]) - statistics.median(times["/bin/true"])
+print(f"the shim alone: +{shim:.2f} ms at the median over /bin/true")
+PY
 if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP" && cp round-*.json "$KEEP"/
 fi

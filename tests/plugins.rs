@@ -130,6 +130,14 @@ fn a_job_mixes_local_and_plugin_steps() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(json["state"], "SUCCEEDED");
     assert_eq!(json["steps"][1]["runtime"], "pyproc");
+    // The plugin's task left nothing behind, as it reported: the host saw its group empty (or
+    // the task ended before the host could check the group, and the plugin's word stands).
+    let teardown = &json["steps"][1]["teardown"];
+    assert_eq!(teardown["verified"], true, "{json}");
+    assert!(
+        ["process_group", "plugin_reported"].contains(&teardown["method"].as_str().unwrap()),
+        "{json}"
+    );
     let there = env.step_log(job_id(&json), "there");
     assert!(there.contains(" out local\n"), "{there}");
     assert!(there.contains(" err to-err\n"), "{there}");
@@ -601,4 +609,44 @@ fn only_plugins_that_announce_containment_get_unreadable_commands_allowed() {
         output_within_deadline(plugins.mc(&env).args(["validate", file.to_str().unwrap()]));
     assert_eq!(output.status.code(), Some(3));
     assert!(env.job_ids().is_empty(), "validate stored a job");
+}
+
+#[test]
+fn validate_asks_the_plugin_so_submit_never_rejects_what_validate_allowed() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    std::fs::copy(ssh_plugin(), plugins.dir.join("mc-executor-ssh")).unwrap();
+    // The SSH plugin needs a host: its own validate says so.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "ssh",
+            "  - name: remote\n    runtime: ssh\n    with: { port: 22 }\n    run: 'true'\n",
+        ),
+    );
+    let validated =
+        output_within_deadline(plugins.mc(&env).args(["validate", file.to_str().unwrap()]));
+    assert_eq!(
+        validated.status.code(),
+        Some(2),
+        "{}",
+        text(&validated.stderr)
+    );
+    assert!(
+        text(&validated.stderr).contains("plugin ssh rejects its settings"),
+        "{}",
+        text(&validated.stderr)
+    );
+    let submitted = output_within_deadline(plugins.mc(&env).args([
+        "submit",
+        file.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert_eq!(
+        submitted.status.code(),
+        Some(2),
+        "{}",
+        text(&submitted.stderr)
+    );
+    assert!(env.job_ids().is_empty(), "an invalid spec is not stored");
 }

@@ -8,11 +8,14 @@ mod util;
 
 mod cli;
 mod concurrency;
+mod control;
 mod docker;
 mod hostile;
+mod live;
 mod plugins;
 mod policies;
 mod records;
 mod sandbox;
 mod state;
+mod status;
 mod steps;

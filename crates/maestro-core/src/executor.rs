@@ -334,6 +334,14 @@ pub trait Executor: Send + Sync {
         Containment::None
     }
 
+    /// Check `steps`' settings with the backend (a plugin's own `validate`), before anything is
+    /// stored or run, so that `mc validate` and `mc submit` give the same answer. Return
+    /// `InvalidStep` for settings the backend rejects; a backend that cannot be asked now is not
+    /// an error here (`prepare` reports it). The default has nothing to ask.
+    async fn validate_steps(&self, _steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
     /// Get ready for a job whose steps for this executor are `steps` (in order): connect to the
     /// backend, start a plugin, validate settings that need the backend. An error here fails the
     /// job before any step runs.

@@ -16,11 +16,14 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod control;
 pub mod executor;
 pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod progress;
+pub mod prune;
 pub mod root;
 pub mod runner;
 pub mod spec;

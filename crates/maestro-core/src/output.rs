@@ -51,9 +51,20 @@ impl Stream {
 }
 
 /// Receives a step's output live, as it is recorded (the CLI prints it prefixed by step name).
+///
+/// The other methods tell where the job is, for a live view; they do nothing unless overridden.
 pub trait OutputObserver: Send + Sync {
     /// `lines` holds one or more complete lines of `stream`, each ending in `\n`.
     fn output(&self, step: &str, stream: Stream, lines: &[u8]);
+
+    /// The job is stored under `job_id`: nothing of it has run yet.
+    fn job_stored(&self, _job_id: crate::JobId, _trace_id: &crate::trace::TraceId) {}
+
+    /// A step starts on `runtime`.
+    fn step_started(&self, _step: &str, _runtime: &str) {}
+
+    /// A step ended; `record` is what was recorded of it.
+    fn step_finished(&self, _record: &crate::state::StepRecord) {}
 }
 
 /// The output sink an executor writes a step's output into.

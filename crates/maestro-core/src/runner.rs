@@ -206,6 +206,33 @@ impl Runner {
             });
             executors.push(executor);
         }
+        // Settings only the backend can judge (a plugin's `with`), once per runtime, with the
+        // runtime's steps in order.
+        let mut runtimes: Vec<&str> = Vec::new();
+        for step in &steps {
+            if !runtimes.contains(&step.runtime.as_str()) {
+                runtimes.push(&step.runtime);
+            }
+        }
+        for runtime in runtimes {
+            let Some(index) = steps.iter().position(|step| step.runtime == runtime) else {
+                continue;
+            };
+            let own: Vec<StepRequest> = steps
+                .iter()
+                .filter(|step| step.runtime == runtime)
+                .cloned()
+                .collect();
+            match executors[index].validate_steps(&own).await {
+                Ok(()) => {}
+                Err(ExecutorError::InvalidStep { message }) => {
+                    return Err(RunError::InvalidStep(message));
+                }
+                Err(error) => {
+                    tracing::debug!(runtime, %error, "runtime could not validate its steps now");
+                }
+            }
+        }
         Ok(Admitted {
             spec,
             steps,
@@ -257,8 +284,12 @@ impl Runner {
                 submitted_at: now_rfc3339(),
                 spec_file: format!("spec.{}", request.format.extension()),
                 source: request.source.clone(),
+                driver: crate::control::Driver::current(),
             };
             let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            if let Some(observer) = &observer {
+                observer.job_stored(job_id, &meta.trace_id);
+            }
             let job = JobRun {
                 runner: self,
                 meta,
@@ -515,14 +546,20 @@ impl JobRun<'_> {
                 .runner
                 .store
                 .create_step_log(self.meta.job_id, &step.name)?;
-            let header = format!(
-                "maestro job_id={} step={} runtime={} trace_id={} started={started_at}",
-                self.meta.job_id, step.name, step.runtime, self.meta.trace_id
+            let header = crate::progress::step_log_header(
+                self.meta.job_id,
+                &step.name,
+                &step.runtime,
+                &self.meta.trace_id,
+                &started_at,
             );
             let log_path = self
                 .runner
                 .store
                 .step_log_path(self.meta.job_id, &step.name);
+            if let Some(observer) = &self.observer {
+                observer.step_started(&step.name, &step.runtime);
+            }
             let mut output = StepOutput::new(&step.name, log, &header, self.observer.clone())
                 .map_err(|source| StateError::Io {
                     action: "write",
@@ -594,6 +631,9 @@ impl JobRun<'_> {
                 duration_ms,
                 "step finished"
             );
+            if let Some(observer) = &self.observer {
+                observer.step_finished(&record);
+            }
             Ok(record)
         }
         .instrument(span)
@@ -1199,6 +1239,7 @@ mod tests {
             submitted_at: now_rfc3339(),
             spec_file: "spec.json".to_owned(),
             source: "job.json".to_owned(),
+            driver: None,
         }
     }
 

@@ -129,6 +129,10 @@ pub struct JobMeta {
     pub spec_file: String,
     /// The spec's path as given to `mc submit`.
     pub source: String,
+    /// The process that drives the job, for `mc cancel` (absent in records of older versions,
+    /// and where `/proc` could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::control::Driver>,
 }
 
 /// How a step ended.
@@ -255,6 +259,12 @@ pub enum StateError {
         from: String,
         /// The state asked for.
         to: JobState,
+    },
+    /// The job has not ended, or a live process holds it; nothing was removed.
+    #[error("job {job_id} has not ended (or a live mc still holds it); it is kept")]
+    StillRunning {
+        /// The job.
+        job_id: JobId,
     },
     /// A stored file is not what Maestro writes.
     #[error("corrupt state file {}: {message}", path.display())]
@@ -413,10 +423,16 @@ pub trait StateStore: Send + Sync {
     fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
         Ok(!record.state().is_terminal() && !self.is_live(record.meta.job_id)?)
     }
+    /// Remove an ended job's record and logs for good (`mc prune`). A job that has not ended,
+    /// or that a live process still holds, is refused and kept.
+    fn remove_job(&self, job_id: JobId) -> Result<(), StateError>;
     /// Create the log file of a step (a new file; an existing one is an error).
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError>;
     /// The path of a step's log.
     fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf;
+    /// A step's log, opened for reading (beneath the state root, through no link); `None` if
+    /// it does not exist yet.
+    fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError>;
 }
 
 /// The file-backed store.
@@ -576,23 +592,6 @@ impl FileStore {
     pub fn read_spec(&self, job_id: JobId, spec_file: &str) -> Result<Vec<u8>, StateError> {
         let dir = self.open_job(job_id)?;
         self.read_bytes(job_id, &dir, spec_file)
-    }
-
-    /// A step's log, opened for reading beneath the root; `None` if it does not exist yet.
-    pub fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError> {
-        let path = self.step_log_path(job_id, step);
-        let logs = self
-            .open_job(job_id)?
-            .subdir("logs")
-            .map_err(io_error("open", &path))?;
-        let Some(logs) = logs else {
-            return Ok(None);
-        };
-        match logs.open(&format!("{step}.log"), Access::Read) {
-            Ok(file) => Ok(Some(file)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(io_error("open", &path)(error)),
-        }
     }
 
     /// Append `line` to the job's note `name` (a plain file name), creating it. Not fsynced:
@@ -769,6 +768,38 @@ impl StateStore for FileStore {
         ]))
     }
 
+    /// The job's directory is first renamed out of `jobs/` (`jobs/.pruned-<id>`), so that it
+    /// disappears from every listing at once, then removed; a removal cut short by a crash is
+    /// finished by the next one.
+    fn remove_job(&self, job_id: JobId) -> Result<(), StateError> {
+        let record = self.load(job_id)?;
+        if !record.state().is_terminal() || self.is_live(job_id)? {
+            return Err(StateError::StillRunning { job_id });
+        }
+        let jobs_path = self.jobs_dir();
+        let jobs = self
+            .root
+            .open_dir(Path::new("jobs"))
+            .map_err(io_error("open", &jobs_path))?
+            .ok_or_else(|| StateError::NotFound {
+                job_id,
+                root: self.root().to_path_buf(),
+            })?;
+        let staged = format!(".pruned-{}", job_id.hyphenated());
+        jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
+            .map_err(io_error("rename", &jobs.join(&staged)))?;
+        jobs.sync().map_err(io_error("sync", &jobs_path))?;
+        for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
+            let name = name.to_string_lossy();
+            if name.starts_with(".pruned-") {
+                // Removed through directory descriptors: no link inside is ever followed.
+                jobs.remove_dir_all(&name)
+                    .map_err(io_error("remove", &jobs.join(&*name)))?;
+            }
+        }
+        Ok(())
+    }
+
     fn list(&self) -> Result<Vec<JobId>, StateError> {
         let jobs = self.jobs_dir();
         let dir = match self.root.open_dir(Path::new("jobs")) {
@@ -868,6 +899,22 @@ impl StateStore for FileStore {
         Ok(file)
     }
 
+    fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError> {
+        let path = self.step_log_path(job_id, step);
+        let logs = self
+            .open_job(job_id)?
+            .subdir("logs")
+            .map_err(io_error("open", &path))?;
+        let Some(logs) = logs else {
+            return Ok(None);
+        };
+        match logs.open(&format!("{step}.log"), Access::Read) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("open", &path)(error)),
+        }
+    }
+
     fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf {
         // Step names are validated ([A-Za-z0-9._-], never "." or ".."), so this stays inside.
         self.job_dir(job_id)
@@ -890,6 +937,7 @@ mod tests {
             submitted_at: crate::time::now_rfc3339(),
             spec_file: "spec.yaml".to_owned(),
             source: "job.yaml".to_owned(),
+            driver: None,
         }
     }
 

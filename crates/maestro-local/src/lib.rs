@@ -102,6 +102,10 @@ impl Executor for LocalExecutor {
             // The sandbox gives a step its own network namespace on request.
             Isolation::Sandbox => refused.retain(|field| *field != "network"),
             Isolation::None => {
+                if refused.contains(&"network") {
+                    refused.retain(|field| *field != "network");
+                    refused.push("network (only sandboxed steps get a network namespace)");
+                }
                 if !step.writable_paths.is_empty() {
                     refused.push("writable_paths (only sandboxed steps have read-only hosts)");
                 }
@@ -115,7 +119,7 @@ impl Executor for LocalExecutor {
         } else {
             Err(ExecutorError::InvalidStep {
                 message: format!(
-                    "step {:?} runs on the local runtime, which cannot honour {}; remove them or choose a container runtime",
+                    "step {:?} runs on the local runtime, which cannot honour {}; remove them, or choose a container runtime",
                     step.name,
                     refused.join(", ")
                 ),

@@ -328,6 +328,7 @@ impl Session {
                 reason: ExitReason::Error,
                 fault: None,
                 message: None,
+                teardown: None,
             },
         };
         for message in &self.transcript {

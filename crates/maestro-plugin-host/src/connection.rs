@@ -370,6 +370,12 @@ impl Connection {
         events_rx
     }
 
+    /// The process group `task` runs in, when the host could check it (see
+    /// [`Connection::record_task_group`]).
+    pub(crate) fn task_group(&self, task: &str) -> Option<Group> {
+        lock(&self.shared.task_groups).get(task).copied()
+    }
+
     /// Stop receiving the events of `task`.
     pub(crate) fn unsubscribe(&self, task: &str) {
         lock(&self.shared.tasks).remove(task);

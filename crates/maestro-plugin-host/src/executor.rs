@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use maestro_core::JobId;
 use maestro_core::executor::{
     CommandLine, Containment, Executor, ExecutorError, ExecutorProvider, StepControl, StepOutcome,
-    StepOutput, StepRequest, StopReason, Stream,
+    StepOutput, StepRequest, StopReason, Stream, Teardown, TeardownMethod,
 };
 use maestro_plugin_protocol::{
     Command, Describe, Destroy, ErrorCode, ErrorReply, Exit, ExitReason, Fault, HostMessage, Ping,
@@ -21,6 +21,12 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, ConnectionError, TaskEvent};
 use crate::discovery;
+use crate::groups::Group;
+
+/// How long a task's process group may take to empty after its exit event (processes the
+/// plugin has just killed leave it when they are reaped) before the host kills what is left
+/// and records the step's teardown as failed.
+const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(250);
 
 /// Deadlines the host keeps with a plugin.
 #[derive(Debug, Clone)]
@@ -192,6 +198,17 @@ impl Executor for PluginExecutor {
             .await
     }
 
+    /// The plugin's own `validate` of each step's `with`, on a connection of its own (started,
+    /// asked, stopped, as for `containment`): nothing of the job is run.
+    async fn validate_steps(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
+            .await
+            .map_err(unavailable)?;
+        let result = self.validate_on(&connection, steps).await;
+        connection.shutdown(Duration::from_secs(1)).await;
+        result
+    }
+
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
         let Some(first) = steps.first() else {
             return Ok(());
@@ -220,51 +237,7 @@ impl Executor for PluginExecutor {
                 });
             }
         }
-        if !connection
-            .hello()
-            .capabilities
-            .iter()
-            .any(|c| c == capability::VALIDATE)
-        {
-            return Ok(());
-        }
-        for step in steps {
-            let id = connection.next_id();
-            let request = HostMessage::Validate(Validate {
-                id,
-                step: step.name.clone(),
-                with: step.with.clone(),
-            });
-            match connection
-                .request(id, &request, self.options.request_timeout)
-                .await
-                .map_err(unavailable)?
-            {
-                PluginMessage::Ok(_) => {}
-                PluginMessage::Error(ErrorReply {
-                    code: ErrorCode::Unsupported,
-                    ..
-                }) => return Ok(()),
-                PluginMessage::Error(ErrorReply { message, .. }) => {
-                    return Err(ExecutorError::InvalidStep {
-                        message: format!(
-                            "step {:?}: plugin {} rejects its settings: {message}",
-                            step.name, self.name
-                        ),
-                    });
-                }
-                other => {
-                    return Err(ExecutorError::Unavailable {
-                        message: format!(
-                            "plugin {} answered validate with {}",
-                            self.name,
-                            summary(&other)
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.validate_on(&connection, steps).await
     }
 
     async fn run(
@@ -328,10 +301,15 @@ impl Executor for PluginExecutor {
         }
         tracing::debug!(plugin = %self.name, step = %step.name, %task, "plugin task started");
 
-        let result = self
+        // Taken now: a plugin killed while following the task takes its groups' record with it.
+        let group = connection.task_group(&task);
+        let mut result = self
             .follow(&connection, step, &task, &mut events, output, control)
             .await;
         connection.unsubscribe(&task);
+        if let (Ok(outcome), Some(group)) = (&mut result, group) {
+            outcome.teardown = verify_group(group, outcome.teardown.take()).await;
+        }
         if result.is_ok() && connection.death().is_none() {
             // Fire and forget: the plugin frees the task; nothing waits for the answer.
             let id = connection.next_id();
@@ -354,6 +332,60 @@ impl Executor for PluginExecutor {
 }
 
 impl PluginExecutor {
+    /// Asks the plugin, when it has the `validate` capability, whether each step's `with` is
+    /// acceptable.
+    async fn validate_on(
+        &self,
+        connection: &Connection,
+        steps: &[StepRequest],
+    ) -> Result<(), ExecutorError> {
+        if !connection
+            .hello()
+            .capabilities
+            .iter()
+            .any(|c| c == capability::VALIDATE)
+        {
+            return Ok(());
+        }
+        for step in steps {
+            let id = connection.next_id();
+            let request = HostMessage::Validate(Validate {
+                id,
+                step: step.name.clone(),
+                with: step.with.clone(),
+            });
+            match connection
+                .request(id, &request, self.options.request_timeout)
+                .await
+                .map_err(unavailable)?
+            {
+                PluginMessage::Ok(_) => {}
+                PluginMessage::Error(ErrorReply {
+                    code: ErrorCode::Unsupported,
+                    ..
+                }) => return Ok(()),
+                PluginMessage::Error(ErrorReply { message, .. }) => {
+                    return Err(ExecutorError::InvalidStep {
+                        message: format!(
+                            "step {:?}: plugin {} rejects its settings: {message}",
+                            step.name, self.name
+                        ),
+                    });
+                }
+                other => {
+                    return Err(ExecutorError::Unavailable {
+                        message: format!(
+                            "plugin {} answered validate with {}",
+                            self.name,
+                            summary(&other)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stream `task`'s events into `output` until its exit event, honouring `control`.
     async fn follow(
         &self,
@@ -480,6 +512,36 @@ impl PluginExecutor {
     }
 }
 
+/// Checks the task's process group after its exit event, against `reported`, the plugin's
+/// word. A live process left in the group is killed and listed, and fails the teardown whatever
+/// the plugin said. An empty group confirms a plugin that said its task left nothing; without
+/// the plugin's word it proves nothing (the group may hold only a client of a remote task), and
+/// the teardown stays unverified.
+async fn verify_group(group: Group, reported: Option<Teardown>) -> Option<Teardown> {
+    let deadline = Instant::now() + GROUP_EMPTY_WITHIN;
+    loop {
+        // Zombies are still in the group until their new parent reaps them: only live
+        // processes count.
+        let members = if group.alive() {
+            group.members()
+        } else {
+            Vec::new()
+        };
+        if members.is_empty() {
+            return reported.map(|teardown| match teardown.verified {
+                true => Teardown::verified(TeardownMethod::ProcessGroup),
+                false => teardown,
+            });
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(pgid = group.pgid(), remaining = ?members, "a plugin task left processes in its group; killed");
+            group.kill();
+            return Some(Teardown::failed(TeardownMethod::ProcessGroup, members));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn outcome(
     plugin: &str,
     exit: Exit,
@@ -491,8 +553,13 @@ fn outcome(
         signal: exit.signal,
         stopped: stop_reason,
         oom_killed: false,
-        // The protocol has no teardown report yet; the record says it was not verified.
-        teardown: None,
+        // The plugin's word, when it gave one; the caller replaces it with its own check of
+        // the task's process group when it could check one.
+        teardown: exit.teardown.map(|teardown| Teardown {
+            method: TeardownMethod::PluginReported,
+            verified: teardown.verified,
+            remaining: teardown.remaining,
+        }),
     };
     match exit.reason {
         ExitReason::Completed => {}

@@ -106,7 +106,9 @@ impl Group {
                 "{reported} is the plugin's own process group, not a task's"
             )));
         }
-        let Some(leader) = stat(reported) else {
+        // A process whose group reads as 0 or -1 is being released after its exit (its links to
+        // its group are already cut): a quick task that is over, like one already gone.
+        let Some(leader) = stat(reported).filter(|leader| leader.pgrp > 0) else {
             return Err(Rejected::Gone);
         };
         if leader.pgrp != reported {
@@ -168,6 +170,49 @@ impl Group {
     /// Whether any process is still in the group.
     pub(crate) fn alive(&self) -> bool {
         self.still_ours() && rustix::process::test_kill_process_group(self.pgid).is_ok()
+    }
+
+    /// The live (not zombie) processes of the group, as `pid 123 (sleep)`, from `/proc`; empty
+    /// when the number was reused by another process meanwhile.
+    pub(crate) fn members(&self) -> Vec<String> {
+        if !self.still_ours() {
+            return Vec::new();
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut members = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let (Some(stat), Some(open), Some(close)) =
+                (parse_stat(&text), text.find('('), text.rfind(')'))
+            else {
+                continue;
+            };
+            let state = text
+                .get(close + 1..)
+                .and_then(|rest| rest.split_whitespace().next());
+            if stat.pid != pid || stat.pgrp != self.pgid() || matches!(state, Some("Z" | "X")) {
+                continue;
+            }
+            let command: String = text
+                .get(open + 1..close)
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            members.push(format!("pid {pid} ({command})"));
+        }
+        members
     }
 }
 

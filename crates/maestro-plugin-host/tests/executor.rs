@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use maestro_core::JobId;
 use maestro_core::executor::{
     CommandLine, ContainerSettings, Executor, ExecutorError, StepControl, StepOutcome, StepOutput,
-    StepRequest, StopReason,
+    StepRequest, StopReason, TeardownMethod,
 };
 use maestro_core::trace::TraceId;
 use maestro_plugin_host::{PluginExecutor, PluginOptions};
@@ -339,4 +339,113 @@ async fn a_step_the_plugin_does_not_stop_when_cancelled_is_recorded_cancelled() 
     assert_eq!(outcome.signal, Some(9));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("the job was cancelled"), "{log}");
+}
+
+/// A plugin that starts its task in a process group of its own with a background child, reports
+/// the group, and sends the task's exit while the child still runs in that group.
+fn leaves_a_child_in_the_group(pid_file: &Path) -> String {
+    format!(
+        "{HANDSHAKE}import subprocess\nfor line in sys.stdin:\n    req = json.loads(line)\n    \
+         if req['type'] == 'describe':\n        send({{'type': 'described', 'id': req['id'], 'name': 't'}})\n    \
+         elif req['type'] == 'start':\n        \
+         p = subprocess.Popen(['sh', '-c', 'sleep 60 & echo $! > {pid_file}; wait'], start_new_session=True)\n        \
+         send({{'type': 'started', 'id': req['id'], 'task': req['task'], 'pgid': p.pid}})\n        \
+         while not os.path.exists({pid_file:?}) or not open({pid_file:?}).read().strip(): time.sleep(0.01)\n        \
+         send({{'type': 'exit', 'task': req['task'], 'code': 0, 'reason': 'completed', 'teardown': {{'verified': True}}}})\n",
+        pid_file = pid_file.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn a_task_that_leaves_a_process_in_its_group_fails_its_teardown_whatever_the_plugin_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let path = plugin(dir.path(), "leaky", &leaves_a_child_in_the_group(&pid_file));
+    let (result, _, _) = run_timed_out(&path, dir.path(), Duration::from_secs(30)).await;
+    let outcome = result.unwrap();
+    let teardown = outcome.teardown.expect("the host checks a group it knows");
+    assert_eq!(teardown.method, TeardownMethod::ProcessGroup);
+    assert!(!teardown.verified, "{teardown:?}");
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        teardown
+            .remaining
+            .iter()
+            .any(|line| line.starts_with(&format!("pid {child} (sleep)"))),
+        "{teardown:?}"
+    );
+    // The host killed it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task's child {child} outlived the step"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_reported_teardown_is_recorded_as_the_plugins_word() {
+    for (report, verified) in [
+        ("{'verified': True}", Some(true)),
+        (
+            "{'verified': False, 'remaining': ['remote pid 7 (make)']}",
+            Some(false),
+        ),
+        ("None", None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let body = serve_then(&format!(
+            "        send({{'type': 'exit', 'task': req['task'], 'code': 0, 'reason': 'completed', 'teardown': {report}}})"
+        ));
+        let path = plugin(dir.path(), "remote", &body);
+        let (result, _, _) = run_timed_out(&path, dir.path(), Duration::from_secs(30)).await;
+        let outcome = result.unwrap();
+        match verified {
+            None => assert_eq!(outcome.teardown, None, "{report}"),
+            Some(verified) => {
+                let teardown = outcome.teardown.unwrap();
+                assert_eq!(teardown.method, TeardownMethod::PluginReported, "{report}");
+                assert_eq!(teardown.verified, verified, "{report}");
+                assert_eq!(teardown.remaining.is_empty(), verified, "{report}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_group_confirms_a_plugin_that_says_its_task_left_nothing_and_proves_nothing_alone()
+{
+    for (report, expected) in [
+        ("{'verified': True}", Some(TeardownMethod::ProcessGroup)),
+        ("None", None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = plugin(
+            dir.path(),
+            "tidy",
+            &format!(
+                "{HANDSHAKE}import subprocess\nfor line in sys.stdin:\n    req = json.loads(line)\n    \
+                 if req['type'] == 'describe':\n        send({{'type': 'described', 'id': req['id'], 'name': 't'}})\n    \
+                 elif req['type'] == 'start':\n        \
+                 p = subprocess.Popen(['sleep', '0.3'], start_new_session=True)\n        \
+                 send({{'type': 'started', 'id': req['id'], 'task': req['task'], 'pgid': p.pid}})\n        \
+                 p.wait()\n        \
+                 send({{'type': 'exit', 'task': req['task'], 'code': 0, 'reason': 'completed', 'teardown': {report}}})\n"
+            ),
+        );
+        let (result, _, _) = run_timed_out(&path, dir.path(), Duration::from_secs(30)).await;
+        let teardown = result.unwrap().teardown;
+        assert_eq!(teardown.as_ref().map(|t| t.method), expected, "{report}");
+        assert!(teardown.is_none_or(|t| t.verified), "{report}");
+    }
 }

@@ -438,6 +438,23 @@ pub struct Exit {
     /// One line for the user, mostly for `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether every process of the task is gone, as the plugin checked it before sending this
+    /// event. Optional: a plugin that cannot tell leaves it out, and the step's record then says
+    /// its teardown was not verified (unless the host could check the task's process group
+    /// itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<TaskTeardown>,
+}
+
+/// A plugin's report that a task left nothing running (see [`Exit::teardown`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskTeardown {
+    /// True when the plugin checked and found no process of the task left.
+    pub verified: bool,
+    /// What was still there after the plugin's kill, one line each (`pid 123 (sleep)`); empty
+    /// when verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining: Vec<String>,
 }
 
 /// Why a line is not a message this crate can read.
@@ -606,6 +623,7 @@ mod tests {
             reason: ExitReason::Completed,
             fault: None,
             message: None,
+            teardown: None,
         });
         assert_eq!(
             serde_json::from_str::<Value>(&exit.to_line()).unwrap(),

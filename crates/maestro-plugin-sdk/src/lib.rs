@@ -116,6 +116,16 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
+    /// Whether a task's processes all run in the local process group the SDK starts its
+    /// command in, so that an empty group means nothing of the task is left: then each `exit`
+    /// reports the group's teardown. A plugin whose command is only a client of something
+    /// elsewhere (a remote host, a cluster) returns `false`, and its exits report no teardown:
+    /// the SDK cannot see the remote processes, and must not vouch for them. `true` unless
+    /// overridden.
+    fn tasks_are_local(&self) -> bool {
+        true
+    }
+
     /// Check a step's `with` object before the job runs; the message reaches the user as a spec
     /// error. Accepts everything unless overridden.
     fn validate(&self, _step: &str, _with: Option<&Value>) -> Result<(), String> {

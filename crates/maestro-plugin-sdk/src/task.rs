@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maestro_plugin_protocol::{
-    Exit, ExitReason, Fault, LOG_CHUNK_BYTES, Log, PluginMessage, Start, Stream,
+    Exit, ExitReason, Fault, LOG_CHUNK_BYTES, Log, PluginMessage, Start, Stream, TaskTeardown,
 };
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,10 @@ use crate::Plugin;
 /// How long a task's output is still read after its main process exited and its group was
 /// killed: only a process that left the group (with `setsid`) can hold the pipes that long.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// How long the task's process group may take to empty after its `SIGKILL` before the exit
+/// event reports it not verified.
+const GROUP_EMPTY_WITHIN: Duration = Duration::from_secs(1);
 
 /// The grace period of the SDK's own timeout backstop.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
@@ -135,6 +139,72 @@ pub(crate) fn spawn(command: TaskCommand) -> io::Result<Spawned> {
         input: command.input,
         keep_stdin_open: command.keep_stdin_open,
     })
+}
+
+/// Waits until no live process is left in the task's (killed) group, and says whether that
+/// happened. A killed process stays in the group as a zombie until its new parent (the
+/// machine's init or a subreaper) reaps it, which is harmless and not waited for; one still
+/// running after [`GROUP_EMPTY_WITHIN`] is reported.
+async fn group_emptied(pgid: i32) -> TaskTeardown {
+    let deadline = Instant::now() + GROUP_EMPTY_WITHIN;
+    loop {
+        let alive = pgid > 1
+            && Pid::from_raw(pgid)
+                .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok());
+        let remaining = if alive {
+            live_members(pgid)
+        } else {
+            Vec::new()
+        };
+        if remaining.is_empty() {
+            return TaskTeardown {
+                verified: true,
+                remaining,
+            };
+        }
+        if Instant::now() >= deadline {
+            return TaskTeardown {
+                verified: false,
+                remaining,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The processes of group `pgid` that are not zombies, as `pid 123 (sleep)`, from `/proc`.
+fn live_members(pgid: i32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`: comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut fields = stat.get(close + 1..).unwrap_or_default().split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|group| group.parse::<i32>().ok());
+        if group == Some(pgid) && !matches!(state, Some("Z" | "X")) {
+            let command: String = stat[open + 1..close]
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            members.push(format!("pid {} ({command})", stat[..open].trim()));
+        }
+    }
+    members
 }
 
 fn signal_group(pgid: i32, signal: Signal) {
@@ -339,6 +409,11 @@ pub(crate) async fn run<P: Plugin>(
     }
     // Whatever the task left behind in its group dies with it.
     signal_group(pgid, Signal::KILL);
+    let teardown = if plugin.tasks_are_local() {
+        Some(group_emptied(pgid).await)
+    } else {
+        None
+    };
     if let Some(stdin) = stdin {
         stdin.abort();
         let _ = stdin.await;
@@ -352,6 +427,7 @@ pub(crate) async fn run<P: Plugin>(
         reason: stopped.unwrap_or(ExitReason::Completed),
         fault: None,
         message: None,
+        teardown,
     };
     match status {
         Some(Ok(status)) => {
@@ -489,6 +565,33 @@ mod tests {
                 (3, 5, false),
                 (4, 4, true)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_task_leaves_in_its_group_is_killed_and_the_exit_says_the_group_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let mut leaky = std::process::Command::new("sh");
+        leaky.args([
+            "-c",
+            &format!("sleep 60 & echo $! > {}", pid_file.display()),
+        ]);
+        let (_, exit) = drive(TaskCommand::new(leaky)).await;
+        assert_eq!(exit.code, Some(0));
+        assert_eq!(
+            exit.teardown,
+            Some(TaskTeardown {
+                verified: true,
+                remaining: Vec::new()
+            })
+        );
+        let child = std::fs::read_to_string(&pid_file).unwrap();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.trim())).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+            "the task's background child still runs: {stat}"
         );
     }
 }

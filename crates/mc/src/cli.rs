@@ -34,8 +34,12 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Print a job's recorded output
     Logs(LogsArgs),
+    /// Stop a running job from another terminal, as Ctrl-C in its own would
+    Cancel(CancelArgs),
     /// Record jobs abandoned by a killed mc as failed and remove what they left behind
     Gc(GcArgs),
+    /// Remove old jobs' records and logs (never running ones); the audit log keeps them
+    Prune(PruneArgs),
     /// Executor plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -133,19 +137,34 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The job's id (omit to list jobs)
+    /// The job's id or an unambiguous prefix of it (omit to list jobs)
     pub(crate) job_id: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
-    /// How many jobs to list
+    /// How many jobs to list, newest first (0: all)
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
+    /// Only jobs in these states (comma-separated, e.g. running,failed)
+    #[arg(long, value_delimiter = ',', value_name = "STATE")]
+    pub(crate) state: Vec<String>,
+    /// Only jobs of this owner (compared as policy compares owners)
+    #[arg(long, value_name = "OWNER")]
+    pub(crate) owner: Option<String>,
+    /// Only jobs for this environment
+    #[arg(long = "env", value_name = "ENVIRONMENT")]
+    pub(crate) environment: Option<String>,
+    /// Only jobs submitted since then: a duration ago (30m, 2h, 7d) or an RFC 3339 time
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) since: Option<String>,
+    /// Refresh every second, in place on a terminal, until Ctrl-C (a single job: until it ends)
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct LogsArgs {
-    /// The job's id
+    /// The job's id, or an unambiguous prefix of it
     pub(crate) job_id: String,
     /// Only this step
     #[arg(long, value_name = "NAME")]
@@ -153,6 +172,42 @@ pub(crate) struct LogsArgs {
     /// Keep printing until the job ends
     #[arg(long, short)]
     pub(crate) follow: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc cancel 0192f0c1-aaaa-7bbb-8ccc-123456789abc\n  mc cancel 0192f0c1a   # any unambiguous prefix\n\n\
+Exit codes: 0 the job was cancelled, or had already ended (nothing to do); 1 it did not end in \
+time; 2 no such job; 4 its process cannot be identified or signalled."
+)]
+pub(crate) struct CancelArgs {
+    /// The job's id, or any unambiguous prefix of it
+    pub(crate) job_id: String,
+    /// How long to wait for the job to end, in seconds
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub(crate) wait: u64,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc prune --older-than 30d --dry-run\n  mc prune --older-than 7d --state failed,cancelled\n\n\
+Exit codes: 0 done (also when nothing was old enough); 2 a bad argument; 4 the state root \
+cannot be read or changed."
+)]
+pub(crate) struct PruneArgs {
+    /// Remove jobs that ended longer ago than this (30m, 12h, 30d, 2w) or before this RFC 3339 time
+    #[arg(long, value_name = "AGE")]
+    pub(crate) older_than: String,
+    /// Only jobs that ended in these states (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "STATE")]
+    pub(crate) state: Vec<String>,
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -111,6 +111,7 @@ pub(crate) fn install_tracing(verbose: u8) -> Diagnostics {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false)
+        .with_ansi(crate::printer::colours_on(&std::io::stderr()))
         .try_init();
     Diagnostics { queued }
 }

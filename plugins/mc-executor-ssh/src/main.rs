@@ -22,6 +22,12 @@ impl Plugin for Ssh {
         SshSettings::parse(with).map(|_| ())
     }
 
+    /// The local process is only the `ssh` client: its group being empty says nothing about
+    /// the remote command.
+    fn tasks_are_local(&self) -> bool {
+        false
+    }
+
     fn command(&self, task: &Start) -> Result<TaskCommand, TaskError> {
         let settings = SshSettings::parse(task.with.as_ref()).map_err(TaskError::Invalid)?;
         let script =

@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use maestro_core::JobId;
-use maestro_core::spec::{SpecFormat, parse};
 use maestro_core::state::{FileStore, StateStore};
 
 use crate::cli::{GlobalArgs, LogsArgs};
@@ -16,20 +15,9 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> {
     let store = FileStore::new(settings::state_root(global)?);
-    let job_id = super::parse_job_id(&args.job_id)?;
+    let job_id = super::find_job(&store, &args.job_id)?;
     let record = store.load(job_id)?;
-    // The stored spec is the authority on which steps exist and in what order.
-    let spec_bytes = store.read_spec(job_id, &record.meta.spec_file)?;
-    let spec = parse(
-        &spec_bytes,
-        SpecFormat::from_file_name(&record.meta.spec_file),
-    )
-    .map_err(|error| {
-        Failure::system(format!(
-            "stored spec of job {job_id} no longer parses: {error}"
-        ))
-    })?;
-    let mut steps: Vec<String> = spec.steps.into_iter().map(|step| step.name).collect();
+    let mut steps = super::stored_step_names(&store, &record)?;
     if let Some(only) = &args.step {
         if !steps.contains(only) {
             return Err(Failure::usage(format!("job {job_id} has no step {only:?}"))

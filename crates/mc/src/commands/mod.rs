@@ -1,9 +1,11 @@
 //! One module per subcommand; each parses nothing and decides nothing, it calls the library.
 
 mod audit;
+mod cancel;
 mod gc;
 mod logs;
 mod plugins;
+mod prune;
 mod status;
 mod submit;
 mod validate;
@@ -16,9 +18,10 @@ use std::sync::Arc;
 
 use maestro_core::JobId;
 use maestro_core::audit::AuditLog;
+use maestro_core::control::{LookupError, find_job as find_job_in};
 use maestro_core::runner::{Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
-use maestro_core::state::FileStore;
+use maestro_core::state::{FileStore, JobRecord, StateStore};
 use maestro_core::trace::TraceId;
 
 use crate::cli::{Cli, Command};
@@ -31,7 +34,9 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Validate(args) => validate::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Cancel(args) => cancel::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Prune(args) => prune::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
         Command::Audit(command) => audit::run(&cli.global, command),
     }
@@ -46,14 +51,34 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|error| Failure::system(format!("cannot start the async runtime: {error}")))
 }
 
-/// A job id from the command line. It is parsed as a UUID and only the parsed value is ever
-/// turned back into a path, so `../../etc` can never name a file.
-fn parse_job_id(text: &str) -> Result<JobId, Failure> {
-    JobId::try_parse(text).map_err(|_| {
-        let shown: String = text.chars().take(80).collect();
-        Failure::usage(format!("{shown:?} is not a job id"))
-            .hint("job ids are UUIDs such as 0192f0c1-aaaa-7bbb-8ccc-123456789abc; `mc status` lists them")
+/// The job a command-line argument names: a whole id or an unambiguous prefix (see
+/// [`maestro_core::control::find_job`]); only the parsed id is ever turned into a path.
+fn find_job(store: &dyn StateStore, text: &str) -> Result<JobId, Failure> {
+    find_job_in(store, text).map_err(|error| match error {
+        LookupError::Store(error) => Failure::from(error),
+        LookupError::NoMatch { .. } => Failure::usage(error).hint("`mc status` lists the jobs"),
+        LookupError::NotAJobId { .. } => Failure::usage(error).hint(
+            "job ids are UUIDs such as 0192f0c1-aaaa-7bbb-8ccc-123456789abc, or a prefix of one; `mc status` lists them",
+        ),
+        LookupError::Ambiguous { .. } => Failure::usage(error),
     })
+}
+
+/// The step names of a stored job, in the spec's order: the stored spec is the authority on
+/// which steps exist.
+fn stored_step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<String>, Failure> {
+    let job_id = record.meta.job_id;
+    let spec_bytes = store.read_spec(job_id, &record.meta.spec_file)?;
+    let spec = maestro_core::spec::parse(
+        &spec_bytes,
+        SpecFormat::from_file_name(&record.meta.spec_file),
+    )
+    .map_err(|error| {
+        Failure::system(format!(
+            "stored spec of job {job_id} no longer parses: {error}"
+        ))
+    })?;
+    Ok(spec.steps.into_iter().map(|step| step.name).collect())
 }
 
 /// Read a spec file into a request: at most a little over the size limit is read, so a huge or
@@ -99,4 +124,23 @@ fn open_runner(state_root: &Path, config: RunnerConfig) -> Runner {
         Arc::new(registry::build(state_root)),
         config,
     )
+}
+
+/// Who asks, for the audit record: the account of this process's real uid, as the kernel and
+/// `/etc/passwd` say (not `$USER`, which the caller sets).
+pub(crate) fn who() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }

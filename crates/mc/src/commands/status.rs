@@ -1,37 +1,85 @@
 //! `mc status`: one job's record, or the list of jobs.
 
+use std::time::Duration;
+
+use maestro_core::JobId;
+use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{describe, status_name};
 use maestro_core::state::{FileStore, JobRecord, StateStore, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
 use crate::exit::{Code, Failure};
-use crate::{printer, settings};
+use crate::printer::{self, field};
+use crate::settings;
+
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(global: &GlobalArgs, args: StatusArgs) -> Result<Code, Failure> {
     let store = FileStore::new(settings::state_root(global)?);
-    match &args.job_id {
-        Some(text) => show(&store, &super::parse_job_id(text)?, args.output),
-        None => list(&store, args.limit, args.output),
+    let job_id = match &args.job_id {
+        Some(text) => Some(super::find_job(&store, text)?),
+        None => None,
+    };
+    let filter = filter(&args)?;
+    loop {
+        if args.watch {
+            printer::clear_screen();
+        }
+        let running = match job_id {
+            Some(job_id) => show(&store, job_id, args.output)?,
+            None => {
+                list(&store, &filter, args.limit, args.output)?;
+                true
+            }
+        };
+        if !args.watch || !running {
+            return Ok(Code::Success);
+        }
+        std::thread::sleep(WATCH_INTERVAL);
     }
 }
 
-/// The policy verdicts recorded with the job's decision.
-fn policies(record: &JobRecord) -> Value {
-    record
-        .transitions
+fn filter(args: &StatusArgs) -> Result<JobFilter, Failure> {
+    let states = args
+        .state
         .iter()
-        .find_map(|transition| transition.detail.get("policies").cloned())
-        .unwrap_or(Value::Null)
+        .map(|text| JobFilter::parse_state(text))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::usage)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|text| JobFilter::parse_since(text, progress::Timestamp::now()))
+        .transpose()
+        .map_err(Failure::usage)?;
+    Ok(JobFilter {
+        states,
+        owner: args.owner.clone(),
+        environment: args.environment.clone(),
+        since,
+    })
 }
 
-fn show(
-    store: &FileStore,
-    job_id: &maestro_core::JobId,
-    output: OutputFormat,
-) -> Result<Code, Failure> {
-    let record = store.load(*job_id)?;
+/// `12.3s`, `4m05s`, `2h03m`.
+fn human(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{:.1}s", duration.as_secs_f64()),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// Prints one job; true while it is still running.
+fn show(store: &FileStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
+    let record = store.load(job_id)?;
     let stale = store.is_abandoned(&record)?;
+    let current = if record.state().is_terminal() {
+        None
+    } else {
+        progress::current_step(store, &record, &super::stored_step_names(store, &record)?)
+    };
     match output {
         OutputFormat::Json => printer::json(&json!({
             "job_id": record.meta.job_id,
@@ -42,23 +90,25 @@ fn show(
             "stale": stale,
             "trace_id": record.meta.trace_id,
             "submitted_at": record.meta.submitted_at,
-            "policies": policies(&record),
+            "duration_seconds": progress::duration(&record).map(|d| d.as_secs_f64()),
+            "current_step": current,
+            "policies": progress::verdicts(&record),
             "transitions": record.transitions,
             "steps": record.steps,
         })),
-        OutputFormat::Text => printer::out(&render(&record, stale)),
+        OutputFormat::Text => printer::out(&render(&record, stale, current.as_ref())),
     }
-    Ok(Code::Success)
+    Ok(!record.state().is_terminal() && !stale)
 }
 
-fn render(record: &JobRecord, stale: bool) -> String {
+fn render(record: &JobRecord, stale: bool, current: Option<&progress::CurrentStep>) -> String {
     let meta = &record.meta;
     let mut text = format!(
         "job       {}\nname      {}\nowner     {}\nenv       {}\nstate     {}{}\ntrace_id  {}\nspec      {} (stored as {})\n",
         meta.job_id,
-        meta.name,
-        meta.owner.as_deref().unwrap_or("-"),
-        meta.environment.as_deref().unwrap_or("-"),
+        field(&meta.name),
+        field(meta.owner.as_deref().unwrap_or("-")),
+        field(meta.environment.as_deref().unwrap_or("-")),
         record.state(),
         if stale {
             " (stale: no live mc drives it; run `mc gc`)"
@@ -66,10 +116,21 @@ fn render(record: &JobRecord, stale: bool) -> String {
             ""
         },
         meta.trace_id,
-        meta.source,
+        field(&meta.source),
         meta.spec_file,
     );
-    if let Value::Array(verdicts) = policies(record) {
+    if let Some(duration) = progress::duration(record) {
+        text.push_str(&format!("duration  {}\n", human(duration)));
+    }
+    if let Some(current) = current {
+        text.push_str(&format!(
+            "running   step {} ({}) for {}\n",
+            field(&current.name),
+            current.runtime,
+            human(Duration::from_secs_f64(current.elapsed_seconds))
+        ));
+    }
+    if let Value::Array(verdicts) = progress::verdicts(record) {
         text.push_str("policies:\n");
         for verdict in verdicts {
             let name = verdict["policy"].as_str().unwrap_or("?");
@@ -79,13 +140,13 @@ fn render(record: &JobRecord, stale: bool) -> String {
             for reason in verdict["reasons"].as_array().into_iter().flatten() {
                 text.push_str(&format!(
                     "  denied   {name}: {}\n",
-                    reason.as_str().unwrap_or("")
+                    field(reason.as_str().unwrap_or(""))
                 ));
             }
             for note in verdict["notes"].as_array().into_iter().flatten() {
                 text.push_str(&format!(
                     "  note     {name}: {}\n",
-                    note.as_str().unwrap_or("")
+                    field(note.as_str().unwrap_or(""))
                 ));
             }
         }
@@ -97,7 +158,7 @@ fn render(record: &JobRecord, stale: bool) -> String {
             "  {}  {:<10}{}\n",
             transition.at,
             transition.state.as_str(),
-            error.map(|e| format!("  {e}")).unwrap_or_default()
+            error.map(|e| format!("  {}", field(e))).unwrap_or_default()
         ));
     }
     if !record.steps.is_empty() {
@@ -105,10 +166,10 @@ fn render(record: &JobRecord, stale: bool) -> String {
         for step in &record.steps {
             text.push_str(&format!(
                 "  {:<20} {:<8} {:<10} {}{}\n",
-                step.name,
-                step.runtime,
+                field(&step.name),
+                field(&step.runtime),
                 status_name(step.status),
-                describe(step),
+                field(&describe(step)),
                 teardown(step)
             ));
         }
@@ -128,15 +189,25 @@ fn teardown(step: &StepRecord) -> String {
     }
 }
 
-fn list(store: &FileStore, limit: usize, output: OutputFormat) -> Result<Code, Failure> {
+fn list(
+    store: &FileStore,
+    filter: &JobFilter,
+    limit: usize,
+    output: OutputFormat,
+) -> Result<(), Failure> {
     let mut rows = Vec::new();
-    for job_id in store.list()?.into_iter().take(limit) {
+    let mut matching = 0;
+    for job_id in store.list()? {
         match store.load(job_id) {
-            Ok(record) => {
-                let stale = store.is_abandoned(&record)?;
-                rows.push((record, stale));
+            Ok(record) if filter.matches(&record) => {
+                matching += 1;
+                if limit == 0 || rows.len() < limit {
+                    let stale = store.is_abandoned(&record)?;
+                    rows.push((record, stale));
+                }
             }
-            Err(error) => eprintln!("warning: {error}"),
+            Ok(_) => {}
+            Err(error) => eprintln!("warning: {}", field(&error.to_string())),
         }
     }
     match output {
@@ -148,28 +219,41 @@ fn list(store: &FileStore, limit: usize, output: OutputFormat) -> Result<Code, F
                         "job_id": record.meta.job_id,
                         "name": record.meta.name,
                         "owner": record.meta.owner,
+                        "environment": record.meta.environment,
                         "state": record.state(),
                         "stale": stale,
                         "submitted_at": record.meta.submitted_at,
+                        "duration_seconds": progress::duration(record).map(|d| d.as_secs_f64()),
                     })
                 })
                 .collect::<Vec<_>>(),
         ),
         OutputFormat::Text => {
-            let mut text = String::new();
+            let mut text = format!(
+                "{:<36}  {:<10} {:<24} {:<12} {:<10} {:<27} {}\n",
+                "JOB ID", "STATE", "NAME", "OWNER", "ENV", "SUBMITTED", "DURATION"
+            );
             for (record, stale) in &rows {
                 text.push_str(&format!(
-                    "{}  {:<10} {:<24} {:<12} {}{}\n",
+                    "{}  {:<10} {:<24} {:<12} {:<10} {:<27} {}{}\n",
                     record.meta.job_id,
                     record.state().as_str(),
-                    record.meta.name,
-                    record.meta.owner.as_deref().unwrap_or("-"),
+                    field(&record.meta.name),
+                    field(record.meta.owner.as_deref().unwrap_or("-")),
+                    field(record.meta.environment.as_deref().unwrap_or("-")),
                     record.meta.submitted_at,
-                    if *stale { "  (stale)" } else { "" }
+                    progress::duration(record).map_or_else(|| "-".to_owned(), human),
+                    if *stale { "  (stale: run `mc gc`)" } else { "" }
                 ));
             }
             printer::out(&text);
         }
     }
-    Ok(Code::Success)
+    if rows.len() < matching {
+        eprintln!(
+            "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all",
+            rows.len()
+        );
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use maestro_core::output::OutputObserver;
 use maestro_core::runner::{FailureKind, JobReport, RunnerConfig, describe, status_name};
-use maestro_core::state::JobState;
+use maestro_core::state::{JobState, StepStatus};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -97,15 +97,23 @@ fn text_report(report: &JobReport) -> String {
     );
     for verdict in report.policies.denials() {
         for reason in &verdict.reasons {
-            text.push_str(&format!("  denied by {}: {reason}\n", verdict.policy));
+            text.push_str(&format!(
+                "  denied by {}: {}\n",
+                verdict.policy,
+                printer::field(reason)
+            ));
         }
     }
     for step in &report.steps {
         text.push_str(&format!(
-            "  step {:<20} {:<10} {}\n",
-            step.name,
+            "  step {:<20} {:<10} {:>8}  {}\n",
+            printer::field(&step.name),
             status_name(step.status),
-            describe(step)
+            match step.status {
+                StepStatus::Skipped => "-".to_owned(),
+                _ => printer::millis(step.duration_ms),
+            },
+            printer::field(&describe(step))
         ));
     }
     text

@@ -1,0 +1,82 @@
+//! `mc cancel`: stop a running job from another terminal, as Ctrl-C in its own would.
+
+use std::time::{Duration, Instant};
+
+use maestro_core::audit::AuditLog;
+use maestro_core::control::{CancelError, CancelOutcome, request_cancel};
+use maestro_core::state::{FileStore, StateStore};
+use serde_json::json;
+
+use crate::cli::{CancelArgs, GlobalArgs, OutputFormat};
+use crate::exit::{Code, Failure};
+use crate::{printer, settings};
+
+const POLL: Duration = Duration::from_millis(50);
+
+pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure> {
+    let state_root = settings::state_root(global)?;
+    let store = FileStore::new(&state_root);
+    let job_id = super::find_job(&store, &args.job_id)?;
+    let outcome = request_cancel(&store, &AuditLog::new(&state_root), job_id, &super::who())
+        .map_err(|error| match error {
+            CancelError::Store(error) => Failure::from(error),
+            CancelError::Audit(_) => Failure::system(error),
+            CancelError::Unidentified { .. } => {
+                Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
+            }
+            CancelError::Signal { .. } => {
+                Failure::system(error).hint("only the user who runs a job (or root) can cancel it")
+            }
+        })?;
+    let (state, message, code) = match outcome {
+        CancelOutcome::AlreadyEnded(state) => (
+            state,
+            format!("job {job_id} already ended {state}; nothing to cancel"),
+            Code::Success,
+        ),
+        CancelOutcome::Abandoned => {
+            let state = store.load(job_id)?.state();
+            (
+                state,
+                format!(
+                    "job {job_id} is {state} but no mc runs it any more (it was killed); nothing to cancel: `mc gc` records it failed"
+                ),
+                Code::Success,
+            )
+        }
+        CancelOutcome::Requested { pid } => {
+            // The job's own mc records CANCELLED once its running step is stopped.
+            let deadline = Instant::now() + Duration::from_secs(args.wait);
+            loop {
+                let state = store.load(job_id)?.state();
+                if state.is_terminal() {
+                    break (
+                        state,
+                        format!("job {job_id} {state} (its mc, process {pid}, stopped it)"),
+                        Code::Success,
+                    );
+                }
+                if Instant::now() >= deadline {
+                    break (
+                        state,
+                        format!(
+                            "job {job_id} is still {state} {} s after its mc (process {pid}) was asked to stop it; it may still be stopping a step: see `mc status {job_id}`",
+                            args.wait
+                        ),
+                        Code::JobFailed,
+                    );
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+    };
+    match args.output {
+        OutputFormat::Json => printer::json(&json!({
+            "job_id": job_id,
+            "state": state,
+            "message": message,
+        })),
+        OutputFormat::Text => printer::out(&format!("{message}\n")),
+    }
+    Ok(code)
+}
