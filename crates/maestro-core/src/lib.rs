@@ -22,6 +22,7 @@ pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod runner;
+pub mod secret;
 pub mod spec;
 pub mod state;
 pub mod time;

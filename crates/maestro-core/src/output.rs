@@ -5,6 +5,12 @@
 //! log line format is `<RFC 3339 time> <out|err>[+] <text>`: `+` marks the continuation of a line
 //! that was cut at [`MAX_LINE_BYTES`], so a step that prints a gigabyte without a newline still
 //! costs bounded memory. Lines starting with `# ` are Maestro's own notes (header and footer).
+//!
+//! With [`StepOutput::mask_with`], every line (notes included) passes through the job's
+//! [`Masker`] before it is recorded or shown: secrets are replaced by `***` in the one place
+//! every executor's output goes through. Masking works on whole lines, so a value split
+//! between two reads is still seen whole; a line cut at [`MAX_LINE_BYTES`] is cut where no
+//! value straddles the cut, the bytes after it carried over to the next piece.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -12,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Masker;
 use crate::time::now_rfc3339;
 
 /// The longest line kept in one piece; longer lines are cut into continuation lines.
@@ -67,6 +74,9 @@ pub struct StepOutput {
     partial: [Vec<u8>; 2],
     live: Vec<u8>,
     bytes: u64,
+    masker: Option<Arc<Masker>>,
+    /// A line being masked, gathered from its pieces.
+    scratch: Vec<u8>,
 }
 
 impl StepOutput {
@@ -86,9 +96,16 @@ impl StepOutput {
             partial: [Vec::new(), Vec::new()],
             live: Vec::new(),
             bytes: 0,
+            masker: None,
+            scratch: Vec::new(),
         };
         output.note(header)?;
         Ok(output)
+    }
+
+    /// Mask the job's secrets in everything recorded or shown from now on.
+    pub fn mask_with(&mut self, masker: Arc<Masker>) {
+        self.masker = (!masker.is_empty()).then_some(masker);
     }
 
     /// Record a chunk of `stream` as read from the step: any number of bytes, not necessarily
@@ -122,8 +139,16 @@ impl StepOutput {
                     self.partial[index].extend_from_slice(&rest[..take]);
                     rest = &rest[take..];
                     if self.partial[index].len() == MAX_LINE_BYTES {
-                        let full = std::mem::take(&mut self.partial[index]);
+                        let mut full = std::mem::take(&mut self.partial[index]);
+                        // No secret may straddle the cut: what could be the start of one is
+                        // carried over to the next piece.
+                        let at = self
+                            .masker
+                            .as_ref()
+                            .map_or(full.len(), |masker| masker.safe_cut(&full));
+                        let carried = full.split_off(at);
                         self.emit(cut.as_bytes(), stream, &full, &[]);
+                        self.partial[index] = carried;
                     }
                 }
             }
@@ -168,7 +193,10 @@ impl StepOutput {
     pub fn note(&mut self, text: &str) -> io::Result<()> {
         for line in text.lines() {
             self.pending.extend_from_slice(b"# ");
-            self.pending.extend_from_slice(line.as_bytes());
+            match &self.masker {
+                Some(masker) => masker.mask_into(line.as_bytes(), &mut self.pending),
+                None => self.pending.extend_from_slice(line.as_bytes()),
+            }
             self.pending.push(b'\n');
         }
         self.write_pending()
@@ -200,13 +228,22 @@ impl StepOutput {
     fn emit(&mut self, prefix: &[u8], stream: Stream, head: &[u8], tail: &[u8]) {
         let pending = &mut self.pending;
         pending.extend_from_slice(prefix);
-        pending.extend_from_slice(head);
-        pending.extend_from_slice(tail);
+        let body = pending.len();
+        match &self.masker {
+            Some(masker) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(head);
+                self.scratch.extend_from_slice(tail);
+                masker.mask_into(&self.scratch, pending);
+            }
+            None => {
+                pending.extend_from_slice(head);
+                pending.extend_from_slice(tail);
+            }
+        }
         pending.push(b'\n');
         if self.observer.is_some() {
-            self.live.extend_from_slice(head);
-            self.live.extend_from_slice(tail);
-            self.live.push(b'\n');
+            self.live.extend_from_slice(&pending[body..]);
             // `live` only ever holds lines of the stream being written (it is handed over at
             // the end of every write); bound it for a chunk of many lines.
             if self.live.len() >= 64 * 1024 {
@@ -338,6 +375,77 @@ mod tests {
         output.finish("f").unwrap();
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert_eq!(lines, 1024 * 1024 + 2);
+    }
+
+    fn masked(path: &std::path::Path, secrets: &[&str]) -> (StepOutput, Arc<Collect>) {
+        let observer = Arc::new(Collect::default());
+        let values: Vec<crate::secret::Secret> = secrets
+            .iter()
+            .map(|v| crate::secret::Secret::new(*v))
+            .collect();
+        let mut output = StepOutput::new(
+            "s",
+            File::create(path).unwrap(),
+            "h",
+            Some(observer.clone()),
+        )
+        .unwrap();
+        output.mask_with(Arc::new(Masker::new(&values)));
+        (output, observer)
+    }
+
+    #[test]
+    fn masks_secrets_in_the_log_the_live_view_and_notes_even_split_between_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut output, observer) = masked(&path, &["tok-ABCDEFGH", "line-one\nline-two"]);
+        output.write(Stream::Stdout, b"a tok-ABC").unwrap();
+        output.write(Stream::Stdout, b"DEFGH b\nline-").unwrap();
+        output.write(Stream::Stderr, b"line-two\n").unwrap();
+        output.write(Stream::Stdout, b"one\n").unwrap();
+        output.note("quoting tok-ABCDEFGH").unwrap();
+        output.write(Stream::Stdout, b"dG9rLUFCQ0RFRkdI").unwrap();
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        for leak in ["ABCDEFGH", "line-one", "line-two", "dG9rLUFCQ0RFRkdI"] {
+            assert!(!log.contains(leak), "{leak} in {log}");
+        }
+        assert!(log.contains(" out a *** b\n"), "{log}");
+        assert!(log.contains("# quoting ***\n"), "{log}");
+        let seen: Vec<u8> = observer
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, l)| l.clone())
+            .collect();
+        let seen = String::from_utf8(seen).unwrap();
+        assert_eq!(seen, "a *** b\n***\n***\n***\n");
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_of_a_huge_line_is_still_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let secret = "straddling-secret-value";
+        let (mut output, _) = masked(&path, &[secret]);
+        let mut line = vec![b'x'; MAX_LINE_BYTES - 10];
+        line.extend_from_slice(secret.as_bytes());
+        line.extend_from_slice(&vec![b'y'; MAX_LINE_BYTES]);
+        line.push(b'\n');
+        for chunk in line.chunks(4096) {
+            output.write(Stream::Stdout, chunk).unwrap();
+        }
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(!log.contains("secret"), "the value leaked across a cut");
+        assert_eq!(log.matches("***").count(), 1);
+        let bodies: usize = log
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap().len())
+            .sum();
+        assert_eq!(bodies, line.len() - 1 - secret.len() + 3, "nothing lost");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::executor::{
 use crate::output::{OutputObserver, StepOutput};
 use crate::plan::{PlanOptions, PlannedStep, plan_steps};
 use crate::policy::{PolicyConfig, PolicyReport, evaluate_policies};
+use crate::secret::{CallerEnv, Masker, read_secrets};
 use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
@@ -66,6 +67,9 @@ pub struct SubmitRequest {
     pub runtime_override: Option<String>,
     /// The directory `mc` was started in.
     pub invocation_dir: PathBuf,
+    /// The environment `mc` was started with: where `env` secrets, allowlisted variables and
+    /// `env_passthrough` come from. Its `Debug` shows names only.
+    pub caller_env: CallerEnv,
 }
 
 /// Why a request did not produce a job, or a job could not be recorded.
@@ -110,6 +114,8 @@ pub enum FailureKind {
     ExecutorUnavailable,
     /// A step left something behind that could not be removed: the job cannot have succeeded.
     TeardownFailed,
+    /// A secret's value could not be read (or was refused) when the job started; nothing ran.
+    SecretUnavailable,
 }
 
 /// The outcome of a submitted job.
@@ -186,6 +192,7 @@ impl Runner {
             default_timeout: self.config.policy.default_step_timeout,
             runtime_override: request.runtime_override.clone(),
             invocation_dir: request.invocation_dir.clone(),
+            caller_env: request.caller_env.clone(),
         };
         let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
         let mut executors = Vec::with_capacity(steps.len());
@@ -264,6 +271,8 @@ impl Runner {
                 _lease: lease,
                 observer,
                 cancel,
+                caller_env: request.caller_env,
+                masker: Arc::new(Masker::default()),
             };
             job.run(admitted).await
         }
@@ -279,6 +288,9 @@ struct JobRun<'a> {
     _lease: JobLease,
     observer: Option<Arc<dyn OutputObserver>>,
     cancel: CancellationToken,
+    caller_env: CallerEnv,
+    /// Masks the job's secret values in everything recorded about its steps.
+    masker: Arc<Masker>,
 }
 
 impl JobRun<'_> {
@@ -336,10 +348,10 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(self, admitted: Admitted) -> Result<JobReport, RunError> {
+    async fn run(mut self, admitted: Admitted) -> Result<JobReport, RunError> {
         let Admitted {
             spec,
-            steps,
+            mut steps,
             executors,
             plan,
         } = admitted;
@@ -365,6 +377,36 @@ impl JobRun<'_> {
             self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
             return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
         }
+
+        // Secret values are read now, once the job may run and before any executor sees it;
+        // a source that cannot be read fails the job with nothing run. Messages name the
+        // secret and its source, never a value.
+        let values = match read_secrets(&spec.secrets, &self.caller_env) {
+            Ok(values) => values,
+            Err(error) => {
+                let message = error.to_string();
+                tracing::info!(%message, "a secret could not be read");
+                self.record(
+                    JobState::Failed,
+                    json!({ "policies": policy_detail, "error": message }),
+                )?;
+                return Ok(self.report(
+                    JobState::Failed,
+                    policies,
+                    Vec::new(),
+                    Some((FailureKind::SecretUnavailable, message)),
+                ));
+            }
+        };
+        self.masker = Arc::new(Masker::new(values.values()));
+        for (step, step_spec) in steps.iter_mut().zip(&spec.steps) {
+            step.secrets = step_spec
+                .secrets
+                .iter()
+                .filter_map(|name| Some((name.clone(), values.get(name)?.clone())))
+                .collect();
+        }
+        drop(values);
 
         // Each distinct executor, in the order its first step appears, with its steps.
         let mut groups: Vec<(Arc<dyn Executor>, Vec<StepRequest>)> = Vec::new();
@@ -513,6 +555,7 @@ impl JobRun<'_> {
                     path: log_path.clone(),
                     source,
                 })?;
+            output.mask_with(Arc::clone(&self.masker));
             // A deadline beyond what `Instant` can hold means none: use one that never fires.
             let deadline = Instant::now()
                 .checked_add(step.timeout)
@@ -529,12 +572,15 @@ impl JobRun<'_> {
                 started_at: Some(started_at),
                 finished_at: Some(now_rfc3339()),
                 output_bytes: bytes,
+                span_id: Some(step.span_id.to_string()),
                 ..StepRecord::skipped(&step.name, &step.runtime)
             };
             match result {
                 Ok(outcome) => apply_outcome(&mut record, &outcome),
                 Err(error) => {
-                    tracing::info!(%error, "executor could not run the step");
+                    // An executor's message may quote the step's output.
+                    let message = self.masker.mask_str(&error.to_string());
+                    tracing::info!(error = %message, "executor could not run the step");
                     record.status = if matches!(
                         error,
                         ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }
@@ -546,7 +592,7 @@ impl JobRun<'_> {
                     if self.cancel.is_cancelled() {
                         record.status = StepStatus::Cancelled;
                     }
-                    record.error = Some(error.to_string());
+                    record.error = Some(message);
                 }
             }
             let footer = format!(
@@ -569,7 +615,7 @@ impl JobRun<'_> {
                 tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
                 self.audit(
                     "step.teardown_failed",
-                    json!({ "step": step.name, "teardown": teardown }),
+                    json!({ "step": step.name, "span_id": step.span_id, "teardown": teardown }),
                 )?;
             }
             tracing::info!(
@@ -801,6 +847,7 @@ mod tests {
             trace_id: TraceId::parse("trace-1").unwrap(),
             runtime_override: None,
             invocation_dir: PathBuf::from("/"),
+            caller_env: CallerEnv::default(),
         }
     }
 

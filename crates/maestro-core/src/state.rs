@@ -176,6 +176,10 @@ pub struct StepRecord {
     /// cannot tell, and for skipped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown: Option<crate::executor::Teardown>,
+    /// The step's span id in the job's trace (the one in its `TRACEPARENT`); absent for
+    /// skipped steps and in records older than trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 impl StepRecord {
@@ -195,6 +199,7 @@ impl StepRecord {
             output_bytes: 0,
             error: None,
             teardown: None,
+            span_id: None,
         }
     }
 }

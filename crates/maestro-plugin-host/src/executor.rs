@@ -130,7 +130,7 @@ fn start_message(id: u64, task: &str, step: &StepRequest) -> HostMessage {
             CommandLine::Shell(line) => Command::Shell(line.clone()),
             CommandLine::Argv(argv) => Command::Argv(argv.clone()),
         },
-        env: step.env.clone(),
+        env: step.env_with_secrets(),
         workspace: Some(step.workspace.to_string_lossy().into_owned()),
         workdir: step.workdir.clone(),
         timeout_ms: Some(u64::try_from(step.timeout.as_millis()).unwrap_or(u64::MAX)),

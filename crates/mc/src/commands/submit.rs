@@ -85,7 +85,7 @@ fn exit_code(report: &JobReport) -> Code {
         (JobState::Denied, _) => Code::Denied,
         (JobState::Cancelled, _) => Code::Cancelled,
         (_, Some(FailureKind::ExecutorUnavailable)) => Code::System,
-        (_, Some(FailureKind::InvalidStep)) => Code::Usage,
+        (_, Some(FailureKind::InvalidStep | FailureKind::SecretUnavailable)) => Code::Usage,
         _ => Code::JobFailed,
     }
 }
