@@ -13,5 +13,6 @@ mod hostile;
 mod plugins;
 mod policies;
 mod sandbox;
+mod secrets;
 mod state;
 mod steps;

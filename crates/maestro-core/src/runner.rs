@@ -399,6 +399,7 @@ impl JobRun<'_> {
             }
         };
         self.masker = Arc::new(Masker::new(values.values()));
+        crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
         for (step, step_spec) in steps.iter_mut().zip(&spec.steps) {
             step.secrets = step_spec
                 .secrets

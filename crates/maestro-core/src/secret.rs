@@ -333,6 +333,37 @@ impl Masker {
     }
 }
 
+/// The maskers of the jobs this process runs, for whoever writes its diagnostics.
+static DIAGNOSTICS: std::sync::RwLock<Vec<std::sync::Arc<Masker>>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Ask the program's diagnostics writer to mask `masker`'s values too (the runner does so when
+/// a job's secrets are read): a library's event that quotes a value (an engine request body)
+/// must not print it.
+pub fn mask_in_diagnostics(masker: std::sync::Arc<Masker>) {
+    if !masker.is_empty()
+        && let Ok(mut all) = DIAGNOSTICS.write()
+    {
+        all.push(masker);
+    }
+}
+
+/// `text` with every value registered by [`mask_in_diagnostics`] masked; for the program that
+/// writes diagnostics.
+pub fn mask_diagnostic(text: &[u8]) -> Option<Vec<u8>> {
+    let all = DIAGNOSTICS.read().ok()?;
+    if all.is_empty() {
+        return None;
+    }
+    let mut masked = text.to_vec();
+    for masker in all.iter() {
+        let mut out = Vec::with_capacity(masked.len());
+        masker.mask_into(&masked, &mut out);
+        masked = out;
+    }
+    Some(masked)
+}
+
 const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

@@ -93,7 +93,16 @@ pub(crate) fn install_tracing(verbose: u8) -> Diagnostics {
         1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter =
+        EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // The HTTP stack under the Docker client logs request bodies at debug level, and a
+    // container's configuration holds its secrets (JSON-escaped, past what masking can
+    // recognise): those never reach diagnostics, whatever the filter asks.
+    for quiet in ["bollard=info", "hyper=info", "hyper_util=info", "h2=info"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let (sender, events) = sync_channel::<Vec<u8>>(DIAGNOSTICS_BACKLOG);
     let queued = Arc::new(AtomicUsize::new(0));
     let written = Arc::clone(&queued);
@@ -161,6 +170,10 @@ impl Drop for EventBuffer {
     fn drop(&mut self) {
         if self.bytes.is_empty() {
             return;
+        }
+        // Secret values a library quoted in an event are masked like step output.
+        if let Some(masked) = maestro_core::secret::mask_diagnostic(&self.bytes) {
+            self.bytes = masked;
         }
         self.queue.queued.fetch_add(1, Ordering::Release);
         if self
