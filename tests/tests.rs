@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod docker;
 mod hostile;
+mod logs;
 mod plugins;
 mod policies;
 mod sandbox;

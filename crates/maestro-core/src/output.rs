@@ -1,10 +1,16 @@
 //! A step's output on its way to the step log (and to whoever watches live).
 //!
 //! Executors hand [`StepOutput::write`] raw chunks as they read them; it splits them into lines,
-//! stamps and tags each line, writes it to the log file and passes it to the live observer. The
-//! log line format is `<RFC 3339 time> <out|err>[+] <text>`: `+` marks the continuation of a line
-//! that was cut at [`MAX_LINE_BYTES`], so a step that prints a gigabyte without a newline still
-//! costs bounded memory. Lines starting with `# ` are Maestro's own notes (header and footer).
+//! stamps, numbers and tags each line, writes it to the log file and passes it to the live
+//! observer. The log line format is `<RFC 3339 time>#<seq> <out|err>[+] <text>`: `seq` numbers
+//! the step's recorded lines from 1 without gaps (so a reader can resume after the last one it
+//! saw), and `+` marks a line cut at [`MAX_LINE_BYTES`] that the next line continues, so a step
+//! that prints a gigabyte without a newline still costs bounded memory. Lines starting with `# `
+//! are Maestro's own notes (header, footer, truncation, gaps).
+//!
+//! A step's output is recorded up to a cap ([`DEFAULT_MAX_OUTPUT_BYTES`] unless
+//! [`StepOutput::limit`] sets another): past it, nothing more is recorded or shown, a note says
+//! so at once, and the footer says how many bytes were dropped.
 //!
 //! With [`StepOutput::mask_with`], every line (notes included) passes through the job's
 //! [`Masker`] before it is recorded or shown: secrets are replaced by `***` in the one place
@@ -23,6 +29,12 @@ use crate::time::now_rfc3339;
 
 /// The longest line kept in one piece; longer lines are cut into continuation lines.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The output of one step recorded by default; the rest is dropped, and the log says so.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The start of the notes that say a log was truncated.
+pub const TRUNCATED_NOTE: &str = "truncated:";
 
 /// How much output a deferring sink keeps before writing it.
 pub const DEFERRED_BYTES: usize = 256 * 1024;
@@ -77,6 +89,12 @@ pub struct StepOutput {
     masker: Option<Arc<Masker>>,
     /// A line being masked, gathered from its pieces.
     scratch: Vec<u8>,
+    /// The sequence number of the last recorded line.
+    seq: u64,
+    /// How many bytes of output are recorded at most.
+    cap: u64,
+    /// Bytes of output not recorded because of the cap.
+    dropped: u64,
 }
 
 impl StepOutput {
@@ -98,6 +116,9 @@ impl StepOutput {
             bytes: 0,
             masker: None,
             scratch: Vec::new(),
+            seq: 0,
+            cap: DEFAULT_MAX_OUTPUT_BYTES,
+            dropped: 0,
         };
         output.note(header)?;
         Ok(output)
@@ -108,6 +129,16 @@ impl StepOutput {
         self.masker = (!masker.is_empty()).then_some(masker);
     }
 
+    /// Record at most `cap` bytes of the step's output; the rest is counted, not recorded.
+    pub fn limit(&mut self, cap: u64) {
+        self.cap = cap;
+    }
+
+    /// How many bytes of output were dropped because of the cap.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Record a chunk of `stream` as read from the step: any number of bytes, not necessarily
     /// whole lines. The chunk reaches the log file (not yet fsynced) before this returns, so
     /// `mc logs --follow` sees it.
@@ -115,12 +146,37 @@ impl StepOutput {
         if chunk.is_empty() {
             return Ok(());
         }
+        let recorded = self.bytes - self.dropped;
         self.bytes += chunk.len() as u64;
+        if self.dropped > 0 {
+            self.dropped += chunk.len() as u64;
+            return Ok(());
+        }
+        let room = self.cap.saturating_sub(recorded);
+        let chunk = if (chunk.len() as u64) > room {
+            self.dropped = chunk.len() as u64 - room;
+            let kept = &chunk[..usize::try_from(room).unwrap_or(chunk.len())];
+            self.record(stream, kept)?;
+            // Nothing more comes: what was waiting for its newline is recorded now, before the
+            // note.
+            self.end_partial_lines();
+            let cap = self.cap;
+            return self.note(&format!(
+                "{TRUNCATED_NOTE} the step's output passed the cap of {cap} bytes; the rest is not recorded"
+            ));
+        } else {
+            chunk
+        };
+        self.record(stream, chunk)
+    }
+
+    fn record(&mut self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         // One timestamp per chunk: formatting one per line would dominate the cost of a step
         // that prints millions of short lines, and lines of one read arrived at the same moment.
         let at = now_rfc3339();
-        let whole = format!("{at} {} ", stream.tag());
-        let cut = format!("{at} {}+ ", stream.tag());
         let index = stream.index();
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -128,7 +184,7 @@ impl StepOutput {
             match memchr_newline(rest) {
                 Some(end) if partial_len + end <= MAX_LINE_BYTES => {
                     let partial = std::mem::take(&mut self.partial[index]);
-                    self.emit(whole.as_bytes(), stream, &partial, &rest[..end]);
+                    self.emit(&at, false, stream, &partial, &rest[..end]);
                     self.partial[index] = partial;
                     self.partial[index].clear();
                     rest = &rest[end + 1..];
@@ -142,12 +198,12 @@ impl StepOutput {
                         let mut full = std::mem::take(&mut self.partial[index]);
                         // No secret may straddle the cut: what could be the start of one is
                         // carried over to the next piece.
-                        let at = self
+                        let keep = self
                             .masker
                             .as_ref()
                             .map_or(full.len(), |masker| masker.safe_cut(&full));
-                        let carried = full.split_off(at);
-                        self.emit(cut.as_bytes(), stream, &full, &[]);
+                        let carried = full.split_off(keep);
+                        self.emit(&at, true, stream, &full, &[]);
                         self.partial[index] = carried;
                     }
                 }
@@ -209,25 +265,44 @@ impl StepOutput {
 
     /// Record any unterminated last lines, then flush and fsync the log so it survives a crash.
     pub fn finish(mut self, footer: &str) -> io::Result<()> {
-        let at = now_rfc3339();
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            let partial = std::mem::take(&mut self.partial[stream.index()]);
-            if !partial.is_empty() {
-                let whole = format!("{at} {} ", stream.tag());
-                self.emit(whole.as_bytes(), stream, &partial, &[]);
-                self.flush_live(stream);
-            }
+        self.end_partial_lines();
+        if self.dropped > 0 {
+            let (dropped, cap) = (self.dropped, self.cap);
+            self.note(&format!(
+                "{TRUNCATED_NOTE} {dropped} bytes of output dropped after the cap of {cap} bytes"
+            ))?;
         }
         self.note(footer)?;
         self.write_pending()?;
         self.log.sync_all()
     }
 
-    /// Queue one line: `prefix` (time and tag), then the pending `head` of an earlier chunk and
-    /// `tail` of this one.
-    fn emit(&mut self, prefix: &[u8], stream: Stream, head: &[u8], tail: &[u8]) {
+    /// Record the unterminated last line of each stream as a line of its own.
+    fn end_partial_lines(&mut self) {
+        let at = now_rfc3339();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let partial = std::mem::take(&mut self.partial[stream.index()]);
+            if !partial.is_empty() {
+                self.emit(&at, false, stream, &partial, &[]);
+                self.flush_live(stream);
+            }
+        }
+    }
+
+    /// Queue one line: time, the next sequence number and the tag (`+` when `cut`), then the
+    /// pending `head` of an earlier chunk and `tail` of this one.
+    fn emit(&mut self, at: &str, cut: bool, stream: Stream, head: &[u8], tail: &[u8]) {
+        self.seq += 1;
         let pending = &mut self.pending;
-        pending.extend_from_slice(prefix);
+        pending.extend_from_slice(at.as_bytes());
+        pending.push(b'#');
+        push_decimal(pending, self.seq);
+        pending.push(b' ');
+        pending.extend_from_slice(stream.tag().as_bytes());
+        if cut {
+            pending.push(b'+');
+        }
+        pending.push(b' ');
         let body = pending.len();
         match &self.masker {
             Some(masker) => {
@@ -260,6 +335,32 @@ impl StepOutput {
             self.live.clear();
         }
     }
+}
+
+/// Append `value` in decimal, without the formatting machinery (once per line).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The sequence number of a recorded output line (`<time>#<seq> <tag> <text>`); `None` for a
+/// note, or a line of a log written before lines were numbered.
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    if line.starts_with(b"# ") {
+        return None;
+    }
+    let first = line.split(|b| *b == b' ').next()?;
+    let hash = first.iter().rposition(|b| *b == b'#')?;
+    std::str::from_utf8(&first[hash + 1..]).ok()?.parse().ok()
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -446,6 +547,82 @@ mod tests {
             .map(|l| l.splitn(3, ' ').nth(2).unwrap().len())
             .sum();
         assert_eq!(bodies, line.len() - 1 - secret.len() + 3, "nothing lost");
+    }
+
+    #[test]
+    fn numbers_lines_without_gaps_across_streams_cuts_and_the_last_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut output = StepOutput::new("s", File::create(&path).unwrap(), "h", None).unwrap();
+        output.write(Stream::Stdout, b"one\ntwo\n").unwrap();
+        output.write(Stream::Stderr, b"three\n").unwrap();
+        output
+            .write(Stream::Stdout, &vec![b'x'; MAX_LINE_BYTES + 5])
+            .unwrap();
+        output.write(Stream::Stdout, b"\nlast").unwrap();
+        output.finish("f").unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let seqs: Vec<Option<u64>> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(line_seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(5),
+                Some(6),
+                None
+            ]
+        );
+        let log = String::from_utf8(text).unwrap();
+        assert!(log.contains("#4 out+ xxx"), "{}", &log[..200]);
+        assert!(log.contains("#6 out last\n"));
+    }
+
+    #[test]
+    fn output_over_the_cap_is_dropped_and_the_log_says_how_much() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let observer = Arc::new(Collect::default());
+        let mut output = StepOutput::new(
+            "s",
+            File::create(&path).unwrap(),
+            "h",
+            Some(observer.clone()),
+        )
+        .unwrap();
+        output.limit(10);
+        output.write(Stream::Stdout, b"12345\n").unwrap();
+        output.write(Stream::Stdout, b"6789\nabcdef\n").unwrap();
+        output.write(Stream::Stderr, b"more\n").unwrap();
+        assert_eq!(output.dropped(), 8 + 5);
+        assert_eq!(output.bytes(), 6 + 12 + 5);
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 6, "{log}");
+        assert!(lines[1].ends_with("#1 out 12345"));
+        assert!(lines[2].ends_with("#2 out 6789"));
+        assert_eq!(
+            lines[3],
+            "# truncated: the step's output passed the cap of 10 bytes; the rest is not recorded"
+        );
+        assert_eq!(
+            lines[4],
+            "# truncated: 13 bytes of output dropped after the cap of 10 bytes"
+        );
+        let seen = observer.0.lock().unwrap();
+        assert_eq!(
+            output_bytes(&seen),
+            11,
+            "nothing past the cap is shown either"
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct RunnerConfig {
     pub policy: PolicyConfig,
     /// How long a stopped step may take to exit before it is killed.
     pub stop_grace: Duration,
+    /// How many bytes of a step's output are recorded at most; the log says how much more was
+    /// dropped.
+    pub max_step_output: u64,
 }
 
 impl Default for RunnerConfig {
@@ -48,6 +51,7 @@ impl Default for RunnerConfig {
         Self {
             policy: PolicyConfig::default(),
             stop_grace: Duration::from_secs(5),
+            max_step_output: crate::output::DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -557,6 +561,7 @@ impl JobRun<'_> {
                     source,
                 })?;
             output.mask_with(Arc::clone(&self.masker));
+            output.limit(self.runner.config.max_step_output);
             // A deadline beyond what `Instant` can hold means none: use one that never fires.
             let deadline = Instant::now()
                 .checked_add(step.timeout)
@@ -567,12 +572,14 @@ impl JobRun<'_> {
             let result = executor.run(step, &mut output, &control).await;
             let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
             let bytes = output.bytes();
+            let dropped = output.dropped();
             let mut record = StepRecord {
                 status: StepStatus::Succeeded,
                 duration_ms,
                 started_at: Some(started_at),
                 finished_at: Some(now_rfc3339()),
                 output_bytes: bytes,
+                output_dropped_bytes: dropped,
                 span_id: Some(step.span_id.to_string()),
                 ..StepRecord::skipped(&step.name, &step.runtime)
             };
@@ -679,6 +686,12 @@ pub fn describe(record: &StepRecord) -> String {
     };
     if record.oom_killed {
         text.push_str(" (out of memory)");
+    }
+    if record.output_dropped_bytes > 0 {
+        text.push_str(&format!(
+            " (log truncated: {} bytes of output dropped)",
+            record.output_dropped_bytes
+        ));
     }
     if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
         text.push_str(&format!(

@@ -378,11 +378,27 @@ impl PluginExecutor {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(TaskEvent::Log(log)) => {
-                        if log.seq != next_seq && !warned_seq {
-                            warned_seq = true;
-                            tracing::warn!(plugin = %self.name, step = %step.name, expected = next_seq, got = log.seq, "plugin log events out of sequence");
+                        // The plugin numbers its log events from 0: a jump is output lost on
+                        // the way, recorded as such in the step's log (a note, never silence).
+                        if log.seq != next_seq {
+                            if !warned_seq {
+                                warned_seq = true;
+                                tracing::warn!(plugin = %self.name, step = %step.name, expected = next_seq, got = log.seq, "plugin log events out of sequence");
+                            }
+                            output.note(&if log.seq > next_seq {
+                                format!(
+                                    "gap: plugin {} log events {next_seq} to {} of this step never arrived",
+                                    self.name,
+                                    log.seq - 1
+                                )
+                            } else {
+                                format!(
+                                    "gap: plugin {} sent log event {} again or out of order (expected {next_seq})",
+                                    self.name, log.seq
+                                )
+                            })?;
                         }
-                        next_seq = log.seq + 1;
+                        next_seq = next_seq.max(log.seq.saturating_add(1));
                         let stream = match log.stream {
                             maestro_plugin_protocol::Stream::Stdout => Stream::Stdout,
                             maestro_plugin_protocol::Stream::Stderr => Stream::Stderr,

@@ -71,6 +71,18 @@ pub(crate) fn policy(args: &PolicyArgs, state_root: &Path) -> Result<PolicyConfi
     })
 }
 
+/// The per-step output cap, from `--max-step-output` or `MAESTRO_MAX_STEP_OUTPUT`.
+pub(crate) fn max_step_output(size: &str) -> Result<u64, Failure> {
+    maestro_core::spec::parse_memory(size)
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .ok_or_else(|| {
+            let shown: String = size.chars().take(40).collect();
+            Failure::usage(format!(
+                "max step output {shown:?} is not a size such as 64m, 1g or a byte count"
+            ))
+        })
+}
+
 pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(seconds)
         .ok()

@@ -20,6 +20,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
     let config = RunnerConfig {
         policy: settings::policy(&args.policy, &state_root)?,
         stop_grace: settings::stop_grace(args.stop_grace)?,
+        max_step_output: settings::max_step_output(&args.max_step_output)?,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
