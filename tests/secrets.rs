@@ -144,6 +144,7 @@ printf 'plain %s\n' "$TOKEN"
 printf '%s' "$TOKEN" | base64
 printf '%s' "$TOKEN" | base64 | tr '+/' '-_'
 printf '%s\n' "$KEY"
+echo "$TOKEN" | base64
 printf '%s' "$KEY" | base64 | tr -d '\n'; echo
 printf 'split '; printf '%s' "$TOKEN" | head -c 9; sleep 1; printf '%s' "$TOKEN" | tail -c +10; echo ' end'
 echo "on stderr $TOKEN" >&2
@@ -208,13 +209,17 @@ fn secrets_reach_local_steps_and_are_never_recorded_or_shown() {
             "local-secrets",
             &format!("isolation: {isolation}\n"),
             &format!(
-                "{LEAKS}python3 -c 'import os,urllib.parse as u; print(\"url\", u.quote(os.environ[\"TOKEN\"], safe=\"\"))'\n"
+                "{LEAKS}python3 -c 'import os,urllib.parse as u; print(\"url\", u.quote(os.environ[\"TOKEN\"], safe=\"\"))'\npython3 -c 'import os,json; print(json.dumps(dict(os.environ)))'\n"
             ),
         );
         let submitted = submit(&env, &file, None);
         check_job(&env, &submitted);
         let log = env.step_log(&env.job_ids()[0], "leak");
         assert!(log.contains(" out url ***\n"), "{isolation}: {log}");
+        assert!(
+            log.contains(r#""TOKEN": "***""#) && log.contains(r#""KEY": "***""#),
+            "{isolation}: a JSON dump of the environment is masked: {log}"
+        );
     }
 }
 

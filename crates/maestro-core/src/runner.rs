@@ -468,8 +468,9 @@ impl JobRun<'_> {
                     ExecutorError::InvalidStep { .. } => FailureKind::InvalidStep,
                     _ => FailureKind::ExecutorUnavailable,
                 };
-                tracing::info!(%error, "executor could not prepare the job");
-                return Err(Some((kind, error.to_string())));
+                let message = self.masker.mask_str(&error.to_string());
+                tracing::info!(error = %message, "executor could not prepare the job");
+                return Err(Some((kind, message)));
             }
         }
         if self.cancel.is_cancelled() {

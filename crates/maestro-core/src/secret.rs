@@ -242,6 +242,23 @@ impl Masker {
                             patterns.insert(core.into_bytes());
                         }
                     }
+                    // `base64` wraps at 76 columns, PEM and `openssl` at 64: each whole
+                    // piece of a long value's encoding is masked on its own line.
+                    let core = base64_core(bytes, 0, alphabet);
+                    for width in [64, 76] {
+                        if core.len() > width {
+                            patterns.extend(
+                                core.as_bytes()
+                                    .chunks(width)
+                                    .filter(|piece| piece.len() >= MIN_SECRET_CHARS)
+                                    .map(<[u8]>::to_vec),
+                            );
+                        }
+                    }
+                }
+                // As a JSON string (a step dumping its environment as JSON).
+                if let Ok(json) = serde_json::to_string(piece) {
+                    patterns.insert(json.as_bytes()[1..json.len() - 1].to_vec());
                 }
                 for encoded in percent_encodings(bytes) {
                     patterns.insert(encoded.into_bytes());
@@ -495,6 +512,20 @@ mod tests {
                 assert!(!masked.contains(&core), "{masked}");
             }
         }
+    }
+
+    #[test]
+    fn masks_wrapped_base64_and_json_escaped_values() {
+        let value = "a-rather-long-token-value-that-base64-wraps-over-two-lines-0123456789";
+        let m = masker(&[value, "with \"quotes\" and\nnewline"]);
+        let encoded = base64(value.as_bytes(), STANDARD);
+        let (first, second) = encoded.split_at(76);
+        assert_eq!(m.mask_str(first), "***");
+        assert!(!m.mask_str(second).contains(&second[..8]), "{second}");
+        assert_eq!(
+            m.mask_str(r#"{"T":"with \"quotes\" and\nnewline"}"#),
+            r#"{"T":"***"}"#
+        );
     }
 
     #[test]
