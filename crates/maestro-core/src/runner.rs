@@ -828,6 +828,13 @@ mod tests {
                 crate::output::Stream::Stdout,
                 step.env["TRACE_ID"].as_bytes(),
             )?;
+            // A step that prints the secrets it received.
+            for (name, secret) in &step.secrets {
+                output.write(
+                    crate::output::Stream::Stdout,
+                    format!("\n{name}={}\n", secret.expose()).as_bytes(),
+                )?;
+            }
             let mut outcome = StepOutcome::exited(self.exit_code);
             if self.leave_behind {
                 outcome.teardown = Some(crate::executor::Teardown::failed(
@@ -965,6 +972,49 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|c| c.starts_with("run"))
+        );
+    }
+
+    const WITH_SECRET: &str = r#"{"name":"j","owner":"ana",
+        "secrets":{"TOKEN":{"env":"CI_TOKEN"}},
+        "steps":[{"name":"a","run":"x","secrets":["TOKEN"]},{"name":"b","run":"y"}]}"#;
+
+    #[tokio::test]
+    async fn secrets_reach_the_steps_that_name_them_masked_in_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let mut request = request(WITH_SECRET);
+        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
+        let report = runner(dir.path(), executor.clone())
+            .submit(request, None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let store = FileStore::new(dir.path());
+        let log = std::fs::read_to_string(store.step_log_path(report.job_id, "a")).unwrap();
+        assert!(log.contains(" out TOKEN=***\n"), "{log}");
+        let log = std::fs::read_to_string(store.step_log_path(report.job_id, "b")).unwrap();
+        assert!(!log.contains("TOKEN"), "only the steps that name it: {log}");
+        assert!(report.steps[0].span_id.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_secret_fails_the_job_before_any_executor_is_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(WITH_SECRET), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert_eq!(report.failure, Some(FailureKind::SecretUnavailable));
+        assert_eq!(
+            report.error.as_deref(),
+            Some("secret TOKEN: environment variable CI_TOKEN is not set")
+        );
+        assert!(
+            executor.calls.lock().unwrap().is_empty(),
+            "not even prepare"
         );
     }
 
