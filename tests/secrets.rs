@@ -489,4 +489,59 @@ fn docker_and_plugin_steps_get_traceparent_too() {
         )),
         "{log}"
     );
+
+    // A plugin step: the same trace, a span of its own. A trace id that is not 32 hex digits
+    // is hashed into one, the same for every step.
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = env.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let pyproc = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/mc-executor-pyproc");
+    let script = plugins.join("mc-executor-pyproc");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec python3 '{}'\n", pyproc.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = env.write(
+        "tp-plugin.yaml",
+        &job_yaml(
+            "traceparent-plugin",
+            "  - name: one\n    runtime: pyproc\n    run: 'echo \"tp=$TRACEPARENT\"'\n  - name: two\n    runtime: pyproc\n    run: 'echo \"tp=$TRACEPARENT\"'\n",
+        ),
+    );
+    let output = crate::util::output_within(
+        env.mc().env("MAESTRO_PLUGIN_PATH", &plugins).args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--trace-id",
+            "release-42",
+        ]),
+        120,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = parse_json(&output);
+    let job_id = report["job_id"].as_str().unwrap();
+    let traces: Vec<String> = ["one", "two"]
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let log = env.step_log(job_id, step);
+            let line = log
+                .lines()
+                .find(|l| l.contains(" out tp="))
+                .unwrap_or_else(|| panic!("{log}"));
+            let parts: Vec<&str> = line.rsplit_once("tp=").unwrap().1.split('-').collect();
+            assert_eq!(parts.len(), 4, "{line}");
+            assert_eq!(
+                parts[2],
+                report["steps"][index]["span_id"].as_str().unwrap()
+            );
+            assert_eq!(parts[1].len(), 32);
+            parts[1].to_owned()
+        })
+        .collect();
+    assert_eq!(traces[0], traces[1], "one trace for the job");
 }
