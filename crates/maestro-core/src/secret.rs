@@ -203,6 +203,8 @@ pub fn read_secrets(
 pub struct Masker {
     /// Byte patterns, longest first.
     patterns: Vec<Vec<u8>>,
+    /// All of them in one automaton: a line is scanned once, however many patterns there are.
+    automaton: Option<aho_corasick::AhoCorasick>,
 }
 
 impl fmt::Debug for Masker {
@@ -270,7 +272,13 @@ impl Masker {
             .filter(|pattern| !pattern.is_empty())
             .collect();
         patterns.sort_by_key(|pattern| std::cmp::Reverse(pattern.len()));
-        Self { patterns }
+        // Building fails only past the automaton's size limits, far beyond what the value
+        // limits allow; the pattern-by-pattern search below stands in then.
+        let automaton = aho_corasick::AhoCorasick::new(&patterns).ok();
+        Self {
+            patterns,
+            automaton,
+        }
     }
 
     /// Whether there is nothing to mask.
@@ -286,14 +294,25 @@ impl Masker {
     /// The byte ranges of `text` that hold a pattern, sorted, overlapping ones merged.
     fn ranges(&self, text: &[u8]) -> Vec<(usize, usize)> {
         let mut found = Vec::new();
-        for pattern in &self.patterns {
-            if pattern.len() > text.len() {
-                continue;
+        match &self.automaton {
+            // Overlapping search: every occurrence of every pattern, so that the merged
+            // ranges cover each whole, however they overlap.
+            Some(automaton) => found.extend(
+                automaton
+                    .find_overlapping_iter(text)
+                    .map(|found| (found.start(), found.end())),
+            ),
+            None => {
+                for pattern in &self.patterns {
+                    if pattern.len() > text.len() {
+                        continue;
+                    }
+                    found.extend(
+                        memchr::memmem::find_iter(text, pattern)
+                            .map(|start| (start, start + pattern.len())),
+                    );
+                }
             }
-            found.extend(
-                memchr::memmem::find_iter(text, pattern)
-                    .map(|start| (start, start + pattern.len())),
-            );
         }
         found.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
