@@ -351,15 +351,18 @@ impl Masker {
     }
 
     /// Where a piece of an unfinished line of `text` may be cut so that no match straddles
-    /// the cut: the bytes after it are kept and seen again with what follows. At least
-    /// `text.len() - (longest - 1)`, and never less than half of `text` when `text` is at least
-    /// twice as long as the longest pattern.
+    /// the cut: the bytes after it are kept and seen again with what follows. Never less than
+    /// half of `text`, so that cutting always makes progress: a pattern longer than that (only
+    /// an encoding of a value near [`MAX_SECRET_BYTES`] can be) may straddle a cut unseen.
     pub fn safe_cut(&self, text: &[u8]) -> usize {
         let longest = self.longest();
         if longest <= 1 {
             return text.len();
         }
-        let mut cut = text.len().saturating_sub(longest - 1);
+        let mut cut = text
+            .len()
+            .saturating_sub(longest - 1)
+            .max(text.len().div_ceil(2));
         for (start, end) in self.ranges(text) {
             if start < cut && end > cut {
                 cut = end;
@@ -571,6 +574,10 @@ mod tests {
         let cut = m.safe_cut(text);
         assert!(cut == 23 || cut <= 13, "{cut}");
         assert_eq!(Masker::default().safe_cut(text), text.len());
+        // A pattern longer than half the text still leaves progress.
+        let m = masker(&["0123456789abcdefghij"]);
+        assert!(m.safe_cut(b"xxxxxxxx") >= 4);
+        assert_eq!(m.safe_cut(b""), 0);
     }
 
     #[test]
