@@ -625,6 +625,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_secret_never_reaches_the_log_however_the_output_is_split(
+            secret in "[a-zA-Z0-9/+= ]{4,40}",
+            before in "[a-z\n ]{0,30}",
+            after in "[a-z\n ]{0,30}",
+            cuts in proptest::collection::vec(1usize..20, 1..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.log");
+            let (mut output, _) = masked(&path, &[&secret]);
+            let text = format!("{before}{secret}{after}\n{secret}");
+            let mut rest = text.as_bytes();
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                output.write(Stream::Stdout, chunk).unwrap();
+                rest = tail;
+            }
+            output.finish("f").unwrap();
+            let log = std::fs::read_to_string(&path).unwrap();
+            proptest::prop_assert!(!log.contains(&secret), "{log}");
+        }
+    }
+
     #[test]
     fn cuts_huge_lines_into_continuations() {
         let dir = tempfile::tempdir().unwrap();
