@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::JobId;
 pub use crate::output::{StepOutput, Stream};
 pub use crate::plan::Containment;
+use crate::secret::StepSecrets;
 use crate::spec::{HostAccess, Isolation, Network, PullPolicy};
-use crate::trace::TraceId;
+use crate::trace::{SpanId, TraceId};
 
 /// What a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +113,21 @@ pub struct StepRequest {
     pub runtime: String,
     /// What it runs.
     pub command: CommandLine,
-    /// The environment to add to the executor's base environment: the job's `env`, the step's
-    /// `env`, then `TRACE_ID`, `MAESTRO_JOB_ID` and `MAESTRO_STEP`.
+    /// The variables the spec names in `env_passthrough` (from the caller's environment), the
+    /// job's `env`, the step's `env`, then `TRACE_ID`, `TRACEPARENT`, `MAESTRO_JOB_ID` and
+    /// `MAESTRO_STEP`. Every executor hands the step these and [`secrets`](Self::secrets).
     pub env: BTreeMap<String, String>,
+    /// The caller's allowlisted variables (`PATH`, `HOME`, `LANG` …, see
+    /// [`crate::plan::CALLER_ENV_ALLOWLIST`]): the base a local step's clean environment
+    /// starts from, below `env`. Executors that run steps elsewhere ignore it.
+    pub host_env: BTreeMap<String, String>,
+    /// The secrets this step receives, by variable name: filled in when the job starts (empty
+    /// before). Never serialized; `Debug` shows no value. Executors add them to the step's
+    /// environment, never to its argv.
+    #[serde(skip)]
+    pub secrets: StepSecrets,
+    /// The step's span id in the job's trace (also in `env` as part of `TRACEPARENT`).
+    pub span_id: SpanId,
     /// The job's workspace on this machine (absolute).
     pub workspace: PathBuf,
     /// The step's `workdir` as written, if any. Local steps resolve a relative one against the
@@ -134,6 +147,20 @@ pub struct StepRequest {
     pub writable_paths: Vec<PathBuf>,
     /// Host resources a sandboxed step may see although they are hidden by default.
     pub host_access: Vec<HostAccess>,
+}
+
+impl StepRequest {
+    /// The step's environment as an executor hands it over: `env`, then the secrets. The
+    /// values are plain strings: pass them to the step and drop them, never log them.
+    pub fn env_with_secrets(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(
+            self.secrets
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.expose().to_owned())),
+        );
+        env
+    }
 }
 
 /// Why a step was asked to stop before it finished.

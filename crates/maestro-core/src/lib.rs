@@ -26,6 +26,7 @@ pub mod progress;
 pub mod prune;
 pub mod root;
 pub mod runner;
+pub mod secret;
 pub mod spec;
 pub mod state;
 pub mod time;

@@ -1,10 +1,22 @@
 //! A step's output on its way to the step log (and to whoever watches live).
 //!
 //! Executors hand [`StepOutput::write`] raw chunks as they read them; it splits them into lines,
-//! stamps and tags each line, writes it to the log file and passes it to the live observer. The
-//! log line format is `<RFC 3339 time> <out|err>[+] <text>`: `+` marks the continuation of a line
-//! that was cut at [`MAX_LINE_BYTES`], so a step that prints a gigabyte without a newline still
-//! costs bounded memory. Lines starting with `# ` are Maestro's own notes (header and footer).
+//! stamps, numbers and tags each line, writes it to the log file and passes it to the live
+//! observer. The log line format is `<RFC 3339 time>#<seq> <out|err>[+] <text>`: `seq` numbers
+//! the step's recorded lines from 1 without gaps (so a reader can resume after the last one it
+//! saw), and `+` marks a line cut at [`MAX_LINE_BYTES`] that the next line continues, so a step
+//! that prints a gigabyte without a newline still costs bounded memory. Lines starting with `# `
+//! are Maestro's own notes (header, footer, truncation, gaps).
+//!
+//! A step's output is recorded up to a cap ([`DEFAULT_MAX_OUTPUT_BYTES`] unless
+//! [`StepOutput::limit`] sets another): past it, nothing more is recorded or shown, a note says
+//! so at once, and the footer says how many bytes were dropped.
+//!
+//! With [`StepOutput::mask_with`], every line (notes included) passes through the job's
+//! [`Masker`] before it is recorded or shown: secrets are replaced by `***` in the one place
+//! every executor's output goes through. Masking works on whole lines, so a value split
+//! between two reads is still seen whole; a line cut at [`MAX_LINE_BYTES`] is cut where no
+//! value straddles the cut, the bytes after it carried over to the next piece.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -12,10 +24,17 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Masker;
 use crate::time::now_rfc3339;
 
 /// The longest line kept in one piece; longer lines are cut into continuation lines.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The output of one step recorded by default; the rest is dropped, and the log says so.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The start of the notes that say a log was truncated.
+pub const TRUNCATED_NOTE: &str = "truncated:";
 
 /// How much output a deferring sink keeps before writing it.
 pub const DEFERRED_BYTES: usize = 256 * 1024;
@@ -78,6 +97,15 @@ pub struct StepOutput {
     partial: [Vec<u8>; 2],
     live: Vec<u8>,
     bytes: u64,
+    masker: Option<Arc<Masker>>,
+    /// A line being masked, gathered from its pieces.
+    scratch: Vec<u8>,
+    /// The sequence number of the last recorded line.
+    seq: u64,
+    /// How many bytes of output are recorded at most.
+    cap: u64,
+    /// Bytes of output not recorded because of the cap.
+    dropped: u64,
 }
 
 impl StepOutput {
@@ -97,9 +125,29 @@ impl StepOutput {
             partial: [Vec::new(), Vec::new()],
             live: Vec::new(),
             bytes: 0,
+            masker: None,
+            scratch: Vec::new(),
+            seq: 0,
+            cap: DEFAULT_MAX_OUTPUT_BYTES,
+            dropped: 0,
         };
         output.note(header)?;
         Ok(output)
+    }
+
+    /// Mask the job's secrets in everything recorded or shown from now on.
+    pub fn mask_with(&mut self, masker: Arc<Masker>) {
+        self.masker = (!masker.is_empty()).then_some(masker);
+    }
+
+    /// Record at most `cap` bytes of the step's output; the rest is counted, not recorded.
+    pub fn limit(&mut self, cap: u64) {
+        self.cap = cap;
+    }
+
+    /// How many bytes of output were dropped because of the cap.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Record a chunk of `stream` as read from the step: any number of bytes, not necessarily
@@ -109,12 +157,37 @@ impl StepOutput {
         if chunk.is_empty() {
             return Ok(());
         }
+        let recorded = self.bytes - self.dropped;
         self.bytes += chunk.len() as u64;
+        if self.dropped > 0 {
+            self.dropped += chunk.len() as u64;
+            return Ok(());
+        }
+        let room = self.cap.saturating_sub(recorded);
+        let chunk = if (chunk.len() as u64) > room {
+            self.dropped = chunk.len() as u64 - room;
+            let kept = &chunk[..usize::try_from(room).unwrap_or(chunk.len())];
+            self.record(stream, kept)?;
+            // Nothing more comes: what was waiting for its newline is recorded now, before the
+            // note.
+            self.end_partial_lines();
+            let cap = self.cap;
+            return self.note(&format!(
+                "{TRUNCATED_NOTE} the step's output passed the cap of {cap} bytes; the rest is not recorded"
+            ));
+        } else {
+            chunk
+        };
+        self.record(stream, chunk)
+    }
+
+    fn record(&mut self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         // One timestamp per chunk: formatting one per line would dominate the cost of a step
         // that prints millions of short lines, and lines of one read arrived at the same moment.
         let at = now_rfc3339();
-        let whole = format!("{at} {} ", stream.tag());
-        let cut = format!("{at} {}+ ", stream.tag());
         let index = stream.index();
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -122,7 +195,7 @@ impl StepOutput {
             match memchr_newline(rest) {
                 Some(end) if partial_len + end <= MAX_LINE_BYTES => {
                     let partial = std::mem::take(&mut self.partial[index]);
-                    self.emit(whole.as_bytes(), stream, &partial, &rest[..end]);
+                    self.emit(&at, false, stream, &partial, &rest[..end]);
                     self.partial[index] = partial;
                     self.partial[index].clear();
                     rest = &rest[end + 1..];
@@ -133,8 +206,16 @@ impl StepOutput {
                     self.partial[index].extend_from_slice(&rest[..take]);
                     rest = &rest[take..];
                     if self.partial[index].len() == MAX_LINE_BYTES {
-                        let full = std::mem::take(&mut self.partial[index]);
-                        self.emit(cut.as_bytes(), stream, &full, &[]);
+                        let mut full = std::mem::take(&mut self.partial[index]);
+                        // No secret may straddle the cut: what could be the start of one is
+                        // carried over to the next piece.
+                        let keep = self
+                            .masker
+                            .as_ref()
+                            .map_or(full.len(), |masker| masker.safe_cut(&full));
+                        let carried = full.split_off(keep);
+                        self.emit(&at, true, stream, &full, &[]);
+                        self.partial[index] = carried;
                     }
                 }
             }
@@ -179,7 +260,10 @@ impl StepOutput {
     pub fn note(&mut self, text: &str) -> io::Result<()> {
         for line in text.lines() {
             self.pending.extend_from_slice(b"# ");
-            self.pending.extend_from_slice(line.as_bytes());
+            match &self.masker {
+                Some(masker) => masker.mask_into(line.as_bytes(), &mut self.pending),
+                None => self.pending.extend_from_slice(line.as_bytes()),
+            }
             self.pending.push(b'\n');
         }
         self.write_pending()
@@ -192,32 +276,60 @@ impl StepOutput {
 
     /// Record any unterminated last lines, then flush and fsync the log so it survives a crash.
     pub fn finish(mut self, footer: &str) -> io::Result<()> {
-        let at = now_rfc3339();
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            let partial = std::mem::take(&mut self.partial[stream.index()]);
-            if !partial.is_empty() {
-                let whole = format!("{at} {} ", stream.tag());
-                self.emit(whole.as_bytes(), stream, &partial, &[]);
-                self.flush_live(stream);
-            }
+        self.end_partial_lines();
+        if self.dropped > 0 {
+            let (dropped, cap) = (self.dropped, self.cap);
+            self.note(&format!(
+                "{TRUNCATED_NOTE} {dropped} bytes of output dropped after the cap of {cap} bytes"
+            ))?;
         }
         self.note(footer)?;
         self.write_pending()?;
         self.log.sync_all()
     }
 
-    /// Queue one line: `prefix` (time and tag), then the pending `head` of an earlier chunk and
-    /// `tail` of this one.
-    fn emit(&mut self, prefix: &[u8], stream: Stream, head: &[u8], tail: &[u8]) {
+    /// Record the unterminated last line of each stream as a line of its own.
+    fn end_partial_lines(&mut self) {
+        let at = now_rfc3339();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let partial = std::mem::take(&mut self.partial[stream.index()]);
+            if !partial.is_empty() {
+                self.emit(&at, false, stream, &partial, &[]);
+                self.flush_live(stream);
+            }
+        }
+    }
+
+    /// Queue one line: time, the next sequence number and the tag (`+` when `cut`), then the
+    /// pending `head` of an earlier chunk and `tail` of this one.
+    fn emit(&mut self, at: &str, cut: bool, stream: Stream, head: &[u8], tail: &[u8]) {
+        self.seq += 1;
         let pending = &mut self.pending;
-        pending.extend_from_slice(prefix);
-        pending.extend_from_slice(head);
-        pending.extend_from_slice(tail);
+        pending.extend_from_slice(at.as_bytes());
+        pending.push(b'#');
+        push_decimal(pending, self.seq);
+        pending.push(b' ');
+        pending.extend_from_slice(stream.tag().as_bytes());
+        if cut {
+            pending.push(b'+');
+        }
+        pending.push(b' ');
+        let body = pending.len();
+        match &self.masker {
+            Some(masker) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(head);
+                self.scratch.extend_from_slice(tail);
+                masker.mask_into(&self.scratch, pending);
+            }
+            None => {
+                pending.extend_from_slice(head);
+                pending.extend_from_slice(tail);
+            }
+        }
         pending.push(b'\n');
         if self.observer.is_some() {
-            self.live.extend_from_slice(head);
-            self.live.extend_from_slice(tail);
-            self.live.push(b'\n');
+            self.live.extend_from_slice(&pending[body..]);
             // `live` only ever holds lines of the stream being written (it is handed over at
             // the end of every write); bound it for a chunk of many lines.
             if self.live.len() >= 64 * 1024 {
@@ -234,6 +346,32 @@ impl StepOutput {
             self.live.clear();
         }
     }
+}
+
+/// Append `value` in decimal, without the formatting machinery (once per line).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The sequence number of a recorded output line (`<time>#<seq> <tag> <text>`); `None` for a
+/// note, or a line of a log written before lines were numbered.
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    if line.starts_with(b"# ") {
+        return None;
+    }
+    let first = line.split(|b| *b == b' ').next()?;
+    let hash = first.iter().rposition(|b| *b == b'#')?;
+    std::str::from_utf8(&first[hash + 1..]).ok()?.parse().ok()
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -349,6 +487,180 @@ mod tests {
         output.finish("f").unwrap();
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert_eq!(lines, 1024 * 1024 + 2);
+    }
+
+    fn masked(path: &std::path::Path, secrets: &[&str]) -> (StepOutput, Arc<Collect>) {
+        let observer = Arc::new(Collect::default());
+        let values: Vec<crate::secret::Secret> = secrets
+            .iter()
+            .map(|v| crate::secret::Secret::new(*v))
+            .collect();
+        let mut output = StepOutput::new(
+            "s",
+            File::create(path).unwrap(),
+            "h",
+            Some(observer.clone()),
+        )
+        .unwrap();
+        output.mask_with(Arc::new(Masker::new(&values)));
+        (output, observer)
+    }
+
+    #[test]
+    fn masks_secrets_in_the_log_the_live_view_and_notes_even_split_between_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut output, observer) = masked(&path, &["tok-ABCDEFGH", "line-one\nline-two"]);
+        output.write(Stream::Stdout, b"a tok-ABC").unwrap();
+        output.write(Stream::Stdout, b"DEFGH b\nline-").unwrap();
+        output.write(Stream::Stderr, b"line-two\n").unwrap();
+        output.write(Stream::Stdout, b"one\n").unwrap();
+        output.note("quoting tok-ABCDEFGH").unwrap();
+        output.write(Stream::Stdout, b"dG9rLUFCQ0RFRkdI").unwrap();
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        for leak in ["ABCDEFGH", "line-one", "line-two", "dG9rLUFCQ0RFRkdI"] {
+            assert!(!log.contains(leak), "{leak} in {log}");
+        }
+        assert!(log.contains(" out a *** b\n"), "{log}");
+        assert!(log.contains("# quoting ***\n"), "{log}");
+        let seen: Vec<u8> = observer
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, l)| l.clone())
+            .collect();
+        let seen = String::from_utf8(seen).unwrap();
+        assert_eq!(seen, "a *** b\n***\n***\n***\n");
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_of_a_huge_line_is_still_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let secret = "straddling-secret-value";
+        let (mut output, _) = masked(&path, &[secret]);
+        let mut line = vec![b'x'; MAX_LINE_BYTES - 10];
+        line.extend_from_slice(secret.as_bytes());
+        line.extend_from_slice(&vec![b'y'; MAX_LINE_BYTES]);
+        line.push(b'\n');
+        for chunk in line.chunks(4096) {
+            output.write(Stream::Stdout, chunk).unwrap();
+        }
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(!log.contains("secret"), "the value leaked across a cut");
+        assert_eq!(log.matches("***").count(), 1);
+        let bodies: usize = log
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap().len())
+            .sum();
+        assert_eq!(bodies, line.len() - 1 - secret.len() + 3, "nothing lost");
+    }
+
+    #[test]
+    fn numbers_lines_without_gaps_across_streams_cuts_and_the_last_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut output = StepOutput::new("s", File::create(&path).unwrap(), "h", None).unwrap();
+        output.write(Stream::Stdout, b"one\ntwo\n").unwrap();
+        output.write(Stream::Stderr, b"three\n").unwrap();
+        output
+            .write(Stream::Stdout, &vec![b'x'; MAX_LINE_BYTES + 5])
+            .unwrap();
+        output.write(Stream::Stdout, b"\nlast").unwrap();
+        output.finish("f").unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let seqs: Vec<Option<u64>> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(line_seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(5),
+                Some(6),
+                None
+            ]
+        );
+        let log = String::from_utf8(text).unwrap();
+        assert!(log.contains("#4 out+ xxx"), "{}", &log[..200]);
+        assert!(log.contains("#6 out last\n"));
+    }
+
+    #[test]
+    fn output_over_the_cap_is_dropped_and_the_log_says_how_much() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let observer = Arc::new(Collect::default());
+        let mut output = StepOutput::new(
+            "s",
+            File::create(&path).unwrap(),
+            "h",
+            Some(observer.clone()),
+        )
+        .unwrap();
+        output.limit(10);
+        output.write(Stream::Stdout, b"12345\n").unwrap();
+        output.write(Stream::Stdout, b"6789\nabcdef\n").unwrap();
+        output.write(Stream::Stderr, b"more\n").unwrap();
+        assert_eq!(output.dropped(), 8 + 5);
+        assert_eq!(output.bytes(), 6 + 12 + 5);
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 6, "{log}");
+        assert!(lines[1].ends_with("#1 out 12345"));
+        assert!(lines[2].ends_with("#2 out 6789"));
+        assert_eq!(
+            lines[3],
+            "# truncated: the step's output passed the cap of 10 bytes; the rest is not recorded"
+        );
+        assert_eq!(
+            lines[4],
+            "# truncated: 13 bytes of output dropped after the cap of 10 bytes"
+        );
+        let seen = observer.0.lock().unwrap();
+        assert_eq!(
+            output_bytes(&seen),
+            11,
+            "nothing past the cap is shown either"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_secret_never_reaches_the_log_however_the_output_is_split(
+            secret in "[a-zA-Z0-9/+= ]{4,40}",
+            before in "[a-z\n ]{0,30}",
+            after in "[a-z\n ]{0,30}",
+            cuts in proptest::collection::vec(1usize..20, 1..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.log");
+            let (mut output, _) = masked(&path, &[&secret]);
+            let text = format!("{before}{secret}{after}\n{secret}");
+            let mut rest = text.as_bytes();
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                output.write(Stream::Stdout, chunk).unwrap();
+                rest = tail;
+            }
+            output.finish("f").unwrap();
+            let log = std::fs::read_to_string(&path).unwrap();
+            proptest::prop_assert!(!log.contains(&secret), "{log}");
+        }
     }
 
     #[test]

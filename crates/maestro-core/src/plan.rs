@@ -8,8 +8,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::JobId;
 use crate::executor::{CommandLine, ContainerSettings, StepRequest};
+use crate::secret::CallerEnv;
 use crate::spec::{JobSpec, parse_memory};
-use crate::trace::TraceId;
+use crate::trace::{SpanId, TraceId};
+
+/// The caller's variables every local step receives (when set): what programs need to find
+/// their tools, their home, their language and their terminal, and nothing that usually
+/// carries a credential. A spec names any other in `env_passthrough`.
+pub const CALLER_ENV_ALLOWLIST: [&str; 13] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "TZ",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+];
+
+/// Whether the caller's variable `name` is on the allowlist: [`CALLER_ENV_ALLOWLIST`], or a
+/// locale variable (`LC_*`).
+pub fn is_allowlisted(name: &str) -> bool {
+    CALLER_ENV_ALLOWLIST.contains(&name) || name.starts_with("LC_")
+}
 
 /// The runtime of steps that name none, when neither the request nor the spec names one.
 pub const DEFAULT_RUNTIME: &str = "local";
@@ -61,6 +87,9 @@ pub struct PlanOptions {
     /// The directory `mc` was started in; the workspace unless the spec names one, and the base
     /// of a relative spec `workdir`.
     pub invocation_dir: PathBuf,
+    /// The environment `mc` was started with: the source of the allowlisted variables and of
+    /// `env_passthrough`.
+    pub caller_env: CallerEnv,
 }
 
 /// The job's workspace: the spec's `workdir` (relative to the invocation directory), else the
@@ -90,11 +119,29 @@ pub fn plan_steps(
                 // Validation guarantees exactly one; an empty argv fails at spawn, not here.
                 (None, None) => CommandLine::Argv(Vec::new()),
             };
-            let mut env: BTreeMap<String, String> = spec.env.clone();
+            // Named pass-through variables first, so that the spec's own values win.
+            let mut env: BTreeMap<String, String> = spec
+                .env_passthrough
+                .iter()
+                .chain(&step.env_passthrough)
+                .filter_map(|name| {
+                    let value = options.caller_env.get(name)?.to_str()?;
+                    Some((name.clone(), value.to_owned()))
+                })
+                .collect();
+            env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let span_id = SpanId::generate();
             env.insert("TRACE_ID".to_owned(), trace_id.to_string());
+            env.insert("TRACEPARENT".to_owned(), trace_id.traceparent(&span_id));
             env.insert("MAESTRO_JOB_ID".to_owned(), job_id.to_string());
             env.insert("MAESTRO_STEP".to_owned(), step.name.clone());
+            let host_env = options
+                .caller_env
+                .iter()
+                .filter(|(name, _)| is_allowlisted(name))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect();
             let writable_paths = spec
                 .writable_paths
                 .iter()
@@ -124,6 +171,9 @@ pub fn plan_steps(
                 runtime,
                 command,
                 env,
+                host_env,
+                secrets: BTreeMap::new(),
+                span_id,
                 workspace: workspace.clone(),
                 workdir: step.workdir.clone(),
                 timeout: step
@@ -169,6 +219,12 @@ mod tests {
             default_timeout: Duration::from_secs(60),
             runtime_override: Some("ssh".to_owned()),
             invocation_dir: PathBuf::from("/work"),
+            caller_env: CallerEnv::from_pairs([
+                ("PATH", "/bin"),
+                ("LC_ALL", "C"),
+                ("AWS_SECRET_ACCESS_KEY", "no"),
+                ("SSH_AUTH_SOCK", "/agent"),
+            ]),
         };
         let steps = plan_steps(id, &spec, &trace, &options);
         assert_eq!(steps[0].runtime, "ssh", "--runtime beats the spec default");
@@ -183,5 +239,39 @@ mod tests {
         assert_eq!(steps[1].container.image.as_deref(), Some("other"));
         assert_eq!(steps[0].command, CommandLine::Shell("true".to_owned()));
         assert_eq!(steps[0].workspace, PathBuf::from("/work"));
+        assert_eq!(
+            steps[0].host_env.keys().collect::<Vec<_>>(),
+            ["LC_ALL", "PATH"],
+            "only allowlisted variables of the caller"
+        );
+        assert!(!steps[0].env.contains_key("SSH_AUTH_SOCK"));
+        let traceparent = &steps[0].env["TRACEPARENT"];
+        assert!(traceparent.ends_with(&format!("-{}-01", steps[0].span_id)));
+        assert_ne!(steps[0].span_id, steps[1].span_id);
+    }
+
+    #[test]
+    fn passes_named_variables_through_below_the_spec_env() {
+        let spec = parse(
+            br#"{"name":"j","env_passthrough":["SSH_AUTH_SOCK","UNSET"],"env":{"B":"spec"},
+                "steps":[{"name":"a","run":"true","env_passthrough":["B","C"]}]}"#,
+            SpecFormat::Json,
+        )
+        .unwrap();
+        let options = PlanOptions {
+            default_timeout: Duration::from_secs(60),
+            runtime_override: None,
+            invocation_dir: PathBuf::from("/work"),
+            caller_env: CallerEnv::from_pairs([
+                ("SSH_AUTH_SOCK", "/agent"),
+                ("B", "caller"),
+                ("C", "caller"),
+            ]),
+        };
+        let steps = plan_steps(JobId::now_v7(), &spec, &TraceId::generate(), &options);
+        assert_eq!(steps[0].env["SSH_AUTH_SOCK"], "/agent");
+        assert_eq!(steps[0].env["B"], "spec", "the spec's value wins");
+        assert_eq!(steps[0].env["C"], "caller");
+        assert!(!steps[0].env.contains_key("UNSET"));
     }
 }

@@ -24,6 +24,7 @@ use crate::executor::{
 use crate::output::{OutputObserver, StepOutput};
 use crate::plan::{PlanOptions, PlannedStep, plan_steps};
 use crate::policy::{PolicyConfig, PolicyReport, evaluate_policies};
+use crate::secret::{CallerEnv, Masker, read_secrets};
 use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
@@ -41,6 +42,9 @@ pub struct RunnerConfig {
     pub policy: PolicyConfig,
     /// How long a stopped step may take to exit before it is killed.
     pub stop_grace: Duration,
+    /// How many bytes of a step's output are recorded at most; the log says how much more was
+    /// dropped.
+    pub max_step_output: u64,
 }
 
 impl Default for RunnerConfig {
@@ -48,6 +52,7 @@ impl Default for RunnerConfig {
         Self {
             policy: PolicyConfig::default(),
             stop_grace: Duration::from_secs(5),
+            max_step_output: crate::output::DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -67,6 +72,9 @@ pub struct SubmitRequest {
     pub runtime_override: Option<String>,
     /// The directory `mc` was started in.
     pub invocation_dir: PathBuf,
+    /// The environment `mc` was started with: where `env` secrets, allowlisted variables and
+    /// `env_passthrough` come from. Its `Debug` shows names only.
+    pub caller_env: CallerEnv,
 }
 
 /// Why a request did not produce a job, or a job could not be recorded.
@@ -111,6 +119,8 @@ pub enum FailureKind {
     ExecutorUnavailable,
     /// A step left something behind that could not be removed: the job cannot have succeeded.
     TeardownFailed,
+    /// A secret's value could not be read (or was refused) when the job started; nothing ran.
+    SecretUnavailable,
 }
 
 /// The outcome of a submitted job.
@@ -187,6 +197,7 @@ impl Runner {
             default_timeout: self.config.policy.default_step_timeout,
             runtime_override: request.runtime_override.clone(),
             invocation_dir: request.invocation_dir.clone(),
+            caller_env: request.caller_env.clone(),
         };
         let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
         let mut executors = Vec::with_capacity(steps.len());
@@ -296,6 +307,8 @@ impl Runner {
                 _lease: lease,
                 observer,
                 cancel,
+                caller_env: request.caller_env,
+                masker: Arc::new(Masker::default()),
             };
             job.run(admitted).await
         }
@@ -311,6 +324,9 @@ struct JobRun<'a> {
     _lease: JobLease,
     observer: Option<Arc<dyn OutputObserver>>,
     cancel: CancellationToken,
+    caller_env: CallerEnv,
+    /// Masks the job's secret values in everything recorded about its steps.
+    masker: Arc<Masker>,
 }
 
 impl JobRun<'_> {
@@ -372,10 +388,10 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(self, admitted: Admitted) -> Result<JobReport, RunError> {
+    async fn run(mut self, admitted: Admitted) -> Result<JobReport, RunError> {
         let Admitted {
             spec,
-            steps,
+            mut steps,
             executors,
             plan,
         } = admitted;
@@ -401,6 +417,37 @@ impl JobRun<'_> {
             self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
             return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
         }
+
+        // Secret values are read now, once the job may run and before any executor sees it;
+        // a source that cannot be read fails the job with nothing run. Messages name the
+        // secret and its source, never a value.
+        let values = match read_secrets(&spec.secrets, &self.caller_env) {
+            Ok(values) => values,
+            Err(error) => {
+                let message = error.to_string();
+                tracing::info!(%message, "a secret could not be read");
+                self.record(
+                    JobState::Failed,
+                    json!({ "policies": policy_detail, "error": message }),
+                )?;
+                return Ok(self.report(
+                    JobState::Failed,
+                    policies,
+                    Vec::new(),
+                    Some((FailureKind::SecretUnavailable, message)),
+                ));
+            }
+        };
+        self.masker = Arc::new(Masker::new(values.values()));
+        crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
+        for (step, step_spec) in steps.iter_mut().zip(&spec.steps) {
+            step.secrets = step_spec
+                .secrets
+                .iter()
+                .filter_map(|name| Some((name.clone(), values.get(name)?.clone())))
+                .collect();
+        }
+        drop(values);
 
         // Each distinct executor, in the order its first step appears, with its steps.
         let mut groups: Vec<(Arc<dyn Executor>, Vec<StepRequest>)> = Vec::new();
@@ -466,8 +513,9 @@ impl JobRun<'_> {
                     ExecutorError::InvalidStep { .. } => FailureKind::InvalidStep,
                     _ => FailureKind::ExecutorUnavailable,
                 };
-                tracing::info!(%error, "executor could not prepare the job");
-                return Err(Some((kind, error.to_string())));
+                let message = self.masker.mask_str(&error.to_string());
+                tracing::info!(error = %message, "executor could not prepare the job");
+                return Err(Some((kind, message)));
             }
         }
         if self.cancel.is_cancelled() {
@@ -566,6 +614,8 @@ impl JobRun<'_> {
                     path: log_path.clone(),
                     source,
                 })?;
+            output.mask_with(Arc::clone(&self.masker));
+            output.limit(self.runner.config.max_step_output);
             // A deadline beyond what `Instant` can hold means none: use one that never fires.
             let deadline = Instant::now()
                 .checked_add(step.timeout)
@@ -576,18 +626,23 @@ impl JobRun<'_> {
             let result = executor.run(step, &mut output, &control).await;
             let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
             let bytes = output.bytes();
+            let dropped = output.dropped();
             let mut record = StepRecord {
                 status: StepStatus::Succeeded,
                 duration_ms,
                 started_at: Some(started_at),
                 finished_at: Some(now_rfc3339()),
                 output_bytes: bytes,
+                output_dropped_bytes: dropped,
+                span_id: Some(step.span_id.to_string()),
                 ..StepRecord::skipped(&step.name, &step.runtime)
             };
             match result {
                 Ok(outcome) => apply_outcome(&mut record, &outcome),
                 Err(error) => {
-                    tracing::info!(%error, "executor could not run the step");
+                    // An executor's message may quote the step's output.
+                    let message = self.masker.mask_str(&error.to_string());
+                    tracing::info!(error = %message, "executor could not run the step");
                     record.status = if matches!(
                         error,
                         ExecutorError::StepFailed { .. } | ExecutorError::InvalidStep { .. }
@@ -599,7 +654,7 @@ impl JobRun<'_> {
                     if self.cancel.is_cancelled() {
                         record.status = StepStatus::Cancelled;
                     }
-                    record.error = Some(error.to_string());
+                    record.error = Some(message);
                 }
             }
             let footer = format!(
@@ -623,7 +678,7 @@ impl JobRun<'_> {
                 tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
                 self.audit(
                     "step.teardown_failed",
-                    json!({ "step": step.name, "teardown": teardown }),
+                    json!({ "step": step.name, "span_id": step.span_id, "teardown": teardown }),
                 )?;
             }
             tracing::info!(
@@ -689,6 +744,12 @@ pub fn describe(record: &StepRecord) -> String {
     };
     if record.oom_killed {
         text.push_str(" (out of memory)");
+    }
+    if record.output_dropped_bytes > 0 {
+        text.push_str(&format!(
+            " (log truncated: {} bytes of output dropped)",
+            record.output_dropped_bytes
+        ));
     }
     if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
         text.push_str(&format!(
@@ -1060,6 +1121,13 @@ mod tests {
                 crate::output::Stream::Stdout,
                 step.env["TRACE_ID"].as_bytes(),
             )?;
+            // A step that prints the secrets it received.
+            for (name, secret) in &step.secrets {
+                output.write(
+                    crate::output::Stream::Stdout,
+                    format!("\n{name}={}\n", secret.expose()).as_bytes(),
+                )?;
+            }
             let mut outcome = StepOutcome::exited(self.exit_code);
             if self.leave_behind {
                 outcome.teardown = Some(crate::executor::Teardown::failed(
@@ -1094,6 +1162,7 @@ mod tests {
             trace_id: TraceId::parse("trace-1").unwrap(),
             runtime_override: None,
             invocation_dir: PathBuf::from("/"),
+            caller_env: CallerEnv::default(),
         }
     }
 
@@ -1196,6 +1265,49 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|c| c.starts_with("run"))
+        );
+    }
+
+    const WITH_SECRET: &str = r#"{"name":"j","owner":"ana",
+        "secrets":{"TOKEN":{"env":"CI_TOKEN"}},
+        "steps":[{"name":"a","run":"x","secrets":["TOKEN"]},{"name":"b","run":"y"}]}"#;
+
+    #[tokio::test]
+    async fn secrets_reach_the_steps_that_name_them_masked_in_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let mut request = request(WITH_SECRET);
+        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
+        let report = runner(dir.path(), executor.clone())
+            .submit(request, None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let store = FileStore::new(dir.path());
+        let log = std::fs::read_to_string(store.step_log_path(report.job_id, "a")).unwrap();
+        assert!(log.contains(" out TOKEN=***\n"), "{log}");
+        let log = std::fs::read_to_string(store.step_log_path(report.job_id, "b")).unwrap();
+        assert!(!log.contains("TOKEN"), "only the steps that name it: {log}");
+        assert!(report.steps[0].span_id.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_secret_fails_the_job_before_any_executor_is_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(WITH_SECRET), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert_eq!(report.failure, Some(FailureKind::SecretUnavailable));
+        assert_eq!(
+            report.error.as_deref(),
+            Some("secret TOKEN: environment variable CI_TOKEN is not set")
+        );
+        assert!(
+            executor.calls.lock().unwrap().is_empty(),
+            "not even prepare"
         );
     }
 

@@ -38,6 +38,14 @@ pub struct JobSpec {
     /// Extra environment variables for every step.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secrets, by the name of the variable a step receives them in, and where each value is
+    /// read from when the job starts. Values are never part of the spec.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Variables of the caller's environment passed to every step besides the default
+    /// allowlist (see `docs/spec.md`), by name.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
     /// The job's workspace directory (relative paths are taken from where `mc` was started);
     /// the directory `mc` was started in when absent.
     #[serde(default)]
@@ -97,6 +105,12 @@ pub struct StepSpec {
     /// Extra environment variables for this step (they override the job's).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The job's secrets this step receives in its environment, by name.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Variables of the caller's environment passed to this step besides the job's.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
     /// The working directory; relative paths are taken from the job's workspace.
     #[serde(default)]
     pub workdir: Option<String>,
@@ -134,6 +148,22 @@ pub struct StepSpec {
     #[serde(default)]
     pub host_access: Vec<HostAccess>,
 }
+
+/// Where a secret's value is read from: exactly one of `env` and `file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// A variable of the environment `mc` was started with.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file (one trailing newline is dropped).
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// Variables Maestro sets in every step's environment; a spec may not set, pass through or
+/// name a secret after them.
+pub const RESERVED_ENV: [&str; 4] = ["TRACE_ID", "TRACEPARENT", "MAESTRO_JOB_ID", "MAESTRO_STEP"];
 
 /// How a local step is contained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -405,6 +435,8 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         ));
     }
     check_env("env", &spec.env, &mut problems);
+    check_secrets(spec, &mut problems);
+    check_passthrough("env_passthrough", &spec.env_passthrough, &mut problems);
     for (field, value) in [
         ("owner", spec.owner.as_deref()),
         ("environment", spec.environment.as_deref()),
@@ -488,6 +520,23 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             check_runtime_name(&format!("{at}.runtime"), runtime, &mut problems);
         }
         check_env(&format!("{at}.env"), &step.env, &mut problems);
+        check_passthrough(
+            &format!("{at}.env_passthrough"),
+            &step.env_passthrough,
+            &mut problems,
+        );
+        for (position, name) in step.secrets.iter().enumerate() {
+            if !spec.secrets.contains_key(name) {
+                problems.push(format!(
+                    "{at}.secrets[{position}]: {:?} is not a secret of the job (declare it under secrets)",
+                    truncate(name)
+                ));
+            } else if step.env.contains_key(name) {
+                problems.push(format!(
+                    "{at}.secrets[{position}]: {name} is also set in {at}.env; a variable is either a secret or not"
+                ));
+            }
+        }
         if let Some(memory) = &step.memory
             && parse_memory(memory).is_none()
         {
@@ -559,9 +608,63 @@ fn check_env(at: &str, env: &BTreeMap<String, String>, problems: &mut Vec<String
             problems.push(format!(
                 "{at}: TRACE_ID is set by Maestro; pass --trace-id to choose it"
             ));
+        } else if RESERVED_ENV.contains(&name.as_str()) {
+            problems.push(format!("{at}: {name} is set by Maestro"));
         }
         if value.contains('\0') {
             problems.push(format!("{at}.{name} contains a NUL byte"));
+        }
+    }
+}
+
+fn check_secrets(spec: &JobSpec, problems: &mut Vec<String>) {
+    for (name, source) in &spec.secrets {
+        let at = format!("secrets.{}", truncate(name));
+        if !is_valid_env_name(name) {
+            problems.push(format!(
+                "secrets: {:?} is not a valid variable name",
+                truncate(name)
+            ));
+            continue;
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            problems.push(format!("{at}: {name} is set by Maestro"));
+        }
+        if spec.env.contains_key(name) {
+            problems.push(format!(
+                "{at}: {name} is also set in env; a variable is either a secret or not"
+            ));
+        }
+        match (&source.env, &source.file) {
+            (Some(_), Some(_)) => problems.push(format!(
+                "{at} has both env and file; give exactly one source"
+            )),
+            (None, None) => problems.push(format!(
+                "{at} has neither env nor file; give exactly one source"
+            )),
+            (Some(variable), None) if !is_valid_env_name(variable) => problems.push(format!(
+                "{at}.env: {:?} is not a valid variable name",
+                truncate(variable)
+            )),
+            (None, Some(path)) if path.is_empty() || path.contains('\0') || path.len() > 4096 => {
+                problems.push(format!(
+                    "{at}.file must be a non-empty path of at most 4096 bytes"
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_passthrough(at: &str, names: &[String], problems: &mut Vec<String>) {
+    for (position, name) in names.iter().enumerate() {
+        if !is_valid_env_name(name) {
+            problems.push(format!(
+                "{at}[{position}]: {:?} is not a valid variable name",
+                truncate(name)
+            ));
+        } else if RESERVED_ENV.contains(&name.as_str()) {
+            problems.push(format!("{at}[{position}]: {name} is set by Maestro"));
         }
     }
 }
@@ -696,6 +799,64 @@ mod tests {
         ] {
             let message = json(text).unwrap_err().to_string();
             assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_passthrough_are_validated_with_their_field_paths() {
+        let good = json(
+            r#"{"name":"x","secrets":{"TOKEN":{"env":"CI_TOKEN"},"DB":{"file":"/run/db"}},
+                "env_passthrough":["SSH_AUTH_SOCK"],
+                "steps":[{"name":"s","run":"true","secrets":["TOKEN"],"env_passthrough":["X"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(good.secrets["TOKEN"].env.as_deref(), Some("CI_TOKEN"));
+        assert_eq!(good.steps[0].secrets, ["TOKEN"]);
+        for (text, needle) in [
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","secrets":["NOPE"]}]}"#,
+                "steps[0].secrets[0]: \"NOPE\" is not a secret of the job",
+            ),
+            (
+                r#"{"name":"x","secrets":{"T":{"env":"A","file":"/f"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "secrets.T has both env and file",
+            ),
+            (
+                r#"{"name":"x","secrets":{"T":{}},"steps":[{"name":"s","run":"true"}]}"#,
+                "secrets.T has neither env nor file",
+            ),
+            (
+                r#"{"name":"x","secrets":{"T":{"env":"A B"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "secrets.T.env: \"A B\" is not a valid variable name",
+            ),
+            (
+                r#"{"name":"x","secrets":{"1T":{"env":"A"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "secrets: \"1T\" is not a valid variable name",
+            ),
+            (
+                r#"{"name":"x","secrets":{"T":{"value":"x"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "unknown field `value`",
+            ),
+            (
+                r#"{"name":"x","secrets":{"TRACEPARENT":{"env":"A"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "TRACEPARENT is set by Maestro",
+            ),
+            (
+                r#"{"name":"x","env":{"T":"v"},"secrets":{"T":{"env":"A"}},"steps":[{"name":"s","run":"true"}]}"#,
+                "either a secret or not",
+            ),
+            (
+                r#"{"name":"x","env_passthrough":["A-B"],"steps":[{"name":"s","run":"true"}]}"#,
+                "env_passthrough[0]",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","env_passthrough":["MAESTRO_JOB_ID"]}]}"#,
+                "steps[0].env_passthrough[0]: MAESTRO_JOB_ID is set by Maestro",
+            ),
+        ] {
+            let message = json(text).unwrap_err().to_string();
+            assert!(message.contains(needle), "{text}: {message}");
+            assert_eq!(message.lines().count(), 1, "{message}");
         }
     }
 

@@ -180,12 +180,24 @@ pub struct StepRecord {
     pub finished_at: Option<String>,
     /// Bytes of output it produced.
     pub output_bytes: u64,
+    /// Bytes of its output not recorded because they came past the output cap (its log ends
+    /// with a note saying so).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_dropped_bytes: u64,
     /// The executor's error, when it could not run the step.
     pub error: Option<String>,
     /// How the executor verified that nothing of the step was left behind (absent when it
     /// cannot tell, and for skipped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown: Option<crate::executor::Teardown>,
+    /// The step's span id in the job's trace (the one in its `TRACEPARENT`); absent for
+    /// skipped steps and in records older than trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl StepRecord {
@@ -203,8 +215,10 @@ impl StepRecord {
             started_at: None,
             finished_at: None,
             output_bytes: 0,
+            output_dropped_bytes: 0,
             error: None,
             teardown: None,
+            span_id: None,
         }
     }
 }

@@ -69,6 +69,66 @@ impl TraceId {
     }
 }
 
+impl TraceId {
+    /// The id as a W3C trace-context trace id (32 lower-case hex digits, not all zero): the id
+    /// itself when it already is one (a UUID's dashes dropped), else a fixed hash of it, so
+    /// that the same `TRACE_ID` always gives the same `TRACEPARENT` trace.
+    pub fn w3c_trace_id(&self) -> String {
+        let hex: String = self.0.chars().filter(|c| *c != '-').collect();
+        if hex.len() == 32
+            && hex.chars().all(|c| c.is_ascii_hexdigit())
+            && hex.chars().any(|c| c != '0')
+        {
+            return hex.to_ascii_lowercase();
+        }
+        // Two 64-bit FNV-1a hashes with different offsets: stable across versions and
+        // platforms, which is all this needs (it is not a security boundary).
+        let fnv = |offset: u64| {
+            self.0.bytes().fold(offset, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let (high, low) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+        let high = if high == 0 && low == 0 { 1 } else { high };
+        format!("{high:016x}{low:016x}")
+    }
+
+    /// The W3C `traceparent` header of a span of this trace: `00-<trace id>-<span id>-01`.
+    pub fn traceparent(&self, span: &SpanId) -> String {
+        format!("00-{}-{}-01", self.w3c_trace_id(), span.as_str())
+    }
+}
+
+/// A W3C trace-context span id: 16 lower-case hex digits, not all zero. Each step has one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SpanId(String);
+
+impl SpanId {
+    /// A fresh random span id.
+    pub fn generate() -> Self {
+        loop {
+            let bytes = uuid::Uuid::new_v4().into_bytes();
+            let id = u64::from_be_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[7], bytes[9],
+            ]);
+            if id != 0 {
+                return Self(format!("{id:016x}"));
+            }
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for TraceId {
     type Error = TraceIdError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -111,6 +171,29 @@ mod tests {
             TraceId::parse(&"a".repeat(129)),
             Err(TraceIdError::TooLong { len: 129 })
         );
+    }
+
+    #[test]
+    fn traceparent_has_the_w3c_shape() {
+        let span = SpanId::generate();
+        assert_eq!(span.as_str().len(), 16);
+        assert!(span.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(span, SpanId::generate());
+        let trace = TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap();
+        assert_eq!(
+            trace.traceparent(&span),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01")
+        );
+        let uuid = TraceId::parse("0192f0c1-aaaa-7bbb-8ccc-123456789abc").unwrap();
+        assert_eq!(uuid.w3c_trace_id(), "0192f0c1aaaa7bbb8ccc123456789abc");
+        let named = TraceId::parse("deploy-42").unwrap();
+        let hashed = named.w3c_trace_id();
+        assert_eq!(hashed.len(), 32);
+        assert!(hashed.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(hashed, TraceId::parse("deploy-42").unwrap().w3c_trace_id());
+        assert_ne!(hashed, TraceId::parse("deploy-43").unwrap().w3c_trace_id());
+        let zero = TraceId::parse(&"0".repeat(32)).unwrap();
+        assert_ne!(zero.w3c_trace_id(), "0".repeat(32));
     }
 
     #[test]

@@ -245,7 +245,7 @@ pub(crate) fn container_workdir(step: &StepRequest) -> String {
 
 /// The step's environment as `NAME=value` strings.
 pub(crate) fn env_list(step: &StepRequest) -> Vec<String> {
-    step.env
+    step.env_with_secrets()
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect()
@@ -462,6 +462,9 @@ mod tests {
             runtime: "docker".to_owned(),
             command: CommandLine::Shell("echo hi".to_owned()),
             env: BTreeMap::from([("TRACE_ID".to_owned(), "trace-1".to_owned())]),
+            host_env: Default::default(),
+            secrets: Default::default(),
+            span_id: maestro_core::trace::SpanId::generate(),
             workspace: PathBuf::from("/src"),
             workdir: None,
             timeout: Duration::from_secs(10),

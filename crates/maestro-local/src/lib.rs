@@ -233,8 +233,17 @@ impl Executor for LocalExecutor {
                 (command, Some(control))
             }
         };
+        // A clean environment: the caller's allowlisted variables, the step's own (spec `env`,
+        // pass-through, Maestro's), then its secrets. Nothing else of `mc`'s environment.
         let mut child = command
+            .env_clear()
+            .envs(&step.host_env)
             .envs(&step.env)
+            .envs(
+                step.secrets
+                    .iter()
+                    .map(|(name, secret)| (name, secret.expose())),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)

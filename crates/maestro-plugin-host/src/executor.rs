@@ -136,7 +136,7 @@ fn start_message(id: u64, task: &str, step: &StepRequest) -> HostMessage {
             CommandLine::Shell(line) => Command::Shell(line.clone()),
             CommandLine::Argv(argv) => Command::Argv(argv.clone()),
         },
-        env: step.env.clone(),
+        env: step.env_with_secrets(),
         workspace: Some(step.workspace.to_string_lossy().into_owned()),
         workdir: step.workdir.clone(),
         timeout_ms: Some(u64::try_from(step.timeout.as_millis()).unwrap_or(u64::MAX)),
@@ -410,11 +410,27 @@ impl PluginExecutor {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(TaskEvent::Log(log)) => {
-                        if log.seq != next_seq && !warned_seq {
-                            warned_seq = true;
-                            tracing::warn!(plugin = %self.name, step = %step.name, expected = next_seq, got = log.seq, "plugin log events out of sequence");
+                        // The plugin numbers its log events from 0: a jump is output lost on
+                        // the way, recorded as such in the step's log (a note, never silence).
+                        if log.seq != next_seq {
+                            if !warned_seq {
+                                warned_seq = true;
+                                tracing::warn!(plugin = %self.name, step = %step.name, expected = next_seq, got = log.seq, "plugin log events out of sequence");
+                            }
+                            output.note(&if log.seq > next_seq {
+                                format!(
+                                    "gap: plugin {} log events {next_seq} to {} of this step never arrived",
+                                    self.name,
+                                    log.seq - 1
+                                )
+                            } else {
+                                format!(
+                                    "gap: plugin {} sent log event {} again or out of order (expected {next_seq})",
+                                    self.name, log.seq
+                                )
+                            })?;
                         }
-                        next_seq = log.seq + 1;
+                        next_seq = next_seq.max(log.seq.saturating_add(1));
                         let stream = match log.stream {
                             maestro_plugin_protocol::Stream::Stdout => Stream::Stdout,
                             maestro_plugin_protocol::Stream::Stderr => Stream::Stderr,

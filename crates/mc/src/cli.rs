@@ -117,6 +117,14 @@ pub(crate) struct SubmitArgs {
         value_name = "SECONDS"
     )]
     pub(crate) stop_grace: f64,
+    /// Most output recorded per step (bytes, or 512k, 64m, 1g); the rest is dropped and the log says how much
+    #[arg(
+        long,
+        env = "MAESTRO_MAX_STEP_OUTPUT",
+        default_value = "256m",
+        value_name = "SIZE"
+    )]
+    pub(crate) max_step_output: String,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
 }
@@ -172,6 +180,10 @@ pub(crate) struct LogsArgs {
     /// Keep printing until the job ends
     #[arg(long, short)]
     pub(crate) follow: bool,
+    /// Only output lines numbered above N (each step numbers its lines from 1), and the notes
+    /// after them: resume where an earlier read stopped
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) since_seq: u64,
 }
 
 #[derive(Debug, Args)]

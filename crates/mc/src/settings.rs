@@ -71,6 +71,18 @@ pub(crate) fn policy(args: &PolicyArgs, state_root: &Path) -> Result<PolicyConfi
     })
 }
 
+/// The per-step output cap, from `--max-step-output` or `MAESTRO_MAX_STEP_OUTPUT`.
+pub(crate) fn max_step_output(size: &str) -> Result<u64, Failure> {
+    maestro_core::spec::parse_memory(size)
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .ok_or_else(|| {
+            let shown: String = size.chars().take(40).collect();
+            Failure::usage(format!(
+                "max step output {shown:?} is not a size such as 64m, 1g or a byte count"
+            ))
+        })
+}
+
 pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(seconds)
         .ok()
@@ -93,7 +105,16 @@ pub(crate) fn install_tracing(verbose: u8) -> Diagnostics {
         1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter =
+        EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // The HTTP stack under the Docker client logs request bodies at debug level, and a
+    // container's configuration holds its secrets (JSON-escaped, past what masking can
+    // recognise): those never reach diagnostics, whatever the filter asks.
+    for quiet in ["bollard=info", "hyper=info", "hyper_util=info", "h2=info"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let (sender, events) = sync_channel::<Vec<u8>>(DIAGNOSTICS_BACKLOG);
     let queued = Arc::new(AtomicUsize::new(0));
     let written = Arc::clone(&queued);
@@ -162,6 +183,10 @@ impl Drop for EventBuffer {
     fn drop(&mut self) {
         if self.bytes.is_empty() {
             return;
+        }
+        // Secret values a library quoted in an event are masked like step output.
+        if let Some(masked) = maestro_core::secret::mask_diagnostic(&self.bytes) {
+            self.bytes = masked;
         }
         self.queue.queued.fetch_add(1, Ordering::Release);
         if self

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use maestro_core::JobId;
+use maestro_core::output::{TRUNCATED_NOTE, line_seq};
 use maestro_core::state::{FileStore, StateStore};
 
 use crate::cli::{GlobalArgs, LogsArgs};
@@ -27,11 +28,13 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
     }
     let mut stdout = io::stdout().lock();
     for step in &steps {
+        let mut printer = LogPrinter::new(step, args.since_seq);
         let printed = if args.follow {
-            follow_step(&store, job_id, step, &mut stdout)?
+            follow_step(&store, job_id, step, &mut printer, &mut stdout)?
         } else {
-            print_file(&store, job_id, step, &mut stdout)?
+            print_file(&store, job_id, step, &mut printer, &mut stdout)?
         };
+        printer.finish(&mut stdout)?;
         if !printed && args.follow && is_over(&store, job_id)? {
             break;
         }
@@ -45,11 +48,102 @@ fn is_over(store: &FileStore, job_id: JobId) -> Result<bool, Failure> {
     Ok(record.state().is_terminal() || store.is_abandoned(&record)?)
 }
 
-fn copy_out(reader: &mut impl Read, stdout: &mut impl Write) -> Result<(), Failure> {
-    match io::copy(reader, stdout) {
-        Ok(_) => Ok(()),
+/// Prints one step's log line by line: output lines numbered above `since` and the notes that
+/// follow them, and says on stderr when the log was truncated.
+struct LogPrinter<'a> {
+    step: &'a str,
+    since: u64,
+    /// The number of the last output line seen.
+    last_seq: u64,
+    /// The start of a line whose end has not been read yet.
+    carry: Vec<u8>,
+}
+
+impl<'a> LogPrinter<'a> {
+    fn new(step: &'a str, since: u64) -> Self {
+        Self {
+            step,
+            since,
+            last_seq: 0,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Print the whole lines of what was read so far; keep an unfinished last line.
+    fn feed(&mut self, bytes: &[u8], stdout: &mut impl Write) -> Result<(), Failure> {
+        self.carry.extend_from_slice(bytes);
+        let Some(end) = self.carry.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        let rest = self.carry.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.carry, rest);
+        let mut out = Vec::with_capacity(whole.len());
+        for line in whole.split_inclusive(|b| *b == b'\n') {
+            self.line(line, &mut out);
+        }
+        write_out(stdout, &out)
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        match line_seq(line) {
+            Some(seq) => {
+                self.last_seq = seq;
+                if seq > self.since {
+                    out.extend_from_slice(line);
+                }
+            }
+            None => {
+                if self.last_seq >= self.since {
+                    out.extend_from_slice(line);
+                }
+                if let Some(note) = line.strip_prefix(b"# ")
+                    && note.starts_with(TRUNCATED_NOTE.as_bytes())
+                {
+                    eprintln!(
+                        "mc: the log of step {:?} is truncated: {}",
+                        self.step,
+                        String::from_utf8_lossy(&note[TRUNCATED_NOTE.len()..]).trim()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Print a last line that has no newline (a log cut short by a crash).
+    fn finish(&mut self, stdout: &mut impl Write) -> Result<(), Failure> {
+        if self.carry.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.carry);
+        let mut out = Vec::new();
+        self.line(&line, &mut out);
+        write_out(stdout, &out)
+    }
+}
+
+fn write_out(stdout: &mut impl Write, bytes: &[u8]) -> Result<(), Failure> {
+    match stdout.write_all(bytes) {
+        Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(error) => Err(Failure::system(format!("cannot print the log: {error}"))),
+    }
+}
+
+fn copy_out(
+    reader: &mut impl Read,
+    printer: &mut LogPrinter<'_>,
+    stdout: &mut impl Write,
+) -> Result<(), Failure> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(count) => printer.feed(&buffer[..count], stdout)?,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                return Err(Failure::system(format!("cannot read the log: {error}")));
+            }
+        }
     }
 }
 
@@ -57,10 +151,11 @@ fn print_file(
     store: &FileStore,
     job_id: JobId,
     step: &str,
+    printer: &mut LogPrinter<'_>,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
     match store.open_step_log(job_id, step)? {
-        Some(mut file) => copy_out(&mut file, stdout).map(|()| true),
+        Some(mut file) => copy_out(&mut file, printer, stdout).map(|()| true),
         None => Ok(false),
     }
 }
@@ -71,6 +166,7 @@ fn follow_step(
     store: &FileStore,
     job_id: JobId,
     step: &str,
+    printer: &mut LogPrinter<'_>,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
     let mut file: File = loop {
@@ -86,12 +182,12 @@ fn follow_step(
         }
     };
     loop {
-        copy_out(&mut file, stdout)?;
+        copy_out(&mut file, printer, stdout)?;
         let _ = stdout.flush();
         let record = store.load(job_id)?;
         if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
             // The result is recorded after the log is complete: one last read gets the tail.
-            copy_out(&mut file, stdout)?;
+            copy_out(&mut file, printer, stdout)?;
             return Ok(true);
         }
         std::thread::sleep(POLL);

@@ -113,6 +113,7 @@ fn read_request(
         trace_id,
         runtime_override,
         invocation_dir: settings::current_dir()?,
+        caller_env: maestro_core::secret::CallerEnv::from_process(),
     })
 }
 

@@ -20,6 +20,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
     let config = RunnerConfig {
         policy: settings::policy(&args.policy, &state_root)?,
         stop_grace: settings::stop_grace(args.stop_grace)?,
+        max_step_output: settings::max_step_output(&args.max_step_output)?,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
@@ -85,7 +86,7 @@ fn exit_code(report: &JobReport) -> Code {
         (JobState::Denied, _) => Code::Denied,
         (JobState::Cancelled, _) => Code::Cancelled,
         (_, Some(FailureKind::ExecutorUnavailable)) => Code::System,
-        (_, Some(FailureKind::InvalidStep)) => Code::Usage,
+        (_, Some(FailureKind::InvalidStep | FailureKind::SecretUnavailable)) => Code::Usage,
         _ => Code::JobFailed,
     }
 }
