@@ -199,3 +199,62 @@ fn a_gap_in_a_plugins_log_events_is_recorded_as_such() {
     );
     assert!(log.contains(" out c\n"), "{log}");
 }
+
+#[test]
+fn logs_as_json_lines_or_raw_text_and_follow_ends_with_the_jobs_exit_code() {
+    let env = Env::new();
+    // A line longer than the 64 KiB line cap, without a newline before the next one.
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "j",
+            "  - name: a\n    run: echo one; echo two >&2\n\
+             \x20 - name: b\n    run: head -c 70000 /dev/zero | tr '\\0' x; echo; exit 42\n",
+        ),
+    );
+    let (output, json) = env.submit(&file, &["--quiet"]);
+    assert_eq!(output.status.code(), Some(1));
+    let job_id = json["job_id"].as_str().unwrap();
+
+    let lines = env.run(&["logs", job_id, "--output", "json"]);
+    assert!(lines.status.success());
+    let objects: Vec<serde_json::Value> = text(&lines.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(objects[0]["step"], "a");
+    assert_eq!(objects[0]["seq"], 1);
+    assert_eq!(objects[0]["stream"], "stdout");
+    assert_eq!(objects[0]["text"], "one");
+    assert!(objects[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(objects[1]["stream"], "stderr");
+    assert_eq!(objects[1]["text"], "two");
+    assert_eq!(objects[2]["step"], "b");
+    assert_eq!(objects[2]["continues"], true, "the cut line goes on");
+    let long: String = objects[2..]
+        .iter()
+        .map(|o| o["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(long, "x".repeat(70_000));
+
+    let raw = env.run(&["logs", job_id, "--raw"]);
+    assert!(raw.status.success());
+    assert_eq!(
+        text(&raw.stdout),
+        format!("one\ntwo\n{}\n", "x".repeat(70_000)),
+        "the text as the steps wrote it"
+    );
+
+    // Following a finished job ends at once, with the job's exit code.
+    let followed = env.run(&["logs", job_id, "--follow", "--raw", "--step", "a"]);
+    assert_eq!(
+        followed.status.code(),
+        Some(1),
+        "{}",
+        text(&followed.stderr)
+    );
+    let ok = env.write("ok.yaml", &job_yaml("ok", "  - name: s\n    run: 'true'\n"));
+    let (_, ok_json) = env.submit(&ok, &["--quiet"]);
+    let followed_ok = env.run(&["logs", ok_json["job_id"].as_str().unwrap(), "--follow"]);
+    assert_eq!(followed_ok.status.code(), Some(0));
+}

@@ -363,6 +363,54 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// One recorded output line of a step log, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    /// When it was recorded, RFC 3339 UTC.
+    pub at: &'a str,
+    /// Its number within the step (from 1; 0 in logs written before lines were numbered).
+    pub seq: u64,
+    /// The stream it came from.
+    pub stream: Stream,
+    /// The line was cut at [`MAX_LINE_BYTES`]: its text goes on in the next line of the stream.
+    pub continues: bool,
+    /// What the step wrote, without the newline.
+    pub text: &'a [u8],
+}
+
+/// Reads a recorded output line (`<time>#<seq> <out|err>[+] <text>`, with or without its
+/// newline); `None` for a note (`# …`) or a line that is not one of Maestro's.
+pub fn parse_line(line: &[u8]) -> Option<LogLine<'_>> {
+    if line.starts_with(b"# ") {
+        return None;
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let stamp = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or_default();
+    let (at, seq) = match stamp.rsplit_once('#') {
+        Some((at, seq)) => (at, seq.parse().ok()?),
+        None => (stamp, 0),
+    };
+    let (tag, continues) = match tag.strip_suffix(b"+") {
+        Some(tag) => (tag, true),
+        None => (tag, false),
+    };
+    let stream = match tag {
+        b"out" => Stream::Stdout,
+        b"err" => Stream::Stderr,
+        _ => return None,
+    };
+    Some(LogLine {
+        at,
+        seq,
+        stream,
+        continues,
+        text,
+    })
+}
+
 /// The sequence number of a recorded output line (`<time>#<seq> <tag> <text>`); `None` for a
 /// note, or a line of a log written before lines were numbered.
 pub fn line_seq(line: &[u8]) -> Option<u64> {
@@ -383,6 +431,23 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[test]
+    fn recorded_lines_read_back() {
+        let line = parse_line(b"2026-11-30T10:00:00.000001Z#7 err+ a b c\n").unwrap();
+        assert_eq!(line.at, "2026-11-30T10:00:00.000001Z");
+        assert_eq!(
+            (line.seq, line.stream, line.continues),
+            (7, Stream::Stderr, true)
+        );
+        assert_eq!(line.text, b"a b c");
+        let old = parse_line(b"2026-11-30T10:00:00Z out x").unwrap();
+        assert_eq!((old.seq, old.continues, old.text), (0, false, &b"x"[..]));
+        let empty = parse_line(b"2026-11-30T10:00:00Z#1 out \n").unwrap();
+        assert_eq!(empty.text, b"");
+        assert_eq!(parse_line(b"# maestro step=s"), None);
+        assert_eq!(parse_line(b"garbage"), None);
+    }
 
     #[derive(Default)]
     struct Collect(Mutex<Vec<(Stream, Vec<u8>)>>);

@@ -47,6 +47,13 @@ pub fn verdicts(record: &JobRecord) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Why the job failed, as its last transition records it (absent for other states, and in
+/// records of older versions).
+pub fn failure(record: &JobRecord) -> Option<crate::runner::FailureKind> {
+    let last = record.transitions.last()?;
+    serde_json::from_value(last.detail.get("failure")?.clone()).ok()
+}
+
 /// How long the job has taken: from its first transition to its last when it has ended, to now
 /// while it has not.
 pub fn duration(record: &JobRecord) -> Option<Duration> {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -108,7 +108,7 @@ impl RunError {
 }
 
 /// Why a job that was stored did not succeed, when that was not a step's own doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// A step ran and failed (non-zero exit, timeout, out of memory).
@@ -572,8 +572,11 @@ impl JobRun<'_> {
                 JobState::Cancelled,
                 json!({ "reason": "cancelled by signal" }),
             )
-        } else if let Some((_, message)) = &failure {
-            (JobState::Failed, json!({ "error": message }))
+        } else if let Some((kind, message)) = &failure {
+            (
+                JobState::Failed,
+                json!({ "error": message, "failure": kind }),
+            )
         } else {
             (JobState::Succeeded, json!({}))
         };

@@ -184,6 +184,12 @@ pub(crate) struct LogsArgs {
     /// after them: resume where an earlier read stopped
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) since_seq: u64,
+    /// `json`: one object per output line (step, seq, time, stream, text)
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, conflicts_with = "raw")]
+    pub(crate) output: OutputFormat,
+    /// Only the text, exactly as the steps wrote it: no time, stream or step
+    #[arg(long)]
+    pub(crate) raw: bool,
 }
 
 #[derive(Debug, Args)]

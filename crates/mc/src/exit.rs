@@ -19,6 +19,26 @@ pub(crate) enum Code {
     Cancelled = 130,
 }
 
+impl Code {
+    /// The exit code for a job that ended in `state`, failed for `failure`: the same whether
+    /// `mc submit` ran it or `mc logs --follow` watched it end.
+    pub(crate) fn for_job(
+        state: maestro_core::state::JobState,
+        failure: Option<maestro_core::runner::FailureKind>,
+    ) -> Self {
+        use maestro_core::runner::FailureKind;
+        use maestro_core::state::JobState;
+        match (state, failure) {
+            (JobState::Succeeded, _) => Self::Success,
+            (JobState::Denied, _) => Self::Denied,
+            (JobState::Cancelled, _) => Self::Cancelled,
+            (_, Some(FailureKind::ExecutorUnavailable)) => Self::System,
+            (_, Some(FailureKind::InvalidStep | FailureKind::SecretUnavailable)) => Self::Usage,
+            _ => Self::JobFailed,
+        }
+    }
+}
+
 impl From<Code> for std::process::ExitCode {
     fn from(code: Code) -> Self {
         Self::from(code as u8)

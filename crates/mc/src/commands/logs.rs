@@ -5,10 +5,11 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use maestro_core::JobId;
-use maestro_core::output::{TRUNCATED_NOTE, line_seq};
+use maestro_core::output::{TRUNCATED_NOTE, line_seq, parse_line};
+use maestro_core::progress;
 use maestro_core::state::{FileStore, StateStore};
 
-use crate::cli::{GlobalArgs, LogsArgs};
+use crate::cli::{GlobalArgs, LogsArgs, OutputFormat};
 use crate::exit::{Code, Failure};
 use crate::settings;
 
@@ -26,9 +27,14 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
         }
         steps.retain(|name| name == only);
     }
+    let mode = match (args.raw, args.output) {
+        (true, _) => Mode::Raw,
+        (false, OutputFormat::Json) => Mode::Json,
+        (false, OutputFormat::Text) => Mode::Text,
+    };
     let mut stdout = io::stdout().lock();
     for step in &steps {
-        let mut printer = LogPrinter::new(step, args.since_seq);
+        let mut printer = LogPrinter::new(step, args.since_seq, mode);
         let printed = if args.follow {
             follow_step(&store, job_id, step, &mut printer, &mut stdout)?
         } else {
@@ -39,7 +45,30 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
             break;
         }
     }
-    Ok(Code::Success)
+    if !args.follow {
+        return Ok(Code::Success);
+    }
+    // Followed to its end: exit as `mc submit` of the job did.
+    let record = store.load(job_id)?;
+    if !record.state().is_terminal() {
+        eprintln!(
+            "mc: job {job_id} is {} but no mc drives it any more (it was killed); `mc gc` records it failed",
+            record.state()
+        );
+        return Ok(Code::JobFailed);
+    }
+    Ok(Code::for_job(record.state(), progress::failure(&record)))
+}
+
+/// How lines are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As recorded: time, number, stream, text; Maestro's notes too.
+    Text,
+    /// One JSON object per output line.
+    Json,
+    /// The text alone, as the step wrote it.
+    Raw,
 }
 
 /// Whether nothing more will be written for the job: it ended, or its `mc` died.
@@ -53,6 +82,7 @@ fn is_over(store: &FileStore, job_id: JobId) -> Result<bool, Failure> {
 struct LogPrinter<'a> {
     step: &'a str,
     since: u64,
+    mode: Mode,
     /// The number of the last output line seen.
     last_seq: u64,
     /// The start of a line whose end has not been read yet.
@@ -60,10 +90,11 @@ struct LogPrinter<'a> {
 }
 
 impl<'a> LogPrinter<'a> {
-    fn new(step: &'a str, since: u64) -> Self {
+    fn new(step: &'a str, since: u64, mode: Mode) -> Self {
         Self {
             step,
             since,
+            mode,
             last_seq: 0,
             carry: Vec::new(),
         }
@@ -89,11 +120,11 @@ impl<'a> LogPrinter<'a> {
             Some(seq) => {
                 self.last_seq = seq;
                 if seq > self.since {
-                    out.extend_from_slice(line);
+                    self.output_line(line, out);
                 }
             }
             None => {
-                if self.last_seq >= self.since {
+                if self.last_seq >= self.since && self.mode == Mode::Text {
                     out.extend_from_slice(line);
                 }
                 if let Some(note) = line.strip_prefix(b"# ")
@@ -106,6 +137,36 @@ impl<'a> LogPrinter<'a> {
                     );
                 }
             }
+        }
+    }
+
+    fn output_line(&self, line: &[u8], out: &mut Vec<u8>) {
+        let parsed = match self.mode {
+            Mode::Text => None,
+            Mode::Json | Mode::Raw => parse_line(line),
+        };
+        match (self.mode, parsed) {
+            (Mode::Json, Some(parsed)) => {
+                let mut object = serde_json::json!({
+                    "step": self.step,
+                    "seq": parsed.seq,
+                    "time": parsed.at,
+                    "stream": parsed.stream,
+                    "text": String::from_utf8_lossy(parsed.text),
+                });
+                if parsed.continues {
+                    object["continues"] = true.into();
+                }
+                out.extend_from_slice(object.to_string().as_bytes());
+                out.push(b'\n');
+            }
+            (Mode::Raw, Some(parsed)) => {
+                out.extend_from_slice(parsed.text);
+                if !parsed.continues {
+                    out.push(b'\n');
+                }
+            }
+            _ => out.extend_from_slice(line),
         }
     }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maestro_core::output::OutputObserver;
-use maestro_core::runner::{FailureKind, JobReport, RunnerConfig, describe, status_name};
-use maestro_core::state::{JobState, StepStatus};
+use maestro_core::runner::{JobReport, RunnerConfig, describe, status_name};
+use maestro_core::state::StepStatus;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -81,14 +81,7 @@ fn watch_signals(cancel: CancellationToken) -> Result<(), Failure> {
 }
 
 fn exit_code(report: &JobReport) -> Code {
-    match (report.state, report.failure) {
-        (JobState::Succeeded, _) => Code::Success,
-        (JobState::Denied, _) => Code::Denied,
-        (JobState::Cancelled, _) => Code::Cancelled,
-        (_, Some(FailureKind::ExecutorUnavailable)) => Code::System,
-        (_, Some(FailureKind::InvalidStep | FailureKind::SecretUnavailable)) => Code::Usage,
-        _ => Code::JobFailed,
-    }
+    Code::for_job(report.state, report.failure)
 }
 
 fn text_report(report: &JobReport) -> String {
