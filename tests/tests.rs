@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod concurrency;
 mod docker;
+mod errors;
 mod hostile;
 mod plugins;
 mod policies;

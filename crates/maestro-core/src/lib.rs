@@ -24,6 +24,7 @@ pub mod policy;
 pub mod runner;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod time;
 pub mod trace;
 

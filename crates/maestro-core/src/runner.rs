@@ -18,8 +18,8 @@ use tracing::Instrument;
 use crate::JobId;
 use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::executor::{
-    Executor, ExecutorError, ExecutorRegistry, StepControl, StepOutcome, StepRequest, StopReason,
-    UnknownRuntime,
+    Executor, ExecutorError, ExecutorRegistry, RemovedResource, StepControl, StepOutcome,
+    StepRequest, StopReason, UnknownRuntime,
 };
 use crate::output::{OutputObserver, StepOutput};
 use crate::plan::{PlanOptions, PlannedStep, plan_steps};
@@ -648,8 +648,8 @@ pub fn describe(record: &StepRecord) -> String {
 pub struct GcReport {
     /// Jobs found unfinished with no live `mc`, now recorded `FAILED`.
     pub abandoned_jobs: Vec<JobId>,
-    /// Resources the executors removed, one line each.
-    pub removed: Vec<String>,
+    /// Resources the executors removed.
+    pub removed: Vec<RemovedResource>,
     /// Executors that could not be cleaned, one line each.
     pub errors: Vec<String>,
 }

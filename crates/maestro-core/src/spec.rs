@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod errors;
+
 /// The largest spec file accepted, in bytes. A spec is a few kilobytes; anything near this is a
 /// mistake or an attack, and refusing it early keeps the parser's memory bounded.
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
@@ -274,6 +276,24 @@ impl SpecFormat {
         }
     }
 
+    /// The format of a spec given as `file_name` (`-` for standard input) holding `bytes`:
+    /// JSON for `.json`, YAML for `.yaml`/`.yml`, and for any other name (`.txt`, none, standard
+    /// input) JSON when the text starts with `{` or `[`, YAML otherwise.
+    pub fn detect(file_name: &str, bytes: &[u8]) -> Self {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".json") {
+            return Self::Json;
+        }
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            return Self::Yaml;
+        }
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => Self::Json,
+            _ => Self::Yaml,
+        }
+    }
+
     /// The extension the stored copy of the spec keeps.
     pub fn extension(self) -> &'static str {
         match self {
@@ -296,13 +316,17 @@ pub enum SpecError {
     #[error("spec is not valid UTF-8 text")]
     NotUtf8,
     /// The file does not parse, or has a field of the wrong type or an unknown field.
-    #[error("invalid {format} at {path}: {message}")]
+    #[error("{}", render_position(*.line, *.column, .message))]
     Syntax {
         /// `JSON` or `YAML`.
         format: &'static str,
-        /// Where in the document, e.g. `steps[0]`.
+        /// Where in the document, e.g. `steps[0]`; empty for the top level or when unknown.
         path: String,
-        /// What the parser said (it includes line and column).
+        /// The line, from 1, when the parser knows it.
+        line: Option<u64>,
+        /// The column, from 1, when the parser knows it.
+        column: Option<u64>,
+        /// What is wrong and what to do, in people's words; it names the field.
         message: String,
     },
     /// The spec parses but breaks one or more rules.
@@ -311,6 +335,34 @@ pub enum SpecError {
         /// Every problem found, each naming the field.
         problems: Vec<String>,
     },
+}
+
+fn render_position(line: Option<u64>, column: Option<u64>, message: &str) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("line {line}, column {column}: {message}"),
+        (Some(line), None) => format!("line {line}: {message}"),
+        _ => message.to_owned(),
+    }
+}
+
+impl SpecError {
+    /// The error as one line that starts with where it is: `job.yaml:5:5: …` (file, line,
+    /// column, as compilers write it) for a parse error, `job.yaml: …` for the others.
+    pub fn describe(&self, source: &str) -> String {
+        match self {
+            Self::Syntax {
+                line: Some(line),
+                column,
+                message,
+                ..
+            } => match column {
+                Some(column) => format!("{source}:{line}:{column}: {message}"),
+                None => format!("{source}:{line}: {message}"),
+            },
+            Self::Syntax { message, .. } => format!("{source}: {message}"),
+            other => format!("{source}: {other}"),
+        }
+    }
 }
 
 impl fmt::Display for SpecFormat {
@@ -329,16 +381,25 @@ pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
         return Err(SpecError::TooLarge { size: bytes.len() });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| SpecError::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(SpecError::Syntax {
+            format: match format {
+                SpecFormat::Json => "JSON",
+                SpecFormat::Yaml => "YAML",
+            },
+            path: String::new(),
+            line: None,
+            column: None,
+            message: "the spec is empty; a job needs at least a `name` and `steps`".to_owned(),
+        });
+    }
     let spec: JobSpec = match format {
         SpecFormat::Json => {
             let mut deserializer = serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                SpecError::Syntax {
-                    format: "JSON",
-                    path: error.path().to_string(),
-                    message: error.into_inner().to_string(),
-                }
-            })?
+            let spec =
+                serde_path_to_error::deserialize(&mut deserializer).map_err(errors::from_json)?;
+            deserializer.end().map_err(errors::from_json_tail)?;
+            spec
         }
         SpecFormat::Yaml => parse_yaml(text)?,
     };
@@ -348,17 +409,18 @@ pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
 
 fn parse_yaml(text: &str) -> Result<JobSpec, SpecError> {
     // YAML aliases can expand exponentially ("billion laughs"); serde-saphyr's default budget
-    // bounds that, and the size cap above bounds the rest.
-    serde_saphyr::from_str(text).map_err(|error| SpecError::Syntax {
-        format: "YAML",
-        path: ".".to_owned(),
-        message: error
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+    // bounds that, and the size cap above bounds the rest. Duplicate keys are errors (its
+    // default): which of two `timeout_seconds` wins must never be a guess.
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let mut failed_at = None;
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            failed_at = Some(error.path().clone());
+            error.into_inner()
+        })
     })
+    .map_err(|error| errors::from_yaml(&error, failed_at.as_ref()))
 }
 
 /// Whether `name` is 1 to 64 characters of `[A-Za-z0-9._-]`.
@@ -692,7 +754,8 @@ mod tests {
                 r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#,
                 "host",
             ),
-            ("[1,2", "JSON"),
+            (r#"{"name":"x","#, "invalid JSON"),
+            ("[1,2", "must be a map of job fields"),
         ] {
             let message = json(text).unwrap_err().to_string();
             assert!(message.contains(needle), "{text}: {message}");

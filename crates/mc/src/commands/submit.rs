@@ -22,6 +22,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         stop_grace: settings::stop_grace(args.stop_grace)?,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
+    let source = request.source.clone();
     let runner = super::open_runner(&state_root, config);
     let printer =
         (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
@@ -34,7 +35,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         runner
             .submit(request, observer, cancel)
             .await
-            .map_err(Failure::from)
+            .map_err(|error| super::admission_failure(&source, error))
     });
     if let Some(printer) = printer {
         // Live lines come before the summary (or the error), unless the terminal stopped

@@ -16,7 +16,9 @@ pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failu
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
     // Admission may ask plugins how they contain their steps (their hello), which is async.
-    let validation = super::runtime()?.block_on(runner.validate(&request))?;
+    let validation = super::runtime()?
+        .block_on(runner.validate(&request))
+        .map_err(|error| super::admission_failure(&request.source, error))?;
     let allowed = validation.policies.allowed();
     match args.output {
         OutputFormat::Json => printer::json(&json!({
