@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod concurrency;
+mod conventions;
 mod docker;
 mod errors;
 mod hostile;

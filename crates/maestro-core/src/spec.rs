@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod errors;
@@ -17,7 +18,7 @@ pub const MAX_STEPS: usize = 1000;
 pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// A job as the user wrote it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The job's name: `[A-Za-z0-9._-]`, 1 to 64 characters.
@@ -65,7 +66,7 @@ pub struct JobSpec {
 }
 
 /// Who approved a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
     /// The approver.
@@ -76,7 +77,7 @@ pub struct Approval {
 }
 
 /// One step of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// The step's name, unique within the job: `[A-Za-z0-9._-]`, 1 to 64 characters.
@@ -138,7 +139,7 @@ pub struct StepSpec {
 }
 
 /// How a local step is contained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// In a kernel sandbox: read-only host, private `/tmp` and `/dev`, own PID namespace, no
@@ -150,7 +151,9 @@ pub enum Isolation {
 }
 
 /// A host resource that the sandbox hides unless a spec asks for it by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostAccess {
     /// The Docker, containerd and podman sockets: whoever talks to them is root on the host.
@@ -234,7 +237,7 @@ impl fmt::Display for HostAccess {
 }
 
 /// A container step's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// The engine's default bridge network.
@@ -244,7 +247,7 @@ pub enum Network {
 }
 
 /// When a container step's image is pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Pull only when the image is not present locally.
@@ -421,6 +424,19 @@ fn parse_yaml(text: &str) -> Result<JobSpec, SpecError> {
         })
     })
     .map_err(|error| errors::from_yaml(&error, failed_at.as_ref()))
+}
+
+/// The JSON Schema of a job spec, generated from [`JobSpec`] and its field docs, pretty-printed
+/// with a final newline (what `mc schema` prints and `docs/job-spec.schema.json` holds).
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(JobSpec);
+    schema.insert(
+        "title".to_owned(),
+        serde_json::Value::from("Maestro job spec"),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Whether `name` is 1 to 64 characters of `[A-Za-z0-9._-]`.

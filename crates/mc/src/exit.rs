@@ -19,6 +19,15 @@ pub(crate) enum Code {
     Cancelled = 130,
 }
 
+/// The exit codes as `--help` shows them (the README has the same table).
+pub(crate) const EXIT_CODES_HELP: &str = "Exit codes:
+  0    success (the job succeeded, or the command did what was asked)
+  1    the job failed (a step failed, timed out or ran out of memory)
+  2    invalid input or usage (bad spec, unknown field or runtime, bad job id)
+  3    denied by policy
+  4    system error (state root unwritable, executor unavailable)
+  130  cancelled by SIGINT/SIGTERM";
+
 impl From<Code> for std::process::ExitCode {
     fn from(code: Code) -> Self {
         Self::from(code as u8)

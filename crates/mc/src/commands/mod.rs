@@ -1,8 +1,12 @@
 //! One module per subcommand; each parses nothing and decides nothing, it calls the library.
 
+mod completions;
+mod config;
 mod gc;
 mod logs;
+mod man;
 mod plugins;
+mod schema;
 mod status;
 mod submit;
 mod validate;
@@ -32,6 +36,10 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
+        Command::Config(args) => config::run(&cli.global, args),
+        Command::Schema => schema::run(),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { command } => man::run(command.as_deref()),
     }
 }
 

@@ -16,10 +16,19 @@ use crate::printer::{self, LivePrinter};
 use crate::settings;
 
 pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
+    let settings = settings::resolve(
+        global,
+        &settings::Flags {
+            default_step_timeout: args.policy.default_step_timeout.clone(),
+            max_step_timeout: args.policy.max_step_timeout.clone(),
+            allowed_host_access: args.policy.allowed_host_access.clone(),
+            stop_grace: args.stop_grace.clone(),
+        },
+    )?;
+    let state_root = settings.state_root;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy, &state_root)?,
-        stop_grace: settings::stop_grace(args.stop_grace)?,
+        policy: settings.policy,
+        stop_grace: settings.stop_grace,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     let source = request.source.clone();

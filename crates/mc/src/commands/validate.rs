@@ -8,9 +8,18 @@ use crate::exit::{Code, Failure};
 use crate::{printer, settings};
 
 pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
+    let settings = settings::resolve(
+        global,
+        &settings::Flags {
+            default_step_timeout: args.policy.default_step_timeout.clone(),
+            max_step_timeout: args.policy.max_step_timeout.clone(),
+            allowed_host_access: args.policy.allowed_host_access.clone(),
+            stop_grace: None,
+        },
+    )?;
+    let state_root = settings.state_root;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy, &state_root)?,
+        policy: settings.policy,
         ..RunnerConfig::default()
     };
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
