@@ -15,5 +15,6 @@ mod hostile;
 mod plugins;
 mod policies;
 mod sandbox;
+mod snapshots;
 mod state;
 mod steps;

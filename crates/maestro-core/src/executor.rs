@@ -505,6 +505,38 @@ impl ExecutorRegistry {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_removed_resource_reads_as_one_phrase() {
+        let job_id: JobId = "0192f0c1-aaaa-7bbb-8ccc-123456789abc".parse().unwrap();
+        let container = RemovedResource {
+            runtime: "docker".to_owned(),
+            kind: "container".to_owned(),
+            id: "3f2a1b9c0d1e".to_owned(),
+            name: Some("maestro-build".to_owned()),
+            job_id,
+            step: Some("build".to_owned()),
+        };
+        assert_eq!(
+            container.to_string(),
+            "docker container 3f2a1b9c0d1e (maestro-build) of job 0192f0c1-aaaa-7bbb-8ccc-123456789abc, step build"
+        );
+        let json = serde_json::to_value(&container).unwrap();
+        assert_eq!(json["kind"], "container");
+        assert_eq!(json["id"], "3f2a1b9c0d1e");
+        let process = RemovedResource {
+            runtime: "local".to_owned(),
+            kind: "process".to_owned(),
+            id: "4242".to_owned(),
+            name: None,
+            job_id,
+            step: None,
+        };
+        assert_eq!(
+            process.to_string(),
+            "local process 4242 of job 0192f0c1-aaaa-7bbb-8ccc-123456789abc"
+        );
+    }
+
     struct Nothing;
 
     #[async_trait]

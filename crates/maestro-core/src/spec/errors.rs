@@ -634,6 +634,184 @@ mod tests {
         );
     }
 
+    /// Words of the parsers that must never reach a person.
+    const JARGON: [&str; 12] = [
+        "sequence start",
+        "mapping start",
+        "scalar",
+        "u64",
+        "i64",
+        "f64",
+        "Options",
+        "budget",
+        "invalid type",
+        "expected one of",
+        "struct ",
+        "error:",
+    ];
+
+    fn yaml_error(text: &str) -> SpecError {
+        super::super::parse(text.as_bytes(), super::super::SpecFormat::Yaml).unwrap_err()
+    }
+
+    fn json_error(text: &str) -> SpecError {
+        super::super::parse(text.as_bytes(), super::super::SpecFormat::Json).unwrap_err()
+    }
+
+    #[test]
+    fn every_field_kind_given_the_wrong_type_says_what_it_holds() {
+        let job_fields = [
+            ("name", "[a]", "name must be a string"),
+            ("owner", "{a: b}", "owner must be a string"),
+            ("approval", "yes", "approval must be a map such as"),
+            (
+                "env",
+                "[A]",
+                "env must be a map of variable names to strings",
+            ),
+            ("env", "{A: [1]}", "env.A must be a string"),
+            (
+                "reuse_container",
+                "maybe",
+                "reuse_container must be `true` or `false`",
+            ),
+            (
+                "isolation",
+                "jail",
+                "isolation must be `sandbox` or `none`, not `jail`",
+            ),
+            (
+                "writable_paths",
+                "target",
+                "writable_paths must be a list of paths",
+            ),
+            (
+                "writable_paths",
+                "[[a]]",
+                "writable_paths[0] must be a path",
+            ),
+            (
+                "host_access",
+                "ssh",
+                "host_access must be a list of host resource names",
+            ),
+            ("host_access", "[shh]", "did you mean `ssh`?"),
+            ("steps", "3", "steps must be a list of steps"),
+        ];
+        for (field, value, expected) in job_fields {
+            let text = format!("name: x\n{field}: {value}\nsteps: [{{name: s, run: hi}}]\n");
+            let text = if field == "name" || field == "steps" {
+                format!("{field}: {value}\n")
+            } else {
+                text
+            };
+            let message = yaml_error(&text).to_string();
+            assert!(message.contains(expected), "{field}: {value}: {message}");
+            assert!(message.starts_with("line "), "{field}: {message}");
+            for word in JARGON {
+                assert!(
+                    !message.contains(word),
+                    "{field}: jargon {word:?} in {message}"
+                );
+            }
+        }
+        let step_fields = [
+            (
+                "run",
+                "[a, b]",
+                "steps[0].run must be a string: one shell line",
+            ),
+            (
+                "command",
+                "echo hi",
+                "steps[0].command must be a list of strings",
+            ),
+            ("command", "[[a]]", "steps[0].command[0] must be a string"),
+            (
+                "timeout_seconds",
+                "1.5",
+                "steps[0].timeout_seconds must be a whole number",
+            ),
+            (
+                "timeout_seconds",
+                "-1",
+                "steps[0].timeout_seconds must be a whole number",
+            ),
+            ("cpus", "lots", "steps[0].cpus must be a number above 0"),
+            (
+                "pids_limit",
+                "many",
+                "steps[0].pids_limit must be a whole number",
+            ),
+            ("memory", "[1]", "steps[0].memory must be a size such as"),
+            (
+                "network",
+                "host",
+                "steps[0].network must be `bridge` or `none`, not `host`",
+            ),
+            (
+                "pull",
+                "sometimes",
+                "steps[0].pull must be `if-not-present`, `always` or `never`",
+            ),
+            (
+                "read_only_rootfs",
+                "perhaps",
+                "steps[0].read_only_rootfs must be `true` or `false`",
+            ),
+            ("env", "FOO", "steps[0].env must be a map"),
+            ("user", "[1]", "steps[0].user must be a string"),
+        ];
+        for (field, value, expected) in step_fields {
+            let text = format!("name: x\nsteps:\n  - name: s\n    {field}: {value}\n");
+            let message = yaml_error(&text).to_string();
+            assert!(message.contains(expected), "{field}: {value}: {message}");
+            assert!(message.starts_with("line 4, column "), "{field}: {message}");
+            for word in JARGON {
+                assert!(
+                    !message.contains(word),
+                    "{field}: jargon {word:?} in {message}"
+                );
+            }
+            // The same mistake in JSON reads the same.
+            if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(value) {
+                let text = format!(r#"{{"name":"x","steps":[{{"name":"s","{field}":{value}}}]}}"#);
+                let message = json_error(&text).to_string();
+                assert!(
+                    message.contains(expected),
+                    "JSON {field}: {value}: {message}"
+                );
+                for word in JARGON {
+                    assert!(
+                        !message.contains(word),
+                        "JSON {field}: jargon {word:?} in {message}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_and_unknown_fields_at_any_depth() {
+        let message =
+            yaml_error("name: x\napproval:\n  approved_by: a\n  approved_by: b\nsteps: []\n")
+                .to_string();
+        assert_eq!(
+            message,
+            "line 4, column 3: `approved_by` is given twice in approval; keep one"
+        );
+        let message = yaml_error("name: x\napproval: {aproved_by: a}\nsteps: []\n").to_string();
+        assert_eq!(
+            message,
+            "line 2, column 12: unknown field `aproved_by` in approval; did you mean `approved_by`?"
+        );
+        let message = yaml_error("nmae: x\nsteps: []\n").to_string();
+        assert_eq!(
+            message,
+            "line 1, column 1: unknown field `nmae`; did you mean `name`?"
+        );
+    }
+
     #[test]
     fn positions_are_stripped_from_parser_text() {
         assert_eq!(

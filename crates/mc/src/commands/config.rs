@@ -27,16 +27,10 @@ pub(crate) fn run(global: &GlobalArgs, args: ConfigArgs) -> Result<Code, Failure
             "files": settings.files,
         })),
         OutputFormat::Text => {
-            let width = settings
-                .effective
-                .iter()
-                .map(|(_, value, _)| value.len())
-                .max()
-                .unwrap_or(0)
-                .max("VALUE".len());
-            let mut text = format!("{:<22} {:<width$}  FROM\n", "SETTING", "VALUE");
+            // The value last but one and unpadded: paths have any length.
+            let mut text = String::new();
             for (key, value, origin) in &settings.effective {
-                text.push_str(&format!("{key:<22} {value:<width$}  {origin}\n"));
+                text.push_str(&format!("{key:<22} {value}  ({origin})\n"));
             }
             text.push_str("\nfiles (a later one wins over an earlier one):\n");
             for file in &settings.files {

@@ -13,7 +13,7 @@ mod validate;
 
 pub(crate) use plugins::plugin_dirs;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -83,6 +83,9 @@ fn read_request(
     let limit = MAX_SPEC_BYTES as u64 + 1;
     let mut spec_bytes = Vec::new();
     let size = if from_stdin {
+        if std::io::stdin().is_terminal() {
+            eprintln!("mc: reading the job spec from standard input; end it with Ctrl-D");
+        }
         std::io::stdin()
             .lock()
             .take(limit)
