@@ -39,7 +39,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub image: Option<String>,
     /// Extra environment variables for every step.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, String>,
     /// The job's workspace directory (relative paths are taken from where `mc` was started);
     /// the directory `mc` was started in when absent.
@@ -98,7 +98,7 @@ pub struct StepSpec {
     #[serde(default)]
     pub image: Option<String>,
     /// Extra environment variables for this step (they override the job's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, String>,
     /// The working directory; relative paths are taken from the job's workspace.
     #[serde(default)]
@@ -439,6 +439,41 @@ pub fn json_schema() -> String {
     text
 }
 
+/// A map of strings whose keys must be unique. YAML duplicates are refused by the parser; JSON
+/// allows `{"A": "1", "A": "2"}` and a plain map would keep the last one silently.
+fn unique_keys<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct UniqueKeys;
+
+    impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a map of variable names to strings")
+        }
+
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::MapAccess<'de>,
+        {
+            let mut values = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if values.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate field `{key}`"
+                    )));
+                }
+                values.insert(key, value);
+            }
+            Ok(values)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys)
+}
+
 /// Whether `name` is 1 to 64 characters of `[A-Za-z0-9._-]`.
 pub fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -618,8 +653,14 @@ pub fn is_valid_runtime_name(runtime: &str) -> bool {
 
 fn check_runtime_name(at: &str, runtime: &str, problems: &mut Vec<String>) {
     if !is_valid_runtime_name(runtime) {
+        let lower = runtime.to_ascii_lowercase();
+        let suggestion = if lower != runtime && is_valid_runtime_name(&lower) {
+            format!("; did you mean {lower:?}?")
+        } else {
+            String::new()
+        };
         problems.push(format!(
-            "{at} {:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'",
+            "{at} {:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'{suggestion}",
             truncate(runtime)
         ));
     }
@@ -757,6 +798,10 @@ mod tests {
             (
                 r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"../x"}]}"#,
                 "runtime",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"Docker"}]}"#,
+                "did you mean \"docker\"?",
             ),
             (
                 r#"{"name":"x","steps":[{"name":"..","run":"true"}]}"#,

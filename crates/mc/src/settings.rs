@@ -194,9 +194,18 @@ fn read_config_file(
 ) -> Result<Option<BTreeMap<String, Raw>>, Failure> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // No file, or no directory to hold one (a state root not yet created, or not a
+        // directory: using it fails later with the right error).
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(error) => {
-            return Err(Failure::usage(format!(
+            return Err(Failure::system(format!(
                 "cannot read {}: {error}",
                 path.display()
             )));

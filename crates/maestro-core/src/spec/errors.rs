@@ -805,6 +805,18 @@ mod tests {
             message,
             "line 2, column 12: unknown field `aproved_by` in approval; did you mean `approved_by`?"
         );
+        let message =
+            json_error(r#"{"name":"x","steps":[{"name":"s","run":"a","env":{"A":"1","A":"2"}}]}"#)
+                .to_string();
+        assert_eq!(
+            message,
+            "line 1, column 66: `A` is given twice in steps[0].env; keep one"
+        );
+        let message = yaml_error("name: x\nenv:\n  A: b\n  A: c\nsteps: []\n").to_string();
+        assert_eq!(
+            message,
+            "line 4, column 3: `A` is given twice in env; keep one"
+        );
         let message = yaml_error("nmae: x\nsteps: []\n").to_string();
         assert_eq!(
             message,
