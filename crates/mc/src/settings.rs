@@ -630,3 +630,86 @@ impl<'a> MakeWriter<'a> for QueueWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(key: &str, text: &str) -> Raw {
+        Raw {
+            text: text.to_owned(),
+            origin: Origin::Flag(setting(key).flag.to_owned()),
+        }
+    }
+
+    fn message(failure: Failure) -> String {
+        format!("{failure:?}")
+    }
+
+    #[test]
+    fn stop_grace_accepts_plain_seconds_only() {
+        assert_eq!(
+            grace(&flag("stop_grace", "0.5")).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            grace(&flag("stop_grace", "3600")).unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(grace(&flag("stop_grace", "0")).unwrap(), Duration::ZERO);
+        for bad in [
+            "-1",
+            "3600.5",
+            "nan",
+            "inf",
+            "1e3",
+            "",
+            ".",
+            "5s",
+            "18446744073709551615",
+        ] {
+            let error = message(grace(&flag("stop_grace", bad)).unwrap_err());
+            assert!(
+                error.contains(&format!("--stop-grace {bad}: must be")),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_within_a_year() {
+        let raw = Raw {
+            text: "1200".to_owned(),
+            origin: Origin::File(PathBuf::from("/etc/maestro.toml")),
+        };
+        assert_eq!(
+            timeout(&raw, "max_step_timeout").unwrap(),
+            Duration::from_secs(1200)
+        );
+        for bad in ["0", "1.5", "-3", "31536001", "soon"] {
+            let raw = Raw {
+                text: bad.to_owned(),
+                origin: Origin::File(PathBuf::from("/etc/maestro.toml")),
+            };
+            let error = message(timeout(&raw, "max_step_timeout").unwrap_err());
+            assert!(
+                error.contains(&format!(
+                    "max_step_timeout = {bad} in /etc/maestro.toml: must be"
+                )),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_default_and_a_distinct_name() {
+        let mut keys = std::collections::BTreeSet::new();
+        for setting in &SETTINGS {
+            assert!(!default_text(setting.key).is_empty(), "{}", setting.key);
+            assert!(keys.insert(setting.key));
+            assert_eq!(setting.flag.replace('-', "_"), setting.key);
+        }
+        assert_eq!(default_text("stop_grace"), "5");
+        assert_eq!(default_text("max_step_timeout"), "3600");
+    }
+}
