@@ -22,6 +22,7 @@ pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The job's name: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub name: String,
     /// Who is responsible for the job; `owner-present` decides whether it is acceptable.
     #[serde(default)]
@@ -34,6 +35,7 @@ pub struct JobSpec {
     pub approval: Option<Approval>,
     /// The runtime for steps that name none; `local` when absent.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,64}$"))]
     pub runtime: Option<String>,
     /// The container image for container steps that name none.
     #[serde(default)]
@@ -62,6 +64,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub host_access: Vec<HostAccess>,
     /// The steps, run in order.
+    #[schemars(length(min = 1, max = MAX_STEPS))]
     pub steps: Vec<StepSpec>,
 }
 
@@ -81,6 +84,7 @@ pub struct Approval {
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// The step's name, unique within the job: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub name: String,
     /// A shell line run with `/bin/sh -c`. Exactly one of `run` and `command` is given.
     #[serde(default)]
@@ -90,9 +94,11 @@ pub struct StepSpec {
     pub command: Option<Vec<String>>,
     /// The step's timeout; a configurable default applies when absent.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// The runtime that runs this step.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,64}$"))]
     pub runtime: Option<String>,
     /// The container image, for container runtimes.
     #[serde(default)]
@@ -111,6 +117,7 @@ pub struct StepSpec {
     pub cpus: Option<f64>,
     /// Container process limit.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub pids_limit: Option<i64>,
     /// Container network: `bridge` (default) or `none`.
     #[serde(default)]
