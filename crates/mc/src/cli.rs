@@ -4,12 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Maestro: run jobs safely — policy before anything runs, every state change on record.
+/// Maestro runs jobs safely: policy before anything runs, every state change on record
 #[derive(Debug, Parser)]
 #[command(
     name = "mc",
     version,
-    about,
     after_help = "Examples:
   mc submit examples/hello.yaml
   mc status"
