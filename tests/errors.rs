@@ -127,6 +127,13 @@ fn json_errors_read_like_yaml_errors() {
         r#"{"name":"x","steps":[{"name":"s","run":"hi"}]} and more"#,
         "trailing.json:1:48: invalid JSON: there is more text after the spec's closing `}`",
     );
+    // A spec that parses but breaks rules: every problem, each at its field.
+    says(
+        &env,
+        "rules.json",
+        r#"{"name":"x","env":{"1X":"a"},"steps":[{"name":"s","run":"a","memory":"lots"}]}"#,
+        "rules.json:1:13: env: \"1X\" is not a valid variable name; rules.json:1:61: steps[0].memory \"lots\" is not a size such as 256m or 1g",
+    );
     says(
         &env,
         "empty.json",

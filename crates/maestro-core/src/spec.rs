@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod errors;
+mod locate;
 
 /// The largest spec file accepted, in bytes. A spec is a few kilobytes; anything near this is a
 /// mistake or an attack, and refusing it early keeps the parser's memory bounded.
@@ -357,9 +358,25 @@ fn render_position(line: Option<u64>, column: Option<u64>, message: &str) -> Str
 
 impl SpecError {
     /// The error as one line that starts with where it is: `job.yaml:5:5: …` (file, line,
-    /// column, as compilers write it) for a parse error, `job.yaml: …` for the others.
-    pub fn describe(&self, source: &str) -> String {
+    /// column, as compilers write it); each broken rule of a spec that parses is placed at its
+    /// field in `spec_bytes` (the text the spec was parsed from) when it can be found there.
+    pub fn describe(&self, source: &str, spec_bytes: &[u8]) -> String {
         match self {
+            Self::Invalid { problems } => {
+                let positions = std::str::from_utf8(spec_bytes)
+                    .map(locate::positions)
+                    .unwrap_or_default();
+                problems
+                    .iter()
+                    .map(
+                        |problem| match locate::position_of_problem(&positions, problem) {
+                            Some((line, column)) => format!("{source}:{line}:{column}: {problem}"),
+                            None => format!("{source}: {problem}"),
+                        },
+                    )
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
             Self::Syntax {
                 line: Some(line),
                 column,

@@ -166,9 +166,9 @@ pub(crate) fn human_size(bytes: u64) -> String {
 
 /// An error of admission (`mc submit`, `mc validate`): spec errors start with the file, line and
 /// column they are at.
-fn admission_failure(source: &str, error: RunError) -> Failure {
+fn admission_failure(source: &str, spec_bytes: &[u8], error: RunError) -> Failure {
     match error {
-        RunError::Spec(error) => Failure::usage(error.describe(source)),
+        RunError::Spec(error) => Failure::usage(error.describe(source, spec_bytes)),
         other => Failure::from(other),
     }
 }

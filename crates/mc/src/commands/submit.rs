@@ -31,7 +31,8 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         stop_grace: settings.stop_grace,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
-    let source = request.source.clone();
+    // Kept to place a spec error at its line, should admission refuse the spec.
+    let (source, spec_bytes) = (request.source.clone(), request.spec_bytes.clone());
     let runner = super::open_runner(&state_root, config);
     let printer =
         (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
@@ -44,7 +45,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         runner
             .submit(request, observer, cancel)
             .await
-            .map_err(|error| super::admission_failure(&source, error))
+            .map_err(|error| super::admission_failure(&source, &spec_bytes, error))
     });
     if let Some(printer) = printer {
         // Live lines come before the summary (or the error), unless the terminal stopped

@@ -27,7 +27,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failu
     // Admission may ask plugins how they contain their steps (their hello), which is async.
     let validation = super::runtime()?
         .block_on(runner.validate(&request))
-        .map_err(|error| super::admission_failure(&request.source, error))?;
+        .map_err(|error| super::admission_failure(&request.source, &request.spec_bytes, error))?;
     let allowed = validation.policies.allowed();
     match args.output {
         OutputFormat::Json => printer::json(&json!({
