@@ -31,7 +31,12 @@ fn rejects(env: &Env, name: &str, content: &[u8], needle: &str) {
 #[test]
 fn malformed_specs_are_rejected_with_one_clear_line() {
     let env = Env::new();
-    rejects(&env, "bad.json", b"{\"name\": \"x\", ", "invalid JSON");
+    rejects(
+        &env,
+        "bad.json",
+        b"{\"name\": \"x\", ",
+        "bad.json:1:14: invalid JSON: the text ends before every",
+    );
     rejects(
         &env,
         "typo.json",
@@ -56,7 +61,7 @@ fn malformed_specs_are_rejected_with_one_clear_line() {
         &[0xff, 0x00, 0xfe, 0x12],
         "not valid UTF-8",
     );
-    rejects(&env, "empty.json", b"", "invalid JSON");
+    rejects(&env, "empty.json", b"", "empty.json: the spec is empty");
     rejects(
         &env,
         "nosteps.yaml",
@@ -83,9 +88,31 @@ fn malformed_specs_are_rejected_with_one_clear_line() {
     );
     rejects(&env, "huge.json", &vec![b' '; 2 * 1024 * 1024], "at most");
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    rejects(&env, "deep.json", deep.as_bytes(), "invalid JSON");
-    let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nname: x\nsteps: []\n";
-    rejects(&env, "laughs.yaml", laughs.as_bytes(), "YAML");
+    rejects(
+        &env,
+        "deep.json",
+        deep.as_bytes(),
+        "must be a map of job fields",
+    );
+    let deep = format!(
+        "{{\"name\":\"x\",\"steps\":[{{\"name\":\"s\",\"run\":\"hi\",\"with\":{}{}}}]}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    rejects(
+        &env,
+        "deep-with.json",
+        deep.as_bytes(),
+        "nested more than 128 levels deep",
+    );
+    // The bomb sits in `with`, which takes any value: only the budget stops it.
+    let laughs = "name: x\nsteps:\n  - name: s\n    run: hi\n    with:\n      a: &a [x, x, x, x, x, x, x, x, x, x]\n      b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n      c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n      d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n      e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n      f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n      g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+    rejects(
+        &env,
+        "laughs.yaml",
+        laughs.as_bytes(),
+        "it holds more than 250000 values",
+    );
     assert!(env.job_ids().is_empty(), "a rejected spec was stored");
 }
 

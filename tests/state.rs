@@ -84,7 +84,7 @@ fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
     assert!(
         removed
             .iter()
-            .any(|r| r.as_str().unwrap().contains(&step_pid.to_string())),
+            .any(|r| r["kind"] == "process" && r["id"] == step_pid.to_string().as_str()),
         "{report}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -44,6 +44,9 @@ impl Env {
         command
             .current_dir(self.dir.path())
             .env("MAESTRO_HOME", &self.state)
+            // No maestro.toml of the machine's user: only those a test writes.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env_remove("MAESTRO_ALLOWED_HOST_ACCESS")
             .env_remove("TRACE_ID")
             .env_remove("MAESTRO_LOG")
             .env_remove("MAESTRO_PLUGIN_PATH")

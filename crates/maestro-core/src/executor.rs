@@ -8,6 +8,7 @@
 //! the grace period) and reports which of the two happened.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -389,14 +390,14 @@ pub trait Executor: Send + Sync {
     async fn finish(&self, _job_id: JobId) {}
 
     /// Remove what this executor left behind for jobs no live `mc` drives any more (after a
-    /// SIGKILL or a power loss), and say what was removed, one line per resource. `is_live`
+    /// SIGKILL or a power loss), and say what was removed, one entry per resource. `is_live`
     /// returns false only for jobs of this state root that no running `mc` drives; it returns
     /// true for live jobs and for jobs this state root does not know (another state root's),
     /// so only resources for which it returns false may be removed.
     async fn collect_garbage(
         &self,
         _is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
-    ) -> Result<Vec<String>, ExecutorError> {
+    ) -> Result<Vec<RemovedResource>, ExecutorError> {
         Ok(Vec::new())
     }
 
@@ -410,6 +411,38 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// One resource [`Executor::collect_garbage`] removed: a container, a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedResource {
+    /// The runtime it belonged to: `docker`, `local`, ….
+    pub runtime: String,
+    /// What it was: `container`, `process`, ….
+    pub kind: String,
+    /// Its id for its runtime: a (short) container id, a pid.
+    pub id: String,
+    /// Its name, when it has one: a container's name, a process's command.
+    pub name: Option<String>,
+    /// The job it was left by.
+    pub job_id: JobId,
+    /// The step it was left by, when known.
+    pub step: Option<String>,
+}
+
+impl fmt::Display for RemovedResource {
+    /// `docker container 3f2a1b9c (maestro-…) of job …, step build`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.runtime, self.kind, self.id)?;
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
+        write!(f, " of job {}", self.job_id)?;
+        if let Some(step) = &self.step {
+            write!(f, ", step {step}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Finds executors for runtime names the registry has not been given, such as plugins.
 pub trait ExecutorProvider: Send + Sync {
     /// The executor for `runtime`, if this provider has one.
@@ -417,14 +450,25 @@ pub trait ExecutorProvider: Send + Sync {
 
     /// Where this provider looked, for the error message when nothing provides a runtime.
     fn searched(&self) -> String;
+
+    /// The runtime names this provider could provide, for "did you mean" when a name is
+    /// unknown. Only asked on that error path, so it may look around (list directories).
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// No executor is known for a runtime name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown runtime {runtime:?}: built-in runtimes are {builtin}{searched}")]
+#[error(
+    "unknown runtime {runtime:?}{}: built-in runtimes are {builtin}{searched}",
+    .suggestion.as_ref().map(|name| format!(" (did you mean {name:?}?)")).unwrap_or_default()
+)]
 pub struct UnknownRuntime {
     /// The name asked for.
     pub runtime: String,
+    /// A known runtime close to it, when there is one (`docker` for `dokcer`).
+    pub suggestion: Option<String>,
     /// The built-in names, comma separated.
     pub builtin: String,
     /// Where providers looked, prefixed with "; ".
@@ -485,8 +529,12 @@ impl ExecutorRegistry {
             }
         }
         let searched: Vec<String> = self.providers.iter().map(|p| p.searched()).collect();
+        let mut known: Vec<String> = self.builtin.keys().cloned().collect();
+        known.extend(self.providers.iter().flat_map(|p| p.names()));
         Err(UnknownRuntime {
             runtime: runtime.to_owned(),
+            suggestion: crate::suggest::did_you_mean(runtime, known.iter().map(String::as_str))
+                .map(str::to_owned),
             builtin: self.builtin_names().join(", "),
             searched: if searched.is_empty() {
                 String::new()
@@ -500,6 +548,38 @@ impl ExecutorRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_resource_reads_as_one_phrase() {
+        let job_id: JobId = "0192f0c1-aaaa-7bbb-8ccc-123456789abc".parse().unwrap();
+        let container = RemovedResource {
+            runtime: "docker".to_owned(),
+            kind: "container".to_owned(),
+            id: "3f2a1b9c0d1e".to_owned(),
+            name: Some("maestro-build".to_owned()),
+            job_id,
+            step: Some("build".to_owned()),
+        };
+        assert_eq!(
+            container.to_string(),
+            "docker container 3f2a1b9c0d1e (maestro-build) of job 0192f0c1-aaaa-7bbb-8ccc-123456789abc, step build"
+        );
+        let json = serde_json::to_value(&container).unwrap();
+        assert_eq!(json["kind"], "container");
+        assert_eq!(json["id"], "3f2a1b9c0d1e");
+        let process = RemovedResource {
+            runtime: "local".to_owned(),
+            kind: "process".to_owned(),
+            id: "4242".to_owned(),
+            name: None,
+            job_id,
+            step: None,
+        };
+        assert_eq!(
+            process.to_string(),
+            "local process 4242 of job 0192f0c1-aaaa-7bbb-8ccc-123456789abc"
+        );
+    }
 
     struct Nothing;
 

@@ -3,7 +3,9 @@
 //! # Brief overview
 //!
 //! * [`spec::JobSpec`] is a parsed job spec; [`spec::parse`] reads JSON or YAML and rejects unknown
-//!   fields, and [`plan::plan_steps`] resolves it into per-step [`executor::StepRequest`]s.
+//!   fields (its errors name the field, line and column, with a "did you mean" from
+//!   [`suggest::did_you_mean`]), and [`plan::plan_steps`] resolves it into per-step
+//!   [`executor::StepRequest`]s.
 //! * [`policy::evaluate_policies`] is the only policy entry point: every policy, every verdict.
 //! * [`state::StateStore`] records a job's transitions append-only; [`state::FileStore`] keeps them
 //!   under `var/maestro`, [`audit::AuditLog`] appends the audit trail next to them.
@@ -29,6 +31,7 @@ pub mod runner;
 pub mod secret;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod time;
 pub mod trace;
 

@@ -18,8 +18,8 @@ use tracing::Instrument;
 use crate::JobId;
 use crate::audit::{AuditError, AuditLog, AuditRecord, prefix_matches};
 use crate::executor::{
-    Executor, ExecutorError, ExecutorRegistry, StepControl, StepOutcome, StepRequest, StopReason,
-    UnknownRuntime,
+    Executor, ExecutorError, ExecutorRegistry, RemovedResource, StepControl, StepOutcome,
+    StepRequest, StopReason, UnknownRuntime,
 };
 use crate::output::{OutputObserver, StepOutput};
 use crate::plan::{PlanOptions, PlannedStep, plan_steps};
@@ -772,8 +772,11 @@ pub struct GcReport {
     /// History entries a crash left out of the audit log, now appended to it as recovered
     /// records, one line each.
     pub recovered: Vec<String>,
-    /// Resources removed (staging directories, processes, containers), one line each.
-    pub removed: Vec<String>,
+    /// Resources the executors removed (processes, containers).
+    pub removed: Vec<RemovedResource>,
+    /// What else was settled, one line each: staging directories of dead submissions removed,
+    /// requests a dead `mc` left in flight with a backend fenced.
+    pub settled: Vec<String>,
     /// What could not be cleaned or reconciled, one line each.
     pub errors: Vec<String>,
 }
@@ -781,7 +784,10 @@ pub struct GcReport {
 impl GcReport {
     /// Whether there was nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.abandoned_jobs.is_empty() && self.recovered.is_empty() && self.removed.is_empty()
+        self.abandoned_jobs.is_empty()
+            && self.recovered.is_empty()
+            && self.removed.is_empty()
+            && self.settled.is_empty()
     }
 }
 
@@ -835,7 +841,7 @@ pub async fn collect_garbage(
 ) -> Result<GcReport, RunError> {
     let mut report = GcReport::default();
     match store.remove_dead_staging() {
-        Ok(removed) => report.removed.extend(removed),
+        Ok(removed) => report.settled.extend(removed),
         Err(error) => report.errors.push(error.to_string()),
     }
     let mut audited = Audited::read(audit)?;
@@ -895,7 +901,7 @@ pub async fn collect_garbage(
         // Terminal or not: its `mc` may have died in `finish` with a request in flight.
         for executor in executors {
             match executor.settle_job(job_id).await {
-                Ok(removed) => report.removed.extend(removed),
+                Ok(settled) => report.settled.extend(settled),
                 Err(error) => report.errors.push(format!("job {job_id}: {error}")),
             }
         }

@@ -3,7 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod errors;
+mod locate;
 
 /// The largest spec file accepted, in bytes. A spec is a few kilobytes; anything near this is a
 /// mistake or an attack, and refusing it early keeps the parser's memory bounded.
@@ -15,10 +19,11 @@ pub const MAX_STEPS: usize = 1000;
 pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// A job as the user wrote it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The job's name: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub name: String,
     /// Who is responsible for the job; `owner-present` decides whether it is acceptable.
     #[serde(default)]
@@ -31,12 +36,13 @@ pub struct JobSpec {
     pub approval: Option<Approval>,
     /// The runtime for steps that name none; `local` when absent.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,64}$"))]
     pub runtime: Option<String>,
     /// The container image for container steps that name none.
     #[serde(default)]
     pub image: Option<String>,
     /// Extra environment variables for every step.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, String>,
     /// Secrets, by the name of the variable a step receives them in, and where each value is
     /// read from when the job starts. Values are never part of the spec.
@@ -67,11 +73,12 @@ pub struct JobSpec {
     #[serde(default)]
     pub host_access: Vec<HostAccess>,
     /// The steps, run in order.
+    #[schemars(length(min = 1, max = MAX_STEPS))]
     pub steps: Vec<StepSpec>,
 }
 
 /// Who approved a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
     /// The approver.
@@ -82,10 +89,11 @@ pub struct Approval {
 }
 
 /// One step of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// The step's name, unique within the job: `[A-Za-z0-9._-]`, 1 to 64 characters.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub name: String,
     /// A shell line run with `/bin/sh -c`. Exactly one of `run` and `command` is given.
     #[serde(default)]
@@ -95,15 +103,17 @@ pub struct StepSpec {
     pub command: Option<Vec<String>>,
     /// The step's timeout; a configurable default applies when absent.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// The runtime that runs this step.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,64}$"))]
     pub runtime: Option<String>,
     /// The container image, for container runtimes.
     #[serde(default)]
     pub image: Option<String>,
     /// Extra environment variables for this step (they override the job's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, String>,
     /// The job's secrets this step receives in its environment, by name.
     #[serde(default)]
@@ -122,6 +132,7 @@ pub struct StepSpec {
     pub cpus: Option<f64>,
     /// Container process limit.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub pids_limit: Option<i64>,
     /// Container network: `bridge` (default) or `none`.
     #[serde(default)]
@@ -150,7 +161,7 @@ pub struct StepSpec {
 }
 
 /// Where a secret's value is read from: exactly one of `env` and `file`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
     /// A variable of the environment `mc` was started with.
@@ -166,7 +177,7 @@ pub struct SecretSource {
 pub const RESERVED_ENV: [&str; 4] = ["TRACE_ID", "TRACEPARENT", "MAESTRO_JOB_ID", "MAESTRO_STEP"];
 
 /// How a local step is contained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// In a kernel sandbox: read-only host, private `/tmp` and `/dev`, own PID namespace, no
@@ -178,7 +189,9 @@ pub enum Isolation {
 }
 
 /// A host resource that the sandbox hides unless a spec asks for it by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostAccess {
     /// The Docker, containerd and podman sockets: whoever talks to them is root on the host.
@@ -262,7 +275,7 @@ impl fmt::Display for HostAccess {
 }
 
 /// A container step's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// The engine's default bridge network.
@@ -272,7 +285,7 @@ pub enum Network {
 }
 
 /// When a container step's image is pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Pull only when the image is not present locally.
@@ -304,6 +317,24 @@ impl SpecFormat {
         }
     }
 
+    /// The format of a spec given as `file_name` (`-` for standard input) holding `bytes`:
+    /// JSON for `.json`, YAML for `.yaml`/`.yml`, and for any other name (`.txt`, none, standard
+    /// input) JSON when the text starts with `{` or `[`, YAML otherwise.
+    pub fn detect(file_name: &str, bytes: &[u8]) -> Self {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".json") {
+            return Self::Json;
+        }
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            return Self::Yaml;
+        }
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => Self::Json,
+            _ => Self::Yaml,
+        }
+    }
+
     /// The extension the stored copy of the spec keeps.
     pub fn extension(self) -> &'static str {
         match self {
@@ -326,13 +357,17 @@ pub enum SpecError {
     #[error("spec is not valid UTF-8 text")]
     NotUtf8,
     /// The file does not parse, or has a field of the wrong type or an unknown field.
-    #[error("invalid {format} at {path}: {message}")]
+    #[error("{}", render_position(*.line, *.column, .message))]
     Syntax {
         /// `JSON` or `YAML`.
         format: &'static str,
-        /// Where in the document, e.g. `steps[0]`.
+        /// Where in the document, e.g. `steps[0]`; empty for the top level or when unknown.
         path: String,
-        /// What the parser said (it includes line and column).
+        /// The line, from 1, when the parser knows it.
+        line: Option<u64>,
+        /// The column, from 1, when the parser knows it.
+        column: Option<u64>,
+        /// What is wrong and what to do, in people's words; it names the field.
         message: String,
     },
     /// The spec parses but breaks one or more rules.
@@ -341,6 +376,50 @@ pub enum SpecError {
         /// Every problem found, each naming the field.
         problems: Vec<String>,
     },
+}
+
+fn render_position(line: Option<u64>, column: Option<u64>, message: &str) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("line {line}, column {column}: {message}"),
+        (Some(line), None) => format!("line {line}: {message}"),
+        _ => message.to_owned(),
+    }
+}
+
+impl SpecError {
+    /// The error as one line that starts with where it is: `job.yaml:5:5: …` (file, line,
+    /// column, as compilers write it); each broken rule of a spec that parses is placed at its
+    /// field in `spec_bytes` (the text the spec was parsed from) when it can be found there.
+    pub fn describe(&self, source: &str, spec_bytes: &[u8]) -> String {
+        match self {
+            Self::Invalid { problems } => {
+                let positions = std::str::from_utf8(spec_bytes)
+                    .map(locate::positions)
+                    .unwrap_or_default();
+                problems
+                    .iter()
+                    .map(
+                        |problem| match locate::position_of_problem(&positions, problem) {
+                            Some((line, column)) => format!("{source}:{line}:{column}: {problem}"),
+                            None => format!("{source}: {problem}"),
+                        },
+                    )
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            Self::Syntax {
+                line: Some(line),
+                column,
+                message,
+                ..
+            } => match column {
+                Some(column) => format!("{source}:{line}:{column}: {message}"),
+                None => format!("{source}:{line}: {message}"),
+            },
+            Self::Syntax { message, .. } => format!("{source}: {message}"),
+            other => format!("{source}: {other}"),
+        }
+    }
 }
 
 impl fmt::Display for SpecFormat {
@@ -359,16 +438,25 @@ pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
         return Err(SpecError::TooLarge { size: bytes.len() });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| SpecError::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(SpecError::Syntax {
+            format: match format {
+                SpecFormat::Json => "JSON",
+                SpecFormat::Yaml => "YAML",
+            },
+            path: String::new(),
+            line: None,
+            column: None,
+            message: "the spec is empty; a job needs at least a `name` and `steps`".to_owned(),
+        });
+    }
     let spec: JobSpec = match format {
         SpecFormat::Json => {
             let mut deserializer = serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                SpecError::Syntax {
-                    format: "JSON",
-                    path: error.path().to_string(),
-                    message: error.into_inner().to_string(),
-                }
-            })?
+            let spec =
+                serde_path_to_error::deserialize(&mut deserializer).map_err(errors::from_json)?;
+            deserializer.end().map_err(errors::from_json_tail)?;
+            spec
         }
         SpecFormat::Yaml => parse_yaml(text)?,
     };
@@ -378,17 +466,66 @@ pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
 
 fn parse_yaml(text: &str) -> Result<JobSpec, SpecError> {
     // YAML aliases can expand exponentially ("billion laughs"); serde-saphyr's default budget
-    // bounds that, and the size cap above bounds the rest.
-    serde_saphyr::from_str(text).map_err(|error| SpecError::Syntax {
-        format: "YAML",
-        path: ".".to_owned(),
-        message: error
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+    // bounds that, and the size cap above bounds the rest. Duplicate keys are errors (its
+    // default): which of two `timeout_seconds` wins must never be a guess.
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let mut failed_at = None;
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            failed_at = Some(error.path().clone());
+            error.into_inner()
+        })
     })
+    .map_err(|error| errors::from_yaml(&error, failed_at.as_ref()))
+}
+
+/// The JSON Schema of a job spec, generated from [`JobSpec`] and its field docs, pretty-printed
+/// with a final newline (what `mc schema` prints and `docs/job-spec.schema.json` holds).
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(JobSpec);
+    schema.insert(
+        "title".to_owned(),
+        serde_json::Value::from("Maestro job spec"),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A map of strings whose keys must be unique. YAML duplicates are refused by the parser; JSON
+/// allows `{"A": "1", "A": "2"}` and a plain map would keep the last one silently.
+fn unique_keys<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct UniqueKeys;
+
+    impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a map of variable names to strings")
+        }
+
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::MapAccess<'de>,
+        {
+            let mut values = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if values.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate field `{key}`"
+                    )));
+                }
+                values.insert(key, value);
+            }
+            Ok(values)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys)
 }
 
 /// Whether `name` is 1 to 64 characters of `[A-Za-z0-9._-]`.
@@ -589,8 +726,14 @@ pub fn is_valid_runtime_name(runtime: &str) -> bool {
 
 fn check_runtime_name(at: &str, runtime: &str, problems: &mut Vec<String>) {
     if !is_valid_runtime_name(runtime) {
+        let lower = runtime.to_ascii_lowercase();
+        let suggestion = if lower != runtime && is_valid_runtime_name(&lower) {
+            format!("; did you mean {lower:?}?")
+        } else {
+            String::new()
+        };
         problems.push(format!(
-            "{at} {:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'",
+            "{at} {:?} must be 1 to 64 characters of lower-case letters, digits, '-' or '_'{suggestion}",
             truncate(runtime)
         ));
     }
@@ -784,6 +927,10 @@ mod tests {
                 "runtime",
             ),
             (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","runtime":"Docker"}]}"#,
+                "did you mean \"docker\"?",
+            ),
+            (
                 r#"{"name":"x","steps":[{"name":"..","run":"true"}]}"#,
                 "steps[0].name",
             ),
@@ -795,7 +942,8 @@ mod tests {
                 r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#,
                 "host",
             ),
-            ("[1,2", "JSON"),
+            (r#"{"name":"x","#, "invalid JSON"),
+            ("[1,2", "must be a map of job fields"),
         ] {
             let message = json(text).unwrap_err().to_string();
             assert!(message.contains(needle), "{text}: {message}");

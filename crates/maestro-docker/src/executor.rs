@@ -12,8 +12,8 @@ use bollard::Docker;
 use futures::StreamExt;
 use maestro_core::JobId;
 use maestro_core::executor::{
-    ContainerSettings, Containment, Executor, ExecutorError, StepControl, StepOutcome, StepOutput,
-    StepRequest, Teardown, TeardownMethod,
+    ContainerSettings, Containment, Executor, ExecutorError, RemovedResource, StepControl,
+    StepOutcome, StepOutput, StepRequest, Teardown, TeardownMethod,
 };
 use maestro_core::spec::PullPolicy;
 use maestro_core::state::FileStore;
@@ -958,7 +958,7 @@ impl Executor for DockerExecutor {
     async fn collect_garbage(
         &self,
         is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
-    ) -> Result<Vec<String>, ExecutorError> {
+    ) -> Result<Vec<RemovedResource>, ExecutorError> {
         if self.inner.host.is_none() && !engine::engine_configured() {
             // No DOCKER_HOST and no socket at the default place: Docker is not installed here,
             // so there is nothing of ours to collect (and `mc gc` need not fail for it).
@@ -1013,11 +1013,14 @@ impl Executor for DockerExecutor {
             match result {
                 Ok(()) => {
                     tracing::info!(%job_id, step, container = short(&container.id), "removed a container of an abandoned job");
-                    removed.push(format!(
-                        "removed docker container {} ({}) of job {job_id}, step {step}",
-                        container.name,
-                        short(&container.id)
-                    ));
+                    removed.push(RemovedResource {
+                        runtime: "docker".to_owned(),
+                        kind: "container".to_owned(),
+                        id: short(&container.id).to_owned(),
+                        name: Some(container.name.clone()),
+                        job_id,
+                        step: container.labels.get(LABEL_STEP).cloned(),
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%job_id, container = short(&container.id), %error, "could not remove a container of an abandoned job");

@@ -696,15 +696,12 @@ async fn garbage_collection_removes_only_containers_of_jobs_that_are_not_live() 
         .unwrap();
     let mine: Vec<_> = removed
         .iter()
-        .filter(|line| line.contains(&dead_id.to_string()))
+        .filter(|resource| resource.job_id == dead_id)
         .collect();
     assert_eq!(mine.len(), 1, "{removed:?}");
-    assert!(mine[0].contains("step left"), "{}", mine[0]);
-    assert!(
-        !removed
-            .iter()
-            .any(|line| line.contains(&live_id.to_string()))
-    );
+    assert_eq!(mine[0].kind, "container", "{:?}", mine[0]);
+    assert_eq!(mine[0].step.as_deref(), Some("left"), "{:?}", mine[0]);
+    assert!(!removed.iter().any(|resource| resource.job_id == live_id));
     dead.assert_no_containers();
     assert_eq!(live.containers().len(), 1);
     executor.finish(dead.id).await;

@@ -17,8 +17,8 @@ use tokio::time::{Instant, sleep_until};
 
 use maestro_core::JobId;
 use maestro_core::executor::{
-    Containment, Executor, ExecutorError, StepControl, StepOutcome, StepOutput, StepRequest,
-    StopReason, Stream,
+    Containment, Executor, ExecutorError, RemovedResource, StepControl, StepOutcome, StepOutput,
+    StepRequest, StopReason, Stream,
 };
 use maestro_core::output::FLUSH_WITHIN;
 use maestro_core::spec::Isolation;
@@ -161,7 +161,7 @@ impl Executor for LocalExecutor {
     async fn collect_garbage(
         &self,
         is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
-    ) -> Result<Vec<String>, ExecutorError> {
+    ) -> Result<Vec<RemovedResource>, ExecutorError> {
         if !std::path::Path::new("/proc/self").exists() {
             return Err(ExecutorError::Unavailable {
                 message: "cannot list processes: /proc is not mounted".to_owned(),
@@ -182,10 +182,14 @@ impl Executor for LocalExecutor {
             {
                 let command =
                     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                removed.push(format!(
-                    "local process {pid} ({}) of job {job_id}",
-                    command.trim()
-                ));
+                removed.push(RemovedResource {
+                    runtime: "local".to_owned(),
+                    kind: "process".to_owned(),
+                    id: pid.to_string(),
+                    name: Some(command.trim().to_owned()).filter(|name| !name.is_empty()),
+                    job_id,
+                    step: None,
+                });
             }
         }
         Ok(removed)

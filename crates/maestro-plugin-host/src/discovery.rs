@@ -59,6 +59,25 @@ pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
         .find(|path| is_executable_file(path))
 }
 
+/// The runtime names of the usable plugin executables in `dirs` (valid names, executable
+/// files), sorted, without starting any of them.
+pub fn plugin_names(dirs: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = dirs
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let file = entry.file_name().to_str()?.to_owned();
+            let name = file.strip_prefix(EXECUTABLE_PREFIX)?.to_owned();
+            (is_valid_name(&name) && is_executable_file(&entry.path())).then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// One `mc-executor-*` file found in a search directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginCandidate {

@@ -620,6 +620,7 @@ fn summary(message: &PluginMessage) -> String {
 pub struct PluginProvider {
     dirs: Vec<PathBuf>,
     options: PluginOptions,
+    search_description: Option<String>,
 }
 
 impl PluginProvider {
@@ -630,7 +631,19 @@ impl PluginProvider {
 
     /// A provider whose executors keep the deadlines in `options`.
     pub fn with_options(dirs: Vec<PathBuf>, options: PluginOptions) -> Self {
-        Self { dirs, options }
+        Self {
+            dirs,
+            options,
+            search_description: None,
+        }
+    }
+
+    /// Say where plugins are looked for in these words (e.g. `$MAESTRO_PLUGIN_PATH,
+    /// <state root>/plugins and $PATH`) rather than by listing every directory, which for a
+    /// `PATH` is a wall of text.
+    pub fn describing_search_as(mut self, description: impl Into<String>) -> Self {
+        self.search_description = Some(description.into());
+        self
     }
 }
 
@@ -645,7 +658,17 @@ impl ExecutorProvider for PluginProvider {
         )))
     }
 
+    fn names(&self) -> Vec<String> {
+        crate::discovery::plugin_names(&self.dirs)
+    }
+
     fn searched(&self) -> String {
+        if let Some(description) = &self.search_description {
+            return format!(
+                "plugins ({}<runtime>) are looked for in {description}",
+                maestro_plugin_protocol::EXECUTABLE_PREFIX
+            );
+        }
         let dirs: Vec<String> = self
             .dirs
             .iter()

@@ -26,5 +26,7 @@ mod executor;
 mod groups;
 
 pub use check::{CheckResult, check_plugin, check_plugin_with};
-pub use discovery::{PluginCandidate, find_plugin, is_valid_name, list_plugins, search_dirs};
+pub use discovery::{
+    PluginCandidate, find_plugin, is_valid_name, list_plugins, plugin_names, search_dirs,
+};
 pub use executor::{PluginExecutor, PluginOptions, PluginProvider};

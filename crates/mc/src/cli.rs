@@ -2,11 +2,17 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Maestro: run jobs safely — policy before anything runs, every state change on record.
+/// Maestro runs jobs safely: policy before anything runs, every state change on record
 #[derive(Debug, Parser)]
-#[command(name = "mc", version, about)]
+#[command(
+    name = "mc",
+    version,
+    after_help = "Examples:
+  mc submit examples/hello.yaml
+  mc status"
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
@@ -16,8 +22,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// State root (default: var/maestro in the current directory)
-    #[arg(long, global = true, env = "MAESTRO_HOME", value_name = "DIR")]
+    /// State root, relative to the current directory
+    #[arg(long, global = true, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Diagnostics on stderr: -v info, -vv debug (MAESTRO_LOG takes a tracing filter)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -46,6 +52,29 @@ pub(crate) enum Command {
     /// The audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show every setting's effective value and where it came from
+    Config(ConfigArgs),
+    /// Print the JSON Schema of a job spec (for editors; also in docs/job-spec.schema.json)
+    #[command(after_help = "Examples:
+  mc schema > job-spec.schema.json")]
+    Schema,
+    /// Print a shell completion script
+    #[command(after_help = "Examples:
+  mc completions bash > ~/.local/share/bash-completion/completions/mc
+  mc completions zsh > ~/.zfunc/_mc
+  mc completions fish > ~/.config/fish/completions/mc.fish")]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of mc or of one of its commands
+    #[command(after_help = "Examples:
+  mc man | man -l -
+  mc man submit > mc-submit.1")]
+    Man {
+        /// A command, e.g. submit (default: mc itself)
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,39 +92,44 @@ pub(crate) enum AuditCommand {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc config
+  MAESTRO_STOP_GRACE=10 mc config --output json")]
+pub(crate) struct ConfigArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum OutputFormat {
     Text,
     Json,
 }
 
+/// The policy settings a command can be given; unset ones come from the environment,
+/// `maestro.toml` or the defaults (see `settings.rs`).
 #[derive(Debug, Args)]
 pub(crate) struct PolicyArgs {
     /// Timeout of steps that give none, in seconds
-    #[arg(
-        long,
-        env = "MAESTRO_DEFAULT_STEP_TIMEOUT",
-        default_value_t = 600,
-        value_name = "SECONDS"
-    )]
-    pub(crate) default_step_timeout: u64,
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) default_step_timeout: Option<String>,
     /// Largest step timeout max-step-timeout allows, in seconds
-    #[arg(
-        long,
-        env = "MAESTRO_MAX_STEP_TIMEOUT",
-        default_value_t = 3600,
-        value_name = "SECONDS"
-    )]
-    pub(crate) max_step_timeout: u64,
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) max_step_timeout: Option<String>,
     /// Hidden host resources a sandboxed step may ask for with host_access (comma separated, or
-    /// `none`); every one but docker-socket by default
-    #[arg(long, env = "MAESTRO_ALLOWED_HOST_ACCESS", value_name = "NAMES")]
+    /// `none`)
+    #[arg(long, value_name = "NAMES")]
     pub(crate) allowed_host_access: Option<String>,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc submit examples/hello.yaml
+  mc submit - --output json < job.yaml")]
 pub(crate) struct SubmitArgs {
-    /// The job spec (JSON, or YAML when it ends in .yaml/.yml)
+    /// The job spec: a JSON or YAML file, or - for standard input
     pub(crate) file: PathBuf,
     /// Runtime for steps that name none
     #[arg(long, value_name = "NAME")]
@@ -110,28 +144,22 @@ pub(crate) struct SubmitArgs {
     #[arg(long, short)]
     pub(crate) quiet: bool,
     /// Seconds a stopped step gets to exit before it is killed
-    #[arg(
-        long,
-        env = "MAESTRO_STOP_GRACE",
-        default_value_t = 5.0,
-        value_name = "SECONDS"
-    )]
-    pub(crate) stop_grace: f64,
-    /// Most output recorded per step (bytes, or 512k, 64m, 1g); the rest is dropped and the log says how much
-    #[arg(
-        long,
-        env = "MAESTRO_MAX_STEP_OUTPUT",
-        default_value = "256m",
-        value_name = "SIZE"
-    )]
-    pub(crate) max_step_output: String,
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) stop_grace: Option<String>,
+    /// Most output recorded per step (bytes, or 512k, 64m, 1g); the rest is dropped and the log
+    /// says how much
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_step_output: Option<String>,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc validate examples/denied.yaml
+  mc validate - < job.yaml")]
 pub(crate) struct ValidateArgs {
-    /// The job spec
+    /// The job spec: a JSON or YAML file, or - for standard input
     pub(crate) file: PathBuf,
     /// Runtime for steps that name none
     #[arg(long, value_name = "NAME")]
@@ -144,6 +172,9 @@ pub(crate) struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc status
+  mc status 0192f0c1-aaaa-7bbb-8ccc-123456789abc --output json")]
 pub(crate) struct StatusArgs {
     /// The job's id or an unambiguous prefix of it (omit to list jobs)
     pub(crate) job_id: Option<String>,
@@ -171,6 +202,9 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc logs 0192f0c1-aaaa-7bbb-8ccc-123456789abc
+  mc logs 0192f0c1-aaaa-7bbb-8ccc-123456789abc --step build --follow")]
 pub(crate) struct LogsArgs {
     /// The job's id, or an unambiguous prefix of it
     pub(crate) job_id: String,
@@ -229,6 +263,9 @@ pub(crate) struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mc gc
+  mc gc --output json")]
 pub(crate) struct GcArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -238,12 +275,18 @@ pub(crate) struct GcArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginsCommand {
     /// List every executor plugin found, with warnings about unusable ones
+    #[command(after_help = "Examples:
+  mc plugins list
+  MAESTRO_PLUGIN_PATH=plugins/mc-executor-ssh mc plugins list --output json")]
     List {
         /// Output format
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
     /// Run the conformance kit against a plugin (a path or a runtime name)
+    #[command(after_help = "Examples:
+  mc plugins check ssh --with '{\"host\": \"127.0.0.1\"}'
+  mc plugins check ./target/debug/mc-executor-pyproc")]
     Check {
         /// Path to an executable, or the runtime name of a discovered plugin
         plugin: String,
@@ -251,4 +294,20 @@ pub(crate) enum PluginsCommand {
         #[arg(long, value_name = "JSON")]
         with: Option<String>,
     },
+}
+
+/// The whole command line, as `mc` parses and documents it: clap's types, each setting's help
+/// completed from `settings::SETTINGS`, and the exit codes under every command's help.
+pub(crate) fn command() -> clap::Command {
+    with_exit_codes(crate::settings::document(Cli::command()))
+}
+
+fn with_exit_codes(command: clap::Command) -> clap::Command {
+    let after = command
+        .get_after_help()
+        .map(|help| format!("{help}\n\n"))
+        .unwrap_or_default();
+    command
+        .after_help(format!("{after}{}", crate::exit::EXIT_CODES_HELP))
+        .mut_subcommands(with_exit_codes)
 }

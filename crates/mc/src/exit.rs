@@ -39,6 +39,17 @@ impl Code {
     }
 }
 
+/// The exit codes as `--help` shows them (the README has the same table).
+pub(crate) const EXIT_CODES_HELP: &str = "Exit codes:
+  0    success (the job succeeded, or the command did what was asked)
+  1    the job failed (a step failed, timed out or ran out of memory), or `mc audit verify`
+       found tampering
+  2    invalid input or usage (bad spec, unknown field or runtime, bad job id, a secret
+       that cannot be read)
+  3    denied by policy
+  4    system error (state root unwritable, executor unavailable)
+  130  cancelled by SIGINT/SIGTERM";
+
 impl From<Code> for std::process::ExitCode {
     fn from(code: Code) -> Self {
         Self::from(code as u8)

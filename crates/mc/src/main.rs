@@ -8,11 +8,12 @@ mod registry;
 mod settings;
 mod shim;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 fn main() -> std::process::ExitCode {
     shim::run_if_requested();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_arg_matches(&cli::command().get_matches())
+        .unwrap_or_else(|error| error.exit());
     let diagnostics = settings::install_tracing(cli.global.verbose);
     let code = match commands::dispatch(cli) {
         Ok(code) => code,

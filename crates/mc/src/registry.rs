@@ -27,6 +27,12 @@ pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
         "docker",
         Arc::new(DockerExecutor::with_journal(FileStore::new(state_root))),
     );
-    registry.add_provider(Box::new(PluginProvider::new(plugin_dirs(state_root))));
+    let search = format!(
+        "$MAESTRO_PLUGIN_PATH, {} and $PATH (`mc plugins list` shows what is found)",
+        state_root.join("plugins").display()
+    );
+    registry.add_provider(Box::new(
+        PluginProvider::new(plugin_dirs(state_root)).describing_search_as(search),
+    ));
     registry
 }

@@ -1,10 +1,19 @@
-//! Settings resolved in one place: flags, then environment, then defaults.
+//! Settings resolved in one place: flags, then environment, then `maestro.toml`, then defaults.
+//!
+//! Every setting is one row of [`SETTINGS`] (its key in the file, its flag, its variable) and its
+//! default is written once, in core's `PolicyConfig`/`RunnerConfig` defaults or here. Values from
+//! every source are checked by the same parser, and an error names where the bad value came from.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use maestro_core::policy::PolicyConfig;
+use maestro_core::runner::RunnerConfig;
 use maestro_core::spec::{HostAccess, MAX_TIMEOUT_SECONDS};
+use maestro_core::suggest::did_you_mean;
+use serde::Serialize;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,22 +23,506 @@ use std::time::Instant;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::cli::{GlobalArgs, PolicyArgs};
+use crate::cli::GlobalArgs;
 use crate::exit::Failure;
 
-/// The state root: `--state-dir`, else `MAESTRO_HOME` (both handled by clap), else
-/// `var/maestro` under the current directory, made absolute so that the record of a job does
-/// not depend on where a later `mc status` runs.
-pub(crate) fn state_root(global: &GlobalArgs) -> Result<PathBuf, Failure> {
-    let root = global
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| Path::new("var").join("maestro"));
-    if root.as_os_str().is_empty() {
-        return Err(Failure::usage("the state root is an empty path")
-            .hint("pass --state-dir DIR or set MAESTRO_HOME"));
+/// The name of the configuration file, in the state root and in `$XDG_CONFIG_HOME/maestro/`.
+pub(crate) const CONFIG_FILE: &str = "maestro.toml";
+
+/// One setting: its key in `maestro.toml`, its flag, its environment variable.
+pub(crate) struct Setting {
+    pub(crate) key: &'static str,
+    pub(crate) flag: &'static str,
+    pub(crate) env: &'static str,
+    /// What it is, for `mc config`.
+    pub(crate) about: &'static str,
+}
+
+/// Every setting that has a flag. Their defaults are in [`default_text`].
+pub(crate) const SETTINGS: [Setting; 6] = [
+    Setting {
+        key: "state_dir",
+        flag: "state-dir",
+        env: "MAESTRO_HOME",
+        about: "the state root (only in the user's file: the state root's own file is inside it)",
+    },
+    Setting {
+        key: "default_step_timeout",
+        flag: "default-step-timeout",
+        env: "MAESTRO_DEFAULT_STEP_TIMEOUT",
+        about: "timeout of steps that give none, in seconds",
+    },
+    Setting {
+        key: "max_step_timeout",
+        flag: "max-step-timeout",
+        env: "MAESTRO_MAX_STEP_TIMEOUT",
+        about: "largest step timeout max-step-timeout allows, in seconds",
+    },
+    Setting {
+        key: "allowed_host_access",
+        flag: "allowed-host-access",
+        env: "MAESTRO_ALLOWED_HOST_ACCESS",
+        about: "host resources sandbox-limits lets a spec ask for (comma separated, or none)",
+    },
+    Setting {
+        key: "stop_grace",
+        flag: "stop-grace",
+        env: "MAESTRO_STOP_GRACE",
+        about: "seconds a stopped step gets to exit before it is killed (0 to 3600)",
+    },
+    Setting {
+        key: "max_step_output",
+        flag: "max-step-output",
+        env: "MAESTRO_MAX_STEP_OUTPUT",
+        about: "most output recorded per step, in bytes (or 512k, 64m, 1g); the log says what was dropped",
+    },
+];
+
+/// The default of a setting, as text, from the one place it is written.
+pub(crate) fn default_text(key: &str) -> String {
+    let policy = PolicyConfig::default();
+    match key {
+        "state_dir" => DEFAULT_STATE_DIR.to_owned(),
+        "default_step_timeout" => policy.default_step_timeout.as_secs().to_string(),
+        "max_step_timeout" => policy.max_step_timeout.as_secs().to_string(),
+        "allowed_host_access" => host_access_text(&policy.allowed_host_access),
+        "stop_grace" => RunnerConfig::default().stop_grace.as_secs_f64().to_string(),
+        "max_step_output" => RunnerConfig::default().max_step_output.to_string(),
+        _ => String::new(),
     }
-    Ok(current_dir()?.join(root))
+}
+
+/// The state root when nothing names one, relative to the current directory.
+const DEFAULT_STATE_DIR: &str = "var/maestro";
+
+/// The longest stop grace a setting may give.
+const MAX_STOP_GRACE_SECONDS: f64 = 3600.0;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub(crate) enum Origin {
+    /// A command-line flag, e.g. `--stop-grace`.
+    Flag(String),
+    /// An environment variable.
+    Env(String),
+    /// A `maestro.toml`.
+    File(PathBuf),
+    /// Nothing set it.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flag(flag) => write!(f, "flag --{flag}"),
+            Self::Env(name) => write!(f, "environment {name}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A raw value and where it came from, to be parsed by its setting's parser.
+#[derive(Debug, Clone)]
+struct Raw {
+    text: String,
+    origin: Origin,
+}
+
+impl Raw {
+    /// The value as it was written, for an error message: `--stop-grace 1e999`,
+    /// `MAESTRO_STOP_GRACE=1e999`, `stop_grace = 1e999 in /etc/…/maestro.toml`.
+    fn shown(&self, key: &str) -> String {
+        match &self.origin {
+            Origin::Flag(flag) => format!("--{flag} {}", self.text),
+            Origin::Env(name) => format!("{name}={}", self.text),
+            Origin::File(path) => format!("{key} = {} in {}", self.text, path.display()),
+            Origin::Default => format!("the default {key} {}", self.text),
+        }
+    }
+}
+
+/// The flags of one command that set settings; `None` for flags it does not have or that were
+/// not given.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Flags {
+    pub(crate) default_step_timeout: Option<String>,
+    pub(crate) max_step_timeout: Option<String>,
+    pub(crate) allowed_host_access: Option<String>,
+    pub(crate) stop_grace: Option<String>,
+    pub(crate) max_step_output: Option<String>,
+}
+
+impl Flags {
+    fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            "default_step_timeout" => self.default_step_timeout.as_ref(),
+            "max_step_timeout" => self.max_step_timeout.as_ref(),
+            "allowed_host_access" => self.allowed_host_access.as_ref(),
+            "stop_grace" => self.stop_grace.as_ref(),
+            "max_step_output" => self.max_step_output.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// One `maestro.toml` that was looked for.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ConfigFile {
+    pub(crate) path: PathBuf,
+    pub(crate) found: bool,
+}
+
+/// Every setting resolved, with where each came from.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) state_root: PathBuf,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) stop_grace: Duration,
+    pub(crate) max_step_output: u64,
+    /// `(key, effective value as text, origin)` for every setting, in [`SETTINGS`] order.
+    pub(crate) effective: Vec<(&'static str, String, Origin)>,
+    /// The files looked for, in the order they are read (a later one wins).
+    pub(crate) files: Vec<ConfigFile>,
+}
+
+/// The user's configuration file: `$XDG_CONFIG_HOME/maestro/maestro.toml`, or
+/// `~/.config/maestro/maestro.toml` when `XDG_CONFIG_HOME` is unset.
+fn user_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("maestro").join(CONFIG_FILE))
+}
+
+/// A `maestro.toml`'s settings as text, or an error naming the file and the key.
+fn read_config_file(
+    path: &Path,
+    allowed: &[&str],
+) -> Result<Option<BTreeMap<String, Raw>>, Failure> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // No file, or no directory to hold one (a state root not yet created, or not a
+        // directory: using it fails later with the right error).
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(Failure::system(format!(
+                "cannot read {}: {error}",
+                path.display()
+            )));
+        }
+    };
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+        let position = error
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                format!(":{line}:{column}")
+            })
+            .unwrap_or_default();
+        Failure::usage(format!(
+            "{}{position}: invalid TOML: {}",
+            path.display(),
+            error.message()
+        ))
+    })?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        if !allowed.contains(&key.as_str()) {
+            let all: Vec<&str> = SETTINGS.iter().map(|setting| setting.key).collect();
+            let mut message = format!("{}: unknown setting `{key}`", path.display());
+            if key == "state_dir" {
+                message.push_str("; the state root's own file cannot move the state root (set it in the user's file, with --state-dir or MAESTRO_HOME)");
+            } else if let Some(close) = did_you_mean(&key, allowed.iter().copied()) {
+                message.push_str(&format!("; did you mean `{close}`?"));
+            }
+            return Err(Failure::usage(message).hint(format!(
+                "the settings are {}; see `mc config`",
+                all.join(", ")
+            )));
+        }
+        let text = match &value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(Failure::usage(format!(
+                    "{}: `{key}` must be a number or a string (or a list of strings), not {}",
+                    path.display(),
+                    other.type_str()
+                )));
+            }
+        };
+        values.insert(
+            key,
+            Raw {
+                text,
+                origin: Origin::File(path.to_path_buf()),
+            },
+        );
+    }
+    Ok(Some(values))
+}
+
+/// The keys a file may set: all of them in the user's file, all but `state_dir` in the state
+/// root's own.
+fn keys(with_state_dir: bool) -> Vec<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|setting| setting.key)
+        .filter(|key| with_state_dir || *key != "state_dir")
+        .collect()
+}
+
+/// The first of: the flag, the environment variable, the files (`files` in order, a later one
+/// winning), the default.
+fn pick(setting: &Setting, flag: Option<&String>, files: &[BTreeMap<String, Raw>]) -> Raw {
+    if let Some(text) = flag {
+        return Raw {
+            text: text.clone(),
+            origin: Origin::Flag(setting.flag.to_owned()),
+        };
+    }
+    if let Some(text) = std::env::var_os(setting.env) {
+        return Raw {
+            text: text.to_string_lossy().into_owned(),
+            origin: Origin::Env(setting.env.to_owned()),
+        };
+    }
+    if let Some(raw) = files.iter().rev().find_map(|file| file.get(setting.key)) {
+        return raw.clone();
+    }
+    Raw {
+        text: default_text(setting.key),
+        origin: Origin::Default,
+    }
+}
+
+fn setting(key: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|setting| setting.key == key)
+        .expect("every key used is in SETTINGS")
+}
+
+/// The state root: `--state-dir`, else `MAESTRO_HOME`, else `state_dir` in the user's
+/// `maestro.toml`, else `var/maestro` under the current directory; made absolute so that the
+/// record of a job does not depend on where a later `mc status` runs.
+pub(crate) fn state_root(global: &GlobalArgs) -> Result<PathBuf, Failure> {
+    Ok(locate_state_root(global)?.root)
+}
+
+/// The state root, how it was chosen, and the user's file that may have chosen it.
+struct StateRoot {
+    root: PathBuf,
+    raw: Raw,
+    user_file: Option<ConfigFile>,
+    user_values: Option<BTreeMap<String, Raw>>,
+}
+
+fn locate_state_root(global: &GlobalArgs) -> Result<StateRoot, Failure> {
+    let user_file = user_config_file();
+    let user_values = match &user_file {
+        Some(path) => read_config_file(path, &keys(true))?,
+        None => None,
+    };
+    let flag = global
+        .state_dir
+        .as_ref()
+        .map(|dir| dir.to_string_lossy().into_owned());
+    let raw = pick(setting("state_dir"), flag.as_ref(), user_values.as_slice());
+    if raw.text.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: the state root is an empty path",
+            raw.shown("state_dir")
+        ))
+        .hint("pass --state-dir DIR or set MAESTRO_HOME"));
+    }
+    let root = current_dir()?.join(&raw.text);
+    let file = user_file.map(|path| ConfigFile {
+        found: user_values.is_some(),
+        path,
+    });
+    Ok(StateRoot {
+        root,
+        raw,
+        user_file: file,
+        user_values,
+    })
+}
+
+/// Every setting, resolved for a command with these flags.
+pub(crate) fn resolve(global: &GlobalArgs, flags: &Flags) -> Result<Settings, Failure> {
+    let StateRoot {
+        root: state_root,
+        raw: state_raw,
+        user_file,
+        user_values,
+    } = locate_state_root(global)?;
+    let root_file = state_root.join(CONFIG_FILE);
+    let root_values = read_config_file(&root_file, &keys(false))?;
+    let mut files = Vec::new();
+    files.extend(user_file);
+    files.push(ConfigFile {
+        path: root_file,
+        found: root_values.is_some(),
+    });
+    let values: Vec<BTreeMap<String, Raw>> = user_values.into_iter().chain(root_values).collect();
+
+    let raw = |key: &str| pick(setting(key), flags.get(key), &values);
+    let default_step_timeout = raw("default_step_timeout");
+    let max_step_timeout = raw("max_step_timeout");
+    let allowed_host_access = raw("allowed_host_access");
+    let stop_grace = raw("stop_grace");
+    let policy = PolicyConfig {
+        default_step_timeout: timeout(&default_step_timeout, "default_step_timeout")?,
+        max_step_timeout: timeout(&max_step_timeout, "max_step_timeout")?,
+        allowed_host_access: host_access(&allowed_host_access)?,
+        // No step may make the state root writable: it holds every job's history.
+        protected_paths: vec![state_root.clone()],
+    };
+    let stop_grace_value = grace(&stop_grace)?;
+    let max_step_output = raw("max_step_output");
+    let max_step_output_value = output_cap(&max_step_output)?;
+    let effective = vec![
+        (
+            "state_dir",
+            state_root.display().to_string(),
+            state_raw.origin,
+        ),
+        (
+            "default_step_timeout",
+            policy.default_step_timeout.as_secs().to_string(),
+            default_step_timeout.origin,
+        ),
+        (
+            "max_step_timeout",
+            policy.max_step_timeout.as_secs().to_string(),
+            max_step_timeout.origin,
+        ),
+        (
+            "allowed_host_access",
+            host_access_text(&policy.allowed_host_access),
+            allowed_host_access.origin,
+        ),
+        (
+            "stop_grace",
+            stop_grace_value.as_secs_f64().to_string(),
+            stop_grace.origin,
+        ),
+        (
+            "max_step_output",
+            max_step_output_value.to_string(),
+            max_step_output.origin,
+        ),
+    ];
+    Ok(Settings {
+        state_root,
+        policy,
+        stop_grace: stop_grace_value,
+        max_step_output: max_step_output_value,
+        effective,
+        files,
+    })
+}
+
+fn timeout(raw: &Raw, key: &str) -> Result<Duration, Failure> {
+    match raw.text.trim().parse::<u64>() {
+        Ok(seconds) if (1..=MAX_TIMEOUT_SECONDS).contains(&seconds) => {
+            Ok(Duration::from_secs(seconds))
+        }
+        _ => Err(Failure::usage(format!(
+            "{}: must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS} (one year)",
+            raw.shown(key)
+        ))),
+    }
+}
+
+fn grace(raw: &Raw) -> Result<Duration, Failure> {
+    let text = raw.text.trim();
+    let is_decimal = !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && text.matches('.').count() <= 1
+        && text != ".";
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| is_decimal && *seconds <= MAX_STOP_GRACE_SECONDS)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: must be a number of seconds from 0 to {MAX_STOP_GRACE_SECONDS}, such as 5 or 0.5",
+                raw.shown("stop_grace")
+            ))
+        })
+}
+
+fn output_cap(raw: &Raw) -> Result<u64, Failure> {
+    maestro_core::spec::parse_memory(raw.text.trim())
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: must be a size such as 64m, 1g or a byte count",
+                raw.shown("max_step_output")
+            ))
+        })
+}
+
+fn host_access(raw: &Raw) -> Result<std::collections::BTreeSet<HostAccess>, Failure> {
+    match raw.text.trim() {
+        "none" | "" => Ok(Default::default()),
+        list => list
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                HostAccess::ALL
+                    .into_iter()
+                    .find(|access| access.name() == name)
+                    .ok_or_else(|| {
+                        let mut message = format!(
+                            "{}: unknown host resource {name:?}",
+                            raw.shown("allowed_host_access")
+                        );
+                        if let Some(close) =
+                            did_you_mean(name, HostAccess::ALL.iter().map(|access| access.name()))
+                        {
+                            message.push_str(&format!("; did you mean {close:?}?"));
+                        }
+                        Failure::usage(message).hint(format!(
+                            "the names are those of a spec's host_access: {}; or none",
+                            HostAccess::ALL.map(HostAccess::name).join(", ")
+                        ))
+                    })
+            })
+            .collect(),
+    }
+}
+
+fn host_access_text(names: &std::collections::BTreeSet<HostAccess>) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|access| access.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 pub(crate) fn current_dir() -> Result<PathBuf, Failure> {
@@ -37,61 +530,31 @@ pub(crate) fn current_dir() -> Result<PathBuf, Failure> {
         .map_err(|error| Failure::system(format!("cannot read the current directory: {error}")))
 }
 
-pub(crate) fn policy(args: &PolicyArgs, state_root: &Path) -> Result<PolicyConfig, Failure> {
-    for (name, seconds) in [
-        ("--max-step-timeout", args.max_step_timeout),
-        ("--default-step-timeout", args.default_step_timeout),
-    ] {
-        if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
-            return Err(Failure::usage(format!(
-                "{name} must be between 1 and {MAX_TIMEOUT_SECONDS} seconds, not {seconds}"
-            )));
-        }
-    }
-    let allowed_host_access = match args.allowed_host_access.as_deref().map(str::trim) {
-        None => PolicyConfig::default_host_access(),
-        Some("none" | "") => Default::default(),
-        Some(list) => list
-            .split(',')
-            .map(|name| {
-                let name = name.trim();
-                serde_json::from_value::<HostAccess>(serde_json::Value::from(name)).map_err(|_| {
-                    Failure::usage(format!("--allowed-host-access: unknown host resource {name:?}"))
-                        .hint("names are those of a spec's host_access, e.g. ssh,aws,docker-socket; see docs/sandbox.md")
-                })
-            })
-            .collect::<Result<_, _>>()?,
+/// Add each setting's variable, file key and default to the help of its flag, from
+/// [`SETTINGS`], so that no default is written twice.
+pub(crate) fn document(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(document_arg);
+    command.mut_subcommands(document)
+}
+
+fn document_arg(arg: clap::Arg) -> clap::Arg {
+    let Some(setting) = SETTINGS
+        .iter()
+        .find(|setting| arg.get_long() == Some(setting.flag))
+    else {
+        return arg;
     };
-    Ok(PolicyConfig {
-        default_step_timeout: Duration::from_secs(args.default_step_timeout),
-        max_step_timeout: Duration::from_secs(args.max_step_timeout),
-        allowed_host_access,
-        // No step may make the state root writable: it holds every job's history.
-        protected_paths: vec![state_root.to_path_buf()],
-    })
-}
-
-/// The per-step output cap, from `--max-step-output` or `MAESTRO_MAX_STEP_OUTPUT`.
-pub(crate) fn max_step_output(size: &str) -> Result<u64, Failure> {
-    maestro_core::spec::parse_memory(size)
-        .and_then(|bytes| u64::try_from(bytes).ok())
-        .ok_or_else(|| {
-            let shown: String = size.chars().take(40).collect();
-            Failure::usage(format!(
-                "max step output {shown:?} is not a size such as 64m, 1g or a byte count"
-            ))
-        })
-}
-
-pub(crate) fn stop_grace(seconds: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|grace| *grace <= Duration::from_secs(3600))
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "stop grace {seconds} is not between 0 and 3600 seconds"
-            ))
-        })
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    let default = match setting.key {
+        // Fourteen names would drown the help; `mc config` lists them.
+        "allowed_host_access" => "every one but docker-socket".to_owned(),
+        key => default_text(key),
+    };
+    arg.help(format!(
+        "{help} [env: {}] [maestro.toml: {}] [default: {default}]",
+        setting.env, setting.key,
+    ))
+    .allow_hyphen_values(true)
 }
 
 /// Diagnostics go to stderr; only `mc` installs a subscriber. `MAESTRO_LOG` takes a full filter.
@@ -208,5 +671,88 @@ impl<'a> MakeWriter<'a> for QueueWriter {
             queue: self.clone(),
             bytes: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(key: &str, text: &str) -> Raw {
+        Raw {
+            text: text.to_owned(),
+            origin: Origin::Flag(setting(key).flag.to_owned()),
+        }
+    }
+
+    fn message(failure: Failure) -> String {
+        format!("{failure:?}")
+    }
+
+    #[test]
+    fn stop_grace_accepts_plain_seconds_only() {
+        assert_eq!(
+            grace(&flag("stop_grace", "0.5")).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            grace(&flag("stop_grace", "3600")).unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(grace(&flag("stop_grace", "0")).unwrap(), Duration::ZERO);
+        for bad in [
+            "-1",
+            "3600.5",
+            "nan",
+            "inf",
+            "1e3",
+            "",
+            ".",
+            "5s",
+            "18446744073709551615",
+        ] {
+            let error = message(grace(&flag("stop_grace", bad)).unwrap_err());
+            assert!(
+                error.contains(&format!("--stop-grace {bad}: must be")),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_within_a_year() {
+        let raw = Raw {
+            text: "1200".to_owned(),
+            origin: Origin::File(PathBuf::from("/etc/maestro.toml")),
+        };
+        assert_eq!(
+            timeout(&raw, "max_step_timeout").unwrap(),
+            Duration::from_secs(1200)
+        );
+        for bad in ["0", "1.5", "-3", "31536001", "soon"] {
+            let raw = Raw {
+                text: bad.to_owned(),
+                origin: Origin::File(PathBuf::from("/etc/maestro.toml")),
+            };
+            let error = message(timeout(&raw, "max_step_timeout").unwrap_err());
+            assert!(
+                error.contains(&format!(
+                    "max_step_timeout = {bad} in /etc/maestro.toml: must be"
+                )),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_default_and_a_distinct_name() {
+        let mut keys = std::collections::BTreeSet::new();
+        for setting in &SETTINGS {
+            assert!(!default_text(setting.key).is_empty(), "{}", setting.key);
+            assert!(keys.insert(setting.key));
+            assert_eq!(setting.flag.replace('-', "_"), setting.key);
+        }
+        assert_eq!(default_text("stop_grace"), "5");
+        assert_eq!(default_text("max_step_timeout"), "3600");
     }
 }

@@ -29,11 +29,11 @@ pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
             for recovered in &report.recovered {
                 text.push_str(&format!("{recovered}\n"));
             }
+            for settled in &report.settled {
+                text.push_str(&format!("{settled}\n"));
+            }
             for removed in &report.removed {
-                match removed.strip_prefix("removed ") {
-                    Some(rest) => text.push_str(&format!("removed {rest}\n")),
-                    None => text.push_str(&format!("removed {removed}\n")),
-                }
+                text.push_str(&format!("removed {removed}\n"));
             }
             if report.is_empty() {
                 text.push_str("nothing to collect\n");

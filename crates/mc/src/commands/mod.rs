@@ -2,24 +2,28 @@
 
 mod audit;
 mod cancel;
+mod completions;
+mod config;
 mod gc;
 mod logs;
+mod man;
 mod plugins;
 mod prune;
+mod schema;
 mod status;
 mod submit;
 mod validate;
 
 pub(crate) use plugins::plugin_dirs;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::JobId;
 use maestro_core::audit::AuditLog;
 use maestro_core::control::{LookupError, find_job as find_job_in};
-use maestro_core::runner::{Runner, RunnerConfig, SubmitRequest};
+use maestro_core::runner::{RunError, Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
 use maestro_core::state::{FileStore, JobRecord, StateStore};
 use maestro_core::trace::TraceId;
@@ -39,6 +43,10 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Prune(args) => prune::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
         Command::Audit(command) => audit::run(&cli.global, command),
+        Command::Config(args) => config::run(&cli.global, args),
+        Command::Schema => schema::run(),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { command } => man::run(command.as_deref()),
     }
 }
 
@@ -81,22 +89,52 @@ fn stored_step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<String
     Ok(spec.steps.into_iter().map(|step| step.name).collect())
 }
 
-/// Read a spec file into a request: at most a little over the size limit is read, so a huge or
-/// endless file (`/dev/zero`) cannot exhaust memory.
+/// What `mc submit -` and `mc validate -` read: the spec from standard input.
+pub(crate) const STDIN: &str = "-";
+
+/// Read a spec file (or standard input, `-`) into a request: at most a little over the size
+/// limit is read, so a huge or endless file (`/dev/zero`) cannot exhaust memory.
 fn read_request(
     file: &Path,
     trace_id: Option<&str>,
     runtime_override: Option<String>,
 ) -> Result<SubmitRequest, Failure> {
-    let cannot = |error: std::io::Error| {
-        Failure::usage(format!("cannot read job spec {}: {error}", file.display()))
+    let from_stdin = file.as_os_str() == STDIN;
+    let source = if from_stdin {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
     };
-    let handle = std::fs::File::open(file).map_err(cannot)?;
+    let cannot =
+        |error: std::io::Error| Failure::usage(format!("cannot read job spec {source}: {error}"));
+    let limit = MAX_SPEC_BYTES as u64 + 1;
     let mut spec_bytes = Vec::new();
-    handle
-        .take(MAX_SPEC_BYTES as u64 + 1)
-        .read_to_end(&mut spec_bytes)
-        .map_err(cannot)?;
+    let size = if from_stdin {
+        if std::io::stdin().is_terminal() {
+            eprintln!("mc: reading the job spec from standard input; end it with Ctrl-D");
+        }
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut spec_bytes)
+            .map_err(cannot)?;
+        None
+    } else {
+        let handle = std::fs::File::open(file).map_err(cannot)?;
+        let size = handle
+            .metadata()
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len());
+        handle
+            .take(limit)
+            .read_to_end(&mut spec_bytes)
+            .map_err(cannot)?;
+        size
+    };
+    if spec_bytes.len() > MAX_SPEC_BYTES {
+        return Err(too_large(&source, size));
+    }
     let inherited = std::env::var("TRACE_ID").ok();
     let trace_id = TraceId::resolve(trace_id, inherited.as_deref()).map_err(|error| {
         let origin = if trace_id.is_some() {
@@ -106,15 +144,61 @@ fn read_request(
         };
         Failure::usage(format!("invalid {origin}: {error}"))
     })?;
+    let format = SpecFormat::detect(&file.to_string_lossy(), &spec_bytes);
     Ok(SubmitRequest {
         spec_bytes,
-        source: file.display().to_string(),
-        format: SpecFormat::from_file_name(&file.to_string_lossy()),
+        source,
+        format,
         trace_id,
         runtime_override,
         invocation_dir: settings::current_dir()?,
         caller_env: maestro_core::secret::CallerEnv::from_process(),
     })
+}
+
+/// A spec over the limit, with its real size when it is a file (only the first bytes past the
+/// limit were read, so the count of bytes read says nothing about the size).
+fn too_large(source: &str, size: Option<u64>) -> Failure {
+    let limit = format!(
+        "{} ({MAX_SPEC_BYTES} bytes)",
+        human_size(MAX_SPEC_BYTES as u64)
+    );
+    let message = match size {
+        Some(size) if size > MAX_SPEC_BYTES as u64 => format!(
+            "{source} is {} ({size} bytes); a job spec may be at most {limit}",
+            human_size(size)
+        ),
+        _ => format!("{source} is larger than {limit}, the most a job spec may be"),
+    };
+    Failure::usage(message).hint("a job spec is a few kilobytes; is this the right file?")
+}
+
+/// A size for people: `1 MiB`, `1.9 MiB`, `512 KiB`, `12 bytes`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// An error of admission (`mc submit`, `mc validate`): spec errors start with the file, line and
+/// column they are at.
+fn admission_failure(source: &str, spec_bytes: &[u8], error: RunError) -> Failure {
+    match error {
+        RunError::Spec(error) => Failure::usage(error.describe(source, spec_bytes)),
+        other => Failure::from(other),
+    }
 }
 
 /// The store, the audit log and a runner over them.
@@ -143,5 +227,18 @@ pub(crate) fn who() -> String {
     match name {
         Some(name) => format!("{name} (uid {uid})"),
         None => format!("uid {uid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(12), "12 bytes");
+        assert_eq!(human_size(1024 * 1024), "1 MiB");
+        assert_eq!(human_size(2_000_000), "1.9 MiB");
+        assert_eq!(human_size(1024 * 1024 + 1), "1.0 MiB");
     }
 }

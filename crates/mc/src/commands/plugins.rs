@@ -80,8 +80,14 @@ fn check(dirs: &[PathBuf], plugin: &str, with: Option<&str>) -> Result<Code, Fai
         PathBuf::from(plugin)
     } else {
         find_plugin(plugin, dirs).ok_or_else(|| {
-            Failure::usage(format!("no plugin named {plugin:?} was found"))
-                .hint("pass a path to the executable, or see `mc plugins list`")
+            let found = maestro_plugin_host::plugin_names(dirs);
+            let mut message = format!("no plugin named {plugin:?} was found");
+            if let Some(close) =
+                maestro_core::suggest::did_you_mean(plugin, found.iter().map(String::as_str))
+            {
+                message.push_str(&format!("; did you mean {close:?}?"));
+            }
+            Failure::usage(message).hint("pass a path to the executable, or see `mc plugins list`")
         })?
     };
     if !path.is_file() {

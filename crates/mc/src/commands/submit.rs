@@ -16,13 +16,25 @@ use crate::printer::{self, LivePrinter};
 use crate::settings;
 
 pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
+    let settings = settings::resolve(
+        global,
+        &settings::Flags {
+            default_step_timeout: args.policy.default_step_timeout.clone(),
+            max_step_timeout: args.policy.max_step_timeout.clone(),
+            allowed_host_access: args.policy.allowed_host_access.clone(),
+            stop_grace: args.stop_grace.clone(),
+            max_step_output: args.max_step_output.clone(),
+        },
+    )?;
+    let state_root = settings.state_root;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy, &state_root)?,
-        stop_grace: settings::stop_grace(args.stop_grace)?,
-        max_step_output: settings::max_step_output(&args.max_step_output)?,
+        policy: settings.policy,
+        stop_grace: settings.stop_grace,
+        max_step_output: settings.max_step_output,
     };
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
+    // Kept to place a spec error at its line, should admission refuse the spec.
+    let (source, spec_bytes) = (request.source.clone(), request.spec_bytes.clone());
     let runner = super::open_runner(&state_root, config);
     let printer =
         (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
@@ -35,7 +47,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         runner
             .submit(request, observer, cancel)
             .await
-            .map_err(Failure::from)
+            .map_err(|error| super::admission_failure(&source, &spec_bytes, error))
     });
     if let Some(printer) = printer {
         // Live lines come before the summary (or the error), unless the terminal stopped

@@ -8,15 +8,27 @@ use crate::exit::{Code, Failure};
 use crate::{printer, settings};
 
 pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
+    let settings = settings::resolve(
+        global,
+        &settings::Flags {
+            default_step_timeout: args.policy.default_step_timeout.clone(),
+            max_step_timeout: args.policy.max_step_timeout.clone(),
+            allowed_host_access: args.policy.allowed_host_access.clone(),
+            stop_grace: None,
+            max_step_output: None,
+        },
+    )?;
+    let state_root = settings.state_root;
     let config = RunnerConfig {
-        policy: settings::policy(&args.policy, &state_root)?,
+        policy: settings.policy,
         ..RunnerConfig::default()
     };
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config);
     // Admission may ask plugins how they contain their steps (their hello), which is async.
-    let validation = super::runtime()?.block_on(runner.validate(&request))?;
+    let validation = super::runtime()?
+        .block_on(runner.validate(&request))
+        .map_err(|error| super::admission_failure(&request.source, &request.spec_bytes, error))?;
     let allowed = validation.policies.allowed();
     match args.output {
         OutputFormat::Json => printer::json(&json!({
