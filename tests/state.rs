@@ -59,21 +59,28 @@ fn a_killed_mc_leaves_a_stale_job_that_gc_settles_and_cleans_up() {
         .spawn()
         .unwrap();
     assert!(wait_for_file(&env.path().join("step.pid"), 10));
+    // The shell creates the file before it writes the pid into it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let step_pid: i32 = loop {
+        let text = std::fs::read_to_string(env.path().join("step.pid")).unwrap();
+        if let Ok(pid) = text.trim().parse() {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pid in step.pid");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     send_signal(child.id(), Signal::KILL);
     child.wait().unwrap();
-    let step_pid: i32 = std::fs::read_to_string(env.path().join("step.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     let job_id = env.job_ids()[0].clone();
 
     let status = env.status(&job_id);
     assert_eq!(status["state"], "RUNNING");
     assert_eq!(status["stale"], true);
-    // Nothing will ever write to this job again, so following its log ends at once.
+    // Nothing will ever write to this job again, so following its log ends at once, as a
+    // failure (the job cannot succeed), saying why.
     let follow = output_within(env.mc().args(["logs", &job_id, "--follow"]), 20);
-    assert!(follow.status.success());
+    assert_eq!(follow.status.code(), Some(1));
+    assert!(text(&follow.stderr).contains("no mc drives it any more"));
     assert!(text(&env.run(&["status", &job_id]).stdout).contains("stale"));
 
     let output = env.run(&["gc", "--output", "json"]);

@@ -64,8 +64,9 @@ pub struct PluginExecutor {
     options: PluginOptions,
     connections: Mutex<HashMap<JobId, Arc<Connection>>>,
     next_task: AtomicU64,
-    /// How the plugin contains its steps, as its hello announced; asked once.
-    containment: tokio::sync::OnceCell<Containment>,
+    /// The capabilities its hello announced (how it contains its steps, whether it validates
+    /// settings), read once before policy; `None` when it could not be started then.
+    announced: tokio::sync::OnceCell<Option<Vec<String>>>,
 }
 
 impl PluginExecutor {
@@ -82,7 +83,7 @@ impl PluginExecutor {
             options,
             connections: Mutex::default(),
             next_task: AtomicU64::new(1),
-            containment: tokio::sync::OnceCell::new(),
+            announced: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -171,36 +172,23 @@ impl Executor for PluginExecutor {
     /// that cannot start fails the job at `prepare` anyway). Asked once per `mc`: the plugin is
     /// started, read and stopped, as `mc plugins list` does; nothing of the job is sent to it.
     async fn containment(&self, _step: &StepRequest) -> Containment {
-        *self
-            .containment
-            .get_or_init(|| async {
-                match Connection::open(&self.name, &self.path, self.options.handshake_timeout).await
-                {
-                    Ok(connection) => {
-                        let contained = connection
-                            .hello()
-                            .capabilities
-                            .iter()
-                            .any(|c| c == capability::CONTAINED);
-                        connection.shutdown(Duration::from_secs(1)).await;
-                        if contained {
-                            Containment::Container
-                        } else {
-                            Containment::None
-                        }
-                    }
-                    Err(error) => {
-                        tracing::debug!(plugin = %self.name, %error, "plugin did not say how it contains its steps");
-                        Containment::None
-                    }
-                }
-            })
-            .await
+        match self.announced().await {
+            Some(capabilities) if capabilities.iter().any(|c| c == capability::CONTAINED) => {
+                Containment::Container
+            }
+            _ => Containment::None,
+        }
     }
 
     /// The plugin's own `validate` of each step's `with`, on a connection of its own (started,
     /// asked, stopped, as for `containment`): nothing of the job is run.
     async fn validate_steps(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        // A plugin that does not validate (as its hello said) is not started again for nothing.
+        if let Some(capabilities) = self.announced().await
+            && !capabilities.iter().any(|c| c == capability::VALIDATE)
+        {
+            return Ok(());
+        }
         let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
             .await
             .map_err(unavailable)?;
@@ -332,6 +320,29 @@ impl Executor for PluginExecutor {
 }
 
 impl PluginExecutor {
+    /// The capabilities of the plugin's hello, read once per `mc`: the plugin is started, read
+    /// and stopped, as `mc plugins list` does; nothing of the job is sent to it. `None` when it
+    /// cannot be started (a plugin that cannot start fails the job at `prepare` anyway).
+    async fn announced(&self) -> Option<Vec<String>> {
+        self.announced
+            .get_or_init(|| async {
+                match Connection::open(&self.name, &self.path, self.options.handshake_timeout).await
+                {
+                    Ok(connection) => {
+                        let capabilities = connection.hello().capabilities.clone();
+                        connection.shutdown(Duration::from_secs(1)).await;
+                        Some(capabilities)
+                    }
+                    Err(error) => {
+                        tracing::debug!(plugin = %self.name, %error, "plugin could not be asked what it announces");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
     /// Asks the plugin, when it has the `validate` capability, whether each step's `with` is
     /// acceptable.
     async fn validate_on(
