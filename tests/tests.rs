@@ -15,6 +15,7 @@ mod live;
 mod plugins;
 mod policies;
 mod sandbox;
+mod server;
 mod state;
 mod status;
 mod steps;

@@ -43,6 +43,11 @@ pub(crate) enum Command {
     /// Executor plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Serve the HTTP API: a durable queue, approvals, jobs that outlive their client
+    Serve(ServeArgs),
+    /// The server's bearer tokens: identities and roles
+    #[command(subcommand)]
+    Tokens(TokensCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,5 +219,65 @@ pub(crate) enum PluginsCommand {
         /// The `with` object (JSON) handed to every task, for plugins that need settings
         #[arg(long, value_name = "JSON")]
         with: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc tokens add ana --roles submit\n  mc serve --listen 127.0.0.1:7878 --max-concurrent-jobs 4\n\n\
+SIGTERM or Ctrl-C: stop accepting (503), let running jobs finish within --drain-grace, then \
+cancel them. See docs/server.md."
+)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port, printed on stdout)
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR:PORT")]
+    pub(crate) listen: String,
+    /// Listen on a non-loopback address without TLS (TLS is not built yet)
+    #[arg(long)]
+    pub(crate) insecure_listen: bool,
+    /// Jobs that run at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub(crate) max_concurrent_jobs: usize,
+    /// Jobs that may wait for a slot; more are refused with 429
+    #[arg(long, default_value_t = 1000, value_name = "M")]
+    pub(crate) queue_limit: usize,
+    /// On SIGTERM, seconds running jobs get to finish before they are cancelled
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub(crate) drain_grace: f64,
+    /// Seconds a client may take to send a request's headers (and may leave a body silent)
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub(crate) header_timeout: f64,
+    /// Seconds a stopped step gets to exit before it is killed
+    #[arg(
+        long,
+        env = "MAESTRO_STOP_GRACE",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
+    pub(crate) stop_grace: f64,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Make a token; it is printed once (the last line of stdout) and only its hash is kept
+    Add {
+        /// The identity requests with the token act as (the owner of jobs it submits)
+        identity: String,
+        /// Comma-separated: submit, approve, cancel, admin
+        #[arg(long, value_delimiter = ',', required = true, value_name = "ROLES")]
+        roles: Vec<String>,
+    },
+    /// List tokens (ids, identities, roles; never the tokens)
+    List {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Revoke a token by its id, or every token of an identity
+    Revoke {
+        /// A token id (from `mc tokens list`) or an identity
+        which: String,
     },
 }

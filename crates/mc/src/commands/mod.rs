@@ -5,8 +5,10 @@ mod gc;
 mod logs;
 mod plugins;
 mod prune;
+mod serve;
 mod status;
 mod submit;
+mod tokens;
 mod validate;
 
 pub(crate) use plugins::plugin_dirs;
@@ -37,6 +39,8 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::Prune(args) => prune::run(&cli.global, args),
         Command::Plugins(command) => plugins::run(&cli.global, command),
+        Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Tokens(command) => tokens::run(&cli.global, command),
     }
 }
 
