@@ -34,7 +34,10 @@ impl Server {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = sender.send(line);
         });
-        let mut server = Self { child: Some(child), url: String::new() };
+        let mut server = Self {
+            child: Some(child),
+            url: String::new(),
+        };
         let line = receiver
             .recv_timeout(Duration::from_secs(60))
             .expect("mc serve printed its address");
@@ -60,7 +63,15 @@ impl Server {
         body: Option<&str>,
     ) -> (u16, String) {
         let mut command = Command::new("curl");
-        command.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}", "-X", method]);
+        command.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ]);
         if let Some(token) = token {
             command.args(["-H", &format!("Authorization: Bearer {token}")]);
         }
@@ -110,7 +121,12 @@ impl Server {
     }
 
     pub fn submit_yaml(&self, token: &str, spec: &str) -> (u16, Value) {
-        self.json("POST", "/v1/jobs", Some(token), Some(("application/yaml", spec)))
+        self.json(
+            "POST",
+            "/v1/jobs",
+            Some(token),
+            Some(("application/yaml", spec)),
+        )
     }
 
     /// Poll the job until it is in `state` (or fail after `seconds`).
@@ -122,7 +138,10 @@ impl Server {
             if job["state"] == state {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job never reached {state}: {job:#}");
+            assert!(
+                Instant::now() < deadline,
+                "job never reached {state}: {job:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -167,7 +186,11 @@ impl Drop for Server {
 pub fn token(env: &Env, identity: &str, roles: &str) -> String {
     let output = env.run(&["tokens", "add", identity, "--roles", roles]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    text(&output.stdout).lines().last().expect("token line").to_owned()
+    text(&output.stdout)
+        .lines()
+        .last()
+        .expect("token line")
+        .to_owned()
 }
 
 fn spec(name: &str, run: &str) -> String {
@@ -180,8 +203,15 @@ fn serve_refuses_a_non_loopback_address_without_insecure_listen() {
     let output = env.run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("not a loopback address") && stderr.contains("TLS"), "{stderr}");
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("TLS"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -192,10 +222,16 @@ fn tokens_are_printed_once_stored_hashed_listed_and_revoked() {
     let file = std::fs::read_to_string(env.state.join("tokens.json")).unwrap();
     assert!(!file.contains(&token), "only the hash is stored");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(env.state.join("tokens.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(env.state.join("tokens.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let list = text(&env.run(&["tokens", "list"]).stdout);
-    assert!(list.contains("ana") && list.contains("approve,submit"), "{list}");
+    assert!(
+        list.contains("ana") && list.contains("submit,approve"),
+        "{list}"
+    );
     assert!(!list.contains(&token));
     let bad = env.run(&["tokens", "add", "bo", "--roles", "root"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -224,7 +260,10 @@ fn a_job_submitted_through_the_api_runs_and_is_on_record() {
     assert_eq!(code, 201, "{submitted}");
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
     let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
-    assert_eq!(job["owner"], "ana", "the owner is the authenticated identity");
+    assert_eq!(
+        job["owner"], "ana",
+        "the owner is the authenticated identity"
+    );
     assert_eq!(job["steps"][0]["status"], "succeeded");
     let states: Vec<&str> = job["transitions"]
         .as_array()
@@ -233,27 +272,56 @@ fn a_job_submitted_through_the_api_runs_and_is_on_record() {
         .map(|t| t["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["SUBMITTED", "RUNNING", "SUCCEEDED"]);
-    assert!(job["verdicts"].as_array().is_some_and(|v| v.len() == 5), "{job}");
+    assert!(
+        job["verdicts"].as_array().is_some_and(|v| v.len() == 5),
+        "{job}"
+    );
     let stored = std::fs::read(env.state.join("jobs").join(&job_id).join("spec.yaml")).unwrap();
     assert_eq!(stored, spec_text.as_bytes());
 
-    let (code, logs) = server.request("GET", &format!("/v1/jobs/{job_id}/logs"), Some(&ana), None, None);
+    let (code, logs) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs"),
+        Some(&ana),
+        None,
+        None,
+    );
     assert_eq!(code, 200);
-    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.iter().any(|l| l["line"].as_str().unwrap().ends_with("hello from the server")), "{logs}");
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["line"]
+            .as_str()
+            .unwrap()
+            .ends_with("hello from the server")),
+        "{logs}"
+    );
     assert_eq!(lines[0]["seq"], 1);
 
-    let (code, list) = server.json("GET", "/v1/jobs?state=succeeded&owner=ana", Some(&ana), None);
+    let (code, list) = server.json(
+        "GET",
+        "/v1/jobs?state=succeeded&owner=ana",
+        Some(&ana),
+        None,
+    );
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["jobs"][0]["job_id"], job_id.as_str());
     let (code, list) = server.json("GET", "/v1/jobs?state=bogus", Some(&ana), None);
     assert_eq!(code, 400);
-    assert!(list["error"].as_str().unwrap().contains("unknown state"), "{list}");
+    assert!(
+        list["error"].as_str().unwrap().contains("unknown state"),
+        "{list}"
+    );
 
     let (code, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
     assert_eq!(code, 200);
     assert!(metrics.contains("maestro_queue_depth 0"), "{metrics}");
-    assert!(metrics.contains("maestro_jobs{state=\"SUCCEEDED\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("maestro_jobs{state=\"SUCCEEDED\"} 1"),
+        "{metrics}"
+    );
 
     let audit = std::fs::read_to_string(env.state.join("audit.log")).unwrap();
     assert!(!audit.contains(&ana), "tokens never reach the audit log");
@@ -275,9 +343,15 @@ fn bad_requests_get_one_clear_message_each() {
 
     let (code, body) = server.submit_yaml(&viewer, &spec("j", "true"));
     assert_eq!(code, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("submit role"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("submit role"),
+        "{body}"
+    );
 
-    let (code, body) = server.submit_yaml(&ana, "name: j\nsteps:\n  - name: a\n    run: true\n    bogus: 1\n");
+    let (code, body) = server.submit_yaml(
+        &ana,
+        "name: j\nsteps:\n  - name: a\n    run: true\n    bogus: 1\n",
+    );
     assert_eq!(code, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("bogus"), "{body}");
 
@@ -292,17 +366,31 @@ fn bad_requests_get_one_clear_message_each() {
     let (code, body) = server.submit_yaml(&ana, &spec("j", "rm -rf /"));
     assert_eq!(code, 403, "{body}");
     assert_eq!(body["state"], "DENIED");
-    assert!(body["verdicts"].as_array().is_some_and(|v| v.len() == 5), "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no-destruction"), "{body}");
+    assert!(
+        body["verdicts"].as_array().is_some_and(|v| v.len() == 5),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("no-destruction"),
+        "{body}"
+    );
 
     let other = "name: j\nowner: bo\nsteps:\n  - name: a\n    run: true\n";
     let (code, body) = server.submit_yaml(&ana, other);
     assert_eq!(code, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("owner \"bo\""), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("owner \"bo\""),
+        "{body}"
+    );
 
     let (code, body) = server.json("GET", "/v1/jobs/not-a-job", Some(&ana), None);
     assert_eq!(code, 400, "{body}");
-    let (code, body) = server.json("GET", "/v1/jobs/0192f0c1-aaaa-7bbb-8ccc-123456789abc", Some(&ana), None);
+    let (code, body) = server.json(
+        "GET",
+        "/v1/jobs/0192f0c1-aaaa-7bbb-8ccc-123456789abc",
+        Some(&ana),
+        None,
+    );
     assert_eq!(code, 404, "{body}");
     let (code, body) = server.json("GET", "/nowhere", Some(&ana), None);
     assert_eq!(code, 404, "{body}");
@@ -327,13 +415,24 @@ fn production_jobs_wait_for_an_approver_other_than_the_owner() {
     let approve = format!("/v1/jobs/{job_id}/approve");
     let (code, body) = server.json("POST", &approve, Some(&ana), None);
     assert_eq!(code, 403, "four eyes: {body}");
-    assert!(body["error"].as_str().unwrap().contains("owns job"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("owns job"),
+        "{body}"
+    );
     let (code, body) = server.json("POST", &approve, Some(&cy), None);
     assert_eq!(code, 403, "no approve role: {body}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5)["steps"], json!([]));
+    assert_eq!(
+        server.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5)["steps"],
+        json!([])
+    );
 
-    let (code, body) = server.json("POST", &approve, Some(&bo), Some(("application/json", r#"{"reason":"CHG-1"}"#)));
+    let (code, body) = server.json(
+        "POST",
+        &approve,
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"CHG-1"}"#)),
+    );
     assert_eq!(code, 200, "{body}");
     let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
     let running = job["transitions"]
@@ -350,8 +449,17 @@ fn production_jobs_wait_for_an_approver_other_than_the_owner() {
     // Rejected: DENIED, never run.
     let (_, submitted) = server.submit_yaml(&ana, PROD);
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
-    let (code, body) = server.json("POST", &format!("/v1/jobs/{job_id}/reject"), Some(&bo), None);
-    assert_eq!((code, body["state"].as_str()), (200, Some("DENIED")), "{body}");
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/reject"),
+        Some(&bo),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("DENIED")),
+        "{body}"
+    );
     let job = server.wait_state(&ana, &job_id, "DENIED", 5);
     assert_eq!(job["steps"], json!([]));
     let audit = std::fs::read_to_string(env.state.join("audit.log")).unwrap();
@@ -362,7 +470,17 @@ fn production_jobs_wait_for_an_approver_other_than_the_owner() {
 fn the_queue_runs_in_order_refuses_when_full_and_cancels() {
     let env = Env::new();
     let ana = token(&env, "ana", "submit");
-    let server = Server::start(&env, &["--max-concurrent-jobs", "1", "--queue-limit", "1", "--stop-grace", "1"]);
+    let server = Server::start(
+        &env,
+        &[
+            "--max-concurrent-jobs",
+            "1",
+            "--queue-limit",
+            "1",
+            "--stop-grace",
+            "1",
+        ],
+    );
 
     let (code, first) = server.submit_yaml(&ana, &spec("first", "sleep 30"));
     assert_eq!(code, 201, "{first}");
@@ -373,20 +491,51 @@ fn the_queue_runs_in_order_refuses_when_full_and_cancels() {
     let second = second["job_id"].as_str().unwrap().to_owned();
     let (code, full) = server.submit_yaml(&ana, &spec("third", "true"));
     assert_eq!(code, 429, "{full}");
-    assert!(full["error"].as_str().unwrap().contains("queue is full"), "{full}");
+    assert!(
+        full["error"].as_str().unwrap().contains("queue is full"),
+        "{full}"
+    );
     let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
-    assert!(metrics.contains("maestro_queue_depth 1") && metrics.contains("maestro_jobs_running 1"), "{metrics}");
+    assert!(
+        metrics.contains("maestro_queue_depth 1") && metrics.contains("maestro_jobs_running 1"),
+        "{metrics}"
+    );
 
     // Cancelled while queued: never runs.
-    let (code, body) = server.json("POST", &format!("/v1/jobs/{second}/cancel"), Some(&ana), None);
-    assert_eq!((code, body["state"].as_str()), (200, Some("CANCELLED")), "{body}");
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{second}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{body}"
+    );
     // Cancelled while running: stopped as Ctrl-C would.
-    let (code, body) = server.json("POST", &format!("/v1/jobs/{first}/cancel"), Some(&ana), None);
-    assert_eq!((code, body["state"].as_str()), (200, Some("CANCELLED")), "{body}");
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{first}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{body}"
+    );
     let job = server.wait_state(&ana, &first, "CANCELLED", 5);
     assert_eq!(job["steps"][0]["status"], "cancelled");
     let job = server.wait_state(&ana, &second, "CANCELLED", 5);
-    assert_eq!(job["steps"][0]["status"], "skipped");
+    assert_eq!(job["steps"], json!([]), "nothing of it ran");
+    assert!(
+        !env.state
+            .join("jobs")
+            .join(&second)
+            .join("logs/a.log")
+            .exists()
+    );
 }
 
 #[test]
@@ -406,8 +555,15 @@ fn sigterm_drains_running_jobs_and_refuses_new_ones() {
     let status = server.wait_exit(30);
     assert!(status.success(), "{status:?}");
     let store = |id: &str| {
-        let text = std::fs::read_to_string(env.state.join("jobs").join(id).join("state.json")).unwrap();
-        serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().last().unwrap()["state"].clone()
+        let text =
+            std::fs::read_to_string(env.state.join("jobs").join(id).join("state.json")).unwrap();
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["state"]
+            .clone()
     };
     assert_eq!(store(short["job_id"].as_str().unwrap()), "SUCCEEDED");
     assert_eq!(store(&long), "CANCELLED");
@@ -427,10 +583,20 @@ fn after_a_crash_queued_jobs_run_and_running_ones_are_settled_abandoned() {
 
     let server = Server::start(&env, &["--max-concurrent-jobs", "1"]);
     let job = server.wait_state(&ana, &running, "FAILED", 10);
-    let last = job["transitions"].as_array().unwrap().last().unwrap().clone();
+    let last = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["detail"]["reason"], "abandoned", "{last}");
     server.wait_state(&ana, &queued, "SUCCEEDED", 60);
-    let (_, list) = server.json("GET", "/v1/jobs?state=submitted,running,awaiting_approval", Some(&ana), None);
+    let (_, list) = server.json(
+        "GET",
+        "/v1/jobs?state=submitted,running,awaiting_approval",
+        Some(&ana),
+        None,
+    );
     assert_eq!(list["jobs"], json!([]), "nothing stays unfinished");
 }
 
@@ -445,22 +611,46 @@ fn followed_logs_stream_until_the_job_ends_and_resume_after_a_sequence_number() 
     );
     let (_, submitted) = server.submit_yaml(&ana, &spec_text);
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
-    let (code, body) = server.request("GET", &format!("/v1/jobs/{job_id}/logs?follow=true"), Some(&ana), None, None);
+    let (code, body) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true"),
+        Some(&ana),
+        None,
+        None,
+    );
     assert_eq!(code, 200);
-    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let last = lines.last().unwrap();
     assert_eq!(last["end"], true, "{body}");
     assert_eq!(last["state"], "SUCCEEDED");
     let text_of = |lines: &[Value]| -> Vec<String> {
-        lines.iter().filter_map(|l| l["line"].as_str().map(str::to_owned)).collect()
+        lines
+            .iter()
+            .filter_map(|l| l["line"].as_str().map(str::to_owned))
+            .collect()
     };
     let all = text_of(&lines);
     for needle in ["line-1", "line-2", "line-3", "last-line"] {
-        assert!(all.iter().any(|l| l.ends_with(needle)), "{needle} in {body}");
+        assert!(
+            all.iter().any(|l| l.ends_with(needle)),
+            "{needle} in {body}"
+        );
     }
     // A client that got the first three lines resumes after seq 3.
-    let (_, rest) = server.request("GET", &format!("/v1/jobs/{job_id}/logs?follow=true&after=3"), Some(&ana), None, None);
-    let rest: Vec<Value> = rest.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (_, rest) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true&after=3"),
+        Some(&ana),
+        None,
+        None,
+    );
+    let rest: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rest[0]["seq"], 4);
     assert_eq!(text_of(&rest), all[3..]);
 }
@@ -471,7 +661,8 @@ fn a_client_sending_a_byte_a_second_blocks_no_one_and_is_cut_off() {
     let server = Server::start(&env, &["--header-timeout", "2"]);
     let address = server.url.trim_start_matches("http://").to_owned();
     let mut slow = TcpStream::connect(&address).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
     let request = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut cut_off = false;
@@ -483,14 +674,20 @@ fn a_client_sending_a_byte_a_second_blocks_no_one_and_is_cut_off() {
         let begun = Instant::now();
         let (code, _) = server.request("GET", "/v1/health", None, None, None);
         assert_eq!(code, 200);
-        assert!(begun.elapsed() < Duration::from_secs(1), "another client was held up");
+        assert!(
+            begun.elapsed() < Duration::from_secs(1),
+            "another client was held up"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     if !cut_off {
         let mut buffer = Vec::new();
         let _ = slow.read_to_end(&mut buffer);
         let answer = String::from_utf8_lossy(&buffer);
-        assert!(!answer.contains("200 OK"), "a request that took 6 s for its headers was served: {answer}");
+        assert!(
+            !answer.contains("200 OK"),
+            "a request that took 6 s for its headers was served: {answer}"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(20));
 }
@@ -501,7 +698,11 @@ fn the_served_openapi_document_is_the_committed_one() {
     let server = Server::start(&env, &[]);
     let (code, served) = server.request("GET", "/v1/openapi.json", None, None, None);
     assert_eq!(code, 200);
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
-    assert!(served == committed, "docs/openapi.json is stale: regenerate it with `MAESTRO_WRITE_OPENAPI=1 cargo test -p maestro-server openapi`");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is stale: regenerate it with `MAESTRO_WRITE_OPENAPI=1 cargo test -p maestro-server openapi`"
+    );
     let _ = mc_bin();
 }

@@ -103,7 +103,10 @@ impl RunError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Self::Spec(_) | Self::UnknownRuntime(_) | Self::InvalidStep(_) | Self::OwnerMismatch { .. }
+            Self::Spec(_)
+                | Self::UnknownRuntime(_)
+                | Self::InvalidStep(_)
+                | Self::OwnerMismatch { .. }
         )
     }
 }
@@ -387,7 +390,8 @@ impl PendingJob {
                 approver: approver.to_owned(),
             });
         }
-        self.approval = Some(json!({ "approved_by": approver, "reason": reason, "at": now_rfc3339() }));
+        self.approval =
+            Some(json!({ "approved_by": approver, "reason": reason, "at": now_rfc3339() }));
         Ok(())
     }
 }

@@ -64,8 +64,10 @@ impl JobState {
         use JobState::*;
         matches!(
             (self, next),
-            (Submitted, Denied | Running | Failed | Cancelled | AwaitingApproval)
-                | (Running, Succeeded | Failed | Cancelled)
+            (
+                Submitted,
+                Denied | Running | Failed | Cancelled | AwaitingApproval
+            ) | (Running, Succeeded | Failed | Cancelled)
                 | (AwaitingApproval, Denied | Running | Failed | Cancelled)
         )
     }

@@ -464,9 +464,7 @@ pub(crate) async fn list_jobs(
             continue;
         }
         if jobs.len() == limit {
-            next_cursor = jobs
-                .last()
-                .map(|last: &JobSummary| last.job_id.clone());
+            next_cursor = jobs.last().map(|last: &JobSummary| last.job_id.clone());
             break;
         }
         jobs.push(summary(&record));
@@ -825,22 +823,16 @@ pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Res
         "Jobs waiting for an approver.",
         state.scheduler.awaiting(),
     );
-    text.push_str("# HELP maestro_jobs Jobs in the state root by state.\n# TYPE maestro_jobs gauge\n");
+    text.push_str(
+        "# HELP maestro_jobs Jobs in the state root by state.\n# TYPE maestro_jobs gauge\n",
+    );
     for (name, count) in by_state {
         text.push_str(&format!("maestro_jobs{{state=\"{name}\"}} {count}\n"));
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// The OpenAPI document.
 pub(crate) async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }

@@ -59,9 +59,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
         match state.tokens.authenticate(token) {
             Ok(Some(entry)) => Ok(Caller(entry)),
             Ok(None) => Err(unauthorized(

@@ -5,7 +5,7 @@
 //! so a client that lost its connection resumes with `?after=N`.
 
 use std::convert::Infallible;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -32,7 +32,9 @@ pub(crate) fn step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<St
         SpecFormat::from_file_name(&record.meta.spec_file),
     )
     .map_err(|error| {
-        ApiError::internal(format!("stored spec of job {job_id} no longer parses: {error}"))
+        ApiError::internal(format!(
+            "stored spec of job {job_id} no longer parses: {error}"
+        ))
     })?;
     Ok(spec.steps.into_iter().map(|step| step.name).collect())
 }
@@ -135,9 +137,8 @@ pub(crate) fn follow(
                 // Whether the step had ended before this read: if so, the read got its tail.
                 let done = step_done(&store, job_id, step);
                 let mut chunk = Vec::new();
-                if file.read_to_end(&mut chunk).is_err() {
-                    let _ = file.seek(SeekFrom::Current(0));
-                }
+                // A failed read keeps what it got; the next poll reads on from there.
+                let _ = file.read_to_end(&mut chunk);
                 buffer.extend_from_slice(&chunk);
                 let mut out = Vec::new();
                 lines.drain(&mut out, step, &mut buffer);

@@ -147,10 +147,10 @@ impl Scheduler {
         if let Some(job) = jobs.awaiting.remove(&job_id) {
             return Taken::Pending(Box::new(job));
         }
-        if let Some(index) = jobs.queued.iter().position(|job| job.job_id() == job_id) {
-            if let Some(job) = jobs.queued.remove(index) {
-                return Taken::Pending(Box::new(job));
-            }
+        if let Some(index) = jobs.queued.iter().position(|job| job.job_id() == job_id)
+            && let Some(job) = jobs.queued.remove(index)
+        {
+            return Taken::Pending(Box::new(job));
         }
         Taken::Unknown
     }

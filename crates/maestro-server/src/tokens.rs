@@ -291,7 +291,10 @@ mod tests {
         let made = store.add("ana", &[Role::Submit, Role::Submit]).unwrap();
         assert_eq!(made.entry.roles, [Role::Submit]);
         let file = fs::read_to_string(store.path()).unwrap();
-        assert!(!file.contains(&made.token), "the token itself is never stored");
+        assert!(
+            !file.contains(&made.token),
+            "the token itself is never stored"
+        );
         let mode = fs::metadata(store.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let found = store.authenticate(&made.token).unwrap().unwrap();

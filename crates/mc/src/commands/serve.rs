@@ -32,9 +32,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
             .ok()
             .filter(|duration| !duration.is_zero() && *duration <= Duration::from_secs(86_400))
             .ok_or_else(|| {
-                Failure::usage(format!(
-                    "{name} {value} is not between 0 and 86400 seconds"
-                ))
+                Failure::usage(format!("{name} {value} is not between 0 and 86400 seconds"))
             })
     };
     let config = ServerConfig {

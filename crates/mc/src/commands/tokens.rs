@@ -38,9 +38,13 @@ pub(crate) fn run(global: &GlobalArgs, command: TokensCommand) -> Result<Code, F
             match output {
                 OutputFormat::Json => printer::json(&entries),
                 OutputFormat::Text => {
-                    let mut text = format!("{:<14} {:<20} {:<28} {}\n", "ID", "IDENTITY", "ROLES", "CREATED");
+                    let mut text = format!(
+                        "{:<14} {:<20} {:<28} {}\n",
+                        "ID", "IDENTITY", "ROLES", "CREATED"
+                    );
                     for entry in &entries {
-                        let roles: Vec<&str> = entry.roles.iter().map(|role| role.as_str()).collect();
+                        let roles: Vec<&str> =
+                            entry.roles.iter().map(|role| role.as_str()).collect();
                         text.push_str(&format!(
                             "{:<14} {:<20} {:<28} {}\n",
                             entry.id,
