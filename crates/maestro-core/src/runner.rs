@@ -321,6 +321,7 @@ impl Runner {
 pub const APPROVAL_POLICY: &str = "prod-requires-approval";
 
 /// What became of a job a server accepted ([`Runner::accept`]).
+#[derive(Debug)]
 pub enum Accepted {
     /// A policy denied it: recorded `DENIED`, nothing will run.
     Denied(JobReport),
@@ -1263,6 +1264,70 @@ mod tests {
                 .iter()
                 .any(|c| c.starts_with("run"))
         );
+    }
+
+    #[tokio::test]
+    async fn on_a_server_production_waits_for_another_identitys_approval() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let runner = runner(dir.path(), executor.clone());
+        // The spec's own approval block does not count on a server.
+        let prod = r#"{"name":"j","environment":"prod","approval":{"approved_by":"bo"},"steps":[{"name":"a","run":"x"}]}"#;
+        let Accepted::AwaitingApproval(mut job) =
+            runner.accept(request(prod), "ana").await.unwrap()
+        else {
+            panic!("a production job awaits approval");
+        };
+        assert!(executor.calls.lock().unwrap().is_empty());
+        assert_eq!(job.meta().owner.as_deref(), Some("ana"));
+        assert!(matches!(
+            job.approve("ＡＮＡ", None),
+            Err(ApprovalError::OwnJob { .. })
+        ));
+        job.approve("bo", Some("CHG-1")).unwrap();
+        let report = runner
+            .run_pending(job, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let record = FileStore::new(dir.path()).load(report.job_id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(
+            states,
+            [
+                JobState::Submitted,
+                JobState::AwaitingApproval,
+                JobState::Running,
+                JobState::Succeeded
+            ]
+        );
+        assert_eq!(
+            record.transitions[2].detail["approval"]["approved_by"],
+            "bo"
+        );
+    }
+
+    #[tokio::test]
+    async fn on_a_server_the_owner_is_the_caller_and_other_denials_are_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let runner = runner(dir.path(), executor.clone());
+        let error = runner.accept(request(GOOD), "bo").await.unwrap_err();
+        assert!(matches!(error, RunError::OwnerMismatch { .. }), "{error}");
+        let no_owner = r#"{"name":"j","steps":[{"name":"a","run":"x"}]}"#;
+        let Accepted::Queued(job) = runner.accept(request(no_owner), "bo").await.unwrap() else {
+            panic!("owner-present is satisfied by the caller");
+        };
+        let report = runner
+            .run_pending(job, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let long = r#"{"name":"j","environment":"prod","steps":[{"name":"a","run":"x","timeout_seconds":999999}]}"#;
+        let Accepted::Denied(report) = runner.accept(request(long), "bo").await.unwrap() else {
+            panic!("a denial by another policy is final, approval or not");
+        };
+        assert_eq!(report.state, JobState::Denied);
     }
 
     #[tokio::test]
