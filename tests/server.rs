@@ -706,3 +706,59 @@ fn the_served_openapi_document_is_the_committed_one() {
     );
     let _ = mc_bin();
 }
+
+#[test]
+fn the_cli_is_a_client_with_server_and_maestro_token() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str], token: &str| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", token)
+                // The client must not need the state root: point it elsewhere.
+                .env("MAESTRO_HOME", env.path().join("elsewhere"))
+                .args(args),
+            120,
+        )
+    };
+    let file = env.write("job.yaml", &spec("remote", "echo through the server"));
+    let output = remote(&["submit", file.to_str().unwrap()], &ana);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("through the server"),
+        "live output: {stdout}"
+    );
+    assert!(stdout.contains("SUCCEEDED"), "{stdout}");
+
+    let output = remote(&["submit", "--detach", file.to_str().unwrap()], &ana);
+    assert_eq!(output.status.code(), Some(0));
+    let job_id = text(&output.stdout).trim().to_owned();
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let output = remote(&["status", &job_id, "--output", "json"], &ana);
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(job["state"], "SUCCEEDED");
+    let output = remote(&["logs", &job_id], &ana);
+    assert!(text(&output.stdout).contains("through the server"));
+    let output = remote(&["cancel", &job_id], &ana);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).contains("already ended"));
+    let output = remote(&["status"], &ana);
+    assert!(text(&output.stdout).contains(&job_id));
+
+    let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
+    let output = remote(&["submit", denied.to_str().unwrap()], &ana);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let output = remote(&["status"], "mct_wrong");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("MAESTRO_TOKEN"));
+    let output = remote(&["gc"], &ana);
+    assert_eq!(output.status.code(), Some(2), "not a client command yet");
+}

@@ -14,6 +14,7 @@
 
 pub mod api;
 mod auth;
+pub mod client;
 mod error;
 mod logs;
 mod scheduler;

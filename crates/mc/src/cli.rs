@@ -19,6 +19,10 @@ pub(crate) struct GlobalArgs {
     /// State root (default: var/maestro in the current directory)
     #[arg(long, global = true, env = "MAESTRO_HOME", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Talk to a Maestro server (http://HOST:PORT) instead of the local state root; the token
+    /// comes from MAESTRO_TOKEN. submit, status, logs and cancel only
+    #[arg(long, global = true, env = "MAESTRO_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
     /// Diagnostics on stderr: -v info, -vv debug (MAESTRO_LOG takes a tracing filter)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -96,6 +100,9 @@ pub(crate) struct SubmitArgs {
     /// Do not stream step output live (it is still recorded)
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// With --server: print the job id as soon as the job is accepted; do not follow it
+    #[arg(long)]
+    pub(crate) detach: bool,
     /// Seconds a stopped step gets to exit before it is killed
     #[arg(
         long,

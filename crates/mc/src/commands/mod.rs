@@ -5,6 +5,7 @@ mod gc;
 mod logs;
 mod plugins;
 mod prune;
+mod remote;
 mod serve;
 mod status;
 mod submit;
@@ -30,6 +31,9 @@ use crate::exit::{Code, Failure};
 use crate::{registry, settings};
 
 pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
+    if let Some(server) = cli.global.server.as_deref().filter(|url| !url.is_empty()) {
+        return remote::run(server, cli.command);
+    }
     match cli.command {
         Command::Submit(args) => submit::run(&cli.global, args),
         Command::Validate(args) => validate::run(&cli.global, args),
