@@ -762,3 +762,101 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
     let output = remote(&["gc"], &ana);
     assert_eq!(output.status.code(), Some(2), "not a client command yet");
 }
+
+#[test]
+fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
+    let env = Env::new();
+    let cert = env.path().join("cert.pem");
+    let key = env.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let only_one = env.run(&["serve", "--tls-cert", cert.to_str().unwrap()]);
+    assert_eq!(only_one.status.code(), Some(2));
+    assert!(text(&only_one.stderr).contains("go together"));
+    let bad = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        key.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("no certificate"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let mut child = env
+        .mc()
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mc serve");
+    // Owned like Server: killed on every path.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        child: Some(child),
+        url: String::new(),
+    };
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    assert!(line.contains("https://0.0.0.0:"), "{line}");
+    let url = format!("https://127.0.0.1:{port}/v1/health");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stdout).contains("\"ok\""),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://127.0.0.1:{port}/v1/health"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&plain.stdout).contains("\"ok\""),
+        "plain HTTP is not served"
+    );
+    drop(server);
+}

@@ -1,4 +1,4 @@
-//! A small client of the API, for `mc --server URL` (plain HTTP: TLS is not built yet).
+//! A small client of the API, for `mc --server URL` (plain HTTP only).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -2,7 +2,7 @@
 //!
 //! # Brief overview
 //!
-//! * [`serve`] listens (loopback unless told otherwise), recovers the queue of an earlier run,
+//! * [`serve`] listens (loopback unless TLS or told otherwise), recovers the queue of an earlier run,
 //!   and answers `/v1` until its shutdown token fires; then it drains.
 //! * [`tokens::TokenStore`] keeps the bearer tokens' hashes, identities and roles
 //!   (`mc tokens`).
@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Listen on a non-loopback address without TLS anyway.
     pub insecure_listen: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
     /// Jobs run at once.
     pub max_concurrent_jobs: usize,
     /// Jobs that may wait for a slot; more are refused with `429`.
@@ -74,14 +76,31 @@ pub struct ServerConfig {
     pub invocation_dir: PathBuf,
 }
 
+/// A certificate chain and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A non-loopback address without TLS and without `--insecure-listen`.
     #[error(
-        "refusing to listen on {0}: it is not a loopback address and TLS is not built yet; pass --insecure-listen to serve plain HTTP there anyway (behind a TLS-terminating proxy), or listen on 127.0.0.1"
+        "refusing to listen on {0} without TLS: it is not a loopback address; give --tls-cert and --tls-key, or --insecure-listen to serve plain HTTP there anyway (behind a TLS-terminating proxy), or listen on 127.0.0.1"
     )]
     NotLoopback(SocketAddr),
+    /// The certificate or key cannot be used.
+    #[error("cannot use the TLS certificate {} and key {}: {message}", files.cert.display(), files.key.display())]
+    Tls {
+        /// The files.
+        files: TlsFiles,
+        /// What is wrong.
+        message: String,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -107,9 +126,13 @@ pub(crate) struct AppState {
     pub(crate) cancel_wait: Duration,
 }
 
-/// Refuse a non-loopback address unless told otherwise (TLS is not built yet).
-pub fn check_listen(address: SocketAddr, insecure_listen: bool) -> Result<(), ServerError> {
-    if address.ip().is_loopback() || insecure_listen {
+/// Refuse a non-loopback address without TLS unless told otherwise.
+pub fn check_listen(
+    address: SocketAddr,
+    insecure_listen: bool,
+    tls: bool,
+) -> Result<(), ServerError> {
+    if address.ip().is_loopback() || insecure_listen || tls {
         Ok(())
     } else {
         Err(ServerError::NotLoopback(address))
@@ -167,17 +190,18 @@ fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
 /// Before listening, the jobs an earlier run of the server accepted are picked up: queued ones
 /// are queued again in order, ones awaiting approval wait again, and ones that were running
 /// (nobody holds their lease any more) are settled `FAILED` (`abandoned`) by the same garbage
-/// collection as `mc gc`, with `gc_executors` removing what they left. `ready` gets the bound
-/// address (useful with port 0).
+/// collection as `mc gc`, with `gc_executors` removing what they left. `ready` gets the URL
+/// of the bound address (useful with port 0).
 pub async fn serve(
     config: ServerConfig,
     state_root: PathBuf,
     runner: Arc<Runner>,
     gc_executors: Vec<Arc<dyn Executor>>,
     shutdown: CancellationToken,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(String),
 ) -> Result<(), ServerError> {
-    check_listen(config.listen, config.insecure_listen)?;
+    check_listen(config.listen, config.insecure_listen, config.tls.is_some())?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let store = FileStore::new(&state_root);
     let audit = AuditLog::new(&state_root);
     let scheduler = Arc::new(Scheduler::new(
@@ -217,7 +241,8 @@ pub async fn serve(
     });
     let app = router(state, config.body_timeout);
     let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch());
-    ready(address);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    ready(format!("{scheme}://{address}"));
 
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let draining = CancellationToken::new();
@@ -234,18 +259,13 @@ pub async fn serve(
                     continue;
                 }
             };
-            let service = TowerToHyperService::new(app.clone());
-            let header_timeout = config.header_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-            });
+            tokio::spawn(connection(
+                stream,
+                tls.clone(),
+                app.clone(),
+                config.header_timeout,
+                permit,
+            ));
         }
     };
     tokio::select! {
@@ -256,6 +276,9 @@ pub async fn serve(
     let answer_while_draining = {
         let draining = draining.clone();
         let app = app.clone();
+        let tls = tls.clone();
+        let connections = Arc::clone(&connections);
+        let header_timeout = config.header_timeout;
         async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -265,12 +288,14 @@ pub async fn serve(
                     },
                     () = draining.cancelled() => return,
                 };
-                let service = TowerToHyperService::new(app.clone());
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                let permit = Arc::clone(&connections).try_acquire_owned().ok();
+                tokio::spawn(connection(
+                    stream,
+                    tls.clone(),
+                    app.clone(),
+                    header_timeout,
+                    permit,
+                ));
             }
         }
     };
@@ -283,6 +308,91 @@ pub async fn serve(
     let _ = answering.await;
     let _ = dispatcher.await;
     Ok(())
+}
+
+/// Serve one connection (through TLS when configured), holding its slot until it ends.
+async fn connection<P: Send + 'static>(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    header_timeout: Duration,
+    permit: P,
+) {
+    let _permit = permit;
+    let service = TowerToHyperService::new(app);
+    let builder = {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        builder
+    };
+    let result = match tls {
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+        }
+        Some(acceptor) => {
+            // The handshake gets the same time as the headers would.
+            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+mod tls {
+    //! The TLS acceptor (rustls with ring) for `--tls-cert`/`--tls-key`.
+
+    use std::sync::Arc;
+
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls;
+
+    use super::{ServerError, TlsFiles};
+
+    pub(super) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
+        let error = |message: String| ServerError::Tls {
+            files: files.clone(),
+            message,
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))
+        };
+        let cert_pem = read(&files.cert)?;
+        let key_pem = read(&files.key)?;
+        let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(format!("the certificate is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(error("no certificate in the certificate file".to_owned()));
+        }
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .map_err(|e| error(format!("the key is not PEM: {e}")))?
+            .ok_or_else(|| error("no private key in the key file".to_owned()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| error(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| error(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 #[cfg(test)]
@@ -305,10 +415,11 @@ mod tests {
 
     #[test]
     fn only_loopback_addresses_are_served_without_insecure_listen() {
-        assert!(check_listen("127.0.0.1:0".parse().unwrap(), false).is_ok());
-        assert!(check_listen("[::1]:7878".parse().unwrap(), false).is_ok());
-        let refused = check_listen("0.0.0.0:7878".parse().unwrap(), false).unwrap_err();
-        assert!(refused.to_string().contains("TLS is not built yet"));
-        assert!(check_listen("0.0.0.0:7878".parse().unwrap(), true).is_ok());
+        assert!(check_listen("127.0.0.1:0".parse().unwrap(), false, false).is_ok());
+        assert!(check_listen("[::1]:7878".parse().unwrap(), false, false).is_ok());
+        let refused = check_listen("0.0.0.0:7878".parse().unwrap(), false, false).unwrap_err();
+        assert!(refused.to_string().contains("without TLS"));
+        assert!(check_listen("0.0.0.0:7878".parse().unwrap(), true, false).is_ok());
+        assert!(check_listen("0.0.0.0:7878".parse().unwrap(), false, true).is_ok());
     }
 }

@@ -239,9 +239,15 @@ pub(crate) struct ServeArgs {
     /// Address and port to listen on (port 0: any free port, printed on stdout)
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR:PORT")]
     pub(crate) listen: String,
-    /// Listen on a non-loopback address without TLS (TLS is not built yet)
+    /// Listen on a non-loopback address without TLS
     #[arg(long)]
     pub(crate) insecure_listen: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Jobs that run at once
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub(crate) max_concurrent_jobs: usize,

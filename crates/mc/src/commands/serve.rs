@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maestro_core::runner::RunnerConfig;
-use maestro_server::{ServerConfig, ServerError};
+use maestro_server::{ServerConfig, ServerError, TlsFiles};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,20 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
             args.listen
         ))
     })?;
-    maestro_server::check_listen(listen, args.insecure_listen).map_err(Failure::usage)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Failure::usage(
+                "--tls-cert and --tls-key go together: give both PEM files, or neither",
+            ));
+        }
+    };
+    maestro_server::check_listen(listen, args.insecure_listen, tls.is_some())
+        .map_err(Failure::usage)?;
     if args.max_concurrent_jobs == 0 {
         return Err(Failure::usage("--max-concurrent-jobs must be at least 1"));
     }
@@ -38,6 +51,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
     let config = ServerConfig {
         listen,
         insecure_listen: args.insecure_listen,
+        tls,
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_limit: args.queue_limit,
         drain_grace: seconds("--drain-grace", args.drain_grace)?,
@@ -63,21 +77,14 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
-        maestro_server::serve(
-            config,
-            state_root,
-            runner,
-            gc_executors,
-            shutdown,
-            |address| {
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "mc serve: listening on http://{address}");
-                let _ = stdout.flush();
-            },
-        )
+        maestro_server::serve(config, state_root, runner, gc_executors, shutdown, |url| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "mc serve: listening on {url}");
+            let _ = stdout.flush();
+        })
         .await
         .map_err(|error| match error {
-            ServerError::NotLoopback(_) => Failure::usage(error),
+            ServerError::NotLoopback(_) | ServerError::Tls { .. } => Failure::usage(error),
             error => Failure::system(error),
         })
     })?;
