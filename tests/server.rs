@@ -860,3 +860,25 @@ fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
     );
     drop(server);
 }
+
+#[test]
+fn a_job_nobody_approves_in_time_is_denied() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &["--approval-timeout", "1"]);
+    let (code, submitted) = server.submit_yaml(&ana, PROD);
+    assert_eq!(
+        (code, submitted["state"].as_str()),
+        (201, Some("AWAITING_APPROVAL")),
+        "{submitted}"
+    );
+    let job = server.wait_state(&ana, submitted["job_id"].as_str().unwrap(), "DENIED", 20);
+    let last = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "approval_timeout", "{last}");
+    assert_eq!(job["steps"], json!([]));
+}

@@ -537,6 +537,19 @@ impl Runner {
         rejected_by: &str,
         reason: Option<&str>,
     ) -> Result<JobReport, RunError> {
+        self.deny_pending(
+            job,
+            json!({ "reason": "rejected", "rejected_by": rejected_by, "note": reason }),
+        )
+    }
+
+    /// End a job that has not run `DENIED`, with `detail` saying why (a rejection, an approval
+    /// that did not come in time).
+    pub fn deny_pending(
+        &self,
+        job: PendingJob,
+        detail: serde_json::Value,
+    ) -> Result<JobReport, RunError> {
         let PendingJob {
             meta,
             lease,
@@ -550,10 +563,7 @@ impl Runner {
             observer: None,
             cancel: CancellationToken::new(),
         };
-        run.record(
-            JobState::Denied,
-            json!({ "reason": "rejected", "rejected_by": rejected_by, "note": reason }),
-        )?;
+        run.record(JobState::Denied, detail)?;
         Ok(run.report(JobState::Denied, policies, Vec::new(), None))
     }
 

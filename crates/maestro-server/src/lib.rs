@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long a request body may stay silent.
     pub body_timeout: Duration,
+    /// How long a job may await approval, from its submission, before it is `DENIED`
+    /// (`None`: for ever).
+    pub approval_timeout: Option<Duration>,
     /// Clients that may follow logs at once.
     pub max_log_followers: usize,
     /// Open connections at once; more wait in the kernel's backlog.
@@ -241,6 +244,9 @@ pub async fn serve(
     });
     let app = router(state, config.body_timeout);
     let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch());
+    if let Some(timeout) = config.approval_timeout {
+        tokio::spawn(Arc::clone(&scheduler).expire_approvals(timeout));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     ready(format!("{scheme}://{address}"));
 

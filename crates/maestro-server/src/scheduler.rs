@@ -132,6 +132,59 @@ impl Scheduler {
         self.jobs().awaiting.insert(job.job_id(), job);
     }
 
+    /// Take out the jobs that have awaited approval for longer than `timeout` since they were
+    /// submitted (so a restart does not reset the clock).
+    pub(crate) fn take_expired(&self, timeout: Duration) -> Vec<PendingJob> {
+        let now = jiff::Timestamp::now();
+        let mut jobs = self.jobs();
+        let expired: Vec<JobId> = jobs
+            .awaiting
+            .values()
+            .filter(|job| {
+                job.meta()
+                    .submitted_at
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+                    .and_then(|at| {
+                        jiff::SignedDuration::try_from(timeout)
+                            .ok()
+                            .map(|t| (at, t))
+                    })
+                    .and_then(|(at, timeout)| at.checked_add(timeout).ok())
+                    .is_some_and(|deadline| deadline <= now)
+            })
+            .map(PendingJob::job_id)
+            .collect();
+        expired
+            .iter()
+            .filter_map(|job_id| jobs.awaiting.remove(job_id))
+            .collect()
+    }
+
+    /// End jobs whose approval did not come within `timeout`: `DENIED`, `approval_timeout`.
+    pub(crate) async fn expire_approvals(self: Arc<Self>, timeout: Duration) {
+        let tick = timeout
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        while !self.is_draining() {
+            for job in self.take_expired(timeout) {
+                let job_id = job.job_id();
+                let detail = serde_json::json!({
+                    "reason": "approval_timeout",
+                    "error": format!("no approval within {} s of submission", timeout.as_secs()),
+                });
+                match self.runner.deny_pending(job, detail) {
+                    Ok(_) => tracing::info!(%job_id, "approval timed out: recorded DENIED"),
+                    Err(error) => {
+                        tracing::warn!(%job_id, %error, "cannot record an approval timeout")
+                    }
+                }
+                self.unmark(job_id);
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
     /// Take a job awaiting approval out of the scheduler.
     pub(crate) fn take_awaiting(&self, job_id: JobId) -> Option<PendingJob> {
         self.jobs().awaiting.remove(&job_id)

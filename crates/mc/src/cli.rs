@@ -257,6 +257,10 @@ pub(crate) struct ServeArgs {
     /// On SIGTERM, seconds running jobs get to finish before they are cancelled
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub(crate) drain_grace: f64,
+    /// Seconds a production job may await approval after its submission before it is DENIED
+    /// (0: for ever)
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+    pub(crate) approval_timeout: u64,
     /// Seconds a client may take to send a request's headers (and may leave a body silent)
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub(crate) header_timeout: f64,

@@ -58,6 +58,8 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
         cancel_wait: stop_grace + Duration::from_secs(30),
         header_timeout: seconds("--header-timeout", args.header_timeout)?,
         body_timeout: seconds("--header-timeout", args.header_timeout)?,
+        approval_timeout: (args.approval_timeout > 0)
+            .then(|| Duration::from_secs(args.approval_timeout)),
         max_log_followers: 64,
         max_connections: 1024,
         invocation_dir: settings::current_dir()?,
