@@ -761,6 +761,22 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
     assert!(text(&output.stderr).contains("MAESTRO_TOKEN"));
     let output = remote(&["gc"], &ana);
     assert_eq!(output.status.code(), Some(2), "not a client command yet");
+
+    // Approvals from the command line: four eyes hold there too.
+    let bo = token(&env, "bo", "approve");
+    let prod = env.write("prod.yaml", PROD);
+    let output = remote(&["submit", "--detach", prod.to_str().unwrap()], &ana);
+    let job_id = text(&output.stdout).trim().to_owned();
+    server.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 10);
+    let output = remote(&["approve", &job_id], &ana);
+    assert_eq!(output.status.code(), Some(2), "ana has no approve role");
+    let output = remote(&["approve", &job_id, "--reason", "CHG-7"], &bo);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("approved by bo"));
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let local = env.run(&["approve", &job_id]);
+    assert_eq!(local.status.code(), Some(2));
+    assert!(text(&local.stderr).contains("--server"));
 }
 
 #[test]

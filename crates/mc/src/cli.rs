@@ -52,6 +52,10 @@ pub(crate) enum Command {
     /// The server's bearer tokens: identities and roles
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Approve a job awaiting approval on a server (never one's own); needs --server
+    Approve(DecisionArgs),
+    /// Reject a job awaiting approval on a server: it ends DENIED; needs --server
+    Reject(DecisionArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -297,4 +301,15 @@ pub(crate) enum TokensCommand {
         /// A token id (from `mc tokens list`) or an identity
         which: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DecisionArgs {
+    /// The job's id, or an unambiguous prefix of it
+    pub(crate) job_id: String,
+    /// Why (kept in the job's record and the audit log)
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
 }

@@ -45,6 +45,9 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Plugins(command) => plugins::run(&cli.global, command),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Tokens(command) => tokens::run(&cli.global, command),
+        Command::Approve(_) | Command::Reject(_) => Err(Failure::usage(
+            "approvals are given through the server that holds the job: pass --server URL (or set MAESTRO_SERVER) and MAESTRO_TOKEN",
+        )),
     }
 }
 

@@ -7,7 +7,9 @@ use maestro_core::spec::SpecFormat;
 use maestro_server::client::{Answer, Client};
 use serde_json::{Value, json};
 
-use crate::cli::{CancelArgs, Command, LogsArgs, OutputFormat, StatusArgs, SubmitArgs};
+use crate::cli::{
+    CancelArgs, Command, DecisionArgs, LogsArgs, OutputFormat, StatusArgs, SubmitArgs,
+};
 use crate::exit::{Code, Failure};
 use crate::printer::{self, field};
 
@@ -28,8 +30,10 @@ pub(crate) fn run(server: &str, command: Command) -> Result<Code, Failure> {
         Command::Status(args) => runtime.block_on(status(&client, args)),
         Command::Logs(args) => runtime.block_on(logs(&client, args)),
         Command::Cancel(args) => runtime.block_on(cancel(&client, args)),
+        Command::Approve(args) => runtime.block_on(decide(&client, "approve", args)),
+        Command::Reject(args) => runtime.block_on(decide(&client, "reject", args)),
         _ => Err(Failure::usage(
-            "this command does not talk to a server yet (only submit, status, logs and cancel do)",
+            "this command does not talk to a server yet (only submit, status, logs, cancel, approve and reject do)",
         )
         .hint("drop --server, or unset MAESTRO_SERVER, to run it on the local state root")),
     }
@@ -299,6 +303,31 @@ async fn cancel(client: &Client, args: CancelArgs) -> Result<Code, Failure> {
             &format!("/v1/jobs/{}/cancel", args.job_id),
             None,
             Vec::new(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let body = answer.json();
+    match args.output {
+        OutputFormat::Json => printer::json(&body),
+        OutputFormat::Text => printer::out(&format!(
+            "{}\n",
+            body["message"].as_str().unwrap_or_default()
+        )),
+    }
+    Ok(Code::Success)
+}
+
+async fn decide(client: &Client, verb: &str, args: DecisionArgs) -> Result<Code, Failure> {
+    let body = serde_json::to_vec(&json!({ "reason": args.reason })).unwrap_or_default();
+    let answer = client
+        .request(
+            "POST",
+            &format!("/v1/jobs/{}/{verb}", args.job_id),
+            Some("application/json"),
+            body,
         )
         .await
         .map_err(unreachable)?;
