@@ -898,3 +898,58 @@ fn a_job_nobody_approves_in_time_is_denied() {
     assert_eq!(last["detail"]["reason"], "approval_timeout", "{last}");
     assert_eq!(job["steps"], json!([]));
 }
+
+#[test]
+fn listing_pages_newest_first_with_a_cursor_and_keeps_the_callers_trace_id() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        let (code, submitted) = server.submit_yaml(&ana, &spec(name, "true"));
+        assert_eq!(code, 201, "{submitted}");
+        ids.push(submitted["job_id"].as_str().unwrap().to_owned());
+    }
+    let (_, first) = server.json("GET", "/v1/jobs?limit=2", Some(&ana), None);
+    let page: Vec<&str> = first["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = server.json(
+        "GET",
+        &format!("/v1/jobs?limit=2&cursor={cursor}"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(second["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(second["jobs"][0]["job_id"], ids[0].as_str());
+    assert!(second["next_cursor"].is_null());
+    let (code, body) = server.json("GET", "/v1/jobs?cursor=nope", Some(&ana), None);
+    assert_eq!(code, 400, "{body}");
+
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {ana}"),
+            "-H",
+            "X-Trace-Id: release-42",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/yaml",
+            "--data-binary",
+            &spec("traced", "true"),
+        ])
+        .arg(format!("{}/v1/jobs", server.url))
+        .output()
+        .unwrap();
+    let submitted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(submitted["trace_id"], "release-42", "{submitted}");
+    let job = server.wait_state(&ana, submitted["job_id"].as_str().unwrap(), "SUCCEEDED", 60);
+    assert_eq!(job["trace_id"], "release-42");
+}
