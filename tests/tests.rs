@@ -20,6 +20,7 @@ mod policies;
 mod records;
 mod sandbox;
 mod secrets;
+mod server;
 mod snapshots;
 mod state;
 mod status;

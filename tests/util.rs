@@ -52,7 +52,9 @@ impl Env {
             .env_remove("MAESTRO_PLUGIN_PATH")
             .env_remove("MAESTRO_DEFAULT_STEP_TIMEOUT")
             .env_remove("MAESTRO_MAX_STEP_TIMEOUT")
-            .env_remove("MAESTRO_STOP_GRACE");
+            .env_remove("MAESTRO_STOP_GRACE")
+            .env_remove("MAESTRO_SERVER")
+            .env_remove("MAESTRO_TOKEN");
         command
     }
 

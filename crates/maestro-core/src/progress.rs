@@ -113,8 +113,9 @@ pub fn current_step(
 }
 
 /// Every job state, in lifecycle order.
-pub const STATES: [JobState; 6] = [
+pub const STATES: [JobState; 7] = [
     JobState::Submitted,
+    JobState::AwaitingApproval,
     JobState::Running,
     JobState::Denied,
     JobState::Succeeded,
@@ -140,7 +141,7 @@ pub struct JobFilter {
 pub enum FilterError {
     /// Not a state name.
     #[error(
-        "unknown state {0:?}: states are submitted, running, denied, succeeded, failed, cancelled"
+        "unknown state {0:?}: states are submitted, awaiting_approval, running, denied, succeeded, failed, cancelled"
     )]
     State(String),
     /// Neither a duration nor a time.

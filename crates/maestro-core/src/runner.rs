@@ -95,6 +95,16 @@ pub enum RunError {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// On a server: the spec names an owner other than the identity that submits it.
+    #[error(
+        "the spec's owner {spec_owner:?} is not the identity that submits it ({identity:?}); on a server a job's owner is whoever submits it: omit owner, or submit with {spec_owner:?}'s token"
+    )]
+    OwnerMismatch {
+        /// The spec's `owner`.
+        spec_owner: String,
+        /// The authenticated identity.
+        identity: String,
+    },
 }
 
 impl RunError {
@@ -102,7 +112,10 @@ impl RunError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Self::Spec(_) | Self::UnknownRuntime(_) | Self::InvalidStep(_)
+            Self::Spec(_)
+                | Self::UnknownRuntime(_)
+                | Self::InvalidStep(_)
+                | Self::OwnerMismatch { .. }
         )
     }
 }
@@ -317,6 +330,334 @@ impl Runner {
     }
 }
 
+/// The policy a server replaces with approval through its API: on a server a production job
+/// waits in `AWAITING_APPROVAL` instead of being denied by it.
+pub const APPROVAL_POLICY: &str = "prod-requires-approval";
+
+/// What became of a job a server accepted ([`Runner::accept`]).
+#[derive(Debug)]
+pub enum Accepted {
+    /// A policy denied it: recorded `DENIED`, nothing will run.
+    Denied(JobReport),
+    /// Every policy allowed it: recorded `SUBMITTED`, ready to run.
+    Queued(PendingJob),
+    /// Every policy but approval allowed it: recorded `AWAITING_APPROVAL`.
+    AwaitingApproval(PendingJob),
+}
+
+/// A stored job a server holds (its lease included) until it runs it with
+/// [`Runner::run_pending`] or ends it with [`Runner::reject`].
+pub struct PendingJob {
+    meta: JobMeta,
+    lease: JobLease,
+    steps: Vec<StepRequest>,
+    executors: Vec<Arc<dyn Executor>>,
+    policies: PolicyReport,
+    approval: Option<serde_json::Value>,
+    secrets: SecretDecl,
+    caller_env: CallerEnv,
+}
+
+impl std::fmt::Debug for PendingJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingJob")
+            .field("job_id", &self.meta.job_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an approval is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// Four eyes: the owner cannot approve their own job.
+    #[error(
+        "{approver:?} owns job {job_id} and cannot approve it: an identity with the approve role other than the owner must"
+    )]
+    OwnJob {
+        /// The job.
+        job_id: JobId,
+        /// Who tried.
+        approver: String,
+    },
+}
+
+impl PendingJob {
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        self.meta.job_id
+    }
+
+    /// What was stored about it.
+    pub fn meta(&self) -> &JobMeta {
+        &self.meta
+    }
+
+    /// Every policy's verdict.
+    pub fn policies(&self) -> &PolicyReport {
+        &self.policies
+    }
+
+    /// Record who approved the job (never its owner); it then runs as an allowed job does, and
+    /// its `RUNNING` record names the approver.
+    pub fn approve(&mut self, approver: &str, reason: Option<&str>) -> Result<(), ApprovalError> {
+        let owner = self.meta.owner.as_deref().unwrap_or_default();
+        if crate::identity::same_identity(owner, approver) {
+            return Err(ApprovalError::OwnJob {
+                job_id: self.meta.job_id,
+                approver: approver.to_owned(),
+            });
+        }
+        self.approval =
+            Some(json!({ "approved_by": approver, "reason": reason, "at": now_rfc3339() }));
+        Ok(())
+    }
+}
+
+impl Runner {
+    /// A server's submission: admit, store and decide as [`Runner::submit`] does, but do not
+    /// run. The job's owner is `identity` (a spec's `owner`, if any, must be the same identity),
+    /// and a spec's `approval` block does not count: a production job waits for an approval
+    /// given through the server instead (`AWAITING_APPROVAL`).
+    pub async fn accept(
+        &self,
+        request: SubmitRequest,
+        identity: &str,
+    ) -> Result<Accepted, RunError> {
+        let job_id = JobId::now_v7();
+        let span = tracing::info_span!("job", %job_id, trace_id = %request.trace_id);
+        async {
+            let admitted = self.admit(&request, job_id).await.and_then(|mut admitted| {
+                match &admitted.spec.owner {
+                    Some(owner) if !crate::identity::same_identity(owner, identity) => {
+                        return Err(RunError::OwnerMismatch {
+                            spec_owner: owner.clone(),
+                            identity: identity.to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+                admitted.spec.owner = Some(identity.to_owned());
+                admitted.spec.approval = None;
+                Ok(admitted)
+            });
+            let admitted = match admitted {
+                Ok(admitted) => admitted,
+                Err(error) => {
+                    self.audit.append(&AuditRecord::new(
+                        None,
+                        &request.trace_id,
+                        Some(identity),
+                        "job.rejected",
+                        json!({ "source": request.source, "error": error.to_string() }),
+                    ))?;
+                    return Err(error);
+                }
+            };
+            let meta = JobMeta {
+                job_id,
+                name: admitted.spec.name.clone(),
+                owner: Some(identity.to_owned()),
+                environment: admitted.spec.environment.clone(),
+                trace_id: request.trace_id.clone(),
+                submitted_at: now_rfc3339(),
+                spec_file: format!("spec.{}", request.format.extension()),
+                source: request.source.clone(),
+                // The server is not the job's driver for `mc cancel`: signalling it would stop
+                // the whole server. Server jobs are cancelled through its API.
+                driver: None,
+            };
+            let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            let job = JobRun {
+                runner: self,
+                meta,
+                _lease: lease,
+                observer: None,
+                cancel: CancellationToken::new(),
+                caller_env: CallerEnv::default(),
+                masker: Arc::new(Masker::default()),
+            };
+            let policies = job.decide(&admitted.spec, &admitted.plan)?;
+            let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
+            let denials: Vec<&crate::policy::Verdict> = policies.denials().collect();
+            let awaiting = !denials.is_empty()
+                && denials.iter().all(|verdict| verdict.policy == APPROVAL_POLICY);
+            if !denials.is_empty() && !awaiting {
+                job.record(JobState::Denied, json!({ "policies": policy_detail }))?;
+                return Ok(Accepted::Denied(job.report(
+                    JobState::Denied,
+                    policies,
+                    Vec::new(),
+                    None,
+                )));
+            }
+            if awaiting {
+                job.record(
+                    JobState::AwaitingApproval,
+                    json!({
+                        "policies": policy_detail,
+                        "approval": {
+                            "required": "a production job runs only when an identity with the approve role other than its owner approves it",
+                        },
+                    }),
+                )?;
+            }
+            let JobRun { meta, _lease, .. } = job;
+            let pending = PendingJob {
+                meta,
+                lease: _lease,
+                secrets: SecretDecl::of(&admitted.spec),
+                steps: admitted.steps,
+                executors: admitted.executors,
+                policies,
+                approval: None,
+                caller_env: request.caller_env.clone(),
+            };
+            Ok(if awaiting {
+                Accepted::AwaitingApproval(pending)
+            } else {
+                Accepted::Queued(pending)
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Run a job a server accepted (and, if it awaited approval, approved). Cancelling `cancel`
+    /// before it starts records it `CANCELLED` with nothing run.
+    pub async fn run_pending(
+        &self,
+        job: PendingJob,
+        cancel: CancellationToken,
+    ) -> Result<JobReport, RunError> {
+        let PendingJob {
+            meta,
+            lease,
+            steps,
+            executors,
+            policies,
+            approval,
+            secrets,
+            caller_env,
+        } = job;
+        let span = tracing::info_span!("job", job_id = %meta.job_id, trace_id = %meta.trace_id);
+        let run = JobRun {
+            runner: self,
+            meta,
+            _lease: lease,
+            observer: None,
+            cancel,
+            caller_env,
+            masker: Arc::new(Masker::default()),
+        };
+        run.execute(steps, executors, policies, approval, secrets)
+            .instrument(span)
+            .await
+    }
+
+    /// End a job awaiting approval: `DENIED`, with who rejected it and why.
+    pub fn reject(
+        &self,
+        job: PendingJob,
+        rejected_by: &str,
+        reason: Option<&str>,
+    ) -> Result<JobReport, RunError> {
+        self.deny_pending(
+            job,
+            json!({ "reason": "rejected", "rejected_by": rejected_by, "note": reason }),
+        )
+    }
+
+    /// End a job that has not run `DENIED`, with `detail` saying why (a rejection, an approval
+    /// that did not come in time).
+    pub fn deny_pending(
+        &self,
+        job: PendingJob,
+        detail: serde_json::Value,
+    ) -> Result<JobReport, RunError> {
+        let PendingJob {
+            meta,
+            lease,
+            policies,
+            ..
+        } = job;
+        let run = JobRun {
+            runner: self,
+            meta,
+            _lease: lease,
+            observer: None,
+            cancel: CancellationToken::new(),
+            caller_env: CallerEnv::default(),
+            masker: Arc::new(Masker::default()),
+        };
+        run.record(JobState::Denied, detail)?;
+        Ok(run.report(JobState::Denied, policies, Vec::new(), None))
+    }
+
+    /// Pick up a job a server accepted before it stopped: one still `SUBMITTED` or
+    /// `AWAITING_APPROVAL` whose lease nobody holds. Its stored spec (`spec_bytes`) is admitted
+    /// again under the same id; `None` when the job is in another state or a live process
+    /// holds it.
+    pub async fn reload(
+        &self,
+        job_id: JobId,
+        spec_bytes: Vec<u8>,
+        invocation_dir: PathBuf,
+    ) -> Result<Option<(PendingJob, JobState)>, RunError> {
+        let record = self.store.load(job_id)?;
+        let state = record.state();
+        if !matches!(state, JobState::Submitted | JobState::AwaitingApproval) {
+            return Ok(None);
+        }
+        let Some(lease) = self.store.acquire_lease(job_id)? else {
+            return Ok(None);
+        };
+        let request = SubmitRequest {
+            spec_bytes,
+            source: record.meta.source.clone(),
+            format: SpecFormat::from_file_name(&record.meta.spec_file),
+            trace_id: record.meta.trace_id.clone(),
+            runtime_override: None,
+            invocation_dir,
+            // A server's own environment is where its jobs' `env` secrets come from.
+            caller_env: CallerEnv::from_process(),
+        };
+        let mut admitted = self.admit(&request, job_id).await?;
+        admitted.spec.owner = record.meta.owner.clone();
+        admitted.spec.approval = None;
+        let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
+        Ok(Some((
+            PendingJob {
+                meta: record.meta,
+                lease,
+                secrets: SecretDecl::of(&admitted.spec),
+                steps: admitted.steps,
+                executors: admitted.executors,
+                policies,
+                approval: None,
+                caller_env: request.caller_env,
+            },
+            state,
+        )))
+    }
+}
+
+/// The secrets a job declares, kept from its spec until its steps start: where each value is
+/// read from, and which secrets each step (in order) receives. Values are read only then.
+#[derive(Debug, Clone, Default)]
+struct SecretDecl {
+    sources: std::collections::BTreeMap<String, crate::spec::SecretSource>,
+    per_step: Vec<Vec<String>>,
+}
+
+impl SecretDecl {
+    fn of(spec: &JobSpec) -> Self {
+        Self {
+            sources: spec.secrets.clone(),
+            per_step: spec.steps.iter().map(|step| step.secrets.clone()).collect(),
+        }
+    }
+}
+
 /// One job being driven; holding it holds the job's lease.
 struct JobRun<'a> {
     runner: &'a Runner,
@@ -388,19 +729,31 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(mut self, admitted: Admitted) -> Result<JobReport, RunError> {
+    async fn run(self, admitted: Admitted) -> Result<JobReport, RunError> {
         let Admitted {
             spec,
-            mut steps,
+            steps,
             executors,
             plan,
         } = admitted;
+        let policies = self.decide(&spec, &plan)?;
+        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
+        if !policies.allowed() {
+            self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
+            return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
+        }
+        let secrets = SecretDecl::of(&spec);
+        self.execute(steps, executors, policies, None, secrets)
+            .await
+    }
+
+    /// Record `SUBMITTED`, evaluate every policy and audit each verdict.
+    fn decide(&self, spec: &JobSpec, plan: &[PlannedStep]) -> Result<PolicyReport, RunError> {
         self.record(
             JobState::Submitted,
             json!({ "source": self.meta.source, "spec_file": self.meta.spec_file }),
         )?;
-
-        let policies = evaluate_policies(&spec, &plan, &self.runner.config.policy);
+        let policies = evaluate_policies(spec, plan, &self.runner.config.policy);
         let decisions: Vec<AuditRecord> = policies
             .verdicts
             .iter()
@@ -412,16 +765,24 @@ impl JobRun<'_> {
             })
             .collect();
         self.runner.audit.append_all(&decisions)?;
-        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
-        if !policies.allowed() {
-            self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
-            return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
-        }
+        Ok(policies)
+    }
 
+    /// Prepare the executors, run the steps and finish: the part of a job after policy allowed
+    /// it (and, on a server, after it was approved: `approval` goes into `RUNNING`'s record).
+    async fn execute(
+        mut self,
+        mut steps: Vec<StepRequest>,
+        executors: Vec<Arc<dyn Executor>>,
+        policies: PolicyReport,
+        approval: Option<serde_json::Value>,
+        secrets: SecretDecl,
+    ) -> Result<JobReport, RunError> {
+        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         // Secret values are read now, once the job may run and before any executor sees it;
         // a source that cannot be read fails the job with nothing run. Messages name the
         // secret and its source, never a value.
-        let values = match read_secrets(&spec.secrets, &self.caller_env) {
+        let values = match read_secrets(&secrets.sources, &self.caller_env) {
             Ok(values) => values,
             Err(error) => {
                 let message = error.to_string();
@@ -440,9 +801,8 @@ impl JobRun<'_> {
         };
         self.masker = Arc::new(Masker::new(values.values()));
         crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
-        for (step, step_spec) in steps.iter_mut().zip(&spec.steps) {
-            step.secrets = step_spec
-                .secrets
+        for (step, names) in steps.iter_mut().zip(&secrets.per_step) {
+            step.secrets = names
                 .iter()
                 .filter_map(|name| Some((name.clone(), values.get(name)?.clone())))
                 .collect();
@@ -464,7 +824,7 @@ impl JobRun<'_> {
         let prepared = self.prepare(&groups).await;
         let result = match prepared {
             Ok(()) => {
-                self.run_steps(&steps, &executors, policies, policy_detail)
+                self.run_steps(&steps, &executors, policies, policy_detail, approval)
                     .await
             }
             Err(failure) => {
@@ -530,8 +890,13 @@ impl JobRun<'_> {
         executors: &[Arc<dyn Executor>],
         policies: PolicyReport,
         policy_detail: serde_json::Value,
+        approval: Option<serde_json::Value>,
     ) -> Result<JobReport, RunError> {
-        self.record(JobState::Running, json!({ "policies": policy_detail }))?;
+        let mut detail = json!({ "policies": policy_detail });
+        if let Some(approval) = approval {
+            detail["approval"] = approval;
+        }
+        self.record(JobState::Running, detail)?;
         let mut records = Vec::with_capacity(steps.len());
         let mut failure: Option<(FailureKind, String)> = None;
         let mut cancelled = false;
@@ -1318,6 +1683,70 @@ mod tests {
             executor.calls.lock().unwrap().is_empty(),
             "not even prepare"
         );
+    }
+
+    #[tokio::test]
+    async fn on_a_server_production_waits_for_another_identitys_approval() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let runner = runner(dir.path(), executor.clone());
+        // The spec's own approval block does not count on a server.
+        let prod = r#"{"name":"j","environment":"prod","approval":{"approved_by":"bo"},"steps":[{"name":"a","run":"x"}]}"#;
+        let Accepted::AwaitingApproval(mut job) =
+            runner.accept(request(prod), "ana").await.unwrap()
+        else {
+            panic!("a production job awaits approval");
+        };
+        assert!(executor.calls.lock().unwrap().is_empty());
+        assert_eq!(job.meta().owner.as_deref(), Some("ana"));
+        assert!(matches!(
+            job.approve("ＡＮＡ", None),
+            Err(ApprovalError::OwnJob { .. })
+        ));
+        job.approve("bo", Some("CHG-1")).unwrap();
+        let report = runner
+            .run_pending(job, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let record = FileStore::new(dir.path()).load(report.job_id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(
+            states,
+            [
+                JobState::Submitted,
+                JobState::AwaitingApproval,
+                JobState::Running,
+                JobState::Succeeded
+            ]
+        );
+        assert_eq!(
+            record.transitions[2].detail["approval"]["approved_by"],
+            "bo"
+        );
+    }
+
+    #[tokio::test]
+    async fn on_a_server_the_owner_is_the_caller_and_other_denials_are_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let runner = runner(dir.path(), executor.clone());
+        let error = runner.accept(request(GOOD), "bo").await.unwrap_err();
+        assert!(matches!(error, RunError::OwnerMismatch { .. }), "{error}");
+        let no_owner = r#"{"name":"j","steps":[{"name":"a","run":"x"}]}"#;
+        let Accepted::Queued(job) = runner.accept(request(no_owner), "bo").await.unwrap() else {
+            panic!("owner-present is satisfied by the caller");
+        };
+        let report = runner
+            .run_pending(job, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        let long = r#"{"name":"j","environment":"prod","steps":[{"name":"a","run":"x","timeout_seconds":999999}]}"#;
+        let Accepted::Denied(report) = runner.accept(request(long), "bo").await.unwrap() else {
+            panic!("a denial by another policy is final, approval or not");
+        };
+        assert_eq!(report.state, JobState::Denied);
     }
 
     #[tokio::test]

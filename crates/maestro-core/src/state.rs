@@ -49,6 +49,9 @@ pub enum JobState {
     Failed,
     /// Stopped at the user's request.
     Cancelled,
+    /// On a server: every policy but the approval of a production job passed, and the job waits
+    /// for an approver other than its owner (`POST /v1/jobs/{id}/approve`).
+    AwaitingApproval,
 }
 
 impl JobState {
@@ -60,13 +63,18 @@ impl JobState {
     /// Whether a job in this state may move to `next`.
     ///
     /// `SUBMITTED → FAILED` exists for jobs allowed by policy whose executor cannot be used (an
-    /// unreachable engine): they fail before running anything. Terminal states go nowhere.
+    /// unreachable engine): they fail before running anything. `AWAITING_APPROVAL` (server only)
+    /// ends in `RUNNING` once approved, `DENIED` when rejected, or `CANCELLED`/`FAILED` as
+    /// `SUBMITTED` does. Terminal states go nowhere.
     pub fn can_transition_to(self, next: Self) -> bool {
         use JobState::*;
         matches!(
             (self, next),
-            (Submitted, Denied | Running | Failed | Cancelled)
-                | (Running, Succeeded | Failed | Cancelled)
+            (
+                Submitted,
+                Denied | Running | Failed | Cancelled | AwaitingApproval
+            ) | (Running, Succeeded | Failed | Cancelled)
+                | (AwaitingApproval, Denied | Running | Failed | Cancelled)
         )
     }
 
@@ -87,6 +95,7 @@ impl JobState {
             Self::Succeeded => "SUCCEEDED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
+            Self::AwaitingApproval => "AWAITING_APPROVAL",
         }
     }
 }
@@ -440,6 +449,12 @@ pub trait StateStore: Send + Sync {
     /// Remove an ended job's record and logs for good (`mc prune`). A job that has not ended,
     /// or that a live process still holds, is refused and kept.
     fn remove_job(&self, job_id: JobId) -> Result<(), StateError>;
+    /// Take the lease of a stored job that no live process holds (a server picking up the jobs
+    /// it queued before a restart). `None` when a live process holds it.
+    fn acquire_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
+        let _ = job_id;
+        Ok(None)
+    }
     /// Create the log file of a step (a new file; an existing one is an error).
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError>;
     /// The path of a step's log.
@@ -894,6 +909,10 @@ impl StateStore for FileStore {
         Ok(removed)
     }
 
+    fn acquire_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
+        self.try_lease(job_id)
+    }
+
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError> {
         let path = self.step_log_path(job_id, step);
         let logs_path = self.job_dir(job_id).join("logs");
@@ -967,7 +986,15 @@ mod tests {
     #[test]
     fn lifecycle_rules() {
         use JobState::*;
-        let all = [Submitted, Denied, Running, Succeeded, Failed, Cancelled];
+        let all = [
+            Submitted,
+            Denied,
+            Running,
+            Succeeded,
+            Failed,
+            Cancelled,
+            AwaitingApproval,
+        ];
         assert!(Submitted.can_start());
         assert!(all.iter().filter(|s| s.can_start()).count() == 1);
         assert!(Submitted.can_transition_to(Running));
@@ -976,6 +1003,13 @@ mod tests {
         assert!(!Submitted.can_transition_to(Succeeded));
         assert!(!Running.can_transition_to(Denied));
         assert!(!Running.can_transition_to(Running));
+        assert!(Submitted.can_transition_to(AwaitingApproval));
+        assert!(AwaitingApproval.can_transition_to(Running));
+        assert!(AwaitingApproval.can_transition_to(Denied));
+        assert!(AwaitingApproval.can_transition_to(Cancelled));
+        assert!(!AwaitingApproval.can_transition_to(Succeeded));
+        assert!(!Running.can_transition_to(AwaitingApproval));
+        assert!(!AwaitingApproval.is_terminal());
         for terminal in [Denied, Succeeded, Failed, Cancelled] {
             assert!(terminal.is_terminal());
             assert!(all.iter().all(|next| !terminal.can_transition_to(*next)));

@@ -25,6 +25,10 @@ pub(crate) struct GlobalArgs {
     /// State root, relative to the current directory
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Talk to a Maestro server (http://HOST:PORT) instead of the local state root; the token
+    /// comes from MAESTRO_TOKEN. submit, status, logs and cancel only
+    #[arg(long, global = true, env = "MAESTRO_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
     /// Diagnostics on stderr: -v info, -vv debug (MAESTRO_LOG takes a tracing filter)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -75,6 +79,15 @@ pub(crate) enum Command {
         /// A command, e.g. submit (default: mc itself)
         command: Option<String>,
     },
+    /// Serve the HTTP API: a durable queue, approvals, jobs that outlive their client
+    Serve(ServeArgs),
+    /// The server's bearer tokens: identities and roles
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Approve a job awaiting approval on a server (never one's own); needs --server
+    Approve(DecisionArgs),
+    /// Reject a job awaiting approval on a server: it ends DENIED; needs --server
+    Reject(DecisionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +156,9 @@ pub(crate) struct SubmitArgs {
     /// Do not stream step output live (it is still recorded)
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// With --server: print the job id as soon as the job is accepted; do not follow it
+    #[arg(long)]
+    pub(crate) detach: bool,
     /// Seconds a stopped step gets to exit before it is killed
     #[arg(long, value_name = "SECONDS")]
     pub(crate) stop_grace: Option<String>,
@@ -294,6 +310,85 @@ pub(crate) enum PluginsCommand {
         #[arg(long, value_name = "JSON")]
         with: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mc tokens add ana --roles submit\n  mc serve --listen 127.0.0.1:7878 --max-concurrent-jobs 4\n\n\
+SIGTERM or Ctrl-C: stop accepting (503), let running jobs finish within --drain-grace, then \
+cancel them. See docs/server.md."
+)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port, printed on stdout)
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR:PORT")]
+    pub(crate) listen: String,
+    /// Listen on a non-loopback address without TLS
+    #[arg(long)]
+    pub(crate) insecure_listen: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Jobs that run at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub(crate) max_concurrent_jobs: usize,
+    /// Jobs that may wait for a slot; more are refused with 429
+    #[arg(long, default_value_t = 1000, value_name = "M")]
+    pub(crate) queue_limit: usize,
+    /// On SIGTERM, seconds running jobs get to finish before they are cancelled
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub(crate) drain_grace: f64,
+    /// Seconds a production job may await approval after its submission before it is DENIED
+    /// (0: for ever)
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+    pub(crate) approval_timeout: u64,
+    /// Seconds a client may take to send a request's headers (and may leave a body silent)
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub(crate) header_timeout: f64,
+    /// Seconds a stopped step gets to exit before it is killed
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) stop_grace: Option<String>,
+    /// Most output recorded per step (bytes, or 512k, 64m, 1g)
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_step_output: Option<String>,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Make a token; it is printed once (the last line of stdout) and only its hash is kept
+    Add {
+        /// The identity requests with the token act as (the owner of jobs it submits)
+        identity: String,
+        /// Comma-separated: submit, approve, cancel, admin
+        #[arg(long, value_delimiter = ',', required = true, value_name = "ROLES")]
+        roles: Vec<String>,
+    },
+    /// List tokens (ids, identities, roles; never the tokens)
+    List {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Revoke a token by its id, or every token of an identity
+    Revoke {
+        /// A token id (from `mc tokens list`) or an identity
+        which: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DecisionArgs {
+    /// The job's id, or an unambiguous prefix of it
+    pub(crate) job_id: String,
+    /// Why (kept in the job's record and the audit log)
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
 }
 
 /// The whole command line, as `mc` parses and documents it: clap's types, each setting's help

@@ -9,9 +9,12 @@ mod logs;
 mod man;
 mod plugins;
 mod prune;
+mod remote;
 mod schema;
+mod serve;
 mod status;
 mod submit;
+mod tokens;
 mod validate;
 
 pub(crate) use plugins::plugin_dirs;
@@ -33,6 +36,9 @@ use crate::exit::{Code, Failure};
 use crate::{registry, settings};
 
 pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
+    if let Some(server) = cli.global.server.as_deref().filter(|url| !url.is_empty()) {
+        return remote::run(server, cli.command);
+    }
     match cli.command {
         Command::Submit(args) => submit::run(&cli.global, args),
         Command::Validate(args) => validate::run(&cli.global, args),
@@ -47,6 +53,11 @@ pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
         Command::Schema => schema::run(),
         Command::Completions { shell } => completions::run(shell),
         Command::Man { command } => man::run(command.as_deref()),
+        Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Tokens(command) => tokens::run(&cli.global, command),
+        Command::Approve(_) | Command::Reject(_) => Err(Failure::usage(
+            "approvals are given through the server that holds the job: pass --server URL (or set MAESTRO_SERVER) and MAESTRO_TOKEN",
+        )),
     }
 }
 

@@ -16,6 +16,11 @@ use crate::printer::{self, LivePrinter};
 use crate::settings;
 
 pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
+    if args.detach {
+        return Err(Failure::usage(
+            "--detach needs --server (or MAESTRO_SERVER): a local job runs in the foreground",
+        ));
+    }
     let settings = settings::resolve(
         global,
         &settings::Flags {

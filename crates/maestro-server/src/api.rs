@@ -1,0 +1,840 @@
+//! The `/v1` routes. Each handler parses, authorises, calls the library the CLI calls, and maps
+//! the outcome to a status code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maestro_core::JobId;
+use maestro_core::audit::AuditRecord;
+use maestro_core::control::{LookupError, find_job};
+use maestro_core::progress::{self, JobFilter};
+use maestro_core::runner::{Accepted, RunError, SubmitRequest};
+use maestro_core::spec::SpecFormat;
+use maestro_core::state::{JobRecord, JobState, StateStore};
+use maestro_core::trace::TraceId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::auth::{Caller, RequestTrace};
+use crate::error::{ApiError, ErrorBody};
+use crate::scheduler::Taken;
+use crate::tokens::Role;
+
+type Shared = State<Arc<AppState>>;
+
+/// The OpenAPI document of the API (served at `/v1/openapi.json`, kept in `docs/openapi.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Maestro API",
+        description = "Submit, watch, approve and cancel jobs on a Maestro server (`mc serve`). Every request but health and this document needs `Authorization: Bearer <token>`; errors are `{\"error\": \"...\"}`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        submit_job,
+        list_jobs,
+        show_job,
+        job_logs,
+        cancel_job,
+        approve_job,
+        reject_job,
+        health,
+        metrics
+    ),
+    components(schemas(
+        ErrorBody,
+        Submitted,
+        JobSummary,
+        JobList,
+        JobDetail,
+        Decision,
+        ActionResult,
+        Health
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as served and committed: pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// A job was accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Submitted {
+    /// The new job's id.
+    pub job_id: String,
+    /// `SUBMITTED` (queued) or `AWAITING_APPROVAL`.
+    pub state: String,
+    /// The trace id every record of the job carries.
+    pub trace_id: String,
+    /// Jobs ahead of it in the queue when it was accepted.
+    pub queue_position: usize,
+}
+
+/// One job in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobSummary {
+    /// Its id.
+    pub job_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: Option<String>,
+    /// Its environment.
+    pub environment: Option<String>,
+    /// Its current state.
+    pub state: String,
+    /// When it was submitted.
+    pub submitted_at: String,
+    /// Its trace id.
+    pub trace_id: String,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// The jobs of this page.
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Everything recorded about a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    /// The job, as listed.
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    /// Where its spec came from.
+    pub source: String,
+    /// Its history, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub transitions: serde_json::Value,
+    /// Every policy's verdict (`null` before policy decided).
+    #[schema(value_type = Object, nullable = true)]
+    pub verdicts: serde_json::Value,
+    /// Step results.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: serde_json::Value,
+    /// The step running now.
+    #[schema(value_type = Object, nullable = true)]
+    pub current_step: serde_json::Value,
+    /// How long it has taken so far, in seconds.
+    pub duration_seconds: Option<f64>,
+}
+
+/// An approver's decision.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why (kept in the job's record and the audit log).
+    pub reason: Option<String>,
+}
+
+/// What a cancel, approve or reject did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResult {
+    /// The job.
+    pub job_id: String,
+    /// Its state afterwards.
+    pub state: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// The server's health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `draining` while it shuts down.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+}
+
+/// Filters and paging of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only jobs in these states (comma-separated, e.g. `running,failed`).
+    pub state: Option<String>,
+    /// Only jobs of this owner.
+    pub owner: Option<String>,
+    /// Only jobs for this environment.
+    pub environment: Option<String>,
+    /// Only jobs submitted since: a duration ago (`30m`, `2h`, `7d`) or an RFC 3339 time.
+    pub since: Option<String>,
+    /// Jobs per page (1 to 500, default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Options of `GET /v1/jobs/{id}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// Keep the response open and stream new lines until the job ends.
+    pub follow: Option<bool>,
+    /// Resume: only lines whose `seq` is greater than this.
+    pub after: Option<u64>,
+}
+
+fn audit(
+    state: &AppState,
+    job_id: Option<JobId>,
+    trace_id: &TraceId,
+    caller: &Caller,
+    event: &str,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    let mut details = details;
+    details["identity"] = json!(caller.identity());
+    details["via"] = json!("api");
+    state
+        .audit
+        .append(&AuditRecord::new(
+            job_id,
+            trace_id,
+            Some(caller.identity()),
+            event,
+            details,
+        ))
+        .map_err(ApiError::internal)
+}
+
+fn lookup(state: &AppState, text: &str) -> Result<JobId, ApiError> {
+    find_job(&state.store, text).map_err(|error| match error {
+        LookupError::Store(error) => ApiError::from(error),
+        LookupError::NoMatch { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{error}; GET /v1/jobs lists the jobs"),
+        ),
+        other => ApiError::bad_request(other),
+    })
+}
+
+fn summary(record: &JobRecord) -> JobSummary {
+    JobSummary {
+        job_id: record.meta.job_id.to_string(),
+        name: record.meta.name.clone(),
+        owner: record.meta.owner.clone(),
+        environment: record.meta.environment.clone(),
+        state: record.state().to_string(),
+        submitted_at: record.meta.submitted_at.clone(),
+        trace_id: record.meta.trace_id.to_string(),
+    }
+}
+
+fn spec_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(SpecFormat::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            Ok(SpecFormat::Yaml)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {content_type:?} is not a job spec: send the spec as application/json or application/yaml"
+            ),
+        )),
+    }
+}
+
+/// Submit a job: the body is the spec, stored byte for byte.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body(content = String, description = "The job spec, JSON or YAML (see docs/spec.md)", content_type = "application/yaml"),
+    params(("X-Trace-Id" = Option<String>, Header, description = "Trace id for every record of the job (default: a new one)")),
+    responses(
+        (status = 201, description = "Accepted and queued (or awaiting approval)", body = Submitted),
+        (status = 400, description = "Invalid spec (the CLI's messages)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Denied by policy (with every verdict), the wrong role, or another owner", body = ErrorBody),
+        (status = 413, description = "Spec larger than the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON or YAML", body = ErrorBody),
+        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn submit_job(
+    State(state): Shared,
+    caller: Caller,
+    RequestTrace(trace_id): RequestTrace,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    caller.require(Role::Submit, "submit jobs")?;
+    let format = spec_format(&headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the spec is larger than {} bytes, the limit of a job spec",
+                    maestro_core::spec::MAX_SPEC_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })?;
+    if state.scheduler.is_full() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the queue is full ({} jobs wait to run); retry later",
+                state.scheduler.queue_limit()
+            ),
+        ));
+    }
+    let request = SubmitRequest {
+        spec_bytes: body.to_vec(),
+        source: format!("POST /v1/jobs by {}", caller.identity()),
+        format,
+        trace_id: trace_id.clone(),
+        runtime_override: None,
+        invocation_dir: state.invocation_dir.clone(),
+        // `env` secrets of server jobs come from the server's own environment.
+        caller_env: maestro_core::secret::CallerEnv::from_process(),
+    };
+    let accepted = state
+        .runner
+        .accept(request, caller.identity())
+        .await
+        .map_err(|error| match error {
+            RunError::OwnerMismatch { .. } => ApiError::forbidden(error),
+            error if error.is_user_error() => ApiError::bad_request(error),
+            error => ApiError::internal(error),
+        })?;
+    let (job, job_state) = match accepted {
+        Accepted::Denied(report) => {
+            let reasons: Vec<String> = report
+                .policies
+                .denials()
+                .flat_map(|verdict| {
+                    verdict
+                        .reasons
+                        .iter()
+                        .map(move |reason| format!("{}: {reason}", verdict.policy))
+                })
+                .collect();
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                body: ErrorBody {
+                    error: format!("denied by policy: {}", reasons.join("; ")),
+                    job_id: Some(report.job_id.to_string()),
+                    state: Some(JobState::Denied.to_string()),
+                    verdicts: serde_json::to_value(&report.policies.verdicts).ok(),
+                },
+            });
+        }
+        Accepted::Queued(job) => (job, JobState::Submitted),
+        Accepted::AwaitingApproval(job) => (job, JobState::AwaitingApproval),
+    };
+    let job_id = job.job_id();
+    state.scheduler.mark(job_id).map_err(|error| {
+        ApiError::internal(format!(
+            "cannot record job {job_id} in the queue {}: {error}",
+            state.scheduler.queue_dir().display()
+        ))
+    })?;
+    audit(
+        &state,
+        Some(job_id),
+        &trace_id,
+        &caller,
+        "api.job_submitted",
+        json!({ "state": job_state }),
+    )?;
+    let queue_position = state.scheduler.depth();
+    if job_state == JobState::AwaitingApproval {
+        state.scheduler.hold(job);
+    } else {
+        state.scheduler.enqueue(job);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(Submitted {
+            job_id: job_id.to_string(),
+            state: job_state.to_string(),
+            trace_id: trace_id.to_string(),
+            queue_position,
+        }),
+    ))
+}
+
+/// List jobs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "A bad filter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_jobs(
+    State(state): Shared,
+    _caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
+    let mut filter = JobFilter::default();
+    if let Some(states) = &query.state {
+        for name in states.split(',').filter(|name| !name.trim().is_empty()) {
+            filter
+                .states
+                .push(JobFilter::parse_state(name).map_err(ApiError::bad_request)?);
+        }
+    }
+    filter.owner = query.owner.clone();
+    filter.environment = query.environment.clone();
+    if let Some(since) = &query.since {
+        filter.since = Some(
+            JobFilter::parse_since(since, progress::Timestamp::now())
+                .map_err(ApiError::bad_request)?,
+        );
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and 500, not {limit}"
+        )));
+    }
+    let cursor = match &query.cursor {
+        Some(text) => Some(JobId::try_parse(text).map_err(|_| {
+            ApiError::bad_request(format!(
+                "cursor {text:?} is not a job id: pass the next_cursor of the previous page"
+            ))
+        })?),
+        None => None,
+    };
+    let ids = state.store.list()?;
+    let start = match cursor {
+        // Ids are newest first; the next page starts after the cursor.
+        Some(cursor) => ids.partition_point(|id| *id >= cursor),
+        None => 0,
+    };
+    let mut jobs = Vec::new();
+    let mut next_cursor = None;
+    for job_id in &ids[start..] {
+        let Ok(record) = state.store.load(*job_id) else {
+            continue;
+        };
+        if !filter.matches(&record) {
+            continue;
+        }
+        if jobs.len() == limit {
+            next_cursor = jobs.last().map(|last: &JobSummary| last.job_id.clone());
+            break;
+        }
+        jobs.push(summary(&record));
+    }
+    Ok(Json(JobList { jobs, next_cursor }))
+}
+
+/// One job: transitions, verdicts, steps, the step running now.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one")),
+    responses(
+        (status = 200, description = "The job", body = JobDetail),
+        (status = 400, description = "Not a job id, or an ambiguous prefix", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn show_job(
+    State(state): Shared,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetail>, ApiError> {
+    let job_id = lookup(&state, &id)?;
+    let record = state.store.load(job_id)?;
+    let steps = crate::logs::step_names(&state.store, &record)?;
+    let current = progress::current_step(&state.store, &record, &steps);
+    Ok(Json(JobDetail {
+        summary: summary(&record),
+        source: record.meta.source.clone(),
+        transitions: serde_json::to_value(&record.transitions).unwrap_or_default(),
+        verdicts: progress::verdicts(&record),
+        steps: serde_json::to_value(&record.steps).unwrap_or_default(),
+        current_step: serde_json::to_value(current).unwrap_or_default(),
+        duration_seconds: progress::duration(&record).map(|duration| duration.as_secs_f64()),
+    }))
+}
+
+/// A job's recorded output as JSON lines (`{"seq", "step", "line"}`); with `follow=true`, new
+/// lines as they are written until the job ends, then `{"end": true, "state": ...}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/logs",
+    tag = "jobs",
+    params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one"), LogsQuery),
+    responses(
+        (status = 200, description = "JSON lines", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "Too many log followers", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn job_logs(
+    State(state): Shared,
+    _caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
+    let job_id = lookup(&state, &id)?;
+    let record = state.store.load(job_id)?;
+    let steps = crate::logs::step_names(&state.store, &record)?;
+    let after = query.after.unwrap_or(0);
+    let ndjson = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !query.follow.unwrap_or(false) {
+        let body = crate::logs::recorded(&state.store, job_id, &steps, after)?;
+        return Ok((ndjson, body).into_response());
+    }
+    let permit = Arc::clone(&state.followers)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many clients follow logs now; retry later, or read without follow",
+            )
+        })?;
+    let stream = crate::logs::follow(state.store.clone(), job_id, steps, after, permit);
+    Ok((ndjson, Body::from_stream(stream)).into_response())
+}
+
+/// Cancel a job: a queued one never runs, a running one is stopped as Ctrl-C would stop it.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one")),
+    responses(
+        (status = 200, description = "Cancelled, or had already ended", body = ActionResult),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Neither the owner nor the cancel role", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not driven by this server", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel_job(
+    State(state): Shared,
+    caller: Caller,
+    RequestTrace(trace_id): RequestTrace,
+    Path(id): Path<String>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let job_id = lookup(&state, &id)?;
+    let record = state.store.load(job_id)?;
+    let owns = record
+        .meta
+        .owner
+        .as_deref()
+        .is_some_and(|owner| maestro_core::identity::same_identity(owner, caller.identity()));
+    if !owns {
+        caller.require(Role::Cancel, "cancel another identity's job")?;
+    }
+    let result = |job_state: JobState, message: String| {
+        Json(ActionResult {
+            job_id: job_id.to_string(),
+            state: job_state.to_string(),
+            message,
+        })
+    };
+    if record.state().is_terminal() {
+        let job_state = record.state();
+        return Ok(result(
+            job_state,
+            format!("job {job_id} had already ended {job_state}; nothing to do"),
+        ));
+    }
+    audit(
+        &state,
+        Some(job_id),
+        &trace_id,
+        &caller,
+        "job.cancel_requested",
+        json!({ "by": caller.identity() }),
+    )?;
+    match state.scheduler.take_for_cancel(job_id) {
+        Taken::Pending(job) => {
+            let job_state = state
+                .scheduler
+                .cancel_pending(*job)
+                .await
+                .map_err(ApiError::internal)?;
+            Ok(result(
+                job_state,
+                format!("job {job_id} was cancelled before it ran"),
+            ))
+        }
+        Taken::Running(token) => {
+            token.cancel();
+            // Wait (a bounded time) until the runner has recorded the end.
+            let deadline = tokio::time::Instant::now() + state.cancel_wait;
+            loop {
+                let job_state = state.store.load(job_id)?.state();
+                if job_state.is_terminal() {
+                    return Ok(result(job_state, format!("job {job_id} was cancelled")));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(result(
+                        job_state,
+                        format!(
+                            "job {job_id} is being cancelled; GET /v1/jobs/{job_id} shows when it ends"
+                        ),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Taken::Unknown => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {job_id} is {} but not driven by this server (an `mc submit` runs it, or it was abandoned): `mc cancel {job_id}` on its machine, or `mc gc`",
+                record.state()
+            ),
+        )),
+    }
+}
+
+fn decision(body: &[u8]) -> Result<Decision, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Decision::default());
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "the body must be empty or {{\"reason\": \"...\"}}: {error}"
+        ))
+    })
+}
+
+fn awaiting(state: &AppState, job_id: JobId) -> Result<maestro_core::runner::PendingJob, ApiError> {
+    if let Some(job) = state.scheduler.take_awaiting(job_id) {
+        return Ok(job);
+    }
+    let job_state = state.store.load(job_id)?.state();
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "job {job_id} is {job_state}, not AWAITING_APPROVAL: only a production job waiting for approval can be approved or rejected"
+        ),
+    ))
+}
+
+/// Approve a job awaiting approval (four eyes: never one's own); it then joins the queue.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/approve",
+    tag = "approvals",
+    params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one")),
+    request_body(content = Option<Decision>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Approved and queued", body = ActionResult),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "No approve role, or the caller owns the job", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job does not await approval", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn approve_job(
+    State(state): Shared,
+    caller: Caller,
+    RequestTrace(trace_id): RequestTrace,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ActionResult>, ApiError> {
+    caller.require(Role::Approve, "approve jobs")?;
+    let decision = decision(&body)?;
+    let job_id = lookup(&state, &id)?;
+    let mut job = awaiting(&state, job_id)?;
+    if let Err(error) = job.approve(caller.identity(), decision.reason.as_deref()) {
+        state.scheduler.hold(job);
+        return Err(ApiError::forbidden(error));
+    }
+    audit(
+        &state,
+        Some(job_id),
+        &trace_id,
+        &caller,
+        "job.approved",
+        json!({ "approved_by": caller.identity(), "reason": decision.reason }),
+    )?;
+    state.scheduler.enqueue(job);
+    Ok(Json(ActionResult {
+        job_id: job_id.to_string(),
+        state: JobState::AwaitingApproval.to_string(),
+        message: format!(
+            "job {job_id} approved by {}; it runs when its turn in the queue comes",
+            caller.identity()
+        ),
+    }))
+}
+
+/// Reject a job awaiting approval: it ends `DENIED`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/reject",
+    tag = "approvals",
+    params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one")),
+    request_body(content = Option<Decision>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rejected", body = ActionResult),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "No approve role", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job does not await approval", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reject_job(
+    State(state): Shared,
+    caller: Caller,
+    RequestTrace(trace_id): RequestTrace,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ActionResult>, ApiError> {
+    caller.require(Role::Approve, "reject jobs")?;
+    let decision = decision(&body)?;
+    let job_id = lookup(&state, &id)?;
+    let job = awaiting(&state, job_id)?;
+    audit(
+        &state,
+        Some(job_id),
+        &trace_id,
+        &caller,
+        "job.rejected_by_approver",
+        json!({ "rejected_by": caller.identity(), "reason": decision.reason }),
+    )?;
+    let report = state
+        .runner
+        .reject(job, caller.identity(), decision.reason.as_deref())
+        .map_err(ApiError::internal)?;
+    state.scheduler.ended(job_id);
+    Ok(Json(ActionResult {
+        job_id: job_id.to_string(),
+        state: report.state.to_string(),
+        message: format!("job {job_id} rejected by {}", caller.identity()),
+    }))
+}
+
+/// Whether the server is up (no token needed).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "server",
+    responses((status = 200, description = "Up", body = Health))
+)]
+pub(crate) async fn health(State(state): Shared) -> Json<Health> {
+    Json(Health {
+        status: if state.scheduler.is_draining() {
+            "draining".to_owned()
+        } else {
+            "ok".to_owned()
+        },
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// Prometheus metrics: queue depth, running jobs, jobs by state.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics",
+    tag = "server",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Response, ApiError> {
+    let mut by_state: std::collections::BTreeMap<&'static str, u64> =
+        progress::STATES.iter().map(|s| (s.as_str(), 0)).collect();
+    for job_id in state.store.list()? {
+        if let Ok(record) = state.store.load(job_id) {
+            *by_state.entry(record.state().as_str()).or_default() += 1;
+        }
+    }
+    let mut text = String::new();
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "maestro_queue_depth",
+        "Jobs accepted and waiting for a slot to run.",
+        state.scheduler.depth(),
+    );
+    gauge(
+        "maestro_jobs_running",
+        "Jobs this server runs now.",
+        state.scheduler.running(),
+    );
+    gauge(
+        "maestro_jobs_awaiting_approval",
+        "Jobs waiting for an approver.",
+        state.scheduler.awaiting(),
+    );
+    text.push_str(
+        "# HELP maestro_jobs Jobs in the state root by state.\n# TYPE maestro_jobs gauge\n",
+    );
+    for (name, count) in by_state {
+        text.push_str(&format!("maestro_jobs{{state=\"{name}\"}} {count}\n"));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The OpenAPI document.
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}

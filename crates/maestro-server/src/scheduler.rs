@@ -1,0 +1,350 @@
+//! The queue: accepted jobs wait here, durably, and run first come first served, at most
+//! `max_concurrent_jobs` at a time.
+//!
+//! Durability is a marker file per accepted job, `<state root>/server/queue/<job_id>`, written
+//! before the job's `201` and removed once the job has ended. Job ids are version 7 UUIDs, so
+//! the markers' names sort in order of submission: after a restart the queue is rebuilt in the
+//! same order.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use maestro_core::JobId;
+use maestro_core::runner::{PendingJob, Runner};
+use maestro_core::state::{FileStore, JobState, StateStore};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Jobs waiting, awaiting approval and running.
+#[derive(Default)]
+struct Jobs {
+    queued: VecDeque<PendingJob>,
+    awaiting: HashMap<JobId, PendingJob>,
+    running: HashMap<JobId, CancellationToken>,
+}
+
+/// Where a job the scheduler knows stands.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// It was waiting (queued or for approval) and is now the caller's.
+    Pending(Box<PendingJob>),
+    /// It is running; here is its cancel token.
+    Running(CancellationToken),
+    /// The scheduler does not hold it (ended, or never a server job).
+    Unknown,
+}
+
+/// The queue and the jobs it runs.
+pub(crate) struct Scheduler {
+    jobs: Mutex<Jobs>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    queue_limit: usize,
+    runner: Arc<Runner>,
+    store: FileStore,
+    queue_dir: PathBuf,
+    draining: AtomicBool,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        runner: Arc<Runner>,
+        store: FileStore,
+        max_concurrent_jobs: usize,
+        queue_limit: usize,
+    ) -> Self {
+        let queue_dir = store.root().join("server").join("queue");
+        Self {
+            jobs: Mutex::new(Jobs::default()),
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
+            queue_limit,
+            runner,
+            store,
+            queue_dir,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        // A panic while holding the lock cannot leave the maps half-changed in a way that
+        // matters more than refusing every request would.
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn queue_dir(&self) -> &Path {
+        &self.queue_dir
+    }
+
+    /// How many jobs wait for a slot.
+    pub(crate) fn depth(&self) -> usize {
+        self.jobs().queued.len()
+    }
+
+    /// How many jobs run now.
+    pub(crate) fn running(&self) -> usize {
+        self.jobs().running.len()
+    }
+
+    /// How many jobs wait for approval.
+    pub(crate) fn awaiting(&self) -> usize {
+        self.jobs().awaiting.len()
+    }
+
+    /// Whether the queue is full (checked before a job is stored).
+    pub(crate) fn is_full(&self) -> bool {
+        self.depth() >= self.queue_limit
+    }
+
+    pub(crate) fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Write a job's marker, so that a restart finds it.
+    pub(crate) fn mark(&self, job_id: JobId) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.queue_dir)?;
+        let path = self.queue_dir.join(job_id.hyphenated().to_string());
+        std::fs::File::create(&path)?.sync_all()?;
+        crate::sync_dir(&self.queue_dir)
+    }
+
+    fn unmark(&self, job_id: JobId) {
+        let _ = std::fs::remove_file(self.queue_dir.join(job_id.hyphenated().to_string()));
+    }
+
+    /// Queue an allowed (or approved) job at the back.
+    pub(crate) fn enqueue(&self, job: PendingJob) {
+        self.jobs().queued.push_back(job);
+        self.wake.notify_one();
+    }
+
+    /// Hold a job until it is approved or rejected.
+    pub(crate) fn hold(&self, job: PendingJob) {
+        self.jobs().awaiting.insert(job.job_id(), job);
+    }
+
+    /// Take out the jobs that have awaited approval for longer than `timeout` since they were
+    /// submitted (so a restart does not reset the clock).
+    pub(crate) fn take_expired(&self, timeout: Duration) -> Vec<PendingJob> {
+        let now = jiff::Timestamp::now();
+        let mut jobs = self.jobs();
+        let expired: Vec<JobId> = jobs
+            .awaiting
+            .values()
+            .filter(|job| {
+                job.meta()
+                    .submitted_at
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+                    .and_then(|at| {
+                        jiff::SignedDuration::try_from(timeout)
+                            .ok()
+                            .map(|t| (at, t))
+                    })
+                    .and_then(|(at, timeout)| at.checked_add(timeout).ok())
+                    .is_some_and(|deadline| deadline <= now)
+            })
+            .map(PendingJob::job_id)
+            .collect();
+        expired
+            .iter()
+            .filter_map(|job_id| jobs.awaiting.remove(job_id))
+            .collect()
+    }
+
+    /// End jobs whose approval did not come within `timeout`: `DENIED`, `approval_timeout`.
+    pub(crate) async fn expire_approvals(self: Arc<Self>, timeout: Duration) {
+        let tick = timeout
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        while !self.is_draining() {
+            for job in self.take_expired(timeout) {
+                let job_id = job.job_id();
+                let detail = serde_json::json!({
+                    "reason": "approval_timeout",
+                    "error": format!("no approval within {} s of submission", timeout.as_secs()),
+                });
+                match self.runner.deny_pending(job, detail) {
+                    Ok(_) => tracing::info!(%job_id, "approval timed out: recorded DENIED"),
+                    Err(error) => {
+                        tracing::warn!(%job_id, %error, "cannot record an approval timeout")
+                    }
+                }
+                self.unmark(job_id);
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// Take a job awaiting approval out of the scheduler.
+    pub(crate) fn take_awaiting(&self, job_id: JobId) -> Option<PendingJob> {
+        self.jobs().awaiting.remove(&job_id)
+    }
+
+    /// Take a job that has not started yet out of the scheduler, or give the running one's
+    /// cancel token.
+    pub(crate) fn take_for_cancel(&self, job_id: JobId) -> Taken {
+        let mut jobs = self.jobs();
+        if let Some(token) = jobs.running.get(&job_id) {
+            return Taken::Running(token.clone());
+        }
+        if let Some(job) = jobs.awaiting.remove(&job_id) {
+            return Taken::Pending(Box::new(job));
+        }
+        if let Some(index) = jobs.queued.iter().position(|job| job.job_id() == job_id)
+            && let Some(job) = jobs.queued.remove(index)
+        {
+            return Taken::Pending(Box::new(job));
+        }
+        Taken::Unknown
+    }
+
+    /// Record a job that never started `CANCELLED` (through the runner, as a job cancelled
+    /// before it runs is), and forget it.
+    pub(crate) async fn cancel_pending(&self, job: PendingJob) -> Result<JobState, String> {
+        let job_id = job.job_id();
+        let token = CancellationToken::new();
+        token.cancel();
+        let result = self.runner.run_pending(job, token).await;
+        self.unmark(job_id);
+        result
+            .map(|report| report.state)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Forget a job that ended without running (rejected).
+    pub(crate) fn ended(&self, job_id: JobId) {
+        self.unmark(job_id);
+    }
+
+    /// Run queued jobs, first come first served, while slots are free; returns when draining.
+    pub(crate) async fn dispatch(self: Arc<Self>) {
+        loop {
+            let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                return;
+            };
+            let job = loop {
+                if self.is_draining() {
+                    return;
+                }
+                let next = self.jobs().queued.pop_front();
+                match next {
+                    Some(job) => break job,
+                    None => self.wake.notified().await,
+                }
+            };
+            let job_id = job.job_id();
+            let token = CancellationToken::new();
+            self.jobs().running.insert(job_id, token.clone());
+            let scheduler = Arc::clone(&self);
+            tokio::spawn(async move {
+                let _permit = permit;
+                match scheduler.runner.run_pending(job, token).await {
+                    Ok(report) => tracing::info!(%job_id, state = %report.state, "job ended"),
+                    Err(error) => tracing::warn!(%job_id, %error, "job could not be recorded"),
+                }
+                scheduler.unmark(job_id);
+                scheduler.jobs().running.remove(&job_id);
+            });
+        }
+    }
+
+    /// Stop starting jobs; let running ones finish within `grace`, then cancel them as Ctrl-C
+    /// would, and wait (up to `cancel_wait`) until they are recorded.
+    pub(crate) async fn drain(&self, grace: Duration, cancel_wait: Duration) {
+        self.draining.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tokens: Vec<CancellationToken> = self.jobs().running.values().cloned().collect();
+        if !tokens.is_empty() {
+            tracing::warn!(
+                jobs = tokens.len(),
+                "grace period over: cancelling running jobs"
+            );
+        }
+        for token in tokens {
+            token.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + cancel_wait;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// After a restart: queue the jobs this state root's server had accepted and not run
+    /// (in order), hold those awaiting approval again, and forget the markers of jobs that
+    /// ended. Jobs that were running are left for garbage collection (`FAILED`, `abandoned`).
+    pub(crate) async fn recover(&self, invocation_dir: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
+            return warnings;
+        };
+        let mut ids: Vec<JobId> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok())
+            .collect();
+        ids.sort_unstable();
+        for job_id in ids {
+            let record = match self.store.load(job_id) {
+                Ok(record) => record,
+                Err(error) => {
+                    warnings.push(format!("queued job {job_id}: {error}"));
+                    self.unmark(job_id);
+                    continue;
+                }
+            };
+            let spec_path = self.store.job_dir(job_id).join(&record.meta.spec_file);
+            let spec_bytes = match std::fs::read(&spec_path) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    warnings.push(format!("cannot read {}: {error}", spec_path.display()));
+                    continue;
+                }
+            };
+            match self
+                .runner
+                .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+                .await
+            {
+                Ok(Some((job, JobState::AwaitingApproval))) => self.hold(job),
+                Ok(Some((job, _))) => self.enqueue(job),
+                Ok(None) => {}
+                Err(error) => warnings.push(format!(
+                    "queued job {job_id} cannot run any more ({error}); it is settled as abandoned"
+                )),
+            }
+        }
+        warnings
+    }
+
+    /// Forget the markers of jobs that have ended (after garbage collection settled them).
+    pub(crate) fn forget_ended(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(job_id) = JobId::try_parse(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let ended = self
+                .store
+                .load(job_id)
+                .map_or(true, |record| record.state().is_terminal());
+            if ended {
+                self.unmark(job_id);
+            }
+        }
+    }
+}

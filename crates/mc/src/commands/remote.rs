@@ -1,0 +1,346 @@
+//! `mc --server URL` (or `MAESTRO_SERVER`, with `MAESTRO_TOKEN`): submit, status, logs and
+//! cancel through a Maestro server's API instead of the local state root.
+
+use std::io::Write;
+
+use maestro_core::spec::SpecFormat;
+use maestro_server::client::{Answer, Client};
+use serde_json::{Value, json};
+
+use crate::cli::{
+    CancelArgs, Command, DecisionArgs, LogsArgs, OutputFormat, StatusArgs, SubmitArgs,
+};
+use crate::exit::{Code, Failure};
+use crate::printer::{self, field};
+
+pub(crate) fn run(server: &str, command: Command) -> Result<Code, Failure> {
+    let token = std::env::var("MAESTRO_TOKEN")
+        .ok()
+        .filter(|token| !token.trim().is_empty());
+    let trace_id = match &command {
+        Command::Submit(args) => args.trace_id.clone(),
+        _ => None,
+    };
+    let client = Client::new(server, token)
+        .map_err(Failure::usage)?
+        .with_trace_id(trace_id);
+    let runtime = super::runtime()?;
+    match command {
+        Command::Submit(args) => runtime.block_on(submit(&client, args)),
+        Command::Status(args) => runtime.block_on(status(&client, args)),
+        Command::Logs(args) => runtime.block_on(logs(&client, args)),
+        Command::Cancel(args) => runtime.block_on(cancel(&client, args)),
+        Command::Approve(args) => runtime.block_on(decide(&client, "approve", args)),
+        Command::Reject(args) => runtime.block_on(decide(&client, "reject", args)),
+        _ => Err(Failure::usage(
+            "this command does not talk to a server yet (only submit, status, logs, cancel, approve and reject do)",
+        )
+        .hint("drop --server, or unset MAESTRO_SERVER, to run it on the local state root")),
+    }
+}
+
+/// An error answer as a failure with the exit code the local command would give.
+fn failure(answer: &Answer) -> Failure {
+    let message = answer.error();
+    match answer.status {
+        401 => Failure::usage(message)
+            .hint("set MAESTRO_TOKEN to a token from `mc tokens add` on the server"),
+        403 if answer.json().get("verdicts").is_some() => Failure::new(Code::Denied, message),
+        400 | 403 | 404 | 409 | 413 | 415 => Failure::usage(message),
+        _ => Failure::system(format!("the server answered {}: {message}", answer.status)),
+    }
+}
+
+fn unreachable(error: maestro_server::client::ClientError) -> Failure {
+    Failure::system(error).hint("is `mc serve` running there? MAESTRO_SERVER or --server names it")
+}
+
+async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
+    if args.runtime.is_some() {
+        return Err(Failure::usage("--runtime cannot be used with --server"));
+    }
+    let request = super::read_request(&args.file, args.trace_id.as_deref(), None)?;
+    let content_type = match request.format {
+        SpecFormat::Json => "application/json",
+        SpecFormat::Yaml => "application/yaml",
+    };
+    let answer = client
+        .request(
+            "POST",
+            "/v1/jobs",
+            Some(content_type),
+            request.spec_bytes.clone(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 201 {
+        let body = answer.json();
+        if answer.status == 403 && body.get("verdicts").is_some() {
+            if args.output == OutputFormat::Json {
+                printer::json(&json!({
+                    "job_id": body["job_id"], "state": "DENIED", "policies": body["verdicts"],
+                    "steps": [], "error": Value::Null,
+                }));
+            } else {
+                printer::out(&format!(
+                    "job {} DENIED\n",
+                    body["job_id"].as_str().unwrap_or("-")
+                ));
+            }
+        }
+        return Err(failure(&answer));
+    }
+    let submitted = answer.json();
+    let job_id = submitted["job_id"].as_str().unwrap_or_default().to_owned();
+    if args.detach {
+        match args.output {
+            OutputFormat::Json => printer::json(&submitted),
+            OutputFormat::Text => printer::out(&format!("{job_id}\n")),
+        }
+        return Ok(Code::Success);
+    }
+    let live = !args.quiet && args.output == OutputFormat::Text;
+    follow(client, &job_id, None, live).await?;
+    let answer = client
+        .request("GET", &format!("/v1/jobs/{job_id}"), None, Vec::new())
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let job = answer.json();
+    let error = job["transitions"]
+        .as_array()
+        .and_then(|transitions| transitions.last())
+        .and_then(|last| last["detail"]["error"].as_str())
+        .map(str::to_owned);
+    match args.output {
+        OutputFormat::Json => printer::json(&json!({
+            "job_id": job["job_id"],
+            "state": job["state"],
+            "trace_id": job["trace_id"],
+            "steps": job["steps"],
+            "policies": job["verdicts"],
+            "error": error,
+        })),
+        OutputFormat::Text => printer::out(&summary(&job)),
+    }
+    if let Some(error) = &error {
+        eprintln!("error: {error}");
+    }
+    Ok(match job["state"].as_str() {
+        Some("SUCCEEDED") => Code::Success,
+        Some("DENIED") => Code::Denied,
+        Some("CANCELLED") => Code::Cancelled,
+        _ => Code::JobFailed,
+    })
+}
+
+fn summary(job: &Value) -> String {
+    let text_of = |value: &Value| value.as_str().map(field).unwrap_or_else(|| "-".to_owned());
+    let mut text = format!(
+        "job {} {} (trace_id {})\n",
+        text_of(&job["job_id"]),
+        text_of(&job["state"]),
+        text_of(&job["trace_id"])
+    );
+    for step in job["steps"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "  step {:<20} {:<10} {:>8}\n",
+            text_of(&step["name"]),
+            text_of(&step["status"]),
+            step["duration_ms"]
+                .as_u64()
+                .map(printer::millis)
+                .unwrap_or_else(|| "-".to_owned())
+        ));
+    }
+    text
+}
+
+/// Print a job's log lines (only `step`'s, if given) as they come, until the job ends.
+async fn follow(
+    client: &Client,
+    job_id: &str,
+    step: Option<&str>,
+    print: bool,
+) -> Result<(), Failure> {
+    let mut pending = Vec::new();
+    let mut stdout = std::io::stdout();
+    let status = client
+        .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
+            pending.extend_from_slice(chunk);
+            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                if !print || step.is_some_and(|step| entry["step"] != step) {
+                    continue;
+                }
+                if let Some(text) = entry["line"].as_str() {
+                    let _ = writeln!(stdout, "{text}");
+                    let _ = stdout.flush();
+                }
+            }
+        })
+        .await
+        .map_err(unreachable)?;
+    if status != 200 {
+        return Err(Failure::system(format!(
+            "the server answered {status} to the log request"
+        )));
+    }
+    Ok(())
+}
+
+async fn status(client: &Client, args: StatusArgs) -> Result<Code, Failure> {
+    let path = match &args.job_id {
+        Some(job_id) => format!("/v1/jobs/{job_id}"),
+        None => {
+            let mut query = vec![format!("limit={}", args.limit.clamp(1, 500))];
+            if !args.state.is_empty() {
+                query.push(format!("state={}", args.state.join(",")));
+            }
+            for (name, value) in [
+                ("owner", &args.owner),
+                ("environment", &args.environment),
+                ("since", &args.since),
+            ] {
+                if let Some(value) = value {
+                    query.push(format!("{name}={}", encode(value)));
+                }
+            }
+            format!("/v1/jobs?{}", query.join("&"))
+        }
+    };
+    let answer = client
+        .request("GET", &path, None, Vec::new())
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let body = answer.json();
+    match (args.output, args.job_id.is_some()) {
+        (OutputFormat::Json, true) => printer::json(&body),
+        (OutputFormat::Json, false) => printer::json(&body["jobs"]),
+        (OutputFormat::Text, true) => printer::out(&summary(&body)),
+        (OutputFormat::Text, false) => {
+            let mut text = format!("{:<38} {:<18} {:<12} {}\n", "JOB", "STATE", "OWNER", "NAME");
+            for job in body["jobs"].as_array().into_iter().flatten() {
+                let text_of =
+                    |value: &Value| value.as_str().map(field).unwrap_or_else(|| "-".to_owned());
+                text.push_str(&format!(
+                    "{:<38} {:<18} {:<12} {}\n",
+                    text_of(&job["job_id"]),
+                    text_of(&job["state"]),
+                    text_of(&job["owner"]),
+                    text_of(&job["name"])
+                ));
+            }
+            printer::out(&text);
+        }
+    }
+    Ok(Code::Success)
+}
+
+/// Percent-encode a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
+    if args.follow {
+        follow(client, &args.job_id, args.step.as_deref(), true).await?;
+        return Ok(Code::Success);
+    }
+    let answer = client
+        .request(
+            "GET",
+            &format!("/v1/jobs/{}/logs", args.job_id),
+            None,
+            Vec::new(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let mut text = String::new();
+    for line in answer.body.split(|&byte| byte == b'\n') {
+        let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if args
+            .step
+            .as_deref()
+            .is_some_and(|step| entry["step"] != step)
+        {
+            continue;
+        }
+        if let Some(line) = entry["line"].as_str() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    printer::out(&text);
+    Ok(Code::Success)
+}
+
+async fn cancel(client: &Client, args: CancelArgs) -> Result<Code, Failure> {
+    let answer = client
+        .request(
+            "POST",
+            &format!("/v1/jobs/{}/cancel", args.job_id),
+            None,
+            Vec::new(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let body = answer.json();
+    match args.output {
+        OutputFormat::Json => printer::json(&body),
+        OutputFormat::Text => printer::out(&format!(
+            "{}\n",
+            body["message"].as_str().unwrap_or_default()
+        )),
+    }
+    Ok(Code::Success)
+}
+
+async fn decide(client: &Client, verb: &str, args: DecisionArgs) -> Result<Code, Failure> {
+    let body = serde_json::to_vec(&json!({ "reason": args.reason })).unwrap_or_default();
+    let answer = client
+        .request(
+            "POST",
+            &format!("/v1/jobs/{}/{verb}", args.job_id),
+            Some("application/json"),
+            body,
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let body = answer.json();
+    match args.output {
+        OutputFormat::Json => printer::json(&body),
+        OutputFormat::Text => printer::out(&format!(
+            "{}\n",
+            body["message"].as_str().unwrap_or_default()
+        )),
+    }
+    Ok(Code::Success)
+}

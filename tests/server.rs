@@ -1,0 +1,955 @@
+//! `mc serve` black-box: a real server on a loopback port, driven with curl.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{Env, job_yaml, mc_bin, text};
+
+/// A running `mc serve`, killed (by pid) when dropped, also when a test panics.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(env: &Env, extra: &[&str]) -> Self {
+        let mut child = env
+            .mc()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mc serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let mut server = Self {
+            child: Some(child),
+            url: String::new(),
+        };
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("mc serve printed its address");
+        server.url = line
+            .trim()
+            .strip_prefix("mc serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `curl` a request; the status and the body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        if let Some(content_type) = content_type {
+            command.args(["-H", &format!("Content-Type: {content_type}")]);
+        }
+        if body.is_some() {
+            command.args(["--data-binary", "@-"]);
+        }
+        command.arg(format!("{}{path}", self.url));
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        if let Some(body) = body {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())
+                .expect("write body");
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("curl output");
+        let out = text(&output.stdout);
+        let (body, code) = out.rsplit_once('\n').expect("status line");
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> (u16, Value) {
+        let (code, text) = self.request(
+            method,
+            path,
+            token,
+            body.map(|(content_type, _)| content_type),
+            body.map(|(_, body)| body),
+        );
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (code, value)
+    }
+
+    pub fn submit_yaml(&self, token: &str, spec: &str) -> (u16, Value) {
+        self.json(
+            "POST",
+            "/v1/jobs",
+            Some(token),
+            Some(("application/yaml", spec)),
+        )
+    }
+
+    /// Poll the job until it is in `state` (or fail after `seconds`).
+    pub fn wait_state(&self, token: &str, job_id: &str, state: &str, seconds: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let (code, job) = self.json("GET", &format!("/v1/jobs/{job_id}"), Some(token), None);
+            assert_eq!(code, 200, "{job}");
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job never reached {state}: {job:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        crate::util::send_signal(self.pid(), signal);
+    }
+
+    /// Wait for the server to exit by itself.
+    pub fn wait_exit(&mut self, seconds: u64) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mc serve did not exit within {seconds} s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Make a token; the last line of `mc tokens add`'s stdout.
+pub fn token(env: &Env, identity: &str, roles: &str) -> String {
+    let output = env.run(&["tokens", "add", identity, "--roles", roles]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout)
+        .lines()
+        .last()
+        .expect("token line")
+        .to_owned()
+}
+
+fn spec(name: &str, run: &str) -> String {
+    job_yaml(name, &format!("  - name: a\n    run: {run}\n"))
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_insecure_listen() {
+    let env = Env::new();
+    let output = env.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("TLS"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tokens_are_printed_once_stored_hashed_listed_and_revoked() {
+    let env = Env::new();
+    let token = token(&env, "ana", "submit,approve");
+    assert!(token.starts_with("mct_"), "{token}");
+    let file = std::fs::read_to_string(env.state.join("tokens.json")).unwrap();
+    assert!(!file.contains(&token), "only the hash is stored");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.state.join("tokens.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let list = text(&env.run(&["tokens", "list"]).stdout);
+    assert!(
+        list.contains("ana") && list.contains("submit,approve"),
+        "{list}"
+    );
+    assert!(!list.contains(&token));
+    let bad = env.run(&["tokens", "add", "bo", "--roles", "root"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("unknown role \"root\""));
+    assert!(env.run(&["tokens", "revoke", "ana"]).status.success());
+    let list = text(&env.run(&["tokens", "list", "--output", "json"]).stdout);
+    assert_eq!(serde_json::from_str::<Value>(&list).unwrap(), json!([]));
+}
+
+#[test]
+fn a_job_submitted_through_the_api_runs_and_is_on_record() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+
+    let (code, health) = server.json("GET", "/v1/health", None, None);
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+    let (code, body) = server.json("GET", "/v1/jobs", None, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Authorization"));
+    let (code, body) = server.json("GET", "/v1/jobs", Some("mct_nope"), None);
+    assert_eq!(code, 401, "{body}");
+
+    let spec_text = "# kept byte for byte\nname: hi\nenvironment: dev\nsteps:\n  - name: a\n    run: echo hello from the server\n";
+    let (code, submitted) = server.submit_yaml(&ana, spec_text);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    assert_eq!(
+        job["owner"], "ana",
+        "the owner is the authenticated identity"
+    );
+    assert_eq!(job["steps"][0]["status"], "succeeded");
+    let states: Vec<&str> = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["SUBMITTED", "RUNNING", "SUCCEEDED"]);
+    assert!(
+        job["verdicts"].as_array().is_some_and(|v| v.len() == 5),
+        "{job}"
+    );
+    let stored = std::fs::read(env.state.join("jobs").join(&job_id).join("spec.yaml")).unwrap();
+    assert_eq!(stored, spec_text.as_bytes());
+
+    let (code, logs) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert_eq!(code, 200);
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["line"]
+            .as_str()
+            .unwrap()
+            .ends_with("hello from the server")),
+        "{logs}"
+    );
+    assert_eq!(lines[0]["seq"], 1);
+
+    let (code, list) = server.json(
+        "GET",
+        "/v1/jobs?state=succeeded&owner=ana",
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["jobs"][0]["job_id"], job_id.as_str());
+    let (code, list) = server.json("GET", "/v1/jobs?state=bogus", Some(&ana), None);
+    assert_eq!(code, 400);
+    assert!(
+        list["error"].as_str().unwrap().contains("unknown state"),
+        "{list}"
+    );
+
+    let (code, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("maestro_queue_depth 0"), "{metrics}");
+    assert!(
+        metrics.contains("maestro_jobs{state=\"SUCCEEDED\"} 1"),
+        "{metrics}"
+    );
+
+    let audit = std::fs::read_to_string(env.state.join("audit.log")).unwrap();
+    assert!(!audit.contains(&ana), "tokens never reach the audit log");
+    let submitted_record = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "api.job_submitted")
+        .expect("the submission is audited");
+    assert_eq!(submitted_record["details"]["identity"], "ana");
+    assert_eq!(submitted_record["trace_id"], submitted["trace_id"]);
+}
+
+#[test]
+fn bad_requests_get_one_clear_message_each() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let viewer = token(&env, "vi", "cancel");
+    let server = Server::start(&env, &[]);
+
+    let (code, body) = server.submit_yaml(&viewer, &spec("j", "true"));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("submit role"),
+        "{body}"
+    );
+
+    let (code, body) = server.submit_yaml(
+        &ana,
+        "name: j\nsteps:\n  - name: a\n    run: true\n    bogus: 1\n",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("bogus"), "{body}");
+
+    let (code, body) = server.json("POST", "/v1/jobs", Some(&ana), Some(("text/plain", "x")));
+    assert_eq!(code, 415, "{body}");
+
+    let big = format!("name: j\n# {}\nsteps: []\n", "x".repeat(2 * 1024 * 1024));
+    let (code, body) = server.submit_yaml(&ana, &big);
+    assert_eq!(code, 413, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+
+    let (code, body) = server.submit_yaml(&ana, &spec("j", "rm -rf /"));
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(body["state"], "DENIED");
+    assert!(
+        body["verdicts"].as_array().is_some_and(|v| v.len() == 5),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("no-destruction"),
+        "{body}"
+    );
+
+    let other = "name: j\nowner: bo\nsteps:\n  - name: a\n    run: true\n";
+    let (code, body) = server.submit_yaml(&ana, other);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("owner \"bo\""),
+        "{body}"
+    );
+
+    let (code, body) = server.json("GET", "/v1/jobs/not-a-job", Some(&ana), None);
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = server.json(
+        "GET",
+        "/v1/jobs/0192f0c1-aaaa-7bbb-8ccc-123456789abc",
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = server.json("GET", "/nowhere", Some(&ana), None);
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].is_string());
+}
+
+const PROD: &str = "name: release\nenvironment: production\napproval:\n  approved_by: bo\nsteps:\n  - name: a\n    run: echo released\n";
+
+#[test]
+fn production_jobs_wait_for_an_approver_other_than_the_owner() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit,approve");
+    let bo = token(&env, "bo", "approve");
+    let cy = token(&env, "cy", "submit");
+    let server = Server::start(&env, &[]);
+
+    // The spec's own approval block does not count on the server.
+    let (code, submitted) = server.submit_yaml(&ana, PROD);
+    assert_eq!(code, 201, "{submitted}");
+    assert_eq!(submitted["state"], "AWAITING_APPROVAL");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let approve = format!("/v1/jobs/{job_id}/approve");
+    let (code, body) = server.json("POST", &approve, Some(&ana), None);
+    assert_eq!(code, 403, "four eyes: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("owns job"),
+        "{body}"
+    );
+    let (code, body) = server.json("POST", &approve, Some(&cy), None);
+    assert_eq!(code, 403, "no approve role: {body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5)["steps"],
+        json!([])
+    );
+
+    let (code, body) = server.json(
+        "POST",
+        &approve,
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"CHG-1"}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let running = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "RUNNING")
+        .unwrap();
+    assert_eq!(running["detail"]["approval"]["approved_by"], "bo");
+    assert_eq!(running["detail"]["approval"]["reason"], "CHG-1");
+    let (code, _) = server.json("POST", &approve, Some(&bo), None);
+    assert_eq!(code, 409, "nothing left to approve");
+
+    // Rejected: DENIED, never run.
+    let (_, submitted) = server.submit_yaml(&ana, PROD);
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/reject"),
+        Some(&bo),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("DENIED")),
+        "{body}"
+    );
+    let job = server.wait_state(&ana, &job_id, "DENIED", 5);
+    assert_eq!(job["steps"], json!([]));
+    let audit = std::fs::read_to_string(env.state.join("audit.log")).unwrap();
+    assert!(audit.contains("\"job.approved\"") && audit.contains("\"job.rejected_by_approver\""));
+}
+
+#[test]
+fn the_queue_runs_in_order_refuses_when_full_and_cancels() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(
+        &env,
+        &[
+            "--max-concurrent-jobs",
+            "1",
+            "--queue-limit",
+            "1",
+            "--stop-grace",
+            "1",
+        ],
+    );
+
+    let (code, first) = server.submit_yaml(&ana, &spec("first", "sleep 30"));
+    assert_eq!(code, 201, "{first}");
+    let first = first["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &first, "RUNNING", 30);
+    let (code, second) = server.submit_yaml(&ana, &spec("second", "true"));
+    assert_eq!(code, 201, "{second}");
+    let second = second["job_id"].as_str().unwrap().to_owned();
+    let (code, full) = server.submit_yaml(&ana, &spec("third", "true"));
+    assert_eq!(code, 429, "{full}");
+    assert!(
+        full["error"].as_str().unwrap().contains("queue is full"),
+        "{full}"
+    );
+    let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    assert!(
+        metrics.contains("maestro_queue_depth 1") && metrics.contains("maestro_jobs_running 1"),
+        "{metrics}"
+    );
+
+    // Cancelled while queued: never runs.
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{second}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{body}"
+    );
+    // Cancelled while running: stopped as Ctrl-C would.
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{first}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{body}"
+    );
+    let job = server.wait_state(&ana, &first, "CANCELLED", 5);
+    assert_eq!(job["steps"][0]["status"], "cancelled");
+    let job = server.wait_state(&ana, &second, "CANCELLED", 5);
+    assert_eq!(job["steps"], json!([]), "nothing of it ran");
+    assert!(
+        !env.state
+            .join("jobs")
+            .join(&second)
+            .join("logs/a.log")
+            .exists()
+    );
+}
+
+#[test]
+fn sigterm_drains_running_jobs_and_refuses_new_ones() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let mut server = Server::start(&env, &["--drain-grace", "1", "--stop-grace", "1"]);
+    let (_, short) = server.submit_yaml(&ana, &spec("short", "sleep 0.2"));
+    let (_, long) = server.submit_yaml(&ana, &spec("long", "sleep 60"));
+    let long = long["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &long, "RUNNING", 30);
+    server.signal(rustix::process::Signal::TERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = server.submit_yaml(&ana, &spec("late", "true"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("shutting down"));
+    let status = server.wait_exit(30);
+    assert!(status.success(), "{status:?}");
+    let store = |id: &str| {
+        let text =
+            std::fs::read_to_string(env.state.join("jobs").join(id).join("state.json")).unwrap();
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(store(short["job_id"].as_str().unwrap()), "SUCCEEDED");
+    assert_eq!(store(&long), "CANCELLED");
+}
+
+#[test]
+fn after_a_crash_queued_jobs_run_and_running_ones_are_settled_abandoned() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let mut server = Server::start(&env, &["--max-concurrent-jobs", "1"]);
+    let (_, running) = server.submit_yaml(&ana, &spec("running", "sleep 60"));
+    let running = running["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &running, "RUNNING", 30);
+    let (_, queued) = server.submit_yaml(&ana, &spec("queued", "echo after the crash"));
+    let queued = queued["job_id"].as_str().unwrap().to_owned();
+    server.kill();
+
+    let server = Server::start(&env, &["--max-concurrent-jobs", "1"]);
+    let job = server.wait_state(&ana, &running, "FAILED", 10);
+    let last = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "abandoned", "{last}");
+    server.wait_state(&ana, &queued, "SUCCEEDED", 60);
+    let (_, list) = server.json(
+        "GET",
+        "/v1/jobs?state=submitted,running,awaiting_approval",
+        Some(&ana),
+        None,
+    );
+    assert_eq!(list["jobs"], json!([]), "nothing stays unfinished");
+}
+
+#[test]
+fn followed_logs_stream_until_the_job_ends_and_resume_after_a_sequence_number() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let spec_text = job_yaml(
+        "chatty",
+        "  - name: a\n    run: for i in 1 2 3; do echo line-$i; sleep 0.3; done\n  - name: b\n    run: echo last-line\n",
+    );
+    let (_, submitted) = server.submit_yaml(&ana, &spec_text);
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let (code, body) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert_eq!(code, 200);
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["end"], true, "{body}");
+    assert_eq!(last["state"], "SUCCEEDED");
+    let text_of = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l["line"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let all = text_of(&lines);
+    for needle in ["line-1", "line-2", "line-3", "last-line"] {
+        assert!(
+            all.iter().any(|l| l.ends_with(needle)),
+            "{needle} in {body}"
+        );
+    }
+    // A client that got the first three lines resumes after seq 3.
+    let (_, rest) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true&after=3"),
+        Some(&ana),
+        None,
+        None,
+    );
+    let rest: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rest[0]["seq"], 4);
+    assert_eq!(text_of(&rest), all[3..]);
+}
+
+#[test]
+fn a_client_sending_a_byte_a_second_blocks_no_one_and_is_cut_off() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--header-timeout", "2"]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let request = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut cut_off = false;
+    for byte in request.iter().take(6) {
+        if slow.write_all(&[*byte]).is_err() {
+            cut_off = true;
+            break;
+        }
+        let begun = Instant::now();
+        let (code, _) = server.request("GET", "/v1/health", None, None, None);
+        assert_eq!(code, 200);
+        assert!(
+            begun.elapsed() < Duration::from_secs(1),
+            "another client was held up"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if !cut_off {
+        let mut buffer = Vec::new();
+        let _ = slow.read_to_end(&mut buffer);
+        let answer = String::from_utf8_lossy(&buffer);
+        assert!(
+            !answer.contains("200 OK"),
+            "a request that took 6 s for its headers was served: {answer}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn the_served_openapi_document_is_the_committed_one() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let (code, served) = server.request("GET", "/v1/openapi.json", None, None, None);
+    assert_eq!(code, 200);
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is stale: regenerate it with `MAESTRO_WRITE_OPENAPI=1 cargo test -p maestro-server openapi`"
+    );
+    let _ = mc_bin();
+}
+
+#[test]
+fn the_cli_is_a_client_with_server_and_maestro_token() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str], token: &str| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", token)
+                // The client must not need the state root: point it elsewhere.
+                .env("MAESTRO_HOME", env.path().join("elsewhere"))
+                .args(args),
+            120,
+        )
+    };
+    let file = env.write("job.yaml", &spec("remote", "echo through the server"));
+    let output = remote(&["submit", file.to_str().unwrap()], &ana);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("through the server"),
+        "live output: {stdout}"
+    );
+    assert!(stdout.contains("SUCCEEDED"), "{stdout}");
+
+    let output = remote(&["submit", "--detach", file.to_str().unwrap()], &ana);
+    assert_eq!(output.status.code(), Some(0));
+    let job_id = text(&output.stdout).trim().to_owned();
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let output = remote(&["status", &job_id, "--output", "json"], &ana);
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(job["state"], "SUCCEEDED");
+    let output = remote(&["logs", &job_id], &ana);
+    assert!(text(&output.stdout).contains("through the server"));
+    let output = remote(&["cancel", &job_id], &ana);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).contains("already ended"));
+    let output = remote(&["status"], &ana);
+    assert!(text(&output.stdout).contains(&job_id));
+
+    let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
+    let output = remote(&["submit", denied.to_str().unwrap()], &ana);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let output = remote(&["status"], "mct_wrong");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("MAESTRO_TOKEN"));
+    let output = remote(&["gc"], &ana);
+    assert_eq!(output.status.code(), Some(2), "not a client command yet");
+
+    // Approvals from the command line: four eyes hold there too.
+    let bo = token(&env, "bo", "approve");
+    let prod = env.write("prod.yaml", PROD);
+    let output = remote(&["submit", "--detach", prod.to_str().unwrap()], &ana);
+    let job_id = text(&output.stdout).trim().to_owned();
+    server.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 10);
+    let output = remote(&["approve", &job_id], &ana);
+    assert_eq!(output.status.code(), Some(2), "ana has no approve role");
+    let output = remote(&["approve", &job_id, "--reason", "CHG-7"], &bo);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("approved by bo"));
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let local = env.run(&["approve", &job_id]);
+    assert_eq!(local.status.code(), Some(2));
+    assert!(text(&local.stderr).contains("--server"));
+}
+
+#[test]
+fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
+    let env = Env::new();
+    let cert = env.path().join("cert.pem");
+    let key = env.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let only_one = env.run(&["serve", "--tls-cert", cert.to_str().unwrap()]);
+    assert_eq!(only_one.status.code(), Some(2));
+    assert!(text(&only_one.stderr).contains("go together"));
+    let bad = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        key.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("no certificate"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let mut child = env
+        .mc()
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mc serve");
+    // Owned like Server: killed on every path.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        child: Some(child),
+        url: String::new(),
+    };
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    assert!(line.contains("https://0.0.0.0:"), "{line}");
+    let url = format!("https://127.0.0.1:{port}/v1/health");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stdout).contains("\"ok\""),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://127.0.0.1:{port}/v1/health"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&plain.stdout).contains("\"ok\""),
+        "plain HTTP is not served"
+    );
+    drop(server);
+}
+
+#[test]
+fn a_job_nobody_approves_in_time_is_denied() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &["--approval-timeout", "1"]);
+    let (code, submitted) = server.submit_yaml(&ana, PROD);
+    assert_eq!(
+        (code, submitted["state"].as_str()),
+        (201, Some("AWAITING_APPROVAL")),
+        "{submitted}"
+    );
+    let job = server.wait_state(&ana, submitted["job_id"].as_str().unwrap(), "DENIED", 20);
+    let last = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "approval_timeout", "{last}");
+    assert_eq!(job["steps"], json!([]));
+}
+
+#[test]
+fn listing_pages_newest_first_with_a_cursor_and_keeps_the_callers_trace_id() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        let (code, submitted) = server.submit_yaml(&ana, &spec(name, "true"));
+        assert_eq!(code, 201, "{submitted}");
+        ids.push(submitted["job_id"].as_str().unwrap().to_owned());
+    }
+    let (_, first) = server.json("GET", "/v1/jobs?limit=2", Some(&ana), None);
+    let page: Vec<&str> = first["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = server.json(
+        "GET",
+        &format!("/v1/jobs?limit=2&cursor={cursor}"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(second["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(second["jobs"][0]["job_id"], ids[0].as_str());
+    assert!(second["next_cursor"].is_null());
+    let (code, body) = server.json("GET", "/v1/jobs?cursor=nope", Some(&ana), None);
+    assert_eq!(code, 400, "{body}");
+
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {ana}"),
+            "-H",
+            "X-Trace-Id: release-42",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/yaml",
+            "--data-binary",
+            &spec("traced", "true"),
+        ])
+        .arg(format!("{}/v1/jobs", server.url))
+        .output()
+        .unwrap();
+    let submitted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(submitted["trace_id"], "release-42", "{submitted}");
+    let job = server.wait_state(&ana, submitted["job_id"].as_str().unwrap(), "SUCCEEDED", 60);
+    assert_eq!(job["trace_id"], "release-42");
+}
