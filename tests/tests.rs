@@ -18,3 +18,4 @@ mod sandbox;
 mod state;
 mod status;
 mod steps;
+mod swarm;

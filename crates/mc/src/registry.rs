@@ -7,10 +7,11 @@ use maestro_core::executor::ExecutorRegistry;
 use maestro_docker::DockerExecutor;
 use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_plugin_host::PluginProvider;
+use maestro_swarm::SwarmExecutor;
 
 use crate::commands::plugin_dirs;
 
-/// The registry for a state root: `local` and `docker`, then plugins found as `mc-executor-<name>` in
+/// The registry for a state root: `local`, `docker` and `swarm`, then plugins found as `mc-executor-<name>` in
 /// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
 pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
@@ -23,6 +24,7 @@ pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     };
     registry.register("local", Arc::new(LocalExecutor::new(local)));
     registry.register("docker", Arc::new(DockerExecutor::new()));
+    registry.register(maestro_swarm::RUNTIME, Arc::new(SwarmExecutor::new()));
     registry.add_provider(Box::new(PluginProvider::new(plugin_dirs(state_root))));
     registry
 }
