@@ -237,7 +237,6 @@ fn evaluate(
 impl SwarmExecutor {
     /// Watch service `service` until its task ends or the step must stop, streaming its output.
     async fn watch(
-        &self,
         docker: &Docker,
         step: &StepRequest,
         image: &str,
@@ -300,7 +299,6 @@ impl SwarmExecutor {
     /// A stopped task gets its grace period (plus slack) to exit before its container is forced
     /// away; its output meanwhile is still written.
     async fn tear_down(
-        &self,
         docker: &Docker,
         service: &str,
         grace: Option<Duration>,
@@ -437,17 +435,16 @@ impl SwarmExecutor {
         } else {
             format!("{requested} ({image})")
         };
-        let ended = self
-            .watch(
-                &docker,
-                step,
-                &shown,
-                &service,
-                &mut follow,
-                output,
-                control,
-            )
-            .await;
+        let ended = Self::watch(
+            &docker,
+            step,
+            &shown,
+            &service,
+            &mut follow,
+            output,
+            control,
+        )
+        .await;
         let mut drained = Ok(());
         if let Ok(Ended::Exited(_)) = &ended {
             drained = follow.drain(&docker, &service, output).await;
@@ -456,9 +453,7 @@ impl SwarmExecutor {
             Ok(Ended::Stopped(_)) => Some(control.grace()),
             _ => None,
         };
-        let teardown = self
-            .tear_down(&docker, &service, grace, &mut follow, output)
-            .await;
+        let teardown = Self::tear_down(&docker, &service, grace, &mut follow, output).await;
         drained?;
         let ended = ended?;
         if !teardown.verified {
