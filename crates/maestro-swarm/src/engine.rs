@@ -11,7 +11,7 @@ use bollard::Docker;
 use bollard::models::{LocalNodeState, ServiceSpec, Task, TaskState};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 
 /// How long one ordinary API call may take.
@@ -261,6 +261,70 @@ pub(crate) async fn remove_service(docker: &Docker, id: &str) -> Result<(), Swar
     }
 }
 
+/// A placement constraint no node satisfies (node ids are 25 random characters).
+pub(crate) const NOWHERE: &str = "node.id==maestro-stopped";
+
+/// Stop the task of service `id`, however far it got, on whichever node it runs: the service
+/// is updated to a placement no node satisfies, so the engine shuts the task down (SIGTERM,
+/// then SIGKILL after the service's grace period) and its replacement stays pending. Removing
+/// a job service does not stop its running task on Docker 20.10, hence this first step.
+pub(crate) async fn stop_tasks(docker: &Docker, id: &str) -> Result<(), SwarmError> {
+    let service = call(
+        || format!("inspect service {}", short(id)),
+        CALL_TIMEOUT,
+        docker.inspect_service(id, None),
+    )
+    .await?;
+    let version = service
+        .version
+        .and_then(|version| version.index)
+        .and_then(|index| i32::try_from(index).ok())
+        .ok_or_else(|| SwarmError::Api {
+            action: format!("stop the task of service {}", short(id)),
+            reason: "the manager reported no usable service version".to_owned(),
+            status: None,
+        })?;
+    let mut spec = service.spec.unwrap_or_default();
+    let task = spec.task_template.get_or_insert_with(Default::default);
+    let placement = task.placement.get_or_insert_with(Default::default);
+    let constraints = placement.constraints.get_or_insert_with(Vec::new);
+    if constraints.iter().any(|constraint| constraint == NOWHERE) {
+        return Ok(());
+    }
+    constraints.push(NOWHERE.to_owned());
+    let options = UpdateServiceOptionsBuilder::new().version(version).build();
+    call(
+        || format!("stop the task of service {}", short(id)),
+        CALL_TIMEOUT,
+        docker.update_service(id, spec, options, None),
+    )
+    .await
+    .map(drop)
+}
+
+/// Whether a task in `state` may have a container running on a node.
+pub(crate) fn is_active(state: Option<TaskState>) -> bool {
+    matches!(
+        state,
+        Some(
+            TaskState::ASSIGNED
+                | TaskState::ACCEPTED
+                | TaskState::PREPARING
+                | TaskState::READY
+                | TaskState::STARTING
+                | TaskState::RUNNING
+        )
+    )
+}
+
+/// Whether any task of service `id` may still have a running container.
+pub(crate) async fn has_active_tasks(docker: &Docker, id: &str) -> Result<bool, SwarmError> {
+    Ok(tasks(docker, id)
+        .await?
+        .iter()
+        .any(|task| is_active(task.status.as_ref().and_then(|status| status.state))))
+}
+
 /// Whether service `id` still exists.
 pub(crate) async fn service_exists(docker: &Docker, id: &str) -> Result<bool, SwarmError> {
     match call(
@@ -283,8 +347,6 @@ pub(crate) struct Labelled {
     pub(crate) id: String,
     /// Its name.
     pub(crate) name: String,
-    /// Whether it is running (containers only).
-    pub(crate) running: bool,
     /// Its labels.
     pub(crate) labels: HashMap<String, String>,
 }
@@ -315,14 +377,6 @@ pub(crate) async fn containers(
                     .and_then(|names| names.into_iter().next())
                     .map(|name| name.trim_start_matches('/').to_owned())
                     .unwrap_or_default(),
-                running: summary.state.is_some_and(|state| {
-                    matches!(
-                        state,
-                        bollard::models::ContainerSummaryStateEnum::RUNNING
-                            | bollard::models::ContainerSummaryStateEnum::RESTARTING
-                            | bollard::models::ContainerSummaryStateEnum::PAUSED
-                    )
-                }),
                 labels: summary.labels.unwrap_or_default(),
             })
         })
@@ -349,7 +403,6 @@ pub(crate) async fn services(
             Some(Labelled {
                 id: service.id?,
                 name: spec.name.unwrap_or_default(),
-                running: false,
                 labels: spec.labels.unwrap_or_default(),
             })
         })

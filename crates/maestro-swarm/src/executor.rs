@@ -33,7 +33,7 @@ const MAX_POLL_ERRORS: u32 = 20;
 /// How many times a follow stream that ended early is opened again.
 const MAX_LOG_REOPENS: u32 = 50;
 /// How long `finish` and `mc gc` may spend in all.
-const SWEEP_TIMEOUT: Duration = Duration::from_secs(20);
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(40);
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
@@ -296,8 +296,9 @@ impl SwarmExecutor {
     }
 
     /// Remove service `service` and every container of its task, and check that they are gone.
-    /// A stopped task gets its grace period (plus slack) to exit before its container is forced
-    /// away; its output meanwhile is still written.
+    /// With `grace`, the task may still run: it is stopped first, and gets its grace period
+    /// (plus slack) to exit before its container is forced away; its output meanwhile is still
+    /// written.
     async fn tear_down(
         docker: &Docker,
         service: &str,
@@ -305,12 +306,13 @@ impl SwarmExecutor {
         follow: &mut Follow,
         output: &mut StepOutput,
     ) -> Teardown {
-        if let Err(error) = engine::remove_service(docker, service).await {
-            tracing::warn!(%error, service, "cannot remove the step's service");
-        }
         let label = format!("{LABEL_SERVICE_ID}={service}");
         if let Some(grace) = grace {
-            // The engine stops the task: SIGTERM, then SIGKILL after the grace period.
+            // Removing a job service does not stop its task (Docker 20.10): stop it first, with
+            // the step's grace period, wherever it runs, still recording its output meanwhile.
+            if let Err(error) = engine::stop_tasks(docker, service).await {
+                tracing::warn!(%error, service, "cannot stop the step's task through the swarm");
+            }
             let until = Instant::now() + grace + TEARDOWN_SLACK;
             let mut tick = tokio::time::interval(POLL);
             loop {
@@ -324,15 +326,16 @@ impl SwarmExecutor {
                         }
                     }
                     _ = tick.tick() => {
-                        let running = engine::containers(docker, &[&label]).await
-                            .map(|containers| containers.iter().any(|c| c.running))
-                            .unwrap_or(true);
-                        if !running || Instant::now() >= until {
+                        let active = engine::has_active_tasks(docker, service).await.unwrap_or(true);
+                        if !active || Instant::now() >= until {
                             break;
                         }
                     }
                 }
             }
+        }
+        if let Err(error) = engine::remove_service(docker, service).await {
+            tracing::warn!(%error, service, "cannot remove the step's service");
         }
         follow.stream = None;
         let until = Instant::now() + TEARDOWN_SLACK;
@@ -449,9 +452,10 @@ impl SwarmExecutor {
         if let Ok(Ended::Exited(_)) = &ended {
             drained = follow.drain(&docker, &service, output).await;
         }
+        // Only a task that ended by itself is known to run nothing any more.
         let grace = match &ended {
-            Ok(Ended::Stopped(_)) => Some(control.grace()),
-            _ => None,
+            Ok(Ended::Exited(_)) => None,
+            _ => Some(control.grace()),
         };
         let teardown = Self::tear_down(&docker, &service, grace, &mut follow, output).await;
         drained?;
@@ -482,9 +486,11 @@ impl SwarmExecutor {
         let runtime = format!("{LABEL_RUNTIME}={RUNTIME}");
         let sweep = async {
             if let Ok(services) = engine::services(&docker, &[&job, &runtime]).await {
-                for service in services {
+                for service in &services {
                     tracing::warn!(service = %service.name, "removing a service the job left");
-                    let _ = engine::remove_service(&docker, &service.id).await;
+                }
+                for (_, error) in retire(&docker, &services).await {
+                    tracing::warn!(%error, "cannot remove a service the job left");
                 }
             }
             if let Ok(containers) = engine::containers(&docker, &[&job, &runtime]).await {
@@ -530,13 +536,22 @@ impl SwarmExecutor {
                 let services = engine::services(&docker, &[&managed, &runtime])
                     .await
                     .map_err(unavailable)?;
+                let services: Vec<_> = services
+                    .into_iter()
+                    .filter(|service| dead(&service.labels).is_some())
+                    .collect();
+                let failed = retire(&docker, &services).await;
+                if let Some((_, error)) = failed.first() {
+                    return Err(unavailable(SwarmError::Api {
+                        action: "remove the services of dead jobs".to_owned(),
+                        reason: error.to_string(),
+                        status: None,
+                    }));
+                }
                 for service in services {
                     let Some((job, step)) = dead(&service.labels) else {
                         continue;
                     };
-                    engine::remove_service(&docker, &service.id)
-                        .await
-                        .map_err(unavailable)?;
                     removed.push(format!(
                         "removed swarm service {} ({}) of job {job}, step {step}",
                         service.name,
@@ -574,6 +589,36 @@ impl SwarmExecutor {
         }
         Ok(removed)
     }
+}
+
+/// Stop the tasks of `services` (see [`engine::stop_tasks`]), give them [`TEARDOWN_SLACK`] to
+/// exit, then remove the services; the services that could not be removed, with why.
+async fn retire<'a>(
+    docker: &Docker,
+    services: &'a [engine::Labelled],
+) -> Vec<(&'a engine::Labelled, SwarmError)> {
+    for service in services {
+        if let Err(error) = engine::stop_tasks(docker, &service.id).await {
+            tracing::debug!(%error, service = %service.name, "cannot stop a service's task");
+        }
+    }
+    let until = Instant::now() + TEARDOWN_SLACK;
+    for service in services {
+        while Instant::now() < until
+            && engine::has_active_tasks(docker, &service.id)
+                .await
+                .unwrap_or(false)
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    let mut failed = Vec::new();
+    for service in services {
+        if let Err(error) = engine::remove_service(docker, &service.id).await {
+            failed.push((service, error));
+        }
+    }
+    failed
 }
 
 fn unavailable(error: SwarmError) -> ExecutorError {
