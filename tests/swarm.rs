@@ -1,7 +1,7 @@
 //! The `swarm` runtime through the real `mc` binary, on a real single-node swarm.
 //!
-//! Each test that needs a swarm holds [`SwarmFixture`]: it serialises the swarm tests of this
-//! binary, runs `docker swarm init --advertise-addr 127.0.0.1` only when the engine is in no
+//! Each test that needs a swarm holds [`SwarmFixture`]: it serialises the swarm tests (of this
+//! binary with a mutex, of other test processes with a file lock), runs `docker swarm init --advertise-addr 127.0.0.1` only when the engine is in no
 //! swarm, and in `Drop` (also on panic) removes what its jobs left, then leaves the swarm only if
 //! it initialised it (and removes the `docker_gwbridge` network the init created). The tests
 //! need a running engine and the image `maestro-test/busybox:latest`; they fail, never skip,
@@ -19,8 +19,34 @@ use maestro_test_support::docker::{IMAGE, containers_labelled, ensure_image, rem
 
 use crate::util::{Env, job_yaml, parse_json, send_signal, text};
 
-/// Serialises the tests that change or need the engine's swarm state.
+/// Serialises the tests of this binary that change or need the engine's swarm state.
 static SWARM: Mutex<()> = Mutex::new(());
+
+/// Serialises them with other test processes on this machine too (another worktree's run):
+/// an exclusive `flock` on a file every run opens, released when the file is closed.
+const LOCK_FILE: &str = "/tmp/maestro-swarm-tests.lock";
+
+/// Both locks: this binary's mutex, then the machine-wide file lock.
+struct Serial {
+    _file: std::fs::File,
+    _guard: MutexGuard<'static, ()>,
+}
+
+fn serial() -> Serial {
+    let guard = SWARM.lock().unwrap_or_else(PoisonError::into_inner);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap_or_else(|error| panic!("cannot open {LOCK_FILE}: {error}"));
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|error| panic!("cannot lock {LOCK_FILE}: {error}"));
+    Serial {
+        _file: file,
+        _guard: guard,
+    }
+}
 
 /// `docker ARGS`, its output; a CLI that cannot run fails the test.
 fn docker(args: &[&str]) -> Output {
@@ -59,13 +85,13 @@ struct SwarmFixture {
     env: Env,
     initialised: bool,
     gwbridge_created: bool,
-    _serial: MutexGuard<'static, ()>,
+    _serial: Serial,
 }
 
 impl SwarmFixture {
     fn new() -> Self {
         ensure_image();
-        let serial = SWARM.lock().unwrap_or_else(PoisonError::into_inner);
+        let serial = serial();
         let (state, manager) = swarm_state();
         let mut fixture = Self {
             env: Env::new(),
@@ -135,6 +161,17 @@ fn remove_services(label: &str) {
             .args(&left)
             .output();
     }
+}
+
+/// `docker KIND inspect --format FORMAT id`.
+fn inspect(kind: &str, id: &str, format: &str) -> String {
+    let output = docker(&[kind, "inspect", "--format", format, id]);
+    assert!(
+        output.status.success(),
+        "docker {kind} inspect failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout).trim().to_owned()
 }
 
 /// Nothing of `job_id` is left: no service, no container.
@@ -368,12 +405,29 @@ fn swarm_sigint_cancels_the_job_and_removes_the_service() {
         "j.yaml",
         &swarm_job(
             "cancel",
-            "  - name: long\n    run: echo started; sleep 300\n  - name: after\n    run: echo after\n",
+            "  - name: long\n    memory: 64m\n    cpus: 0.5\n    pids_limit: 50\n    run: echo started; sleep 300\n  - name: after\n    run: echo after\n",
         ),
     );
     let child = spawn_submit(&swarm, &file);
     let id = wait_for_log_line(&swarm, "long", "started");
-    assert_eq!(services_labelled(&format!("maestro.job_id={id}")).len(), 1);
+    let label = format!("maestro.job_id={id}");
+    // While it runs: a replicated job of one task, never restarted, labelled, with its limits.
+    let services = services_labelled(&label);
+    assert_eq!(services.len(), 1);
+    let service = inspect(
+        "service",
+        &services[0],
+        "{{.Spec.Mode.ReplicatedJob.MaxConcurrent}} {{.Spec.Mode.ReplicatedJob.TotalCompletions}} {{.Spec.TaskTemplate.RestartPolicy.Condition}} {{index .Spec.Labels \"maestro.step\"}} {{index .Spec.Labels \"maestro.runtime\"}}",
+    );
+    assert_eq!(service, "1 1 none long swarm");
+    let containers = containers_labelled(&label);
+    assert_eq!(containers.len(), 1);
+    let container = inspect(
+        "container",
+        &containers[0],
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.Privileged}} {{len .Mounts}}",
+    );
+    assert_eq!(container, format!("{} 500000000 50 false 0", 64 << 20));
     send_signal(child.id(), Signal::INT);
     let output = crate::util::output_within_child(child);
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
@@ -466,7 +520,7 @@ fn swarm_docker_and_local_steps_mix_in_one_job() {
 #[test]
 fn swarm_engine_that_is_not_a_manager_fails_the_job_before_any_step_with_exit_4() {
     ensure_image();
-    let _serial = SWARM.lock().unwrap_or_else(PoisonError::into_inner);
+    let _serial = serial();
     let (state, _) = swarm_state();
     assert_eq!(
         state, "inactive",

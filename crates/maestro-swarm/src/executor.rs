@@ -250,7 +250,7 @@ impl SwarmExecutor {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll_errors = 0;
-        let mut placed = false;
+        let mut running = false;
         loop {
             tokio::select! {
                 biased;
@@ -277,16 +277,18 @@ impl SwarmExecutor {
                         }
                     };
                     let state = tasks.first().and_then(|task| task.status.as_ref()).and_then(|status| status.state);
-                    if !engine::is_unscheduled(state) && !placed {
-                        placed = true;
-                        tracing::debug!(service, "the task was placed on a node");
+                    // A task has output once its container runs (before, the stream would end at
+                    // once); the final read covers whatever this misses.
+                    if state == Some(TaskState::RUNNING) && !running {
+                        running = true;
+                        tracing::debug!(service, "the task runs");
                     }
                     if let Some(ended) = evaluate(step, image, &tasks, created.elapsed(), schedule_timeout) {
                         return Ok(ended);
                     }
                     // Follow the output once the task is on a node; open the stream again if it
                     // ended while the task runs.
-                    if placed && follow.stream.is_none() && follow.reopens < MAX_LOG_REOPENS {
+                    if running && follow.stream.is_none() && follow.reopens < MAX_LOG_REOPENS {
                         follow.reopens += 1;
                         follow.open(docker, service, true);
                     }
