@@ -703,6 +703,16 @@ mod tests {
     }
 
     #[test]
+    fn accepts_swarm_placement_and_schedule_timeout() {
+        let spec = json(
+            r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["node.labels.gpu==true","node.role!=manager"],"schedule_timeout_seconds":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.steps[0].placement.len(), 2);
+        assert_eq!(spec.steps[0].schedule_timeout_seconds, Some(5));
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for (text, needle) in [
             (r#"{"name":"x","steps":[]}"#, "at least one step"),
@@ -741,6 +751,22 @@ mod tests {
             (
                 r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#,
                 "host",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["node.role"]}]}"#,
+                "steps[0].placement[0]",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["==x"]}]}"#,
+                "node.labels.gpu==true",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","schedule_timeout_seconds":0}]}"#,
+                "schedule_timeout_seconds must be at least 1",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","schedule_timeout_seconds":86401}]}"#,
+                "one day",
             ),
             ("[1,2", "JSON"),
         ] {

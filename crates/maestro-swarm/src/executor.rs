@@ -628,3 +628,124 @@ fn unavailable(error: SwarmError) -> ExecutorError {
         message: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use bollard::models::{ContainerStatus, TaskStatus};
+    use maestro_core::executor::{CommandLine, ContainerSettings};
+    use maestro_core::trace::TraceId;
+
+    use super::*;
+
+    fn step() -> StepRequest {
+        StepRequest {
+            job_id: JobId::now_v7(),
+            job_name: "j".to_owned(),
+            trace_id: TraceId::parse("trace-1").unwrap(),
+            index: 0,
+            name: "build".to_owned(),
+            runtime: RUNTIME.to_owned(),
+            command: CommandLine::Shell("true".to_owned()),
+            env: BTreeMap::new(),
+            workspace: PathBuf::from("/src"),
+            workdir: None,
+            timeout: Duration::from_secs(10),
+            container: ContainerSettings::default(),
+            reuse_container: false,
+            with: None,
+            isolation: Default::default(),
+            writable_paths: Vec::new(),
+            host_access: Vec::new(),
+        }
+    }
+
+    fn task(state: TaskState, exit_code: Option<i64>, err: &str) -> Task {
+        Task {
+            node_id: Some("node1234567890abcdef".to_owned()),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: Some(err.to_owned()),
+                container_status: exit_code.map(|code| ContainerStatus {
+                    exit_code: Some(code),
+                    ..ContainerStatus::default()
+                }),
+                ..TaskStatus::default()
+            }),
+            ..Task::default()
+        }
+    }
+
+    fn ended(tasks: &[Task], waited: u64) -> Option<Ended> {
+        evaluate(
+            &step(),
+            "app:1",
+            tasks,
+            Duration::from_secs(waited),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn failure(ended: Option<Ended>) -> String {
+        match ended {
+            Some(Ended::Failed(message)) => message,
+            _ => panic!("expected a failure"),
+        }
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_container_status_not_the_message() {
+        assert!(matches!(
+            ended(&[task(TaskState::COMPLETE, Some(0), "")], 1),
+            Some(Ended::Exited(0))
+        ));
+        assert!(matches!(
+            ended(
+                &[task(TaskState::FAILED, Some(42), "task: non-zero exit (3)")],
+                1
+            ),
+            Some(Ended::Exited(42))
+        ));
+        let message = failure(ended(
+            &[task(
+                TaskState::FAILED,
+                Some(0),
+                "starting container failed: boom",
+            )],
+            1,
+        ));
+        assert!(message.contains("before its command ran: starting container failed: boom"));
+    }
+
+    #[test]
+    fn pending_tasks_fail_only_after_the_schedule_timeout_with_the_engines_reason() {
+        let pending = [task(
+            TaskState::PENDING,
+            None,
+            "no suitable node (scheduling constraints not satisfied on 1 node)",
+        )];
+        assert!(ended(&pending, 59).is_none());
+        let message = failure(ended(&pending, 60));
+        assert!(message.contains("within 60 s"), "{message}");
+        assert!(message.contains("no suitable node"), "{message}");
+        assert!(ended(&[], 10).is_none(), "no task yet");
+        assert!(failure(ended(&[], 61)).contains("no reason given"));
+        assert!(ended(&[task(TaskState::RUNNING, None, "")], 600).is_none());
+    }
+
+    #[test]
+    fn rejected_and_lost_tasks_say_what_happened() {
+        let message = failure(ended(
+            &[task(TaskState::REJECTED, None, "No such image: app:1")],
+            1,
+        ));
+        assert!(message.contains("image app:1"), "{message}");
+        assert!(message.contains("No such image"), "{message}");
+        for state in [TaskState::SHUTDOWN, TaskState::ORPHANED, TaskState::REMOVE] {
+            let message = failure(ended(&[task(state, None, "node down")], 1));
+            assert!(message.contains("failure of the cluster"), "{message}");
+        }
+    }
+}
