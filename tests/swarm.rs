@@ -582,3 +582,371 @@ fn swarm_workdir_that_assumes_the_workspace_is_refused_before_anything_is_stored
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     assert!(env.job_ids().is_empty());
 }
+
+/// A two-node swarm: the engine under test as the manager, advertising the host end of a veth
+/// pair, and a second `dockerd` of the test's own in a network namespace of its own (the other
+/// end of the pair) as a worker labelled `maestro-test-node=2`, holding a copy of the test
+/// image (loaded, so both nodes have the same image id, which is what the runtime pins a local
+/// image to). `Drop`, also on panic, removes the jobs' services, has the worker leave, stops the
+/// second engine by pid, leaves the swarm on the manager, and removes `docker_gwbridge` (if the
+/// fixture created it), the veth pair, the namespace and the second engine's directories.
+struct TwoNodes {
+    env: Env,
+    netns: String,
+    veth: String,
+    dir: tempfile::TempDir,
+    dockerd: Option<std::process::Child>,
+    manager_initialised: bool,
+    gwbridge_created: bool,
+    _serial: Serial,
+}
+
+/// The namespace and the host end of the veth pair (names short enough for an interface).
+const NETNS: &str = "maestro-swarm-test";
+const VETH: &str = "mswarm0";
+const MANAGER_ADDRESS: &str = "10.200.0.1";
+const WORKER_ADDRESS: &str = "10.200.0.2";
+/// The second engine's cgroup parent, removed with it.
+const CGROUP_PARENT: &str = "maestro-swarm-test-node2";
+
+fn run_ok(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program} ({error}); the two-node swarm test needs iproute2, util-linux and dockerd"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        text(&output.stderr)
+    );
+    output
+}
+
+impl TwoNodes {
+    fn new() -> Self {
+        ensure_image();
+        let serial = serial();
+        let (state, _) = swarm_state();
+        assert_eq!(
+            state, "inactive",
+            "the two-node swarm test needs an engine in no swarm, to make it the manager of a swarm of its own"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("maestro-node2-")
+            .tempdir()
+            .expect("tempdir");
+        let mut nodes = Self {
+            env: Env::new(),
+            netns: NETNS.to_owned(),
+            veth: VETH.to_owned(),
+            dir,
+            dockerd: None,
+            manager_initialised: false,
+            gwbridge_created: false,
+            _serial: serial,
+        };
+        // Leftovers of a run killed before its Drop could run.
+        let _ = Command::new("ip").args(["link", "del", VETH]).output();
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
+        run_ok("ip", &["netns", "add", NETNS]);
+        run_ok(
+            "ip",
+            &[
+                "link", "add", VETH, "type", "veth", "peer", "name", "mswarm1",
+            ],
+        );
+        run_ok("ip", &["link", "set", "mswarm1", "netns", NETNS]);
+        run_ok(
+            "ip",
+            &["addr", "add", &format!("{MANAGER_ADDRESS}/24"), "dev", VETH],
+        );
+        run_ok("ip", &["link", "set", VETH, "up"]);
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                NETNS,
+                "addr",
+                "add",
+                &format!("{WORKER_ADDRESS}/24"),
+                "dev",
+                "mswarm1",
+            ],
+        );
+        run_ok("ip", &["-n", NETNS, "link", "set", "mswarm1", "up"]);
+        run_ok("ip", &["-n", NETNS, "link", "set", "lo", "up"]);
+
+        let root = nodes.dir.path();
+        let config = serde_json::json!({
+            "data-root": root.join("data"),
+            "exec-root": root.join("exec"),
+            "pidfile": root.join("docker.pid"),
+            "hosts": [nodes.worker_host()],
+            "bip": "172.31.250.1/24",
+            "cgroup-parent": CGROUP_PARENT,
+            "storage-driver": "fuse-overlayfs",
+            "log-driver": "json-file",
+        });
+        let config_file = root.join("daemon.json");
+        std::fs::write(&config_file, config.to_string()).expect("write daemon.json");
+        let log = std::fs::File::create(root.join("dockerd.log")).expect("dockerd log");
+        // `ip netns exec` remounts /sys, and dockerd then finds no devices cgroup: nsenter.
+        let dockerd = Command::new("unshare")
+            .args([
+                "--uts",
+                "nsenter",
+                &format!("--net=/run/netns/{NETNS}"),
+                "dockerd",
+                "--config-file",
+            ])
+            .arg(&config_file)
+            .stdout(log.try_clone().expect("dockerd log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the second dockerd");
+        nodes.dockerd = Some(dockerd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !nodes.worker(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not answer within 30 s: {}",
+                std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let loaded = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {IMAGE} | docker -H {} load",
+                nodes.worker_host()
+            ))
+            .output()
+            .expect("sh");
+        assert!(
+            loaded.status.success(),
+            "cannot load the test image on the second node: {}",
+            text(&loaded.stderr)
+        );
+
+        nodes.gwbridge_created = !network_exists("docker_gwbridge");
+        let init = docker(&["swarm", "init", "--advertise-addr", MANAGER_ADDRESS]);
+        assert!(
+            init.status.success(),
+            "docker swarm init failed: {}",
+            text(&init.stderr)
+        );
+        nodes.manager_initialised = true;
+        let token = text(&docker(&["swarm", "join-token", "-q", "worker"]).stdout)
+            .trim()
+            .to_owned();
+        let joined = nodes.worker(&[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            &format!("{MANAGER_ADDRESS}:2377"),
+        ]);
+        assert!(
+            joined.status.success(),
+            "the second node cannot join: {}",
+            text(&joined.stderr)
+        );
+        let worker_id = text(
+            &nodes
+                .worker(&["info", "--format", "{{.Swarm.NodeID}}"])
+                .stdout,
+        )
+        .trim()
+        .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = docker(&[
+                "node",
+                "inspect",
+                "--format",
+                "{{.Status.State}}",
+                &worker_id,
+            ]);
+            if text(&ready.stdout).trim() == "ready" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second node never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let labelled = docker(&[
+            "node",
+            "update",
+            "--label-add",
+            "maestro-test-node=2",
+            &worker_id,
+        ]);
+        assert!(labelled.status.success(), "{}", text(&labelled.stderr));
+        nodes
+    }
+
+    fn worker_host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    /// `docker -H <second engine> ARGS`.
+    fn worker(&self, args: &[&str]) -> Output {
+        let host = self.worker_host();
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        for job_id in self.env.job_ids() {
+            remove_services(&format!("maestro.job_id={job_id}"));
+            remove_labelled(&format!("maestro.job_id={job_id}"));
+            let host = self.worker_host();
+            let left = text(
+                &docker(&[
+                    "-H",
+                    &host,
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=maestro.job_id={job_id}"),
+                ])
+                .stdout,
+            );
+            for id in left.lines() {
+                let _ = docker(&["-H", &host, "rm", "-f", id]);
+            }
+        }
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let _ = self.worker(&["swarm", "leave", "--force"]);
+            send_signal(dockerd.id(), Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(dockerd.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(dockerd.try_wait(), Ok(None)) {
+                let _ = dockerd.kill();
+                let _ = dockerd.wait();
+            }
+        }
+        if self.manager_initialised {
+            let _ = docker(&["swarm", "leave", "--force"]);
+            if self.gwbridge_created {
+                let _ = docker(&["network", "rm", "docker_gwbridge"]);
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+        // Whatever the second engine left mounted under its directories.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter(|target| target.starts_with(&root))
+            .collect();
+        inside.sort_by_key(|target| std::cmp::Reverse(target.len()));
+        for target in inside {
+            let _ = Command::new("umount").args(["-l", target]).output();
+        }
+        // The cgroups the second engine made under its `cgroup-parent`, deepest first.
+        let mut cgroups = Vec::new();
+        for controller in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            collect_dirs(&controller.path().join(CGROUP_PARENT), &mut cgroups);
+        }
+        cgroups.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
+        for cgroup in cgroups {
+            let _ = std::fs::remove_dir(cgroup);
+        }
+    }
+}
+
+/// `dir` and every directory under it, if it exists.
+fn collect_dirs(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    found.push(dir.to_path_buf());
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            collect_dirs(&entry.path(), found);
+        }
+    }
+}
+
+#[test]
+fn swarm_step_placed_on_the_second_node_reports_its_output_and_exit_code_through_the_manager() {
+    let nodes = TwoNodes::new();
+    let file = nodes.env.write(
+        "j.yaml",
+        &swarm_job(
+            "placed",
+            "  - name: there\n    placement: [\"node.labels.maestro-test-node==2\"]\n    run: echo on-worker; echo oops >&2; exit 7\n",
+        ),
+    );
+    let (output, json) = nodes.env.submit(&file, &["--quiet"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}\n{json}",
+        text(&output.stderr)
+    );
+    assert_eq!(json["steps"][0]["exit_code"], 7, "{json}");
+    assert_eq!(json["steps"][0]["teardown"]["verified"], true, "{json}");
+    let log = nodes.env.step_log(job_id(&json), "there");
+    assert_eq!(log_lines(&log, "out"), ["on-worker"], "{log}");
+    assert_eq!(log_lines(&log, "err"), ["oops"], "{log}");
+    let id = job_id(&json);
+    let label = format!("maestro.job_id={id}");
+    // It ran on the second node: the manager's engine never had a container of the job, and
+    // the service is gone.
+    assert!(containers_labelled(&label).is_empty());
+    assert!(services_labelled(&label).is_empty());
+    // Docker 20.10 leaves the exited container of a finished job task on a worker once its
+    // service is removed, and the manager cannot reach it: `mc gc` pointed at that node's
+    // engine removes it.
+    let filter = format!("label={label}");
+    let left = text(
+        &nodes
+            .worker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &filter,
+                "--filter",
+                "status=running",
+            ])
+            .stdout,
+    );
+    assert!(
+        left.trim().is_empty(),
+        "a task container still runs on the second node: {left}"
+    );
+    let gc = nodes
+        .env
+        .mc()
+        .env("DOCKER_HOST", nodes.worker_host())
+        .arg("gc")
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    let left = text(&nodes.worker(&["ps", "-aq", "--filter", &filter]).stdout);
+    assert!(
+        left.trim().is_empty(),
+        "containers of the job remain on the second node after mc gc: {left}\n{}",
+        text(&gc.stdout)
+    );
+}
