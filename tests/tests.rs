@@ -25,3 +25,4 @@ mod snapshots;
 mod state;
 mod status;
 mod steps;
+mod swarm;

@@ -64,6 +64,12 @@ pub struct ContainerSettings {
     pub read_only_rootfs: Option<bool>,
     /// When to pull the image.
     pub pull: Option<PullPolicy>,
+    /// Swarm placement constraints (the swarm runtime only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
+    /// How long a swarm task may wait for a node that fits (the swarm runtime only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_timeout: Option<Duration>,
 }
 
 impl ContainerSettings {
@@ -79,6 +85,8 @@ impl ContainerSettings {
             user,
             read_only_rootfs,
             pull,
+            placement,
+            schedule_timeout,
         } = self;
         for (set, name) in [
             (memory_bytes.is_some(), "memory"),
@@ -88,6 +96,8 @@ impl ContainerSettings {
             (user.is_some(), "user"),
             (read_only_rootfs.is_some(), "read_only_rootfs"),
             (pull.is_some(), "pull"),
+            (!placement.is_empty(), "placement"),
+            (schedule_timeout.is_some(), "schedule_timeout_seconds"),
         ] {
             if set {
                 fields.push(name);

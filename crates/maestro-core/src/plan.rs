@@ -188,6 +188,8 @@ pub fn plan_steps(
                     user: step.user.clone(),
                     read_only_rootfs: step.read_only_rootfs,
                     pull: step.pull,
+                    placement: step.placement.clone(),
+                    schedule_timeout: step.schedule_timeout_seconds.map(Duration::from_secs),
                 },
                 reuse_container: spec.reuse_container,
                 with: step.with.clone(),

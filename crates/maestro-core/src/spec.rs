@@ -146,6 +146,13 @@ pub struct StepSpec {
     /// When to pull the step's image.
     #[serde(default)]
     pub pull: Option<PullPolicy>,
+    /// Swarm placement constraints such as `node.labels.gpu==true` (the swarm runtime only).
+    #[serde(default)]
+    pub placement: Vec<String>,
+    /// How long a swarm task may wait for a node that fits before the step fails (the swarm
+    /// runtime only; 60 s when absent).
+    #[serde(default)]
+    pub schedule_timeout_seconds: Option<u64>,
     /// Settings handed verbatim to a plugin executor; core checks only that it is an object.
     #[serde(default)]
     pub with: Option<serde_json::Value>,
@@ -692,6 +699,14 @@ fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         {
             problems.push(format!("{at}.pids_limit must be at least 1"));
         }
+        check_placement(&format!("{at}.placement"), &step.placement, &mut problems);
+        match step.schedule_timeout_seconds {
+            Some(0) => problems.push(format!("{at}.schedule_timeout_seconds must be at least 1")),
+            Some(seconds) if seconds > MAX_SCHEDULE_TIMEOUT_SECONDS => problems.push(format!(
+                "{at}.schedule_timeout_seconds must be at most {MAX_SCHEDULE_TIMEOUT_SECONDS} (one day)"
+            )),
+            _ => {}
+        }
         if let Some(with) = &step.with
             && !with.is_object()
         {
@@ -832,6 +847,41 @@ fn check_paths(at: &str, paths: &[String], problems: &mut Vec<String>) {
     }
 }
 
+/// The longest a swarm task may be allowed to wait for a node: one day.
+const MAX_SCHEDULE_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
+/// The most placement constraints a step may list, and the longest one.
+const MAX_PLACEMENT_CONSTRAINTS: usize = 32;
+const MAX_PLACEMENT_LENGTH: usize = 256;
+
+/// Placement constraints are `attribute==value` or `attribute!=value`, as Swarm takes them; the
+/// engine checks the attributes themselves.
+fn check_placement(at: &str, placement: &[String], problems: &mut Vec<String>) {
+    if placement.len() > MAX_PLACEMENT_CONSTRAINTS {
+        problems.push(format!(
+            "{at} lists {} constraints; at most {MAX_PLACEMENT_CONSTRAINTS} are allowed",
+            placement.len()
+        ));
+        return;
+    }
+    for (index, constraint) in placement.iter().enumerate() {
+        let well_formed = constraint.len() <= MAX_PLACEMENT_LENGTH
+            && !constraint.chars().any(char::is_control)
+            && ["==", "!="].iter().any(|operator| {
+                constraint
+                    .split_once(operator)
+                    .is_some_and(|(attribute, value)| {
+                        !attribute.trim().is_empty() && !value.trim().is_empty()
+                    })
+            });
+        if !well_formed {
+            problems.push(format!(
+                "{at}[{index}] {:?} is not a constraint such as node.labels.gpu==true or node.role!=manager",
+                truncate(constraint)
+            ));
+        }
+    }
+}
+
 /// Cut a user-supplied value for an error message, so a hostile megabyte name stays one line.
 fn truncate(value: &str) -> String {
     if value.chars().count() <= 80 {
@@ -899,6 +949,16 @@ mod tests {
     }
 
     #[test]
+    fn accepts_swarm_placement_and_schedule_timeout() {
+        let spec = json(
+            r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["node.labels.gpu==true","node.role!=manager"],"schedule_timeout_seconds":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.steps[0].placement.len(), 2);
+        assert_eq!(spec.steps[0].schedule_timeout_seconds, Some(5));
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for (text, needle) in [
             (r#"{"name":"x","steps":[]}"#, "at least one step"),
@@ -941,6 +1001,22 @@ mod tests {
             (
                 r#"{"name":"x","steps":[{"name":"s","run":"true","network":"host"}]}"#,
                 "host",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["node.role"]}]}"#,
+                "steps[0].placement[0]",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","placement":["==x"]}]}"#,
+                "node.labels.gpu==true",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","schedule_timeout_seconds":0}]}"#,
+                "schedule_timeout_seconds must be at least 1",
+            ),
+            (
+                r#"{"name":"x","steps":[{"name":"s","run":"true","schedule_timeout_seconds":86401}]}"#,
+                "one day",
             ),
             (r#"{"name":"x","#, "invalid JSON"),
             ("[1,2", "must be a map of job fields"),

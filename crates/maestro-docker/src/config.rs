@@ -188,6 +188,11 @@ pub(crate) fn check_step(step: &StepRequest, sockets: &[PathBuf]) -> Result<(), 
     if step.command.to_argv().first().is_none_or(String::is_empty) {
         return Err(format!("step {name:?} has an empty command"));
     }
+    if !step.container.placement.is_empty() || step.container.schedule_timeout.is_some() {
+        return Err(format!(
+            "step {name:?}: placement and schedule_timeout_seconds are for the swarm runtime; remove them or set runtime: swarm"
+        ));
+    }
     if let Some(memory) = step.container.memory_bytes
         && memory < MIN_MEMORY_BYTES
     {

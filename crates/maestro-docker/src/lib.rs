@@ -25,3 +25,35 @@ mod step;
 
 pub use config::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, LABEL_TRACE_ID, WORKSPACE};
 pub use executor::DockerExecutor;
+
+/// A connection to the engine `DOCKER_HOST` (else the default socket) names, for other
+/// executors built on bollard (the swarm runtime): the engine answered `/_ping`, and every
+/// request the client sends carries the agreed API version in its path.
+#[derive(Debug, Clone)]
+pub struct EngineConnection {
+    /// The client.
+    pub docker: bollard::Docker,
+    /// The API version agreed with the engine.
+    pub version: bollard::ClientVersion,
+    /// The engine's address, for messages.
+    pub host: String,
+}
+
+/// Connect to the engine as the docker runtime does; the error is one line saying why not.
+pub async fn connect_engine() -> Result<EngineConnection, String> {
+    let host = engine::engine_host();
+    let version = engine::ping(&host)
+        .await
+        .map_err(|error| error.to_string())?;
+    let docker = engine::client(&host, &version).map_err(|error| error.to_string())?;
+    Ok(EngineConnection {
+        docker,
+        version,
+        host,
+    })
+}
+
+/// Whether an engine is configured at all: `DOCKER_HOST` is set, or the default socket exists.
+pub fn engine_configured() -> bool {
+    engine::engine_configured()
+}

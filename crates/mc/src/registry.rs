@@ -8,10 +8,11 @@ use maestro_core::state::FileStore;
 use maestro_docker::DockerExecutor;
 use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_plugin_host::PluginProvider;
+use maestro_swarm::SwarmExecutor;
 
 use crate::commands::plugin_dirs;
 
-/// The registry for a state root: `local` and `docker`, then plugins found as `mc-executor-<name>` in
+/// The registry for a state root: `local`, `docker` and `swarm`, then plugins found as `mc-executor-<name>` in
 /// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
 pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
@@ -27,6 +28,7 @@ pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
         "docker",
         Arc::new(DockerExecutor::with_journal(FileStore::new(state_root))),
     );
+    registry.register(maestro_swarm::RUNTIME, Arc::new(SwarmExecutor::new()));
     let search = format!(
         "$MAESTRO_PLUGIN_PATH, {} and $PATH (`mc plugins list` shows what is found)",
         state_root.join("plugins").display()

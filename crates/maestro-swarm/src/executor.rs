@@ -1,0 +1,757 @@
+//! [`SwarmExecutor`]: a step as a replicated-job service, watched to its end and removed.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{Task, TaskState};
+use bollard::query_parameters::LogsOptions;
+use futures::{Stream, StreamExt};
+use maestro_core::JobId;
+use maestro_core::executor::{
+    Containment, Executor, ExecutorError, RemovedResource, StepControl, StepOutcome, StepOutput,
+    StepRequest, StopReason, Teardown, TeardownMethod,
+};
+use maestro_docker::{EngineConnection, LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::{self, LABEL_RUNTIME, LABEL_SERVICE_ID, RUNTIME};
+use crate::engine::{self, SwarmError, short};
+
+/// How often a step's task is asked for its state.
+const POLL: Duration = Duration::from_millis(100);
+/// How long the engine may take to tear a task down after its service was removed, beyond the
+/// step's grace period.
+const TEARDOWN_SLACK: Duration = Duration::from_secs(10);
+/// How long reading the rest of a finished task's output may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times in a row asking for the task's state may fail before the step is lost.
+const MAX_POLL_ERRORS: u32 = 20;
+/// How many times a follow stream that ended early is opened again.
+const MAX_LOG_REOPENS: u32 = 50;
+/// How long `finish` and `mc gc` may spend in all.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(40);
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// The `swarm` runtime: each step a one-task replicated-job service on the swarm whose manager
+/// `DOCKER_HOST` (else the default socket) names. See the crate documentation.
+#[derive(Default)]
+pub struct SwarmExecutor {
+    connection: tokio::sync::Mutex<Option<Docker>>,
+}
+
+impl SwarmExecutor {
+    /// An executor that connects when a job is prepared.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The manager's client, connecting (and checking that the engine is an active manager)
+    /// the first time.
+    async fn manager(&self) -> Result<Docker, ExecutorError> {
+        let mut connection = self.connection.lock().await;
+        if let Some(docker) = connection.as_ref() {
+            return Ok(docker.clone());
+        }
+        let EngineConnection {
+            docker,
+            version,
+            host,
+        } = maestro_docker::connect_engine()
+            .await
+            .map_err(|message| ExecutorError::Unavailable { message })?;
+        engine::check_manager(&docker, &host, &version)
+            .await
+            .map_err(|message| ExecutorError::Unavailable { message })?;
+        *connection = Some(docker.clone());
+        Ok(docker)
+    }
+}
+
+/// How a watched task ended.
+enum Ended {
+    /// Its command exited with this code.
+    Exited(i32),
+    /// It could not run, or the swarm lost it: one line saying why.
+    Failed(String),
+    /// The step was told to stop.
+    Stopped(StopReason),
+}
+
+/// The follow stream of a service's output, opened again (skipping what was written) when it
+/// ends before the task does.
+struct Follow {
+    stream: Option<LogStream>,
+    /// Messages written to the step's log so far.
+    written: usize,
+    /// Messages of the current stream still to skip (already written from an earlier one).
+    skip: usize,
+    reopens: u32,
+}
+
+impl Follow {
+    fn new() -> Self {
+        Self {
+            stream: None,
+            written: 0,
+            skip: 0,
+            reopens: 0,
+        }
+    }
+
+    fn open(&mut self, docker: &Docker, service: &str, follow: bool) {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            ..LogsOptions::default()
+        };
+        self.stream = Some(Box::pin(docker.service_logs(service, Some(options))));
+        self.skip = self.written;
+    }
+
+    /// Write one message unless it was written already.
+    fn write(&mut self, output: &mut StepOutput, message: LogOutput) -> std::io::Result<()> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Ok(());
+        }
+        self.written += 1;
+        let (stream, bytes) = match message {
+            LogOutput::StdErr { message } => (maestro_core::executor::Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (maestro_core::executor::Stream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => return Ok(()),
+        };
+        output.write(stream, &bytes)
+    }
+
+    /// The next message of the current stream; `None` when it ended (or failed, which the
+    /// final read makes up for).
+    async fn next(&mut self) -> Option<LogOutput> {
+        let stream = self.stream.as_mut()?;
+        match stream.next().await {
+            Some(Ok(message)) => Some(message),
+            Some(Err(error)) => {
+                tracing::debug!(%error, "the service's log stream failed");
+                self.stream = None;
+                None
+            }
+            None => {
+                self.stream = None;
+                None
+            }
+        }
+    }
+
+    /// Read the whole output once more, without following, and write what was not written:
+    /// the follow stream may lag behind a task that just ended.
+    async fn drain(
+        &mut self,
+        docker: &Docker,
+        service: &str,
+        output: &mut StepOutput,
+    ) -> std::io::Result<()> {
+        self.open(docker, service, false);
+        let read = async {
+            while let Some(message) = self.next().await {
+                self.write(output, message)?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(DRAIN_TIMEOUT, read).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    service,
+                    "reading the rest of the task's output took too long; the step's log may be incomplete"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the state of `tasks` (newest first) means for the step, if it ended.
+fn evaluate(
+    step: &StepRequest,
+    image: &str,
+    tasks: &[Task],
+    waited: Duration,
+    schedule_timeout: Duration,
+) -> Option<Ended> {
+    let name = &step.name;
+    let task = tasks.first();
+    let status = task
+        .and_then(|task| task.status.clone())
+        .unwrap_or_default();
+    let reason = status
+        .err
+        .clone()
+        .filter(|err| !err.is_empty())
+        .or_else(|| status.message.clone().filter(|message| !message.is_empty()))
+        .unwrap_or_else(|| "no reason given".to_owned());
+    let exit_code = status
+        .container_status
+        .as_ref()
+        .and_then(|container| container.exit_code)
+        .and_then(|code| i32::try_from(code).ok());
+    let state = status.state;
+    if engine::is_unscheduled(state) {
+        if waited < schedule_timeout {
+            return None;
+        }
+        return Some(Ended::Failed(format!(
+            "step {name:?}: no swarm node took its task within {} s (schedule_timeout_seconds): {reason}",
+            schedule_timeout.as_secs()
+        )));
+    }
+    let node = task
+        .and_then(|task| task.node_id.as_deref())
+        .map_or("?", short);
+    match state? {
+        TaskState::COMPLETE => Some(Ended::Exited(exit_code.unwrap_or(0))),
+        TaskState::FAILED => Some(match exit_code {
+            Some(code) if code != 0 => Ended::Exited(code),
+            _ => Ended::Failed(format!(
+                "step {name:?}: its task failed on node {node} before its command ran: {reason}"
+            )),
+        }),
+        TaskState::REJECTED => Some(Ended::Failed(format!(
+            "step {name:?}: node {node} rejected its task for image {image}: {reason}"
+        ))),
+        state @ (TaskState::SHUTDOWN | TaskState::ORPHANED | TaskState::REMOVE) => {
+            Some(Ended::Failed(format!(
+                "step {name:?}: the swarm lost its task (state {state}, node {node}: {reason}); this is a failure of the cluster, not of the step"
+            )))
+        }
+        _ => None,
+    }
+}
+
+impl SwarmExecutor {
+    /// Watch service `service` until its task ends or the step must stop, streaming its output.
+    async fn watch(
+        docker: &Docker,
+        step: &StepRequest,
+        image: &str,
+        service: &str,
+        follow: &mut Follow,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<Ended, ExecutorError> {
+        let created = Instant::now();
+        let schedule_timeout = config::schedule_timeout(step);
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll_errors = 0;
+        let mut running = false;
+        loop {
+            tokio::select! {
+                biased;
+                reason = control.stop_requested() => return Ok(Ended::Stopped(reason)),
+                message = follow.next(), if follow.stream.is_some() => {
+                    if let Some(message) = message {
+                        follow.write(output, message)?;
+                    }
+                }
+                _ = tick.tick() => {
+                    let tasks = match engine::tasks(docker, service).await {
+                        Ok(tasks) => {
+                            poll_errors = 0;
+                            tasks
+                        }
+                        Err(error) => {
+                            poll_errors += 1;
+                            if poll_errors >= MAX_POLL_ERRORS {
+                                return Ok(Ended::Failed(format!(
+                                    "step {:?}: lost track of its task: {error}", step.name
+                                )));
+                            }
+                            continue;
+                        }
+                    };
+                    let state = tasks.first().and_then(|task| task.status.as_ref()).and_then(|status| status.state);
+                    // A task has output once its container runs (before, the stream would end at
+                    // once); the final read covers whatever this misses.
+                    if state == Some(TaskState::RUNNING) && !running {
+                        running = true;
+                        tracing::debug!(service, "the task runs");
+                    }
+                    if let Some(ended) = evaluate(step, image, &tasks, created.elapsed(), schedule_timeout) {
+                        return Ok(ended);
+                    }
+                    // Follow the output once the task is on a node; open the stream again if it
+                    // ended while the task runs.
+                    if running && follow.stream.is_none() && follow.reopens < MAX_LOG_REOPENS {
+                        follow.reopens += 1;
+                        follow.open(docker, service, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remove service `service` and every container of its task, and check that they are gone.
+    /// With `grace`, the task may still run: it is stopped first, and gets its grace period
+    /// (plus slack) to exit before its container is forced away; its output meanwhile is still
+    /// written.
+    async fn tear_down(
+        docker: &Docker,
+        service: &str,
+        grace: Option<Duration>,
+        follow: &mut Follow,
+        output: &mut StepOutput,
+    ) -> Teardown {
+        let label = format!("{LABEL_SERVICE_ID}={service}");
+        if let Some(grace) = grace {
+            // Removing a job service does not stop its task (Docker 20.10): stop it first, with
+            // the step's grace period, wherever it runs, still recording its output meanwhile.
+            if let Err(error) = engine::stop_tasks(docker, service).await {
+                tracing::warn!(%error, service, "cannot stop the step's task through the swarm");
+            }
+            let until = Instant::now() + grace + TEARDOWN_SLACK;
+            let mut tick = tokio::time::interval(POLL);
+            loop {
+                tokio::select! {
+                    message = follow.next(), if follow.stream.is_some() => {
+                        if let Some(message) = message
+                            && let Err(error) = follow.write(output, message)
+                        {
+                            tracing::warn!(%error, "cannot record the step's output");
+                            follow.stream = None;
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let active = engine::has_active_tasks(docker, service).await.unwrap_or(true);
+                        if !active || Instant::now() >= until {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(error) = engine::remove_service(docker, service).await {
+            tracing::warn!(%error, service, "cannot remove the step's service");
+        }
+        follow.stream = None;
+        let until = Instant::now() + TEARDOWN_SLACK;
+        loop {
+            let mut remaining = Vec::new();
+            match engine::service_exists(docker, service).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    remaining.push(format!("service {} still exists", short(service)));
+                    let _ = engine::remove_service(docker, service).await;
+                }
+                Err(error) => remaining.push(format!("service {}: {error}", short(service))),
+            }
+            match engine::containers(docker, &[&label]).await {
+                Ok(containers) => {
+                    for container in containers {
+                        if let Err(error) = engine::remove_container(docker, &container.id).await {
+                            tracing::debug!(%error, "cannot remove a task container yet");
+                        }
+                        remaining.push(format!("container {} still exists", short(&container.id)));
+                    }
+                }
+                Err(error) => {
+                    remaining.push(format!("containers of service {}: {error}", short(service)))
+                }
+            }
+            if remaining.is_empty() {
+                return Teardown::verified(TeardownMethod::ContainerRemoved);
+            }
+            if Instant::now() >= until {
+                return Teardown::failed(TeardownMethod::ContainerRemoved, remaining);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for SwarmExecutor {
+    fn check_step(&self, step: &StepRequest) -> Result<(), ExecutorError> {
+        config::check_step(step).map_err(|message| ExecutorError::InvalidStep { message })
+    }
+
+    async fn containment(&self, _step: &StepRequest) -> Containment {
+        Containment::Container
+    }
+
+    async fn prepare(&self, _steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        self.manager().await.map(drop)
+    }
+
+    async fn run(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let span = tracing::info_span!("swarm_step", job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name);
+        self.run_step(step, output, control).instrument(span).await
+    }
+
+    async fn finish(&self, job_id: JobId) {
+        self.sweep_job(job_id).await;
+    }
+
+    async fn collect_garbage(
+        &self,
+        is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
+    ) -> Result<Vec<RemovedResource>, ExecutorError> {
+        self.garbage(is_live).await
+    }
+}
+
+impl SwarmExecutor {
+    async fn run_step(
+        &self,
+        step: &StepRequest,
+        output: &mut StepOutput,
+        control: &StepControl,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let docker = self.manager().await?;
+        let requested = step.container.image.as_deref().unwrap_or_default();
+        let image = tokio::select! {
+            biased;
+            reason = control.stop_requested() => return Ok(StepOutcome { stopped: Some(reason), ..StepOutcome::default() }),
+            image = engine::resolve_image(&docker, requested) => image.map_err(|message| ExecutorError::StepFailed {
+                message: format!("step {:?}: {message}", step.name),
+            })?,
+        };
+        tracing::debug!(image, "image pinned");
+        let spec = config::service_spec(step, &image, control.grace());
+        let service = engine::create_service(&docker, spec)
+            .await
+            .map_err(|error| ExecutorError::StepFailed {
+                message: format!("step {:?}: {error}", step.name),
+            })?;
+        let mut follow = Follow::new();
+        let shown = if image == requested {
+            requested.to_owned()
+        } else {
+            format!("{requested} ({image})")
+        };
+        let ended = Self::watch(
+            &docker,
+            step,
+            &shown,
+            &service,
+            &mut follow,
+            output,
+            control,
+        )
+        .await;
+        let mut drained = Ok(());
+        if let Ok(Ended::Exited(_)) = &ended {
+            drained = follow.drain(&docker, &service, output).await;
+        }
+        // Only a task that ended by itself is known to run nothing any more.
+        let grace = match &ended {
+            Ok(Ended::Exited(_)) => None,
+            _ => Some(control.grace()),
+        };
+        let teardown = Self::tear_down(&docker, &service, grace, &mut follow, output).await;
+        drained?;
+        let ended = ended?;
+        if !teardown.verified {
+            tracing::warn!(remaining = ?teardown.remaining, "the step's service or containers remain");
+        }
+        match ended {
+            Ended::Exited(code) => Ok(StepOutcome {
+                teardown: Some(teardown),
+                ..StepOutcome::exited(code)
+            }),
+            Ended::Stopped(reason) => Ok(StepOutcome {
+                stopped: Some(reason),
+                teardown: Some(teardown),
+                ..StepOutcome::default()
+            }),
+            Ended::Failed(message) => Err(ExecutorError::StepFailed { message }),
+        }
+    }
+
+    async fn sweep_job(&self, job_id: JobId) {
+        let docker = match self.connection.lock().await.clone() {
+            Some(docker) => docker,
+            None => return,
+        };
+        let job = format!("{LABEL_JOB_ID}={job_id}");
+        let runtime = format!("{LABEL_RUNTIME}={RUNTIME}");
+        let sweep = async {
+            if let Ok(services) = engine::services(&docker, &[&job, &runtime]).await {
+                for service in &services {
+                    tracing::warn!(service = %service.name, "removing a service the job left");
+                }
+                for (_, error) in retire(&docker, &services).await {
+                    tracing::warn!(%error, "cannot remove a service the job left");
+                }
+            }
+            if let Ok(containers) = engine::containers(&docker, &[&job, &runtime]).await {
+                for container in containers {
+                    tracing::warn!(container = %container.name, "removing a task container the job left");
+                    let _ = engine::remove_container(&docker, &container.id).await;
+                }
+            }
+        };
+        if tokio::time::timeout(SWEEP_TIMEOUT, sweep).await.is_err() {
+            tracing::warn!(%job_id, "the swarm manager did not answer in time; run mc gc later");
+        }
+    }
+
+    async fn garbage(
+        &self,
+        is_live: &(dyn Fn(JobId) -> bool + Send + Sync),
+    ) -> Result<Vec<RemovedResource>, ExecutorError> {
+        if !maestro_docker::engine_configured() {
+            return Ok(Vec::new());
+        }
+        let connection = match maestro_docker::connect_engine().await {
+            Ok(connection) => connection,
+            // The docker runtime reports an engine that does not answer.
+            Err(_) => return Ok(Vec::new()),
+        };
+        let docker = connection.docker;
+        let managed = format!("{LABEL_MANAGED}=true");
+        let runtime = format!("{LABEL_RUNTIME}={RUNTIME}");
+        let dead = |labels: &std::collections::HashMap<String, String>| {
+            labels
+                .get(LABEL_JOB_ID)
+                .and_then(|id| id.parse::<JobId>().ok())
+                .filter(|id| !is_live(*id))
+                .map(|id| (id, labels.get(LABEL_STEP).cloned().unwrap_or_default()))
+        };
+        let mut removed = Vec::new();
+        let collect = async {
+            let is_manager = engine::check_manager(&docker, &connection.host, &connection.version)
+                .await
+                .is_ok();
+            if is_manager {
+                let services = engine::services(&docker, &[&managed, &runtime])
+                    .await
+                    .map_err(unavailable)?;
+                let services: Vec<_> = services
+                    .into_iter()
+                    .filter(|service| dead(&service.labels).is_some())
+                    .collect();
+                let failed = retire(&docker, &services).await;
+                if let Some((_, error)) = failed.first() {
+                    return Err(unavailable(SwarmError::Api {
+                        action: "remove the services of dead jobs".to_owned(),
+                        reason: error.to_string(),
+                        status: None,
+                    }));
+                }
+                for service in services {
+                    let Some((job, step)) = dead(&service.labels) else {
+                        continue;
+                    };
+                    removed.push(RemovedResource {
+                        runtime: RUNTIME.to_owned(),
+                        kind: "service".to_owned(),
+                        id: short(&service.id).to_owned(),
+                        name: Some(service.name.clone()),
+                        job_id: job,
+                        step: Some(step),
+                    });
+                }
+            }
+            let containers = engine::containers(&docker, &[&managed, &runtime])
+                .await
+                .map_err(unavailable)?;
+            for container in containers {
+                let Some((job, step)) = dead(&container.labels) else {
+                    continue;
+                };
+                engine::remove_container(&docker, &container.id)
+                    .await
+                    .map_err(unavailable)?;
+                removed.push(RemovedResource {
+                    runtime: RUNTIME.to_owned(),
+                    kind: "task container".to_owned(),
+                    id: short(&container.id).to_owned(),
+                    name: Some(container.name.clone()),
+                    job_id: job,
+                    step: Some(step),
+                });
+            }
+            Ok::<(), ExecutorError>(())
+        };
+        match tokio::time::timeout(SWEEP_TIMEOUT, collect).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ExecutorError::Unavailable {
+                    message:
+                        "the swarm manager did not answer within 20 s while collecting garbage"
+                            .to_owned(),
+                });
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Stop the tasks of `services` (see [`engine::stop_tasks`]), give them [`TEARDOWN_SLACK`] to
+/// exit, then remove the services; the services that could not be removed, with why.
+async fn retire<'a>(
+    docker: &Docker,
+    services: &'a [engine::Labelled],
+) -> Vec<(&'a engine::Labelled, SwarmError)> {
+    for service in services {
+        if let Err(error) = engine::stop_tasks(docker, &service.id).await {
+            tracing::debug!(%error, service = %service.name, "cannot stop a service's task");
+        }
+    }
+    let until = Instant::now() + TEARDOWN_SLACK;
+    for service in services {
+        while Instant::now() < until
+            && engine::has_active_tasks(docker, &service.id)
+                .await
+                .unwrap_or(false)
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    let mut failed = Vec::new();
+    for service in services {
+        if let Err(error) = engine::remove_service(docker, &service.id).await {
+            failed.push((service, error));
+        }
+    }
+    failed
+}
+
+fn unavailable(error: SwarmError) -> ExecutorError {
+    ExecutorError::Unavailable {
+        message: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use bollard::models::{ContainerStatus, TaskStatus};
+    use maestro_core::executor::{CommandLine, ContainerSettings};
+    use maestro_core::trace::TraceId;
+
+    use super::*;
+
+    fn step() -> StepRequest {
+        StepRequest {
+            job_id: JobId::now_v7(),
+            job_name: "j".to_owned(),
+            trace_id: TraceId::parse("trace-1").unwrap(),
+            index: 0,
+            name: "build".to_owned(),
+            runtime: RUNTIME.to_owned(),
+            command: CommandLine::Shell("true".to_owned()),
+            env: BTreeMap::new(),
+            workspace: PathBuf::from("/src"),
+            workdir: None,
+            timeout: Duration::from_secs(10),
+            container: ContainerSettings::default(),
+            reuse_container: false,
+            with: None,
+            isolation: Default::default(),
+            writable_paths: Vec::new(),
+            host_access: Vec::new(),
+        }
+    }
+
+    fn task(state: TaskState, exit_code: Option<i64>, err: &str) -> Task {
+        Task {
+            node_id: Some("node1234567890abcdef".to_owned()),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: Some(err.to_owned()),
+                container_status: exit_code.map(|code| ContainerStatus {
+                    exit_code: Some(code),
+                    ..ContainerStatus::default()
+                }),
+                ..TaskStatus::default()
+            }),
+            ..Task::default()
+        }
+    }
+
+    fn ended(tasks: &[Task], waited: u64) -> Option<Ended> {
+        evaluate(
+            &step(),
+            "app:1",
+            tasks,
+            Duration::from_secs(waited),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn failure(ended: Option<Ended>) -> String {
+        match ended {
+            Some(Ended::Failed(message)) => message,
+            _ => panic!("expected a failure"),
+        }
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_container_status_not_the_message() {
+        assert!(matches!(
+            ended(&[task(TaskState::COMPLETE, Some(0), "")], 1),
+            Some(Ended::Exited(0))
+        ));
+        assert!(matches!(
+            ended(
+                &[task(TaskState::FAILED, Some(42), "task: non-zero exit (3)")],
+                1
+            ),
+            Some(Ended::Exited(42))
+        ));
+        let message = failure(ended(
+            &[task(
+                TaskState::FAILED,
+                Some(0),
+                "starting container failed: boom",
+            )],
+            1,
+        ));
+        assert!(message.contains("before its command ran: starting container failed: boom"));
+    }
+
+    #[test]
+    fn pending_tasks_fail_only_after_the_schedule_timeout_with_the_engines_reason() {
+        let pending = [task(
+            TaskState::PENDING,
+            None,
+            "no suitable node (scheduling constraints not satisfied on 1 node)",
+        )];
+        assert!(ended(&pending, 59).is_none());
+        let message = failure(ended(&pending, 60));
+        assert!(message.contains("within 60 s"), "{message}");
+        assert!(message.contains("no suitable node"), "{message}");
+        assert!(ended(&[], 10).is_none(), "no task yet");
+        assert!(failure(ended(&[], 61)).contains("no reason given"));
+        assert!(ended(&[task(TaskState::RUNNING, None, "")], 600).is_none());
+    }
+
+    #[test]
+    fn rejected_and_lost_tasks_say_what_happened() {
+        let message = failure(ended(
+            &[task(TaskState::REJECTED, None, "No such image: app:1")],
+            1,
+        ));
+        assert!(message.contains("image app:1"), "{message}");
+        assert!(message.contains("No such image"), "{message}");
+        for state in [TaskState::SHUTDOWN, TaskState::ORPHANED, TaskState::REMOVE] {
+            let message = failure(ended(&[task(state, None, "node down")], 1));
+            assert!(message.contains("failure of the cluster"), "{message}");
+        }
+    }
+}
