@@ -648,6 +648,9 @@ mod tests {
 
     fn step() -> StepRequest {
         StepRequest {
+            host_env: Default::default(),
+            secrets: Default::default(),
+            span_id: maestro_core::trace::SpanId::generate(),
             job_id: JobId::now_v7(),
             job_name: "j".to_owned(),
             trace_id: TraceId::parse("trace-1").unwrap(),
