@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod diagnostics;
 mod exit;
 mod printer;
 mod registry;
@@ -14,7 +15,7 @@ fn main() -> std::process::ExitCode {
     shim::run_if_requested();
     let cli = cli::Cli::from_arg_matches(&cli::command().get_matches())
         .unwrap_or_else(|error| error.exit());
-    let diagnostics = settings::install_tracing(cli.global.verbose);
+    let diagnostics = diagnostics::install_tracing(cli.global.verbose);
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(failure) => failure.report(),
