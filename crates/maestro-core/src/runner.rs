@@ -1832,7 +1832,8 @@ mod tests {
             .unwrap();
         assert_eq!(report.abandoned_jobs.len(), 2, "{report:?}");
         assert_eq!(report.recovered.len(), 2, "{report:?}");
-        assert_eq!(report.removed.len(), 1, "{report:?}");
+        assert_eq!(report.settled.len(), 1, "{report:?}");
+        assert!(report.removed.is_empty(), "{report:?}");
         assert!(report.errors.is_empty(), "{report:?}");
         for job_id in [empty, unaudited] {
             assert_eq!(store.load(job_id).unwrap().state(), JobState::Failed);
