@@ -28,7 +28,7 @@ const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
 /// Makes the engine's init (tini) forward signals to the step's whole process group, not only
 /// to its main process, as the local runtime signals a step's process group: a step's children
 /// get SIGTERM too, and can clean up before the grace period ends.
-const INIT_SIGNALS_GROUP: (&str, &str) = ("TINI_KILL_PROCESS_GROUP", "1");
+pub const INIT_SIGNALS_GROUP: (&str, &str) = ("TINI_KILL_PROCESS_GROUP", "1");
 /// The engine refuses memory limits below 6 MiB.
 const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
 
@@ -59,7 +59,7 @@ pub(crate) const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 ///
 /// Kept, because ordinary images and package managers need them: `CHOWN`, `DAC_OVERRIDE`,
 /// `FOWNER`, `FSETID`, `SETUID`, `SETGID`, `SETPCAP`, `KILL`, `NET_BIND_SERVICE`.
-pub(crate) const DROPPED_CAPABILITIES: [&str; 5] =
+pub const DROPPED_CAPABILITIES: [&str; 5] =
     ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP"];
 
 /// The paths of the engine's socket that a mounted workspace must not contain: the usual
@@ -162,15 +162,15 @@ pub(crate) fn workspace_source(step: &StepRequest, sockets: &[PathBuf]) -> Resul
     Ok(workspace)
 }
 
-/// Check a step's settings for the docker runtime: everything that needs no engine. The only
-/// I/O is resolving the workspace ([`workspace_source`]); nothing is changed.
-pub(crate) fn check_step(step: &StepRequest, sockets: &[PathBuf]) -> Result<(), String> {
+/// What every container runtime asks of a step (the docker runtime, the swarm runtime): an
+/// image reference that can be one, no plugin `with` settings, a command. `runtime` names the
+/// runtime in the messages.
+pub fn check_image_and_command(
+    step: &StepRequest,
+    image: &str,
+    runtime: &str,
+) -> Result<(), String> {
     let name = &step.name;
-    let Some(image) = step.container.image.as_deref() else {
-        return Err(format!(
-            "step {name:?} runs on the docker runtime but names no image; set image on the step or a default image on the job"
-        ));
-    };
     if image.is_empty()
         || image.len() > 255
         || image.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -182,12 +182,25 @@ pub(crate) fn check_step(step: &StepRequest, sockets: &[PathBuf]) -> Result<(), 
     }
     if step.with.is_some() {
         return Err(format!(
-            "step {name:?}: the docker runtime takes no `with` settings; remove them or choose a plugin runtime"
+            "step {name:?}: the {runtime} runtime takes no `with` settings; remove them or choose a plugin runtime"
         ));
     }
     if step.command.to_argv().first().is_none_or(String::is_empty) {
         return Err(format!("step {name:?} has an empty command"));
     }
+    Ok(())
+}
+
+/// Check a step's settings for the docker runtime: everything that needs no engine. The only
+/// I/O is resolving the workspace ([`workspace_source`]); nothing is changed.
+pub(crate) fn check_step(step: &StepRequest, sockets: &[PathBuf]) -> Result<(), String> {
+    let name = &step.name;
+    let Some(image) = step.container.image.as_deref() else {
+        return Err(format!(
+            "step {name:?} runs on the docker runtime but names no image; set image on the step or a default image on the job"
+        ));
+    };
+    check_image_and_command(step, image, "docker")?;
     if !step.container.placement.is_empty() || step.container.schedule_timeout.is_some() {
         return Err(format!(
             "step {name:?}: placement and schedule_timeout_seconds are for the swarm runtime; remove them or set runtime: swarm"

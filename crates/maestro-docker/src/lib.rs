@@ -23,7 +23,10 @@ mod events;
 mod executor;
 mod step;
 
-pub use config::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, LABEL_TRACE_ID, WORKSPACE};
+pub use config::{
+    DROPPED_CAPABILITIES, INIT_SIGNALS_GROUP, LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP,
+    LABEL_TRACE_ID, WORKSPACE, check_image_and_command,
+};
 pub use executor::DockerExecutor;
 
 /// A connection to the engine `DOCKER_HOST` (else the default socket) names, for other

@@ -10,7 +10,10 @@ use bollard::models::{
 };
 use maestro_core::executor::StepRequest;
 use maestro_core::spec::{Network, PullPolicy};
-use maestro_docker::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP, LABEL_TRACE_ID};
+use maestro_docker::{
+    DROPPED_CAPABILITIES, INIT_SIGNALS_GROUP, LABEL_JOB_ID, LABEL_MANAGED, LABEL_STEP,
+    LABEL_TRACE_ID, WORKSPACE,
+};
 
 /// The runtime name `mc` registers this executor under.
 pub const RUNTIME: &str = "swarm";
@@ -21,16 +24,8 @@ pub const LABEL_RUNTIME: &str = "maestro.runtime";
 pub const DEFAULT_SCHEDULE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The label the engine puts on every task container: the id of its service.
 pub(crate) const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
-/// Where the Docker runtime mounts the workspace; a swarm step's `workdir` there would assume it.
-const WORKSPACE: &str = "/workspace";
 /// The engine refuses memory limits below 6 MiB.
 const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
-/// Makes the engine's init forward signals to the step's whole process group (as the docker
-/// runtime does).
-const INIT_SIGNALS_GROUP: (&str, &str) = ("TINI_KILL_PROCESS_GROUP", "1");
-/// Capabilities dropped from the engine's default set, as the docker runtime drops them.
-const DROPPED_CAPABILITIES: [&str; 5] =
-    ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP"];
 
 /// Check a step's settings for the swarm runtime; nothing here needs the engine.
 pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
@@ -40,23 +35,7 @@ pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
             "step {name:?} runs on the swarm runtime but names no image; set image on the step or a default image on the job"
         ));
     };
-    if image.is_empty()
-        || image.len() > 255
-        || image.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "step {name:?}: image {:?} is not an image reference such as alpine:3.20",
-            image.chars().take(80).collect::<String>()
-        ));
-    }
-    if step.with.is_some() {
-        return Err(format!(
-            "step {name:?}: the swarm runtime takes no `with` settings; remove them or choose a plugin runtime"
-        ));
-    }
-    if step.command.to_argv().first().is_none_or(String::is_empty) {
-        return Err(format!("step {name:?} has an empty command"));
-    }
+    maestro_docker::check_image_and_command(step, image, "swarm")?;
     let settings = &step.container;
     if let Some(memory) = settings.memory_bytes
         && memory < MIN_MEMORY_BYTES
