@@ -226,7 +226,8 @@ fn logs_as_json_lines_or_raw_text_and_follow_ends_with_the_jobs_exit_code() {
         "j.yaml",
         &job_yaml(
             "j",
-            "  - name: a\n    run: echo one; echo two >&2\n\
+            "  - name: a\n    run: echo one\n\
+             \x20 - name: e\n    run: echo two >&2\n\
              \x20 - name: b\n    run: head -c 70000 /dev/zero | tr '\\0' x; echo; exit 42\n",
         ),
     );
@@ -245,6 +246,9 @@ fn logs_as_json_lines_or_raw_text_and_follow_ends_with_the_jobs_exit_code() {
     assert_eq!(objects[0]["stream"], "stdout");
     assert_eq!(objects[0]["text"], "one");
     assert!(objects[0]["time"].as_str().unwrap().ends_with('Z'));
+    // Each stream keeps its own order; across streams the order is the one the lines were
+    // read in, so the stderr line comes from a step of its own to have a fixed place.
+    assert_eq!(objects[1]["step"], "e");
     assert_eq!(objects[1]["stream"], "stderr");
     assert_eq!(objects[1]["text"], "two");
     assert_eq!(objects[2]["step"], "b");
