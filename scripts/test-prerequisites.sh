@@ -13,8 +13,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 # image; openssh: the ssh plugin's tests; perl, iproute2, util-linux (setpriv, unshare): the
 # sandbox tests' payloads and probes; hyperfine: bench/ (not run by the tests).
 # curl, openssl: the `mc serve` tests (an HTTP client, a self-signed certificate).
+# docker-registry, apache2-utils (htpasswd): the swarm tests' private registry.
 packages=(bubblewrap busybox-static openssh-server openssh-client python3 perl iproute2
-    util-linux hyperfine ca-certificates file curl openssl)
+    util-linux hyperfine ca-certificates file curl openssl docker-registry apache2-utils)
 echo "test-prerequisites: installing ${packages[*]}" >&2
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null

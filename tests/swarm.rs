@@ -293,7 +293,7 @@ fn swarm_steps_see_env_and_trace_id_and_the_runtime_flag_applies() {
         &job_yaml(
             "env",
             &format!(
-                "  - name: show\n    image: {IMAGE}\n    env:\n      GREETING: hello there\n    workdir: /tmp\n    run: echo \"trace=$TRACE_ID greeting=$GREETING step=$MAESTRO_STEP dir=$(pwd)\"\n"
+                "  - name: show\n    image: {IMAGE}\n    env:\n      GREETING: hello there\n    workdir: /tmp\n    run: echo \"trace=$TRACE_ID greeting=$GREETING step=$MAESTRO_STEP dir=$(pwd)\"; echo \"$TRACEPARENT\"\n"
             ),
         ),
     );
@@ -309,9 +309,23 @@ fn swarm_steps_see_env_and_trace_id_and_the_runtime_flag_applies() {
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(json["steps"][0]["runtime"], "swarm");
+    let lines = log_lines(&swarm.step_log(job_id(&json), "show"), "out");
     assert_eq!(
-        log_lines(&swarm.step_log(job_id(&json), "show"), "out"),
-        ["trace=trace-swarm-1 greeting=hello there step=show dir=/tmp"]
+        lines[0],
+        "trace=trace-swarm-1 greeting=hello there step=show dir=/tmp"
+    );
+    // W3C traceparent: version, the trace's 32 hex digits, the step's span id, sampled.
+    let span = json["steps"][0]["span_id"].as_str().expect("span_id");
+    let parts: Vec<&str> = lines[1].split('-').collect();
+    assert_eq!(parts.len(), 4, "{lines:?}");
+    assert_eq!(
+        (parts[0], parts[2], parts[3]),
+        ("00", span, "01"),
+        "{lines:?}"
+    );
+    assert!(
+        parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{lines:?}"
     );
     assert_nothing_left(job_id(&json));
 }
@@ -626,6 +640,8 @@ struct TwoNodes {
     veth: String,
     dir: tempfile::TempDir,
     dockerd: Option<std::process::Child>,
+    /// The registries of [`TwoNodes::start_registry`], one per node.
+    registries: Vec<std::process::Child>,
     manager_initialised: bool,
     gwbridge_created: bool,
     _serial: Serial,
@@ -636,6 +652,10 @@ const NETNS: &str = "maestro-swarm-test";
 const VETH: &str = "mswarm0";
 const MANAGER_ADDRESS: &str = "10.200.0.1";
 const WORKER_ADDRESS: &str = "10.200.0.2";
+/// Where each node's private registry listens (see [`TwoNodes::start_registry`]).
+const REGISTRY: &str = "127.0.0.1:5123";
+const REGISTRY_USER: &str = "maestro-test";
+const REGISTRY_PASSWORD: &str = "maestro-registry-secret-2f9c";
 /// The second engine's cgroup parent, removed with it.
 const CGROUP_PARENT: &str = "maestro-swarm-test-node2";
 
@@ -672,6 +692,7 @@ impl TwoNodes {
             veth: VETH.to_owned(),
             dir,
             dockerd: None,
+            registries: Vec::new(),
             manager_initialised: false,
             gwbridge_created: false,
             _serial: serial,
@@ -818,6 +839,74 @@ impl TwoNodes {
         nodes
     }
 
+    /// A private registry on both nodes: Debian's `docker-registry` (distribution 2.8) on each
+    /// node's `127.0.0.1:REGISTRY_PORT` (engines take loopback registries without TLS), both
+    /// serving one storage directory, so one image name pulls the same bytes on either node.
+    /// htpasswd auth with [`REGISTRY_USER`] and [`REGISTRY_PASSWORD`]. Stopped by `Drop`.
+    fn start_registry(&mut self) {
+        let root = self.dir.path().join("registry");
+        std::fs::create_dir_all(root.join("storage")).expect("registry storage");
+        let htpasswd = run_ok("htpasswd", &["-Bbn", REGISTRY_USER, REGISTRY_PASSWORD]);
+        std::fs::write(root.join("htpasswd"), &htpasswd.stdout).expect("htpasswd");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\nauth:\n  htpasswd:\n    realm: maestro-test\n    path: {}\n",
+            root.join("storage").display(),
+            root.join("htpasswd").display()
+        );
+        let config_file = root.join("config.yml");
+        std::fs::write(&config_file, config).expect("registry config");
+        let netns = format!("--net=/run/netns/{}", self.netns);
+        for (node, prefix) in [
+            ("manager", vec![]),
+            ("worker", vec!["nsenter", netns.as_str()]),
+        ] {
+            let log =
+                std::fs::File::create(root.join(format!("{node}.log"))).expect("registry log");
+            let mut command = match prefix.split_first() {
+                Some((program, args)) => {
+                    let mut command = Command::new(program);
+                    command.args(args).arg("docker-registry");
+                    command
+                }
+                None => Command::new("docker-registry"),
+            };
+            let child = command
+                .arg("serve")
+                .arg(&config_file)
+                .stdout(log.try_clone().expect("registry log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|error| panic!("cannot start docker-registry ({error}); the swarm registry tests need Debian's docker-registry package"));
+            self.registries.push(child);
+            // Up when it answers /v2/ (401: it wants the credentials).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let mut probe = match prefix.split_first() {
+                    Some((program, args)) => {
+                        let mut probe = Command::new(program);
+                        probe.args(args).arg("curl");
+                        probe
+                    }
+                    None => Command::new("curl"),
+                };
+                let answer = probe
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg(format!("http://{REGISTRY}/v2/"))
+                    .output()
+                    .expect("curl");
+                if text(&answer.stdout) == "401" {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the {node}'s registry did not answer on {REGISTRY} within 20 s (is the port taken?): {}",
+                    std::fs::read_to_string(root.join(format!("{node}.log"))).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
     fn worker_host(&self) -> String {
         format!("unix://{}", self.dir.path().join("docker.sock").display())
     }
@@ -833,6 +922,10 @@ impl TwoNodes {
 
 impl Drop for TwoNodes {
     fn drop(&mut self) {
+        for mut registry in self.registries.drain(..) {
+            let _ = registry.kill();
+            let _ = registry.wait();
+        }
         for job_id in self.env.job_ids() {
             remove_services(&format!("maestro.job_id={job_id}"));
             remove_labelled(&format!("maestro.job_id={job_id}"));
@@ -979,4 +1072,239 @@ fn swarm_step_placed_on_the_second_node_reports_its_output_and_exit_code_through
         "containers of the job remain on the second node after mc gc: {left}\n{}",
         text(&gc.stdout)
     );
+}
+
+/// A private image on the nodes' registry, pushed with the credentials of `config` (a Docker
+/// configuration directory logged in to it); its name and the digest the registry gave it.
+/// With `keep_tag`, the manager keeps the pushed tag (so the runtime pins it from the
+/// manager's copy); without, the manager has only the test image's other names, and the
+/// runtime must ask the registry, with credentials, for the digest.
+fn push_private_image(config: &std::path::Path, keep_tag: bool) -> (String, String) {
+    let config = config.to_str().expect("utf-8 path");
+    let mut login = Command::new("docker")
+        .args([
+            "--config",
+            config,
+            "login",
+            REGISTRY,
+            "-u",
+            REGISTRY_USER,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker login");
+    {
+        use std::io::Write;
+        let mut stdin = login.stdin.take().expect("stdin");
+        stdin
+            .write_all(REGISTRY_PASSWORD.as_bytes())
+            .expect("password");
+    }
+    let login = login.wait_with_output().expect("docker login");
+    assert!(
+        login.status.success(),
+        "docker login: {}",
+        text(&login.stderr)
+    );
+    let image = format!("{REGISTRY}/maestro-swarm-private:{}", std::process::id());
+    let tagged = docker(&["tag", IMAGE, &image]);
+    assert!(tagged.status.success(), "{}", text(&tagged.stderr));
+    let pushed = docker(&["--config", config, "push", &image]);
+    assert!(
+        pushed.status.success(),
+        "docker push: {}",
+        text(&pushed.stderr)
+    );
+    let digest = text(&pushed.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in: {}", text(&pushed.stdout)))
+        .to_owned();
+    if !keep_tag {
+        let untagged = docker(&["rmi", &image]);
+        assert!(untagged.status.success(), "{}", text(&untagged.stderr));
+        // The digest reference the push left would let the manager pin it from its own copy.
+        let _ = docker(&["rmi", &format!("{REGISTRY}/maestro-swarm-private@{digest}")]);
+    }
+    (image, digest)
+}
+
+/// Remove every reference to the private image from the engine at `host` (the test image's
+/// layers stay: they are the test image's).
+fn remove_private_image(args: &[&str]) {
+    let mut list = args.to_vec();
+    list.extend_from_slice(&[
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+    ]);
+    let listed = text(&docker(&list).stdout);
+    for line in listed
+        .lines()
+        .filter(|line| line.contains("maestro-swarm-private"))
+    {
+        for reference in line
+            .split_whitespace()
+            .filter(|r| !r.ends_with(":<none>") && !r.ends_with("@<none>"))
+        {
+            let mut rmi = args.to_vec();
+            rmi.extend_from_slice(&["rmi", reference]);
+            let _ = docker(&rmi);
+        }
+    }
+}
+
+/// Every regular file under `dir`, read whole.
+fn all_file_bytes(dir: &std::path::Path, found: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            all_file_bytes(&entry.path(), found);
+        } else if kind.is_file() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                found.push((entry.path(), bytes));
+            }
+        }
+    }
+}
+
+#[test]
+fn swarm_private_image_is_pinned_and_pulled_on_the_second_node_with_the_callers_credentials() {
+    let mut nodes = TwoNodes::new();
+    nodes.start_registry();
+    let config = nodes.dir.path().join("docker-config");
+    let (image, digest) = push_private_image(&config, false);
+    let host = nodes.worker_host();
+    let file = nodes.env.write(
+        "j.yaml",
+        &swarm_job(
+            "private",
+            &format!("  - name: there\n    image: {image}\n    placement: [\"node.labels.maestro-test-node==2\"]\n    run: echo private-ok\n"),
+        ),
+    );
+    let output = nodes
+        .env
+        .mc()
+        .env("DOCKER_CONFIG", &config)
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let json = parse_json(&output);
+    let outcome = (output.status.code(), json.clone());
+    remove_private_image(&[]);
+    remove_private_image(&["-H", &host]);
+    assert_eq!(
+        outcome.0,
+        Some(0),
+        "{}\n{}",
+        text(&output.stderr),
+        outcome.1
+    );
+    let id = job_id(&json).to_owned();
+    let log = nodes.env.step_log(&id, "there");
+    assert_eq!(log_lines(&log, "out"), ["private-ok"], "{log}");
+    // The second node pulled the image by the digest the registry gave at push time: the
+    // manager pinned it once, and the node got the bytes with the caller's credentials.
+    let events = text(
+        &docker(&[
+            "-H",
+            &host,
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=image",
+            "--filter",
+            "event=pull",
+            "--format",
+            "{{.Actor.ID}}",
+        ])
+        .stdout,
+    );
+    assert!(
+        events
+            .lines()
+            .any(|line| line.contains("maestro-swarm-private") && line.contains(&digest)),
+        "the second node did not pull the pinned digest {digest}; its image pulls: {events}"
+    );
+    // The credentials reached no record and no output.
+    let mut files = Vec::new();
+    all_file_bytes(&nodes.env.state, &mut files);
+    assert!(!files.is_empty());
+    for (path, bytes) in files {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(REGISTRY_PASSWORD),
+            "the registry password is in {}",
+            path.display()
+        );
+    }
+    assert!(!text(&output.stdout).contains(REGISTRY_PASSWORD));
+    assert!(!text(&output.stderr).contains(REGISTRY_PASSWORD));
+    assert!(services_labelled(&format!("maestro.job_id={id}")).is_empty());
+}
+
+#[test]
+fn swarm_task_rejected_because_its_node_cannot_pull_the_image_fails_the_step_naming_the_image() {
+    let mut nodes = TwoNodes::new();
+    nodes.start_registry();
+    // Pushed with credentials, but the job is submitted without any: the manager pins the
+    // image from its own copy, and the second node is refused by the registry.
+    let (image, _) = push_private_image(&nodes.dir.path().join("docker-config"), true);
+    let empty = nodes.dir.path().join("no-credentials");
+    std::fs::create_dir_all(&empty).unwrap();
+    let file = nodes.env.write(
+        "j.yaml",
+        &swarm_job(
+            "rejected",
+            &format!("  - name: there\n    image: {image}\n    placement: [\"node.labels.maestro-test-node==2\"]\n    schedule_timeout_seconds: 120\n    run: echo never\n"),
+        ),
+    );
+    let started = Instant::now();
+    let output = nodes
+        .env
+        .mc()
+        .env("DOCKER_CONFIG", &empty)
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let json = parse_json(&output);
+    let host = nodes.worker_host();
+    remove_private_image(&[]);
+    remove_private_image(&["-H", &host]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}\n{json}",
+        text(&output.stderr)
+    );
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "a rejected task must not hang: {elapsed:?}"
+    );
+    assert_eq!(json["steps"][0]["status"], "failed", "{json}");
+    let error = error_of(&json, 0);
+    assert!(error.contains("maestro-swarm-private"), "{error}");
+    assert!(error.contains("rejected"), "{error}");
+    assert_nothing_left(job_id(&json));
 }

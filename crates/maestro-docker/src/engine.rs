@@ -321,8 +321,21 @@ pub(crate) async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError
     if let Some(tag) = tag {
         options = options.tag(tag);
     }
-    tracing::info!(image, "pulling image");
-    let mut progress = docker.create_image(Some(options.build()), None, None);
+    let credentials =
+        crate::credentials::for_image(image).map_err(|source| DockerError::Credentials {
+            image: image.to_owned(),
+            source,
+        })?;
+    tracing::info!(
+        image,
+        with_credentials = credentials.is_some(),
+        "pulling image"
+    );
+    let mut progress = docker.create_image(
+        Some(options.build()),
+        None,
+        credentials.map(|found| found.docker_credentials()),
+    );
     let started = tokio::time::Instant::now();
     loop {
         let limit = PULL_STALL_TIMEOUT.min(PULL_TIMEOUT.saturating_sub(started.elapsed()));

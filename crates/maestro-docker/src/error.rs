@@ -51,6 +51,14 @@ pub(crate) enum DockerError {
         /// What the engine said.
         reason: String,
     },
+    /// The caller's Docker configuration cannot give the registry's credentials.
+    #[error("cannot pull image {image:?}: {source}")]
+    Credentials {
+        /// The image reference.
+        image: String,
+        /// What was wrong with the configuration or its helper.
+        source: crate::credentials::CredentialsError,
+    },
     /// Pulling the image took too long or stalled.
     #[error(
         "pulling image {image:?} made no progress for {} s; check that its registry is reachable, or load the image beforehand", .after.as_secs()

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod credentials;
 mod engine;
 mod error;
 mod events;

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{LocalNodeState, ServiceSpec, Task, TaskState};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
@@ -147,8 +148,12 @@ pub(crate) async fn check_manager(
 /// `image` pinned so that every node runs the same bytes: the manager's copy's registry digest
 /// (`repo@sha256:…`) or, for an image that was never pushed, its id (which nodes never try to
 /// pull); an image the manager lacks is asked of its registry. The error is one line naming
-/// the image.
-pub(crate) async fn resolve_image(docker: &Docker, image: &str) -> Result<String, String> {
+/// the image. `credentials` are the caller's for the image's registry (a private image).
+pub(crate) async fn resolve_image(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<String, String> {
     if image.contains('@') {
         return Ok(image.to_owned());
     }
@@ -182,7 +187,7 @@ pub(crate) async fn resolve_image(docker: &Docker, image: &str) -> Result<String
             let remote = call(
                 || format!("ask the registry of image {image:?} for its digest"),
                 CALL_TIMEOUT,
-                docker.inspect_registry_image(image, None),
+                docker.inspect_registry_image(image, credentials),
             )
             .await;
             match remote {
@@ -214,16 +219,19 @@ fn repository(image: &str) -> &str {
     }
 }
 
-/// Create the service; its id.
+/// Create the service; its id. `credentials` go with it to the manager, which hands them to
+/// the node that runs the task, so that node can pull a private image (what `docker service
+/// create --with-registry-auth` does).
 pub(crate) async fn create_service(
     docker: &Docker,
     spec: ServiceSpec,
+    credentials: Option<DockerCredentials>,
 ) -> Result<String, SwarmError> {
     let name = spec.name.clone().unwrap_or_default();
     let created = call(
         || format!("create service {name}"),
         CALL_TIMEOUT,
-        docker.create_service(spec, None),
+        docker.create_service(spec, credentials),
     )
     .await?;
     created.id.ok_or_else(|| SwarmError::Api {

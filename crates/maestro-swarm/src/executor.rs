@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::models::{Task, TaskState};
 use bollard::query_parameters::LogsOptions;
@@ -420,16 +421,22 @@ impl SwarmExecutor {
     ) -> Result<StepOutcome, ExecutorError> {
         let docker = self.manager().await?;
         let requested = step.container.image.as_deref().unwrap_or_default();
+        let credentials =
+            registry_credentials(requested)
+                .await
+                .map_err(|message| ExecutorError::StepFailed {
+                    message: format!("step {:?}: {message}", step.name),
+                })?;
         let image = tokio::select! {
             biased;
             reason = control.stop_requested() => return Ok(StepOutcome { stopped: Some(reason), ..StepOutcome::default() }),
-            image = engine::resolve_image(&docker, requested) => image.map_err(|message| ExecutorError::StepFailed {
+            image = engine::resolve_image(&docker, requested, credentials.clone()) => image.map_err(|message| ExecutorError::StepFailed {
                 message: format!("step {:?}: {message}", step.name),
             })?,
         };
         tracing::debug!(image, "image pinned");
         let spec = config::service_spec(step, &image, control.grace());
-        let service = engine::create_service(&docker, spec)
+        let service = engine::create_service(&docker, spec, credentials)
             .await
             .map_err(|error| ExecutorError::StepFailed {
                 message: format!("step {:?}: {error}", step.name),
@@ -633,6 +640,21 @@ fn unavailable(error: SwarmError) -> ExecutorError {
     ExecutorError::Unavailable {
         message: error.to_string(),
     }
+}
+
+/// The caller's credentials for `image`'s registry, read off the runtime's threads (a
+/// credential helper is a program that may take a moment). The error names the registry and
+/// the helper, never a secret.
+async fn registry_credentials(image: &str) -> Result<Option<DockerCredentials>, String> {
+    let image = image.to_owned();
+    let found = tokio::task::spawn_blocking(move || maestro_docker::credentials::for_image(&image))
+        .await
+        .map_err(|error| format!("cannot read the registry credentials: {error}"))?
+        .map_err(|error| error.to_string())?;
+    if let Some(found) = &found {
+        tracing::debug!(registry = found.registry(), "registry credentials found");
+    }
+    Ok(found.map(|found| found.docker_credentials()))
 }
 
 #[cfg(test)]
