@@ -189,11 +189,36 @@ fn misspelt_runtimes_and_subcommands_get_a_suggestion() {
     assert_eq!(
         stderr,
         format!(
-            "error: unknown runtime \"dokcer\" (did you mean \"docker\"?): built-in runtimes are docker, local, swarm; \
+            "error: unknown runtime \"dokcer\" for step \"s\" (its runtime field; did you mean \"docker\"?): built-in runtimes are docker, local, swarm; \
              plugins (mc-executor-<runtime>) are looked for in $MAESTRO_PLUGIN_PATH, {} and $PATH \
              (`mc plugins list` shows what is found)\n",
             plugins.display()
         )
+    );
+
+    // A job of several steps says which one named the runtime, and where.
+    env.write(
+        "k.yaml",
+        "name: k\nowner: ana\nruntime: nosuch\nsteps:\n  - name: a\n    run: hi\n    runtime: local\n  - name: b\n    run: hi\n",
+    );
+    let output = env.run(&["validate", "k.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: unknown runtime \"nosuch\" for step \"b\" (the job's runtime field): "
+        ),
+        "{stderr}"
+    );
+    env.write(
+        "l.yaml",
+        "name: l\nowner: ana\nsteps:\n  - name: c\n    run: hi\n",
+    );
+    let output = env.run(&["validate", "l.yaml", "--runtime", "nosuch"]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("error: unknown runtime \"nosuch\" for step \"c\" (--runtime): "),
+        "{stderr}"
     );
 
     let output = env.run(&["subimt", "j.yaml"]);

@@ -1,6 +1,8 @@
-//! Snapshots (insta) of what people read: `mc validate`, error messages, `mc config`, `--help`.
-//! A change to any of them shows up in review as a changed `.snap` file, never by accident.
-//! Temporary paths are replaced by `[TEMP]`.
+//! Snapshots (insta) of what people read: `mc validate`, error messages, `mc config`, `--help`,
+//! and the text of `submit`, `status`, `logs`, `cancel`, `prune` and `audit verify` for a
+//! recorded job. A change to any of them shows up in review as a changed `.snap`
+//! file, never by accident. Temporary paths are replaced by `[TEMP]`; in the job commands' text,
+//! job ids, trace ids, times, durations and hashes by placeholders.
 
 use crate::util::{Env, text};
 
@@ -121,4 +123,44 @@ fn submit_help() {
     let env = Env::new();
     settings(&env)
         .bind(|| insta::assert_snapshot!("submit_help", run(&env, &["submit", "--help"])));
+}
+
+/// The settings for output that names a job: ids, trace ids, timestamps, durations and hashes
+/// vary from run to run; the words and the layout around them must not.
+fn job_settings(env: &Env) -> insta::Settings {
+    let mut settings = settings(env);
+    settings.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[JOB_ID]",
+    );
+    settings.add_filter(r"\b[0-9a-f]{64}\b", "[HASH]");
+    settings.add_filter(r"\b[0-9a-f]{32}\b", "[TRACE_ID]");
+    settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
+    settings.add_filter(r" +\d+(\.\d+)?(ms|s)\b", " [DUR]");
+    settings
+}
+
+#[test]
+fn job_commands_text_output() {
+    let env = Env::new();
+    let file = env.write(
+        "job.yaml",
+        "name: snap\nowner: alice\nenvironment: dev\nsteps:\n  - name: greet\n    run: echo hello\n  - name: warn\n    run: echo careful >&2\n  - name: fail\n    run: exit 3\n  - name: never\n    run: echo unreachable\n",
+    );
+    let submitted = run(&env, &["submit", file.to_str().unwrap()]);
+    let job_id = env.job_ids().remove(0);
+    let mut all = format!("$ mc submit job.yaml\n{submitted}\n");
+    for args in [
+        vec!["status", job_id.as_str()],
+        vec!["status"],
+        vec!["logs", job_id.as_str()],
+        vec!["logs", job_id.as_str(), "--raw"],
+        vec!["cancel", job_id.as_str()],
+        vec!["audit", "verify"],
+        vec!["prune", "--older-than", "0s", "--dry-run"],
+        vec!["status", "ffff"],
+    ] {
+        all.push_str(&format!("$ mc {}\n{}\n", args.join(" "), run(&env, &args)));
+    }
+    job_settings(&env).bind(|| insta::assert_snapshot!("job_commands", all));
 }

@@ -1166,10 +1166,10 @@ fn all_file_bytes(dir: &std::path::Path, found: &mut Vec<(std::path::PathBuf, Ve
         };
         if kind.is_dir() {
             all_file_bytes(&entry.path(), found);
-        } else if kind.is_file() {
-            if let Ok(bytes) = std::fs::read(entry.path()) {
-                found.push((entry.path(), bytes));
-            }
+        } else if kind.is_file()
+            && let Ok(bytes) = std::fs::read(entry.path())
+        {
+            found.push((entry.path(), bytes));
         }
     }
 }

@@ -470,19 +470,49 @@ pub trait ExecutorProvider: Send + Sync {
 
 /// No executor is known for a runtime name.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown runtime {runtime:?}{}: built-in runtimes are {builtin}{searched}",
-    .suggestion.as_ref().map(|name| format!(" (did you mean {name:?}?)")).unwrap_or_default()
-)]
+#[error("unknown runtime {runtime:?}{}: built-in runtimes are {builtin}{searched}", self.context())]
 pub struct UnknownRuntime {
     /// The name asked for.
     pub runtime: String,
+    /// Which step asked for it and where the name was written (`"build"`, `its runtime
+    /// field`), when the runner knows; see [`UnknownRuntime::named_by`].
+    pub named_by: Option<Box<(String, String)>>,
     /// A known runtime close to it, when there is one (`docker` for `dokcer`).
     pub suggestion: Option<String>,
     /// The built-in names, comma separated.
     pub builtin: String,
     /// Where providers looked, prefixed with "; ".
     pub searched: String,
+}
+
+impl UnknownRuntime {
+    /// The same error, saying that `step` asked for the runtime and where the name was
+    /// written (`its runtime field`, `--runtime`, `the job's runtime field`), so a job of
+    /// many steps says which one to fix.
+    pub fn named_by(mut self, step: &str, origin: &str) -> Self {
+        self.named_by = Some(Box::new((step.to_owned(), origin.to_owned())));
+        self
+    }
+
+    /// ` for step "s" (its runtime field; did you mean "docker"?)`, or the parts known.
+    fn context(&self) -> String {
+        let mut notes = Vec::new();
+        if let Some(named_by) = &self.named_by {
+            notes.push(named_by.1.clone());
+        }
+        if let Some(name) = &self.suggestion {
+            notes.push(format!("did you mean {name:?}?"));
+        }
+        let mut text = self
+            .named_by
+            .as_ref()
+            .map(|named_by| format!(" for step {:?}", named_by.0))
+            .unwrap_or_default();
+        if !notes.is_empty() {
+            text.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        text
+    }
 }
 
 /// Maps runtime names to executors: built-ins registered by name, then providers in order.
@@ -543,6 +573,7 @@ impl ExecutorRegistry {
         known.extend(self.providers.iter().flat_map(|p| p.names()));
         Err(UnknownRuntime {
             runtime: runtime.to_owned(),
+            named_by: None,
             suggestion: crate::suggest::did_you_mean(runtime, known.iter().map(String::as_str))
                 .map(str::to_owned),
             builtin: self.builtin_names().join(", "),

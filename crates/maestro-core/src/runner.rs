@@ -215,8 +215,17 @@ impl Runner {
         let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
         let mut executors = Vec::with_capacity(steps.len());
         let mut plan = Vec::with_capacity(steps.len());
-        for step in &steps {
-            let executor = self.registry.resolve(&step.runtime)?;
+        for (index, step) in steps.iter().enumerate() {
+            let executor = self.registry.resolve(&step.runtime).map_err(|error| {
+                let origin = if spec.steps.get(index).is_some_and(|s| s.runtime.is_some()) {
+                    "its runtime field"
+                } else if request.runtime_override.is_some() {
+                    "--runtime"
+                } else {
+                    "the job's runtime field"
+                };
+                error.named_by(&step.name, origin)
+            })?;
             executor
                 .check_step(step)
                 .map_err(|error| RunError::InvalidStep(error.to_string()))?;

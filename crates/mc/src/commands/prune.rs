@@ -58,6 +58,7 @@ pub(crate) fn run(global: &GlobalArgs, args: PruneArgs) -> Result<Code, Failure>
             }
             text.push_str(&match pruned.len() {
                 0 => "nothing to prune\n".to_owned(),
+                1 => format!("{verb} 1 job; the audit log keeps its records\n"),
                 count => format!("{verb} {count} jobs; the audit log keeps their records\n"),
             });
             printer::out(&text);
