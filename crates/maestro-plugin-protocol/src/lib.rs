@@ -62,6 +62,11 @@ pub mod capability {
     /// more of the machine it runs on than it is given. Policy then allows, in its steps, commands
     /// it cannot analyse, as it does for sandboxed local steps and containers.
     pub const CONTAINED: &str = "contained";
+    /// Runs its tasks on another machine, through a local client (such as `ssh`): a reported
+    /// `pgid` is only the client's, a task's `workspace` is a path of the host's machine, and a
+    /// task killed by signal n may arrive as code 128+n, since the client sees only an exit code.
+    /// Informative: the conformance kit then does not look for a task's processes on its machine.
+    pub const REMOTE: &str = "remote";
 }
 
 /// The highest version in `offered` that this crate speaks, if any.

@@ -71,7 +71,7 @@ pub fn serve<P: Plugin>(info: PluginInfo, plugin: P) -> ExitCode {
     code
 }
 
-fn capabilities(contained: bool) -> Vec<String> {
+fn capabilities(contained: bool, local: bool) -> Vec<String> {
     let mut capabilities: Vec<String> = [
         capability::ARGV,
         capability::SHELL,
@@ -85,6 +85,9 @@ fn capabilities(contained: bool) -> Vec<String> {
     .to_vec();
     if contained {
         capabilities.push(capability::CONTAINED.to_owned());
+    }
+    if !local {
+        capabilities.push(capability::REMOTE.to_owned());
     }
     capabilities
 }
@@ -119,7 +122,7 @@ async fn run<P: Plugin>(
         versions: SUPPORTED_VERSIONS.to_vec(),
         plugin: info.name.clone(),
         version: info.version.clone(),
-        capabilities: capabilities(plugin.contained()),
+        capabilities: capabilities(plugin.contained(), plugin.tasks_are_local()),
     });
     if out.send(hello.to_line()).await.is_err() {
         return ExitCode::FAILURE;
@@ -215,7 +218,7 @@ async fn handle<P: Plugin>(
             name: info.name.clone(),
             version: info.version.clone(),
             description: info.description.clone(),
-            capabilities: capabilities(plugin.contained()),
+            capabilities: capabilities(plugin.contained(), plugin.tasks_are_local()),
             settings: info.settings.clone(),
         })
         .to_line(),
