@@ -43,7 +43,7 @@ pub use maestro_plugin_protocol as protocol;
 use protocol::{Setting, Start};
 use serde_json::Value;
 
-pub use serve::serve;
+pub use serve::{run_task, serve};
 pub use task::{TaskCommand, local_workdir};
 
 /// Who a plugin is, for its hello and its `describe` answer.

@@ -249,6 +249,33 @@ async fn handle<P: Plugin>(
     Some(reply)
 }
 
+/// Run one task of `plugin` in this process as [`serve`] would for a `start` request, to its end,
+/// and return every message that produced, in order: the reply (`started`, or an `error` when
+/// the task could not start), then the task's log events and its exit event. No plugin process
+/// and no protocol stream are involved: this is what `maestro-plugin-test-support` drives a
+/// plugin crate's `Plugin` implementation with. Needs a Tokio runtime.
+pub async fn run_task<P: Plugin>(plugin: P, start: Start) -> Vec<PluginMessage> {
+    let plugin = Arc::new(plugin);
+    let tasks: Tasks = Arc::default();
+    let (out, mut lines) = mpsc::channel::<String>(64);
+    let collector = tokio::spawn(async move {
+        let mut messages = Vec::new();
+        while let Some(line) = lines.recv().await {
+            if let Ok(message) = PluginMessage::from_line(&line) {
+                messages.push(message);
+            }
+        }
+        messages
+    });
+    let mut running = JoinSet::new();
+    if let Some(reply) = start_task(start, &plugin, &tasks, &out, &mut running).await {
+        let _ = out.send(reply).await;
+    }
+    while running.join_next().await.is_some() {}
+    drop(out);
+    collector.await.unwrap_or_default()
+}
+
 fn lock(
     tasks: &Tasks,
 ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
