@@ -478,6 +478,9 @@ const MUTANTS: &[(&str, &str)] = &[
     ("secret-on-stderr", "secrets stay in the environment"),
     ("cannot-run-exit-0", "start that cannot run"),
     ("prints-on-stdout", "clean protocol stream"),
+    ("bare-env", "env and workdir"),
+    ("kill-at-once", "stop signal and reason"),
+    ("late-stop-reply", "stop escalation (task ignores SIGTERM)"),
 ];
 
 /// The kit is only worth its PASS if it fails broken plugins: every mutant fails the check of the

@@ -40,6 +40,10 @@ pub struct CheckResult {
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
+/// A variable the kit sets in the plugin's own environment: a local plugin's tasks start from it.
+const INHERITED_NAME: &str = "MC_CHECK_INHERITED";
+const INHERITED_VALUE: &str = "from the plugin's environment";
+
 /// How many of a plugin's stderr lines the kit keeps to search for secrets.
 const STDERR_KEPT: usize = 100_000;
 
@@ -71,7 +75,7 @@ pub const CHECKS: &[CheckRule] = &[
     ),
     rule(
         "describe",
-        "describe is answered with described (a non-empty name) within 10 s",
+        "describe is answered with described within 10 s, naming the plugin as its hello did",
         "§4.1 describe",
     ),
     rule(
@@ -116,7 +120,7 @@ pub const CHECKS: &[CheckRule] = &[
     ),
     rule(
         "env and workdir",
-        "env values reach the task verbatim; it runs in workdir, in workspace/workdir for a relative one, in workspace when workdir is absent",
+        "a local task starts from the plugin's own environment plus env, verbatim; it runs in workdir, in workspace/workdir for a relative one, in workspace when workdir is absent",
         "§4.3 start (task environment and directory)",
     ),
     rule(
@@ -166,12 +170,12 @@ pub const CHECKS: &[CheckRule] = &[
     ),
     rule(
         "stop signal and reason",
-        "stop's signal (a name such as SIGINT) is delivered; a task that traps SIGTERM and exits 0 is reported with reason stopped",
+        "stop's signal (a name such as SIGINT) is delivered with its grace period; a task that traps SIGTERM and exits 0 is reported with reason stopped and code 0",
         "§4.4 stop",
     ),
     rule(
         "stop escalation (task ignores SIGTERM)",
-        "a task ignoring the signal is killed once grace_ms has passed, with nothing left in its group",
+        "stop is answered before the task's exit; a task ignoring the signal is killed once grace_ms has passed, with nothing left in its group",
         "§4.4 stop",
     ),
     rule(
@@ -270,6 +274,7 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
+            .env(INHERITED_NAME, INHERITED_VALUE)
             .kill_on_drop(true)
             .spawn()?;
         let group = child.id().and_then(Group::of_child);
@@ -837,10 +842,20 @@ async fn describe(session: &mut Session) -> Result<String, String> {
         .reply(id, Instant::now() + Duration::from_secs(10))
         .await?
     {
-        PluginMessage::Described(described) if !described.name.is_empty() => Ok(format!(
-            "{} {}: {}",
-            described.name, described.version, described.description
-        )),
+        PluginMessage::Described(described) if !described.name.is_empty() => {
+            if let Some(PluginMessage::Hello(hello)) = session.transcript.first()
+                && hello.plugin != described.name
+            {
+                return Err(format!(
+                    "described names the plugin {:?}, its hello {:?}",
+                    described.name, hello.plugin
+                ));
+            }
+            Ok(format!(
+                "{} {}: {}",
+                described.name, described.version, described.description
+            ))
+        }
         other => Err(format!("expected described, got {}", short(&other))),
     }
 }
@@ -1171,9 +1186,14 @@ async fn secrets(session: &mut Session) -> Result<String, String> {
         )
         .await;
     let in_cmdlines = cmdlines_holding(secret.as_bytes());
-    if ready.is_ok() && !matches!(session.transcript.last(), Some(PluginMessage::Exit(_))) {
+    let exited = session
+        .transcript
+        .iter()
+        .any(|m| matches!(m, PluginMessage::Exit(exit) if exit.task == task));
+    if !exited {
         session.stop(&task, Duration::from_secs(1)).await?;
     }
+    ready?;
     session
         .exit_of(&task, Instant::now() + Duration::from_secs(10))
         .await?;
@@ -1362,6 +1382,19 @@ async fn env_and_workdir(session: &mut Session) -> Result<String, String> {
                 .to_owned(),
         );
     }
+    let run = session
+        .shell(
+            &format!("printf '%s\\n' \"${INHERITED_NAME}\""),
+            Duration::from_secs(10),
+        )
+        .await?;
+    expect_completed(&run, 0)?;
+    if run.stdout_text() != format!("{INHERITED_VALUE}\n") {
+        return Err(format!(
+            "a task did not start from the plugin's own environment: {INHERITED_NAME}, set for the plugin, was {:?} in the task",
+            run.stdout_text().trim_end()
+        ));
+    }
     let sub = dir_path.join("sub");
     std::fs::create_dir(&sub).map_err(|error| format!("cannot make a directory: {error}"))?;
     for (workdir, expected) in [(Some("sub"), &sub), (None, &dir_path)] {
@@ -1515,6 +1548,12 @@ async fn stop_signal_and_reason(session: &mut Session) -> Result<String, String>
             run.exit.reason, run.exit.code
         ));
     }
+    if !session.announces(REMOTE) && (run.exit.code != Some(0) || run.exit.signal.is_some()) {
+        return Err(format!(
+            "a task that exits 0 on SIGTERM, stopped with SIGTERM and 5 s of grace, ended with code {:?} signal {:?}: it did not get SIGTERM, or not its grace period",
+            run.exit.code, run.exit.signal
+        ));
+    }
     Ok(format!(
         "SIGINT ended a task (signal {interrupted:?}); a task exiting 0 on SIGTERM reported stopped"
     ))
@@ -1597,12 +1636,27 @@ async fn stop_escalation(session: &mut Session) -> Result<String, String> {
         .start_ready("trap '' TERM; echo ready; while :; do sleep 0.05; done")
         .await?;
     let asked = Instant::now();
-    let grace = Duration::from_millis(500);
+    let grace = Duration::from_millis(1500);
+    let from = session.transcript.len();
     session.stop(&task, grace).await?;
     let run = session
         .exit_of(&task, asked + grace + Duration::from_secs(3))
         .await?;
     let took = asked.elapsed();
+    let exit_at = session.transcript[from..]
+        .iter()
+        .position(|m| matches!(m, PluginMessage::Exit(exit) if exit.task == task));
+    let ok_at = session.transcript[from..]
+        .iter()
+        .position(|m| matches!(m, PluginMessage::Ok(_)));
+    if let (Some(exit_at), Some(ok_at)) = (exit_at, ok_at)
+        && exit_at < ok_at
+    {
+        return Err(format!(
+            "stop was answered only after the task's exit event, {} ms after it was sent: ok is due at once, before the grace period",
+            took.as_millis()
+        ));
+    }
     if run.exit.reason != ExitReason::Stopped {
         return Err(format!(
             "exit reason {:?}, expected stopped",
