@@ -481,6 +481,7 @@ const MUTANTS: &[(&str, &str)] = &[
     ("bare-env", "env and workdir"),
     ("kill-at-once", "stop signal and reason"),
     ("late-stop-reply", "stop escalation (task ignores SIGTERM)"),
+    ("inherited-stdin", "task stdin"),
 ];
 
 /// The kit is only worth its PASS if it fails broken plugins: every mutant fails the check of the

@@ -109,6 +109,11 @@ pub const CHECKS: &[CheckRule] = &[
         "§4.3 start",
     ),
     rule(
+        "task stdin",
+        "a task's stdin is not the plugin's (the protocol stream): a task reading its input sees its end at once",
+        "§4.3 start (task environment and directory)",
+    ),
+    rule(
         "exit codes 0/1/42",
         "exit codes are reported as given, with reason completed and no signal",
         "§4.3 start (exit fields)",
@@ -734,6 +739,7 @@ pub async fn check_plugin_with(path: &Path, with: Option<serde_json::Value>) -> 
     results.push(verdict("malformed line", malformed(&mut session).await));
     results.push(verdict("validate", validate(&mut session).await));
     results.push(verdict("echo", echo(&mut session).await));
+    results.push(verdict("task stdin", task_stdin(&mut session).await));
     results.push(verdict("exit codes 0/1/42", exit_codes(&mut session).await));
     results.push(verdict(
         "exit by signal",
@@ -910,6 +916,37 @@ async fn echo(session: &mut Session) -> Result<String, String> {
         Ok("argv task printed its line and exited 0".to_owned())
     } else {
         Err(format!("stdout was {out:?}"))
+    }
+}
+
+async fn task_stdin(session: &mut Session) -> Result<String, String> {
+    let task = session.task_id();
+    let (id, message) =
+        session.start_message(&task, Command::Shell("cat; echo input-closed".to_owned()));
+    let group = session.start(&task, message, id).await?;
+    let run = match session
+        .exit_of(&task, Instant::now() + Duration::from_secs(10))
+        .await
+    {
+        Ok(run) => run,
+        Err(error) => {
+            // A `cat` reading the protocol stream would eat every later request: end it.
+            if let Some(group) = group {
+                group.kill();
+            }
+            return Err(format!(
+                "a task running `cat` did not end: {error} (is its stdin the plugin's own?)"
+            ));
+        }
+    };
+    expect_completed(&run, 0)?;
+    if run.stdout_text() == "input-closed\n" {
+        Ok("a task reading its stdin saw its end at once".to_owned())
+    } else {
+        Err(format!(
+            "a task running `cat` printed {:?}: it read something",
+            run.stdout_text()
+        ))
     }
 }
 
