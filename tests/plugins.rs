@@ -427,11 +427,154 @@ fn plugins_list_and_check_through_mc() {
         "{local}"
     );
 
-    let check = output_within_deadline(plugins.mc(&env).args(["plugins", "check", "pyproc"]));
+    // The kit runs ~30 checks (10 MB of output among them): more than one `mc` run's deadline
+    // on a loaded machine.
+    let kit_deadline = Duration::from_secs(300);
+    let check = output_within(
+        plugins.mc(&env).args(["plugins", "check", "pyproc"]),
+        kit_deadline,
+    );
     let report = text(&check.stdout);
     assert!(check.status.success(), "{report}{}", text(&check.stderr));
     assert!(report.contains("PASS 10 MB of output"), "{report}");
     assert!(report.contains(" passed, 0 failed"), "{report}");
+
+    let check = output_within(
+        plugins
+            .mc(&env)
+            .args(["plugins", "check", "pyproc", "--output", "json"]),
+        kit_deadline,
+    );
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let report = parse_json(&check);
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["checks_failed"], 0, "{report}");
+    assert_eq!(report["document"], "docs/plugin-protocol.md", "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= 29, "{report}");
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["passed"] == true
+                && c["section"].as_str().is_some_and(|s| s.starts_with('§'))),
+        "{report}"
+    );
+}
+
+/// Mutants of the Python plugin, each breaking one rule of `docs/plugin-protocol.md` (see its
+/// docstring in `tests/fixtures/plugins/mutants/`), and the check of that rule.
+const MUTANTS: &[(&str, &str)] = &[
+    ("whole-lines", "long lines in 64 KiB pieces"),
+    ("unmarked-pieces", "long lines in 64 KiB pieces"),
+    ("refuses-validate", "validate"),
+    ("silent-validate", "validate"),
+    ("destroy-keeps-running", "destroy"),
+    ("destroy-unknown-error", "destroy"),
+    ("leaves-leftovers", "nothing left after exit"),
+    ("signal-as-code", "exit by signal"),
+    ("code-as-signal", "exit by signal"),
+    ("no-unsupported", "unsupported request"),
+    ("reason-from-code", "stop signal and reason"),
+    ("sigterm-only", "stop signal and reason"),
+    ("no-escalation-at-eof", "end of input"),
+    ("accepts-any-version", "unknown protocol version"),
+    ("silent-on-malformed", "malformed line"),
+    ("strict-fields", "unknown fields ignored"),
+    ("ignores-workspace", "env and workdir"),
+    ("runs-anywhere", "workdir that does not exist"),
+    ("secret-on-stderr", "secrets stay in the environment"),
+    ("cannot-run-exit-0", "start that cannot run"),
+    ("prints-on-stdout", "clean protocol stream"),
+    ("bare-env", "env and workdir"),
+    ("kill-at-once", "stop signal and reason"),
+    ("late-stop-reply", "stop escalation (task ignores SIGTERM)"),
+    ("inherited-stdin", "task stdin"),
+];
+
+/// The kit is only worth its PASS if it fails broken plugins: every mutant fails the check of the
+/// rule it breaks, and `--output json` names what was expected, what arrived and the section.
+/// (Other checks may fail too: only the named one is asserted, as timing checks of a loaded
+/// machine are not the point here.) Three at a time, to keep a 2-core machine usable.
+#[test]
+fn the_conformance_kit_fails_every_mutant_on_the_rule_it_breaks() {
+    let env = Env::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins/mutants");
+    let mut wrong = Vec::new();
+    for batch in MUTANTS.chunks(3) {
+        let children: Vec<(&str, &str, Child)> = batch
+            .iter()
+            .map(|(mutant, check)| {
+                let child = env
+                    .mc()
+                    .args(["plugins", "check", "--output", "json"])
+                    .arg(dir.join(format!("mc-executor-{mutant}")))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (*mutant, *check, child)
+            })
+            .collect();
+        for (mutant, check, child) in children {
+            let output = wait_within(child, Duration::from_secs(300));
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "mutant {mutant}: {}",
+                text(&output.stderr)
+            );
+            let report = parse_json(&output);
+            assert_eq!(report["passed"], false, "{report}");
+            let checks = report["checks"].as_array().unwrap();
+            let named = checks
+                .iter()
+                .find(|c| c["name"] == check)
+                .unwrap_or_else(|| panic!("no check named {check:?} in {report}"));
+            if named["passed"] != false {
+                let failed: Vec<&serde_json::Value> =
+                    checks.iter().filter(|c| c["passed"] == false).collect();
+                wrong.push(format!(
+                    "mutant {mutant} passed {check:?}; it failed {failed:?}"
+                ));
+                continue;
+            }
+            for field in ["expected", "detail", "section"] {
+                assert!(
+                    named[field].as_str().is_some_and(|v| !v.is_empty()),
+                    "mutant {mutant}: check {check:?} has no {field}: {named}"
+                );
+            }
+            assert!(
+                named["section"].as_str().unwrap().starts_with('§'),
+                "{named}"
+            );
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A failed check in the text report says what was expected, what arrived and where the rule is.
+#[test]
+fn a_failed_check_says_what_was_expected_what_arrived_and_where() {
+    let env = Env::new();
+    let mutant = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/plugins/mutants/mc-executor-signal-as-code");
+    let output = output_within(
+        env.mc().args(["plugins", "check"]).arg(&mutant),
+        Duration::from_secs(300),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report = text(&output.stdout);
+    assert!(
+        report.contains(
+            "FAIL exit by signal: a task killed by signal 15 was reported as Completed code Some(143) signal None, expected completed with signal 15 and code null\n  \
+             expected: a task killed by signal n is reported with signal n and code null; one that exits 143 with code 143 and signal null\n  \
+             arrived:  a task killed by signal 15 was reported as Completed code Some(143) signal None, expected completed with signal 15 and code null\n  \
+             see:      docs/plugin-protocol.md, §4.3 start (exit fields)\n"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("PASS echo: "), "{report}");
 }
 
 /// The ssh plugin's binary, built from the current sources (never a stale copy): `cargo build`

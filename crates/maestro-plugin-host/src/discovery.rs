@@ -4,15 +4,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use maestro_plugin_protocol::{Describe, EXECUTABLE_PREFIX, HostMessage, PluginMessage};
 use serde::Serialize;
 
 use crate::connection::Connection;
-
-/// How long `list_plugins` waits for one candidate's hello and description.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::executor::{HELLO_TIMEOUT, REPLY_TIMEOUT, SHUTDOWN_GRACE};
 
 /// The directories searched for plugins, in order: those of `MAESTRO_PLUGIN_PATH` (colon
 /// separated), then `<state root>/plugins`, then those of `PATH`. Empty entries are skipped; a
@@ -202,15 +199,15 @@ struct Probed {
 }
 
 async fn probe(name: &str, path: &Path) -> Result<Probed, String> {
-    let connection = Connection::open(name, path, PROBE_TIMEOUT)
+    let connection = Connection::open(name, path, HELLO_TIMEOUT)
         .await
         .map_err(|error| error.to_string())?;
     let hello = connection.hello().clone();
     let id = connection.next_id();
     let described = connection
-        .request(id, &HostMessage::Describe(Describe { id }), PROBE_TIMEOUT)
+        .request(id, &HostMessage::Describe(Describe { id }), REPLY_TIMEOUT)
         .await;
-    connection.shutdown(Duration::from_secs(1)).await;
+    connection.shutdown(SHUTDOWN_GRACE).await;
     let description = match described {
         Ok(PluginMessage::Described(described)) => {
             Some(described.description).filter(|d| !d.is_empty())

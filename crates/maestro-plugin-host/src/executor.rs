@@ -26,6 +26,16 @@ use crate::groups::Group;
 /// How long a task's process group may take to empty after its exit event (processes the
 /// plugin has just killed leave it when they are reaped) before the host kills what is left
 /// and records the step's teardown as failed.
+/// How long the host waits for a plugin's hello (`docs/plugin-protocol.md` §3), everywhere: jobs,
+/// admission's probe, `mc plugins list`.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the host waits for a reply to a request (§4).
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a plugin may take to exit once its input is closed before its group is killed (§2).
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(250);
 
 /// Deadlines the host keeps with a plugin.
@@ -46,11 +56,11 @@ pub struct PluginOptions {
 impl Default for PluginOptions {
     fn default() -> Self {
         Self {
-            handshake_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
+            handshake_timeout: HELLO_TIMEOUT,
+            request_timeout: REPLY_TIMEOUT,
             ping_interval: Duration::from_secs(10),
             stop_slack: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(3),
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -193,7 +203,7 @@ impl Executor for PluginExecutor {
             .await
             .map_err(unavailable)?;
         let result = self.validate_on(&connection, steps).await;
-        connection.shutdown(Duration::from_secs(1)).await;
+        connection.shutdown(self.options.shutdown_grace).await;
         result
     }
 
@@ -330,7 +340,7 @@ impl PluginExecutor {
                 {
                     Ok(connection) => {
                         let capabilities = connection.hello().capabilities.clone();
-                        connection.shutdown(Duration::from_secs(1)).await;
+                        connection.shutdown(self.options.shutdown_grace).await;
                         Some(capabilities)
                     }
                     Err(error) => {

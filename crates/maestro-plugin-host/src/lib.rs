@@ -25,7 +25,7 @@ mod discovery;
 mod executor;
 mod groups;
 
-pub use check::{CheckResult, check_plugin, check_plugin_with};
+pub use check::{CHECKS, CheckResult, CheckRule, check_plugin, check_plugin_with};
 pub use discovery::{
     PluginCandidate, find_plugin, is_valid_name, list_plugins, plugin_names, search_dirs,
 };

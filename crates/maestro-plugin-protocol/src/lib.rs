@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -62,6 +63,32 @@ pub mod capability {
     /// more of the machine it runs on than it is given. Policy then allows, in its steps, commands
     /// it cannot analyse, as it does for sandboxed local steps and containers.
     pub const CONTAINED: &str = "contained";
+    /// Runs its tasks on another machine, through a local client (such as `ssh`): a reported
+    /// `pgid` is only the client's, a task's `workspace` is a path of the host's machine, and a
+    /// task killed by signal n may arrive as code 128+n, since the client sees only an exit code.
+    /// Informative: the conformance kit then does not look for a task's processes on its machine.
+    pub const REMOTE: &str = "remote";
+}
+
+/// The JSON Schema of every message of the protocol, generated from these types and their docs,
+/// pretty-printed with a final newline: what `docs/plugin-protocol.schema.json` holds. Its
+/// `$defs` has `HostMessage` (what the host writes) and `PluginMessage` (what a plugin writes);
+/// the document itself accepts either.
+pub fn json_schema() -> String {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let host = generator.subschema_for::<HostMessage>();
+    let plugin = generator.subschema_for::<PluginMessage>();
+    let definitions = generator.take_definitions(true);
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": format!("Maestro executor plugin protocol ({PROTOCOL}), version {PROTOCOL_VERSION}"),
+        "description": "One JSON Lines message of docs/plugin-protocol.md: a HostMessage (host to plugin, on the plugin's stdin) or a PluginMessage (plugin to host, on its stdout). Unknown fields must be ignored by both sides, so objects are open.",
+        "oneOf": [host, plugin],
+        "$defs": definitions,
+    });
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// The highest version in `offered` that this crate speaks, if any.
@@ -74,7 +101,7 @@ pub fn choose_version(offered: &[u32]) -> Option<u32> {
 }
 
 /// A message the host writes to a plugin's stdin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMessage {
     /// The answer to the plugin's hello: the version both sides now speak.
@@ -94,21 +121,21 @@ pub enum HostMessage {
 }
 
 /// The host's answer to [`PluginHello`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostHello {
     /// The version chosen from the plugin's `versions`.
     pub version: u32,
 }
 
 /// `describe`: answered by [`Described`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Describe {
     /// The request id, echoed in the reply.
     pub id: u64,
 }
 
 /// `validate`: answered by `ok` or by an [`ErrorReply`] with code `invalid`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Validate {
     /// The request id, echoed in the reply.
     pub id: u64,
@@ -120,7 +147,7 @@ pub struct Validate {
 }
 
 /// What a task runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Run this argv without a shell: `{"argv": ["echo", "hi"]}`.
@@ -140,7 +167,7 @@ impl Command {
 }
 
 /// `start`: answered by [`Started`] (then [`Log`] events and one [`Exit`]) or by an [`ErrorReply`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Start {
     /// The request id, echoed in the reply.
     pub id: u64,
@@ -175,7 +202,7 @@ pub struct Start {
 }
 
 /// `stop`: answered by `ok` at once; the task's [`Exit`] follows within `grace_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Stop {
     /// The request id, echoed in the reply.
     pub id: u64,
@@ -193,7 +220,7 @@ fn default_stop_signal() -> String {
 }
 
 /// `destroy`: answered by `ok`; idempotent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Destroy {
     /// The request id, echoed in the reply.
     pub id: u64,
@@ -202,14 +229,14 @@ pub struct Destroy {
 }
 
 /// `ping`: answered by `pong`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Ping {
     /// The request id, echoed in the reply.
     pub id: u64,
 }
 
 /// A message a plugin writes to its stdout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PluginMessage {
     /// The plugin's first line.
@@ -231,7 +258,7 @@ pub enum PluginMessage {
 }
 
 /// The plugin's first line: who it is and which protocol versions it speaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PluginHello {
     /// Always [`PROTOCOL`].
     pub protocol: String,
@@ -249,7 +276,7 @@ pub struct PluginHello {
 }
 
 /// A setting a plugin reads from a step's `with` object, for documentation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Setting {
     /// The key in `with`.
     pub name: String,
@@ -262,7 +289,7 @@ pub struct Setting {
 }
 
 /// The answer to [`Describe`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Described {
     /// The request id.
     pub id: u64,
@@ -283,7 +310,7 @@ pub struct Described {
 }
 
 /// The answer to a [`Start`] that started its task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Started {
     /// The request id.
     pub id: u64,
@@ -296,14 +323,14 @@ pub struct Started {
 }
 
 /// An `ok` or `pong` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Reply {
     /// The request id.
     pub id: u64,
 }
 
 /// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request type is unknown to the plugin.
@@ -318,11 +345,12 @@ pub enum ErrorCode {
     Failed,
     /// A code this crate does not know.
     #[serde(other)]
+    #[schemars(skip)]
     Other,
 }
 
 /// The answer to a request that failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorReply {
     /// The request id, when the request had a readable one.
     #[serde(default)]
@@ -335,7 +363,7 @@ pub struct ErrorReply {
 }
 
 /// Which output stream a log event comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard output.
@@ -345,7 +373,7 @@ pub enum Stream {
 }
 
 /// Output of a task: one line (without its newline), or a piece of one when `partial` is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Log {
     /// The task id.
     pub task: String,
@@ -396,7 +424,7 @@ impl Log {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     /// It ran to its end (whatever its exit code).
@@ -410,7 +438,7 @@ pub enum ExitReason {
 }
 
 /// Whose fault an [`ExitReason::Error`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// The task's: a command that does not exist, a workdir that is missing.
@@ -420,7 +448,7 @@ pub enum Fault {
 }
 
 /// The end of a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Exit {
     /// The task id.
     pub task: String,
@@ -447,7 +475,7 @@ pub struct Exit {
 }
 
 /// A plugin's report that a task left nothing running (see [`Exit::teardown`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TaskTeardown {
     /// True when the plugin checked and found no process of the task left.
     pub verified: bool,
@@ -589,6 +617,45 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// `docs/plugin-protocol.schema.json` is generated from these types; it must never drift.
+    #[test]
+    fn the_committed_schema_is_generated_from_these_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/plugin-protocol.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("MAESTRO_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/plugin-protocol.schema.json is stale: run `MAESTRO_WRITE_SCHEMA=1 cargo test -p maestro-plugin-protocol the_committed_schema`"
+        );
+        let schema: Value = serde_json::from_str(&committed).unwrap();
+        let text = schema["$defs"].to_string();
+        for message in [
+            "hello",
+            "describe",
+            "validate",
+            "start",
+            "stop",
+            "destroy",
+            "ping",
+            "described",
+            "started",
+            "ok",
+            "pong",
+            "error",
+            "log",
+            "exit",
+        ] {
+            assert!(
+                text.contains(&format!("\"const\":\"{message}\"")),
+                "{message} missing"
+            );
+        }
+    }
 
     #[test]
     fn messages_have_the_documented_shape() {

@@ -43,7 +43,7 @@ pub use maestro_plugin_protocol as protocol;
 use protocol::{Setting, Start};
 use serde_json::Value;
 
-pub use serve::serve;
+pub use serve::{run_task, serve};
 pub use task::{TaskCommand, local_workdir};
 
 /// Who a plugin is, for its hello and its `describe` answer.
@@ -120,8 +120,8 @@ pub trait Plugin: Send + Sync + 'static {
     /// command in, so that an empty group means nothing of the task is left: then each `exit`
     /// reports the group's teardown. A plugin whose command is only a client of something
     /// elsewhere (a remote host, a cluster) returns `false`, and its exits report no teardown:
-    /// the SDK cannot see the remote processes, and must not vouch for them. `true` unless
-    /// overridden.
+    /// the SDK cannot see the remote processes, and must not vouch for them; its hello then
+    /// announces the `remote` capability. `true` unless overridden.
     fn tasks_are_local(&self) -> bool {
         true
     }

@@ -71,7 +71,7 @@ pub fn serve<P: Plugin>(info: PluginInfo, plugin: P) -> ExitCode {
     code
 }
 
-fn capabilities(contained: bool) -> Vec<String> {
+fn capabilities(contained: bool, local: bool) -> Vec<String> {
     let mut capabilities: Vec<String> = [
         capability::ARGV,
         capability::SHELL,
@@ -85,6 +85,9 @@ fn capabilities(contained: bool) -> Vec<String> {
     .to_vec();
     if contained {
         capabilities.push(capability::CONTAINED.to_owned());
+    }
+    if !local {
+        capabilities.push(capability::REMOTE.to_owned());
     }
     capabilities
 }
@@ -119,7 +122,7 @@ async fn run<P: Plugin>(
         versions: SUPPORTED_VERSIONS.to_vec(),
         plugin: info.name.clone(),
         version: info.version.clone(),
-        capabilities: capabilities(plugin.contained()),
+        capabilities: capabilities(plugin.contained(), plugin.tasks_are_local()),
     });
     if out.send(hello.to_line()).await.is_err() {
         return ExitCode::FAILURE;
@@ -215,7 +218,7 @@ async fn handle<P: Plugin>(
             name: info.name.clone(),
             version: info.version.clone(),
             description: info.description.clone(),
-            capabilities: capabilities(plugin.contained()),
+            capabilities: capabilities(plugin.contained(), plugin.tasks_are_local()),
             settings: info.settings.clone(),
         })
         .to_line(),
@@ -244,6 +247,33 @@ async fn handle<P: Plugin>(
         HostMessage::Start(start) => return start_task(start, plugin, tasks, out, running).await,
     };
     Some(reply)
+}
+
+/// Run one task of `plugin` in this process as [`serve`] would for a `start` request, to its end,
+/// and return every message that produced, in order: the reply (`started`, or an `error` when
+/// the task could not start), then the task's log events and its exit event. No plugin process
+/// and no protocol stream are involved: this is what `maestro-plugin-test-support` drives a
+/// plugin crate's `Plugin` implementation with. Needs a Tokio runtime.
+pub async fn run_task<P: Plugin>(plugin: P, start: Start) -> Vec<PluginMessage> {
+    let plugin = Arc::new(plugin);
+    let tasks: Tasks = Arc::default();
+    let (out, mut lines) = mpsc::channel::<String>(64);
+    let collector = tokio::spawn(async move {
+        let mut messages = Vec::new();
+        while let Some(line) = lines.recv().await {
+            if let Ok(message) = PluginMessage::from_line(&line) {
+                messages.push(message);
+            }
+        }
+        messages
+    });
+    let mut running = JoinSet::new();
+    if let Some(reply) = start_task(start, &plugin, &tasks, &out, &mut running).await {
+        let _ = out.send(reply).await;
+    }
+    while running.join_next().await.is_some() {}
+    drop(out);
+    collector.await.unwrap_or_default()
 }
 
 fn lock(

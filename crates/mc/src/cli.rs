@@ -302,13 +302,17 @@ pub(crate) enum PluginsCommand {
     /// Run the conformance kit against a plugin (a path or a runtime name)
     #[command(after_help = "Examples:
   mc plugins check ssh --with '{\"host\": \"127.0.0.1\"}'
-  mc plugins check ./target/debug/mc-executor-pyproc")]
+  mc plugins check ./target/debug/mc-executor-pyproc
+  mc plugins check ./mc-executor-mine --output json")]
     Check {
         /// Path to an executable, or the runtime name of a discovered plugin
         plugin: String,
         /// The `with` object (JSON) handed to every task, for plugins that need settings
         #[arg(long, value_name = "JSON")]
         with: Option<String>,
+        /// Output format (json: one object with every check, for CI)
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
 }
 

@@ -15,7 +15,7 @@ use maestro_core::executor::{
     StopReason,
 };
 use maestro_core::trace::TraceId;
-use maestro_plugin_host::{PluginExecutor, check_plugin_with};
+use maestro_plugin_host::PluginExecutor;
 use maestro_test_support::{Sshd, cmdlines_holding};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -68,20 +68,9 @@ fn control(cancel: &CancellationToken) -> StepControl {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_plugin_passes_the_conformance_kit_against_a_real_sshd() {
     let sshd = Sshd::start();
-    let results = check_plugin_with(Path::new(PLUGIN), Some(sshd.with())).await;
-    let report: Vec<String> = results
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}: {}",
-                if r.passed { "PASS" } else { "FAIL" },
-                r.name,
-                r.detail
-            )
-        })
-        .collect();
-    eprintln!("{}", report.join("\n"));
-    assert!(results.iter().all(|r| r.passed), "{}", report.join("\n"));
+    let report = maestro_plugin_test_support::check_with(PLUGIN, sshd.with()).await;
+    eprintln!("{}", report.text());
+    report.assert_conforms();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

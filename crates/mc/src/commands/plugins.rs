@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use maestro_plugin_host::{check_plugin_with, find_plugin, list_plugins, search_dirs};
+use maestro_plugin_host::{CheckResult, check_plugin_with, find_plugin, list_plugins, search_dirs};
+use serde::Serialize;
 
 use crate::cli::{GlobalArgs, OutputFormat, PluginsCommand};
 use crate::exit::{Code, Failure};
@@ -13,7 +14,11 @@ pub(crate) fn run(global: &GlobalArgs, command: PluginsCommand) -> Result<Code, 
     let dirs = plugin_dirs(&state_root);
     match command {
         PluginsCommand::List { output } => list(&state_root, &dirs, output),
-        PluginsCommand::Check { plugin, with } => check(&dirs, &plugin, with.as_deref()),
+        PluginsCommand::Check {
+            plugin,
+            with,
+            output,
+        } => check(&dirs, &plugin, with.as_deref(), output),
     }
 }
 
@@ -66,7 +71,12 @@ fn list(state_root: &Path, dirs: &[PathBuf], output: OutputFormat) -> Result<Cod
     Ok(Code::Success)
 }
 
-fn check(dirs: &[PathBuf], plugin: &str, with: Option<&str>) -> Result<Code, Failure> {
+fn check(
+    dirs: &[PathBuf],
+    plugin: &str,
+    with: Option<&str>,
+    output: OutputFormat,
+) -> Result<Code, Failure> {
     let with = with
         .map(
             |text| match serde_json::from_str::<serde_json::Value>(text) {
@@ -94,20 +104,56 @@ fn check(dirs: &[PathBuf], plugin: &str, with: Option<&str>) -> Result<Code, Fai
         return Err(Failure::usage(format!("{} is not a file", path.display())));
     }
     let results = super::runtime()?.block_on(check_plugin_with(&path, with));
+    let failed = results.iter().filter(|r| !r.passed).count();
+    match output {
+        OutputFormat::Json => printer::json(&CheckReport {
+            plugin: &path,
+            passed: failed == 0,
+            checks_passed: results.len() - failed,
+            checks_failed: failed,
+            document: DOCUMENT,
+            checks: &results,
+        }),
+        OutputFormat::Text => printer::out(&check_text(&results)),
+    }
+    Ok(if failed == 0 {
+        Code::Success
+    } else {
+        Code::JobFailed
+    })
+}
+
+/// The document every check's section refers to.
+const DOCUMENT: &str = "docs/plugin-protocol.md";
+
+/// What `mc plugins check --output json` prints: one object.
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    plugin: &'a Path,
+    passed: bool,
+    checks_passed: usize,
+    checks_failed: usize,
+    document: &'static str,
+    checks: &'a [CheckResult],
+}
+
+/// One line per check; a failed one says what was expected, what arrived and where the rule is.
+fn check_text(results: &[CheckResult]) -> String {
     let mut text = String::new();
-    for result in &results {
+    for result in results {
         let verdict = if result.passed { "PASS" } else { "FAIL" };
         text.push_str(&format!("{verdict} {}: {}\n", result.name, result.detail));
+        if !result.passed {
+            text.push_str(&format!(
+                "  expected: {}\n  arrived:  {}\n  see:      {DOCUMENT}, {}\n",
+                result.expected, result.detail, result.section
+            ));
+        }
     }
     let failed = results.iter().filter(|r| !r.passed).count();
     text.push_str(&format!(
         "{} passed, {failed} failed\n",
         results.len() - failed
     ));
-    printer::out(&text);
-    Ok(if failed == 0 {
-        Code::Success
-    } else {
-        Code::JobFailed
-    })
+    text
 }
