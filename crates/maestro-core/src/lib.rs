@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod control;
 pub mod executor;
+pub mod follow;
 pub mod identity;
 pub mod output;
 pub mod plan;

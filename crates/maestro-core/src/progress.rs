@@ -202,7 +202,7 @@ impl JobFilter {
 }
 
 /// The first line of a step log, at most 4 KiB, when it is a Maestro header.
-fn header_line(log: std::fs::File) -> Option<String> {
+fn header_line(log: impl Read) -> Option<String> {
     let mut line = String::new();
     BufReader::new(log.take(4096)).read_line(&mut line).ok()?;
     line.starts_with("# maestro ").then_some(line)

@@ -5,31 +5,40 @@ use std::time::Duration;
 use maestro_core::JobId;
 use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{describe, status_name};
-use maestro_core::state::{FileStore, JobRecord, StateStore, StepRecord, StepStatus};
+use maestro_core::state::{JobRecord, PageQuery, StateStore, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
 use crate::exit::{Code, Failure};
 use crate::printer::{self, field};
-use crate::settings;
 
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(global: &GlobalArgs, args: StatusArgs) -> Result<Code, Failure> {
-    let store = FileStore::new(settings::state_root(global)?);
+    let store = super::store(global)?;
+    let store = store.as_ref();
     let job_id = match &args.job_id {
-        Some(text) => Some(super::find_job(&store, text)?),
+        Some(text) => Some(super::find_job(store, text)?),
         None => None,
     };
     let filter = filter(&args)?;
+    let before = args
+        .before
+        .as_deref()
+        // A whole id needs no job of its own: the job may have been pruned since.
+        .map(|text| match JobId::try_parse(text) {
+            Ok(job_id) => Ok(job_id),
+            Err(_) => super::find_job(store, text),
+        })
+        .transpose()?;
     loop {
         if args.watch {
             printer::clear_screen();
         }
         let running = match job_id {
-            Some(job_id) => show(&store, job_id, args.output)?,
+            Some(job_id) => show(store, job_id, args.output)?,
             None => {
-                list(&store, &filter, args.limit, args.output)?;
+                list(store, &filter, before, args.limit, args.output)?;
                 true
             }
         };
@@ -72,7 +81,7 @@ fn human(duration: Duration) -> String {
 }
 
 /// Prints one job; true while it is still running.
-fn show(store: &FileStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
+fn show(store: &dyn StateStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
     let record = store.load(job_id)?;
     let stale = store.is_abandoned(&record)?;
     let current = if record.state().is_terminal() {
@@ -190,26 +199,35 @@ fn teardown(step: &StepRecord) -> String {
 }
 
 fn list(
-    store: &FileStore,
+    store: &dyn StateStore,
     filter: &JobFilter,
+    before: Option<JobId>,
     limit: usize,
     output: OutputFormat,
 ) -> Result<(), Failure> {
-    let mut rows = Vec::new();
-    let mut matching = 0;
-    for job_id in store.list()? {
-        match store.load(job_id) {
-            Ok(record) if filter.matches(&record) => {
-                matching += 1;
-                if limit == 0 || rows.len() < limit {
-                    let stale = store.is_abandoned(&record)?;
-                    rows.push((record, stale));
-                }
-            }
-            Ok(_) => {}
-            Err(error) => eprintln!("warning: {}", field(&error.to_string())),
-        }
+    let page = store.list_page(&PageQuery {
+        before,
+        limit,
+        filter: filter.clone(),
+    })?;
+    let mut rows = Vec::with_capacity(page.jobs.len());
+    for record in page.jobs {
+        let stale = store.is_abandoned(&record)?;
+        rows.push((record, stale));
     }
+    // Only a truncated listing counts the rest, for the note: one page alone costs the same
+    // whatever the store's size.
+    let matching = match page.next_cursor {
+        Some(cursor) => {
+            let rest = store.list_page(&PageQuery {
+                before: Some(cursor),
+                limit: 0,
+                filter: filter.clone(),
+            })?;
+            rows.len() + rest.jobs.len()
+        }
+        None => rows.len(),
+    };
     match output {
         OutputFormat::Json => printer::json(
             &rows
@@ -249,10 +267,13 @@ fn list(
             printer::out(&text);
         }
     }
-    if rows.len() < matching {
+    if rows.len() < matching
+        && let Some((last, _)) = rows.last()
+    {
         eprintln!(
-            "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all",
-            rows.len()
+            "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {}` the next page",
+            rows.len(),
+            last.meta.job_id
         );
     }
     Ok(())
