@@ -108,10 +108,7 @@ pub trait AuditStorage: Send + Sync {
     /// Under the trail's exclusive lock, call `extend` with the last complete line (without
     /// its newline; `None` when there is none) and whether the trail is empty or ends with a
     /// newline, and append what it returns; durable before this returns.
-    fn append_locked(
-        &self,
-        extend: &mut Extend<'_>,
-    ) -> Result<(), StorageError>;
+    fn append_locked(&self, extend: &mut Extend<'_>) -> Result<(), StorageError>;
     /// The trail's bytes (empty when nothing was appended yet).
     fn read(&self) -> Result<Vec<u8>, StorageError>;
 }
@@ -151,10 +148,7 @@ impl AuditStorage for FileAudit {
         self.path.display().to_string()
     }
 
-    fn append_locked(
-        &self,
-        extend: &mut Extend<'_>,
-    ) -> Result<(), StorageError> {
+    fn append_locked(&self, extend: &mut Extend<'_>) -> Result<(), StorageError> {
         let root = self.root.create_dir_all(Path::new(""))?;
         let file = root.open("audit.log", Access::AppendOrCreate)?;
         file.lock()?;
