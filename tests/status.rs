@@ -45,6 +45,17 @@ fn pages_follow_each_other_with_before_newest_first() {
         "status", "--state", "failed", "--before", &all[0], "--output", "json",
     ]));
     assert_eq!(ids(&failed), [all[1].clone(), all[3].clone()]);
+    // A filtered listing is not counted (that would read every older job): its note points
+    // at the next page.
+    let cut = env.run(&["status", "--state", "failed", "--limit", "1"]);
+    assert!(
+        text(&cut.stderr).contains(&format!(
+            "showing the newest 1 matching jobs; `--before {}` shows the next page",
+            all[1]
+        )),
+        "{}",
+        text(&cut.stderr)
+    );
 }
 
 #[test]

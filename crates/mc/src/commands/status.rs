@@ -215,18 +215,14 @@ fn list(
         let stale = store.is_abandoned(&record)?;
         rows.push((record, stale));
     }
-    // Only a truncated listing counts the rest, for the note: one page alone costs the same
-    // whatever the store's size.
+    // A truncated listing without a filter says how many jobs there are, counted by their ids
+    // alone (no job is read); with a filter, counting would read every older job, so the note
+    // only points at the next page.
     let matching = match page.next_cursor {
-        Some(cursor) => {
-            let rest = store.list_page(&PageQuery {
-                before: Some(cursor),
-                limit: 0,
-                filter: filter.clone(),
-            })?;
-            rows.len() + rest.jobs.len()
+        Some(cursor) if filter.is_empty() => {
+            Some(rows.len() + store.list()?.iter().filter(|id| **id < cursor).count())
         }
-        None => rows.len(),
+        Some(_) | None => None,
     };
     match output {
         OutputFormat::Json => printer::json(
@@ -267,14 +263,19 @@ fn list(
             printer::out(&text);
         }
     }
-    if rows.len() < matching
-        && let Some((last, _)) = rows.last()
-    {
-        eprintln!(
-            "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {}` the next page",
-            rows.len(),
-            last.meta.job_id
-        );
+    if let (Some(next), Some((last, _))) = (page.next_cursor, rows.last()) {
+        let last = last.meta.job_id;
+        debug_assert_eq!(next, last);
+        match matching {
+            Some(matching) => eprintln!(
+                "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {last}` the next page",
+                rows.len(),
+            ),
+            None => eprintln!(
+                "note: showing the newest {} matching jobs; `--before {last}` shows the next page, `--limit 0` them all",
+                rows.len(),
+            ),
+        }
     }
     Ok(())
 }
