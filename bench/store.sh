@@ -4,7 +4,7 @@
 # recorded in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin mc
+[ -n "${MC:-}" ] || cargo build --release --quiet --bin mc
 MC="${MC:-${CARGO_TARGET_DIR:-$PWD/target}/release/mc}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -24,8 +24,7 @@ measure() { # label
 }
 measure one
 
-# 99,999 older jobs: version 7 ids from a day before the real one, each a copy of it (files
-# hard-linked: the store reads them, never writes them here).
+# 99,999 older jobs: version 7 ids from a day before the real one, each a copy of it.
 python3 - "$MAESTRO_HOME/jobs" "$id" <<'PY'
 import os, shutil, sys, time, uuid
 jobs, source = sys.argv[1], sys.argv[2]
@@ -34,8 +33,7 @@ for n in range(99_999):
     ms = start + n
     value = (ms << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10), "big") & ((1 << 76) - 1))
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    shutil.copytree(os.path.join(jobs, source), os.path.join(jobs, str(uuid.UUID(int=value))),
-                    copy_function=os.link)
+    shutil.copytree(os.path.join(jobs, source), os.path.join(jobs, str(uuid.UUID(int=value))))
 PY
 measure many
 
