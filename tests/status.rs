@@ -1,7 +1,62 @@
-//! `mc status`: the list's header, filters and limit notice, a running job's current step, and
+//! `mc status`: the list's header, filters, limit notice and pages, a running job's current step, and
 //! text from specs that never reaches the terminal as control sequences.
 
 use crate::util::*;
+
+#[test]
+fn pages_follow_each_other_with_before_newest_first() {
+    let env = Env::new();
+    let ok = env.write("ok.yaml", &job_yaml("ok", "  - name: s\n    run: 'true'\n"));
+    let bad = env.write(
+        "bad.yaml",
+        &job_yaml("bad", "  - name: s\n    run: exit 3\n"),
+    );
+    for file in [&ok, &bad, &ok, &bad, &ok] {
+        env.submit(file, &["--quiet"]);
+    }
+    let ids = |value: &serde_json::Value| -> Vec<String> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["job_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ids(&parse_json(&env.run(&["status", "--output", "json"])));
+    assert_eq!(all.len(), 5);
+    let first = env.run(&["status", "--limit", "2", "--output", "json"]);
+    assert_eq!(ids(&parse_json(&first)), all[..2]);
+    assert!(
+        text(&first.stderr).contains(&format!("`--before {}` the next page", all[1])),
+        "{}",
+        text(&first.stderr)
+    );
+    let second = parse_json(&env.run(&[
+        "status", "--limit", "2", "--before", &all[1], "--output", "json",
+    ]));
+    assert_eq!(ids(&second), all[2..4]);
+    let last = env.run(&[
+        "status", "--limit", "2", "--before", &all[3], "--output", "json",
+    ]);
+    assert_eq!(ids(&parse_json(&last)), all[4..]);
+    assert!(text(&last.stderr).is_empty(), "{}", text(&last.stderr));
+    // Filters apply within the pages: the failed jobs older than the newest one.
+    let failed = parse_json(&env.run(&[
+        "status", "--state", "failed", "--before", &all[0], "--output", "json",
+    ]));
+    assert_eq!(ids(&failed), [all[1].clone(), all[3].clone()]);
+    // A filtered listing is not counted (that would read every older job): its note points
+    // at the next page.
+    let cut = env.run(&["status", "--state", "failed", "--limit", "1"]);
+    assert!(
+        text(&cut.stderr).contains(&format!(
+            "showing the newest 1 matching jobs; `--before {}` shows the next page",
+            all[1]
+        )),
+        "{}",
+        text(&cut.stderr)
+    );
+}
 
 #[test]
 fn the_list_has_a_header_durations_filters_and_says_when_the_limit_cut_it() {

@@ -1,5 +1,5 @@
-//! The audit trail: `audit.log` in the state root, one JSON line per event, append-only and
-//! hash-chained.
+//! The audit trail: one JSON line per event, append-only and hash-chained, kept by the state
+//! store's [`AuditStorage`] (`audit.log` in the state root for the file store).
 //!
 //! Each record is appended with a single `write` under an exclusive lock on the file and then
 //! fsynced, so concurrent `mc` processes never interleave lines and an acknowledged record
@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,21 +83,94 @@ impl AuditRecord {
 
 /// Why an audit record could not be written or read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} audit log {}: {source}", path.display())]
+#[error("cannot {action} audit log {log}: {source}")]
 pub struct AuditError {
     /// What was being done: `append to`, `read`.
     pub action: &'static str,
-    /// The audit log.
-    pub path: PathBuf,
-    /// The cause.
-    pub source: io::Error,
+    /// The audit log, as its storage describes it (a file's path).
+    pub log: String,
+    /// The storage's error.
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// The audit log of a state root.
-#[derive(Debug, Clone)]
+/// What [`AuditStorage::append_locked`] calls under the lock: given the last complete line (if
+/// any) and whether the trail ends cleanly, the bytes to append.
+pub type Extend<'a> = dyn FnMut(Option<&[u8]>, bool) -> io::Result<Vec<u8>> + 'a;
+
+/// An error of an audit storage, kept as it is.
+pub type StorageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where an audit trail's bytes are kept: a sequence of lines, only ever appended to. The chain
+/// (sequence numbers, hashes, the genesis record) is [`AuditLog`]'s, the same on every storage.
+pub trait AuditStorage: Send + Sync {
+    /// Where the trail is, for messages.
+    fn describe(&self) -> String;
+    /// Under the trail's exclusive lock, call `extend` with the last complete line (without
+    /// its newline; `None` when there is none) and whether the trail is empty or ends with a
+    /// newline, and append what it returns; durable before this returns.
+    fn append_locked(&self, extend: &mut Extend<'_>) -> Result<(), StorageError>;
+    /// The trail's bytes (empty when nothing was appended yet).
+    fn read(&self) -> Result<Vec<u8>, StorageError>;
+}
+
+/// The audit log: the hash chain over an [`AuditStorage`].
+#[derive(Clone)]
 pub struct AuditLog {
+    storage: Arc<dyn AuditStorage>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({})", self.storage.describe())
+    }
+}
+
+/// `audit.log` in a state root: each append is one `write` under an exclusive `flock`, then
+/// `fdatasync`.
+#[derive(Debug, Clone)]
+pub struct FileAudit {
     root: StateRoot,
     path: PathBuf,
+}
+
+impl FileAudit {
+    /// The audit log `audit.log` in `state_root`.
+    pub fn new(state_root: &Path) -> Self {
+        Self {
+            root: StateRoot::new(state_root),
+            path: state_root.join("audit.log"),
+        }
+    }
+}
+
+impl AuditStorage for FileAudit {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn append_locked(&self, extend: &mut Extend<'_>) -> Result<(), StorageError> {
+        let root = self.root.create_dir_all(Path::new(""))?;
+        let file = root.open("audit.log", Access::AppendOrCreate)?;
+        file.lock()?;
+        let (ends_with_newline, last) = tail(&file)?;
+        let lines = extend(last.as_deref(), ends_with_newline)?;
+        (&file).write_all(&lines)?;
+        file.sync_data()?;
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Vec<u8>, StorageError> {
+        let root = match self.root.open_dir(Path::new("")) {
+            Ok(Some(root)) => root,
+            Ok(None) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        match root.read("audit.log") {
+            Ok(bytes) => Ok(bytes),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 /// What was wrong with a chain, found by [`AuditLog::verify`].
@@ -170,22 +244,22 @@ struct Link {
 impl AuditLog {
     /// The audit log `audit.log` in `state_root`.
     pub fn new(state_root: &Path) -> Self {
-        Self {
-            root: StateRoot::new(state_root),
-            path: state_root.join("audit.log"),
-        }
+        Self::over(Arc::new(FileAudit::new(state_root)))
     }
 
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The audit log kept in `storage`.
+    pub fn over(storage: Arc<dyn AuditStorage>) -> Self {
+        Self { storage }
     }
 
-    fn error(&self, action: &'static str) -> impl FnOnce(io::Error) -> AuditError {
-        let path = self.path.clone();
+    fn error(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> AuditError {
+        let log = self.storage.describe();
         move |source| AuditError {
             action,
-            path,
+            log,
             source,
         }
     }
@@ -201,12 +275,7 @@ impl AuditLog {
         let Some(first) = records.first() else {
             return Ok(());
         };
-        let wrap = self.error("append to");
-        let result = (|| {
-            let root = self.root.create_dir_all(Path::new(""))?;
-            let file = root.open("audit.log", Access::AppendOrCreate)?;
-            file.lock()?;
-            let (ends_with_newline, last) = tail(&file)?;
+        let mut extend = |last: Option<&[u8]>, ends_with_newline: bool| {
             let mut lines = Vec::new();
             // A crash mid-append can leave a last line without its newline; end it first, or
             // this record would be glued to it and lost to every reader. The chain skips it.
@@ -215,11 +284,11 @@ impl AuditLog {
             }
             let (mut seq, mut prev) = match last {
                 Some(line) => {
-                    let seq = serde_json::from_slice::<Link>(&line)
+                    let seq = serde_json::from_slice::<Link>(line)
                         .ok()
                         .and_then(|link| link.seq)
                         .map_or(1, |seq| seq + 1);
-                    (seq, sha256_hex(&line))
+                    (seq, sha256_hex(line))
                 }
                 None => {
                     let genesis = AuditRecord::new(
@@ -245,23 +314,15 @@ impl AuditLog {
                 lines.extend_from_slice(&line);
                 lines.push(b'\n');
             }
-            (&file).write_all(&lines)?;
-            file.sync_data()
-        })();
-        result.map_err(wrap)
+            Ok(lines)
+        };
+        self.storage
+            .append_locked(&mut extend)
+            .map_err(self.error("append to"))
     }
 
     fn read_bytes(&self) -> Result<Vec<u8>, AuditError> {
-        let root = match self.root.open_dir(Path::new("")) {
-            Ok(Some(root)) => root,
-            Ok(None) => return Ok(Vec::new()),
-            Err(error) => return Err(self.error("read")(error)),
-        };
-        match root.read("audit.log") {
-            Ok(bytes) => Ok(bytes),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(error) => Err(self.error("read")(error)),
-        }
+        self.storage.read().map_err(self.error("read"))
     }
 
     /// Every record that parses, oldest first.
@@ -665,7 +726,10 @@ mod tests {
         let record =
             |event: &str| AuditRecord::new(None, &trace, None, event, serde_json::Value::Null);
         log.append(&record("before")).unwrap();
-        let mut file = OpenOptions::new().append(true).open(log.path()).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("audit.log"))
+            .unwrap();
         file.write_all(b"{\"at\":\"torn").unwrap();
         log.append(&record("after")).unwrap();
         let records = log.read_all().unwrap();
@@ -701,7 +765,7 @@ mod tests {
                 });
             }
         });
-        let text = std::fs::read_to_string(log.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         assert_eq!(text.lines().count(), 201, "200 and the genesis record");
         assert_eq!(log.read_all().unwrap().len(), 201);
         let verification = log.verify(None, None).unwrap();
@@ -728,7 +792,7 @@ mod chain_tests {
             ))
             .unwrap();
         }
-        let bytes = std::fs::read(log.path()).unwrap();
+        let bytes = std::fs::read(dir.path().join("audit.log")).unwrap();
         (dir, log, bytes)
     }
 
@@ -798,7 +862,7 @@ mod chain_tests {
         // Rewrite: keep the first three lines and re-append different records after them,
         // chained correctly, as someone who knows the format would.
         let kept = join(&lines(&bytes)[..3]);
-        std::fs::write(log.path(), &kept).unwrap();
+        std::fs::write(dir.path().join("audit.log"), &kept).unwrap();
         let trace = TraceId::parse("t").unwrap();
         for n in 0..3 {
             log.append(&AuditRecord::new(
@@ -810,7 +874,7 @@ mod chain_tests {
             ))
             .unwrap();
         }
-        let forged = std::fs::read(log.path()).unwrap();
+        let forged = std::fs::read(dir.path().join("audit.log")).unwrap();
         assert!(
             verify_chain(&forged, None).intact(),
             "the chain alone cannot tell"

@@ -7,8 +7,10 @@
 //!   [`suggest::did_you_mean`]), and [`plan::plan_steps`] resolves it into per-step
 //!   [`executor::StepRequest`]s.
 //! * [`policy::evaluate_policies`] is the only policy entry point: every policy, every verdict.
-//! * [`state::StateStore`] records a job's transitions append-only; [`state::FileStore`] keeps them
-//!   under `var/maestro`, [`audit::AuditLog`] appends the audit trail next to them.
+//! * [`state::StateStore`] is all the runner, the server and `mc` know of storage: a job's
+//!   history (append-only), leases, step logs, listing and audit trail; [`state::FileStore`]
+//!   keeps them under `var/maestro`, and [`audit::AuditLog`] chains the trail over the store's
+//!   [`audit::AuditStorage`]. [`follow`] reads a job's logs in the spec's order, to their end.
 //! * [`executor::Executor`] is the boundary every runtime implements (the local, Docker and plugin
 //!   executors live in crates of their own), and [`executor::ExecutorRegistry`] maps runtime
 //!   names to executors.
@@ -20,6 +22,7 @@
 pub mod audit;
 pub mod control;
 pub mod executor;
+pub mod follow;
 pub mod identity;
 pub mod output;
 pub mod plan;

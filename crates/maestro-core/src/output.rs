@@ -18,13 +18,13 @@
 //! between two reads is still seen whole; a line cut at [`MAX_LINE_BYTES`] is cut where no
 //! value straddles the cut, the bytes after it carried over to the next piece.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Masker;
+use crate::state::LogSink;
 use crate::time::now_rfc3339;
 
 /// The longest line kept in one piece; longer lines are cut into continuation lines.
@@ -89,7 +89,7 @@ pub trait OutputObserver: Send + Sync {
 /// The output sink an executor writes a step's output into.
 pub struct StepOutput {
     step: String,
-    log: File,
+    log: Box<dyn LogSink>,
     /// Log bytes not yet written: one chunk's, or more with [`StepOutput::defer_writes`].
     pending: Vec<u8>,
     deferred: bool,
@@ -109,16 +109,17 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
-    /// A sink writing to `log` (a new, empty file) whose first line is the note `header`.
+    /// A sink writing to `log` (a new, empty log, e.g. a file) whose first line is the note
+    /// `header`.
     pub fn new(
         step: &str,
-        log: File,
+        log: impl LogSink + 'static,
         header: &str,
         observer: Option<Arc<dyn OutputObserver>>,
     ) -> io::Result<Self> {
         let mut output = Self {
             step: step.to_owned(),
-            log,
+            log: Box::new(log),
             pending: Vec::with_capacity(DEFERRED_BYTES + 64 * 1024),
             deferred: false,
             observer,
@@ -285,7 +286,7 @@ impl StepOutput {
         }
         self.note(footer)?;
         self.write_pending()?;
-        self.log.sync_all()
+        self.log.sync()
     }
 
     /// Record the unterminated last line of each stream as a line of its own.
@@ -431,6 +432,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn recorded_lines_read_back() {

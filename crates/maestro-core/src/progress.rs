@@ -184,6 +184,14 @@ impl JobFilter {
         now.checked_sub(span).map_err(|_| invalid())
     }
 
+    /// Whether it lets every job through.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+            && self.owner.is_none()
+            && self.environment.is_none()
+            && self.since.is_none()
+    }
+
     /// Whether `record` passes every condition.
     pub fn matches(&self, record: &JobRecord) -> bool {
         let same = |wanted: &Option<String>, value: &Option<String>| match wanted {
@@ -202,7 +210,7 @@ impl JobFilter {
 }
 
 /// The first line of a step log, at most 4 KiB, when it is a Maestro header.
-fn header_line(log: std::fs::File) -> Option<String> {
+fn header_line(log: impl Read) -> Option<String> {
     let mut line = String::new();
     BufReader::new(log.take(4096)).read_line(&mut line).ok()?;
     line.starts_with("# maestro ").then_some(line)

@@ -978,19 +978,16 @@ impl JobRun<'_> {
                 &self.meta.trace_id,
                 &started_at,
             );
-            let log_path = self
-                .runner
-                .store
-                .step_log_path(self.meta.job_id, &step.name);
+            let log_error = |source| StateError::Log {
+                job_id: self.meta.job_id,
+                step: step.name.clone(),
+                source,
+            };
             if let Some(observer) = &self.observer {
                 observer.step_started(&step.name, &step.runtime);
             }
             let mut output = StepOutput::new(&step.name, log, &header, self.observer.clone())
-                .map_err(|source| StateError::Io {
-                    action: "write",
-                    path: log_path.clone(),
-                    source,
-                })?;
+                .map_err(log_error)?;
             output.mask_with(Arc::clone(&self.masker));
             output.limit(self.runner.config.max_step_output);
             // A deadline beyond what `Instant` can hold means none: use one that never fires.
@@ -1040,11 +1037,7 @@ impl JobRun<'_> {
                 status_name(record.status),
                 describe(&record)
             );
-            output.finish(&footer).map_err(|source| StateError::Io {
-                action: "write",
-                path: log_path,
-                source,
-            })?;
+            output.finish(&footer).map_err(log_error)?;
             let history = self.runner.store.append_step(self.meta.job_id, &record)?;
             let mut details = serde_json::to_value(&record).unwrap_or_default();
             if let Some(details) = details.as_object_mut() {

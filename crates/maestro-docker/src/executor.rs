@@ -16,7 +16,7 @@ use maestro_core::executor::{
     StepOutcome, StepOutput, StepRequest, Teardown, TeardownMethod,
 };
 use maestro_core::spec::PullPolicy;
-use maestro_core::state::FileStore;
+use maestro_core::state::StateStore;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -90,9 +90,9 @@ impl DockerExecutor {
     }
 
     /// An executor for the engine at `DOCKER_HOST` (or the default socket) that notes each
-    /// container creation in the job's directory of `journal` before asking for it (see
+    /// container creation among the job's notes in `journal` before asking for it (see
     /// [`Executor::settle_job`]).
-    pub fn with_journal(journal: FileStore) -> Self {
+    pub fn with_journal(journal: Arc<dyn StateStore>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 journal: Some(journal),
@@ -119,9 +119,9 @@ type Created = Result<String, DockerError>;
 struct Inner {
     /// The engine's address, when not taken from `DOCKER_HOST`.
     host: Option<String>,
-    /// The state root whose jobs' notes record each container creation before it is asked
-    /// for, so that `mc gc` can settle those a killed `mc` left in flight.
-    journal: Option<FileStore>,
+    /// The store whose jobs' notes record each container creation before it is asked for, so
+    /// that `mc gc` can settle those a killed `mc` left in flight.
+    journal: Option<Arc<dyn StateStore>>,
     /// The client, built once the engine answered and the API version was agreed.
     client: OnceCell<Docker>,
     jobs: Mutex<HashMap<JobId, Job>>,

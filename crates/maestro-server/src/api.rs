@@ -16,7 +16,7 @@ use maestro_core::control::{LookupError, find_job};
 use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{Accepted, RunError, SubmitRequest};
 use maestro_core::spec::SpecFormat;
-use maestro_core::state::{JobRecord, JobState, StateStore};
+use maestro_core::state::{JobRecord, JobState, PageQuery};
 use maestro_core::trace::TraceId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -228,7 +228,7 @@ fn audit(
 }
 
 fn lookup(state: &AppState, text: &str) -> Result<JobId, ApiError> {
-    find_job(&state.store, text).map_err(|error| match error {
+    find_job(state.store.as_ref(), text).map_err(|error| match error {
         LookupError::Store(error) => ApiError::from(error),
         LookupError::NoMatch { .. } => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -450,28 +450,15 @@ pub(crate) async fn list_jobs(
         })?),
         None => None,
     };
-    let ids = state.store.list()?;
-    let start = match cursor {
-        // Ids are newest first; the next page starts after the cursor.
-        Some(cursor) => ids.partition_point(|id| *id >= cursor),
-        None => 0,
-    };
-    let mut jobs = Vec::new();
-    let mut next_cursor = None;
-    for job_id in &ids[start..] {
-        let Ok(record) = state.store.load(*job_id) else {
-            continue;
-        };
-        if !filter.matches(&record) {
-            continue;
-        }
-        if jobs.len() == limit {
-            next_cursor = jobs.last().map(|last: &JobSummary| last.job_id.clone());
-            break;
-        }
-        jobs.push(summary(&record));
-    }
-    Ok(Json(JobList { jobs, next_cursor }))
+    let page = state.store.list_page(&PageQuery {
+        before: cursor,
+        limit,
+        filter,
+    })?;
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(summary).collect(),
+        next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
+    }))
 }
 
 /// One job: transitions, verdicts, steps, the step running now.
@@ -495,8 +482,8 @@ pub(crate) async fn show_job(
 ) -> Result<Json<JobDetail>, ApiError> {
     let job_id = lookup(&state, &id)?;
     let record = state.store.load(job_id)?;
-    let steps = crate::logs::step_names(&state.store, &record)?;
-    let current = progress::current_step(&state.store, &record, &steps);
+    let steps = crate::logs::step_names(state.store.as_ref(), &record)?;
+    let current = progress::current_step(state.store.as_ref(), &record, &steps);
     Ok(Json(JobDetail {
         summary: summary(&record),
         source: record.meta.source.clone(),
@@ -532,11 +519,11 @@ pub(crate) async fn job_logs(
     let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
     let job_id = lookup(&state, &id)?;
     let record = state.store.load(job_id)?;
-    let steps = crate::logs::step_names(&state.store, &record)?;
+    let steps = crate::logs::step_names(state.store.as_ref(), &record)?;
     let after = query.after.unwrap_or(0);
     let ndjson = [(header::CONTENT_TYPE, "application/x-ndjson")];
     if !query.follow.unwrap_or(false) {
-        let body = crate::logs::recorded(&state.store, job_id, &steps, after)?;
+        let body = crate::logs::recorded(state.store.as_ref(), job_id, &steps, after)?;
         return Ok((ndjson, body).into_response());
     }
     let permit = Arc::clone(&state.followers)
@@ -547,7 +534,7 @@ pub(crate) async fn job_logs(
                 "too many clients follow logs now; retry later, or read without follow",
             )
         })?;
-    let stream = crate::logs::follow(state.store.clone(), job_id, steps, after, permit);
+    let stream = crate::logs::follow(Arc::clone(&state.store), job_id, steps, after, permit);
     Ok((ndjson, Body::from_stream(stream)).into_response())
 }
 

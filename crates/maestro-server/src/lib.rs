@@ -36,7 +36,7 @@ use hyper_util::service::TowerToHyperService;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
 use maestro_core::runner::{Runner, collect_garbage};
-use maestro_core::state::FileStore;
+use maestro_core::state::{FileStore, StateStore};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -120,7 +120,7 @@ pub enum ServerError {
 /// What every handler shares.
 pub(crate) struct AppState {
     pub(crate) runner: Arc<Runner>,
-    pub(crate) store: FileStore,
+    pub(crate) store: Arc<dyn StateStore>,
     pub(crate) audit: AuditLog,
     pub(crate) tokens: TokenStore,
     pub(crate) scheduler: Arc<Scheduler>,
@@ -205,18 +205,20 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     check_listen(config.listen, config.insecure_listen, config.tls.is_some())?;
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let store = FileStore::new(&state_root);
-    let audit = AuditLog::new(&state_root);
+    // The server's queue markers live in the state root beside the file store.
+    let file_store = FileStore::new(&state_root);
+    let store: Arc<dyn StateStore> = Arc::new(file_store.clone());
+    let audit = store.audit();
     let scheduler = Arc::new(Scheduler::new(
         Arc::clone(&runner),
-        store.clone(),
+        file_store,
         config.max_concurrent_jobs,
         config.queue_limit,
     ));
     for warning in scheduler.recover(&config.invocation_dir).await {
         tracing::warn!("{warning}");
     }
-    let report = collect_garbage(Arc::new(store.clone()), &audit, &gc_executors).await?;
+    let report = collect_garbage(Arc::clone(&store), &audit, &gc_executors).await?;
     for job_id in &report.abandoned_jobs {
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");
     }

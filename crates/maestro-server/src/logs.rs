@@ -5,38 +5,31 @@
 //! so a client that lost its connection resumes with `?after=N`.
 
 use std::convert::Infallible;
-use std::io::Read;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use futures::Stream;
 use maestro_core::JobId;
-use maestro_core::spec::SpecFormat;
-use maestro_core::state::{FileStore, JobRecord, StateStore};
+use maestro_core::follow::{self, Event, FollowError, StepFollow};
+use maestro_core::state::{JobRecord, StateStore};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::error::ApiError;
 
-const POLL: Duration = Duration::from_millis(100);
+fn follow_error(error: FollowError) -> ApiError {
+    match error {
+        FollowError::State(error) => ApiError::from(error),
+        other => ApiError::internal(other),
+    }
+}
 
 /// The step names of a stored job, in the spec's order.
-pub(crate) fn step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<String>, ApiError> {
-    let job_id = record.meta.job_id;
-    let spec_path = store.job_dir(job_id).join(&record.meta.spec_file);
-    let spec_bytes = std::fs::read(&spec_path).map_err(|error| {
-        ApiError::internal(format!("cannot read {}: {error}", spec_path.display()))
-    })?;
-    let spec = maestro_core::spec::parse(
-        &spec_bytes,
-        SpecFormat::from_file_name(&record.meta.spec_file),
-    )
-    .map_err(|error| {
-        ApiError::internal(format!(
-            "stored spec of job {job_id} no longer parses: {error}"
-        ))
-    })?;
-    Ok(spec.steps.into_iter().map(|step| step.name).collect())
+pub(crate) fn step_names(
+    store: &dyn StateStore,
+    record: &JobRecord,
+) -> Result<Vec<String>, ApiError> {
+    follow::step_names(store, record).map_err(follow_error)
 }
 
 /// Turns a step's bytes into numbered JSON lines.
@@ -69,7 +62,7 @@ impl Lines {
 
 /// Everything recorded so far.
 pub(crate) fn recorded(
-    store: &FileStore,
+    store: &dyn StateStore,
     job_id: JobId,
     steps: &[String],
     after: u64,
@@ -77,14 +70,9 @@ pub(crate) fn recorded(
     let mut lines = Lines { seq: 0, after };
     let mut out = Vec::new();
     for step in steps {
-        let mut buffer = match std::fs::read(store.step_log_path(job_id, step)) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => {
-                return Err(ApiError::internal(format!(
-                    "cannot read the log of step {step:?}: {error}"
-                )));
-            }
+        let Some(mut buffer) = follow::read_step_log(store, job_id, step).map_err(follow_error)?
+        else {
+            continue;
         };
         lines.drain(&mut out, step, &mut buffer);
         if !buffer.is_empty() {
@@ -94,21 +82,15 @@ pub(crate) fn recorded(
     Ok(out)
 }
 
-fn is_over(store: &FileStore, job_id: JobId) -> bool {
-    store.load(job_id).map_or(true, |record| {
-        record.state().is_terminal() || store.is_abandoned(&record).unwrap_or(true)
-    })
+/// Whether the job is over; a job that can no longer be read is.
+fn is_over(store: &dyn StateStore, job_id: JobId) -> bool {
+    follow::is_over(store, job_id).unwrap_or(true)
 }
 
-fn step_done(store: &FileStore, job_id: JobId, step: &str) -> bool {
-    store.load(job_id).map_or(true, |record| {
-        record.steps.iter().any(|done| done.name == step)
-    }) || is_over(store, job_id)
-}
-
-/// The log as it grows, until the job ends; then one `{"end": true, "state": ...}` line.
+/// The log as it grows, until the job ends; then one `{"end": true, "state": ...}` line. The
+/// end of each step is the rule of [`maestro_core::follow`], as for `mc logs --follow`.
 pub(crate) fn follow(
-    store: FileStore,
+    store: Arc<dyn StateStore>,
     job_id: JobId,
     steps: Vec<String>,
     after: u64,
@@ -119,47 +101,51 @@ pub(crate) fn follow(
         let _permit = permit;
         let mut lines = Lines { seq: 0, after };
         for step in &steps {
-            let path = store.step_log_path(job_id, step);
-            let mut file = loop {
-                if let Ok(file) = std::fs::File::open(&path) {
-                    break Some(file);
-                }
-                if step_done(&store, job_id, step) || sender.is_closed() {
-                    break None;
-                }
-                tokio::time::sleep(POLL).await;
-            };
-            let Some(file) = file.as_mut() else {
-                continue;
-            };
+            let mut follower = StepFollow::new(job_id, step);
             let mut buffer = Vec::new();
             loop {
-                // Whether the step had ended before this read: if so, the read got its tail.
-                let done = step_done(&store, job_id, step);
-                let mut chunk = Vec::new();
-                // A failed read keeps what it got; the next poll reads on from there.
-                let _ = file.read_to_end(&mut chunk);
-                buffer.extend_from_slice(&chunk);
+                let event = match follower.poll(store.as_ref()) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        tracing::warn!(%job_id, %step, %error, "log follow stopped");
+                        return;
+                    }
+                };
                 let mut out = Vec::new();
-                lines.drain(&mut out, step, &mut buffer);
-                if done && !buffer.is_empty() {
-                    lines.push(&mut out, step, &buffer);
-                    buffer.clear();
-                }
+                let done = match event {
+                    Event::Bytes(bytes) => {
+                        buffer.extend_from_slice(&bytes);
+                        lines.drain(&mut out, step, &mut buffer);
+                        false
+                    }
+                    Event::Wait => {
+                        if sender.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(follow::POLL).await;
+                        false
+                    }
+                    Event::Done { .. } => {
+                        if !buffer.is_empty() {
+                            lines.push(&mut out, step, &buffer);
+                            buffer.clear();
+                        }
+                        true
+                    }
+                };
                 if !out.is_empty() && sender.send(Bytes::from(out)).await.is_err() {
                     return;
                 }
                 if done {
                     break;
                 }
-                tokio::time::sleep(POLL).await;
             }
         }
-        while !is_over(&store, job_id) {
+        while !is_over(store.as_ref(), job_id) {
             if sender.is_closed() {
                 return;
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(follow::POLL).await;
         }
         let state = store
             .load(job_id)

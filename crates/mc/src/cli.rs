@@ -200,6 +200,9 @@ pub(crate) struct StatusArgs {
     /// How many jobs to list, newest first (0: all)
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
+    /// List only jobs older than this one (the last of the previous page): the next page
+    #[arg(long, value_name = "JOB_ID", conflicts_with = "job_id")]
+    pub(crate) before: Option<String>,
     /// Only jobs in these states (comma-separated, e.g. running,failed)
     #[arg(long, value_delimiter = ',', value_name = "STATE")]
     pub(crate) state: Vec<String>,

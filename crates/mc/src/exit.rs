@@ -108,6 +108,15 @@ impl From<maestro_core::runner::RunError> for Failure {
     }
 }
 
+impl From<maestro_core::follow::FollowError> for Failure {
+    fn from(error: maestro_core::follow::FollowError) -> Self {
+        match error {
+            maestro_core::follow::FollowError::State(error) => Self::from(error),
+            other => Self::system(other),
+        }
+    }
+}
+
 impl From<maestro_core::state::StateError> for Failure {
     fn from(error: maestro_core::state::StateError) -> Self {
         match error {

@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::executor::ExecutorRegistry;
-use maestro_core::state::FileStore;
 use maestro_docker::DockerExecutor;
 use maestro_local::{LocalConfig, LocalExecutor};
 use maestro_plugin_host::PluginProvider;
@@ -26,7 +25,9 @@ pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
     registry.register("local", Arc::new(LocalExecutor::new(local)));
     registry.register(
         "docker",
-        Arc::new(DockerExecutor::with_journal(FileStore::new(state_root))),
+        Arc::new(DockerExecutor::with_journal(crate::commands::open_store(
+            state_root,
+        ))),
     );
     registry.register(maestro_swarm::RUNTIME, Arc::new(SwarmExecutor::new()));
     let search = format!(

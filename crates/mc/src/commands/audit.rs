@@ -1,11 +1,8 @@
 //! `mc audit verify`: check the audit log's chain and every job's history against it.
 
-use maestro_core::audit::AuditLog;
-use maestro_core::state::FileStore;
-
 use crate::cli::{AuditCommand, GlobalArgs, OutputFormat};
 use crate::exit::{Code, Failure};
-use crate::{printer, settings};
+use crate::printer;
 
 pub(crate) fn run(global: &GlobalArgs, command: AuditCommand) -> Result<Code, Failure> {
     let AuditCommand::Verify {
@@ -20,10 +17,10 @@ pub(crate) fn run(global: &GlobalArgs, command: AuditCommand) -> Result<Code, Fa
         ))
         .hint("use the hash an earlier `mc audit verify` printed"));
     }
-    let state_root = settings::state_root(global)?;
-    let store = FileStore::new(&state_root);
-    let verification = AuditLog::new(&state_root)
-        .verify(expect_head.as_deref(), Some(&store))
+    let store = super::store(global)?;
+    let verification = store
+        .audit()
+        .verify(expect_head.as_deref(), Some(store.as_ref()))
         .map_err(Failure::system)?;
     match output {
         OutputFormat::Json => printer::json(&verification),

@@ -2,30 +2,28 @@
 
 use std::time::{Duration, Instant};
 
-use maestro_core::audit::AuditLog;
 use maestro_core::control::{CancelError, CancelOutcome, request_cancel};
-use maestro_core::state::{FileStore, StateStore};
 use serde_json::json;
 
 use crate::cli::{CancelArgs, GlobalArgs, OutputFormat};
 use crate::exit::{Code, Failure};
-use crate::{printer, settings};
+use crate::printer;
 
 const POLL: Duration = Duration::from_millis(50);
 
 pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
-    let store = FileStore::new(&state_root);
-    let job_id = super::find_job(&store, &args.job_id)?;
-    let outcome = request_cancel(&store, &AuditLog::new(&state_root), job_id, &super::who())
-        .map_err(|error| match error {
-            CancelError::Store(error) => Failure::from(error),
-            CancelError::Audit(_) => Failure::system(error),
-            CancelError::Unidentified { .. } => {
-                Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
-            }
-            CancelError::Signal { .. } => {
-                Failure::system(error).hint("only the user who runs a job (or root) can cancel it")
+    let store = super::store(global)?;
+    let job_id = super::find_job(store.as_ref(), &args.job_id)?;
+    let outcome =
+        request_cancel(store.as_ref(), &store.audit(), job_id, &super::who()).map_err(|error| {
+            match error {
+                CancelError::Store(error) => Failure::from(error),
+                CancelError::Audit(_) => Failure::system(error),
+                CancelError::Unidentified { .. } => {
+                    Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
+                }
+                CancelError::Signal { .. } => Failure::system(error)
+                    .hint("only the user who runs a job (or root) can cancel it"),
             }
         })?;
     let (state, message, code) = match outcome {

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use maestro_core::audit::AuditLog;
 use maestro_core::runner::collect_garbage;
-use maestro_core::state::FileStore;
 
 use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
 use crate::exit::{Code, Failure};
@@ -13,10 +11,11 @@ use crate::{printer, registry, settings};
 pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
     let state_root = settings::state_root(global)?;
     let registry = registry::build(&state_root);
+    let store = super::open_store(&state_root);
     let executors = registry.builtin_executors();
     let report = super::runtime()?.block_on(collect_garbage(
-        Arc::new(FileStore::new(&state_root)),
-        &AuditLog::new(&state_root),
+        Arc::clone(&store),
+        &store.audit(),
         &executors,
     ))?;
     match args.output {

@@ -1,25 +1,22 @@
 //! `mc logs`: a job's recorded output, step by step, optionally followed live.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::time::Duration;
 
 use maestro_core::JobId;
+use maestro_core::follow::{self, Event, StepFollow};
 use maestro_core::output::{TRUNCATED_NOTE, line_seq, parse_line};
 use maestro_core::progress;
-use maestro_core::state::{FileStore, StateStore};
+use maestro_core::state::StateStore;
 
 use crate::cli::{GlobalArgs, LogsArgs, OutputFormat};
 use crate::exit::{Code, Failure};
-use crate::settings;
-
-const POLL: Duration = Duration::from_millis(100);
 
 pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> {
-    let store = FileStore::new(settings::state_root(global)?);
-    let job_id = super::find_job(&store, &args.job_id)?;
+    let store = super::store(global)?;
+    let store = store.as_ref();
+    let job_id = super::find_job(store, &args.job_id)?;
     let record = store.load(job_id)?;
-    let mut steps = super::stored_step_names(&store, &record)?;
+    let mut steps = super::stored_step_names(store, &record)?;
     if let Some(only) = &args.step {
         if !steps.contains(only) {
             return Err(Failure::usage(format!("job {job_id} has no step {only:?}"))
@@ -36,12 +33,12 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
     for step in &steps {
         let mut printer = LogPrinter::new(step, args.since_seq, mode);
         let printed = if args.follow {
-            follow_step(&store, job_id, step, &mut printer, &mut stdout)?
+            follow_step(store, job_id, step, &mut printer, &mut stdout)?
         } else {
-            print_file(&store, job_id, step, &mut printer, &mut stdout)?
+            print_file(store, job_id, step, &mut printer, &mut stdout)?
         };
         printer.finish(&mut stdout)?;
-        if !printed && args.follow && is_over(&store, job_id)? {
+        if !printed && args.follow && follow::is_over(store, job_id)? {
             break;
         }
     }
@@ -69,12 +66,6 @@ enum Mode {
     Json,
     /// The text alone, as the step wrote it.
     Raw,
-}
-
-/// Whether nothing more will be written for the job: it ended, or its `mc` died.
-fn is_over(store: &FileStore, job_id: JobId) -> Result<bool, Failure> {
-    let record = store.load(job_id)?;
-    Ok(record.state().is_terminal() || store.is_abandoned(&record)?)
 }
 
 /// Prints one step's log line by line: output lines numbered above `since` and the notes that
@@ -190,15 +181,20 @@ fn write_out(stdout: &mut impl Write, bytes: &[u8]) -> Result<(), Failure> {
     }
 }
 
-fn copy_out(
-    reader: &mut impl Read,
+fn print_file(
+    store: &dyn StateStore,
+    job_id: JobId,
+    step: &str,
     printer: &mut LogPrinter<'_>,
     stdout: &mut impl Write,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
+    let Some(mut reader) = store.open_step_log(job_id, step)? else {
+        return Ok(false);
+    };
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buffer) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(true),
             Ok(count) => printer.feed(&buffer[..count], stdout)?,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
@@ -208,49 +204,24 @@ fn copy_out(
     }
 }
 
-fn print_file(
-    store: &FileStore,
-    job_id: JobId,
-    step: &str,
-    printer: &mut LogPrinter<'_>,
-    stdout: &mut impl Write,
-) -> Result<bool, Failure> {
-    match store.open_step_log(job_id, step)? {
-        Some(mut file) => copy_out(&mut file, printer, stdout).map(|()| true),
-        None => Ok(false),
-    }
-}
-
-/// Print a step's log as it grows, until the step's result is recorded (then the log is
-/// complete) or the job ends without the step having run.
+/// Print a step's log as it grows, until it is complete (see [`maestro_core::follow`]); whether
+/// the step had a log.
 fn follow_step(
-    store: &FileStore,
+    store: &dyn StateStore,
     job_id: JobId,
     step: &str,
     printer: &mut LogPrinter<'_>,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
-    let mut file: File = loop {
-        match store.open_step_log(job_id, step)? {
-            Some(file) => break file,
-            None => {
-                let record = store.load(job_id)?;
-                if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
-                    return Ok(false);
-                }
-                std::thread::sleep(POLL);
-            }
-        }
-    };
+    let mut follower = StepFollow::new(job_id, step);
     loop {
-        copy_out(&mut file, printer, stdout)?;
-        let _ = stdout.flush();
-        let record = store.load(job_id)?;
-        if record.steps.iter().any(|s| s.name == step) || is_over(store, job_id)? {
-            // The result is recorded after the log is complete: one last read gets the tail.
-            copy_out(&mut file, printer, stdout)?;
-            return Ok(true);
+        match follower.poll(store)? {
+            Event::Bytes(bytes) => printer.feed(&bytes, stdout)?,
+            Event::Wait => {
+                let _ = stdout.flush();
+                std::thread::sleep(follow::POLL);
+            }
+            Event::Done { ran } => return Ok(ran),
         }
-        std::thread::sleep(POLL);
     }
 }

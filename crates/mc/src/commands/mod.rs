@@ -24,7 +24,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use maestro_core::JobId;
-use maestro_core::audit::AuditLog;
 use maestro_core::control::{LookupError, find_job as find_job_in};
 use maestro_core::runner::{RunError, Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
@@ -83,21 +82,9 @@ fn find_job(store: &dyn StateStore, text: &str) -> Result<JobId, Failure> {
     })
 }
 
-/// The step names of a stored job, in the spec's order: the stored spec is the authority on
-/// which steps exist.
-fn stored_step_names(store: &FileStore, record: &JobRecord) -> Result<Vec<String>, Failure> {
-    let job_id = record.meta.job_id;
-    let spec_bytes = store.read_spec(job_id, &record.meta.spec_file)?;
-    let spec = maestro_core::spec::parse(
-        &spec_bytes,
-        SpecFormat::from_file_name(&record.meta.spec_file),
-    )
-    .map_err(|error| {
-        Failure::system(format!(
-            "stored spec of job {job_id} no longer parses: {error}"
-        ))
-    })?;
-    Ok(spec.steps.into_iter().map(|step| step.name).collect())
+/// The step names of a stored job, in the spec's order (see [`maestro_core::follow`]).
+fn stored_step_names(store: &dyn StateStore, record: &JobRecord) -> Result<Vec<String>, Failure> {
+    Ok(maestro_core::follow::step_names(store, record)?)
 }
 
 /// What `mc submit -` and `mc validate -` read: the spec from standard input.
@@ -212,14 +199,22 @@ fn admission_failure(source: &str, spec_bytes: &[u8], error: RunError) -> Failur
     }
 }
 
-/// The store, the audit log and a runner over them.
+/// The state store at `state_root`: the one place `mc` chooses a backend; every command
+/// knows only [`StateStore`].
+pub(crate) fn open_store(state_root: &Path) -> Arc<dyn StateStore> {
+    Arc::new(FileStore::new(state_root))
+}
+
+/// The state store the command line and settings name.
+fn store(global: &crate::cli::GlobalArgs) -> Result<Arc<dyn StateStore>, Failure> {
+    Ok(open_store(&settings::state_root(global)?))
+}
+
+/// The store, its audit log and a runner over them.
 fn open_runner(state_root: &Path, config: RunnerConfig) -> Runner {
-    Runner::new(
-        Arc::new(FileStore::new(state_root)),
-        AuditLog::new(state_root),
-        Arc::new(registry::build(state_root)),
-        config,
-    )
+    let store = open_store(state_root);
+    let audit = store.audit();
+    Runner::new(store, audit, Arc::new(registry::build(state_root)), config)
 }
 
 /// Who asks, for the audit record: the account of this process's real uid, as the kernel and

@@ -1,17 +1,14 @@
 //! `mc prune`: remove old jobs' records and logs; the audit log keeps them.
 
-use maestro_core::audit::AuditLog;
 use maestro_core::progress::{JobFilter, Timestamp};
 use maestro_core::prune::{PruneError, prune};
-use maestro_core::state::FileStore;
 
 use crate::cli::{GlobalArgs, OutputFormat, PruneArgs};
 use crate::exit::{Code, Failure};
 use crate::printer::{self, field};
-use crate::settings;
 
 pub(crate) fn run(global: &GlobalArgs, args: PruneArgs) -> Result<Code, Failure> {
-    let state_root = settings::state_root(global)?;
+    let store = super::store(global)?;
     let ended_before = JobFilter::parse_since(&args.older_than, Timestamp::now())
         .map_err(|error| Failure::usage(format!("--older-than: {error}")))?;
     let filter = JobFilter {
@@ -24,8 +21,8 @@ pub(crate) fn run(global: &GlobalArgs, args: PruneArgs) -> Result<Code, Failure>
         ..JobFilter::default()
     };
     let pruned = prune(
-        &FileStore::new(&state_root),
-        &AuditLog::new(&state_root),
+        store.as_ref(),
+        &store.audit(),
         &filter,
         ended_before,
         &super::who(),

@@ -5,31 +5,40 @@ use std::time::Duration;
 use maestro_core::JobId;
 use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{describe, status_name};
-use maestro_core::state::{FileStore, JobRecord, StateStore, StepRecord, StepStatus};
+use maestro_core::state::{JobRecord, PageQuery, StateStore, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
 use crate::exit::{Code, Failure};
 use crate::printer::{self, field};
-use crate::settings;
 
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(global: &GlobalArgs, args: StatusArgs) -> Result<Code, Failure> {
-    let store = FileStore::new(settings::state_root(global)?);
+    let store = super::store(global)?;
+    let store = store.as_ref();
     let job_id = match &args.job_id {
-        Some(text) => Some(super::find_job(&store, text)?),
+        Some(text) => Some(super::find_job(store, text)?),
         None => None,
     };
     let filter = filter(&args)?;
+    let before = args
+        .before
+        .as_deref()
+        // A whole id needs no job of its own: the job may have been pruned since.
+        .map(|text| match JobId::try_parse(text) {
+            Ok(job_id) => Ok(job_id),
+            Err(_) => super::find_job(store, text),
+        })
+        .transpose()?;
     loop {
         if args.watch {
             printer::clear_screen();
         }
         let running = match job_id {
-            Some(job_id) => show(&store, job_id, args.output)?,
+            Some(job_id) => show(store, job_id, args.output)?,
             None => {
-                list(&store, &filter, args.limit, args.output)?;
+                list(store, &filter, before, args.limit, args.output)?;
                 true
             }
         };
@@ -72,7 +81,7 @@ fn human(duration: Duration) -> String {
 }
 
 /// Prints one job; true while it is still running.
-fn show(store: &FileStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
+fn show(store: &dyn StateStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
     let record = store.load(job_id)?;
     let stale = store.is_abandoned(&record)?;
     let current = if record.state().is_terminal() {
@@ -190,26 +199,31 @@ fn teardown(step: &StepRecord) -> String {
 }
 
 fn list(
-    store: &FileStore,
+    store: &dyn StateStore,
     filter: &JobFilter,
+    before: Option<JobId>,
     limit: usize,
     output: OutputFormat,
 ) -> Result<(), Failure> {
-    let mut rows = Vec::new();
-    let mut matching = 0;
-    for job_id in store.list()? {
-        match store.load(job_id) {
-            Ok(record) if filter.matches(&record) => {
-                matching += 1;
-                if limit == 0 || rows.len() < limit {
-                    let stale = store.is_abandoned(&record)?;
-                    rows.push((record, stale));
-                }
-            }
-            Ok(_) => {}
-            Err(error) => eprintln!("warning: {}", field(&error.to_string())),
-        }
+    let page = store.list_page(&PageQuery {
+        before,
+        limit,
+        filter: filter.clone(),
+    })?;
+    let mut rows = Vec::with_capacity(page.jobs.len());
+    for record in page.jobs {
+        let stale = store.is_abandoned(&record)?;
+        rows.push((record, stale));
     }
+    // A truncated listing without a filter says how many jobs there are, counted by their ids
+    // alone (no job is read); with a filter, counting would read every older job, so the note
+    // only points at the next page.
+    let matching = match page.next_cursor {
+        Some(cursor) if filter.is_empty() => {
+            Some(rows.len() + store.list()?.iter().filter(|id| **id < cursor).count())
+        }
+        Some(_) | None => None,
+    };
     match output {
         OutputFormat::Json => printer::json(
             &rows
@@ -249,11 +263,19 @@ fn list(
             printer::out(&text);
         }
     }
-    if rows.len() < matching {
-        eprintln!(
-            "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all",
-            rows.len()
-        );
+    if let (Some(next), Some((last, _))) = (page.next_cursor, rows.last()) {
+        let last = last.meta.job_id;
+        debug_assert_eq!(next, last);
+        match matching {
+            Some(matching) => eprintln!(
+                "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {last}` the next page",
+                rows.len(),
+            ),
+            None => eprintln!(
+                "note: showing the newest {} matching jobs; `--before {last}` shows the next page, `--limit 0` them all",
+                rows.len(),
+            ),
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Job state: the lifecycle rules and the append-only, crash-safe file store under `var/maestro`.
+//! The file store: each job a directory under the state root (`var/maestro`).
 //!
 //! Layout of a state root:
 //!
@@ -22,447 +22,19 @@
 //! the existing bytes unchanged and adds the new entry: existing entries are never rewritten.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    HistoryBytes, HistoryDigests, JobLease, JobMeta, JobPage, JobRecord, LogReader, LogSink,
+    PageQuery, StateError, StateStore, StepRecord, Transition, sha256_hex,
+};
 use crate::JobId;
+use crate::audit::AuditLog;
 use crate::root::{Access, Dir, StateRoot};
-use crate::trace::TraceId;
-
-/// The states of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobState {
-    /// Stored; policies not yet decided.
-    Submitted,
-    /// A policy denied it; nothing ran.
-    Denied,
-    /// Steps are running.
-    Running,
-    /// Every step succeeded.
-    Succeeded,
-    /// A step failed, or the job could not run.
-    Failed,
-    /// Stopped at the user's request.
-    Cancelled,
-    /// On a server: every policy but the approval of a production job passed, and the job waits
-    /// for an approver other than its owner (`POST /v1/jobs/{id}/approve`).
-    AwaitingApproval,
-}
-
-impl JobState {
-    /// Whether a job may be in this state first (only `SUBMITTED`).
-    pub fn can_start(self) -> bool {
-        self == Self::Submitted
-    }
-
-    /// Whether a job in this state may move to `next`.
-    ///
-    /// `SUBMITTED → FAILED` exists for jobs allowed by policy whose executor cannot be used (an
-    /// unreachable engine): they fail before running anything. `AWAITING_APPROVAL` (server only)
-    /// ends in `RUNNING` once approved, `DENIED` when rejected, or `CANCELLED`/`FAILED` as
-    /// `SUBMITTED` does. Terminal states go nowhere.
-    pub fn can_transition_to(self, next: Self) -> bool {
-        use JobState::*;
-        matches!(
-            (self, next),
-            (
-                Submitted,
-                Denied | Running | Failed | Cancelled | AwaitingApproval
-            ) | (Running, Succeeded | Failed | Cancelled)
-                | (AwaitingApproval, Denied | Running | Failed | Cancelled)
-        )
-    }
-
-    /// Whether no transition leaves this state.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Denied | Self::Succeeded | Self::Failed | Self::Cancelled
-        )
-    }
-
-    /// The state's name as recorded, e.g. `RUNNING`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Submitted => "SUBMITTED",
-            Self::Denied => "DENIED",
-            Self::Running => "RUNNING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-            Self::AwaitingApproval => "AWAITING_APPROVAL",
-        }
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One entry of a job's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// The state entered.
-    pub state: JobState,
-    /// When, in RFC 3339 UTC.
-    pub at: String,
-    /// The job's trace id.
-    pub trace_id: TraceId,
-    /// Why, and anything worth keeping (policy verdicts, the error).
-    pub detail: serde_json::Value,
-}
-
-/// What is known of a job from the moment it is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobMeta {
-    /// The job's id.
-    pub job_id: JobId,
-    /// The job's name.
-    pub name: String,
-    /// Its owner as written.
-    pub owner: Option<String>,
-    /// Its environment as written.
-    pub environment: Option<String>,
-    /// Its trace id.
-    pub trace_id: TraceId,
-    /// When it was submitted.
-    pub submitted_at: String,
-    /// The stored spec's file name, e.g. `spec.yaml`.
-    pub spec_file: String,
-    /// The spec's path as given to `mc submit`.
-    pub source: String,
-    /// The process that drives the job, for `mc cancel` (absent in records of older versions,
-    /// and where `/proc` could not say).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<crate::control::Driver>,
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    /// Exit code 0.
-    Succeeded,
-    /// Non-zero exit, killed by a signal or out of memory.
-    Failed,
-    /// Stopped by its timeout.
-    TimedOut,
-    /// Stopped by cancellation.
-    Cancelled,
-    /// The executor could not run it.
-    Error,
-    /// Not run, because an earlier step did not succeed.
-    Skipped,
-    /// It ended, but something of it remained after it was killed (see its `teardown`).
-    TeardownFailed,
-}
-
-/// The recorded result of one step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// The step's name.
-    pub name: String,
-    /// The runtime that ran it.
-    pub runtime: String,
-    /// How it ended.
-    pub status: StepStatus,
-    /// Its exit code, when it exited.
-    pub exit_code: Option<i32>,
-    /// The signal that killed it, if any.
-    pub signal: Option<i32>,
-    /// Whether its timeout stopped it.
-    pub timed_out: bool,
-    /// Whether it ran out of memory.
-    pub oom_killed: bool,
-    /// How long it ran, in milliseconds.
-    pub duration_ms: u64,
-    /// When it started (absent when skipped).
-    pub started_at: Option<String>,
-    /// When it finished (absent when skipped).
-    pub finished_at: Option<String>,
-    /// Bytes of output it produced.
-    pub output_bytes: u64,
-    /// Bytes of its output not recorded because they came past the output cap (its log ends
-    /// with a note saying so).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub output_dropped_bytes: u64,
-    /// The executor's error, when it could not run the step.
-    pub error: Option<String>,
-    /// How the executor verified that nothing of the step was left behind (absent when it
-    /// cannot tell, and for skipped steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teardown: Option<crate::executor::Teardown>,
-    /// The step's span id in the job's trace (the one in its `TRACEPARENT`); absent for
-    /// skipped steps and in records older than trace context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span_id: Option<String>,
-}
-
-fn is_zero(value: &u64) -> bool {
-    *value == 0
-}
-
-impl StepRecord {
-    /// The record of a step that did not run.
-    pub fn skipped(name: &str, runtime: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            runtime: runtime.to_owned(),
-            status: StepStatus::Skipped,
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            oom_killed: false,
-            duration_ms: 0,
-            started_at: None,
-            finished_at: None,
-            output_bytes: 0,
-            output_dropped_bytes: 0,
-            error: None,
-            teardown: None,
-            span_id: None,
-        }
-    }
-}
-
-/// Everything recorded about one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    /// What was submitted.
-    pub meta: JobMeta,
-    /// The history, oldest first.
-    pub transitions: Vec<Transition>,
-    /// Step results, in the order the steps ended.
-    pub steps: Vec<StepRecord>,
-}
-
-impl JobRecord {
-    /// The job's current state (`SUBMITTED` if no transition is recorded yet).
-    pub fn state(&self) -> JobState {
-        self.transitions
-            .last()
-            .map_or(JobState::Submitted, |transition| transition.state)
-    }
-}
-
-/// Why a state operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// A file or directory of the store could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done, e.g. `write`.
-        action: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
-    },
-    /// No job has this id.
-    #[error("no job {job_id} in {}", root.display())]
-    NotFound {
-        /// The id asked for.
-        job_id: JobId,
-        /// The state root searched.
-        root: PathBuf,
-    },
-    /// The transition is not allowed from the job's current state; nothing was written.
-    #[error("illegal transition for job {job_id}: {from} -> {to}")]
-    IllegalTransition {
-        /// The job.
-        job_id: JobId,
-        /// Its current state (`none` before the first transition).
-        from: String,
-        /// The state asked for.
-        to: JobState,
-    },
-    /// The job has not ended, or a live process holds it; nothing was removed.
-    #[error("job {job_id} has not ended (or a live mc still holds it); it is kept")]
-    StillRunning {
-        /// The job.
-        job_id: JobId,
-    },
-    /// A stored file is not what Maestro writes.
-    #[error("corrupt state file {}: {message}", path.display())]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-/// Holding a lease says "a live process drives this job"; the kernel drops it when the process
-/// dies however it dies, which is how a job left `RUNNING` by a killed `mc` is told apart.
-#[derive(Debug)]
-pub struct JobLease {
-    _file: File,
-}
-
-/// The digest of one of a job's append-only history files as it was written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// How many entries the file held.
-    pub entries: usize,
-    /// SHA-256 of its exact bytes, in hex.
-    pub sha256: String,
-}
-
-/// The digests of a job's history (`state.json` and `steps.json`) after a write, recorded in
-/// the audit record of the change that wrote it so that `mc audit verify` can tell a history
-/// edited since.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryDigests {
-    /// `state.json`.
-    #[serde(rename = "state.json")]
-    pub state: FileDigest,
-    /// `steps.json`.
-    #[serde(rename = "steps.json")]
-    pub steps: FileDigest,
-}
-
-/// The raw bytes of a job's history files.
-#[derive(Debug, Clone)]
-pub struct HistoryBytes {
-    /// `state.json`.
-    pub state: Vec<u8>,
-    /// `steps.json`.
-    pub steps: Vec<u8>,
-}
-
-impl HistoryBytes {
-    /// The digests of these bytes (entries counted as Maestro writes them).
-    pub fn digests(&self) -> Result<HistoryDigests, String> {
-        Ok(HistoryDigests {
-            state: digest_of(&self.state)?,
-            steps: digest_of(&self.steps)?,
-        })
-    }
-}
-
-/// SHA-256 of `bytes` in lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
-}
-
-fn digest_of(bytes: &[u8]) -> Result<FileDigest, String> {
-    let entries = array_entries(bytes)
-        .ok_or("not a history file as Maestro writes it")?
-        .len();
-    Ok(FileDigest {
-        entries,
-        sha256: sha256_hex(bytes),
-    })
-}
-
-/// The entries of a history file in the exact form [`FileStore`] writes it (`[]\n` when empty,
-/// else `[`, one compact JSON entry per line separated by `,`, then `]`), as byte slices; `None`
-/// for anything else.
-pub fn array_entries(bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    if bytes == b"[]\n" {
-        return Some(Vec::new());
-    }
-    let body = bytes.strip_prefix(b"[\n")?.strip_suffix(b"\n]\n")?;
-    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
-    let last = lines.len() - 1;
-    lines
-        .into_iter()
-        .enumerate()
-        .map(|(index, line)| {
-            if index == last {
-                Some(line)
-            } else {
-                line.strip_suffix(b",")
-            }
-        })
-        .collect()
-}
-
-/// The bytes of a history file holding `entries`, exactly as [`FileStore`] writes it: so the
-/// history after the first `k` entries of a file can be rebuilt (and its recorded digest
-/// checked) from the file as it is now.
-pub fn array_bytes(entries: &[&[u8]]) -> Vec<u8> {
-    if entries.is_empty() {
-        return b"[]\n".to_vec();
-    }
-    let mut bytes = b"[".to_vec();
-    for (index, entry) in entries.iter().enumerate() {
-        if index > 0 {
-            bytes.push(b',');
-        }
-        bytes.push(b'\n');
-        bytes.extend_from_slice(entry);
-    }
-    bytes.extend_from_slice(b"\n]\n");
-    bytes
-}
-
-/// Where jobs are recorded. The runner uses only this trait.
-pub trait StateStore: Send + Sync {
-    /// Store a new job: its metadata and the spec exactly as submitted. Returns the lease the
-    /// caller holds while it drives the job.
-    fn create_job(&self, meta: &JobMeta, spec_bytes: &[u8]) -> Result<JobLease, StateError>;
-    /// Append a transition, if it is legal from the job's current state; the history's digests
-    /// after the write.
-    fn append_transition(
-        &self,
-        job_id: JobId,
-        transition: &Transition,
-    ) -> Result<HistoryDigests, StateError>;
-    /// Append a step result; the history's digests after the write.
-    fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError>;
-    /// Read one job.
-    fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
-    /// The exact bytes of a job's history files.
-    fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError>;
-    /// SHA-256 (hex) of each file written once when the job was stored (`job.json` and the
-    /// spec), by name.
-    fn file_digests(&self, job_id: JobId) -> Result<BTreeMap<String, String>, StateError>;
-    /// Every job id, newest first.
-    fn list(&self) -> Result<Vec<JobId>, StateError>;
-    /// Whether a live process holds the job's lease.
-    fn is_live(&self, job_id: JobId) -> Result<bool, StateError>;
-    /// Take the job's lease if nobody holds it (`None` if a live process does): whoever holds
-    /// it is the only one to move the job on.
-    fn try_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError>;
-    /// Remove the staging directories of submissions whose `mc` died before the job was in
-    /// place; their names, one line each.
-    fn remove_dead_staging(&self) -> Result<Vec<String>, StateError>;
-    /// Whether a job is unfinished and no live process drives it: the `mc` that ran it died
-    /// (SIGKILL, power loss). Nothing will ever move it on but `mc gc`.
-    fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
-        Ok(!record.state().is_terminal() && !self.is_live(record.meta.job_id)?)
-    }
-    /// Remove an ended job's record and logs for good (`mc prune`). A job that has not ended,
-    /// or that a live process still holds, is refused and kept.
-    fn remove_job(&self, job_id: JobId) -> Result<(), StateError>;
-    /// Take the lease of a stored job that no live process holds (a server picking up the jobs
-    /// it queued before a restart). `None` when a live process holds it.
-    fn acquire_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
-        let _ = job_id;
-        Ok(None)
-    }
-    /// Create the log file of a step (a new file; an existing one is an error).
-    fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError>;
-    /// The path of a step's log.
-    fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf;
-    /// A step's log, opened for reading (beneath the state root, through no link); `None` if
-    /// it does not exist yet.
-    fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError>;
-}
 
 /// The file-backed store.
 #[derive(Debug, Clone)]
@@ -471,11 +43,18 @@ pub struct FileStore {
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
-    let path = path.to_path_buf();
-    move |source| StateError::Io {
+    let what = path.display().to_string();
+    move |source| StateError::Backend {
         action,
-        path,
-        source,
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn corrupt(path: &Path, message: impl ToString) -> StateError {
+    StateError::Corrupt {
+        what: path.display().to_string(),
+        message: message.to_string(),
     }
 }
 
@@ -512,13 +91,9 @@ impl FileStore {
             Ok(Some(dir)) => Ok(dir),
             Ok(None) => Err(StateError::NotFound {
                 job_id,
-                root: self.root().to_path_buf(),
+                store: self.describe(),
             }),
-            Err(source) => Err(StateError::Io {
-                action: "open",
-                path: self.job_dir(job_id),
-                source,
-            }),
+            Err(source) => Err(io_error("open", &self.job_dir(job_id))(source)),
         }
     }
 
@@ -542,7 +117,7 @@ impl FileStore {
         if source.kind() == io::ErrorKind::NotFound && dir.open("job.json", Access::Read).is_err() {
             StateError::NotFound {
                 job_id,
-                root: self.root().to_path_buf(),
+                store: self.describe(),
             }
         } else {
             io_error(action, &dir.join(name))(source)
@@ -559,10 +134,7 @@ impl FileStore {
         entry: &T,
     ) -> Result<Vec<u8>, StateError> {
         let path = dir.join(name);
-        let json = serde_json::to_vec(entry).map_err(|error| StateError::Corrupt {
-            path: path.clone(),
-            message: error.to_string(),
-        })?;
+        let json = serde_json::to_vec(entry).map_err(|error| corrupt(&path, error))?;
         let trimmed = trim_ascii_end(existing);
         let mut content = match trimmed.strip_suffix(b"]") {
             Some(body) if trim_ascii_end(body).ends_with(b"[") => trim_ascii_end(body).to_vec(),
@@ -572,10 +144,7 @@ impl FileStore {
                 body
             }
             None => {
-                return Err(StateError::Corrupt {
-                    path,
-                    message: "not a JSON array".to_owned(),
-                });
+                return Err(corrupt(&path, "not a JSON array"));
             }
         };
         content.push(b'\n');
@@ -598,10 +167,8 @@ impl FileStore {
         name: &str,
     ) -> Result<(Vec<u8>, Vec<T>), StateError> {
         let bytes = self.read_bytes(job_id, dir, name)?;
-        let entries = serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
-            path: dir.join(name),
-            message: error.to_string(),
-        })?;
+        let entries =
+            serde_json::from_slice(&bytes).map_err(|error| corrupt(&dir.join(name), error))?;
         Ok((bytes, entries))
     }
 
@@ -611,37 +178,15 @@ impl FileStore {
             steps: steps.to_vec(),
         }
         .digests()
-        .map_err(|message| StateError::Corrupt {
-            path: dir.path().to_path_buf(),
-            message,
-        })
+        .map_err(|message| corrupt(dir.path(), message))
     }
 
-    /// The bytes of the stored spec `spec_file` (a plain name from the job's `job.json`).
-    pub fn read_spec(&self, job_id: JobId, spec_file: &str) -> Result<Vec<u8>, StateError> {
-        let dir = self.open_job(job_id)?;
-        self.read_bytes(job_id, &dir, spec_file)
-    }
-
-    /// Append `line` to the job's note `name` (a plain file name), creating it. Not fsynced:
-    /// a note only has to outlive the process that wrote it (an executor noting a request it
-    /// is about to make, for `mc gc`), which the page cache does.
-    pub fn append_note(&self, job_id: JobId, name: &str, line: &[u8]) -> Result<(), StateError> {
-        let dir = self.open_job(job_id)?;
-        let mut file = dir
-            .open(name, Access::AppendOrCreate)
-            .map_err(io_error("open", &dir.join(name)))?;
-        io::Write::write_all(&mut file, line).map_err(io_error("write", &dir.join(name)))
-    }
-
-    /// The job's note `name`, if it has one.
-    pub fn read_note(&self, job_id: JobId, name: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let dir = self.open_job(job_id)?;
-        match dir.read(name) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(io_error("read", &dir.join(name))(error)),
-        }
+    /// The path of a step's log. Step names are validated (`[A-Za-z0-9._-]`, never `.` or
+    /// `..`), so it stays inside the job's directory.
+    pub fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf {
+        self.job_dir(job_id)
+            .join("logs")
+            .join(format!("{step}.log"))
     }
 
     fn lease_of(&self, job_id: JobId) -> Result<File, StateError> {
@@ -660,6 +205,10 @@ fn trim_ascii_end(bytes: &[u8]) -> &[u8] {
 }
 
 impl StateStore for FileStore {
+    fn describe(&self) -> String {
+        self.root().display().to_string()
+    }
+
     fn create_job(&self, meta: &JobMeta, spec_bytes: &[u8]) -> Result<JobLease, StateError> {
         let jobs_path = self.jobs_dir();
         let jobs = self
@@ -714,7 +263,7 @@ impl StateStore for FileStore {
             jobs.rename(&staging_name, &jobs, &target)
                 .map_err(io_error("rename", &jobs.join(&target)))?;
             jobs.sync().map_err(io_error("sync", &jobs_path))?;
-            Ok(JobLease { _file: lease })
+            Ok(JobLease::new(lease))
         })();
         if result.is_err() {
             let _ = jobs.remove_dir_all(&staging_name);
@@ -760,10 +309,8 @@ impl StateStore for FileStore {
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
         let dir = self.open_job(job_id)?;
         let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
-        let meta = serde_json::from_slice(&meta_bytes).map_err(|error| StateError::Corrupt {
-            path: dir.join("job.json"),
-            message: error.to_string(),
-        })?;
+        let meta = serde_json::from_slice(&meta_bytes)
+            .map_err(|error| corrupt(&dir.join("job.json"), error))?;
         let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
         let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
         Ok(JobRecord {
@@ -771,6 +318,21 @@ impl StateStore for FileStore {
             transitions,
             steps,
         })
+    }
+
+    fn spec(&self, job_id: JobId) -> Result<Vec<u8>, StateError> {
+        let dir = self.open_job(job_id)?;
+        let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
+        let meta: JobMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|error| corrupt(&dir.join("job.json"), error))?;
+        // `spec_file` is a plain name Maestro wrote; refuse anything else.
+        if meta.spec_file.contains('/') || meta.spec_file.starts_with('.') {
+            return Err(corrupt(
+                &dir.join("job.json"),
+                "spec_file is not a plain file name",
+            ));
+        }
+        self.read_bytes(job_id, &dir, &meta.spec_file)
     }
 
     fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError> {
@@ -785,11 +347,8 @@ impl StateStore for FileStore {
     fn file_digests(&self, job_id: JobId) -> Result<BTreeMap<String, String>, StateError> {
         let dir = self.open_job(job_id)?;
         let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
-        let meta: JobMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|error| StateError::Corrupt {
-                path: dir.join("job.json"),
-                message: error.to_string(),
-            })?;
+        let meta: JobMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|error| corrupt(&dir.join("job.json"), error))?;
         let spec = self.read_bytes(job_id, &dir, &meta.spec_file)?;
         Ok(BTreeMap::from([
             ("job.json".to_owned(), sha256_hex(&meta_bytes)),
@@ -812,7 +371,7 @@ impl StateStore for FileStore {
             .map_err(io_error("open", &jobs_path))?
             .ok_or_else(|| StateError::NotFound {
                 job_id,
-                root: self.root().to_path_buf(),
+                store: self.describe(),
             })?;
         let staged = format!(".pruned-{}", job_id.hyphenated());
         jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
@@ -847,6 +406,39 @@ impl StateStore for FileStore {
         Ok(ids)
     }
 
+    /// Costs one read of the `jobs/` directory's names (no job is opened for it) and one load
+    /// per job looked at from the cursor on: a page of unfiltered jobs reads `limit` records
+    /// whatever the store's size. A job that cannot be read is skipped with a warning.
+    fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError> {
+        let ids = self.list()?;
+        let start = match query.before {
+            // Ids are newest first; the page starts after the cursor.
+            Some(cursor) => ids.partition_point(|id| *id >= cursor),
+            None => 0,
+        };
+        let mut page = JobPage::default();
+        for job_id in &ids[start..] {
+            let record = match self.load(*job_id) {
+                Ok(record) => record,
+                // Pruned between the listing and the load.
+                Err(StateError::NotFound { .. }) => continue,
+                Err(error) => {
+                    tracing::warn!(%job_id, %error, "job skipped in the listing");
+                    continue;
+                }
+            };
+            if !query.filter.matches(&record) {
+                continue;
+            }
+            if query.limit != 0 && page.jobs.len() == query.limit {
+                page.next_cursor = page.jobs.last().map(|last| last.meta.job_id);
+                break;
+            }
+            page.jobs.push(record);
+        }
+        Ok(page)
+    }
+
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
         let file = self.lease_of(job_id)?;
         match file.try_lock_shared() {
@@ -861,7 +453,7 @@ impl StateStore for FileStore {
     fn try_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
         let file = self.lease_of(job_id)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(JobLease { _file: file })),
+            Ok(()) => Ok(Some(JobLease::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(error)) => {
                 Err(io_error("lock", &self.job_dir(job_id).join("lease"))(error))
@@ -913,26 +505,24 @@ impl StateStore for FileStore {
         self.try_lease(job_id)
     }
 
-    fn create_step_log(&self, job_id: JobId, step: &str) -> Result<File, StateError> {
+    fn create_step_log(&self, job_id: JobId, step: &str) -> Result<Box<dyn LogSink>, StateError> {
         let path = self.step_log_path(job_id, step);
         let logs_path = self.job_dir(job_id).join("logs");
         let logs = self
             .open_job(job_id)?
             .subdir("logs")
             .map_err(io_error("open", &logs_path))?
-            .ok_or_else(|| StateError::Io {
-                action: "open",
-                path: logs_path.clone(),
-                source: io::Error::from(io::ErrorKind::NotFound),
+            .ok_or_else(|| {
+                io_error("open", &logs_path)(io::Error::from(io::ErrorKind::NotFound))
             })?;
         let file = logs
             .open(&format!("{step}.log"), Access::CreateNew)
             .map_err(io_error("create", &path))?;
         logs.sync().map_err(io_error("sync", &logs_path))?;
-        Ok(file)
+        Ok(Box::new(file))
     }
 
-    fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<File>, StateError> {
+    fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<LogReader>, StateError> {
         let path = self.step_log_path(job_id, step);
         let logs = self
             .open_job(job_id)?
@@ -942,23 +532,50 @@ impl StateStore for FileStore {
             return Ok(None);
         };
         match logs.open(&format!("{step}.log"), Access::Read) {
-            Ok(file) => Ok(Some(file)),
+            Ok(file) => Ok(Some(Box::new(file))),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error("open", &path)(error)),
         }
     }
 
-    fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf {
-        // Step names are validated ([A-Za-z0-9._-], never "." or ".."), so this stays inside.
-        self.job_dir(job_id)
-            .join("logs")
-            .join(format!("{step}.log"))
+    fn append_note(&self, job_id: JobId, name: &str, line: &[u8]) -> Result<(), StateError> {
+        let dir = self.open_job(job_id)?;
+        let mut file = dir
+            .open(name, Access::AppendOrCreate)
+            .map_err(io_error("open", &dir.join(name)))?;
+        io::Write::write_all(&mut file, line).map_err(io_error("write", &dir.join(name)))
     }
+
+    fn read_note(&self, job_id: JobId, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let dir = self.open_job(job_id)?;
+        match dir.read(name) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("read", &dir.join(name))(error)),
+        }
+    }
+
+    fn audit(&self) -> AuditLog {
+        AuditLog::new(self.root())
+    }
+}
+
+#[cfg(test)]
+mod contract {
+    use super::FileStore;
+
+    crate::state_store_contract!({
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        (dir, store)
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::JobState;
+    use crate::trace::TraceId;
 
     fn meta(job_id: JobId) -> JobMeta {
         JobMeta {
