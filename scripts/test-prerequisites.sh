@@ -13,11 +13,22 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 # image; openssh: the ssh plugin's tests; perl, iproute2, util-linux (setpriv, unshare): the
 # sandbox tests' payloads and probes; hyperfine: bench/ (not run by the tests).
 # curl, openssl: the `mc serve` tests (an HTTP client, a self-signed certificate).
-packages=(bubblewrap busybox-static openssh-server openssh-client python3 perl iproute2
-    util-linux hyperfine ca-certificates file curl openssl)
+# python3-venv: schemathesis (below) lives in a virtualenv of its own.
+packages=(bubblewrap busybox-static openssh-server openssh-client python3 python3-venv perl
+    iproute2 util-linux hyperfine ca-certificates file curl openssl)
 echo "test-prerequisites: installing ${packages[*]}" >&2
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
+
+# schemathesis, from PyPI: property-based tests of the server's API against its OpenAPI
+# document. In a virtualenv of its own (Debian's python refuses a system-wide pip install),
+# linked onto the PATH.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "test-prerequisites: installing schemathesis from PyPI into /opt/maestro-schemathesis" >&2
+    $SUDO python3 -m venv /opt/maestro-schemathesis
+    $SUDO /opt/maestro-schemathesis/bin/pip install --quiet schemathesis
+    $SUDO ln -sf /opt/maestro-schemathesis/bin/schemathesis /usr/local/bin/schemathesis
+fi
 
 if ! timeout 10 docker info >/dev/null 2>&1; then
     echo "test-prerequisites: no Docker engine answers; starting dockerd from Debian's docker.io" >&2
