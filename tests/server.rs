@@ -1109,11 +1109,9 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_served_schema() {
     let env = Env::new();
     let admin = token(&env, "ana", "submit,approve,cancel,admin");
     let server = Server::start(&env, &[]);
-    // Something to find: a finished job and one awaiting approval.
+    // Something in the store (finished, so that a followed log ends at once).
     let (_, done) = server.submit_yaml(&admin, &spec("done", "echo done"));
     server.wait_state(&admin, done["job_id"].as_str().unwrap(), "SUCCEEDED", 60);
-    let (code, held) = server.submit_yaml(&admin, PROD);
-    assert_eq!(code, 201, "{held}");
     let reports = env.path().join("schemathesis-report");
     let run = Command::new("schemathesis")
         .current_dir(env.path())
@@ -1125,7 +1123,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_served_schema() {
             "--max-examples",
             "50",
             "--request-timeout",
-            "30",
+            "20",
             "--report-dir",
         ])
         .arg(&reports)
@@ -1135,7 +1133,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_served_schema() {
         .stderr(Stdio::piped())
         .spawn();
     let run = match run {
-        Ok(child) => crate::util::output_within_child(child),
+        // A few hundred requests per operation; minutes on a loaded machine.
+        Ok(child) => maestro_test_support::wait_within(child, Duration::from_secs(900)),
         Err(error) => panic!(
             "schemathesis is missing ({error}): install it with scripts/test-prerequisites.sh (pip, from PyPI)"
         ),

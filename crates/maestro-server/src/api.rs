@@ -155,7 +155,7 @@ pub struct JobDetail {
     #[schema(value_type = Vec<Object>)]
     pub transitions: serde_json::Value,
     /// Every policy's verdict (`null` before policy decided).
-    #[schema(value_type = Object, nullable = true)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub verdicts: serde_json::Value,
     /// Step results.
     #[schema(value_type = Vec<Object>)]
