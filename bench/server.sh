@@ -10,8 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-1000}
 CLIENTS=${CLIENTS:-8}
-cargo build --release --quiet --bin mc
-MC="${CARGO_TARGET_DIR:-$PWD/target}/release/mc"
+if [ -z "${MC:-}" ]; then
+    cargo build --release --quiet --bin mc
+    MC="${CARGO_TARGET_DIR:-$PWD/target}/release/mc"
+fi
 LOAD="$PWD/bench/server_load.py"
 
 PUEUE_ROOT=${PUEUE_ROOT:-/tmp/maestro-bench-pueue}

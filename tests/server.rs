@@ -1260,3 +1260,21 @@ fn validate_through_the_server_gives_the_local_messages_and_exit_codes() {
         "nothing stored"
     );
 }
+
+#[test]
+fn concurrent_bare_steps_of_different_jobs_do_not_take_each_other_for_orphans() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &["--max-concurrent-jobs", "8"]);
+    let spec = crate::util::bare_job_yaml("bare", "  - name: a\n    run: sleep 0.5\n");
+    let ids: Vec<String> = (0..12)
+        .map(|_| {
+            let (code, job) = server.submit_yaml(&ana, &spec);
+            assert_eq!(code, 201, "{job}");
+            job["job_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for job_id in ids {
+        server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    }
+}
