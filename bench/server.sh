@@ -43,10 +43,12 @@ serve() {
     local state=$1; shift
     MAESTRO_HOME="$state" "$MC" serve --listen 127.0.0.1:0 "$@" > serve.out 2> serve.err &
     server_pid=$!
-    for _ in $(seq 1 100); do
+    # Starting reads the queue and settles an earlier run's jobs: longer with a big store.
+    for _ in $(seq 1 1200); do
         grep -q listening serve.out 2>/dev/null && break
         sleep 0.1
     done
+    [ -n "$(sed -n 's/^mc serve: listening on //p' serve.out)" ] || { cat serve.err >&2; exit 1; }
     url=$(sed -n 's/^mc serve: listening on //p' serve.out)
 }
 stop_server() {
@@ -117,7 +119,9 @@ for _ in range(10_000 - len(present)):
     shutil.copytree(source, os.path.join(jobs, str(uuid.UUID(bytes=bytes(raw)))))
 print(f"{len(os.listdir(jobs))} jobs in the store")
 PY
+start=$(date +%s.%N)
 serve "$state" --max-concurrent-jobs 8
+echo "server up in $(python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$start") s"
 token=$(tail -n 1 token.out)
 python3 "$LOAD" touch "$url" "$token"
 python3 "$LOAD" throughput "$url" "$token" 100 "$CLIENTS" none > /dev/null

@@ -1266,8 +1266,9 @@ fn concurrent_bare_steps_of_different_jobs_do_not_take_each_other_for_orphans() 
     let env = Env::new();
     let ana = token(&env, "ana", "submit");
     let server = Server::start(&env, &["--max-concurrent-jobs", "8"]);
-    let spec = crate::util::bare_job_yaml("bare", "  - name: a\n    run: sleep 0.5\n");
-    let ids: Vec<String> = (0..12)
+    // Short steps: one's exit (a zombie for a moment) overlaps another's teardown.
+    let spec = crate::util::bare_job_yaml("bare", "  - name: a\n    run: \"true\"\n");
+    let ids: Vec<String> = (0..40)
         .map(|_| {
             let (code, job) = server.submit_yaml(&ana, &spec);
             assert_eq!(code, 201, "{job}");

@@ -209,8 +209,10 @@ pub(crate) async fn verify_group(
                 )
             });
         }
-        if adopted {
-            // Adopted orphans are ours to reap, killed or already dead.
+        if adopted && !process.zombie {
+            // Adopted orphans we killed are ours to reap. Not a zombie found here: its
+            // environment can no longer be read, so it may be another step's process that has
+            // just exited, which that step's own wait must reap (`mc serve` runs several).
             reap(handle).await;
         }
     }
