@@ -14,11 +14,23 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 # sandbox tests' payloads and probes; hyperfine: bench/ (not run by the tests).
 # curl, openssl: the `mc serve` tests (an HTTP client, a self-signed certificate).
 # docker-registry, apache2-utils (htpasswd): the swarm tests' private registry.
-packages=(bubblewrap busybox-static openssh-server openssh-client python3 perl iproute2
-    util-linux hyperfine ca-certificates file curl openssl docker-registry apache2-utils)
+# python3-venv: schemathesis (below) lives in a virtualenv of its own.
+packages=(bubblewrap busybox-static openssh-server openssh-client python3 python3-venv perl
+    iproute2 util-linux hyperfine ca-certificates file curl openssl docker-registry
+    apache2-utils)
 echo "test-prerequisites: installing ${packages[*]}" >&2
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
+
+# schemathesis, from PyPI: property-based tests of the server's API against its OpenAPI
+# document (pinned: its command line changes between major versions). In a virtualenv of its own (Debian's python refuses a system-wide pip install),
+# linked onto the PATH.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "test-prerequisites: installing schemathesis from PyPI into /opt/maestro-schemathesis" >&2
+    $SUDO python3 -m venv /opt/maestro-schemathesis
+    $SUDO /opt/maestro-schemathesis/bin/pip install --quiet "schemathesis==4.32.5"
+    $SUDO ln -sf /opt/maestro-schemathesis/bin/schemathesis /usr/local/bin/schemathesis
+fi
 
 if ! timeout 10 docker info >/dev/null 2>&1; then
     echo "test-prerequisites: no Docker engine answers; starting dockerd from Debian's docker.io" >&2

@@ -782,28 +782,67 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
 #[test]
 fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
     let env = Env::new();
+    // A certificate authority of the test's own and a server certificate it signs (clients
+    // refuse a self-signed CA certificate used as the server's own).
+    let ca = env.path().join("ca.pem");
     let cert = env.path().join("cert.pem");
     let key = env.path().join("key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", text(&made.stderr));
+    let extensions = env.write(
+        "server.ext",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .current_dir(env.path())
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{}", text(&made.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=maestro-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        extensions.to_str().unwrap(),
+    ]);
     let only_one = env.run(&["serve", "--tls-cert", cert.to_str().unwrap()]);
     assert_eq!(only_one.status.code(), Some(2));
     assert!(text(&only_one.stderr).contains("go together"));
@@ -851,7 +890,7 @@ fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
     let url = format!("https://127.0.0.1:{port}/v1/health");
     let output = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(&cert)
+        .arg(&ca)
         .arg(&url)
         .output()
         .unwrap();
@@ -873,6 +912,51 @@ fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
     assert!(
         !text(&plain.stdout).contains("\"ok\""),
         "plain HTTP is not served"
+    );
+
+    // The CLI speaks HTTPS too, trusting the CA of MAESTRO_CA_CERT (or --ca-cert).
+    let ana = token(&env, "ana", "submit");
+    let file = env.write("job.yaml", &spec("over-tls", "echo over tls"));
+    let server_url = format!("https://127.0.0.1:{port}");
+    let client = |ca: Option<&std::path::Path>| {
+        let mut command = env.mc();
+        command
+            .env("MAESTRO_SERVER", &server_url)
+            .env("MAESTRO_TOKEN", &ana)
+            .args(["submit", file.to_str().unwrap()]);
+        if let Some(ca) = ca {
+            command.env("MAESTRO_CA_CERT", ca);
+        }
+        crate::util::output_within(&mut command, 120)
+    };
+    let output = client(Some(&ca));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(text(&output.stdout).contains("over tls"));
+    assert!(text(&output.stdout).contains("SUCCEEDED"));
+    let untrusted = client(None);
+    assert_ne!(untrusted.status.code(), Some(0));
+    assert!(
+        text(&untrusted.stderr).contains("MAESTRO_CA_CERT"),
+        "{}",
+        text(&untrusted.stderr)
+    );
+    let not_a_ca = client(Some(&key));
+    assert_eq!(
+        not_a_ca.status.code(),
+        Some(2),
+        "{}",
+        text(&not_a_ca.stderr)
+    );
+    assert!(
+        text(&not_a_ca.stderr).contains("MAESTRO_CA_CERT"),
+        "{}",
+        text(&not_a_ca.stderr)
     );
     drop(server);
 }
@@ -952,4 +1036,246 @@ fn listing_pages_newest_first_with_a_cursor_and_keeps_the_callers_trace_id() {
     assert_eq!(submitted["trace_id"], "release-42", "{submitted}");
     let job = server.wait_state(&ana, submitted["job_id"].as_str().unwrap(), "SUCCEEDED", 60);
     assert_eq!(job["trace_id"], "release-42");
+}
+
+/// When a job entered `RUNNING`: (date, seconds into the day), comparable.
+fn started_at(job: &Value) -> (String, f64) {
+    let at = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|transition| transition["state"] == "RUNNING")
+        .unwrap_or_else(|| panic!("never ran: {job:#}"))["at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (date, time) = at.split_once('T').unwrap();
+    let seconds = time
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|part| part.parse::<f64>().unwrap())
+        .fold(0.0, |total, part| total * 60.0 + part);
+    (date.to_owned(), seconds)
+}
+
+#[test]
+fn one_owners_burst_does_not_starve_another_also_after_a_restart() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let bo = token(&env, "bo", "submit");
+    let args = ["--max-concurrent-jobs", "1"];
+    let mut server = Server::start(&env, &args);
+    let (_, blocker) = server.submit_yaml(&ana, &spec("blocker", "sleep 60"));
+    let blocker = blocker["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &blocker, "RUNNING", 30);
+    let mut burst = Vec::new();
+    for (index, expected_position) in (1..=4).zip(0..) {
+        let (code, job) = server.submit_yaml(&ana, &spec(&format!("burst-{index}"), "true"));
+        assert_eq!(code, 201, "{job}");
+        assert_eq!(job["queue_position"], expected_position, "{job}");
+        burst.push(job["job_id"].as_str().unwrap().to_owned());
+    }
+    let bo_spec = spec("late", "true").replace("owner: ana", "owner: bo");
+    let (code, late) = server.submit_yaml(&bo, &bo_spec);
+    assert_eq!(code, 201, "{late}");
+    assert_eq!(
+        late["queue_position"], 1,
+        "bo's job waits for one of ana's, not four: {late}"
+    );
+    let late = late["job_id"].as_str().unwrap().to_owned();
+
+    // The order is kept in the state root: a crash and a restart do not lose it.
+    server.kill();
+    let server = Server::start(&env, &args);
+    let mut started: Vec<((String, f64), String)> = burst
+        .iter()
+        .chain([&late])
+        .map(|job_id| {
+            let job = server.wait_state(&ana, job_id, "SUCCEEDED", 60);
+            (started_at(&job), job["name"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    started.sort_by(|left, right| left.0.partial_cmp(&right.0).unwrap());
+    let order: Vec<&str> = started.iter().map(|(_, name)| name.as_str()).collect();
+    assert_eq!(
+        order,
+        ["burst-1", "late", "burst-2", "burst-3", "burst-4"],
+        "owners take turns, each owner's jobs in order"
+    );
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_off_the_served_schema() {
+    let env = Env::new();
+    let admin = token(&env, "ana", "submit,approve,cancel,admin");
+    let server = Server::start(&env, &[]);
+    // Something in the store (finished, so that a followed log ends at once).
+    let (_, done) = server.submit_yaml(&admin, &spec("done", "echo done"));
+    server.wait_state(&admin, done["job_id"].as_str().unwrap(), "SUCCEEDED", 60);
+    let reports = env.path().join("schemathesis-report");
+    let run = Command::new("schemathesis")
+        .current_dir(env.path())
+        .args(["run", &format!("{}/v1/openapi.json", server.url)])
+        .args(["-H", &format!("Authorization: Bearer {admin}")])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance",
+            "--max-examples",
+            "50",
+            "--request-timeout",
+            "20",
+            "--report-dir",
+        ])
+        .arg(&reports)
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let run = match run {
+        // A few hundred requests per operation; minutes on a loaded machine.
+        Ok(child) => maestro_test_support::wait_within(child, Duration::from_secs(900)),
+        Err(error) => panic!(
+            "schemathesis is missing ({error}): install it with scripts/test-prerequisites.sh (pip, from PyPI)"
+        ),
+    };
+    let report = format!("{}{}", text(&run.stdout), text(&run.stderr));
+    assert!(
+        run.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
+    assert!(
+        report.contains("passed") && !report.contains("Authentication failed"),
+        "schemathesis did not reach the API with the token:\n{report}"
+    );
+}
+
+#[test]
+fn ctrl_c_of_a_client_following_its_job_cancels_the_job_on_the_server() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &["--stop-grace", "1"]);
+    let file = env.write(
+        "job.yaml",
+        &spec("long", "echo started; sleep 60; echo never"),
+    );
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        let mut child = env
+            .mc()
+            .env("MAESTRO_SERVER", &server.url)
+            .env("MAESTRO_TOKEN", &ana)
+            .args(["submit", file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mc submit");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // The step's first line (after the log's header), however the client prefixes it.
+        while line.starts_with('#') || !line.trim_end().ends_with("started") {
+            line.clear();
+            assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "the step's output");
+        }
+        crate::util::send_signal(child.id(), signal);
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let output = crate::util::output_within_child(child);
+        assert_eq!(
+            output.status.code(),
+            Some(130),
+            "{rest}{}",
+            text(&output.stderr)
+        );
+        assert!(rest.contains("CANCELLED"), "{rest}");
+        assert!(!rest.contains("never"), "{rest}");
+        let job_id = rest
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("a summary line: {rest}"))
+            .to_owned();
+        let (code, job) = server.json("GET", &format!("/v1/jobs/{job_id}"), Some(&ana), None);
+        assert_eq!(code, 200, "{job}");
+        assert_eq!(job["state"], "CANCELLED", "{job:#}");
+        assert_eq!(job["steps"][0]["status"], "cancelled", "{job:#}");
+    }
+}
+
+#[test]
+fn validate_through_the_server_gives_the_local_messages_and_exit_codes() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str]| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", &ana)
+                .env("MAESTRO_HOME", env.path().join("elsewhere"))
+                .args(args),
+            120,
+        )
+    };
+    let good = env.write("good.yaml", &spec("good", "echo fine"));
+    let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
+    let broken = env.write(
+        "broken.yaml",
+        "name: broken\nowner: ana\nenvironment: dev\nsteps:\n  - name: a\n    runn: true\n",
+    );
+    for (file, code) in [(&good, 0), (&denied, 3), (&broken, 2)] {
+        for output in ["text", "json"] {
+            let args = ["validate", file.to_str().unwrap(), "--output", output];
+            let local = env.run(&args);
+            let through = remote(&args);
+            assert_eq!(local.status.code(), Some(code), "{}", text(&local.stderr));
+            assert_eq!(
+                through.status.code(),
+                Some(code),
+                "{}",
+                text(&through.stderr)
+            );
+            if output == "text" {
+                assert_eq!(text(&through.stdout), text(&local.stdout));
+                assert_eq!(text(&through.stderr), text(&local.stderr));
+            } else if code != 2 {
+                let local: Value = serde_json::from_slice(&local.stdout).unwrap();
+                let through: Value = serde_json::from_slice(&through.stdout).unwrap();
+                assert_eq!(through["allowed"], local["allowed"]);
+                assert_eq!(through["policies"], local["policies"]);
+            }
+        }
+    }
+    // On the server a production job's own approval block does not count: it would wait.
+    let prod = env.write("prod.yaml", PROD);
+    let output = remote(&["validate", prod.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("await approval"),
+        "{}",
+        text(&output.stdout)
+    );
+    let (code, jobs) = server.json("GET", "/v1/jobs", Some(&ana), None);
+    assert_eq!(
+        (code, jobs["jobs"].clone()),
+        (200, json!([])),
+        "nothing stored"
+    );
+}
+
+#[test]
+fn concurrent_bare_steps_of_different_jobs_do_not_take_each_other_for_orphans() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &["--max-concurrent-jobs", "8"]);
+    // Short steps: one's exit (a zombie for a moment) overlaps another's teardown.
+    let spec = crate::util::bare_job_yaml("bare", "  - name: a\n    run: \"true\"\n");
+    let ids: Vec<String> = (0..40)
+        .map(|_| {
+            let (code, job) = server.submit_yaml(&ana, &spec);
+            assert_eq!(code, 201, "{job}");
+            job["job_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for job_id in ids {
+        server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    }
 }

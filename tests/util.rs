@@ -54,7 +54,8 @@ impl Env {
             .env_remove("MAESTRO_MAX_STEP_TIMEOUT")
             .env_remove("MAESTRO_STOP_GRACE")
             .env_remove("MAESTRO_SERVER")
-            .env_remove("MAESTRO_TOKEN");
+            .env_remove("MAESTRO_TOKEN")
+            .env_remove("MAESTRO_CA_CERT");
         command
     }
 

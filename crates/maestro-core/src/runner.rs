@@ -284,6 +284,33 @@ impl Runner {
         })
     }
 
+    /// [`Runner::validate`] as [`Runner::accept`] would admit the job from `identity`: its
+    /// owner is `identity` (a spec's `owner` must be the same identity) and a spec's
+    /// `approval` block does not count, so a production job gets the approval policy's denial
+    /// that means `AWAITING_APPROVAL` on the server.
+    pub async fn validate_as(
+        &self,
+        request: &SubmitRequest,
+        identity: &str,
+    ) -> Result<Validation, RunError> {
+        let mut admitted = self.admit(request, JobId::nil()).await?;
+        if let Some(owner) = &admitted.spec.owner
+            && !crate::identity::same_identity(owner, identity)
+        {
+            return Err(RunError::OwnerMismatch {
+                spec_owner: owner.clone(),
+                identity: identity.to_owned(),
+            });
+        }
+        admitted.spec.owner = Some(identity.to_owned());
+        admitted.spec.approval = None;
+        let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
+        Ok(Validation {
+            spec: admitted.spec,
+            policies,
+        })
+    }
+
     /// Submit a job and run it to the end. `observer` sees step output live; cancelling
     /// `cancel` stops the running step and ends the job `CANCELLED`.
     pub async fn submit(

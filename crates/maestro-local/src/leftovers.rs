@@ -186,9 +186,15 @@ pub(crate) async fn verify_group(
         let Some(handle) = Pid::from_raw(pid) else {
             continue;
         };
-        let adopted = process.parent == own && !children_before.contains(&pid);
-        let carries_step =
-            || process_step(pid).is_some_and(|(job, name)| job == job_id && name == step);
+        let marker = process_step(pid);
+        // A child that carries another step's marker is that step's own process (`mc serve`
+        // runs several jobs' steps at once, each a child of this process), not an orphan of
+        // this one: never kill or reap it here.
+        let anothers = marker
+            .as_ref()
+            .is_some_and(|(job, name)| *job != job_id || name != step);
+        let adopted = process.parent == own && !children_before.contains(&pid) && !anothers;
+        let carries_step = || !anothers && marker.is_some();
         if !process.zombie && !killed.contains(&pid) && (adopted || carries_step()) {
             let _ = kill_process(handle, Signal::KILL);
             remaining.push(if adopted && !carries_step() {
@@ -203,8 +209,10 @@ pub(crate) async fn verify_group(
                 )
             });
         }
-        if adopted {
-            // Adopted orphans are ours to reap, killed or already dead.
+        if adopted && !process.zombie {
+            // Adopted orphans we killed are ours to reap. Not a zombie found here: its
+            // environment can no longer be read, so it may be another step's process that has
+            // just exited, which that step's own wait must reap (`mc serve` runs several).
             reap(handle).await;
         }
     }

@@ -40,6 +40,7 @@ type Shared = State<Arc<AppState>>;
     ),
     paths(
         submit_job,
+        validate_job,
         list_jobs,
         show_job,
         job_logs,
@@ -52,6 +53,7 @@ type Shared = State<Arc<AppState>>;
     components(schemas(
         ErrorBody,
         Submitted,
+        Validated,
         JobSummary,
         JobList,
         JobDetail,
@@ -94,8 +96,23 @@ pub struct Submitted {
     pub state: String,
     /// The trace id every record of the job carries.
     pub trace_id: String,
-    /// Jobs ahead of it in the queue when it was accepted.
+    /// Jobs that run before it as the queue stood when it was accepted (owners take turns;
+    /// `0` for a job awaiting approval).
     pub queue_position: usize,
+}
+
+/// What a job would get on this server, were it submitted now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Validated {
+    /// The job's name.
+    pub name: String,
+    /// Whether policy lets it in (a production job is let in, then awaits approval).
+    pub allowed: bool,
+    /// Whether it would wait for an approver (`AWAITING_APPROVAL`) before it runs.
+    pub awaits_approval: bool,
+    /// Every policy's verdict, as `mc validate` prints them.
+    #[schema(value_type = Vec<Object>)]
+    pub policies: serde_json::Value,
 }
 
 /// One job in a listing.
@@ -138,7 +155,7 @@ pub struct JobDetail {
     #[schema(value_type = Vec<Object>)]
     pub transitions: serde_json::Value,
     /// Every policy's verdict (`null` before policy decided).
-    #[schema(value_type = Object, nullable = true)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub verdicts: serde_json::Value,
     /// Step results.
     #[schema(value_type = Vec<Object>)]
@@ -190,6 +207,7 @@ pub struct ListQuery {
     /// Only jobs submitted since: a duration ago (`30m`, `2h`, `7d`) or an RFC 3339 time.
     pub since: Option<String>,
     /// Jobs per page (1 to 500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -275,6 +293,95 @@ fn spec_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
     }
 }
 
+fn spec_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the spec is larger than {} bytes, the limit of a job spec",
+                    maestro_core::spec::MAX_SPEC_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+/// The name a client read the spec from (`X-Spec-Source`), to place errors as `mc validate`
+/// places them (`job.yaml:5:3: ...`); only printable text of a sane length is taken.
+fn spec_source(headers: &HeaderMap) -> String {
+    headers
+        .get("x-spec-source")
+        .and_then(|value| value.to_str().ok())
+        .filter(|name| !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control))
+        .unwrap_or("request body")
+        .to_owned()
+}
+
+/// Validate a job as this server would admit it from the caller (the caller is its owner, a
+/// spec's `approval` block does not count), storing and running nothing: `mc validate` through
+/// the server.
+#[utoipa::path(
+    post,
+    path = "/v1/validate",
+    tag = "jobs",
+    request_body(content = String, description = "The job spec, JSON or YAML (see docs/spec.md)", content_type = "application/yaml"),
+    params(("X-Spec-Source" = Option<String>, Header, description = "The file the spec was read from, to place errors in it (default: `request body`)")),
+    responses(
+        (status = 200, description = "Every policy's verdict", body = Validated),
+        (status = 400, description = "Invalid spec (the CLI's messages)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "The wrong role, or another owner", body = ErrorBody),
+        (status = 413, description = "Spec larger than the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON or YAML", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn validate_job(
+    State(state): Shared,
+    caller: Caller,
+    RequestTrace(trace_id): RequestTrace,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Validated>, ApiError> {
+    caller.require(Role::Submit, "validate jobs")?;
+    let format = spec_format(&headers)?;
+    let body = spec_body(body)?;
+    let source = spec_source(&headers);
+    let request = SubmitRequest {
+        spec_bytes: body.to_vec(),
+        source: source.clone(),
+        format,
+        trace_id,
+        runtime_override: None,
+        invocation_dir: state.invocation_dir.clone(),
+        caller_env: maestro_core::secret::CallerEnv::from_process(),
+    };
+    let validation = state
+        .runner
+        .validate_as(&request, caller.identity())
+        .await
+        .map_err(|error| match error {
+            RunError::Spec(error) => ApiError::bad_request(error.describe(&source, &body)),
+            RunError::OwnerMismatch { .. } => ApiError::forbidden(error),
+            error if error.is_user_error() => ApiError::bad_request(error),
+            error => ApiError::internal(error),
+        })?;
+    let denials: Vec<_> = validation.policies.denials().collect();
+    let awaits_approval = !denials.is_empty()
+        && denials
+            .iter()
+            .all(|verdict| verdict.policy == maestro_core::runner::APPROVAL_POLICY);
+    Ok(Json(Validated {
+        name: validation.spec.name.clone(),
+        allowed: denials.is_empty() || awaits_approval,
+        awaits_approval,
+        policies: serde_json::to_value(&validation.policies.verdicts).unwrap_or_default(),
+    }))
+}
+
 /// Submit a job: the body is the spec, stored byte for byte.
 #[utoipa::path(
     post,
@@ -303,19 +410,7 @@ pub(crate) async fn submit_job(
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     caller.require(Role::Submit, "submit jobs")?;
     let format = spec_format(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the spec is larger than {} bytes, the limit of a job spec",
-                    maestro_core::spec::MAX_SPEC_BYTES
-                ),
-            )
-        } else {
-            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
-        }
-    })?;
+    let body = spec_body(body)?;
     if state.scheduler.is_full() {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -384,12 +479,12 @@ pub(crate) async fn submit_job(
         "api.job_submitted",
         json!({ "state": job_state }),
     )?;
-    let queue_position = state.scheduler.depth();
-    if job_state == JobState::AwaitingApproval {
+    let queue_position = if job_state == JobState::AwaitingApproval {
         state.scheduler.hold(job);
+        0
     } else {
-        state.scheduler.enqueue(job);
-    }
+        state.scheduler.enqueue(job)
+    };
     Ok((
         StatusCode::CREATED,
         Json(Submitted {
@@ -504,6 +599,7 @@ pub(crate) async fn show_job(
     params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one"), LogsQuery),
     responses(
         (status = 200, description = "JSON lines", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "Not a job id, an ambiguous prefix, or a bad query", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 429, description = "Too many log followers", body = ErrorBody)
@@ -546,6 +642,7 @@ pub(crate) async fn job_logs(
     params(("id" = String, Path, description = "A job id, or an unambiguous prefix of one")),
     responses(
         (status = 200, description = "Cancelled, or had already ended", body = ActionResult),
+        (status = 400, description = "Not a job id, or an ambiguous prefix", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Neither the owner nor the cancel role", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -666,6 +763,7 @@ fn awaiting(state: &AppState, job_id: JobId) -> Result<maestro_core::runner::Pen
     request_body(content = Option<Decision>, content_type = "application/json"),
     responses(
         (status = 200, description = "Approved and queued", body = ActionResult),
+        (status = 400, description = "Not a job id, an ambiguous prefix, or a body other than {\"reason\": ...}", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "No approve role, or the caller owns the job", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -716,6 +814,7 @@ pub(crate) async fn approve_job(
     request_body(content = Option<Decision>, content_type = "application/json"),
     responses(
         (status = 200, description = "Rejected", body = ActionResult),
+        (status = 400, description = "Not a job id, an ambiguous prefix, or a body other than {\"reason\": ...}", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "No approve role", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),

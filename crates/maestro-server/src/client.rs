@@ -1,19 +1,33 @@
-//! A small client of the API, for `mc --server URL` (plain HTTP only).
+//! A small client of the API, for `mc --server URL`: HTTP, or HTTPS with rustls.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio_rustls::rustls;
 
 /// Why a request could not be made or answered.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server URL is not usable.
-    #[error("server URL {0:?} is not usable: give http://HOST:PORT (https is not supported yet)")]
+    #[error("server URL {0:?} is not usable: give http://HOST:PORT or https://HOST:PORT")]
     Url(String),
+    /// The certificate authorities to trust cannot be used.
+    #[error(
+        "cannot use the CA certificates {what}: {message}; MAESTRO_CA_CERT (or --ca-cert) names a PEM file of the CA that signed the server's certificate"
+    )]
+    Tls {
+        /// The file, or `of the system` for the system's store.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The server could not be reached.
     #[error("cannot reach the server at {url}: {message}")]
     Unreachable {
@@ -53,24 +67,93 @@ pub struct Client {
     base: String,
     token: Option<String>,
     trace_id: Option<String>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// The certificate authorities an `https://` server's certificate must chain to: those of
+/// `ca_file` (PEM) when given, else the system's.
+fn roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = match ca_file {
+        Some(path) => {
+            let what = path.display().to_string();
+            let text = std::fs::read(path).map_err(|error| ClientError::Tls {
+                what: what.clone(),
+                message: error.to_string(),
+            })?;
+            let certificates = rustls_pemfile::certs(&mut text.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| ClientError::Tls {
+                    what: what.clone(),
+                    message: error.to_string(),
+                })?;
+            if certificates.is_empty() {
+                return Err(ClientError::Tls {
+                    what,
+                    message: "no PEM certificate in it".to_owned(),
+                });
+            }
+            certificates
+        }
+        None => rustls_native_certs::load_native_certs().certs,
+    };
+    for certificate in certificates {
+        roots.add(certificate).map_err(|error| ClientError::Tls {
+            what: ca_file.map_or_else(
+                || "of the system".to_owned(),
+                |path| path.display().to_string(),
+            ),
+            message: error.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 impl Client {
-    /// A client of `base` (`http://HOST:PORT`), authenticating with `token`.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// A client of `base` (`http://HOST:PORT` or `https://HOST:PORT`), authenticating with
+    /// `token`; an `https` server's certificate must chain to `ca_file` (PEM) when given, else
+    /// to the system's certificate authorities.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
         let base = base.trim().trim_end_matches('/');
-        let authority = base
-            .strip_prefix("http://")
-            .ok_or_else(|| ClientError::Url(base.to_owned()))?;
+        let (https, authority) = match (base.strip_prefix("http://"), base.strip_prefix("https://"))
+        {
+            (Some(authority), _) => (false, authority),
+            (_, Some(authority)) => (true, authority),
+            _ => return Err(ClientError::Url(base.to_owned())),
+        };
         if authority.is_empty() || authority.contains('/') {
             return Err(ClientError::Url(base.to_owned()));
         }
+        // The system's store is read only for an https server (and a CA file always, so
+        // that a wrong one is reported even before the server is).
+        let roots = if https || ca_file.is_some() {
+            roots(ca_file)?
+        } else {
+            rustls::RootCertStore::empty()
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| ClientError::Tls {
+                what: "(protocol versions)".to_owned(),
+                message: error.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Self {
             base: base.to_owned(),
             token,
             trace_id: None,
-            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
     }
 
@@ -85,11 +168,15 @@ impl Client {
         &self,
         method: &str,
         path: &str,
+        headers: &[(&str, &str)],
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -123,7 +210,20 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Answer, ClientError> {
-        let response = self.send(method, path, content_type, body).await?;
+        self.request_with_headers(method, path, &[], content_type, body)
+            .await
+    }
+
+    /// A request with more headers, answered whole.
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Answer, ClientError> {
+        let response = self.send(method, path, headers, content_type, body).await?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -143,7 +243,7 @@ impl Client {
         path: &str,
         mut chunk: impl FnMut(&[u8]),
     ) -> Result<u16, ClientError> {
-        let response = self.send("GET", path, None, Vec::new()).await?;
+        let response = self.send("GET", path, &[], None, Vec::new()).await?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {

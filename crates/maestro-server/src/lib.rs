@@ -8,7 +8,7 @@
 //!   (`mc tokens`).
 //! * The API's handlers (`api`) parse, authorise, call [`maestro_core::runner::Runner`] (the
 //!   same one `mc submit` uses) and map the outcome to a status; the scheduler queues accepted
-//!   jobs durably and runs them first come first served.
+//!   jobs durably and runs them with owners taking turns, each owner's first come first served.
 //! * [`api::ApiDoc`] is the OpenAPI document, generated from the same types as the routes.
 #![deny(missing_docs)]
 
@@ -16,6 +16,7 @@ pub mod api;
 mod auth;
 pub mod client;
 mod error;
+mod fair;
 mod logs;
 mod scheduler;
 pub mod tokens;
@@ -167,6 +168,7 @@ async fn not_found() -> ApiError {
 fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
     Router::new()
         .route("/v1/jobs", post(api::submit_job).get(api::list_jobs))
+        .route("/v1/validate", post(api::validate_job))
         .route("/v1/jobs/{id}", get(api::show_job))
         .route("/v1/jobs/{id}/logs", get(api::job_logs))
         .route("/v1/jobs/{id}/cancel", post(api::cancel_job))

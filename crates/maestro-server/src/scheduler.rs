@@ -1,12 +1,12 @@
-//! The queue: accepted jobs wait here, durably, and run first come first served, at most
-//! `max_concurrent_jobs` at a time.
+//! The queue: accepted jobs wait here, durably, and run at most `max_concurrent_jobs` at a
+//! time, owners taking turns and each owner's jobs first come first served ([`FairQueue`]).
 //!
 //! Durability is a marker file per accepted job, `<state root>/server/queue/<job_id>`, written
 //! before the job's `201` and removed once the job has ended. Job ids are version 7 UUIDs, so
 //! the markers' names sort in order of submission: after a restart the queue is rebuilt in the
-//! same order.
+//! same order, each owner's line in its order and owners in the order of their oldest job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,10 +18,12 @@ use maestro_core::state::{FileStore, JobState, StateStore};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::fair::FairQueue;
+
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
 struct Jobs {
-    queued: VecDeque<PendingJob>,
+    queued: FairQueue<PendingJob>,
     awaiting: HashMap<JobId, PendingJob>,
     running: HashMap<JobId, CancellationToken>,
 }
@@ -35,6 +37,11 @@ pub(crate) enum Taken {
     Running(CancellationToken),
     /// The scheduler does not hold it (ended, or never a server job).
     Unknown,
+}
+
+/// Whose line a job waits in: its owner (on the server, always the authenticated identity).
+fn owner_of(job: &PendingJob) -> String {
+    job.meta().owner.clone().unwrap_or_default()
 }
 
 /// The queue and the jobs it runs.
@@ -121,10 +128,17 @@ impl Scheduler {
         let _ = std::fs::remove_file(self.queue_dir.join(job_id.hyphenated().to_string()));
     }
 
-    /// Queue an allowed (or approved) job at the back.
-    pub(crate) fn enqueue(&self, job: PendingJob) {
-        self.jobs().queued.push_back(job);
+    /// Queue an allowed (or approved) job at the back of its owner's line; how many jobs run
+    /// before it.
+    pub(crate) fn enqueue(&self, job: PendingJob) -> usize {
+        let owner = owner_of(&job);
+        let ahead = {
+            let mut jobs = self.jobs();
+            jobs.queued.push(&owner, job);
+            jobs.queued.ahead_of_newest(&owner)
+        };
         self.wake.notify_one();
+        ahead
     }
 
     /// Hold a job until it is approved or rejected.
@@ -200,9 +214,7 @@ impl Scheduler {
         if let Some(job) = jobs.awaiting.remove(&job_id) {
             return Taken::Pending(Box::new(job));
         }
-        if let Some(index) = jobs.queued.iter().position(|job| job.job_id() == job_id)
-            && let Some(job) = jobs.queued.remove(index)
-        {
+        if let Some(job) = jobs.queued.remove_first(|job| job.job_id() == job_id) {
             return Taken::Pending(Box::new(job));
         }
         Taken::Unknown
@@ -226,7 +238,7 @@ impl Scheduler {
         self.unmark(job_id);
     }
 
-    /// Run queued jobs, first come first served, while slots are free; returns when draining.
+    /// Run queued jobs, in turn, while slots are free; returns when draining.
     pub(crate) async fn dispatch(self: Arc<Self>) {
         loop {
             let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
@@ -236,7 +248,7 @@ impl Scheduler {
                 if self.is_draining() {
                     return;
                 }
-                let next = self.jobs().queued.pop_front();
+                let next = self.jobs().queued.pop();
                 match next {
                     Some(job) => break job,
                     None => self.wake.notified().await,
@@ -319,7 +331,9 @@ impl Scheduler {
                 .await
             {
                 Ok(Some((job, JobState::AwaitingApproval))) => self.hold(job),
-                Ok(Some((job, _))) => self.enqueue(job),
+                Ok(Some((job, _))) => {
+                    self.enqueue(job);
+                }
                 Ok(None) => {}
                 Err(error) => warnings.push(format!(
                     "queued job {job_id} cannot run any more ({error}); it is settled as abandoned"

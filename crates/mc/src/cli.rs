@@ -25,10 +25,15 @@ pub(crate) struct GlobalArgs {
     /// State root, relative to the current directory
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
-    /// Talk to a Maestro server (http://HOST:PORT) instead of the local state root; the token
-    /// comes from MAESTRO_TOKEN. submit, status, logs and cancel only
+    /// Talk to a Maestro server (http://HOST:PORT or https://HOST:PORT) instead of the local
+    /// state root; the token comes from MAESTRO_TOKEN. submit, validate, status, logs, cancel,
+    /// approve and reject
     #[arg(long, global = true, env = "MAESTRO_SERVER", value_name = "URL")]
     pub(crate) server: Option<String>,
+    /// With an https --server: trust the CA certificates of this PEM file (default: the
+    /// system's)
+    #[arg(long, global = true, env = "MAESTRO_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Diagnostics on stderr: -v info, -vv debug (MAESTRO_LOG takes a tracing filter)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,

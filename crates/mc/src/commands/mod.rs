@@ -36,7 +36,7 @@ use crate::{registry, settings};
 
 pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
     if let Some(server) = cli.global.server.as_deref().filter(|url| !url.is_empty()) {
-        return remote::run(server, cli.command);
+        return remote::run(server, cli.global.ca_cert.as_deref(), cli.command);
     }
     match cli.command {
         Command::Submit(args) => submit::run(&cli.global, args),

@@ -1,19 +1,23 @@
-//! `mc --server URL` (or `MAESTRO_SERVER`, with `MAESTRO_TOKEN`): submit, status, logs and
-//! cancel through a Maestro server's API instead of the local state root.
+//! `mc --server URL` (or `MAESTRO_SERVER`, with `MAESTRO_TOKEN`): submit, validate, status,
+//! logs, cancel, approve and reject through a Maestro server's API instead of the local state
+//! root.
 
 use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
 
 use maestro_core::spec::SpecFormat;
 use maestro_server::client::{Answer, Client};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    CancelArgs, Command, DecisionArgs, LogsArgs, OutputFormat, StatusArgs, SubmitArgs,
+    CancelArgs, Command, DecisionArgs, LogsArgs, OutputFormat, StatusArgs, SubmitArgs, ValidateArgs,
 };
 use crate::exit::{Code, Failure};
 use crate::printer::{self, field};
 
-pub(crate) fn run(server: &str, command: Command) -> Result<Code, Failure> {
+pub(crate) fn run(server: &str, ca_cert: Option<&Path>, command: Command) -> Result<Code, Failure> {
     let token = std::env::var("MAESTRO_TOKEN")
         .ok()
         .filter(|token| !token.trim().is_empty());
@@ -21,19 +25,20 @@ pub(crate) fn run(server: &str, command: Command) -> Result<Code, Failure> {
         Command::Submit(args) => args.trace_id.clone(),
         _ => None,
     };
-    let client = Client::new(server, token)
+    let client = Client::new(server, token, ca_cert)
         .map_err(Failure::usage)?
         .with_trace_id(trace_id);
     let runtime = super::runtime()?;
     match command {
         Command::Submit(args) => runtime.block_on(submit(&client, args)),
+        Command::Validate(args) => runtime.block_on(validate(&client, args)),
         Command::Status(args) => runtime.block_on(status(&client, args)),
         Command::Logs(args) => runtime.block_on(logs(&client, args)),
         Command::Cancel(args) => runtime.block_on(cancel(&client, args)),
         Command::Approve(args) => runtime.block_on(decide(&client, "approve", args)),
         Command::Reject(args) => runtime.block_on(decide(&client, "reject", args)),
         _ => Err(Failure::usage(
-            "this command does not talk to a server yet (only submit, status, logs, cancel, approve and reject do)",
+            "this command does not talk to a server (only submit, validate, status, logs, cancel, approve and reject do)",
         )
         .hint("drop --server, or unset MAESTRO_SERVER, to run it on the local state root")),
     }
@@ -52,7 +57,13 @@ fn failure(answer: &Answer) -> Failure {
 }
 
 fn unreachable(error: maestro_server::client::ClientError) -> Failure {
-    Failure::system(error).hint("is `mc serve` running there? MAESTRO_SERVER or --server names it")
+    let certificate = error.to_string().contains("Certificate");
+    let failure = Failure::system(error);
+    if certificate {
+        failure.hint("the server's certificate is not trusted: MAESTRO_CA_CERT (or --ca-cert) names the PEM file of the CA that signed it")
+    } else {
+        failure.hint("is `mc serve` running there? MAESTRO_SERVER or --server names it")
+    }
 }
 
 async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
@@ -60,10 +71,12 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         return Err(Failure::usage("--runtime cannot be used with --server"));
     }
     let request = super::read_request(&args.file, args.trace_id.as_deref(), None)?;
-    let content_type = match request.format {
-        SpecFormat::Json => "application/json",
-        SpecFormat::Yaml => "application/yaml",
-    };
+    let content_type = content_type(request.format);
+    // Watched from before the job exists: Ctrl-C at any moment cancels it on the server.
+    let interrupted = CancellationToken::new();
+    if !args.detach {
+        super::submit::watch_signals(interrupted.clone())?;
+    }
     let answer = client
         .request(
             "POST",
@@ -100,15 +113,13 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         return Ok(Code::Success);
     }
     let live = !args.quiet && args.output == OutputFormat::Text;
-    follow(client, &job_id, None, live).await?;
-    let answer = client
-        .request("GET", &format!("/v1/jobs/{job_id}"), None, Vec::new())
-        .await
-        .map_err(unreachable)?;
-    if answer.status != 200 {
-        return Err(failure(&answer));
-    }
-    let job = answer.json();
+    let job = tokio::select! {
+        followed = follow(client, &job_id, None, live) => {
+            followed?;
+            fetch(client, &job_id).await?
+        }
+        () = interrupted.cancelled() => cancel_and_wait(client, &job_id).await?,
+    };
     let error = job["transitions"]
         .as_array()
         .and_then(|transitions| transitions.last())
@@ -134,6 +145,114 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         Some("CANCELLED") => Code::Cancelled,
         _ => Code::JobFailed,
     })
+}
+
+fn content_type(format: SpecFormat) -> &'static str {
+    match format {
+        SpecFormat::Json => "application/json",
+        SpecFormat::Yaml => "application/yaml",
+    }
+}
+
+/// A job's record on the server.
+async fn fetch(client: &Client, job_id: &str) -> Result<Value, Failure> {
+    let answer = client
+        .request("GET", &format!("/v1/jobs/{job_id}"), None, Vec::new())
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    Ok(answer.json())
+}
+
+/// Ctrl-C while following: cancel the job on the server (as a local Ctrl-C stops the local
+/// job) and wait until it has ended; its record.
+async fn cancel_and_wait(client: &Client, job_id: &str) -> Result<Value, Failure> {
+    let answer = client
+        .request(
+            "POST",
+            &format!("/v1/jobs/{job_id}/cancel"),
+            None,
+            Vec::new(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    // The server answers once the job is recorded, or after its own bound; then poll.
+    loop {
+        let job = fetch(client, job_id).await?;
+        let ended = !matches!(
+            job["state"].as_str(),
+            Some("SUBMITTED" | "RUNNING" | "AWAITING_APPROVAL")
+        );
+        if ended {
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `mc validate` through the server: every check it would make on submission, as it would
+/// make them for this token's identity.
+async fn validate(client: &Client, args: ValidateArgs) -> Result<Code, Failure> {
+    if args.runtime.is_some() {
+        return Err(Failure::usage("--runtime cannot be used with --server"));
+    }
+    let request = super::read_request(&args.file, None, None)?;
+    let answer = client
+        .request_with_headers(
+            "POST",
+            "/v1/validate",
+            &[("x-spec-source", request.source.as_str())],
+            Some(content_type(request.format)),
+            request.spec_bytes.clone(),
+        )
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(failure(&answer));
+    }
+    let body = answer.json();
+    let allowed = body["allowed"] == true;
+    let awaits_approval = body["awaits_approval"] == true;
+    match args.output {
+        OutputFormat::Json => printer::json(&json!({
+            "name": body["name"],
+            "allowed": allowed,
+            "awaits_approval": awaits_approval,
+            "policies": body["policies"],
+        })),
+        OutputFormat::Text => {
+            let mut text = String::new();
+            let text_of =
+                |value: &Value| value.as_str().map(field).unwrap_or_else(|| "-".to_owned());
+            for verdict in body["policies"].as_array().into_iter().flatten() {
+                let policy = text_of(&verdict["policy"]);
+                if verdict["allowed"] == true {
+                    text.push_str(&format!("allowed  {policy}\n"));
+                }
+                for reason in verdict["reasons"].as_array().into_iter().flatten() {
+                    text.push_str(&format!("denied   {policy}: {}\n", text_of(reason)));
+                }
+                for note in verdict["notes"].as_array().into_iter().flatten() {
+                    text.push_str(&format!("note     {policy}: {}\n", text_of(note)));
+                }
+            }
+            let name = body["name"].as_str().unwrap_or_default();
+            text.push_str(&match (allowed, awaits_approval) {
+                (true, true) => format!(
+                    "job {name:?} would be allowed, then await approval by another identity (mc approve)\n"
+                ),
+                (true, false) => format!("job {name:?} would be allowed\n"),
+                (false, _) => format!("job {name:?} would be denied\n"),
+            });
+            printer::out(&text);
+        }
+    }
+    Ok(if allowed { Code::Success } else { Code::Denied })
 }
 
 fn summary(job: &Value) -> String {

@@ -79,7 +79,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
 
 /// SIGINT and SIGTERM cancel the job: the running step is stopped, the job recorded
 /// `CANCELLED`, and `mc` exits 130 once everything is cleaned up.
-fn watch_signals(cancel: CancellationToken) -> Result<(), Failure> {
+pub(crate) fn watch_signals(cancel: CancellationToken) -> Result<(), Failure> {
     let install = |kind| {
         signal(kind).map_err(|error| Failure::system(format!("cannot watch signals: {error}")))
     };
