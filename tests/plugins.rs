@@ -427,7 +427,7 @@ fn plugins_list_and_check_through_mc() {
         "{local}"
     );
 
-    // The kit runs ~30 checks (10 MB of output among them): more than one `mc` run's deadline
+    // The kit runs ~31 checks (10 MB of output among them): more than one `mc` run's deadline
     // on a loaded machine.
     let kit_deadline = Duration::from_secs(300);
     let check = output_within(
@@ -471,6 +471,7 @@ const MUTANTS: &[(&str, &str)] = &[
     ("destroy-keeps-running", "destroy"),
     ("destroy-unknown-error", "destroy"),
     ("leaves-leftovers", "nothing left after exit"),
+    ("waits-for-daemon", "output held open by a daemon"),
     ("signal-as-code", "exit by signal"),
     ("code-as-signal", "exit by signal"),
     ("no-unsupported", "unsupported request"),

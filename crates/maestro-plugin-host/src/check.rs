@@ -169,6 +169,11 @@ pub const CHECKS: &[CheckRule] = &[
         "§4.3 start (teardown)",
     ),
     rule(
+        "output held open by a daemon",
+        "when a daemonised grandchild keeps the task's output open, the exit event still arrives within about 1 s of the main process's exit",
+        "§4.3 start (teardown)",
+    ),
+    rule(
         "stop",
         "stop is answered ok at once (also for an unknown task), pings are answered while a task runs, and the stopped task exits with reason stopped",
         "§4.4 stop",
@@ -778,6 +783,10 @@ pub async fn check_plugin_with(path: &Path, with: Option<serde_json::Value>) -> 
         "nothing left after exit",
         nothing_left(&mut session).await,
     ));
+    results.push(verdict(
+        "output held open by a daemon",
+        output_held_open(&mut session).await,
+    ));
     results.push(verdict("stop", stop(&mut session).await));
     results.push(verdict(
         "stop signal and reason",
@@ -1341,6 +1350,59 @@ async fn nothing_left(session: &mut Session) -> Result<String, String> {
         None if remote => "no local process group reported (a remote plugin)".to_owned(),
         None => "the task's background process was gone after its exit event".to_owned(),
     })
+}
+
+/// A daemonised grandchild (out of the task's group with `setsid`) keeps the task's stdout open
+/// for seconds after the main process exited: the plugin must not wait for it (§4.3, "output
+/// pipes held open"), so the exit event must arrive well before the daemon ends. The daemon
+/// is killed afterwards whatever happened. Not checked for a remote plugin, whose client
+/// rightly waits for the remote side to close the session.
+async fn output_held_open(session: &mut Session) -> Result<String, String> {
+    if session.announces(REMOTE) {
+        return Ok(
+            "not checked for a remote plugin (its client waits for the remote side)".to_owned(),
+        );
+    }
+    let task = session.task_id();
+    // The daemon says its own pid (`setsid` may fork, so `$!` need not be it), then becomes the
+    // `sleep` that holds the pipe; the main process gives it a moment to say it, and exits.
+    let (id, message) = session.start_message(
+        &task,
+        Command::Shell("setsid sh -c 'echo $$; exec sleep 8' & sleep 0.3".to_owned()),
+    );
+    session.start(&task, message, id).await?;
+    let started = Instant::now();
+    let arrived = session
+        .exit_of(&task, started + Duration::from_secs(5))
+        .await;
+    let daemon = session
+        .task_run(&task)
+        .stdout_text()
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 1);
+    let alive = daemon.is_some_and(sleeping);
+    if let Some(pid) = daemon
+        && alive
+        && let Some(pid) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    let run = arrived.map_err(|error| {
+        format!("{error}: the plugin waited for a daemon that kept the task's stdout open (it sleeps 8 s)")
+    })?;
+    expect_completed(&run, 0)?;
+    if !alive {
+        return Err(format!(
+            "the task's daemon (a sleep 8 under setsid, pid {daemon:?}) was not running when the exit event arrived; stderr: {}",
+            String::from_utf8_lossy(&run.output(Stream::Stderr)).trim()
+        ));
+    }
+    Ok(format!(
+        "the exit event arrived {} ms after the start while a daemon held the task's stdout",
+        started.elapsed().as_millis()
+    ))
 }
 
 /// Whether `pid` is a live (not zombie) `sleep`.
