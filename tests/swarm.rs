@@ -1132,6 +1132,29 @@ fn push_private_image(config: &std::path::Path, keep_tag: bool) -> (String, Stri
     (image, digest)
 }
 
+/// `mc submit FILE --output json --quiet` with `DOCKER_CONFIG` set to `config`.
+fn submit_with_docker_config(
+    env: &Env,
+    file: &std::path::Path,
+    config: &std::path::Path,
+) -> (Output, Value) {
+    let output = env
+        .mc()
+        .env("DOCKER_CONFIG", config)
+        .env("MAESTRO_LOG", "maestro_swarm=debug")
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let json = parse_json(&output);
+    (output, json)
+}
+
 /// Remove every reference to the private image from the engine at `host` (the test image's
 /// layers stay: they are the test image's).
 fn remove_private_image(args: &[&str]) {
@@ -1188,58 +1211,31 @@ fn swarm_private_image_is_pinned_and_pulled_on_the_second_node_with_the_callers_
             &format!("  - name: there\n    image: {image}\n    placement: [\"node.labels.maestro-test-node==2\"]\n    run: echo private-ok\n"),
         ),
     );
-    let output = nodes
-        .env
-        .mc()
-        .env("DOCKER_CONFIG", &config)
-        .args([
-            "submit",
-            file.to_str().unwrap(),
-            "--output",
-            "json",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    let json = parse_json(&output);
-    let outcome = (output.status.code(), json.clone());
+    let (output, json) = submit_with_docker_config(&nodes.env, &file, &config);
+    // The second node holds the image under the digest the registry gave at push time: the
+    // manager pinned it once, and the node pulled exactly those bytes, with the caller's
+    // credentials (a reference `repo@digest` exists on an engine only after such a pull).
+    let pinned = format!("{REGISTRY}/maestro-swarm-private@{digest}");
+    let held = docker(&[
+        "-H", &host, "image", "inspect", "--format", "{{.Id}}", &pinned,
+    ]);
+    // The second engine goes with the fixture; the manager keeps nothing of the test's.
     remove_private_image(&[]);
-    remove_private_image(&["-H", &host]);
     assert_eq!(
-        outcome.0,
+        output.status.code(),
         Some(0),
-        "{}\n{}",
-        text(&output.stderr),
-        outcome.1
+        "{}\n{json}",
+        text(&output.stderr)
     );
     let id = job_id(&json).to_owned();
     let log = nodes.env.step_log(&id, "there");
     assert_eq!(log_lines(&log, "out"), ["private-ok"], "{log}");
-    // The second node pulled the image by the digest the registry gave at push time: the
-    // manager pinned it once, and the node got the bytes with the caller's credentials.
-    let events = text(
-        &docker(&[
-            "-H",
-            &host,
-            "events",
-            "--since",
-            "10m",
-            "--until",
-            "0s",
-            "--filter",
-            "type=image",
-            "--filter",
-            "event=pull",
-            "--format",
-            "{{.Actor.ID}}",
-        ])
-        .stdout,
-    );
     assert!(
-        events
-            .lines()
-            .any(|line| line.contains("maestro-swarm-private") && line.contains(&digest)),
-        "the second node did not pull the pinned digest {digest}; its image pulls: {events}"
+        held.status.success(),
+        "the second node has no image {pinned}: {}\nits images: {}\nmc's diagnostics: {}",
+        text(&held.stderr),
+        text(&docker(&["-H", &host, "images", "--digests"]).stdout),
+        text(&output.stderr)
     );
     // The credentials reached no record and no output.
     let mut files = Vec::new();
@@ -1274,21 +1270,8 @@ fn swarm_task_rejected_because_its_node_cannot_pull_the_image_fails_the_step_nam
         ),
     );
     let started = Instant::now();
-    let output = nodes
-        .env
-        .mc()
-        .env("DOCKER_CONFIG", &empty)
-        .args([
-            "submit",
-            file.to_str().unwrap(),
-            "--output",
-            "json",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let (output, json) = submit_with_docker_config(&nodes.env, &file, &empty);
     let elapsed = started.elapsed();
-    let json = parse_json(&output);
     let host = nodes.worker_host();
     remove_private_image(&[]);
     remove_private_image(&["-H", &host]);
