@@ -9,13 +9,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use serde_json::Value;
 
 use maestro_test_support::docker::{
     IMAGE, containers_labelled, containers_left_after, ensure_image, inspect, remove_labelled,
 };
 
-use crate::util::{Env, job_yaml, parse_json, send_signal, text, wait_for_file};
+use crate::util::{Env, job_id, job_yaml, log_lines, parse_json, send_signal, text, wait_for_file};
 
 /// A test environment with the image ready; dropping it removes any container its jobs left
 /// (only a test that failed before its own check can leave one), so a failure does not leak
@@ -77,21 +76,6 @@ fn assert_no_containers(job_id: &str) {
         left.is_empty(),
         "containers of job {job_id} remain: {left:?}"
     );
-}
-
-fn job_id(json: &Value) -> &str {
-    json["job_id"].as_str().expect("a job id")
-}
-
-/// The output lines of a step log with the given tag (`out` or `err`), without time stamps.
-fn log_lines(log: &str, tag: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ' ');
-            let _time = parts.next()?;
-            (parts.next()? == tag).then(|| parts.next().unwrap_or_default().to_owned())
-        })
-        .collect()
 }
 
 fn spawn_submit(env: &Env, file: &std::path::Path, extra: &[&str]) -> std::process::Child {

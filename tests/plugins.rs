@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use maestro_test_support::{Sshd, cmdlines_holding, output_within, wait_within};
 
-use crate::util::{Env, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
+use crate::util::{Env, job_id, job_yaml, parse_json, pid_alive, send_signal, text, wait_for_file};
 
 /// How long any one `mc` run of these tests may take before it is killed and the test fails.
 const MC_DEADLINE: Duration = Duration::from_secs(60);
@@ -106,10 +106,6 @@ for line in sys.stdin:
         send({{"type": "ok", "id": req.get("id")}})
 "#
     )
-}
-
-fn job_id(json: &serde_json::Value) -> &str {
-    json["job_id"].as_str().unwrap()
 }
 
 #[test]

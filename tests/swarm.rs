@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use maestro_test_support::docker::{IMAGE, containers_labelled, ensure_image, remove_labelled};
 
-use crate::util::{Env, job_yaml, parse_json, send_signal, text};
+use crate::util::{Env, job_id, job_yaml, log_lines, parse_json, send_signal, text};
 
 /// Serialises the tests of this binary that change or need the engine's swarm state.
 static SWARM: Mutex<()> = Mutex::new(());
@@ -196,21 +196,6 @@ fn swarm_job(name: &str, steps: &str) -> String {
         &format!("runtime: swarm\nimage: {IMAGE}\nsteps:\n"),
         1,
     )
-}
-
-fn job_id(json: &Value) -> &str {
-    json["job_id"].as_str().expect("a job id")
-}
-
-/// The output lines of a step log with the given tag (`out` or `err`), without time stamps.
-fn log_lines(log: &str, tag: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ' ');
-            let _time = parts.next()?;
-            (parts.next()? == tag).then(|| parts.next().unwrap_or_default().to_owned())
-        })
-        .collect()
 }
 
 fn spawn_submit(env: &Env, file: &std::path::Path) -> std::process::Child {

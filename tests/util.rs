@@ -224,3 +224,19 @@ pub fn jailed(env: &Env, args: &[&str]) -> Output {
         .env_remove("TRACE_ID");
     command.output().expect("run bwrap")
 }
+
+/// The job id of `mc submit --output json`'s report.
+pub fn job_id(json: &Value) -> &str {
+    json["job_id"].as_str().expect("a job id")
+}
+
+/// The output lines of a step log with the given tag (`out` or `err`), without time stamps.
+pub fn log_lines(log: &str, tag: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let _time = parts.next()?;
+            (parts.next()? == tag).then(|| parts.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
