@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{LocalNodeState, ServiceSpec, Task, TaskState};
+use bollard::models::{EventMessage, LocalNodeState, ServiceSpec, Task, TaskState};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    RemoveContainerOptionsBuilder, UpdateServiceOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, ListServicesOptionsBuilder,
+    ListTasksOptionsBuilder, RemoveContainerOptionsBuilder, UpdateServiceOptionsBuilder,
 };
+use futures::Stream;
 
 /// How long one ordinary API call may take.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -239,6 +240,37 @@ pub(crate) async fn create_service(
         reason: "the manager returned no service id".to_owned(),
         status: None,
     })
+}
+
+/// A stream of the manager's own engine's events.
+pub(crate) type EventStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<EventMessage, bollard::errors::Error>> + Send>>;
+
+/// How far back [`container_events`] replays: enough to cover the moments between creating a
+/// service and reading its events, and a manager whose clock is somewhat off ours.
+const EVENTS_REPLAY: Duration = Duration::from_secs(60);
+
+/// The `start` and `die` events of the task containers of service `name` that run on the
+/// manager's own engine, from a minute ago on: the engine replays what it still holds from
+/// then and follows with what comes, in one subscription, so an event between the service's
+/// creation and this call is not missed (service names are unique to a job's step, so
+/// nothing older matches). A task on another node sends nothing here; its state is polled.
+pub(crate) fn container_events(docker: &Docker, name: &str) -> EventStream {
+    let since = std::time::SystemTime::now()
+        .checked_sub(EVENTS_REPLAY)
+        .and_then(|then| then.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs());
+    let label = format!("com.docker.swarm.service.name={name}");
+    let filters = HashMap::from([
+        ("type", vec!["container"]),
+        ("event", vec!["start", "die"]),
+        ("label", vec![label.as_str()]),
+    ]);
+    let options = EventsOptionsBuilder::new()
+        .since(&since.to_string())
+        .filters(&filters)
+        .build();
+    Box::pin(docker.events(Some(options)))
 }
 
 /// The tasks of service `id`, newest first.

@@ -1,6 +1,7 @@
 //! [`SwarmExecutor`]: a step as a replicated-job service, watched to its end and removed.
 
-use std::pin::Pin;
+use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,7 +10,8 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::models::{Task, TaskState};
 use bollard::query_parameters::LogsOptions;
-use futures::{Stream, StreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt};
 use maestro_core::JobId;
 use maestro_core::executor::{
     Containment, Executor, ExecutorError, RemovedResource, StepControl, StepOutcome, StepOutput,
@@ -45,6 +47,8 @@ fn poll_interval(elapsed: Duration) -> Duration {
 const TEARDOWN_SLACK: Duration = Duration::from_secs(10);
 /// How long reading the rest of a finished task's output may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stream that follows a stopped container may take to end.
+const FOLLOW_END_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times in a row asking for the task's state may fail before the step is lost.
 const MAX_POLL_ERRORS: u32 = 20;
 /// How many times a follow stream that ended early is opened again.
@@ -52,13 +56,31 @@ const MAX_LOG_REOPENS: u32 = 50;
 /// How long `finish` and `mc gc` may spend in all.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(40);
 
-type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+type LogStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
 /// The `swarm` runtime: each step a one-task replicated-job service on the swarm whose manager
 /// `DOCKER_HOST` (else the default socket) names. See the crate documentation.
 #[derive(Default)]
 pub struct SwarmExecutor {
     connection: tokio::sync::Mutex<Option<Docker>>,
+    /// Each job's images, pinned once per job (so all its steps run the same bytes) and ahead
+    /// of its first step (`prepare` starts them), with the credentials for their registries.
+    pins: std::sync::Mutex<HashMap<(JobId, String), Pin>>,
+    /// How many services each job created (or may have) whose removal, with their task's
+    /// containers, no step's teardown verified: `finish` sweeps the job's labels only then.
+    unsettled: std::sync::Mutex<HashMap<JobId, usize>>,
+}
+
+/// An image being pinned, or pinned: the pinned reference and the registry credentials, or
+/// why not (one line).
+type Pin = Shared<BoxFuture<'static, Result<Pinned, String>>>;
+
+/// An image pinned to its digest, and the credentials for its registry.
+#[derive(Clone)]
+struct Pinned {
+    image: String,
+    credentials: Option<DockerCredentials>,
 }
 
 impl SwarmExecutor {
@@ -87,6 +109,33 @@ impl SwarmExecutor {
         *connection = Some(docker.clone());
         Ok(docker)
     }
+
+    /// `image` pinned for `job_id`, starting the work if nothing asked before. The work runs
+    /// on its own task, so it goes on while the runner records the job's start.
+    fn pin(&self, docker: &Docker, job_id: JobId, image: &str) -> Pin {
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        pins.entry((job_id, image.to_owned()))
+            .or_insert_with(|| {
+                let docker = docker.clone();
+                let image = image.to_owned();
+                let task = tokio::spawn(async move {
+                    let credentials = registry_credentials(&image).await?;
+                    let pinned =
+                        engine::resolve_image(&docker, &image, credentials.clone()).await?;
+                    Ok(Pinned {
+                        image: pinned,
+                        credentials,
+                    })
+                });
+                async move {
+                    task.await
+                        .map_err(|error| format!("cannot pin the image: {error}"))?
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    }
 }
 
 /// How a watched task ended.
@@ -103,6 +152,15 @@ enum Ended {
 /// ends before the task does.
 struct Follow {
     stream: Option<LogStream>,
+    /// The task's container, when it runs on the manager's own engine: its output is read
+    /// there, straight from the engine that holds it, rather than relayed by the swarm (the
+    /// same messages, one per line, in the same order).
+    container: Option<String>,
+    /// Whether the current stream follows that container: the engine ends such a stream once
+    /// the container stopped and its output was read to the end.
+    follows_container: bool,
+    /// A stream that followed the container ended: every message of the task was written.
+    complete: bool,
     /// Messages written to the step's log so far.
     written: usize,
     /// Messages of the current stream still to skip (already written from an earlier one).
@@ -114,6 +172,9 @@ impl Follow {
     fn new() -> Self {
         Self {
             stream: None,
+            container: None,
+            follows_container: false,
+            complete: false,
             written: 0,
             skip: 0,
             reopens: 0,
@@ -127,7 +188,11 @@ impl Follow {
             stderr: true,
             ..LogsOptions::default()
         };
-        self.stream = Some(Box::pin(docker.service_logs(service, Some(options))));
+        self.follows_container = follow && self.container.is_some();
+        self.stream = Some(match &self.container {
+            Some(container) => Box::pin(docker.logs(container, Some(options))),
+            None => Box::pin(docker.service_logs(service, Some(options))),
+        });
         self.skip = self.written;
     }
 
@@ -160,20 +225,36 @@ impl Follow {
                 None
             }
             None => {
+                self.complete |= self.follows_container;
                 self.stream = None;
                 None
             }
         }
     }
 
-    /// Read the whole output once more, without following, and write what was not written:
-    /// the follow stream may lag behind a task that just ended.
+    /// Write what was not written of a task that ended: the rest of a stream that follows its
+    /// container (which ends once everything was read), else the whole output read once more
+    /// without following (a followed service's stream may lag behind the task, and never ends).
     async fn drain(
         &mut self,
         docker: &Docker,
         service: &str,
         output: &mut StepOutput,
     ) -> std::io::Result<()> {
+        if self.follows_container && self.stream.is_some() {
+            let rest = async {
+                while let Some(message) = self.next().await {
+                    self.write(output, message)?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            if let Ok(result) = tokio::time::timeout(FOLLOW_END_TIMEOUT, rest).await {
+                result?;
+            }
+        }
+        if self.complete {
+            return Ok(());
+        }
         self.open(docker, service, false);
         let read = async {
             while let Some(message) = self.next().await {
@@ -191,6 +272,82 @@ impl Follow {
                 Ok(())
             }
         }
+    }
+}
+
+/// What the manager's own engine said about the task's container.
+#[derive(Debug, PartialEq, Eq)]
+enum LocalEvent {
+    /// The container started: the command runs.
+    Started,
+    /// The container that started exited with this code.
+    Exited(i32),
+}
+
+/// The task's container as the manager's own engine reports it, when the task runs there: its
+/// `die` event says the command ended as soon as it did, where the task's state reaches the
+/// manager only with the node's next batched status report (≈ 0.1–0.2 s later). A task on
+/// another node, or an event stream that fails, leaves the polled task state to tell.
+struct LocalTask {
+    events: Option<engine::EventStream>,
+    /// The container the engine reported started.
+    started: Option<String>,
+}
+
+impl LocalTask {
+    fn new(docker: &Docker, service_name: &str) -> Self {
+        Self {
+            events: Some(engine::container_events(docker, service_name)),
+            started: None,
+        }
+    }
+
+    /// The next event that matters; `None` for one that does not, or when the stream ended.
+    async fn next(&mut self) -> Option<LocalEvent> {
+        let events = self.events.as_mut()?;
+        match events.next().await {
+            Some(Ok(event)) => {
+                let actor = event.actor.unwrap_or_default();
+                let id = actor.id.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
+                local_event(
+                    event.action.as_deref().unwrap_or_default(),
+                    id,
+                    attributes.get("exitCode").map(String::as_str),
+                    &mut self.started,
+                )
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "the manager's event stream failed; polling the task alone");
+                self.events = None;
+                None
+            }
+            None => {
+                self.events = None;
+                None
+            }
+        }
+    }
+}
+
+/// What event `action` of container `id` means, given the container that `started` earlier.
+/// Only the `die` of a container that started counts as the command's end: a container that
+/// could not start is the task state's to describe ("before its command ran").
+fn local_event(
+    action: &str,
+    id: String,
+    exit_code: Option<&str>,
+    started: &mut Option<String>,
+) -> Option<LocalEvent> {
+    match action {
+        "start" if !id.is_empty() => {
+            *started = Some(id);
+            Some(LocalEvent::Started)
+        }
+        "die" if started.as_deref() == Some(id.as_str()) => exit_code
+            .and_then(|code| code.parse().ok())
+            .map(LocalEvent::Exited),
+        _ => None,
     }
 }
 
@@ -259,6 +416,7 @@ impl SwarmExecutor {
         image: &str,
         service: &str,
         follow: &mut Follow,
+        local: &mut LocalTask,
         output: &mut StepOutput,
         control: &StepControl,
     ) -> Result<Ended, ExecutorError> {
@@ -268,6 +426,7 @@ impl SwarmExecutor {
         tokio::pin!(poll);
         let mut poll_errors = 0;
         let mut running = false;
+        let mut last_state = None;
         loop {
             tokio::select! {
                 biased;
@@ -277,6 +436,24 @@ impl SwarmExecutor {
                         follow.write(output, message)?;
                     }
                 }
+                event = local.next(), if local.events.is_some() => match event {
+                    Some(LocalEvent::Started) => {
+                        follow.container.clone_from(&local.started);
+                        if !running {
+                            running = true;
+                            tracing::debug!(service, "the task's container started on the manager");
+                        }
+                        if follow.stream.is_none() && !follow.complete && follow.reopens < MAX_LOG_REOPENS {
+                            follow.reopens += 1;
+                            follow.open(docker, service, true);
+                        }
+                    }
+                    Some(LocalEvent::Exited(code)) => {
+                        tracing::debug!(service, code, "the task's container exited on the manager");
+                        return Ok(Ended::Exited(code));
+                    }
+                    None => {}
+                },
                 () = &mut poll => {
                     poll.as_mut().reset(Instant::now() + poll_interval(created.elapsed()));
                     let tasks = match engine::tasks(docker, service).await {
@@ -295,6 +472,10 @@ impl SwarmExecutor {
                         }
                     };
                     let state = tasks.first().and_then(|task| task.status.as_ref()).and_then(|status| status.state);
+                    if state != last_state {
+                        tracing::debug!(service, state = ?state, "task state");
+                        last_state = state;
+                    }
                     // A task has output once its container runs (before, the stream would end at
                     // once); the final read covers whatever this misses.
                     if state == Some(TaskState::RUNNING) && !running {
@@ -306,7 +487,11 @@ impl SwarmExecutor {
                     }
                     // Follow the output once the task is on a node; open the stream again if it
                     // ended while the task runs.
-                    if running && follow.stream.is_none() && follow.reopens < MAX_LOG_REOPENS {
+                    if running
+                        && follow.stream.is_none()
+                        && !follow.complete
+                        && follow.reopens < MAX_LOG_REOPENS
+                    {
                         follow.reopens += 1;
                         follow.open(docker, service, true);
                     }
@@ -318,10 +503,12 @@ impl SwarmExecutor {
     /// Remove service `service` and every container of its task, and check that they are gone.
     /// With `grace`, the task may still run: it is stopped first, and gets its grace period
     /// (plus slack) to exit before its container is forced away; its output meanwhile is still
-    /// written.
+    /// written. `container` is the task's container on the manager's own engine, when it ran
+    /// there: it is removed at once rather than when the engine's task reaper gets to it.
     async fn tear_down(
         docker: &Docker,
         service: &str,
+        container: Option<&str>,
         grace: Option<Duration>,
         follow: &mut Follow,
         output: &mut StepOutput,
@@ -354,15 +541,35 @@ impl SwarmExecutor {
                 }
             }
         }
-        if let Err(error) = engine::remove_service(docker, service).await {
+        follow.stream = None;
+        // The engine would remove the task's container too, but only once the node's agent
+        // has seen the service go (tens of milliseconds later, more under load); a forced
+        // removal at the same time ends the step sooner. Its output was read already.
+        let remove_container = async {
+            match container {
+                Some(container) => engine::remove_container(docker, container).await,
+                None => Ok(()),
+            }
+        };
+        let (service_removed, container_removed) =
+            tokio::join!(engine::remove_service(docker, service), remove_container);
+        if let Err(error) = service_removed {
             tracing::warn!(%error, service, "cannot remove the step's service");
         }
-        follow.stream = None;
+        if let Err(error) = container_removed {
+            tracing::debug!(%error, "cannot remove the task's container yet");
+        }
+        tracing::debug!(service, "service removed");
         let removed = Instant::now();
         let until = removed + TEARDOWN_SLACK;
+        let labels = [label.as_str()];
         loop {
             let mut remaining = Vec::new();
-            match engine::service_exists(docker, service).await {
+            let (exists, containers) = tokio::join!(
+                engine::service_exists(docker, service),
+                engine::containers(docker, &labels)
+            );
+            match exists {
                 Ok(false) => {}
                 Ok(true) => {
                     remaining.push(format!("service {} still exists", short(service)));
@@ -370,7 +577,7 @@ impl SwarmExecutor {
                 }
                 Err(error) => remaining.push(format!("service {}: {error}", short(service))),
             }
-            match engine::containers(docker, &[&label]).await {
+            match containers {
                 Ok(containers) => {
                     for container in containers {
                         if let Err(error) = engine::remove_container(docker, &container.id).await {
@@ -383,6 +590,7 @@ impl SwarmExecutor {
                     remaining.push(format!("containers of service {}: {error}", short(service)))
                 }
             }
+            tracing::debug!(?remaining, "teardown check");
             if remaining.is_empty() {
                 return Teardown::verified(TeardownMethod::ContainerRemoved);
             }
@@ -404,8 +612,14 @@ impl Executor for SwarmExecutor {
         Containment::Container
     }
 
-    async fn prepare(&self, _steps: &[StepRequest]) -> Result<(), ExecutorError> {
-        self.manager().await.map(drop)
+    async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let docker = self.manager().await?;
+        for step in steps {
+            if let Some(image) = step.container.image.as_deref() {
+                drop(self.pin(&docker, step.job_id, image));
+            }
+        }
+        Ok(())
     }
 
     async fn run(
@@ -419,6 +633,10 @@ impl Executor for SwarmExecutor {
     }
 
     async fn finish(&self, job_id: JobId) {
+        self.pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(job, _), _| *job != job_id);
         self.sweep_job(job_id).await;
     }
 
@@ -439,26 +657,24 @@ impl SwarmExecutor {
     ) -> Result<StepOutcome, ExecutorError> {
         let docker = self.manager().await?;
         let requested = step.container.image.as_deref().unwrap_or_default();
-        let credentials =
-            registry_credentials(requested)
-                .await
-                .map_err(|message| ExecutorError::StepFailed {
-                    message: format!("step {:?}: {message}", step.name),
-                })?;
-        let image = tokio::select! {
+        let pin = self.pin(&docker, step.job_id, requested);
+        let Pinned { image, credentials } = tokio::select! {
             biased;
             reason = control.stop_requested() => return Ok(StepOutcome { stopped: Some(reason), ..StepOutcome::default() }),
-            image = engine::resolve_image(&docker, requested, credentials.clone()) => image.map_err(|message| ExecutorError::StepFailed {
+            pinned = pin => pinned.map_err(|message| ExecutorError::StepFailed {
                 message: format!("step {:?}: {message}", step.name),
             })?,
         };
         tracing::debug!(image, "image pinned");
         let spec = config::service_spec(step, &image, control.grace());
+        self.unsettle(step.job_id, 1);
         let service = engine::create_service(&docker, spec, credentials)
             .await
             .map_err(|error| ExecutorError::StepFailed {
                 message: format!("step {:?}: {error}", step.name),
             })?;
+        tracing::debug!(service, "service created");
+        let mut local = LocalTask::new(&docker, &config::service_name(step));
         let mut follow = Follow::new();
         let shown = if image == requested {
             requested.to_owned()
@@ -471,23 +687,37 @@ impl SwarmExecutor {
             &shown,
             &service,
             &mut follow,
+            &mut local,
             output,
             control,
         )
         .await;
+        local.events = None;
+        tracing::debug!(service, "task ended");
         let mut drained = Ok(());
         if let Ok(Ended::Exited(_)) = &ended {
             drained = follow.drain(&docker, &service, output).await;
+            tracing::debug!(service, "output drained");
         }
         // Only a task that ended by itself is known to run nothing any more.
         let grace = match &ended {
             Ok(Ended::Exited(_)) => None,
             _ => Some(control.grace()),
         };
-        let teardown = Self::tear_down(&docker, &service, grace, &mut follow, output).await;
+        let teardown = Self::tear_down(
+            &docker,
+            &service,
+            local.started.as_deref(),
+            grace,
+            &mut follow,
+            output,
+        )
+        .await;
         drained?;
         let ended = ended?;
-        if !teardown.verified {
+        if teardown.verified {
+            self.unsettle(step.job_id, -1);
+        } else {
             tracing::warn!(remaining = ?teardown.remaining, "the step's service or containers remain");
         }
         match ended {
@@ -504,7 +734,26 @@ impl SwarmExecutor {
         }
     }
 
+    /// Count `change` more services of `job_id` that may remain.
+    fn unsettle(&self, job_id: JobId, change: isize) {
+        let mut unsettled = self
+            .unsettled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = unsettled.entry(job_id).or_default();
+        *count = count.saturating_add_signed(change);
+    }
+
     async fn sweep_job(&self, job_id: JobId) {
+        let unsettled = self
+            .unsettled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job_id);
+        if unsettled == Some(0) {
+            // Every step's teardown found its service and containers gone.
+            return;
+        }
         let docker = match self.connection.lock().await.clone() {
             Some(docker) => docker,
             None => return,
