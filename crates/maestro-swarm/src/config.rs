@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bollard::models::{
     Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use maestro_core::executor::StepRequest;
 use maestro_core::spec::{Network, PullPolicy};
@@ -61,7 +61,7 @@ pub(crate) fn check_step(step: &StepRequest) -> Result<(), String> {
     }
     if settings.network == Some(Network::None) {
         return Err(format!(
-            "step {name:?}: network: none is not available on the swarm runtime (a service's task cannot be detached from every network on this engine API); remove it or use the docker runtime"
+            "step {name:?}: network: none is not available on the swarm runtime (a service can join the swarm's networks and the nodes' host and bridge networks, not none; without any its task gets the node's default bridge); remove it or use the docker runtime"
         ));
     }
     if matches!(settings.pull, Some(PullPolicy::Always | PullPolicy::Never)) {
@@ -166,6 +166,13 @@ pub(crate) fn service_spec(step: &StepRequest, image: &str, grace: Duration) -> 
                 read_only: settings.read_only_rootfs,
                 init: Some(true),
                 capability_drop: Some(DROPPED_CAPABILITIES.map(str::to_owned).to_vec()),
+                // As on the docker runtime. Engines of API 1.50 and later apply it; Docker
+                // 20.10 (API 1.41) accepts the field and drops it (its task runs with
+                // `NoNewPrivs: 0`, which the tests check), so there it is asked for in vain.
+                privileges: Some(TaskSpecContainerSpecPrivileges {
+                    no_new_privileges: Some(true),
+                    ..TaskSpecContainerSpecPrivileges::default()
+                }),
                 stop_grace_period: Some(i64::try_from(grace.as_nanos()).unwrap_or(i64::MAX)),
                 ..TaskSpecContainerSpec::default()
             }),
@@ -268,6 +275,11 @@ mod tests {
         assert_eq!(container.user.as_deref(), Some("1000:1000"));
         assert_eq!(container.stop_grace_period, Some(3_000_000_000));
         assert!(container.mounts.is_none(), "no workspace, no mount");
+        assert_eq!(
+            container.privileges.unwrap().no_new_privileges,
+            Some(true),
+            "as on the docker runtime, where the engine applies it"
+        );
         let env = container.env.unwrap();
         assert!(env.contains(&"TRACE_ID=trace-1".to_owned()), "{env:?}");
         let labels = container.labels.unwrap();

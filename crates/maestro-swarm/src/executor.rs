@@ -1034,6 +1034,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_death_of_a_container_that_started_ends_the_step() {
+        let mut started = None;
+        assert_eq!(
+            local_event("die", "c1".to_owned(), Some("127"), &mut started),
+            None,
+            "a container that never started is the task state's to describe"
+        );
+        assert_eq!(
+            local_event("start", "c1".to_owned(), None, &mut started),
+            Some(LocalEvent::Started)
+        );
+        assert_eq!(started.as_deref(), Some("c1"));
+        assert_eq!(
+            local_event("die", "c2".to_owned(), Some("0"), &mut started),
+            None,
+            "another container"
+        );
+        assert_eq!(
+            local_event("die", "c1".to_owned(), None, &mut started),
+            None,
+            "no exit code: the task state tells"
+        );
+        assert_eq!(
+            local_event("die", "c1".to_owned(), Some("42"), &mut started),
+            Some(LocalEvent::Exited(42))
+        );
+    }
+
+    #[test]
     fn rejected_and_lost_tasks_say_what_happened() {
         let message = failure(ended(
             &[task(TaskState::REJECTED, None, "No such image: app:1")],
