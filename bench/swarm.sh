@@ -9,6 +9,8 @@
 # single-node swarm on 127.0.0.1 when the engine is in none, and leaves it afterwards),
 # python3 and busybox-static (for the test image). MC=/path/to/mc uses that binary instead of
 # building target/release/mc. RUNS=N sets the number of interleaved runs (default 10).
+# MC_BEFORE=/path/to/another/mc adds its rows to the same run (a build of an earlier commit, to
+# measure a change side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash docker/build-test-image.sh
@@ -79,15 +81,18 @@ chmod +x cli-step.sh
 "$MC" submit one.json --quiet >/dev/null
 
 # Interleaved runs (one of each command per round, after one warm-up round), ratios of medians.
-python3 - "$RUNS" "$MC" <<'PY'
+python3 - "$RUNS" "$MC" "${MC_BEFORE:-}" <<'PY'
 import statistics, subprocess, sys, time
-runs, mc = int(sys.argv[1]), sys.argv[2]
+runs, mc, before = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 commands = {
     "docker service CLI, 1 step": ["sh", "./cli-step.sh"],
     "mc submit, 1 swarm step": [mc, "submit", "one.json", "--quiet"],
     "docker service CLI, 5 steps": ["sh", "-c", " && ".join(["sh ./cli-step.sh"] * 5)],
     "mc submit, 5 swarm steps": [mc, "submit", "five.json", "--quiet"],
 }
+if before:
+    commands["MC_BEFORE submit, 1 swarm step"] = [before, "submit", "one.json", "--quiet"]
+    commands["MC_BEFORE submit, 5 swarm steps"] = [before, "submit", "five.json", "--quiet"]
 times = {name: [] for name in commands}
 for round_ in range(runs + 1):
     for name, argv in commands.items():
@@ -105,6 +110,9 @@ rows = [
     ("docker service CLI, 5 steps", None, None),
     ("mc submit, 5 swarm steps", "docker service CLI, 5 steps", 0.8),
 ]
+if before:
+    rows.insert(2, ("MC_BEFORE submit, 1 swarm step", "docker service CLI, 1 step", 0.9))
+    rows.append(("MC_BEFORE submit, 5 swarm steps", "docker service CLI, 5 steps", 0.8))
 for name, base, target in rows:
     t = times[name]
     ratio = f"{med[name] / med[base]:.2f}x" if base else ""

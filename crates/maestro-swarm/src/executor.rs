@@ -70,6 +70,11 @@ pub struct SwarmExecutor {
     /// How many services each job created (or may have) whose removal, with their task's
     /// containers, no step's teardown verified: `finish` sweeps the job's labels only then.
     unsettled: std::sync::Mutex<HashMap<JobId, usize>>,
+    /// The step indices of each job's swarm steps, from `prepare`.
+    steps: std::sync::Mutex<HashMap<JobId, Vec<usize>>>,
+    /// Removals handed to the background by steps another swarm step of the job follows;
+    /// `finish` awaits them.
+    removals: std::sync::Mutex<HashMap<JobId, Vec<tokio::task::JoinHandle<Teardown>>>>,
 }
 
 /// An image being pinned, or pinned: the pinned reference and the registry credentials, or
@@ -513,7 +518,6 @@ impl SwarmExecutor {
         follow: &mut Follow,
         output: &mut StepOutput,
     ) -> Teardown {
-        let label = format!("{LABEL_SERVICE_ID}={service}");
         if let Some(grace) = grace {
             // Removing a job service does not stop its task (Docker 20.10): stop it first, with
             // the step's grace period, wherever it runs, still recording its output meanwhile.
@@ -542,6 +546,18 @@ impl SwarmExecutor {
             }
         }
         follow.stream = None;
+        Self::remove_and_verify(docker, service, container).await
+    }
+
+    /// Remove service `service` and every container of its task (`container`, when known, is
+    /// the one on the manager's own engine), and check that they are gone, for
+    /// [`TEARDOWN_SLACK`] at most.
+    async fn remove_and_verify(
+        docker: &Docker,
+        service: &str,
+        container: Option<&str>,
+    ) -> Teardown {
+        let label = format!("{LABEL_SERVICE_ID}={service}");
         // The engine would remove the task's container too, but only once the node's agent
         // has seen the service go (tens of milliseconds later, more under load); a forced
         // removal at the same time ends the step sooner. Its output was read already.
@@ -614,6 +630,12 @@ impl Executor for SwarmExecutor {
 
     async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
         let docker = self.manager().await?;
+        if let Some(first) = steps.first() {
+            self.steps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(first.job_id, steps.iter().map(|step| step.index).collect());
+        }
         for step in steps {
             if let Some(image) = step.container.image.as_deref() {
                 drop(self.pin(&docker, step.job_id, image));
@@ -633,6 +655,25 @@ impl Executor for SwarmExecutor {
     }
 
     async fn finish(&self, job_id: JobId) {
+        self.steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job_id);
+        let removals = self
+            .removals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job_id)
+            .unwrap_or_default();
+        for removal in removals {
+            match removal.await {
+                Ok(teardown) if teardown.verified => self.unsettle(job_id, -1),
+                Ok(teardown) => {
+                    tracing::warn!(remaining = ?teardown.remaining, "a step's service or containers remain")
+                }
+                Err(error) => tracing::warn!(%error, "a step's removal did not finish"),
+            }
+        }
         self.pins
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -699,6 +740,29 @@ impl SwarmExecutor {
             drained = follow.drain(&docker, &service, output).await;
             tracing::debug!(service, "output drained");
         }
+        if let Ok(Ended::Exited(code)) = &ended
+            && drained.is_ok()
+            && self.followed(step)
+        {
+            // The command ended and its output is in the step's log: nothing of the step runs
+            // or is still to be read. The service goes now; the exited container's removal
+            // (the slow part: its filesystem) overlaps the next step, and the job does not
+            // end before it was verified (`finish`).
+            if let Err(error) = engine::remove_service(&docker, &service).await {
+                tracing::warn!(%error, service, "cannot remove the step's service");
+            }
+            let (docker, container) = (docker.clone(), local.started.clone());
+            let removal = tokio::spawn(async move {
+                Self::remove_and_verify(&docker, &service, container.as_deref()).await
+            });
+            self.removals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(step.job_id)
+                .or_default()
+                .push(removal);
+            return Ok(StepOutcome::exited(*code));
+        }
         // Only a task that ended by itself is known to run nothing any more.
         let grace = match &ended {
             Ok(Ended::Exited(_)) => None,
@@ -732,6 +796,15 @@ impl SwarmExecutor {
             }),
             Ended::Failed(message) => Err(ExecutorError::StepFailed { message }),
         }
+    }
+
+    /// Whether another swarm step of the job comes after `step`.
+    fn followed(&self, step: &StepRequest) -> bool {
+        self.steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&step.job_id)
+            .is_some_and(|indices| indices.iter().any(|index| *index > step.index))
     }
 
     /// Count `change` more services of `job_id` that may remain.
