@@ -1279,3 +1279,134 @@ fn concurrent_bare_steps_of_different_jobs_do_not_take_each_other_for_orphans() 
         server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
     }
 }
+
+/// `mc submit` output with what differs between two runs of a job (ids, times) replaced, so that
+/// a local and a remote run compare equal.
+fn comparable(output: &str, json: bool) -> String {
+    if json {
+        let Ok(mut value) = serde_json::from_str::<Value>(output.trim()) else {
+            return output.to_owned();
+        };
+        for key in ["job_id", "trace_id"] {
+            if value.get(key).is_some() {
+                value[key] = json!("<id>");
+            }
+        }
+        for step in value["steps"].as_array_mut().into_iter().flatten() {
+            for key in ["started_at", "finished_at", "duration_ms"] {
+                if step.get(key).is_some() {
+                    step[key] = json!("<time>");
+                }
+            }
+        }
+        return format!("{value:#}\n");
+    }
+    let is_id = |word: &str| {
+        let word = word.trim_matches(|c| c == '(' || c == ')');
+        word.len() >= 32 && word.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    };
+    let is_duration = |word: &str| {
+        word.strip_suffix("ms")
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+            || word
+                .strip_suffix('s')
+                .is_some_and(|n| n.parse::<f64>().is_ok())
+    };
+    output
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| {
+                    if is_id(word) {
+                        "<id>"
+                    } else if is_duration(word) {
+                        "<time>"
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn submit_through_the_server_prints_what_a_local_submit_prints() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str]| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", &ana)
+                .env("MAESTRO_HOME", env.path().join("elsewhere"))
+                .args(args),
+            120,
+        )
+    };
+    let chatty = env.write(
+        "chatty.yaml",
+        &job_yaml(
+            "chatty",
+            "  - name: a\n    run: echo out-1; echo err-1 >&2; echo out-2\n  - name: b\n    run: printf 'no newline'\n",
+        ),
+    );
+    let failing = env.write(
+        "failing.yaml",
+        &job_yaml(
+            "failing",
+            "  - name: a\n    run: echo before; exit 3\n  - name: b\n    run: echo never\n",
+        ),
+    );
+    let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
+    for (file, code) in [(&chatty, 0), (&failing, 1), (&denied, 3)] {
+        for output in ["text", "json"] {
+            let args = ["submit", file.to_str().unwrap(), "--output", output];
+            let local = env.run(&args);
+            let through = remote(&args);
+            let shown = |output: &std::process::Output| {
+                format!(
+                    "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+                    output.status.code(),
+                    text(&output.stdout),
+                    text(&output.stderr)
+                )
+            };
+            assert_eq!(local.status.code(), Some(code), "{}", shown(&local));
+            assert_eq!(through.status.code(), Some(code), "{}", shown(&through));
+            let json = output == "json";
+            assert_eq!(
+                comparable(&text(&through.stdout), json),
+                comparable(&text(&local.stdout), json),
+                "stdout of {file:?} --output {output}\nlocal:\n{}\nremote:\n{}",
+                shown(&local),
+                shown(&through)
+            );
+            assert_eq!(
+                comparable(&text(&through.stderr), false),
+                comparable(&text(&local.stderr), false),
+                "stderr of {file:?} --output {output}\nlocal:\n{}\nremote:\n{}",
+                shown(&local),
+                shown(&through)
+            );
+        }
+    }
+    // What the comparison rests on is there: live lines, the summary, the error.
+    let output = remote(&["submit", chatty.to_str().unwrap()]);
+    assert_eq!(
+        text(&output.stdout).lines().take(2).collect::<Vec<_>>(),
+        ["a | out-1", "a | out-2"],
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(text(&output.stderr).contains("a | err-1"));
+    let output = remote(&["submit", failing.to_str().unwrap()]);
+    assert!(
+        text(&output.stderr).starts_with("error: "),
+        "{}",
+        text(&output.stderr)
+    );
+}

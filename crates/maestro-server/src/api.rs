@@ -441,6 +441,7 @@ pub(crate) async fn submit_job(
         })?;
     let (job, job_state) = match accepted {
         Accepted::Denied(report) => {
+            state.scheduler.metrics().set(report.job_id, JobState::Denied);
             let reasons: Vec<String> = report
                 .policies
                 .denials()
@@ -465,6 +466,7 @@ pub(crate) async fn submit_job(
         Accepted::AwaitingApproval(job) => (job, JobState::AwaitingApproval),
     };
     let job_id = job.job_id();
+    state.scheduler.metrics().set(job_id, job_state);
     state.scheduler.mark(job_id).map_err(|error| {
         ApiError::internal(format!(
             "cannot record job {job_id} in the queue {}: {error}",
@@ -845,6 +847,7 @@ pub(crate) async fn reject_job(
         .runner
         .reject(job, caller.identity(), decision.reason.as_deref())
         .map_err(ApiError::internal)?;
+    state.scheduler.metrics().set(job_id, report.state);
     state.scheduler.ended(job_id);
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
@@ -871,7 +874,7 @@ pub(crate) async fn health(State(state): Shared) -> Json<Health> {
     })
 }
 
-/// Prometheus metrics: queue depth, running jobs, jobs by state.
+/// Prometheus metrics: queue depth, running jobs, jobs by state, step durations.
 #[utoipa::path(
     get,
     path = "/v1/metrics",
@@ -883,13 +886,6 @@ pub(crate) async fn health(State(state): Shared) -> Json<Health> {
     security(("bearer" = []))
 )]
 pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Response, ApiError> {
-    let mut by_state: std::collections::BTreeMap<&'static str, u64> =
-        progress::STATES.iter().map(|s| (s.as_str(), 0)).collect();
-    for job_id in state.store.list()? {
-        if let Ok(record) = state.store.load(job_id) {
-            *by_state.entry(record.state().as_str()).or_default() += 1;
-        }
-    }
     let mut text = String::new();
     let mut gauge = |name: &str, help: &str, value: usize| {
         text.push_str(&format!(
@@ -911,12 +907,9 @@ pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Res
         "Jobs waiting for an approver.",
         state.scheduler.awaiting(),
     );
-    text.push_str(
-        "# HELP maestro_jobs Jobs in the state root by state.\n# TYPE maestro_jobs gauge\n",
-    );
-    for (name, count) in by_state {
-        text.push_str(&format!("maestro_jobs{{state=\"{name}\"}} {count}\n"));
-    }
+    // Kept in memory and moved on each transition: a scrape costs the same whatever the
+    // store's size.
+    state.scheduler.metrics().render(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fair::FairQueue;
+use crate::metrics::Metrics;
 
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
@@ -54,6 +55,7 @@ pub(crate) struct Scheduler {
     store: FileStore,
     queue_dir: PathBuf,
     draining: AtomicBool,
+    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -73,7 +75,13 @@ impl Scheduler {
             store,
             queue_dir,
             draining: AtomicBool::new(false),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Jobs by state and step durations, for `/v1/metrics`.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn jobs(&self) -> MutexGuard<'_, Jobs> {
@@ -188,7 +196,10 @@ impl Scheduler {
                     "error": format!("no approval within {} s of submission", timeout.as_secs()),
                 });
                 match self.runner.deny_pending(job, detail) {
-                    Ok(_) => tracing::info!(%job_id, "approval timed out: recorded DENIED"),
+                    Ok(_) => {
+                        self.metrics.set(job_id, JobState::Denied);
+                        tracing::info!(%job_id, "approval timed out: recorded DENIED");
+                    }
                     Err(error) => {
                         tracing::warn!(%job_id, %error, "cannot record an approval timeout")
                     }
@@ -228,9 +239,23 @@ impl Scheduler {
         token.cancel();
         let result = self.runner.run_pending(job, token).await;
         self.unmark(job_id);
-        result
-            .map(|report| report.state)
-            .map_err(|error| error.to_string())
+        match result {
+            Ok(report) => {
+                self.metrics.ended(job_id, report.state, &report.steps);
+                Ok(report.state)
+            }
+            Err(error) => {
+                self.count_as_recorded(job_id);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Count a job in the state its record says (after the runner could not report it).
+    fn count_as_recorded(&self, job_id: JobId) {
+        if let Ok(record) = self.store.load(job_id) {
+            self.metrics.ended(job_id, record.state(), &record.steps);
+        }
     }
 
     /// Forget a job that ended without running (rejected).
@@ -257,12 +282,21 @@ impl Scheduler {
             let job_id = job.job_id();
             let token = CancellationToken::new();
             self.jobs().running.insert(job_id, token.clone());
+            self.metrics.set(job_id, JobState::Running);
             let scheduler = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
                 match scheduler.runner.run_pending(job, token).await {
-                    Ok(report) => tracing::info!(%job_id, state = %report.state, "job ended"),
-                    Err(error) => tracing::warn!(%job_id, %error, "job could not be recorded"),
+                    Ok(report) => {
+                        scheduler
+                            .metrics
+                            .ended(job_id, report.state, &report.steps);
+                        tracing::info!(%job_id, state = %report.state, "job ended");
+                    }
+                    Err(error) => {
+                        scheduler.count_as_recorded(job_id);
+                        tracing::warn!(%job_id, %error, "job could not be recorded");
+                    }
                 }
                 scheduler.unmark(job_id);
                 scheduler.jobs().running.remove(&job_id);
@@ -341,6 +375,17 @@ impl Scheduler {
             }
         }
         warnings
+    }
+
+    /// The jobs marked in the queue directory.
+    pub(crate) fn marked(&self) -> Vec<JobId> {
+        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok())
+            .collect()
     }
 
     /// Forget the markers of jobs that have ended (after garbage collection settled them).
