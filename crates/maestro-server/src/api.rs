@@ -470,7 +470,7 @@ pub(crate) async fn submit_job(
     state.scheduler.mark(job_id).map_err(|error| {
         ApiError::internal(format!(
             "cannot record job {job_id} in the queue {}: {error}",
-            state.scheduler.queue_dir().display()
+            state.scheduler.queue_path().display()
         ))
     })?;
     audit(

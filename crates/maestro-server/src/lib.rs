@@ -19,6 +19,7 @@ mod error;
 mod fair;
 mod logs;
 mod metrics;
+mod queue_log;
 mod scheduler;
 pub mod tokens;
 
@@ -111,6 +112,14 @@ pub enum ServerError {
     Bind {
         /// The address.
         address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The queue log could not be read or rewritten at start-up.
+    #[error("cannot rewrite the queue log {}: {source}", path.display())]
+    Queue {
+        /// The log.
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -234,7 +243,7 @@ pub async fn serve(
         Err(error) => tracing::warn!(%error, "cannot list the jobs to count them"),
     }
     let mut in_flight = metrics.unended();
-    in_flight.extend(scheduler.marked());
+    in_flight.extend(scheduler.marked().unwrap_or_default());
     in_flight.sort_unstable();
     in_flight.dedup();
     let report =
@@ -243,7 +252,12 @@ pub async fn serve(
         metrics.set(*job_id, maestro_core::state::JobState::Failed);
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");
     }
-    scheduler.forget_ended();
+    scheduler
+        .forget_ended()
+        .map_err(|source| ServerError::Queue {
+            path: scheduler.queue_path().to_path_buf(),
+            source,
+        })?;
 
     let listener = TcpListener::bind(config.listen)
         .await
