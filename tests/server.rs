@@ -1410,3 +1410,99 @@ fn submit_through_the_server_prints_what_a_local_submit_prints() {
         text(&output.stderr)
     );
 }
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_transition() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let bo = token(&env, "bo", "submit");
+    let mut server = Server::start(
+        &env,
+        &[
+            "--max-concurrent-jobs",
+            "1",
+            "--queue-limit-per-owner",
+            "2",
+            "--stop-grace",
+            "1",
+        ],
+    );
+    let (code, first) = server.submit_yaml(&ana, &spec("first", "sleep 30"));
+    assert_eq!(code, 201, "{first}");
+    let first = first["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &first, "RUNNING", 30);
+    for name in ["second", "third"] {
+        let (code, body) = server.submit_yaml(&ana, &spec(name, "true"));
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, refused) = server.submit_yaml(&ana, &spec("fourth", "true"));
+    assert_eq!(code, 429, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "ana has 2 jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner 2); retry when some have started"
+    );
+    // Another owner's line is its own.
+    let bo_spec = spec("bos", "true").replace("owner: ana", "owner: bo");
+    let (code, body) = server.submit_yaml(&bo, &bo_spec);
+    assert_eq!(code, 201, "{body}");
+    let (code, denied) = server.submit_yaml(
+        &bo,
+        &spec("bad", "rm -rf /").replace("owner: ana", "owner: bo"),
+    );
+    assert_eq!(code, 403, "{denied}");
+
+    let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    for (name, value) in [
+        ("maestro_queue_depth", 3.0),
+        ("maestro_jobs{state=\"SUBMITTED\"}", 3.0),
+        ("maestro_jobs{state=\"RUNNING\"}", 1.0),
+        ("maestro_jobs{state=\"DENIED\"}", 1.0),
+        ("maestro_step_duration_seconds_count", 0.0),
+    ] {
+        assert_eq!(metric(&metrics, name), Some(value), "{name} in\n{metrics}");
+    }
+    let (code, body) = server.json("POST", &format!("/v1/jobs/{first}/cancel"), Some(&ana), None);
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let settled = loop {
+        let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+        if metric(&metrics, "maestro_jobs{state=\"SUCCEEDED\"}") == Some(3.0) {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "the queue never ran:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let expected = [
+        ("maestro_jobs{state=\"SUBMITTED\"}", 0.0),
+        ("maestro_jobs{state=\"RUNNING\"}", 0.0),
+        ("maestro_jobs{state=\"SUCCEEDED\"}", 3.0),
+        ("maestro_jobs{state=\"CANCELLED\"}", 1.0),
+        ("maestro_jobs{state=\"DENIED\"}", 1.0),
+        // The cancelled step and three `true`s; nothing skipped.
+        ("maestro_step_duration_seconds_count", 4.0),
+        ("maestro_step_duration_seconds_bucket{le=\"+Inf\"}", 4.0),
+    ];
+    for (name, value) in expected {
+        assert_eq!(metric(&settled, name), Some(value), "{name} in\n{settled}");
+    }
+    // A new server counts the same from the records.
+    server.kill();
+    let server = Server::start(&env, &[]);
+    let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    for (name, value) in expected {
+        assert_eq!(metric(&metrics, name), Some(value), "{name} after a restart in\n{metrics}");
+    }
+    let output = env.run(&["serve", "--queue-limit-per-owner", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--queue-limit-per-owner must be at least 1"),
+        "{}",
+        text(&output.stderr)
+    );
+}

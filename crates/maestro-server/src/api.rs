@@ -396,7 +396,7 @@ pub(crate) async fn validate_job(
         (status = 403, description = "Denied by policy (with every verdict), the wrong role, or another owner", body = ErrorBody),
         (status = 413, description = "Spec larger than the limit", body = ErrorBody),
         (status = 415, description = "Not JSON or YAML", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the caller has as many jobs waiting as one owner may", body = ErrorBody),
         (status = 503, description = "The server is shutting down", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -417,6 +417,16 @@ pub(crate) async fn submit_job(
             format!(
                 "the queue is full ({} jobs wait to run); retry later",
                 state.scheduler.queue_limit()
+            ),
+        ));
+    }
+    // On the server the owner is the caller: its line is the one this job would join.
+    if let Some((waiting, limit)) = state.scheduler.owner_is_full(caller.identity()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} has {waiting} jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner {limit}); retry when some have started",
+                caller.identity()
             ),
         ));
     }

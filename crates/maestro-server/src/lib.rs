@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub max_concurrent_jobs: usize,
     /// Jobs that may wait for a slot; more are refused with `429`.
     pub queue_limit: usize,
+    /// Jobs one owner may have waiting for a slot (`None`: only `queue_limit` bounds them);
+    /// more of that owner's are refused with `429`.
+    pub queue_limit_per_owner: Option<usize>,
     /// On SIGTERM, how long running jobs get to finish before they are cancelled.
     pub drain_grace: Duration,
     /// How long a cancelled job may take to be recorded (stop grace and a margin).
@@ -227,6 +230,7 @@ pub async fn serve(
         file_store,
         config.max_concurrent_jobs,
         config.queue_limit,
+        config.queue_limit_per_owner,
     ));
     for warning in scheduler.recover(&config.invocation_dir).await {
         tracing::warn!("{warning}");

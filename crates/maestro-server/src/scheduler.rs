@@ -54,6 +54,7 @@ pub(crate) struct Scheduler {
     wake: Notify,
     slots: Arc<Semaphore>,
     queue_limit: usize,
+    queue_limit_per_owner: Option<usize>,
     runner: Arc<Runner>,
     store: FileStore,
     queue: QueueLog,
@@ -69,6 +70,7 @@ impl Scheduler {
         store: FileStore,
         max_concurrent_jobs: usize,
         queue_limit: usize,
+        queue_limit_per_owner: Option<usize>,
     ) -> Self {
         let server_dir = store.root().join("server");
         Self {
@@ -76,6 +78,7 @@ impl Scheduler {
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
             queue_limit,
+            queue_limit_per_owner,
             runner,
             store,
             queue: QueueLog::new(&server_dir),
@@ -121,6 +124,13 @@ impl Scheduler {
     /// Whether the queue is full (checked before a job is stored).
     pub(crate) fn is_full(&self) -> bool {
         self.depth() >= self.queue_limit
+    }
+
+    /// When `owner` may not queue another job: how many it has waiting, the limit.
+    pub(crate) fn owner_is_full(&self, owner: &str) -> Option<(usize, usize)> {
+        let limit = self.queue_limit_per_owner?;
+        let waiting = self.jobs().queued.len_of(owner);
+        (waiting >= limit).then_some((waiting, limit))
     }
 
     pub(crate) fn queue_limit(&self) -> usize {
