@@ -1467,7 +1467,12 @@ fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_
     ] {
         assert_eq!(metric(&metrics, name), Some(value), "{name} in\n{metrics}");
     }
-    let (code, body) = server.json("POST", &format!("/v1/jobs/{first}/cancel"), Some(&ana), None);
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{first}/cancel"),
+        Some(&ana),
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let settled = loop {
@@ -1496,7 +1501,11 @@ fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_
     let server = Server::start(&env, &[]);
     let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
     for (name, value) in expected {
-        assert_eq!(metric(&metrics, name), Some(value), "{name} after a restart in\n{metrics}");
+        assert_eq!(
+            metric(&metrics, name),
+            Some(value),
+            "{name} after a restart in\n{metrics}"
+        );
     }
     let output = env.run(&["serve", "--queue-limit-per-owner", "0"]);
     assert_eq!(output.status.code(), Some(2));

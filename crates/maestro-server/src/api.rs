@@ -451,7 +451,10 @@ pub(crate) async fn submit_job(
         })?;
     let (job, job_state) = match accepted {
         Accepted::Denied(report) => {
-            state.scheduler.metrics().set(report.job_id, JobState::Denied);
+            state
+                .scheduler
+                .metrics()
+                .set(report.job_id, JobState::Denied);
             let reasons: Vec<String> = report
                 .policies
                 .denials()

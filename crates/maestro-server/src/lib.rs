@@ -250,8 +250,7 @@ pub async fn serve(
     in_flight.extend(scheduler.marked().unwrap_or_default());
     in_flight.sort_unstable();
     in_flight.dedup();
-    let report =
-        collect_garbage_of(Arc::clone(&store), &audit, &gc_executors, &in_flight).await?;
+    let report = collect_garbage_of(Arc::clone(&store), &audit, &gc_executors, &in_flight).await?;
     for job_id in &report.abandoned_jobs {
         metrics.set(*job_id, maestro_core::state::JobState::Failed);
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");

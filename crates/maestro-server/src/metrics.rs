@@ -71,7 +71,10 @@ impl Counts {
     }
 
     fn steps(&mut self, steps: &[StepRecord]) {
-        for step in steps.iter().filter(|step| step.status != StepStatus::Skipped) {
+        for step in steps
+            .iter()
+            .filter(|step| step.status != StepStatus::Skipped)
+        {
             self.steps.observe(step.duration_ms as f64 / 1000.0);
         }
     }
@@ -92,7 +95,10 @@ impl Metrics {
 
     /// Count the jobs of `store`, one record at a time (none is kept); how many could not be
     /// read (they are left out).
-    pub(crate) fn seed(&self, store: &dyn StateStore) -> Result<usize, maestro_core::state::StateError> {
+    pub(crate) fn seed(
+        &self,
+        store: &dyn StateStore,
+    ) -> Result<usize, maestro_core::state::StateError> {
         let mut unreadable = 0;
         for job_id in store.list()? {
             match store.load(job_id) {
@@ -200,11 +206,29 @@ mod tests {
         drop(counts);
         let mut text = String::new();
         metrics.render(&mut text);
-        assert!(text.contains("maestro_step_duration_seconds_bucket{le=\"0.01\"} 1\n"), "{text}");
-        assert!(text.contains("maestro_step_duration_seconds_bucket{le=\"0.5\"} 1\n"), "{text}");
-        assert!(text.contains("maestro_step_duration_seconds_bucket{le=\"1\"} 2\n"), "{text}");
-        assert!(text.contains("maestro_step_duration_seconds_bucket{le=\"3600\"} 2\n"), "{text}");
-        assert!(text.contains("maestro_step_duration_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
-        assert!(text.contains("maestro_step_duration_seconds_count 3\n"), "{text}");
+        assert!(
+            text.contains("maestro_step_duration_seconds_bucket{le=\"0.01\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maestro_step_duration_seconds_bucket{le=\"0.5\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maestro_step_duration_seconds_bucket{le=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maestro_step_duration_seconds_bucket{le=\"3600\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maestro_step_duration_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maestro_step_duration_seconds_count 3\n"),
+            "{text}"
+        );
     }
 }

@@ -302,9 +302,7 @@ impl Scheduler {
                 let _permit = permit;
                 match scheduler.runner.run_pending(job, token).await {
                     Ok(report) => {
-                        scheduler
-                            .metrics
-                            .ended(job_id, report.state, &report.steps);
+                        scheduler.metrics.ended(job_id, report.state, &report.steps);
                         tracing::info!(%job_id, state = %report.state, "job ended");
                     }
                     Err(error) => {
@@ -398,9 +396,9 @@ impl Scheduler {
         let mut ids = self.queue.open_jobs()?;
         if let Ok(entries) = std::fs::read_dir(&self.legacy_queue_dir) {
             ids.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok()),
+                entries.filter_map(Result::ok).filter_map(|entry| {
+                    JobId::try_parse(&entry.file_name().to_string_lossy()).ok()
+                }),
             );
         }
         ids.sort_unstable();

@@ -155,7 +155,9 @@ fn report_of(job: &Value) -> Result<JobReport, Failure> {
     let job_id: String = field(job, "job_id")?;
     Ok(JobReport {
         job_id: JobId::try_parse(&job_id).map_err(|error| {
-            Failure::system(format!("the server answered a bad job id {job_id:?}: {error}"))
+            Failure::system(format!(
+                "the server answered a bad job id {job_id:?}: {error}"
+            ))
         })?,
         state: field(job, "state")?,
         trace_id: field(job, "trace_id")?,
@@ -164,8 +166,7 @@ fn report_of(job: &Value) -> Result<JobReport, Failure> {
             verdicts: field::<Option<_>>(job, "verdicts")?.unwrap_or_default(),
         },
         steps: field(job, "steps")?,
-        failure: last
-            .and_then(|detail| serde_json::from_value(detail["failure"].clone()).ok()),
+        failure: last.and_then(|detail| serde_json::from_value(detail["failure"].clone()).ok()),
         error: last.and_then(|detail| detail["error"].as_str().map(str::to_owned)),
     })
 }
