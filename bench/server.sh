@@ -3,11 +3,14 @@
 # `mc serve --max-concurrent-jobs 8`, side by side with pueue (`pueue parallel 8`, 1,000
 # `pueue add -- true`, until all are done) in the same run; p99 POST -> RUNNING; the server's
 # peak RSS with 10,000 jobs in the store. Prints the figures recorded in docs/benchmarks.md.
+# `bench/server.sh rss` measures the RSS alone, over a store seeded with 200 jobs and copies;
+# `bench/server.sh throughput` skips it.
 # Needs python3; installs pueue with cargo into a directory of its own when it is missing
 # (PUEUE_ROOT, default /tmp/maestro-bench-pueue). Run it with nice on a quiet machine, and note
 # the load it printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WHAT=${1:-all}
 JOBS=${JOBS:-1000}
 CLIENTS=${CLIENTS:-8}
 if [ -z "${MC:-}" ]; then
@@ -17,7 +20,7 @@ fi
 LOAD="$PWD/bench/server_load.py"
 
 PUEUE_ROOT=${PUEUE_ROOT:-/tmp/maestro-bench-pueue}
-if ! command -v pueue >/dev/null 2>&1; then
+if [ "$WHAT" != rss ] && ! command -v pueue >/dev/null 2>&1; then
     if [ ! -x "$PUEUE_ROOT/bin/pueue" ]; then
         echo "== installing pueue into $PUEUE_ROOT" >&2
         CARGO_HOME="$PUEUE_ROOT/cargo-home" CARGO_TARGET_DIR="$PUEUE_ROOT/target" \
@@ -96,11 +99,16 @@ pueue_round() {
     pueued_pid=""
 }
 
-echo "== throughput: $JOBS one-step true jobs, $CLIENTS clients, 8 at a time"
-maestro_round sandbox
-pueue_round
-maestro_round none
-echo "load after throughput: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$WHAT" = rss ]; then
+    JOBS=200 maestro_round none > /dev/null
+else
+    echo "== throughput: $JOBS one-step true jobs, $CLIENTS clients, 8 at a time"
+    maestro_round sandbox
+    pueue_round
+    maestro_round none
+    echo "load after throughput: $(cut -d' ' -f1-3 /proc/loadavg)"
+    [ "$WHAT" = throughput ] && exit 0
+fi
 
 echo "== peak RSS with 10,000 jobs in the store"
 state="$work/state-none"

@@ -1279,3 +1279,252 @@ fn concurrent_bare_steps_of_different_jobs_do_not_take_each_other_for_orphans() 
         server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
     }
 }
+
+/// `mc submit` output with what differs between two runs of a job (ids, times) replaced, so that
+/// a local and a remote run compare equal.
+fn comparable(output: &str, json: bool) -> String {
+    if json {
+        let Ok(mut value) = serde_json::from_str::<Value>(output.trim()) else {
+            return output.to_owned();
+        };
+        for key in ["job_id", "trace_id"] {
+            if value.get(key).is_some() {
+                value[key] = json!("<id>");
+            }
+        }
+        for step in value["steps"].as_array_mut().into_iter().flatten() {
+            for key in ["started_at", "finished_at", "duration_ms", "span_id"] {
+                if step.get(key).is_some() {
+                    step[key] = json!("<time>");
+                }
+            }
+        }
+        return format!("{value:#}\n");
+    }
+    let is_id = |word: &str| {
+        let word = word.trim_matches(|c| c == '(' || c == ')');
+        word.len() >= 32 && word.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    };
+    let is_duration = |word: &str| {
+        word.strip_suffix("ms")
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+            || word
+                .strip_suffix('s')
+                .is_some_and(|n| n.parse::<f64>().is_ok())
+    };
+    output
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| {
+                    if is_id(word) {
+                        "<id>"
+                    } else if is_duration(word) {
+                        "<time>"
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn submit_through_the_server_prints_what_a_local_submit_prints() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str]| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", &ana)
+                .env("MAESTRO_HOME", env.path().join("elsewhere"))
+                .args(args),
+            120,
+        )
+    };
+    let chatty = env.write(
+        "chatty.yaml",
+        &job_yaml(
+            "chatty",
+            "  - name: a\n    run: echo out-1; echo err-1 >&2; echo out-2\n  - name: b\n    run: printf 'no newline'\n",
+        ),
+    );
+    let failing = env.write(
+        "failing.yaml",
+        &job_yaml(
+            "failing",
+            "  - name: a\n    run: echo before; exit 3\n  - name: b\n    run: echo never\n",
+        ),
+    );
+    let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
+    for (file, code) in [(&chatty, 0), (&failing, 1), (&denied, 3)] {
+        for output in ["text", "json"] {
+            let args = ["submit", file.to_str().unwrap(), "--output", output];
+            let local = env.run(&args);
+            let through = remote(&args);
+            let shown = |output: &std::process::Output| {
+                format!(
+                    "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+                    output.status.code(),
+                    text(&output.stdout),
+                    text(&output.stderr)
+                )
+            };
+            assert_eq!(local.status.code(), Some(code), "{}", shown(&local));
+            assert_eq!(through.status.code(), Some(code), "{}", shown(&through));
+            let json = output == "json";
+            assert_eq!(
+                comparable(&text(&through.stdout), json),
+                comparable(&text(&local.stdout), json),
+                "stdout of {file:?} --output {output}\nlocal:\n{}\nremote:\n{}",
+                shown(&local),
+                shown(&through)
+            );
+            // With `--output json` a step's stdout and stderr lines both go to stderr, in the
+            // order their pipes were read: that interleaving is not the same from one run to the
+            // next, locally or not, so they are compared as sets there.
+            let lines = |output: &std::process::Output| {
+                let mut lines: Vec<String> = comparable(&text(&output.stderr), false)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                if json {
+                    lines.sort();
+                }
+                lines
+            };
+            assert_eq!(
+                lines(&through),
+                lines(&local),
+                "stderr of {file:?} --output {output}\nlocal:\n{}\nremote:\n{}",
+                shown(&local),
+                shown(&through)
+            );
+        }
+    }
+    // What the comparison rests on is there: live lines, the summary, the error.
+    let output = remote(&["submit", chatty.to_str().unwrap()]);
+    assert_eq!(
+        text(&output.stdout).lines().take(2).collect::<Vec<_>>(),
+        ["a | out-1", "a | out-2"],
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(text(&output.stderr).contains("a | err-1"));
+    let output = remote(&["submit", failing.to_str().unwrap()]);
+    assert!(
+        text(&output.stderr).starts_with("error: "),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_transition() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let bo = token(&env, "bo", "submit");
+    let mut server = Server::start(
+        &env,
+        &[
+            "--max-concurrent-jobs",
+            "1",
+            "--queue-limit-per-owner",
+            "2",
+            "--stop-grace",
+            "1",
+        ],
+    );
+    let (code, first) = server.submit_yaml(&ana, &spec("first", "sleep 30"));
+    assert_eq!(code, 201, "{first}");
+    let first = first["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &first, "RUNNING", 30);
+    for name in ["second", "third"] {
+        let (code, body) = server.submit_yaml(&ana, &spec(name, "true"));
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, refused) = server.submit_yaml(&ana, &spec("fourth", "true"));
+    assert_eq!(code, 429, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "ana has 2 jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner 2); retry when some have started"
+    );
+    // Another owner's line is its own.
+    let bo_spec = spec("bos", "true").replace("owner: ana", "owner: bo");
+    let (code, body) = server.submit_yaml(&bo, &bo_spec);
+    assert_eq!(code, 201, "{body}");
+    let (code, denied) = server.submit_yaml(
+        &bo,
+        &spec("bad", "rm -rf /").replace("owner: ana", "owner: bo"),
+    );
+    assert_eq!(code, 403, "{denied}");
+
+    let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    for (name, value) in [
+        ("maestro_queue_depth", 3.0),
+        ("maestro_jobs{state=\"SUBMITTED\"}", 3.0),
+        ("maestro_jobs{state=\"RUNNING\"}", 1.0),
+        ("maestro_jobs{state=\"DENIED\"}", 1.0),
+        ("maestro_step_duration_seconds_count", 0.0),
+    ] {
+        assert_eq!(metric(&metrics, name), Some(value), "{name} in\n{metrics}");
+    }
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{first}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let settled = loop {
+        let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+        if metric(&metrics, "maestro_jobs{state=\"SUCCEEDED\"}") == Some(3.0) {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "the queue never ran:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let expected = [
+        ("maestro_jobs{state=\"SUBMITTED\"}", 0.0),
+        ("maestro_jobs{state=\"RUNNING\"}", 0.0),
+        ("maestro_jobs{state=\"SUCCEEDED\"}", 3.0),
+        ("maestro_jobs{state=\"CANCELLED\"}", 1.0),
+        ("maestro_jobs{state=\"DENIED\"}", 1.0),
+        // The cancelled step and three `true`s; nothing skipped.
+        ("maestro_step_duration_seconds_count", 4.0),
+        ("maestro_step_duration_seconds_bucket{le=\"+Inf\"}", 4.0),
+    ];
+    for (name, value) in expected {
+        assert_eq!(metric(&settled, name), Some(value), "{name} in\n{settled}");
+    }
+    // A new server counts the same from the records.
+    server.kill();
+    let server = Server::start(&env, &[]);
+    let (_, metrics) = server.request("GET", "/v1/metrics", Some(&ana), None, None);
+    for (name, value) in expected {
+        assert_eq!(
+            metric(&metrics, name),
+            Some(value),
+            "{name} after a restart in\n{metrics}"
+        );
+    }
+    let output = env.run(&["serve", "--queue-limit-per-owner", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--queue-limit-per-owner must be at least 1"),
+        "{}",
+        text(&output.stderr)
+    );
+}

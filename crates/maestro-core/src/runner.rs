@@ -1233,15 +1233,33 @@ pub async fn collect_garbage(
     audit: &AuditLog,
     executors: &[Arc<dyn Executor>],
 ) -> Result<GcReport, RunError> {
+    let job_ids = store.list()?;
+    collect_garbage_of(store, audit, executors, &job_ids).await
+}
+
+/// [`collect_garbage`] for `job_ids` only (staging directories and each executor's sweep of
+/// what dead jobs left are still taken care of whole). A server starting up passes the jobs it
+/// may have left in flight, found reading one record at a time, rather than have every record
+/// and the whole audit log read again; with no job given, the audit log is not read.
+pub async fn collect_garbage_of(
+    store: Arc<dyn StateStore>,
+    audit: &AuditLog,
+    executors: &[Arc<dyn Executor>],
+    job_ids: &[JobId],
+) -> Result<GcReport, RunError> {
     let mut report = GcReport::default();
     match store.remove_dead_staging() {
         Ok(removed) => report.settled.extend(removed),
         Err(error) => report.errors.push(error.to_string()),
     }
-    let mut audited = Audited::read(audit)?;
+    let mut audited = if job_ids.is_empty() {
+        Audited::default()
+    } else {
+        Audited::read(audit)?
+    };
     let mut reread = false;
     let mut leases = Vec::new();
-    for job_id in store.list()? {
+    for &job_id in job_ids {
         let lease = match store.try_lease(job_id) {
             Ok(Some(lease)) => lease,
             // A live `mc` drives it.

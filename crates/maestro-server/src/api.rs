@@ -396,7 +396,7 @@ pub(crate) async fn validate_job(
         (status = 403, description = "Denied by policy (with every verdict), the wrong role, or another owner", body = ErrorBody),
         (status = 413, description = "Spec larger than the limit", body = ErrorBody),
         (status = 415, description = "Not JSON or YAML", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the caller has as many jobs waiting as one owner may", body = ErrorBody),
         (status = 503, description = "The server is shutting down", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -417,6 +417,16 @@ pub(crate) async fn submit_job(
             format!(
                 "the queue is full ({} jobs wait to run); retry later",
                 state.scheduler.queue_limit()
+            ),
+        ));
+    }
+    // On the server the owner is the caller: its line is the one this job would join.
+    if let Some((waiting, limit)) = state.scheduler.owner_is_full(caller.identity()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} has {waiting} jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner {limit}); retry when some have started",
+                caller.identity()
             ),
         ));
     }
@@ -441,6 +451,10 @@ pub(crate) async fn submit_job(
         })?;
     let (job, job_state) = match accepted {
         Accepted::Denied(report) => {
+            state
+                .scheduler
+                .metrics()
+                .set(report.job_id, JobState::Denied);
             let reasons: Vec<String> = report
                 .policies
                 .denials()
@@ -465,10 +479,11 @@ pub(crate) async fn submit_job(
         Accepted::AwaitingApproval(job) => (job, JobState::AwaitingApproval),
     };
     let job_id = job.job_id();
+    state.scheduler.metrics().set(job_id, job_state);
     state.scheduler.mark(job_id).map_err(|error| {
         ApiError::internal(format!(
             "cannot record job {job_id} in the queue {}: {error}",
-            state.scheduler.queue_dir().display()
+            state.scheduler.queue_path().display()
         ))
     })?;
     audit(
@@ -845,6 +860,7 @@ pub(crate) async fn reject_job(
         .runner
         .reject(job, caller.identity(), decision.reason.as_deref())
         .map_err(ApiError::internal)?;
+    state.scheduler.metrics().set(job_id, report.state);
     state.scheduler.ended(job_id);
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
@@ -871,7 +887,7 @@ pub(crate) async fn health(State(state): Shared) -> Json<Health> {
     })
 }
 
-/// Prometheus metrics: queue depth, running jobs, jobs by state.
+/// Prometheus metrics: queue depth, running jobs, jobs by state, step durations.
 #[utoipa::path(
     get,
     path = "/v1/metrics",
@@ -883,13 +899,6 @@ pub(crate) async fn health(State(state): Shared) -> Json<Health> {
     security(("bearer" = []))
 )]
 pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Response, ApiError> {
-    let mut by_state: std::collections::BTreeMap<&'static str, u64> =
-        progress::STATES.iter().map(|s| (s.as_str(), 0)).collect();
-    for job_id in state.store.list()? {
-        if let Ok(record) = state.store.load(job_id) {
-            *by_state.entry(record.state().as_str()).or_default() += 1;
-        }
-    }
     let mut text = String::new();
     let mut gauge = |name: &str, help: &str, value: usize| {
         text.push_str(&format!(
@@ -911,12 +920,9 @@ pub(crate) async fn metrics(State(state): Shared, _caller: Caller) -> Result<Res
         "Jobs waiting for an approver.",
         state.scheduler.awaiting(),
     );
-    text.push_str(
-        "# HELP maestro_jobs Jobs in the state root by state.\n# TYPE maestro_jobs gauge\n",
-    );
-    for (name, count) in by_state {
-        text.push_str(&format!("maestro_jobs{{state=\"{name}\"}} {count}\n"));
-    }
+    // Kept in memory and moved on each transition: a scrape costs the same whatever the
+    // store's size.
+    state.scheduler.metrics().render(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -35,6 +35,13 @@ impl<T> FairQueue<T> {
         self.len
     }
 
+    /// Jobs waiting in `owner`'s line.
+    pub(crate) fn len_of(&self, owner: &str) -> usize {
+        self.lines
+            .get(&maestro_core::identity::normalize(owner))
+            .map_or(0, VecDeque::len)
+    }
+
     /// Put `item` at the back of `owner`'s line (owners compared as people read them).
     pub(crate) fn push(&mut self, owner: &str, item: T) {
         let owner = maestro_core::identity::normalize(owner);

@@ -18,6 +18,8 @@ pub mod client;
 mod error;
 mod fair;
 mod logs;
+mod metrics;
+mod queue_log;
 mod scheduler;
 pub mod tokens;
 
@@ -36,7 +38,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
-use maestro_core::runner::{Runner, collect_garbage};
+use maestro_core::runner::{Runner, collect_garbage_of};
 use maestro_core::state::{FileStore, StateStore};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     pub max_concurrent_jobs: usize,
     /// Jobs that may wait for a slot; more are refused with `429`.
     pub queue_limit: usize,
+    /// Jobs one owner may have waiting for a slot (`None`: only `queue_limit` bounds them);
+    /// more of that owner's are refused with `429`.
+    pub queue_limit_per_owner: Option<usize>,
     /// On SIGTERM, how long running jobs get to finish before they are cancelled.
     pub drain_grace: Duration,
     /// How long a cancelled job may take to be recorded (stop grace and a margin).
@@ -110,6 +115,14 @@ pub enum ServerError {
     Bind {
         /// The address.
         address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The queue log could not be read or rewritten at start-up.
+    #[error("cannot rewrite the queue log {}: {source}", path.display())]
+    Queue {
+        /// The log.
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -195,7 +208,8 @@ fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
 /// Before listening, the jobs an earlier run of the server accepted are picked up: queued ones
 /// are queued again in order, ones awaiting approval wait again, and ones that were running
 /// (nobody holds their lease any more) are settled `FAILED` (`abandoned`) by the same garbage
-/// collection as `mc gc`, with `gc_executors` removing what they left. `ready` gets the URL
+/// collection as `mc gc` (limited to the jobs that may have been in flight), with
+/// `gc_executors` removing what they left. `ready` gets the URL
 /// of the bound address (useful with port 0).
 pub async fn serve(
     config: ServerConfig,
@@ -216,15 +230,37 @@ pub async fn serve(
         file_store,
         config.max_concurrent_jobs,
         config.queue_limit,
+        config.queue_limit_per_owner,
     ));
     for warning in scheduler.recover(&config.invocation_dir).await {
         tracing::warn!("{warning}");
     }
-    let report = collect_garbage(Arc::clone(&store), &audit, &gc_executors).await?;
+    // One pass over the store, a record at a time, counts the jobs for `/v1/metrics` and finds
+    // those an earlier run may have left in flight: not ended (nobody holds the queued ones'
+    // leases any more but this server), or still marked in the queue (a marker goes only once
+    // its job has ended and been torn down). Only those are settled; every record is not read
+    // again, nor the audit log when there is nothing to settle.
+    let metrics = scheduler.metrics();
+    match metrics.seed(store.as_ref()) {
+        Ok(0) => {}
+        Ok(unreadable) => tracing::warn!(unreadable, "jobs that cannot be read are not counted"),
+        Err(error) => tracing::warn!(%error, "cannot list the jobs to count them"),
+    }
+    let mut in_flight = metrics.unended();
+    in_flight.extend(scheduler.marked().unwrap_or_default());
+    in_flight.sort_unstable();
+    in_flight.dedup();
+    let report = collect_garbage_of(Arc::clone(&store), &audit, &gc_executors, &in_flight).await?;
     for job_id in &report.abandoned_jobs {
+        metrics.set(*job_id, maestro_core::state::JobState::Failed);
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");
     }
-    scheduler.forget_ended();
+    scheduler
+        .forget_ended()
+        .map_err(|source| ServerError::Queue {
+            path: scheduler.queue_path().to_path_buf(),
+            source,
+        })?;
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -1,8 +1,11 @@
 //! A job's step logs as JSON lines, read once or followed as they grow.
 //!
-//! Each line of a step's log becomes `{"seq": N, "step": "...", "line": "..."}`; `seq` counts
-//! lines across the job's steps in the spec's order and never changes (logs are append-only),
-//! so a client that lost its connection resumes with `?after=N`.
+//! Each line of a step's log becomes `{"seq": N, "step": "...", "line": "..."}`, the line as
+//! recorded (time, number, stream, text, as `mc logs` prints it); an output line also carries
+//! `"stream"` (`out`/`err`) and `"text"` (what the step wrote), so that `mc --server URL submit`
+//! shows it as a local `mc submit` does. `seq` counts lines across the job's steps in the spec's
+//! order and never changes (logs are append-only), so a client that lost its connection resumes
+//! with `?after=N`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use axum::body::Bytes;
 use futures::Stream;
 use maestro_core::JobId;
 use maestro_core::follow::{self, Event, FollowError, StepFollow};
+use maestro_core::output::parse_line;
 use maestro_core::state::{JobRecord, StateStore};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -46,7 +50,14 @@ impl Lines {
         }
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\n').unwrap_or(&text);
-        let entry = json!({ "seq": self.seq, "step": step, "line": text });
+        let mut entry = json!({ "seq": self.seq, "step": step, "line": text });
+        if let Some(parsed) = parse_line(line) {
+            entry["stream"] = json!(parsed.stream);
+            entry["text"] = json!(String::from_utf8_lossy(parsed.text));
+            if parsed.continues {
+                entry["continues"] = json!(true);
+            }
+        }
         out.extend_from_slice(entry.to_string().as_bytes());
         out.push(b'\n');
     }

@@ -1,10 +1,12 @@
 //! The queue: accepted jobs wait here, durably, and run at most `max_concurrent_jobs` at a
 //! time, owners taking turns and each owner's jobs first come first served ([`FairQueue`]).
 //!
-//! Durability is a marker file per accepted job, `<state root>/server/queue/<job_id>`, written
-//! before the job's `201` and removed once the job has ended. Job ids are version 7 UUIDs, so
-//! the markers' names sort in order of submission: after a restart the queue is rebuilt in the
+//! Durability is a line per accepted job in `<state root>/server/queue.log` ([`QueueLog`]),
+//! durable before the job's `201`, and another once the job has ended. Job ids are version 7
+//! UUIDs, so they sort in order of submission: after a restart the queue is rebuilt in the
 //! same order, each owner's line in its order and owners in the order of their oldest job.
+//! (Servers before the log kept a marker file per job, `server/queue/<job_id>`: a start takes
+//! those over.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fair::FairQueue;
+use crate::metrics::Metrics;
+use crate::queue_log::QueueLog;
 
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
@@ -50,10 +54,14 @@ pub(crate) struct Scheduler {
     wake: Notify,
     slots: Arc<Semaphore>,
     queue_limit: usize,
+    queue_limit_per_owner: Option<usize>,
     runner: Arc<Runner>,
     store: FileStore,
-    queue_dir: PathBuf,
+    queue: QueueLog,
+    /// Where servers before the queue log kept a marker file per job.
+    legacy_queue_dir: PathBuf,
     draining: AtomicBool,
+    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -62,18 +70,27 @@ impl Scheduler {
         store: FileStore,
         max_concurrent_jobs: usize,
         queue_limit: usize,
+        queue_limit_per_owner: Option<usize>,
     ) -> Self {
-        let queue_dir = store.root().join("server").join("queue");
+        let server_dir = store.root().join("server");
         Self {
             jobs: Mutex::new(Jobs::default()),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
             queue_limit,
+            queue_limit_per_owner,
             runner,
             store,
-            queue_dir,
+            queue: QueueLog::new(&server_dir),
+            legacy_queue_dir: server_dir.join("queue"),
             draining: AtomicBool::new(false),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Jobs by state and step durations, for `/v1/metrics`.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn jobs(&self) -> MutexGuard<'_, Jobs> {
@@ -84,8 +101,9 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn queue_dir(&self) -> &Path {
-        &self.queue_dir
+    /// The queue log's path, for messages.
+    pub(crate) fn queue_path(&self) -> &Path {
+        self.queue.path()
     }
 
     /// How many jobs wait for a slot.
@@ -108,6 +126,13 @@ impl Scheduler {
         self.depth() >= self.queue_limit
     }
 
+    /// When `owner` may not queue another job: how many it has waiting, the limit.
+    pub(crate) fn owner_is_full(&self, owner: &str) -> Option<(usize, usize)> {
+        let limit = self.queue_limit_per_owner?;
+        let waiting = self.jobs().queued.len_of(owner);
+        (waiting >= limit).then_some((waiting, limit))
+    }
+
     pub(crate) fn queue_limit(&self) -> usize {
         self.queue_limit
     }
@@ -116,16 +141,13 @@ impl Scheduler {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Write a job's marker, so that a restart finds it.
+    /// Record a job in the queue log, durably, so that a restart finds it.
     pub(crate) fn mark(&self, job_id: JobId) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.queue_dir)?;
-        let path = self.queue_dir.join(job_id.hyphenated().to_string());
-        std::fs::File::create(&path)?.sync_all()?;
-        crate::sync_dir(&self.queue_dir)
+        self.queue.add(job_id)
     }
 
     fn unmark(&self, job_id: JobId) {
-        let _ = std::fs::remove_file(self.queue_dir.join(job_id.hyphenated().to_string()));
+        self.queue.remove(job_id);
     }
 
     /// Queue an allowed (or approved) job at the back of its owner's line; how many jobs run
@@ -188,7 +210,10 @@ impl Scheduler {
                     "error": format!("no approval within {} s of submission", timeout.as_secs()),
                 });
                 match self.runner.deny_pending(job, detail) {
-                    Ok(_) => tracing::info!(%job_id, "approval timed out: recorded DENIED"),
+                    Ok(_) => {
+                        self.metrics.set(job_id, JobState::Denied);
+                        tracing::info!(%job_id, "approval timed out: recorded DENIED");
+                    }
                     Err(error) => {
                         tracing::warn!(%job_id, %error, "cannot record an approval timeout")
                     }
@@ -228,9 +253,23 @@ impl Scheduler {
         token.cancel();
         let result = self.runner.run_pending(job, token).await;
         self.unmark(job_id);
-        result
-            .map(|report| report.state)
-            .map_err(|error| error.to_string())
+        match result {
+            Ok(report) => {
+                self.metrics.ended(job_id, report.state, &report.steps);
+                Ok(report.state)
+            }
+            Err(error) => {
+                self.count_as_recorded(job_id);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Count a job in the state its record says (after the runner could not report it).
+    fn count_as_recorded(&self, job_id: JobId) {
+        if let Ok(record) = self.store.load(job_id) {
+            self.metrics.ended(job_id, record.state(), &record.steps);
+        }
     }
 
     /// Forget a job that ended without running (rejected).
@@ -257,12 +296,19 @@ impl Scheduler {
             let job_id = job.job_id();
             let token = CancellationToken::new();
             self.jobs().running.insert(job_id, token.clone());
+            self.metrics.set(job_id, JobState::Running);
             let scheduler = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
                 match scheduler.runner.run_pending(job, token).await {
-                    Ok(report) => tracing::info!(%job_id, state = %report.state, "job ended"),
-                    Err(error) => tracing::warn!(%job_id, %error, "job could not be recorded"),
+                    Ok(report) => {
+                        scheduler.metrics.ended(job_id, report.state, &report.steps);
+                        tracing::info!(%job_id, state = %report.state, "job ended");
+                    }
+                    Err(error) => {
+                        scheduler.count_as_recorded(job_id);
+                        tracing::warn!(%job_id, %error, "job could not be recorded");
+                    }
                 }
                 scheduler.unmark(job_id);
                 scheduler.jobs().running.remove(&job_id);
@@ -300,14 +346,16 @@ impl Scheduler {
     /// ended. Jobs that were running are left for garbage collection (`FAILED`, `abandoned`).
     pub(crate) async fn recover(&self, invocation_dir: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
-            return warnings;
+        let ids = match self.marked() {
+            Ok(ids) => ids,
+            Err(error) => {
+                warnings.push(format!(
+                    "cannot read the queue {}: {error}",
+                    self.queue.path().display()
+                ));
+                return warnings;
+            }
         };
-        let mut ids: Vec<JobId> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok())
-            .collect();
-        ids.sort_unstable();
         for job_id in ids {
             let record = match self.store.load(job_id) {
                 Ok(record) => record,
@@ -343,22 +391,34 @@ impl Scheduler {
         warnings
     }
 
-    /// Forget the markers of jobs that have ended (after garbage collection settled them).
-    pub(crate) fn forget_ended(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let Ok(job_id) = JobId::try_parse(&entry.file_name().to_string_lossy()) else {
-                continue;
-            };
-            let ended = self
-                .store
-                .load(job_id)
-                .map_or(true, |record| record.state().is_terminal());
-            if ended {
-                self.unmark(job_id);
-            }
+    /// The jobs the queue log (and markers of an older server) hold, oldest first.
+    pub(crate) fn marked(&self) -> std::io::Result<Vec<JobId>> {
+        let mut ids = self.queue.open_jobs()?;
+        if let Ok(entries) = std::fs::read_dir(&self.legacy_queue_dir) {
+            ids.extend(
+                entries.filter_map(Result::ok).filter_map(|entry| {
+                    JobId::try_parse(&entry.file_name().to_string_lossy()).ok()
+                }),
+            );
         }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Forget the jobs that have ended (after garbage collection settled them): the queue log
+    /// is rewritten with the others alone, and the markers of an older server are taken over.
+    pub(crate) fn forget_ended(&self) -> std::io::Result<()> {
+        let mut open = self.marked()?;
+        open.retain(|job_id| {
+            self.store
+                .load(*job_id)
+                .is_ok_and(|record| !record.state().is_terminal())
+        });
+        self.queue.rewrite(&open)?;
+        if self.legacy_queue_dir.exists() {
+            std::fs::remove_dir_all(&self.legacy_queue_dir)?;
+        }
+        Ok(())
     }
 }

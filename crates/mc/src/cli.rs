@@ -349,6 +349,10 @@ pub(crate) struct ServeArgs {
     /// Jobs that may wait for a slot; more are refused with 429
     #[arg(long, default_value_t = 1000, value_name = "M")]
     pub(crate) queue_limit: usize,
+    /// Jobs one owner may have waiting for a slot; more of theirs are refused with 429 (default:
+    /// no cap but --queue-limit)
+    #[arg(long, value_name = "N")]
+    pub(crate) queue_limit_per_owner: Option<usize>,
     /// On SIGTERM, seconds running jobs get to finish before they are cancelled
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub(crate) drain_grace: f64,

@@ -4,9 +4,16 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use maestro_core::JobId;
+use maestro_core::executor::Stream;
+use maestro_core::output::OutputObserver;
+use maestro_core::policy::PolicyReport;
+use maestro_core::runner::JobReport;
 use maestro_core::spec::SpecFormat;
+use maestro_core::trace::TraceId;
 use maestro_server::client::{Answer, Client};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +22,9 @@ use crate::cli::{
     CancelArgs, Command, DecisionArgs, LogsArgs, OutputFormat, StatusArgs, SubmitArgs, ValidateArgs,
 };
 use crate::exit::{Code, Failure};
-use crate::printer::{self, field};
+use crate::printer::{self, LivePrinter, field};
+
+use super::submit::print_report;
 
 pub(crate) fn run(server: &str, ca_cert: Option<&Path>, command: Command) -> Result<Code, Failure> {
     let token = std::env::var("MAESTRO_TOKEN")
@@ -88,18 +97,13 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         .map_err(unreachable)?;
     if answer.status != 201 {
         let body = answer.json();
-        if answer.status == 403 && body.get("verdicts").is_some() {
-            if args.output == OutputFormat::Json {
-                printer::json(&json!({
-                    "job_id": body["job_id"], "state": "DENIED", "policies": body["verdicts"],
-                    "steps": [], "error": Value::Null,
-                }));
-            } else {
-                printer::out(&format!(
-                    "job {} DENIED\n",
-                    body["job_id"].as_str().unwrap_or("-")
-                ));
-            }
+        // Denied by policy: the job is on record, and is reported as a local denial is.
+        if answer.status == 403
+            && body.get("verdicts").is_some()
+            && let Some(job_id) = body["job_id"].as_str()
+        {
+            let job = fetch(client, job_id).await?;
+            return Ok(print_report(&report_of(&job)?, args.output));
         }
         return Err(failure(&answer));
     }
@@ -112,38 +116,58 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         }
         return Ok(Code::Success);
     }
-    let live = !args.quiet && args.output == OutputFormat::Text;
+    // The same live printer as a local `mc submit`: step output as it comes, then the summary.
+    let live =
+        (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
+    if let (Some(live), Ok(job_id), Ok(trace_id)) = (
+        &live,
+        JobId::try_parse(&job_id),
+        serde_json::from_value::<TraceId>(submitted["trace_id"].clone()),
+    ) {
+        live.job_stored(job_id, &trace_id);
+    }
     let job = tokio::select! {
-        followed = follow(client, &job_id, None, live) => {
+        followed = follow(client, &job_id, None, live.as_deref()) => {
             followed?;
             fetch(client, &job_id).await?
         }
         () = interrupted.cancelled() => cancel_and_wait(client, &job_id).await?,
     };
-    let error = job["transitions"]
+    if let Some(live) = live {
+        live.finish(Duration::from_secs(5));
+    }
+    Ok(print_report(&report_of(&job)?, args.output))
+}
+
+/// The server's record of a job (`GET /v1/jobs/{id}`) as the report a local run gives.
+fn report_of(job: &Value) -> Result<JobReport, Failure> {
+    fn field<T: serde::de::DeserializeOwned>(job: &Value, name: &str) -> Result<T, Failure> {
+        serde_json::from_value(job[name].clone()).map_err(|error| {
+            Failure::system(format!(
+                "the server's record of the job has no valid {name:?}: {error}"
+            ))
+        })
+    }
+    let last = job["transitions"]
         .as_array()
         .and_then(|transitions| transitions.last())
-        .and_then(|last| last["detail"]["error"].as_str())
-        .map(str::to_owned);
-    match args.output {
-        OutputFormat::Json => printer::json(&json!({
-            "job_id": job["job_id"],
-            "state": job["state"],
-            "trace_id": job["trace_id"],
-            "steps": job["steps"],
-            "policies": job["verdicts"],
-            "error": error,
-        })),
-        OutputFormat::Text => printer::out(&summary(&job)),
-    }
-    if let Some(error) = &error {
-        eprintln!("error: {error}");
-    }
-    Ok(match job["state"].as_str() {
-        Some("SUCCEEDED") => Code::Success,
-        Some("DENIED") => Code::Denied,
-        Some("CANCELLED") => Code::Cancelled,
-        _ => Code::JobFailed,
+        .map(|last| &last["detail"]);
+    let job_id: String = field(job, "job_id")?;
+    Ok(JobReport {
+        job_id: JobId::try_parse(&job_id).map_err(|error| {
+            Failure::system(format!(
+                "the server answered a bad job id {job_id:?}: {error}"
+            ))
+        })?,
+        state: field(job, "state")?,
+        trace_id: field(job, "trace_id")?,
+        // `null` before policy decided.
+        policies: PolicyReport {
+            verdicts: field::<Option<_>>(job, "verdicts")?.unwrap_or_default(),
+        },
+        steps: field(job, "steps")?,
+        failure: last.and_then(|detail| serde_json::from_value(detail["failure"].clone()).ok()),
+        error: last.and_then(|detail| detail["error"].as_str().map(str::to_owned)),
     })
 }
 
@@ -277,12 +301,14 @@ fn summary(job: &Value) -> String {
     text
 }
 
-/// Print a job's log lines (only `step`'s, if given) as they come, until the job ends.
+/// Follow a job's log until the job ends: each output line (only `step`'s, if given) to `live`
+/// as a local run hands it over, or every line as recorded to stdout when `live` is `None`
+/// (`mc logs --follow`).
 async fn follow(
     client: &Client,
     job_id: &str,
     step: Option<&str>,
-    print: bool,
+    live: Option<&LivePrinter>,
 ) -> Result<(), Failure> {
     let mut pending = Vec::new();
     let mut stdout = std::io::stdout();
@@ -294,12 +320,28 @@ async fn follow(
                 let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
                     continue;
                 };
-                if !print || step.is_some_and(|step| entry["step"] != step) {
+                if step.is_some_and(|step| entry["step"] != step) {
                     continue;
                 }
-                if let Some(text) = entry["line"].as_str() {
-                    let _ = writeln!(stdout, "{text}");
-                    let _ = stdout.flush();
+                match live {
+                    Some(live) => {
+                        // Output lines only (not Maestro's notes), as the local runner's observer
+                        // gets them.
+                        let (Some(name), Ok(stream), Some(text)) = (
+                            entry["step"].as_str(),
+                            serde_json::from_value::<Stream>(entry["stream"].clone()),
+                            entry["text"].as_str(),
+                        ) else {
+                            continue;
+                        };
+                        live.output(name, stream, format!("{text}\n").as_bytes());
+                    }
+                    None => {
+                        if let Some(text) = entry["line"].as_str() {
+                            let _ = writeln!(stdout, "{text}");
+                            let _ = stdout.flush();
+                        }
+                    }
                 }
             }
         })
@@ -379,7 +421,7 @@ fn encode(value: &str) -> String {
 
 async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
     if args.follow {
-        follow(client, &args.job_id, args.step.as_deref(), true).await?;
+        follow(client, &args.job_id, args.step.as_deref(), None).await?;
         return Ok(Code::Success);
     }
     let answer = client

@@ -46,6 +46,11 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
     };
     maestro_server::check_listen(listen, args.insecure_listen, tls.is_some())
         .map_err(Failure::usage)?;
+    if args.queue_limit_per_owner == Some(0) {
+        return Err(Failure::usage(
+            "--queue-limit-per-owner must be at least 1 (leave it out for no cap per owner)",
+        ));
+    }
     if args.max_concurrent_jobs == 0 {
         return Err(Failure::usage("--max-concurrent-jobs must be at least 1"));
     }
@@ -64,6 +69,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
         tls,
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_limit: args.queue_limit,
+        queue_limit_per_owner: args.queue_limit_per_owner,
         drain_grace: seconds("--drain-grace", args.drain_grace)?,
         cancel_wait: stop_grace + Duration::from_secs(30),
         header_timeout: seconds("--header-timeout", args.header_timeout)?,

@@ -59,8 +59,13 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
         // reading them.
         printer.finish(Duration::from_secs(5));
     }
-    let report = report?;
-    match args.output {
+    Ok(print_report(&report?, args.output))
+}
+
+/// Print a finished job's report (its summary on stdout, its error on stderr) and give the exit
+/// code it means; `mc --server URL submit` prints the server's record of the job with it.
+pub(crate) fn print_report(report: &JobReport, output: OutputFormat) -> Code {
+    match output {
         OutputFormat::Json => printer::json(&json!({
             "job_id": report.job_id,
             "state": report.state,
@@ -69,12 +74,12 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
             "policies": report.policies.verdicts,
             "error": report.error,
         })),
-        OutputFormat::Text => printer::out(&text_report(&report)),
+        OutputFormat::Text => printer::out(&text_report(report)),
     }
     if let Some(error) = &report.error {
         eprintln!("error: {error}");
     }
-    Ok(exit_code(&report))
+    exit_code(report)
 }
 
 /// SIGINT and SIGTERM cancel the job: the running step is stopped, the job recorded

@@ -1,0 +1,243 @@
+//! The durable record of the jobs a server accepted and has not finished: one append-only file,
+//! `<state root>/server/queue.log`, of `+<job id>` lines (accepted; durable before the `201`)
+//! and `-<job id>` lines (ended and torn down).
+//!
+//! It replaces a marker file per job (`server/queue/<job id>`): creating and removing a file
+//! per job cost two fsyncs and an inode each, and ext4 spends real CPU time finding a free inode
+//! among recently deleted ones. Here acceptances that arrive together share one `fdatasync`
+//! (group commit), and an end is appended without one: an end lost in a crash only means the
+//! next start looks at a job that has ended, and forgets it. The next start rewrites the file
+//! with only the jobs still open (atomically: a temporary file, fsync, rename), so it stays small.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use maestro_core::JobId;
+
+/// Appends and syncs in generations: every append gets a number; a sync makes every number
+/// written before it durable, so a caller whose number a sync already covered returns at once.
+#[derive(Default)]
+struct Sync {
+    /// The number of the last append written.
+    written: u64,
+    /// The number of the last append made durable.
+    synced: u64,
+    /// A caller is syncing now.
+    syncing: bool,
+}
+
+/// `server/queue.log`.
+pub(crate) struct QueueLog {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+    sync: Mutex<Sync>,
+    synced: Condvar,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl QueueLog {
+    /// The log of the server whose directory is `server_dir` (`<state root>/server`).
+    pub(crate) fn new(server_dir: &Path) -> Self {
+        Self {
+            path: server_dir.join("queue.log"),
+            file: Mutex::new(None),
+            sync: Mutex::new(Sync::default()),
+            synced: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `line`, opening (and, the first time, creating) the file; the append's number.
+    fn append(&self, line: &[u8]) -> io::Result<u64> {
+        let mut file = lock(&self.file);
+        if file.is_none() {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let created = !self.path.exists();
+            let opened = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            if created {
+                crate::sync_dir(dir)?;
+            }
+            *file = Some(opened);
+        }
+        let Some(open) = file.as_mut() else {
+            return Err(io::Error::other("the queue log is not open"));
+        };
+        // One write per line: appends of other threads never split it.
+        open.write_all(line)?;
+        let mut sync = lock(&self.sync);
+        sync.written += 1;
+        Ok(sync.written)
+    }
+
+    /// Make append `number` durable, with one `fdatasync` for every append written meanwhile.
+    fn sync_through(&self, number: u64) -> io::Result<()> {
+        let mut sync = lock(&self.sync);
+        loop {
+            if sync.synced >= number {
+                return Ok(());
+            }
+            if !sync.syncing {
+                break;
+            }
+            sync = self
+                .synced
+                .wait(sync)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        sync.syncing = true;
+        let target = sync.written;
+        drop(sync);
+        let result = match lock(&self.file).as_ref() {
+            Some(file) => file.try_clone(),
+            None => Err(io::Error::other("the queue log is not open")),
+        }
+        .and_then(|file| file.sync_data());
+        let mut sync = lock(&self.sync);
+        sync.syncing = false;
+        if result.is_ok() {
+            sync.synced = sync.synced.max(target);
+        }
+        self.synced.notify_all();
+        result
+    }
+
+    /// Record `job_id` as accepted, durably.
+    pub(crate) fn add(&self, job_id: JobId) -> io::Result<()> {
+        let number = self.append(format!("+{}\n", job_id.hyphenated()).as_bytes())?;
+        self.sync_through(number)
+    }
+
+    /// Record that `job_id` has ended (not synced: see the module's comment).
+    pub(crate) fn remove(&self, job_id: JobId) {
+        if let Err(error) = self.append(format!("-{}\n", job_id.hyphenated()).as_bytes()) {
+            tracing::warn!(%job_id, %error, path = %self.path.display(), "cannot record the end of a queued job; the next start forgets it");
+        }
+    }
+
+    /// The jobs added and not removed, in the order they were added.
+    pub(crate) fn open_jobs(&self) -> io::Result<Vec<JobId>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut order = Vec::new();
+        let mut ended = HashSet::new();
+        for line in text.lines() {
+            // A line cut short by a crash does not parse, and is skipped.
+            let (sign, id) = line.split_at(line.len().min(1));
+            let Ok(job_id) = JobId::try_parse(id) else {
+                continue;
+            };
+            match sign {
+                "+" => order.push(job_id),
+                "-" => {
+                    ended.insert(job_id);
+                }
+                _ => {}
+            }
+        }
+        let mut seen = HashSet::new();
+        order.retain(|job_id| !ended.contains(job_id) && seen.insert(*job_id));
+        Ok(order)
+    }
+
+    /// Rewrite the file with `jobs` alone, atomically (at start-up, before anything is
+    /// appended).
+    pub(crate) fn rewrite(&self, jobs: &[JobId]) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let staging = dir.join("queue.log.new");
+        let mut text = String::with_capacity(jobs.len() * 38);
+        for job_id in jobs {
+            text.push('+');
+            text.push_str(&job_id.hyphenated().to_string());
+            text.push('\n');
+        }
+        {
+            let mut file = File::create(&staging)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&staging, &self.path)?;
+        crate::sync_dir(dir)?;
+        *lock(&self.file) = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn open_jobs_are_those_added_and_not_removed_in_order_also_after_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = QueueLog::new(&dir.path().join("server"));
+        assert!(log.open_jobs().unwrap().is_empty(), "no file yet");
+        let jobs: Vec<JobId> = (0..4).map(|_| JobId::now_v7()).collect();
+        for job_id in &jobs {
+            log.add(*job_id).unwrap();
+        }
+        log.remove(jobs[1]);
+        assert_eq!(log.open_jobs().unwrap(), [jobs[0], jobs[2], jobs[3]]);
+        // A crash in the middle of an append leaves a cut line: it is skipped.
+        let mut file = OpenOptions::new().append(true).open(log.path()).unwrap();
+        file.write_all(b"-0192").unwrap();
+        drop(file);
+        let reopened = QueueLog::new(&dir.path().join("server"));
+        assert_eq!(reopened.open_jobs().unwrap(), [jobs[0], jobs[2], jobs[3]]);
+        reopened.rewrite(&[jobs[2], jobs[3]]).unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        reopened.remove(jobs[2]);
+        assert_eq!(reopened.open_jobs().unwrap(), [jobs[3]]);
+    }
+
+    #[test]
+    fn concurrent_adds_are_all_durable_and_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(QueueLog::new(dir.path()));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|_| {
+                            let job_id = JobId::now_v7();
+                            log.add(job_id).unwrap();
+                            job_id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut added: Vec<JobId> = threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect();
+        let mut open = log.open_jobs().unwrap();
+        added.sort_unstable();
+        open.sort_unstable();
+        assert_eq!(open, added);
+        let sync = lock(&log.sync);
+        assert_eq!((sync.written, sync.synced), (200, 200));
+    }
+}
