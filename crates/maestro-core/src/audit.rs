@@ -677,8 +677,8 @@ fn history_mismatch(
         |line| format!("audit line {line}"),
     );
     for (name, bytes, digest) in [
-        ("state.json", state, &digests.state),
-        ("steps.json", steps, &digests.steps),
+        ("its transitions", state, &digests.state),
+        ("its step results", steps, &digests.steps),
     ] {
         if sha256_hex(bytes) == digest.sha256 {
             continue;
@@ -693,7 +693,7 @@ fn history_mismatch(
             }
             None => {
                 return Some(format!(
-                    "job {job_id}: {name} no longer matches its last recorded digest ({at}): the history was edited"
+                    "job {job_id}: {name} no longer match their last recorded digest ({at}): the history was edited"
                 ));
             }
         }

@@ -2013,11 +2013,13 @@ mod tests {
             .path()
             .join("jobs")
             .join(report.job_id.to_string())
-            .join("steps.json");
+            .join(crate::state::file::JOURNAL);
         let edited = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("succeeded", "failed");
-        std::fs::write(&path, edited).unwrap();
+            .replace("\"succeeded\"", "\"failed\"");
+        // Edited the way someone who knows the format would: each record's frame made to
+        // match its new payload.
+        std::fs::write(&path, crate::state::journal::reseal(edited.as_bytes())).unwrap();
         let audit = AuditLog::new(dir.path());
         let gc = collect_garbage(Arc::clone(&store), &audit, &[])
             .await
@@ -2029,7 +2031,7 @@ mod tests {
         assert!(
             verification.jobs[0]
                 .message
-                .contains("steps.json no longer matches")
+                .contains("its step results no longer match")
         );
     }
 }

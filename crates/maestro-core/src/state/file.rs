@@ -9,7 +9,7 @@
 //! jobs.pruned               the ids of jobs `mc prune` removed, the same way
 //! jobs/<job_id>/job.json    what was submitted, by whom, when (written once)
 //! jobs/<job_id>/spec.<ext>  the spec, byte for byte as submitted (written once)
-//! jobs/<job_id>/journal     the history: transitions and step results, append-only records
+//! jobs/<job_id>/history.journal  the history: transitions and step results, append-only records
 //! jobs/<job_id>/logs/       one log per step
 //! jobs/<job_id>/lease       flock-ed by the `mc` that drives the job, for as long as it lives
 //! jobs/.new-<id>/           a job being stored, flock-ed by its `mc` until renamed into place
@@ -64,7 +64,7 @@ pub struct FileStore {
 }
 
 /// The journal's name in a job's directory.
-pub const JOURNAL: &str = "journal";
+pub const JOURNAL: &str = "history.journal";
 /// The index of job ids in the state root.
 pub const INDEX: &str = "jobs.index";
 /// The ids of pruned jobs in the state root.
@@ -1182,13 +1182,13 @@ mod tests {
         store
             .append_transition(id, &transition(JobState::Submitted))
             .unwrap();
-        let first = fs::read(store.job_dir(id).join("state.json")).unwrap();
+        let first = fs::read(store.journal_path(id)).unwrap();
         store
             .append_transition(id, &transition(JobState::Running))
             .unwrap();
-        let second = fs::read(store.job_dir(id).join("state.json")).unwrap();
-        let prefix = &first[..first.len() - 3]; // without the closing "\n]\n"
-        assert!(second.starts_with(prefix), "earlier bytes must be kept");
+        let second = fs::read(store.journal_path(id)).unwrap();
+        assert!(second.starts_with(&first), "earlier bytes must be kept");
+        assert!(second.len() > first.len());
         let record = store.load(id).unwrap();
         assert_eq!(record.state(), JobState::Running);
         assert_eq!(record.transitions.len(), 2);
@@ -1213,15 +1213,253 @@ mod tests {
         store
             .append_transition(id, &transition(JobState::Denied))
             .unwrap();
-        let before = fs::read(store.job_dir(id).join("state.json")).unwrap();
+        let before = fs::read(store.journal_path(id)).unwrap();
         let err = store
             .append_transition(id, &transition(JobState::Running))
             .unwrap_err();
         assert!(matches!(err, StateError::IllegalTransition { .. }));
+        assert_eq!(fs::read(store.journal_path(id)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_group_with_an_illegal_transition_writes_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let submitted = transition(JobState::Submitted);
+        let (_lease, digests) = store
+            .create_job_with_history(&meta(id), b"{}", &[HistoryEntry::Transition(&submitted)])
+            .unwrap();
+        assert_eq!(digests.len(), 1);
+        let before = fs::read(store.journal_path(id)).unwrap();
+        let step = StepRecord::skipped("a", "local");
+        let succeeded = transition(JobState::Succeeded);
+        let error = store
+            .append_history(
+                id,
+                &[
+                    HistoryEntry::Step(&step),
+                    HistoryEntry::Transition(&succeeded),
+                ],
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("SUBMITTED -> SUCCEEDED"), "{error}");
+        assert_eq!(fs::read(store.journal_path(id)).unwrap(), before);
+        // The same group after RUNNING: written at once, one digest per entry.
+        let running = transition(JobState::Running);
+        let digests = store
+            .append_history(
+                id,
+                &[
+                    HistoryEntry::Transition(&running),
+                    HistoryEntry::Step(&step),
+                    HistoryEntry::Transition(&succeeded),
+                ],
+            )
+            .unwrap();
+        let counts: Vec<(usize, usize)> = digests
+            .iter()
+            .map(|d| (d.state.entries, d.steps.entries))
+            .collect();
+        assert_eq!(counts, [(2, 0), (2, 1), (3, 1)]);
         assert_eq!(
-            fs::read(store.job_dir(id).join("state.json")).unwrap(),
-            before
+            digests.last().unwrap(),
+            &store.history(id).unwrap().digests().unwrap()
         );
+    }
+
+    #[test]
+    fn a_torn_tail_is_ignored_and_a_later_append_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        store
+            .append_transition(id, &transition(JobState::Submitted))
+            .unwrap();
+        let intact = fs::read(store.journal_path(id)).unwrap();
+        store
+            .append_transition(id, &transition(JobState::Running))
+            .unwrap();
+        let whole = fs::read(store.journal_path(id)).unwrap();
+        // A crash in the middle of the RUNNING record: cut it anywhere.
+        for cut in [intact.len() + 1, intact.len() + 30, whole.len() - 1] {
+            fs::write(store.journal_path(id), &whole[..cut]).unwrap();
+            let record = store.load(id).unwrap();
+            assert_eq!(record.state(), JobState::Submitted, "cut at {cut}");
+            assert_eq!(
+                store.history(id).unwrap().digests().unwrap().state.entries,
+                1
+            );
+        }
+        // The next append cuts the torn tail and is read back whole.
+        store
+            .append_transition(id, &transition(JobState::Cancelled))
+            .unwrap();
+        let record = store.load(id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Cancelled]);
+        assert!(
+            fs::read(store.journal_path(id))
+                .unwrap()
+                .starts_with(&intact)
+        );
+    }
+
+    #[test]
+    fn an_edited_or_garbage_record_is_corrupt_never_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        for state in [JobState::Submitted, JobState::Running, JobState::Failed] {
+            store.append_transition(id, &transition(state)).unwrap();
+        }
+        let whole = fs::read_to_string(store.journal_path(id)).unwrap();
+        let edited = whole.replace("\"FAILED\"", "\"PASSED\"");
+        assert_ne!(edited, whole);
+        let mut garbage = whole.clone().into_bytes();
+        garbage.extend_from_slice(b"\0\0\0\0\n");
+        for bytes in [edited.into_bytes(), garbage] {
+            fs::write(store.journal_path(id), &bytes).unwrap();
+            let error = store.load(id).unwrap_err();
+            assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+            assert!(matches!(
+                store.history(id),
+                Err(StateError::Corrupt { .. })
+            ));
+            let error = store
+                .append_transition(id, &transition(JobState::Succeeded))
+                .unwrap_err();
+            assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+            assert_eq!(fs::read(store.journal_path(id)).unwrap(), bytes);
+        }
+    }
+
+    /// A job as an older version stored it: `state.json` and `steps.json`, no journal.
+    fn old_layout_job(store: &FileStore, id: JobId, transitions: &[JobState]) {
+        let job = store.job_dir(id);
+        fs::create_dir_all(job.join("logs")).unwrap();
+        fs::write(job.join("job.json"), serde_json::to_vec_pretty(&meta(id)).unwrap()).unwrap();
+        fs::write(job.join("spec.yaml"), b"{}").unwrap();
+        fs::write(job.join("lease"), b"").unwrap();
+        let entries: Vec<Vec<u8>> = transitions
+            .iter()
+            .map(|state| serde_json::to_vec(&transition(*state)).unwrap())
+            .collect();
+        let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        fs::write(job.join("state.json"), array_bytes(&entries)).unwrap();
+        fs::write(job.join("steps.json"), b"[]\n").unwrap();
+    }
+
+    #[test]
+    fn jobs_of_an_older_version_are_read_and_appended_to_as_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        old_layout_job(&store, id, &[JobState::Submitted, JobState::Running]);
+        let record = store.load(id).unwrap();
+        assert_eq!(record.state(), JobState::Running);
+        let before = store.history(id).unwrap();
+        assert_eq!(before.state, fs::read(store.job_dir(id).join("state.json")).unwrap());
+        let step = StepRecord::skipped("a", "local");
+        let done = transition(JobState::Succeeded);
+        let digests = store
+            .append_history(
+                id,
+                &[HistoryEntry::Step(&step), HistoryEntry::Transition(&done)],
+            )
+            .unwrap();
+        assert!(!store.journal_path(id).exists(), "no journal is started");
+        let after = store.history(id).unwrap();
+        assert_eq!(digests.last().unwrap(), &after.digests().unwrap());
+        assert!(after.state.starts_with(&before.state[..before.state.len() - 3]));
+        assert_eq!(store.load(id).unwrap().steps, [step]);
+        assert!(matches!(
+            store.append_transition(id, &transition(JobState::Running)),
+            Err(StateError::IllegalTransition { .. })
+        ));
+    }
+
+    #[test]
+    fn a_journal_has_the_digests_its_entries_would_have_as_arrays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        let submitted = transition(JobState::Submitted);
+        store.append_transition(id, &submitted).unwrap();
+        let step = StepRecord::skipped("a", "local");
+        let digest = store.append_step(id, &step).unwrap();
+        let history = store.history(id).unwrap();
+        let expected = HistoryBytes {
+            state: array_bytes(&[&serde_json::to_vec(&submitted).unwrap()]),
+            steps: array_bytes(&[&serde_json::to_vec(&step).unwrap()]),
+        };
+        assert_eq!(
+            (history.state.clone(), history.steps.clone()),
+            (expected.state, expected.steps)
+        );
+        assert_eq!(digest, history.digests().unwrap());
+    }
+
+    #[test]
+    fn the_index_lists_pages_and_is_built_for_an_older_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        // An older root: jobs, no index.
+        let old: Vec<JobId> = (0..3).map(|_| JobId::now_v7()).collect();
+        for id in &old {
+            old_layout_job(&store, *id, &[JobState::Submitted, JobState::Denied]);
+        }
+        assert!(!dir.path().join(INDEX).exists());
+        let page = store
+            .list_page(&PageQuery {
+                limit: 2,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        let ids: Vec<JobId> = page.jobs.iter().map(|r| r.meta.job_id).collect();
+        assert_eq!(ids, [old[2], old[1]]);
+        assert_eq!(page.next_cursor, Some(old[1]));
+        let index = fs::read(dir.path().join(INDEX)).unwrap();
+        assert_eq!(index.len(), 4 * INDEX_LINE, "a header and three jobs");
+        // New jobs are appended to it.
+        let new = JobId::now_v7();
+        drop(store.create_job(&meta(new), b"{}").unwrap());
+        assert_eq!(fs::read(dir.path().join(INDEX)).unwrap().len(), 5 * INDEX_LINE);
+        let page = store
+            .list_page(&PageQuery {
+                before: Some(old[2]),
+                limit: 1,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs[0].meta.job_id, old[1]);
+        assert_eq!(store.count_older(old[2]).unwrap(), 2);
+        assert_eq!(store.count_older(new).unwrap(), 3);
+        // A pruned job is skipped, and no longer counted.
+        store.remove_job(old[1]).unwrap();
+        let all = store.list_page(&PageQuery::default()).unwrap();
+        let ids: Vec<JobId> = all.jobs.iter().map(|r| r.meta.job_id).collect();
+        assert_eq!(ids, [new, old[2], old[0]]);
+        assert_eq!(store.count_older(new).unwrap(), 2);
+        // A line torn by a crash is cut before the next one.
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(INDEX))
+            .unwrap();
+        io::Write::write_all(&mut file, b"01a2").unwrap();
+        let last = JobId::now_v7();
+        drop(store.create_job(&meta(last), b"{}").unwrap());
+        let page = store
+            .list_page(&PageQuery {
+                limit: 1,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs[0].meta.job_id, last);
+        assert_eq!(page.next_cursor, Some(last));
     }
 
     #[test]
