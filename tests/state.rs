@@ -19,7 +19,7 @@ fn illegal_transitions_on_a_recorded_job_are_refused_and_write_nothing() {
     let (_, json) = env.submit(&file, &[]);
     let job_id = JobId::try_parse(json["job_id"].as_str().unwrap()).unwrap();
     let store = FileStore::new(&env.state);
-    let state_file = store.job_dir(job_id).join("state.json");
+    let state_file = store.journal_path(job_id);
     let before = std::fs::read(&state_file).unwrap();
     for state in [
         JobState::Running,
