@@ -687,7 +687,7 @@ fn history_mismatch(
             Some(_) if live => continue,
             Some(extra) => {
                 return Some(format!(
-                    "job {job_id}: {name} has {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
+                    "job {job_id}: {name} have {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
                     if extra == 1 { "y" } else { "ies" }
                 ));
             }
