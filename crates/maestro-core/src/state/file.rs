@@ -247,8 +247,8 @@ impl FileStore {
         file.read_to_end(&mut bytes)
             .map_err(io_error("read", &path))?;
         let parsed = Self::parse_journal(dir, &bytes)?;
-        let mut current = Entries::of(&parsed.records);
-        let mut state = match current.transitions.last() {
+        let current = Entries::of(&parsed.records);
+        let state = match current.transitions.last() {
             Some(last) => Some(
                 serde_json::from_slice::<StateOnly>(last)
                     .map_err(|error| corrupt(&path, error))?
@@ -256,6 +256,41 @@ impl FileStore {
             ),
             None => None,
         };
+        let (frames, payloads) = Self::frames(&path, job_id, state, entries)?;
+        if parsed.valid_len < bytes.len() {
+            // A torn tail a crash left, never acknowledged: cut it, or the next record would
+            // be glued to it.
+            tracing::warn!(path = %path.display(), "cutting the torn tail of a journal");
+            file.set_len(parsed.valid_len as u64)
+                .map_err(io_error("truncate", &path))?;
+        }
+        file.write_all(&frames).map_err(io_error("write", &path))?;
+        file.sync_data().map_err(io_error("sync", &path))?;
+        Ok(Self::digests_after(current, &payloads))
+    }
+
+    /// The digests of the history after each of `payloads` is added to `current`.
+    fn digests_after<'a>(
+        mut current: Entries<'a>,
+        payloads: &'a [(Kind, Vec<u8>)],
+    ) -> Vec<HistoryDigests> {
+        let mut digests = Vec::with_capacity(payloads.len());
+        for (kind, payload) in payloads {
+            current.push(*kind, payload);
+            digests.push(current.digests());
+        }
+        digests
+    }
+
+    /// The records of `entries`, each transition checked from `state` (the last recorded
+    /// one): the bytes to append, and each entry's kind and payload.
+    #[expect(clippy::type_complexity, reason = "a private helper's pair of results")]
+    fn frames(
+        path: &Path,
+        job_id: JobId,
+        mut state: Option<JobState>,
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<(Vec<u8>, Vec<(Kind, Vec<u8>)>), StateError> {
         let mut payloads = Vec::with_capacity(entries.len());
         for entry in entries {
             let (kind, payload) = match entry {
@@ -276,27 +311,13 @@ impl FileStore {
                 }
                 HistoryEntry::Step(step) => (Kind::Step, serde_json::to_vec(step)),
             };
-            payloads.push((kind, payload.map_err(|error| corrupt(&path, error))?));
+            payloads.push((kind, payload.map_err(|error| corrupt(path, error))?));
         }
         let mut frames = Vec::new();
         for (kind, payload) in &payloads {
             journal::encode(*kind, payload, &mut frames);
         }
-        if parsed.valid_len < bytes.len() {
-            // A torn tail a crash left, never acknowledged: cut it, or the next record would
-            // be glued to it.
-            tracing::warn!(path = %path.display(), "cutting the torn tail of a journal");
-            file.set_len(parsed.valid_len as u64)
-                .map_err(io_error("truncate", &path))?;
-        }
-        file.write_all(&frames).map_err(io_error("write", &path))?;
-        file.sync_data().map_err(io_error("sync", &path))?;
-        let mut digests = Vec::with_capacity(payloads.len());
-        for (kind, payload) in &payloads {
-            current.push(*kind, payload);
-            digests.push(current.digests());
-        }
-        Ok(digests)
+        Ok((frames, payloads))
     }
 
     /// Append `entry` to the JSON array `name` whose bytes are `existing`, keeping every
@@ -691,42 +712,58 @@ impl StateStore for FileStore {
             staging
                 .create_dir("logs")
                 .map_err(io_error("create", &staging.join("logs")))?;
+            // The journal with the first entries, checked from an empty history.
+            let journal_path = staging.join(JOURNAL);
+            let (frames, payloads) = Self::frames(&journal_path, meta.job_id, None, entries)?;
+            let mut files = Vec::with_capacity(3);
             for (name, content) in [
                 (meta.spec_file.as_str(), spec_bytes.to_vec()),
                 (
                     "job.json",
                     serde_json::to_vec_pretty(meta).unwrap_or_default(),
                 ),
+                (JOURNAL, frames),
             ] {
-                // The staging directory is invisible until renamed, so its files need no
-                // rename of their own: written, fsynced, then the directory is fsynced once.
-                staging
-                    .write_new(name, &content)
-                    .map_err(io_error("write", &staging.join(name)))?;
+                let path = staging.join(name);
+                let mut file = staging
+                    .open(name, Access::CreateNew)
+                    .map_err(io_error("create", &path))?;
+                file.write_all(&content).map_err(io_error("write", &path))?;
+                files.push((file, path));
             }
-            // The journal, with the first entries (checked from an empty history).
-            let journal_path = staging.join(JOURNAL);
-            let mut journal = staging
-                .open(JOURNAL, Access::CreateNew)
-                .map_err(io_error("create", &journal_path))?;
-            drop(journal);
-            let digests = if entries.is_empty() {
-                Vec::new()
-            } else {
-                self.append_to_journal(&staging, meta.job_id, entries)?
-            };
-            journal = staging
-                .open(JOURNAL, Access::Read)
-                .map_err(io_error("open", &journal_path))?;
-            if entries.is_empty() {
-                journal
-                    .sync_all()
-                    .map_err(io_error("sync", &journal_path))?;
-            }
-            staging.sync().map_err(io_error("sync", &staging_path))?;
-            // Indexed before it is in place: a line whose job never arrived is skipped, a job
-            // missing from the index would never be listed.
-            self.index_job(&jobs, meta.job_id)?;
+            // Everything is made durable before the rename that makes the job visible: its
+            // files, the staging directory (their entries) and the job's line in the index
+            // (so no job is ever missing from it). The syncs are independent, so they run at
+            // once and the file system commits them together: about the cost of one or two,
+            // not five. The staging directory is invisible until renamed, so its files need
+            // no rename of their own.
+            std::thread::scope(|scope| {
+                let syncs: Vec<_> = files
+                    .iter()
+                    .map(|(file, path)| {
+                        scope.spawn(move || file.sync_all().map_err(io_error("sync", path)))
+                    })
+                    .collect();
+                let directory = scope.spawn(|| {
+                    staging
+                        .sync()
+                        .map_err(io_error("sync", &staging_path))
+                });
+                let indexed = self.index_job(&jobs, meta.job_id);
+                syncs
+                    .into_iter()
+                    .chain([directory])
+                    .map(|sync| {
+                        sync.join().unwrap_or_else(|_| {
+                            Err(io_error("sync", &staging_path)(io::Error::other(
+                                "a sync thread panicked",
+                            )))
+                        })
+                    })
+                    .chain([indexed])
+                    .collect::<Result<Vec<()>, StateError>>()
+            })?;
+            let digests = Self::digests_after(Entries::default(), &payloads);
             let target = meta.job_id.hyphenated().to_string();
             jobs.rename(&staging_name, &jobs, &target)
                 .map_err(io_error("rename", &jobs.join(&target)))?;
