@@ -39,25 +39,32 @@ print((time.perf_counter() - start) / runs * 1000)
 os.close(fd); os.unlink(sys.argv[1])
 PY
 }
+# MC_BEFORE=path/to/an/older/mc measures it too, in the same run (its jobs in another root).
+commands=("sh -c true" "$MC submit true.json --quiet")
+[ -z "${MC_BEFORE:-}" ] || commands+=("env MAESTRO_HOME=$work/before $MC_BEFORE submit true.json --quiet")
 before=$(fsync_loop)
-hyperfine -N --warmup 5 --runs 100 --export-json submit.json \
-    "sh -c true" "$MC submit true.json --quiet" >/dev/null
+hyperfine -N --warmup 5 --runs "${RUNS:-100}" --export-json submit.json "${commands[@]}" >/dev/null
 after=$(fsync_loop)
 python3 - "$before" "$after" <<'PY'
 import json, sys
 fsync = (float(sys.argv[1]) + float(sys.argv[2])) / 2
 r = json.load(open("submit.json"))["results"]
-base, mc = r[0]["mean"] * 1000, r[1]["mean"] * 1000
-median = (r[1]["median"] - r[0]["median"]) * 1000
 print(f"append+fdatasync: {fsync:.3f} ms (before {float(sys.argv[1]):.3f}, after {float(sys.argv[2]):.3f})")
-print(f"sh -c true: {base:.2f} ms   mc submit: {mc:.2f} ms ± {r[1]['stddev']*1000:.2f}")
-print(f"overhead: {mc-base:.2f} ms mean = {(mc-base)/fsync:.1f} fdatasync-equivalents "
-      f"({median:.2f} ms median = {median/fsync:.1f}); goal: at most 12")
+base, base_median = r[0]["mean"] * 1000, r[0]["median"] * 1000
+print(f"sh -c true: {base:.2f} ms (median {base_median:.2f})")
+for label, result in zip(["mc submit", "MC_BEFORE submit"], r[1:]):
+    mc, median = result["mean"] * 1000, result["median"] * 1000
+    print(f"{label}: {mc:.2f} ms ± {result['stddev']*1000:.2f} (median {median:.2f}); overhead "
+          f"{mc-base:.2f} ms mean = {(mc-base)/fsync:.1f} fdatasync-equivalents, "
+          f"{median-base_median:.2f} ms median = {(median-base_median)/fsync:.1f}; goal: at most 12")
 PY
 if command -v strace >/dev/null; then
-    strace -f -c -o strace.txt -e trace=fsync,fdatasync,rename,renameat,renameat2 \
-        "$MC" submit true.json --quiet >/dev/null
-    echo "syscalls of one submit:"; grep -E "fsync|fdatasync|rename" strace.txt | awk '{print "  " $NF ": " $4}'
+    for label in mc ${MC_BEFORE:+before}; do
+        binary=$MC; [ "$label" = mc ] || binary=$MC_BEFORE
+        MAESTRO_HOME="$work/$label-strace" strace -f -c -o "strace-$label.txt" \
+            -e trace=fsync,fdatasync,rename,renameat,renameat2 "$binary" submit true.json --quiet >/dev/null
+        echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4}')
+    done
 else
     echo "(strace is not installed: the syncs of one submit are not counted)"
 fi
