@@ -47,11 +47,8 @@ fn fifty_concurrent_submissions_keep_every_record_intact() {
     assert_eq!(ids.len(), 50);
     assert_eq!(env.job_ids().len(), 50);
     for id in &ids {
-        let state: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(env.state.join("jobs").join(id).join("state.json")).unwrap(),
-        )
-        .unwrap();
-        let states: Vec<&str> = state
+        let stored = env.stored(id);
+        let states: Vec<&str> = stored["transitions"]
             .as_array()
             .unwrap()
             .iter()

@@ -9,6 +9,9 @@ use std::time::Duration;
 use rustix::process::Signal;
 use serde_json::Value;
 
+use maestro_core::state::file::JOURNAL;
+use maestro_core::state::journal::reseal;
+
 use crate::util::{
     Env, bare_job_yaml, output_within, output_within_child, parse_json, send_signal, text,
     wait_for_file,
@@ -202,13 +205,16 @@ fn a_lock_or_lease_link_is_refused_never_followed() {
     let env = Env::new();
     let (dir, target) = outside(&env);
     let (output, job_id) = plant_mid_run(&env, |job| {
-        std::fs::remove_file(job.join("state.lock")).unwrap();
-        symlink(&target, job.join("state.lock")).unwrap();
+        std::fs::rename(job.join(JOURNAL), job.join("journal.saved")).unwrap();
+        symlink(&target, job.join(JOURNAL)).unwrap();
     });
     let job = env.state.join("jobs").join(&job_id);
-    assert_refused(&output, &job.join("state.lock"));
+    assert_refused(&output, &job.join(JOURNAL));
     assert_untouched(&dir, &target);
-
+    assert_refused(&env.run(&["status", &job_id]), &job.join(JOURNAL));
+    // Its history back (still RUNNING: nothing more could be recorded), its lease a link.
+    std::fs::remove_file(job.join(JOURNAL)).unwrap();
+    std::fs::rename(job.join("journal.saved"), job.join(JOURNAL)).unwrap();
     std::fs::remove_file(job.join("lease")).unwrap();
     symlink(&target, job.join("lease")).unwrap();
     assert_refused(&env.run(&["status", &job_id]), &job.join("lease"));
@@ -366,20 +372,68 @@ fn an_anchored_head_catches_a_whole_rewrite_from_the_tampered_point() {
 }
 
 #[test]
+fn audit_verify_names_a_job_whose_history_records_were_removed_or_reordered() {
+    let env = Env::new();
+    let ids = submit_some(&env, 1);
+    let journal = env.state.join("jobs").join(&ids[0]).join(JOURNAL);
+    let original = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let transitions: Vec<usize> = (0..lines.len())
+        .filter(|index| lines[*index].starts_with("transition "))
+        .collect();
+    let steps: Vec<usize> = (0..lines.len())
+        .filter(|index| lines[*index].starts_with("step "))
+        .collect();
+    assert_eq!((transitions.len(), steps.len()), (3, 2), "{original}");
+    let removed: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != transitions[1])
+        .map(|(_, line)| *line)
+        .collect();
+    let mut first_step_last = lines.clone();
+    first_step_last.swap(steps[0], steps[1]);
+    for (what, kept, message) in [
+        ("removed", removed, "its transitions no longer match"),
+        ("reordered", first_step_last, "its step results no longer match"),
+    ] {
+        std::fs::write(&journal, format!("{}\n", kept.join("\n"))).unwrap();
+        let (code, stdout, _) = verify(&env, &[]);
+        assert_eq!(code, Some(1), "{what}: {stdout}");
+        assert!(stdout.contains(message), "{what}: {stdout}");
+    }
+    std::fs::write(&journal, &original).unwrap();
+    assert_eq!(verify(&env, &[]).0, Some(0));
+}
+
+#[test]
 fn audit_verify_names_a_job_whose_history_was_edited() {
     let env = Env::new();
     let ids = submit_some(&env, 2);
     assert_eq!(verify(&env, &[]).0, Some(0));
-    let state = env.state.join("jobs").join(&ids[1]).join("state.json");
-    let edited = std::fs::read_to_string(&state)
-        .unwrap()
-        .replace("SUCCEEDED", "CANCELLED");
-    std::fs::write(&state, edited).unwrap();
+    let journal = env.state.join("jobs").join(&ids[1]).join(JOURNAL);
+    let original = std::fs::read_to_string(&journal).unwrap();
+    // Edited as text: the record's checksum no longer matches; it is corrupt, never read.
+    let edited = original.replace("SUCCEEDED", "CANCELLED");
+    std::fs::write(&journal, &edited).unwrap();
+    let (code, stdout, _) = verify(&env, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.contains(&format!("job {}: corrupt state file", ids[1]))
+            && stdout.contains("does not match its checksum"),
+        "{stdout}"
+    );
+    let status = env.run(&["status", &ids[1]]);
+    assert!(!status.status.success(), "{}", text(&status.stdout));
+    // Edited by someone who knows the format (every frame recomputed): the audit log's
+    // digests still tell.
+    std::fs::write(&journal, reseal(edited.as_bytes())).unwrap();
+    assert_eq!(env.status(&ids[1])["state"], "CANCELLED");
     let (code, stdout, _) = verify(&env, &[]);
     assert_eq!(code, Some(1));
     assert!(
         stdout.contains(&format!(
-            "job {}: state.json no longer matches its last recorded digest",
+            "job {}: its transitions no longer match their last recorded digest",
             ids[1]
         )),
         "{stdout}"

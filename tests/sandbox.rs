@@ -693,12 +693,9 @@ fn leftovers_of_a_sandboxed_step_are_gone_when_submit_returns() {
     let job_id = report["job_id"].as_str().unwrap();
     let status = env.status(job_id);
     assert_teardown_verified_and_nothing_left(&env, TAGS, &report, &status);
-    let steps_json: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.state.join("jobs").join(job_id).join("steps.json")).unwrap(),
-    )
-    .unwrap();
+    let stored = env.stored(job_id);
     assert_eq!(
-        steps_json[0]["teardown"],
+        stored["steps"][0]["teardown"],
         json!({ "method": "pid_namespace", "verified": true })
     );
 }

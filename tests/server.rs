@@ -555,10 +555,7 @@ fn sigterm_drains_running_jobs_and_refuses_new_ones() {
     let status = server.wait_exit(30);
     assert!(status.success(), "{status:?}");
     let store = |id: &str| {
-        let text =
-            std::fs::read_to_string(env.state.join("jobs").join(id).join("state.json")).unwrap();
-        serde_json::from_str::<Value>(&text)
-            .unwrap()
+        env.stored(id)["transitions"]
             .as_array()
             .unwrap()
             .last()

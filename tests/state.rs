@@ -19,7 +19,7 @@ fn illegal_transitions_on_a_recorded_job_are_refused_and_write_nothing() {
     let (_, json) = env.submit(&file, &[]);
     let job_id = JobId::try_parse(json["job_id"].as_str().unwrap()).unwrap();
     let store = FileStore::new(&env.state);
-    let state_file = store.job_dir(job_id).join("state.json");
+    let state_file = store.journal_path(job_id);
     let before = std::fs::read(&state_file).unwrap();
     for state in [
         JobState::Running,
@@ -155,4 +155,62 @@ fn gc_leaves_live_jobs_alone() {
     std::fs::write(env.path().join("go"), "").unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(parse_json(&output)["state"], "SUCCEEDED");
+}
+
+/// An older version's root: jobs with `state.json` and `steps.json` (JSON arrays), no
+/// journal, no index. Made here by rewriting a job's journal into the arrays it stands for.
+#[test]
+fn a_root_of_an_older_version_is_read_listed_verified_and_added_to() {
+    use maestro_core::state::array_bytes;
+    use maestro_core::state::file::{INDEX, JOURNAL};
+
+    let env = Env::new();
+    let file = env.write(
+        "j.yaml",
+        &job_yaml("j", "  - name: a\n    run: echo one\n  - name: b\n    run: 'false'\n"),
+    );
+    let (_, json) = env.submit(&file, &[]);
+    let old = json["job_id"].as_str().unwrap().to_owned();
+    let shown = env.status(&old);
+    let listed = parse_json(&env.run(&["status", "--output", "json"]));
+    let job = env.state.join("jobs").join(&old);
+    let journal = std::fs::read_to_string(job.join(JOURNAL)).unwrap();
+    let entries = |kind: &str| -> Vec<Vec<u8>> {
+        journal
+            .lines()
+            .filter(|line| line.starts_with(&format!("{kind} ")))
+            .map(|line| line.splitn(4, ' ').nth(3).unwrap().as_bytes().to_vec())
+            .collect()
+    };
+    for (name, kind) in [("state.json", "transition"), ("steps.json", "step")] {
+        let entries = entries(kind);
+        let slices: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        std::fs::write(job.join(name), array_bytes(&slices)).unwrap();
+    }
+    std::fs::remove_file(job.join(JOURNAL)).unwrap();
+    std::fs::remove_file(env.state.join(INDEX)).unwrap();
+
+    // Read exactly as before, and the audit log's digests still hold.
+    assert_eq!(env.status(&old), shown);
+    assert_eq!(
+        parse_json(&env.run(&["status", "--output", "json"])),
+        listed
+    );
+    let verify = env.run(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    // New jobs get a journal beside it, and both are listed, newest first.
+    let (_, json) = env.submit(&file, &[]);
+    let new = json["job_id"].as_str().unwrap().to_owned();
+    assert!(env.state.join("jobs").join(&new).join(JOURNAL).exists());
+    assert!(!job.join(JOURNAL).exists());
+    let listed = parse_json(&env.run(&["status", "--output", "json"]));
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [new.as_str(), old.as_str()]);
+    let verify = env.run(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
 }

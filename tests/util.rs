@@ -89,6 +89,17 @@ impl Env {
         parse_json(&output)
     }
 
+    /// A job's record as the file store reads it (its journal, or an older version's
+    /// `state.json` and `steps.json`), as JSON: `meta`, `transitions`, `steps`.
+    pub fn stored(&self, job_id: &str) -> serde_json::Value {
+        use maestro_core::state::StateStore;
+        let job_id = maestro_core::JobId::try_parse(job_id).expect("a job id");
+        let record = maestro_core::state::FileStore::new(&self.state)
+            .load(job_id)
+            .expect("the job's record");
+        serde_json::to_value(record).expect("a record as JSON")
+    }
+
     /// The job ids of this state root, newest first.
     pub fn job_ids(&self) -> Vec<String> {
         let jobs = self.state.join("jobs");

@@ -677,8 +677,8 @@ fn history_mismatch(
         |line| format!("audit line {line}"),
     );
     for (name, bytes, digest) in [
-        ("state.json", state, &digests.state),
-        ("steps.json", steps, &digests.steps),
+        ("its transitions", state, &digests.state),
+        ("its step results", steps, &digests.steps),
     ] {
         if sha256_hex(bytes) == digest.sha256 {
             continue;
@@ -687,13 +687,13 @@ fn history_mismatch(
             Some(_) if live => continue,
             Some(extra) => {
                 return Some(format!(
-                    "job {job_id}: {name} has {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
+                    "job {job_id}: {name} have {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
                     if extra == 1 { "y" } else { "ies" }
                 ));
             }
             None => {
                 return Some(format!(
-                    "job {job_id}: {name} no longer matches its last recorded digest ({at}): the history was edited"
+                    "job {job_id}: {name} no longer match their last recorded digest ({at}): the history was edited"
                 ));
             }
         }

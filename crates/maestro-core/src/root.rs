@@ -63,6 +63,8 @@ pub enum Access {
     WriteOrCreate,
     /// Open for reading and appending, creating it if missing (the audit log).
     AppendOrCreate,
+    /// Open an existing file for reading and appending (a job's journal).
+    Append,
 }
 
 /// A state root: a path and, once opened, a descriptor everything beneath it is resolved from.
@@ -209,6 +211,7 @@ impl Dir {
             Access::CreateNew => OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
             Access::WriteOrCreate => OFlags::WRONLY | OFlags::CREATE,
             Access::AppendOrCreate => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
+            Access::Append => OFlags::RDWR | OFlags::APPEND,
         };
         // Non-blocking, so that a FIFO planted in place of a file cannot hang the open; it is
         // refused just below (the flag changes nothing for a regular file).

@@ -29,7 +29,7 @@ use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
 use crate::state::{
-    FileDigest, HistoryDigests, JobLease, JobMeta, JobRecord, JobState, StateError, StateStore,
+    FileDigest, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobRecord, JobState, StateError, StateStore,
     StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
 };
 use crate::time::now_rfc3339;
@@ -346,7 +346,7 @@ impl Runner {
                 source: request.source.clone(),
                 driver: crate::control::Driver::current(),
             };
-            let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            let (lease, submitted) = self.store_job(&meta, &request.spec_bytes)?;
             if let Some(observer) = &observer {
                 observer.job_stored(job_id, &meta.trace_id);
             }
@@ -359,10 +359,49 @@ impl Runner {
                 caller_env: request.caller_env,
                 masker: Arc::new(Masker::default()),
             };
-            job.run(admitted).await
+            job.run(admitted, submitted).await
         }
         .instrument(span)
         .await
+    }
+}
+
+impl Runner {
+    /// Store a job with its `SUBMITTED` transition, made durable together (one group commit);
+    /// the transition's audit record, for [`JobRun::decide`] to append with the verdicts.
+    fn store_job(
+        &self,
+        meta: &JobMeta,
+        spec_bytes: &[u8],
+    ) -> Result<(JobLease, AuditRecord), RunError> {
+        let detail = json!({ "source": meta.source, "spec_file": meta.spec_file });
+        let transition = Transition {
+            state: JobState::Submitted,
+            at: now_rfc3339(),
+            trace_id: meta.trace_id.clone(),
+            detail: detail.clone(),
+        };
+        let (lease, digests) = self.store.create_job_with_history(
+            meta,
+            spec_bytes,
+            &[HistoryEntry::Transition(&transition)],
+        )?;
+        // The files written once, when the job was stored: their digests go on record too.
+        let files = self.store.file_digests(meta.job_id)?;
+        let record = AuditRecord::new(
+            Some(meta.job_id),
+            &meta.trace_id,
+            meta.owner.as_deref(),
+            "job.transition",
+            json!({
+                "state": JobState::Submitted,
+                "detail": detail,
+                "history": digests.last(),
+                "files": files,
+            }),
+        );
+        tracing::info!(state = %JobState::Submitted, "job state changed");
+        Ok((lease, record))
     }
 }
 
@@ -502,7 +541,7 @@ impl Runner {
                 // the whole server. Server jobs are cancelled through its API.
                 driver: None,
             };
-            let lease = self.store.create_job(&meta, &request.spec_bytes)?;
+            let (lease, submitted) = self.store_job(&meta, &request.spec_bytes)?;
             let job = JobRun {
                 runner: self,
                 meta,
@@ -512,7 +551,7 @@ impl Runner {
                 caller_env: CallerEnv::default(),
                 masker: Arc::new(Masker::default()),
             };
-            let policies = job.decide(&admitted.spec, &admitted.plan)?;
+            let policies = job.decide(submitted, &admitted.spec, &admitted.plan)?;
             let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
             let denials: Vec<&crate::policy::Verdict> = policies.denials().collect();
             let awaiting = !denials.is_empty()
@@ -729,6 +768,65 @@ impl JobRun<'_> {
         Ok(())
     }
 
+    /// Store the step results in `steps` and, with `last`, the job's final transition: one
+    /// durable write to the store and one audit append for them all. Then the steps that ran
+    /// are shown as finished: nothing is seen before it is on record.
+    fn store_steps(
+        &self,
+        steps: &mut Vec<StepRecord>,
+        last: Option<(JobState, serde_json::Value)>,
+    ) -> Result<(), RunError> {
+        let transition = last.as_ref().map(|(state, detail)| Transition {
+            state: *state,
+            at: now_rfc3339(),
+            trace_id: self.meta.trace_id.clone(),
+            detail: detail.clone(),
+        });
+        let mut entries: Vec<HistoryEntry<'_>> = steps.iter().map(HistoryEntry::Step).collect();
+        entries.extend(transition.as_ref().map(HistoryEntry::Transition));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let digests = self
+            .runner
+            .store
+            .append_history(self.meta.job_id, &entries)?;
+        let mut records = Vec::new();
+        for (record, history) in steps.iter().zip(&digests) {
+            // A skipped step has no audit record of its own: the next record carries the
+            // digests of the history with its entry in it.
+            if record.status == StepStatus::Skipped {
+                continue;
+            }
+            let mut details = serde_json::to_value(record).unwrap_or_default();
+            if let Some(details) = details.as_object_mut() {
+                details.insert("history".to_owned(), json!(history));
+            }
+            records.push(self.audit_record("step.finished", details));
+            if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
+                records.push(self.audit_record(
+                    "step.teardown_failed",
+                    json!({ "step": record.name, "span_id": record.span_id, "teardown": teardown }),
+                ));
+            }
+        }
+        if let (Some((state, detail)), Some(history)) = (last, digests.last()) {
+            records.push(self.audit_record(
+                "job.transition",
+                json!({ "state": state, "detail": detail, "history": history }),
+            ));
+            tracing::info!(state = %state, "job state changed");
+        }
+        self.runner.audit.append_all(&records)?;
+        if let Some(observer) = &self.observer {
+            for record in steps.iter().filter(|r| r.status != StepStatus::Skipped) {
+                observer.step_finished(record);
+            }
+        }
+        steps.clear();
+        Ok(())
+    }
+
     fn audit_record(&self, event: &str, details: serde_json::Value) -> AuditRecord {
         AuditRecord::new(
             Some(self.meta.job_id),
@@ -765,14 +863,14 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(self, admitted: Admitted) -> Result<JobReport, RunError> {
+    async fn run(self, admitted: Admitted, submitted: AuditRecord) -> Result<JobReport, RunError> {
         let Admitted {
             spec,
             steps,
             executors,
             plan,
         } = admitted;
-        let policies = self.decide(&spec, &plan)?;
+        let policies = self.decide(submitted, &spec, &plan)?;
         let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         if !policies.allowed() {
             self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
@@ -783,24 +881,23 @@ impl JobRun<'_> {
             .await
     }
 
-    /// Record `SUBMITTED`, evaluate every policy and audit each verdict.
-    fn decide(&self, spec: &JobSpec, plan: &[PlannedStep]) -> Result<PolicyReport, RunError> {
-        self.record(
-            JobState::Submitted,
-            json!({ "source": self.meta.source, "spec_file": self.meta.spec_file }),
-        )?;
+    /// Evaluate every policy and audit each verdict, after `submitted` (the audit record of
+    /// the `SUBMITTED` transition stored with the job): one audit append for them all.
+    fn decide(
+        &self,
+        submitted: AuditRecord,
+        spec: &JobSpec,
+        plan: &[PlannedStep],
+    ) -> Result<PolicyReport, RunError> {
         let policies = evaluate_policies(spec, plan, &self.runner.config.policy);
-        let decisions: Vec<AuditRecord> = policies
-            .verdicts
-            .iter()
-            .map(|verdict| {
-                self.audit_record(
-                    "policy.decision",
-                    serde_json::to_value(verdict).unwrap_or_default(),
-                )
-            })
-            .collect();
-        self.runner.audit.append_all(&decisions)?;
+        let mut records = vec![submitted];
+        records.extend(policies.verdicts.iter().map(|verdict| {
+            self.audit_record(
+                "policy.decision",
+                serde_json::to_value(verdict).unwrap_or_default(),
+            )
+        }));
+        self.runner.audit.append_all(&records)?;
         Ok(policies)
     }
 
@@ -936,17 +1033,21 @@ impl JobRun<'_> {
         let mut records = Vec::with_capacity(steps.len());
         let mut failure: Option<(FailureKind, String)> = None;
         let mut cancelled = false;
+        // Step results not stored yet: each is stored before anything else is seen to happen
+        // (the next step starting, the step's line on the terminal), the last ones together
+        // with the job's final state (one group commit).
+        let mut unstored: Vec<StepRecord> = Vec::new();
         for (step, executor) in steps.iter().zip(executors) {
             if failure.is_some() || cancelled || self.cancel.is_cancelled() {
                 cancelled |= self.cancel.is_cancelled();
                 let record = StepRecord::skipped(&step.name, &step.runtime);
-                // No audit record of its own: the job's final transition, next, records the
-                // digests of the history with this entry in it.
-                self.runner.store.append_step(self.meta.job_id, &record)?;
+                unstored.push(record.clone());
                 records.push(record);
                 continue;
             }
+            self.store_steps(&mut unstored, None)?;
             let record = self.run_step(step, executor.as_ref()).await?;
+            unstored.push(record.clone());
             match record.status {
                 StepStatus::Succeeded => {}
                 StepStatus::Cancelled => cancelled = true,
@@ -981,7 +1082,7 @@ impl JobRun<'_> {
         } else {
             (JobState::Succeeded, json!({}))
         };
-        self.record(state, detail)?;
+        self.store_steps(&mut unstored, Some((state, detail)))?;
         let failure = if cancelled { None } else { failure };
         Ok(self.report(state, policies, records, failure))
     }
@@ -1065,27 +1166,15 @@ impl JobRun<'_> {
                 describe(&record)
             );
             output.finish(&footer).map_err(log_error)?;
-            let history = self.runner.store.append_step(self.meta.job_id, &record)?;
-            let mut details = serde_json::to_value(&record).unwrap_or_default();
-            if let Some(details) = details.as_object_mut() {
-                details.insert("history".to_owned(), json!(history));
-            }
-            self.audit("step.finished", details)?;
             if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
                 tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
-                self.audit(
-                    "step.teardown_failed",
-                    json!({ "step": step.name, "span_id": step.span_id, "teardown": teardown }),
-                )?;
             }
             tracing::info!(
                 status = status_name(record.status),
                 duration_ms,
                 "step finished"
             );
-            if let Some(observer) = &self.observer {
-                observer.step_finished(&record);
-            }
+            // Stored (and shown) by `store_steps`, with whatever else is due at the same time.
             Ok(record)
         }
         .instrument(span)
@@ -1362,15 +1451,20 @@ fn settle(store: &dyn StateStore, audit: &AuditLog, record: &JobRecord) -> Resul
             "last_state": record.state(),
         }),
     ));
-    let mut records = Vec::new();
-    for (state, detail) in steps {
-        let transition = Transition {
-            state,
+    let transitions: Vec<Transition> = steps
+        .iter()
+        .map(|(state, detail)| Transition {
+            state: *state,
             at: now_rfc3339(),
             trace_id: record.meta.trace_id.clone(),
             detail: detail.clone(),
-        };
-        let history = store.append_transition(job_id, &transition)?;
+        })
+        .collect();
+    let entries: Vec<HistoryEntry<'_>> =
+        transitions.iter().map(HistoryEntry::Transition).collect();
+    let digests = store.append_history(job_id, &entries)?;
+    let mut records = Vec::new();
+    for ((state, detail), history) in steps.into_iter().zip(digests) {
         let mut details = json!({ "state": state, "detail": detail, "history": history });
         if state == JobState::Submitted {
             details["files"] = json!(store.file_digests(job_id)?);
@@ -1937,11 +2031,13 @@ mod tests {
             .path()
             .join("jobs")
             .join(report.job_id.to_string())
-            .join("steps.json");
+            .join(crate::state::file::JOURNAL);
         let edited = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("succeeded", "failed");
-        std::fs::write(&path, edited).unwrap();
+            .replace("\"succeeded\"", "\"failed\"");
+        // Edited the way someone who knows the format would: each record's frame made to
+        // match its new payload.
+        std::fs::write(&path, crate::state::journal::reseal(edited.as_bytes())).unwrap();
         let audit = AuditLog::new(dir.path());
         let gc = collect_garbage(Arc::clone(&store), &audit, &[])
             .await
@@ -1953,7 +2049,7 @@ mod tests {
         assert!(
             verification.jobs[0]
                 .message
-                .contains("steps.json no longer matches")
+                .contains("its step results no longer match")
         );
     }
 }

@@ -1,36 +1,57 @@
-//! The file store: each job a directory under the state root (`var/maestro`).
+//! The file store: each job a directory under the state root (`var/maestro`), its history an
+//! append-only journal.
 //!
 //! Layout of a state root:
 //!
 //! ```text
 //! audit.log                 JSON lines, see crate::audit
+//! jobs.index                every job's id in creation order, fixed-size lines (see below)
+//! jobs.pruned               the ids of jobs `mc prune` removed, the same way
 //! jobs/<job_id>/job.json    what was submitted, by whom, when (written once)
-//! jobs/<job_id>/spec.<ext>  the spec, byte for byte as submitted
-//! jobs/<job_id>/state.json  append-only JSON array of transitions
-//! jobs/<job_id>/steps.json  append-only JSON array of step results
+//! jobs/<job_id>/spec.<ext>  the spec, byte for byte as submitted (written once)
+//! jobs/<job_id>/history.journal  the history: transitions and step results, append-only records
 //! jobs/<job_id>/logs/       one log per step
 //! jobs/<job_id>/lease       flock-ed by the `mc` that drives the job, for as long as it lives
-//! jobs/<job_id>/state.lock  flock-ed around each read-check-write of state.json/steps.json
 //! jobs/.new-<id>/           a job being stored, flock-ed by its `mc` until renamed into place
 //! ```
 //!
 //! Everything is opened beneath the root without following links, files `0600` and
 //! directories `0700` (see [`crate::root`]).
 //!
-//! Every file is replaced atomically (temporary file, fsync, rename, fsync of the directory), so
-//! a crash leaves the old or the new content, never a torn one. Appending to a JSON array copies
-//! the existing bytes unchanged and adds the new entry: existing entries are never rewritten.
+//! **The journal** ([`super::journal`]) is written in place: each append (one or several
+//! records due at once: a step's result with the job's final state) is one `write` of complete
+//! records under an exclusive `flock` on the journal, after the transition was checked against
+//! the journal as it is, then one `fdatasync`. Earlier bytes are never rewritten; a torn tail a
+//! crash left (never acknowledged) is ignored by readers and cut off by the next append.
+//! Readers take no lock. A job is stored in a hidden staging directory, its files (the journal
+//! with its first transition included) fsynced there, and renamed into place, so no reader
+//! sees a job without its spec and metadata.
+//!
+//! **Old roots** keep `state.json` and `steps.json` (append-only JSON arrays, each append an
+//! atomic rewrite) instead of a journal: such jobs are read and appended to as before, and
+//! their history digests are the same, since a journal's digests are those of the arrays its
+//! records would make.
+//!
+//! **The index** `jobs.index` holds a header line then one 37-byte line per job
+//! (`<hyphenated id>\n`), appended (and fdatasynced) under an exclusive `flock` on `jobs/`
+//! before the job is renamed into place: a listing reads it from the end, so a page costs the
+//! same at 1 and 100,000 jobs. A line whose job is missing (a submission that died, a pruned
+//! job) is skipped. A root without an index (an older version's) gets one built from `jobs/`
+//! on first listing.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::{self, Kind};
 use super::{
-    HistoryBytes, HistoryDigests, JobLease, JobMeta, JobPage, JobRecord, LogReader, LogSink,
-    PageQuery, StateError, StateStore, StepRecord, Transition, sha256_hex,
+    FileDigest, HistoryBytes, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobPage,
+    JobRecord, JobState, LogReader, LogSink, PageQuery, StateError, StateStore, StepRecord,
+    Transition, array_bytes, sha256_hex,
 };
 use crate::JobId;
 use crate::audit::AuditLog;
@@ -40,6 +61,20 @@ use crate::root::{Access, Dir, StateRoot};
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: StateRoot,
+}
+
+/// The journal's name in a job's directory.
+pub const JOURNAL: &str = "history.journal";
+/// The index of job ids in the state root.
+pub const INDEX: &str = "jobs.index";
+/// The ids of pruned jobs in the state root.
+pub const PRUNED: &str = "jobs.pruned";
+/// The length of one line of the index: a hyphenated id and a newline.
+const INDEX_LINE: usize = 37;
+
+/// The index's first line (as long as an id's).
+fn index_header() -> Vec<u8> {
+    format!("{:-<36}\n", "#maestro-jobs-index-v1-").into_bytes()
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
@@ -56,6 +91,54 @@ fn corrupt(path: &Path, message: impl ToString) -> StateError {
         what: path.display().to_string(),
         message: message.to_string(),
     }
+}
+
+/// A job's history as read from its journal: the entries' exact bytes, in order.
+#[derive(Default)]
+struct Entries<'a> {
+    transitions: Vec<&'a [u8]>,
+    steps: Vec<&'a [u8]>,
+}
+
+impl<'a> Entries<'a> {
+    fn of(records: &[journal::Record<'a>]) -> Self {
+        let mut entries = Self::default();
+        for record in records {
+            entries.push(record.kind, record.payload);
+        }
+        entries
+    }
+
+    fn push(&mut self, kind: Kind, payload: &'a [u8]) {
+        match kind {
+            Kind::Transition => self.transitions.push(payload),
+            Kind::Step => self.steps.push(payload),
+        }
+    }
+
+    fn digests(&self) -> HistoryDigests {
+        let digest = |entries: &[&[u8]]| FileDigest {
+            entries: entries.len(),
+            sha256: sha256_hex(&array_bytes(entries)),
+        };
+        HistoryDigests {
+            state: digest(&self.transitions),
+            steps: digest(&self.steps),
+        }
+    }
+
+    fn bytes(&self) -> HistoryBytes {
+        HistoryBytes {
+            state: array_bytes(&self.transitions),
+            steps: array_bytes(&self.steps),
+        }
+    }
+}
+
+/// The state a transition's JSON records.
+#[derive(Deserialize)]
+struct StateOnly {
+    state: JobState,
 }
 
 impl FileStore {
@@ -79,6 +162,11 @@ impl FileStore {
     /// A job's directory. Only ever built from a parsed [`JobId`], never from user text.
     pub fn job_dir(&self, job_id: JobId) -> PathBuf {
         self.jobs_dir().join(job_id.hyphenated().to_string())
+    }
+
+    /// A job's journal.
+    pub fn journal_path(&self, job_id: JobId) -> PathBuf {
+        self.job_dir(job_id).join(JOURNAL)
     }
 
     fn job_rel(job_id: JobId) -> PathBuf {
@@ -124,8 +212,116 @@ impl FileStore {
         }
     }
 
+    /// The journal's bytes; `None` for a job of an older version (`state.json`, `steps.json`).
+    fn read_journal(&self, job_id: JobId, dir: &Dir) -> Result<Option<Vec<u8>>, StateError> {
+        match dir.read(JOURNAL) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                match dir.open("state.json", Access::Read) {
+                    Ok(_) => Ok(None),
+                    Err(source) => Err(self.missing_or(job_id, dir, "read", JOURNAL, source)),
+                }
+            }
+            Err(error) => Err(io_error("read", &dir.join(JOURNAL))(error)),
+        }
+    }
+
+    fn parse_journal<'a>(dir: &Dir, bytes: &'a [u8]) -> Result<journal::Parsed<'a>, StateError> {
+        journal::parse(bytes).map_err(|error| corrupt(&dir.join(JOURNAL), error))
+    }
+
+    /// Check `entries` against the journal as it is and append them with one write and one
+    /// fdatasync, under the journal's lock; the digests after each.
+    fn append_to_journal(
+        &self,
+        dir: &Dir,
+        job_id: JobId,
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<Vec<HistoryDigests>, StateError> {
+        let path = dir.join(JOURNAL);
+        let mut file = dir
+            .open(JOURNAL, Access::Append)
+            .map_err(io_error("open", &path))?;
+        file.lock().map_err(io_error("lock", &path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_error("read", &path))?;
+        let parsed = Self::parse_journal(dir, &bytes)?;
+        let current = Entries::of(&parsed.records);
+        let state = match current.transitions.last() {
+            Some(last) => Some(
+                serde_json::from_slice::<StateOnly>(last)
+                    .map_err(|error| corrupt(&path, error))?
+                    .state,
+            ),
+            None => None,
+        };
+        let (frames, payloads) = Self::frames(&path, job_id, state, entries)?;
+        if parsed.valid_len < bytes.len() {
+            // A torn tail a crash left, never acknowledged: cut it, or the next record would
+            // be glued to it.
+            tracing::warn!(path = %path.display(), "cutting the torn tail of a journal");
+            file.set_len(parsed.valid_len as u64)
+                .map_err(io_error("truncate", &path))?;
+        }
+        file.write_all(&frames).map_err(io_error("write", &path))?;
+        file.sync_data().map_err(io_error("sync", &path))?;
+        Ok(Self::digests_after(current, &payloads))
+    }
+
+    /// The digests of the history after each of `payloads` is added to `current`.
+    fn digests_after<'a>(
+        mut current: Entries<'a>,
+        payloads: &'a [(Kind, Vec<u8>)],
+    ) -> Vec<HistoryDigests> {
+        let mut digests = Vec::with_capacity(payloads.len());
+        for (kind, payload) in payloads {
+            current.push(*kind, payload);
+            digests.push(current.digests());
+        }
+        digests
+    }
+
+    /// The records of `entries`, each transition checked from `state` (the last recorded
+    /// one): the bytes to append, and each entry's kind and payload.
+    #[expect(clippy::type_complexity, reason = "a private helper's pair of results")]
+    fn frames(
+        path: &Path,
+        job_id: JobId,
+        mut state: Option<JobState>,
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<(Vec<u8>, Vec<(Kind, Vec<u8>)>), StateError> {
+        let mut payloads = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (kind, payload) = match entry {
+                HistoryEntry::Transition(transition) => {
+                    let legal = match state {
+                        None => transition.state.can_start(),
+                        Some(from) => from.can_transition_to(transition.state),
+                    };
+                    if !legal {
+                        return Err(StateError::IllegalTransition {
+                            job_id,
+                            from: state.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                            to: transition.state,
+                        });
+                    }
+                    state = Some(transition.state);
+                    (Kind::Transition, serde_json::to_vec(transition))
+                }
+                HistoryEntry::Step(step) => (Kind::Step, serde_json::to_vec(step)),
+            };
+            payloads.push((kind, payload.map_err(|error| corrupt(path, error))?));
+        }
+        let mut frames = Vec::new();
+        for (kind, payload) in &payloads {
+            journal::encode(*kind, payload, &mut frames);
+        }
+        Ok((frames, payloads))
+    }
+
     /// Append `entry` to the JSON array `name` whose bytes are `existing`, keeping every
-    /// existing byte; the file's new bytes.
+    /// existing byte; the file's new bytes. (Jobs of older versions.)
     fn append_to_array<T: Serialize>(
         &self,
         dir: &Dir,
@@ -181,6 +377,47 @@ impl FileStore {
         .map_err(|message| corrupt(dir.path(), message))
     }
 
+    /// A transition appended to an older version's `state.json`.
+    fn append_legacy_transition(
+        &self,
+        job_id: JobId,
+        dir: &Dir,
+        transition: &Transition,
+    ) -> Result<HistoryDigests, StateError> {
+        let _lock = self.lock_state(dir)?;
+        let (bytes, history) = self.read_array::<Transition>(job_id, dir, "state.json")?;
+        let legal = match history.last() {
+            None => transition.state.can_start(),
+            Some(last) => last.state.can_transition_to(transition.state),
+        };
+        if !legal {
+            return Err(StateError::IllegalTransition {
+                job_id,
+                from: history
+                    .last()
+                    .map_or_else(|| "none".to_owned(), |t| t.state.to_string()),
+                to: transition.state,
+            });
+        }
+        let state = self.append_to_array(dir, "state.json", &bytes, transition)?;
+        let steps = self.read_bytes(job_id, dir, "steps.json")?;
+        Self::digests(dir, &state, &steps)
+    }
+
+    /// A step result appended to an older version's `steps.json`.
+    fn append_legacy_step(
+        &self,
+        job_id: JobId,
+        dir: &Dir,
+        step: &StepRecord,
+    ) -> Result<HistoryDigests, StateError> {
+        let _lock = self.lock_state(dir)?;
+        let (bytes, _) = self.read_array::<serde_json::Value>(job_id, dir, "steps.json")?;
+        let steps = self.append_to_array(dir, "steps.json", &bytes, step)?;
+        let state = self.read_bytes(job_id, dir, "state.json")?;
+        Self::digests(dir, &state, &steps)
+    }
+
     /// The path of a step's log. Step names are validated (`[A-Za-z0-9._-]`, never `.` or
     /// `..`), so it stays inside the job's directory.
     pub fn step_log_path(&self, job_id: JobId, step: &str) -> PathBuf {
@@ -193,6 +430,228 @@ impl FileStore {
         let dir = self.open_job(job_id)?;
         dir.open("lease", Access::Read)
             .map_err(|source| self.missing_or(job_id, &dir, "open", "lease", source))
+    }
+
+    fn jobs(&self) -> Result<Option<Dir>, StateError> {
+        self.root
+            .open_dir(Path::new("jobs"))
+            .map_err(io_error("open", &self.jobs_dir()))
+    }
+
+    /// Append `job_id` to the index (durably), under the lock on `jobs/`; an index that is
+    /// missing or not as this version writes it is built first.
+    fn index_job(&self, jobs: &Dir, job_id: JobId) -> Result<(), StateError> {
+        let path = self.root().join(INDEX);
+        jobs.lock().map_err(io_error("lock", &self.jobs_dir()))?;
+        let root = self
+            .root
+            .create_dir_all(Path::new(""))
+            .map_err(io_error("open", self.root()))?;
+        let mut file = self.index_file(&root, jobs)?;
+        let length = file.metadata().map_err(io_error("read", &path))?.len();
+        let whole = length - length % INDEX_LINE as u64;
+        if whole != length {
+            // A line torn by a crash: cut, so that every line stays where it belongs.
+            file.set_len(whole).map_err(io_error("truncate", &path))?;
+        }
+        file.write_all(format!("{}\n", job_id.hyphenated()).as_bytes())
+            .map_err(io_error("write", &path))?;
+        file.sync_data().map_err(io_error("sync", &path))
+    }
+
+    /// The index opened for appending, built from `jobs/` (whose lock the caller holds) if it
+    /// is missing or not as this version writes it.
+    fn index_file(&self, root: &Dir, jobs: &Dir) -> Result<File, StateError> {
+        let path = self.root().join(INDEX);
+        let mut file = root
+            .open(INDEX, Access::AppendOrCreate)
+            .map_err(io_error("open", &path))?;
+        let mut header = vec![0; INDEX_LINE];
+        let current = file.read_exact_at(&mut header, 0).is_ok() && header == index_header();
+        if current {
+            return Ok(file);
+        }
+        let mut ids: Vec<JobId> = jobs
+            .entries()
+            .map_err(io_error("read", &self.jobs_dir()))?
+            .into_iter()
+            .filter_map(|(name, _)| JobId::try_parse(&name.to_string_lossy()).ok())
+            .collect();
+        ids.sort_unstable();
+        let mut content = index_header();
+        for id in &ids {
+            content.extend_from_slice(format!("{}\n", id.hyphenated()).as_bytes());
+        }
+        root.write_atomic(INDEX, &content)
+            .map_err(io_error("write", &path))?;
+        tracing::info!(path = %path.display(), jobs = ids.len(), "built the index of jobs");
+        file = root
+            .open(INDEX, Access::AppendOrCreate)
+            .map_err(io_error("open", &path))?;
+        Ok(file)
+    }
+
+    /// The index for reading, built first if needed; `None` when there are no jobs.
+    fn read_index(&self) -> Result<Option<Index>, StateError> {
+        let Some(jobs) = self.jobs()? else {
+            return Ok(None);
+        };
+        let path = self.root().join(INDEX);
+        let root = self
+            .root
+            .open_dir(Path::new(""))
+            .map_err(io_error("open", self.root()))?
+            .ok_or_else(|| io_error("open", self.root())(io::ErrorKind::NotFound.into()))?;
+        let file = match root.open(INDEX, Access::Read) {
+            Ok(file) => Some(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(io_error("open", &path)(error)),
+        };
+        let valid = |file: &File| {
+            let mut header = vec![0; INDEX_LINE];
+            file.read_exact_at(&mut header, 0).is_ok() && header == index_header()
+        };
+        let file = match file {
+            Some(file) if valid(&file) => file,
+            _ => {
+                jobs.lock().map_err(io_error("lock", &self.jobs_dir()))?;
+                drop(self.index_file(&root, &jobs)?);
+                root.open(INDEX, Access::Read)
+                    .map_err(io_error("open", &path))?
+            }
+        };
+        let length = file.metadata().map_err(io_error("read", &path))?.len();
+        let lines = usize::try_from(length).unwrap_or(usize::MAX) / INDEX_LINE;
+        Ok(Some(Index {
+            file,
+            path,
+            entries: lines.saturating_sub(1),
+        }))
+    }
+
+    /// How many pruned jobs are older than `cursor`.
+    fn pruned_older(&self, cursor: JobId) -> Result<usize, StateError> {
+        let path = self.root().join(PRUNED);
+        let root = match self.root.open_dir(Path::new("")) {
+            Ok(Some(root)) => root,
+            Ok(None) => return Ok(0),
+            Err(error) => return Err(io_error("open", self.root())(error)),
+        };
+        let bytes = match root.read(PRUNED) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(io_error("read", &path)(error)),
+        };
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| JobId::try_parse(&String::from_utf8_lossy(line)).ok())
+            .filter(|id| *id < cursor)
+            .count())
+    }
+
+    /// The listing by reading `jobs/` (when the index cannot be used).
+    fn list_page_by_scan(&self, query: &PageQuery) -> Result<JobPage, StateError> {
+        let ids = self.list()?;
+        let start = match query.before {
+            // Ids are newest first; the page starts after the cursor.
+            Some(cursor) => ids.partition_point(|id| *id >= cursor),
+            None => 0,
+        };
+        let mut page = JobPage::default();
+        for job_id in &ids[start..] {
+            if self.page_push(&mut page, query, *job_id) {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Add `job_id` to `page` if the filter lets it through; whether the page is complete
+    /// (this job, matching, was one too many: it is where the next page starts).
+    fn page_push(&self, page: &mut JobPage, query: &PageQuery, job_id: JobId) -> bool {
+        let record = match self.load(job_id) {
+            Ok(record) => record,
+            // Pruned, or a submission that died before its job was in place.
+            Err(StateError::NotFound { .. }) => return false,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "job skipped in the listing");
+                return false;
+            }
+        };
+        if !query.filter.matches(&record) {
+            return false;
+        }
+        if query.limit != 0 && page.jobs.len() == query.limit {
+            page.next_cursor = page.jobs.last().map(|last| last.meta.job_id);
+            return true;
+        }
+        page.jobs.push(record);
+        false
+    }
+}
+
+/// `jobs.index` opened for reading.
+struct Index {
+    file: File,
+    path: PathBuf,
+    /// Lines after the header.
+    entries: usize,
+}
+
+impl Index {
+    /// How many lines are read at once from the end.
+    const CHUNK: usize = 128;
+
+    /// The ids of lines `start..end` (after the header).
+    fn read(&self, start: usize, end: usize) -> Result<Vec<Option<JobId>>, StateError> {
+        let mut bytes = vec![0; (end - start) * INDEX_LINE];
+        self.file
+            .read_exact_at(&mut bytes, ((start + 1) * INDEX_LINE) as u64)
+            .map_err(io_error("read", &self.path))?;
+        Ok(bytes
+            .chunks(INDEX_LINE)
+            .map(|line| {
+                std::str::from_utf8(&line[..INDEX_LINE - 1])
+                    .ok()
+                    .and_then(|text| JobId::try_parse(text).ok())
+            })
+            .collect())
+    }
+
+    fn id_at(&self, position: usize) -> Result<Option<JobId>, StateError> {
+        Ok(self.read(position, position + 1)?.pop().flatten())
+    }
+
+    /// The line of `cursor`: found by bisection (ids are in creation order, which is their
+    /// order but for submissions that overlapped), then looked for around it, then anywhere.
+    fn position(&self, cursor: JobId) -> Result<Option<usize>, StateError> {
+        let (mut low, mut high) = (0, self.entries);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.id_at(middle)? {
+                Some(id) if id < cursor => low = middle + 1,
+                _ => high = middle,
+            }
+        }
+        const AROUND: usize = 256;
+        let start = low.saturating_sub(AROUND);
+        let end = (low + AROUND).min(self.entries);
+        if let Some(found) = self.read(start, end)?.iter().position(|id| *id == Some(cursor)) {
+            return Ok(Some(start + found));
+        }
+        let mut end = self.entries;
+        while end > 0 {
+            let start = end.saturating_sub(Self::CHUNK * 8);
+            if let Some(found) = self
+                .read(start, end)?
+                .iter()
+                .rposition(|id| *id == Some(cursor))
+            {
+                return Ok(Some(start + found));
+            }
+            end = start;
+        }
+        Ok(None)
     }
 }
 
@@ -210,6 +669,16 @@ impl StateStore for FileStore {
     }
 
     fn create_job(&self, meta: &JobMeta, spec_bytes: &[u8]) -> Result<JobLease, StateError> {
+        self.create_job_with_history(meta, spec_bytes, &[])
+            .map(|(lease, _)| lease)
+    }
+
+    fn create_job_with_history(
+        &self,
+        meta: &JobMeta,
+        spec_bytes: &[u8],
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<(JobLease, Vec<HistoryDigests>), StateError> {
         let jobs_path = self.jobs_dir();
         let jobs = self
             .root
@@ -243,27 +712,63 @@ impl StateStore for FileStore {
             staging
                 .create_dir("logs")
                 .map_err(io_error("create", &staging.join("logs")))?;
+            // The journal with the first entries, checked from an empty history.
+            let journal_path = staging.join(JOURNAL);
+            let (frames, payloads) = Self::frames(&journal_path, meta.job_id, None, entries)?;
+            let mut files = Vec::with_capacity(3);
             for (name, content) in [
                 (meta.spec_file.as_str(), spec_bytes.to_vec()),
                 (
                     "job.json",
                     serde_json::to_vec_pretty(meta).unwrap_or_default(),
                 ),
-                ("state.json", b"[]\n".to_vec()),
-                ("steps.json", b"[]\n".to_vec()),
+                (JOURNAL, frames),
             ] {
-                // The staging directory is invisible until renamed, so its files need no
-                // rename of their own: written, fsynced, then the directory is fsynced once.
-                staging
-                    .write_new(name, &content)
-                    .map_err(io_error("write", &staging.join(name)))?;
+                let path = staging.join(name);
+                let mut file = staging
+                    .open(name, Access::CreateNew)
+                    .map_err(io_error("create", &path))?;
+                file.write_all(&content).map_err(io_error("write", &path))?;
+                files.push((file, path));
             }
-            staging.sync().map_err(io_error("sync", &staging_path))?;
+            // Everything is made durable before the rename that makes the job visible: its
+            // files, the staging directory (their entries) and the job's line in the index
+            // (so no job is ever missing from it). The syncs are independent, so they run at
+            // once and the file system commits them together: about the cost of one or two,
+            // not five. The staging directory is invisible until renamed, so its files need
+            // no rename of their own.
+            std::thread::scope(|scope| {
+                let syncs: Vec<_> = files
+                    .iter()
+                    .map(|(file, path)| {
+                        scope.spawn(move || file.sync_all().map_err(io_error("sync", path)))
+                    })
+                    .collect();
+                let directory = scope.spawn(|| {
+                    staging
+                        .sync()
+                        .map_err(io_error("sync", &staging_path))
+                });
+                let indexed = self.index_job(&jobs, meta.job_id);
+                syncs
+                    .into_iter()
+                    .chain([directory])
+                    .map(|sync| {
+                        sync.join().unwrap_or_else(|_| {
+                            Err(io_error("sync", &staging_path)(io::Error::other(
+                                "a sync thread panicked",
+                            )))
+                        })
+                    })
+                    .chain([indexed])
+                    .collect::<Result<Vec<()>, StateError>>()
+            })?;
+            let digests = Self::digests_after(Entries::default(), &payloads);
             let target = meta.job_id.hyphenated().to_string();
             jobs.rename(&staging_name, &jobs, &target)
                 .map_err(io_error("rename", &jobs.join(&target)))?;
             jobs.sync().map_err(io_error("sync", &jobs_path))?;
-            Ok(JobLease::new(lease))
+            Ok((JobLease::new(lease), digests))
         })();
         if result.is_err() {
             let _ = jobs.remove_dir_all(&staging_name);
@@ -276,34 +781,44 @@ impl StateStore for FileStore {
         job_id: JobId,
         transition: &Transition,
     ) -> Result<HistoryDigests, StateError> {
-        let dir = self.open_job(job_id)?;
-        let _lock = self.lock_state(&dir)?;
-        let (bytes, history) = self.read_array::<Transition>(job_id, &dir, "state.json")?;
-        let legal = match history.last() {
-            None => transition.state.can_start(),
-            Some(last) => last.state.can_transition_to(transition.state),
-        };
-        if !legal {
-            return Err(StateError::IllegalTransition {
-                job_id,
-                from: history
-                    .last()
-                    .map_or_else(|| "none".to_owned(), |t| t.state.to_string()),
-                to: transition.state,
-            });
-        }
-        let state = self.append_to_array(&dir, "state.json", &bytes, transition)?;
-        let steps = self.read_bytes(job_id, &dir, "steps.json")?;
-        Self::digests(&dir, &state, &steps)
+        let mut digests = self.append_history(job_id, &[HistoryEntry::Transition(transition)])?;
+        digests
+            .pop()
+            .ok_or_else(|| corrupt(&self.journal_path(job_id), "nothing was appended"))
     }
 
     fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError> {
+        let mut digests = self.append_history(job_id, &[HistoryEntry::Step(step)])?;
+        digests
+            .pop()
+            .ok_or_else(|| corrupt(&self.journal_path(job_id), "nothing was appended"))
+    }
+
+    fn append_history(
+        &self,
+        job_id: JobId,
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<Vec<HistoryDigests>, StateError> {
         let dir = self.open_job(job_id)?;
-        let _lock = self.lock_state(&dir)?;
-        let (bytes, _) = self.read_array::<serde_json::Value>(job_id, &dir, "steps.json")?;
-        let steps = self.append_to_array(&dir, "steps.json", &bytes, step)?;
-        let state = self.read_bytes(job_id, &dir, "state.json")?;
-        Self::digests(&dir, &state, &steps)
+        match dir.open(JOURNAL, Access::Read) {
+            Ok(_) => self.append_to_journal(&dir, job_id, entries),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                if let Err(source) = dir.open("state.json", Access::Read) {
+                    return Err(self.missing_or(job_id, &dir, "open", JOURNAL, source));
+                }
+                // A job of an older version: one atomic rewrite per entry, as it was written.
+                entries
+                    .iter()
+                    .map(|entry| match entry {
+                        HistoryEntry::Transition(transition) => {
+                            self.append_legacy_transition(job_id, &dir, transition)
+                        }
+                        HistoryEntry::Step(step) => self.append_legacy_step(job_id, &dir, step),
+                    })
+                    .collect()
+            }
+            Err(error) => Err(io_error("open", &dir.join(JOURNAL))(error)),
+        }
     }
 
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
@@ -311,13 +826,38 @@ impl StateStore for FileStore {
         let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
         let meta = serde_json::from_slice(&meta_bytes)
             .map_err(|error| corrupt(&dir.join("job.json"), error))?;
-        let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
-        let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
-        Ok(JobRecord {
+        let Some(bytes) = self.read_journal(job_id, &dir)? else {
+            let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
+            let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
+            return Ok(JobRecord {
+                meta,
+                transitions,
+                steps,
+            });
+        };
+        let parsed = Self::parse_journal(&dir, &bytes)?;
+        let mut record = JobRecord {
             meta,
-            transitions,
-            steps,
-        })
+            transitions: Vec::new(),
+            steps: Vec::new(),
+        };
+        for (index, entry) in parsed.records.iter().enumerate() {
+            let what = |error: serde_json::Error| {
+                corrupt(
+                    &dir.join(JOURNAL),
+                    format!("record {}: {error}", index + 1),
+                )
+            };
+            match entry.kind {
+                Kind::Transition => record
+                    .transitions
+                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
+                Kind::Step => record
+                    .steps
+                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
+            }
+        }
+        Ok(record)
     }
 
     fn spec(&self, job_id: JobId) -> Result<Vec<u8>, StateError> {
@@ -335,13 +875,23 @@ impl StateStore for FileStore {
         self.read_bytes(job_id, &dir, &meta.spec_file)
     }
 
+    /// A journal's history is given as the JSON arrays its records make (each entry's exact
+    /// bytes), the form the digests are computed over for both layouts.
     fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError> {
         let dir = self.open_job(job_id)?;
-        let _lock = self.lock_state(&dir)?;
-        Ok(HistoryBytes {
-            state: self.read_bytes(job_id, &dir, "state.json")?,
-            steps: self.read_bytes(job_id, &dir, "steps.json")?,
-        })
+        match self.read_journal(job_id, &dir)? {
+            Some(bytes) => {
+                let parsed = Self::parse_journal(&dir, &bytes)?;
+                Ok(Entries::of(&parsed.records).bytes())
+            }
+            None => {
+                let _lock = self.lock_state(&dir)?;
+                Ok(HistoryBytes {
+                    state: self.read_bytes(job_id, &dir, "state.json")?,
+                    steps: self.read_bytes(job_id, &dir, "steps.json")?,
+                })
+            }
+        }
     }
 
     fn file_digests(&self, job_id: JobId) -> Result<BTreeMap<String, String>, StateError> {
@@ -358,25 +908,34 @@ impl StateStore for FileStore {
 
     /// The job's directory is first renamed out of `jobs/` (`jobs/.pruned-<id>`), so that it
     /// disappears from every listing at once, then removed; a removal cut short by a crash is
-    /// finished by the next one.
+    /// finished by the next one. Its id is added to `jobs.pruned`, for counts.
     fn remove_job(&self, job_id: JobId) -> Result<(), StateError> {
         let record = self.load(job_id)?;
         if !record.state().is_terminal() || self.is_live(job_id)? {
             return Err(StateError::StillRunning { job_id });
         }
         let jobs_path = self.jobs_dir();
-        let jobs = self
-            .root
-            .open_dir(Path::new("jobs"))
-            .map_err(io_error("open", &jobs_path))?
-            .ok_or_else(|| StateError::NotFound {
-                job_id,
-                store: self.describe(),
-            })?;
+        let jobs = self.jobs()?.ok_or_else(|| StateError::NotFound {
+            job_id,
+            store: self.describe(),
+        })?;
         let staged = format!(".pruned-{}", job_id.hyphenated());
         jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
             .map_err(io_error("rename", &jobs.join(&staged)))?;
         jobs.sync().map_err(io_error("sync", &jobs_path))?;
+        {
+            let path = self.root().join(PRUNED);
+            jobs.lock().map_err(io_error("lock", &jobs_path))?;
+            let root = self
+                .root
+                .create_dir_all(Path::new(""))
+                .map_err(io_error("open", self.root()))?;
+            let mut file = root
+                .open(PRUNED, Access::AppendOrCreate)
+                .map_err(io_error("open", &path))?;
+            file.write_all(format!("{}\n", job_id.hyphenated()).as_bytes())
+                .map_err(io_error("write", &path))?;
+        }
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
             let name = name.to_string_lossy();
             if name.starts_with(".pruned-") {
@@ -390,10 +949,8 @@ impl StateStore for FileStore {
 
     fn list(&self) -> Result<Vec<JobId>, StateError> {
         let jobs = self.jobs_dir();
-        let dir = match self.root.open_dir(Path::new("jobs")) {
-            Ok(Some(dir)) => dir,
-            Ok(None) => return Ok(Vec::new()),
-            Err(error) => return Err(io_error("read", &jobs)(error)),
+        let Some(dir) = self.jobs()? else {
+            return Ok(Vec::new());
         };
         let mut ids: Vec<JobId> = dir
             .entries()
@@ -406,37 +963,55 @@ impl StateStore for FileStore {
         Ok(ids)
     }
 
-    /// Costs one read of the `jobs/` directory's names (no job is opened for it) and one load
-    /// per job looked at from the cursor on: a page of unfiltered jobs reads `limit` records
-    /// whatever the store's size. A job that cannot be read is skipped with a warning.
+    /// Reads `jobs.index` from the end (the cursor found by bisection), and loads one job per
+    /// line from there: an unfiltered page costs `limit` loads whatever the store's size. A
+    /// filtered page loads every job it looks at until `limit` match, so its cost grows with
+    /// how rare matches are. A job that cannot be read is skipped with a warning; a store
+    /// whose index cannot be read or built is listed by reading `jobs/` instead.
     fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError> {
-        let ids = self.list()?;
-        let start = match query.before {
-            // Ids are newest first; the page starts after the cursor.
-            Some(cursor) => ids.partition_point(|id| *id >= cursor),
-            None => 0,
+        let index = match self.read_index() {
+            Ok(Some(index)) => index,
+            Ok(None) => return Ok(JobPage::default()),
+            Err(error) => {
+                tracing::warn!(%error, "listing by reading every job's name");
+                return self.list_page_by_scan(query);
+            }
+        };
+        let mut end = match query.before {
+            Some(cursor) => match index.position(cursor)? {
+                Some(position) => position,
+                // Not a job of this store: the jobs older than it, by id.
+                None => return self.list_page_by_scan(query),
+            },
+            None => index.entries,
         };
         let mut page = JobPage::default();
-        for job_id in &ids[start..] {
-            let record = match self.load(*job_id) {
-                Ok(record) => record,
-                // Pruned between the listing and the load.
-                Err(StateError::NotFound { .. }) => continue,
-                Err(error) => {
-                    tracing::warn!(%job_id, %error, "job skipped in the listing");
-                    continue;
+        while end > 0 {
+            let start = end.saturating_sub(Index::CHUNK);
+            for job_id in index.read(start, end)?.into_iter().rev().flatten() {
+                if self.page_push(&mut page, query, job_id) {
+                    return Ok(page);
                 }
-            };
-            if !query.filter.matches(&record) {
-                continue;
             }
-            if query.limit != 0 && page.jobs.len() == query.limit {
-                page.next_cursor = page.jobs.last().map(|last| last.meta.job_id);
-                break;
-            }
-            page.jobs.push(record);
+            end = start;
         }
         Ok(page)
+    }
+
+    /// The cursor's line in the index, less the pruned jobs older than it.
+    fn count_older(&self, cursor: JobId) -> Result<usize, StateError> {
+        let position = match self.read_index() {
+            Ok(Some(index)) => index.position(cursor)?,
+            Ok(None) => return Ok(0),
+            Err(error) => {
+                tracing::warn!(%error, "counting by reading every job's name");
+                None
+            }
+        };
+        match position {
+            Some(position) => Ok(position.saturating_sub(self.pruned_older(cursor)?)),
+            None => Ok(self.list()?.iter().filter(|id| **id < cursor).count()),
+        }
     }
 
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
@@ -644,13 +1219,13 @@ mod tests {
         store
             .append_transition(id, &transition(JobState::Submitted))
             .unwrap();
-        let first = fs::read(store.job_dir(id).join("state.json")).unwrap();
+        let first = fs::read(store.journal_path(id)).unwrap();
         store
             .append_transition(id, &transition(JobState::Running))
             .unwrap();
-        let second = fs::read(store.job_dir(id).join("state.json")).unwrap();
-        let prefix = &first[..first.len() - 3]; // without the closing "\n]\n"
-        assert!(second.starts_with(prefix), "earlier bytes must be kept");
+        let second = fs::read(store.journal_path(id)).unwrap();
+        assert!(second.starts_with(&first), "earlier bytes must be kept");
+        assert!(second.len() > first.len());
         let record = store.load(id).unwrap();
         assert_eq!(record.state(), JobState::Running);
         assert_eq!(record.transitions.len(), 2);
@@ -675,15 +1250,253 @@ mod tests {
         store
             .append_transition(id, &transition(JobState::Denied))
             .unwrap();
-        let before = fs::read(store.job_dir(id).join("state.json")).unwrap();
+        let before = fs::read(store.journal_path(id)).unwrap();
         let err = store
             .append_transition(id, &transition(JobState::Running))
             .unwrap_err();
         assert!(matches!(err, StateError::IllegalTransition { .. }));
+        assert_eq!(fs::read(store.journal_path(id)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_group_with_an_illegal_transition_writes_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let submitted = transition(JobState::Submitted);
+        let (_lease, digests) = store
+            .create_job_with_history(&meta(id), b"{}", &[HistoryEntry::Transition(&submitted)])
+            .unwrap();
+        assert_eq!(digests.len(), 1);
+        let before = fs::read(store.journal_path(id)).unwrap();
+        let step = StepRecord::skipped("a", "local");
+        let succeeded = transition(JobState::Succeeded);
+        let error = store
+            .append_history(
+                id,
+                &[
+                    HistoryEntry::Step(&step),
+                    HistoryEntry::Transition(&succeeded),
+                ],
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("SUBMITTED -> SUCCEEDED"), "{error}");
+        assert_eq!(fs::read(store.journal_path(id)).unwrap(), before);
+        // The same group after RUNNING: written at once, one digest per entry.
+        let running = transition(JobState::Running);
+        let digests = store
+            .append_history(
+                id,
+                &[
+                    HistoryEntry::Transition(&running),
+                    HistoryEntry::Step(&step),
+                    HistoryEntry::Transition(&succeeded),
+                ],
+            )
+            .unwrap();
+        let counts: Vec<(usize, usize)> = digests
+            .iter()
+            .map(|d| (d.state.entries, d.steps.entries))
+            .collect();
+        assert_eq!(counts, [(2, 0), (2, 1), (3, 1)]);
         assert_eq!(
-            fs::read(store.job_dir(id).join("state.json")).unwrap(),
-            before
+            digests.last().unwrap(),
+            &store.history(id).unwrap().digests().unwrap()
         );
+    }
+
+    #[test]
+    fn a_torn_tail_is_ignored_and_a_later_append_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        store
+            .append_transition(id, &transition(JobState::Submitted))
+            .unwrap();
+        let intact = fs::read(store.journal_path(id)).unwrap();
+        store
+            .append_transition(id, &transition(JobState::Running))
+            .unwrap();
+        let whole = fs::read(store.journal_path(id)).unwrap();
+        // A crash in the middle of the RUNNING record: cut it anywhere.
+        for cut in [intact.len() + 1, intact.len() + 30, whole.len() - 1] {
+            fs::write(store.journal_path(id), &whole[..cut]).unwrap();
+            let record = store.load(id).unwrap();
+            assert_eq!(record.state(), JobState::Submitted, "cut at {cut}");
+            assert_eq!(
+                store.history(id).unwrap().digests().unwrap().state.entries,
+                1
+            );
+        }
+        // The next append cuts the torn tail and is read back whole.
+        store
+            .append_transition(id, &transition(JobState::Cancelled))
+            .unwrap();
+        let record = store.load(id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Cancelled]);
+        assert!(
+            fs::read(store.journal_path(id))
+                .unwrap()
+                .starts_with(&intact)
+        );
+    }
+
+    #[test]
+    fn an_edited_or_garbage_record_is_corrupt_never_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        for state in [JobState::Submitted, JobState::Running, JobState::Failed] {
+            store.append_transition(id, &transition(state)).unwrap();
+        }
+        let whole = fs::read_to_string(store.journal_path(id)).unwrap();
+        let edited = whole.replace("\"FAILED\"", "\"PASSED\"");
+        assert_ne!(edited, whole);
+        let mut garbage = whole.clone().into_bytes();
+        garbage.extend_from_slice(b"\0\0\0\0\n");
+        for bytes in [edited.into_bytes(), garbage] {
+            fs::write(store.journal_path(id), &bytes).unwrap();
+            let error = store.load(id).unwrap_err();
+            assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+            assert!(matches!(
+                store.history(id),
+                Err(StateError::Corrupt { .. })
+            ));
+            let error = store
+                .append_transition(id, &transition(JobState::Succeeded))
+                .unwrap_err();
+            assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+            assert_eq!(fs::read(store.journal_path(id)).unwrap(), bytes);
+        }
+    }
+
+    /// A job as an older version stored it: `state.json` and `steps.json`, no journal.
+    fn old_layout_job(store: &FileStore, id: JobId, transitions: &[JobState]) {
+        let job = store.job_dir(id);
+        fs::create_dir_all(job.join("logs")).unwrap();
+        fs::write(job.join("job.json"), serde_json::to_vec_pretty(&meta(id)).unwrap()).unwrap();
+        fs::write(job.join("spec.yaml"), b"{}").unwrap();
+        fs::write(job.join("lease"), b"").unwrap();
+        let entries: Vec<Vec<u8>> = transitions
+            .iter()
+            .map(|state| serde_json::to_vec(&transition(*state)).unwrap())
+            .collect();
+        let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        fs::write(job.join("state.json"), array_bytes(&entries)).unwrap();
+        fs::write(job.join("steps.json"), b"[]\n").unwrap();
+    }
+
+    #[test]
+    fn jobs_of_an_older_version_are_read_and_appended_to_as_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        old_layout_job(&store, id, &[JobState::Submitted, JobState::Running]);
+        let record = store.load(id).unwrap();
+        assert_eq!(record.state(), JobState::Running);
+        let before = store.history(id).unwrap();
+        assert_eq!(before.state, fs::read(store.job_dir(id).join("state.json")).unwrap());
+        let step = StepRecord::skipped("a", "local");
+        let done = transition(JobState::Succeeded);
+        let digests = store
+            .append_history(
+                id,
+                &[HistoryEntry::Step(&step), HistoryEntry::Transition(&done)],
+            )
+            .unwrap();
+        assert!(!store.journal_path(id).exists(), "no journal is started");
+        let after = store.history(id).unwrap();
+        assert_eq!(digests.last().unwrap(), &after.digests().unwrap());
+        assert!(after.state.starts_with(&before.state[..before.state.len() - 3]));
+        assert_eq!(store.load(id).unwrap().steps, [step]);
+        assert!(matches!(
+            store.append_transition(id, &transition(JobState::Running)),
+            Err(StateError::IllegalTransition { .. })
+        ));
+    }
+
+    #[test]
+    fn a_journal_has_the_digests_its_entries_would_have_as_arrays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let _lease = store.create_job(&meta(id), b"{}").unwrap();
+        let submitted = transition(JobState::Submitted);
+        store.append_transition(id, &submitted).unwrap();
+        let step = StepRecord::skipped("a", "local");
+        let digest = store.append_step(id, &step).unwrap();
+        let history = store.history(id).unwrap();
+        let expected = HistoryBytes {
+            state: array_bytes(&[&serde_json::to_vec(&submitted).unwrap()]),
+            steps: array_bytes(&[&serde_json::to_vec(&step).unwrap()]),
+        };
+        assert_eq!(
+            (history.state.clone(), history.steps.clone()),
+            (expected.state, expected.steps)
+        );
+        assert_eq!(digest, history.digests().unwrap());
+    }
+
+    #[test]
+    fn the_index_lists_pages_and_is_built_for_an_older_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        // An older root: jobs, no index.
+        let old: Vec<JobId> = (0..3).map(|_| JobId::now_v7()).collect();
+        for id in &old {
+            old_layout_job(&store, *id, &[JobState::Submitted, JobState::Denied]);
+        }
+        assert!(!dir.path().join(INDEX).exists());
+        let page = store
+            .list_page(&PageQuery {
+                limit: 2,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        let ids: Vec<JobId> = page.jobs.iter().map(|r| r.meta.job_id).collect();
+        assert_eq!(ids, [old[2], old[1]]);
+        assert_eq!(page.next_cursor, Some(old[1]));
+        let index = fs::read(dir.path().join(INDEX)).unwrap();
+        assert_eq!(index.len(), 4 * INDEX_LINE, "a header and three jobs");
+        // New jobs are appended to it.
+        let new = JobId::now_v7();
+        drop(store.create_job(&meta(new), b"{}").unwrap());
+        assert_eq!(fs::read(dir.path().join(INDEX)).unwrap().len(), 5 * INDEX_LINE);
+        let page = store
+            .list_page(&PageQuery {
+                before: Some(old[2]),
+                limit: 1,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs[0].meta.job_id, old[1]);
+        assert_eq!(store.count_older(old[2]).unwrap(), 2);
+        assert_eq!(store.count_older(new).unwrap(), 3);
+        // A pruned job is skipped, and no longer counted.
+        store.remove_job(old[1]).unwrap();
+        let all = store.list_page(&PageQuery::default()).unwrap();
+        let ids: Vec<JobId> = all.jobs.iter().map(|r| r.meta.job_id).collect();
+        assert_eq!(ids, [new, old[2], old[0]]);
+        assert_eq!(store.count_older(new).unwrap(), 2);
+        // A line torn by a crash is cut before the next one.
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(INDEX))
+            .unwrap();
+        io::Write::write_all(&mut file, b"01a2").unwrap();
+        let last = JobId::now_v7();
+        drop(store.create_job(&meta(last), b"{}").unwrap());
+        let page = store
+            .list_page(&PageQuery {
+                limit: 1,
+                ..PageQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs[0].meta.job_id, last);
+        assert_eq!(page.next_cursor, Some(last));
     }
 
     #[test]

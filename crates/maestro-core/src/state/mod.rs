@@ -21,6 +21,7 @@ use crate::trace::TraceId;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
 pub mod file;
+pub mod journal;
 
 pub use file::FileStore;
 
@@ -468,6 +469,15 @@ pub fn array_bytes(entries: &[&[u8]]) -> Vec<u8> {
     bytes
 }
 
+/// One entry of a job's history, for [`StateStore::append_history`].
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryEntry<'a> {
+    /// A transition (checked against the lifecycle).
+    Transition(&'a Transition),
+    /// A step's result.
+    Step(&'a StepRecord),
+}
+
 /// Where jobs are recorded: the only thing the runner, the server and `mc` know of storage.
 ///
 /// A backend keeps every guarantee the contract tests check: history is append-only, an illegal
@@ -488,6 +498,36 @@ pub trait StateStore: Send + Sync {
     ) -> Result<HistoryDigests, StateError>;
     /// Append a step result; the history's digests after the write.
     fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError>;
+    /// Append several entries due at once (a step's result and the job's final state), in
+    /// order; the history's digests after each. A backend that can writes them with one
+    /// durable write (group commit) and refuses them all, writing nothing, if a transition
+    /// among them is illegal; this default appends them one by one.
+    fn append_history(
+        &self,
+        job_id: JobId,
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<Vec<HistoryDigests>, StateError> {
+        entries
+            .iter()
+            .map(|entry| match entry {
+                HistoryEntry::Transition(transition) => self.append_transition(job_id, transition),
+                HistoryEntry::Step(step) => self.append_step(job_id, step),
+            })
+            .collect()
+    }
+    /// [`StateStore::create_job`] with the first entries of its history (its `SUBMITTED`
+    /// transition), which a backend that can makes durable with the job itself; the history's
+    /// digests after each entry.
+    fn create_job_with_history(
+        &self,
+        meta: &JobMeta,
+        spec_bytes: &[u8],
+        entries: &[HistoryEntry<'_>],
+    ) -> Result<(JobLease, Vec<HistoryDigests>), StateError> {
+        let lease = self.create_job(meta, spec_bytes)?;
+        let digests = self.append_history(meta.job_id, entries)?;
+        Ok((lease, digests))
+    }
     /// Read one job.
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
     /// The spec exactly as submitted.
@@ -503,6 +543,11 @@ pub trait StateStore: Send + Sync {
     /// `query.filter` lets through. A backend answers it without reading every job (see each backend's
     /// docs for its cost).
     fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError>;
+    /// How many jobs are older than `cursor` (for the note under a truncated listing). This
+    /// default counts [`StateStore::list`]; a backend with an index answers without it.
+    fn count_older(&self, cursor: JobId) -> Result<usize, StateError> {
+        Ok(self.list()?.iter().filter(|id| **id < cursor).count())
+    }
     /// Whether a live process holds the job's lease.
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError>;
     /// Take the job's lease if nobody holds it (`None` if a live process does): whoever holds

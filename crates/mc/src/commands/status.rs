@@ -215,13 +215,11 @@ fn list(
         let stale = store.is_abandoned(&record)?;
         rows.push((record, stale));
     }
-    // A truncated listing without a filter says how many jobs there are, counted by their ids
-    // alone (no job is read); with a filter, counting would read every older job, so the note
-    // only points at the next page.
+    // A truncated listing without a filter says how many jobs there are, counted by the
+    // store (from its index; no job is read); with a filter, counting would read every older
+    // job, so the note only points at the next page.
     let matching = match page.next_cursor {
-        Some(cursor) if filter.is_empty() => {
-            Some(rows.len() + store.list()?.iter().filter(|id| **id < cursor).count())
-        }
+        Some(cursor) if filter.is_empty() => Some(rows.len() + store.count_older(cursor)?),
         Some(_) | None => None,
     };
     match output {
