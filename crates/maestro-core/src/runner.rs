@@ -714,17 +714,25 @@ impl JobRun<'_> {
             trace_id: self.meta.trace_id.clone(),
             detail: detail.clone(),
         };
-        let history = self
-            .runner
-            .store
-            .append_transition(self.meta.job_id, &transition)?;
-        let mut details = json!({ "state": state, "detail": detail, "history": history });
-        if state == JobState::Submitted {
-            // The files written once, when the job was stored: their digests go on record too.
-            let files = self.runner.store.file_digests(self.meta.job_id)?;
-            details["files"] = json!(files);
-        }
-        self.audit("job.transition", details)?;
+        // The files written once, when the job was stored: their digests go on record too.
+        let files = if state == JobState::Submitted {
+            Some(self.runner.store.file_digests(self.meta.job_id)?)
+        } else {
+            None
+        };
+        let describe = |history: &HistoryDigests| {
+            let mut details = json!({ "state": state, "detail": detail, "history": history });
+            if let Some(files) = &files {
+                details["files"] = json!(files);
+            }
+            vec![self.audit_record("job.transition", details)]
+        };
+        self.runner.store.append_transition_audited(
+            &self.runner.audit,
+            self.meta.job_id,
+            &transition,
+            &describe,
+        )?;
         tracing::info!(state = %state, "job state changed");
         Ok(())
     }
@@ -1065,12 +1073,19 @@ impl JobRun<'_> {
                 describe(&record)
             );
             output.finish(&footer).map_err(log_error)?;
-            let history = self.runner.store.append_step(self.meta.job_id, &record)?;
-            let mut details = serde_json::to_value(&record).unwrap_or_default();
-            if let Some(details) = details.as_object_mut() {
-                details.insert("history".to_owned(), json!(history));
-            }
-            self.audit("step.finished", details)?;
+            let describe = |history: &HistoryDigests| {
+                let mut details = serde_json::to_value(&record).unwrap_or_default();
+                if let Some(details) = details.as_object_mut() {
+                    details.insert("history".to_owned(), json!(history));
+                }
+                vec![self.audit_record("step.finished", details)]
+            };
+            self.runner.store.append_step_audited(
+                &self.runner.audit,
+                self.meta.job_id,
+                &record,
+                &describe,
+            )?;
             if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
                 tracing::warn!(remaining = ?teardown.remaining, "step left processes or containers behind");
                 self.audit(

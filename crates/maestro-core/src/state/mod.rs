@@ -15,7 +15,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::JobId;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::trace::TraceId;
 
 #[cfg(any(test, feature = "store-contract"))]
@@ -288,6 +288,10 @@ pub enum StateError {
         /// What is wrong with it.
         message: String,
     },
+    /// The audit record of a change could not be written (with a backend that writes both in
+    /// one transaction, the change was not written either).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// A step's log could not be written.
     #[error("cannot write the log of step {step:?} of job {job_id}: {source}")]
     Log {
@@ -468,6 +472,9 @@ pub fn array_bytes(entries: &[&[u8]]) -> Vec<u8> {
     bytes
 }
 
+/// Makes the audit records of a history write from the history's digests after it.
+pub type DescribeWrite<'a> = dyn Fn(&HistoryDigests) -> Vec<AuditRecord> + Send + Sync + 'a;
+
 /// Where jobs are recorded: the only thing the runner, the server and `mc` know of storage.
 ///
 /// A backend keeps every guarantee the contract tests check: history is append-only, an illegal
@@ -488,6 +495,34 @@ pub trait StateStore: Send + Sync {
     ) -> Result<HistoryDigests, StateError>;
     /// Append a step result; the history's digests after the write.
     fn append_step(&self, job_id: JobId, step: &StepRecord) -> Result<HistoryDigests, StateError>;
+    /// Append a transition and the audit records `describe` makes of it (to `audit`, this
+    /// store's audit log). By default one write after the other (a crash between them is
+    /// what `mc gc` recovers); a backend with transactions writes both in one, so that neither
+    /// exists without the other.
+    fn append_transition_audited(
+        &self,
+        audit: &AuditLog,
+        job_id: JobId,
+        transition: &Transition,
+        describe: &DescribeWrite<'_>,
+    ) -> Result<HistoryDigests, StateError> {
+        let history = self.append_transition(job_id, transition)?;
+        audit.append_all(&describe(&history))?;
+        Ok(history)
+    }
+    /// Append a step result and the audit records `describe` makes of it, as
+    /// [`append_transition_audited`](Self::append_transition_audited) does.
+    fn append_step_audited(
+        &self,
+        audit: &AuditLog,
+        job_id: JobId,
+        step: &StepRecord,
+        describe: &DescribeWrite<'_>,
+    ) -> Result<HistoryDigests, StateError> {
+        let history = self.append_step(job_id, step)?;
+        audit.append_all(&describe(&history))?;
+        Ok(history)
+    }
     /// Read one job.
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError>;
     /// The spec exactly as submitted.
