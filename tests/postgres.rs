@@ -1,0 +1,221 @@
+//! The PostgreSQL store through the real `mc`: every command with `--state-url` /
+//! `MAESTRO_STATE_URL` against a real PostgreSQL 15 (started as `nobody` by the fixture), and
+//! several `mc serve` sharing one database's queue.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maestro_test_support::postgres::Postgres;
+use serde_json::Value;
+
+use crate::util::{Env, job_id, job_yaml, output_within, parse_json, text};
+
+/// A workspace whose `mc` records into a fresh database.
+struct PgEnv {
+    env: Env,
+    url: String,
+    postgres: Arc<Postgres>,
+}
+
+impl PgEnv {
+    fn new() -> Self {
+        let postgres = Postgres::shared();
+        let url = postgres.database();
+        Self {
+            env: Env::new(),
+            url,
+            postgres,
+        }
+    }
+
+    fn mc(&self) -> Command {
+        let mut command = self.env.mc();
+        command.env("MAESTRO_STATE_URL", &self.url);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        output_within(self.mc().args(args), 120)
+    }
+
+    /// Run `sql` in the database as the superuser; its output.
+    fn sql(&self, sql: &str) -> String {
+        self.postgres.psql_admin(Postgres::name_of(&self.url), sql)
+    }
+}
+
+#[test]
+fn every_command_records_into_the_database() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "job.yaml",
+        &job_yaml(
+            "pg",
+            "  - name: hello\n    command: [\"sh\", \"-c\", \"echo hello from postgres\"]\n",
+        ),
+    );
+    let output = pg.run(&["submit", spec.to_str().unwrap(), "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = parse_json(&output);
+    let id = job_id(&report).to_owned();
+    assert_eq!(report["state"], "SUCCEEDED", "{report:#}");
+    // Nothing of the job is on disk: the database holds it.
+    assert!(pg.env.job_ids().is_empty());
+    assert_eq!(
+        pg.sql(&format!("SELECT state FROM jobs WHERE job_id = '{id}'")),
+        "SUCCEEDED"
+    );
+    // The spec is stored byte for byte.
+    let stored = pg.sql(&format!(
+        "SELECT encode(spec, 'hex') FROM jobs WHERE job_id = '{id}'"
+    ));
+    let written = std::fs::read(&spec).unwrap();
+    assert_eq!(
+        stored,
+        written
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+
+    let status = pg.run(&["status", &id, "--output", "json"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status: Value = parse_json(&status);
+    assert_eq!(status["state"], "SUCCEEDED", "{status:#}");
+    let list = pg.run(&["status", "--output", "json"]);
+    assert!(text(&list.stdout).contains(&id), "{}", text(&list.stdout));
+
+    let logs = pg.run(&["logs", &id]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert!(
+        text(&logs.stdout).contains("hello from postgres"),
+        "{}",
+        text(&logs.stdout)
+    );
+
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    let events = pg.sql("SELECT count(*) FROM audit_log");
+    assert!(events.parse::<u32>().unwrap() >= 5, "{events}");
+
+    let cancel = pg.run(&["cancel", &id]);
+    assert!(
+        text(&cancel.stdout).contains("SUCCEEDED") || text(&cancel.stderr).contains("SUCCEEDED"),
+        "{}{}",
+        text(&cancel.stdout),
+        text(&cancel.stderr)
+    );
+    let gc = pg.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+
+    let prune = pg.run(&["prune", "--older-than", "0s"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let gone = pg.run(&["status", &id]);
+    assert_eq!(gone.status.code(), Some(2), "{}", text(&gone.stderr));
+    // Pruned: hidden and its logs gone, its history kept (the database refuses to delete it).
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM transitions WHERE job_id = '{id}'"
+        )),
+        "3"
+    );
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM log_chunks WHERE job_id = '{id}'"
+        )),
+        "0"
+    );
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+#[test]
+fn a_bad_state_url_is_one_line() {
+    let pg = PgEnv::new();
+    let output = output_within(
+        pg.env
+            .mc()
+            .args(["status", "--state-url", "mysql://nowhere/db"]),
+        60,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("only PostgreSQL URLs"), "{stderr}");
+    let output = output_within(
+        pg.env.mc().args([
+            "status",
+            "--state-url",
+            "postgres://maestro:secret@127.0.0.1:1/none",
+        ]),
+        60,
+    );
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot use the database") && !stderr.contains("secret"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_follow_a_running_job_through_the_database() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "slow.yaml",
+        &job_yaml(
+            "slow",
+            "  - name: tick\n    command: [\"sh\", \"-c\", \"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\"]\n",
+        ),
+    );
+    let submit = pg
+        .mc()
+        .args(["submit", spec.to_str().unwrap(), "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Follow from the moment the job runs: the rest of its output comes while it is followed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        // Until mc has connected, the database has no tables yet.
+        let found = pg.postgres.psql(
+            "postgres",
+            Postgres::name_of(&pg.url),
+            "SELECT job_id FROM jobs WHERE state = 'RUNNING'",
+        );
+        let found = text(&found.stdout).trim().to_owned();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let follow = output_within(pg.mc().args(["logs", &id, "--follow"]), 120);
+    assert!(follow.status.success(), "{}", text(&follow.stderr));
+    let out = text(&follow.stdout);
+    for i in 1..=6 {
+        assert!(out.contains(&format!("tick {i}")), "{out}");
+    }
+    let submitted = crate::util::output_within_child(submit);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    assert_eq!(
+        pg.sql(&format!("SELECT state FROM jobs WHERE job_id = '{id}'")),
+        "SUCCEEDED"
+    );
+}
