@@ -219,3 +219,161 @@ fn logs_follow_a_running_job_through_the_database() {
         "SUCCEEDED"
     );
 }
+
+/// The `claimed_by` of every job, by job id.
+fn claims(pg: &PgEnv) -> Vec<(String, String)> {
+    pg.sql("SELECT job_id || ' ' || coalesce(claimed_by, '') FROM jobs ORDER BY job_id")
+        .lines()
+        .filter_map(|line| {
+            let (id, by) = line.split_once(' ')?;
+            Some((id.to_owned(), by.to_owned()))
+        })
+        .collect()
+}
+
+/// The pid in a lease holder's name (`host:pid:random`).
+fn holder_pid(holder: &str) -> Option<u32> {
+    holder.split(':').nth(1)?.parse().ok()
+}
+
+#[test]
+fn two_servers_share_one_queue_and_run_each_job_once() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "4"];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
+    let ran = pg.env.path().join("ran");
+    std::fs::write(&ran, "").unwrap();
+    let spec = crate::util::bare_job_yaml(
+        "shared",
+        &format!(
+            "  - name: once\n    command: [\"sh\", \"-c\", \"echo $MAESTRO_JOB_ID >> {}\"]\n",
+            ran.display()
+        ),
+    );
+    let mut submitted = Vec::new();
+    for index in 0..200 {
+        // As a load balancer would: half the submissions to each server.
+        let server = if index % 2 == 0 { &first } else { &second };
+        let (code, body) = server.submit_yaml(&token, &spec);
+        assert_eq!(code, 201, "{body}");
+        submitted.push(body["job_id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ended = pg.sql("SELECT count(*) FROM jobs WHERE state = 'SUCCEEDED'");
+        if ended == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ended} of 200 jobs succeeded: {}",
+            pg.sql("SELECT state || ' ' || count(*) FROM jobs GROUP BY state")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each job ran exactly once: its step appended its id once.
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let mut ran_ids: Vec<&str> = lines.lines().collect();
+    ran_ids.sort_unstable();
+    let mut expected: Vec<&str> = submitted.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(ran_ids, expected, "a job ran twice or not at all");
+    // Both servers ran some of them, and the queue is empty.
+    let pids: std::collections::BTreeSet<u32> = claims(&pg)
+        .iter()
+        .filter_map(|(_, by)| holder_pid(by))
+        .collect();
+    assert!(
+        pids.contains(&first.pid()) && pids.contains(&second.pid()),
+        "both servers should have run jobs: {pids:?} vs {} and {}",
+        first.pid(),
+        second.pid()
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM server_queue"), "0");
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+/// The long step's command line, as `/proc` holds it.
+const SLEEP: &[u8] = b"sleep\x0061.37";
+
+#[test]
+fn a_killed_servers_jobs_are_settled_by_another() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = [
+        "--state-url",
+        pg.url.as_str(),
+        "--max-concurrent-jobs",
+        "1",
+        "--lease-ttl",
+        "1.5",
+    ];
+    let mut doomed = crate::server::Server::start(&pg.env, &flags);
+    let long = job_yaml(
+        "long",
+        "  - name: wait\n    command: [\"sleep\", \"61.37\"]\n",
+    );
+    let (code, body) = doomed.submit_yaml(&token, &long);
+    assert_eq!(code, 201, "{body}");
+    let running = body["job_id"].as_str().unwrap().to_owned();
+    doomed.wait_state(&token, &running, "RUNNING", 60);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while maestro_test_support::cmdlines_holding(SLEEP).is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second job waits behind it (one slot).
+    let (code, body) = doomed.submit_yaml(
+        &token,
+        &job_yaml("after", "  - name: quick\n    command: [\"true\"]\n"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let waiting = body["job_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT coalesce(state, 'none') FROM jobs WHERE job_id = '{waiting}'"
+        )),
+        "SUBMITTED"
+    );
+    let doomed_pid = doomed.pid();
+    doomed.kill();
+    let survivor = crate::server::Server::start(&pg.env, &flags);
+    // The running job is settled once its lease expires; the waiting one runs on the survivor.
+    let settled = survivor.wait_state(&token, &running, "FAILED", 60);
+    let last = settled["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "abandoned", "{settled:#}");
+    survivor.wait_state(&token, &waiting, "SUCCEEDED", 60);
+    let claims = claims(&pg);
+    let by = |id: &str| {
+        claims
+            .iter()
+            .find(|(job, _)| job == id)
+            .and_then(|(_, by)| holder_pid(by))
+    };
+    assert_eq!(by(&waiting), Some(survivor.pid()), "{claims:?}");
+    // The survivor's garbage collection took the dead server's lease to settle the job.
+    assert_eq!(by(&running), Some(survivor.pid()), "{claims:?}");
+    assert_ne!(survivor.pid(), doomed_pid);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !maestro_test_support::cmdlines_holding(SLEEP).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed server's step is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -405,6 +405,34 @@ impl PgStore {
         .map_err(self.backend("read", "the queue".to_owned()))
     }
 
+    /// Whether some job is unfinished, held by nobody and not waiting in the shared queue: its
+    /// driver died, and garbage collection has something to settle.
+    pub fn has_abandoned(&self) -> Result<bool, StateError> {
+        let pool = self.pool();
+        self.run(async move {
+            let row = pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT 1 FROM jobs WHERE pruned_at IS NULL
+                       AND (state IS NULL OR state IN ('SUBMITTED', 'AWAITING_APPROVAL', 'RUNNING'))
+                       AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                       AND NOT (EXISTS (SELECT 1 FROM server_queue q WHERE q.job_id = jobs.job_id)
+                           AND (state IS NULL OR state IN ('SUBMITTED', 'AWAITING_APPROVAL')))
+                     LIMIT 1",
+                    &[],
+                )
+                .await?;
+            Ok(row.is_some())
+        })
+        .map_err(self.backend("read", "the jobs".to_owned()))
+    }
+
+    /// How long a lease outlives its holder.
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
     /// Which process last took a job (its lease holder's name), if any.
     pub fn claimed_by(&self, job_id: JobId) -> Result<Option<String>, StateError> {
         let pool = self.pool();
@@ -896,7 +924,8 @@ impl StateStore for PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT coalesce(lease_expires_at > now(), false) FROM jobs
+                    "SELECT coalesce(lease_expires_at > now(), false) OR (EXISTS (SELECT 1 FROM server_queue q WHERE q.job_id = jobs.job_id)
+                           AND (state IS NULL OR state IN ('SUBMITTED', 'AWAITING_APPROVAL'))) FROM jobs
                      WHERE job_id = $1 AND pruned_at IS NULL",
                     &[&job_id],
                 )
@@ -920,6 +949,8 @@ impl StateStore for PgStore {
                              claimed_by = $2, lease_expires_at = now() + make_interval(secs => $3)
                          WHERE job_id = $1 AND pruned_at IS NULL
                            AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                           AND NOT (EXISTS (SELECT 1 FROM server_queue q WHERE q.job_id = jobs.job_id)
+                           AND (state IS NULL OR state IN ('SUBMITTED', 'AWAITING_APPROVAL')))
                          RETURNING lease_token",
                         &[&job_id, &holder, &ttl],
                     )

@@ -468,7 +468,7 @@ pub(crate) async fn submit_job(
     state.scheduler.mark(job_id).map_err(|error| {
         ApiError::internal(format!(
             "cannot record job {job_id} in the queue {}: {error}",
-            state.scheduler.queue_dir().display()
+            state.scheduler.describe_queue()
         ))
     })?;
     audit(

@@ -18,6 +18,7 @@ pub mod client;
 mod error;
 mod fair;
 mod logs;
+pub mod queue;
 mod scheduler;
 pub mod tokens;
 
@@ -37,7 +38,7 @@ use hyper_util::service::TowerToHyperService;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
 use maestro_core::runner::{Runner, collect_garbage};
-use maestro_core::state::{FileStore, StateStore};
+use maestro_core::state::StateStore;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ErrorBody;
 
 use crate::error::ApiError;
+use crate::queue::{FileQueue, JobQueue};
 use crate::scheduler::Scheduler;
 use crate::tokens::TokenStore;
 
@@ -197,9 +199,19 @@ fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
 /// (nobody holds their lease any more) are settled `FAILED` (`abandoned`) by the same garbage
 /// collection as `mc gc`, with `gc_executors` removing what they left. `ready` gets the URL
 /// of the bound address (useful with port 0).
+///
+/// `store` is the runner's store; `queue` is where accepted jobs wait (`None`: marker files in
+/// the state root, [`FileQueue`]). With a shared queue the server claims jobs any server
+/// accepted, and settles the jobs of servers that died.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one thing the caller chooses"
+)]
 pub async fn serve(
     config: ServerConfig,
     state_root: PathBuf,
+    store: Arc<dyn StateStore>,
+    queue: Option<Arc<dyn JobQueue>>,
     runner: Arc<Runner>,
     gc_executors: Vec<Arc<dyn Executor>>,
     shutdown: CancellationToken,
@@ -207,13 +219,12 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     check_listen(config.listen, config.insecure_listen, config.tls.is_some())?;
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    // The server's queue markers live in the state root beside the file store.
-    let file_store = FileStore::new(&state_root);
-    let store: Arc<dyn StateStore> = Arc::new(file_store.clone());
+    let queue = queue.unwrap_or_else(|| Arc::new(FileQueue::new(&state_root)));
     let audit = store.audit();
     let scheduler = Arc::new(Scheduler::new(
         Arc::clone(&runner),
-        file_store,
+        Arc::clone(&store),
+        queue,
         config.max_concurrent_jobs,
         config.queue_limit,
     ));
@@ -239,7 +250,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         runner,
         store,
-        audit,
+        audit: audit.clone(),
         tokens: TokenStore::new(&state_root),
         scheduler: Arc::clone(&scheduler),
         followers: Arc::new(Semaphore::new(config.max_log_followers)),
@@ -247,7 +258,8 @@ pub async fn serve(
         cancel_wait: config.cancel_wait,
     });
     let app = router(state, config.body_timeout);
-    let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch());
+    let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch(config.invocation_dir.clone()));
+    tokio::spawn(Arc::clone(&scheduler).settle_dead_servers(audit.clone(), gc_executors));
     if let Some(timeout) = config.approval_timeout {
         tokio::spawn(Arc::clone(&scheduler).expire_approvals(timeout));
     }

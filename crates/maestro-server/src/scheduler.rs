@@ -1,10 +1,15 @@
 //! The queue: accepted jobs wait here, durably, and run at most `max_concurrent_jobs` at a
 //! time, owners taking turns and each owner's jobs first come first served ([`FairQueue`]).
 //!
-//! Durability is a marker file per accepted job, `<state root>/server/queue/<job_id>`, written
-//! before the job's `201` and removed once the job has ended. Job ids are version 7 UUIDs, so
-//! the markers' names sort in order of submission: after a restart the queue is rebuilt in the
-//! same order, each owner's line in its order and owners in the order of their oldest job.
+//! Durability is the [`JobQueue`]'s: with the file store a marker file per accepted job,
+//! `<state root>/server/queue/<job_id>`, written before the job's `201` and removed once the job
+//! has ended. Job ids are version 7 UUIDs, so the markers' names sort in order of submission:
+//! after a restart the queue is rebuilt in the same order, each owner's line in its order and
+//! owners in the order of their oldest job.
+//!
+//! With a shared queue (PostgreSQL), an accepted job is let go into the database's queue and
+//! every server's dispatcher claims jobs from it (oldest first, one server each); a server
+//! also settles, as `mc gc` does, the jobs of servers whose leases expired.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +18,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use maestro_core::JobId;
-use maestro_core::runner::{PendingJob, Runner};
-use maestro_core::state::{FileStore, JobState, StateStore};
+use maestro_core::audit::AuditLog;
+use maestro_core::executor::Executor;
+use maestro_core::runner::{PendingJob, Runner, collect_garbage};
+use maestro_core::state::{JobState, StateStore};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fair::FairQueue;
+use crate::queue::JobQueue;
 
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
@@ -51,19 +59,19 @@ pub(crate) struct Scheduler {
     slots: Arc<Semaphore>,
     queue_limit: usize,
     runner: Arc<Runner>,
-    store: FileStore,
-    queue_dir: PathBuf,
+    store: Arc<dyn StateStore>,
+    queue: Arc<dyn JobQueue>,
     draining: AtomicBool,
 }
 
 impl Scheduler {
     pub(crate) fn new(
         runner: Arc<Runner>,
-        store: FileStore,
+        store: Arc<dyn StateStore>,
+        queue: Arc<dyn JobQueue>,
         max_concurrent_jobs: usize,
         queue_limit: usize,
     ) -> Self {
-        let queue_dir = store.root().join("server").join("queue");
         Self {
             jobs: Mutex::new(Jobs::default()),
             wake: Notify::new(),
@@ -71,7 +79,7 @@ impl Scheduler {
             queue_limit,
             runner,
             store,
-            queue_dir,
+            queue,
             draining: AtomicBool::new(false),
         }
     }
@@ -84,8 +92,9 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn queue_dir(&self) -> &Path {
-        &self.queue_dir
+    /// Where the queue is, for messages.
+    pub(crate) fn describe_queue(&self) -> String {
+        self.queue.describe()
     }
 
     /// How many jobs wait for a slot.
@@ -116,21 +125,28 @@ impl Scheduler {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Write a job's marker, so that a restart finds it.
-    pub(crate) fn mark(&self, job_id: JobId) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.queue_dir)?;
-        let path = self.queue_dir.join(job_id.hyphenated().to_string());
-        std::fs::File::create(&path)?.sync_all()?;
-        crate::sync_dir(&self.queue_dir)
+    /// Note a job in the durable queue, so that a restart (or another server) finds it.
+    pub(crate) fn mark(
+        &self,
+        job_id: JobId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.queue.mark(job_id)
     }
 
     fn unmark(&self, job_id: JobId) {
-        let _ = std::fs::remove_file(self.queue_dir.join(job_id.hyphenated().to_string()));
+        self.queue.unmark(job_id);
     }
 
     /// Queue an allowed (or approved) job at the back of its owner's line; how many jobs run
     /// before it.
     pub(crate) fn enqueue(&self, job: PendingJob) -> usize {
+        if self.queue.is_shared() {
+            // Let it go into the shared queue: whichever server has a free slot first claims
+            // it (its lease is free, and the queue holds it meanwhile).
+            drop(job);
+            self.wake.notify_one();
+            return self.queue.marked().len().saturating_sub(1);
+        }
         let owner = owner_of(&job);
         let ahead = {
             let mut jobs = self.jobs();
@@ -238,8 +254,84 @@ impl Scheduler {
         self.unmark(job_id);
     }
 
+    /// A shared queue: claim a waiting job and admit its stored spec again under its id (a job
+    /// awaiting approval is held here until someone decides). `None` when nothing was claimed
+    /// that can run now.
+    async fn claim(&self, invocation_dir: &Path) -> Option<PendingJob> {
+        let job_id = match self.queue.claim() {
+            Ok(Some(job_id)) => job_id,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim a job from the shared queue");
+                return None;
+            }
+        };
+        let spec_bytes = match self.store.spec(job_id) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "claimed a job whose spec cannot be read");
+                self.unmark(job_id);
+                return None;
+            }
+        };
+        match self
+            .runner
+            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+            .await
+        {
+            Ok(Some((job, JobState::AwaitingApproval))) => {
+                self.hold(job);
+                None
+            }
+            Ok(Some((job, _))) => {
+                tracing::info!(%job_id, "claimed a job from the shared queue");
+                Some(job)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                // Its lease is let go: garbage collection settles it as abandoned.
+                tracing::warn!(%job_id, %error, "a claimed job cannot run any more");
+                self.unmark(job_id);
+                None
+            }
+        }
+    }
+
+    /// A shared queue: settle, as `mc gc` does, the jobs of servers that died (their leases
+    /// expired), and forget the queue entries of jobs that ended; until draining.
+    pub(crate) async fn settle_dead_servers(
+        self: Arc<Self>,
+        audit: AuditLog,
+        executors: Vec<Arc<dyn Executor>>,
+    ) {
+        let Some(every) = self.queue.settle_every() else {
+            return;
+        };
+        while !self.is_draining() {
+            tokio::time::sleep(every).await;
+            match self.queue.has_abandoned() {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for abandoned jobs");
+                    continue;
+                }
+            }
+            match collect_garbage(Arc::clone(&self.store), &audit, &executors).await {
+                Ok(report) => {
+                    for job_id in &report.abandoned_jobs {
+                        tracing::warn!(%job_id, "a dead server's job: recorded FAILED");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot settle the jobs of dead servers"),
+            }
+            self.forget_ended();
+        }
+    }
+
     /// Run queued jobs, in turn, while slots are free; returns when draining.
-    pub(crate) async fn dispatch(self: Arc<Self>) {
+    pub(crate) async fn dispatch(self: Arc<Self>, invocation_dir: PathBuf) {
+        let invocation_dir = invocation_dir.as_path();
         loop {
             let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
                 return;
@@ -249,9 +341,17 @@ impl Scheduler {
                     return;
                 }
                 let next = self.jobs().queued.pop();
-                match next {
-                    Some(job) => break job,
-                    None => self.wake.notified().await,
+                if let Some(job) = next {
+                    break job;
+                }
+                if self.queue.is_shared() {
+                    if let Some(job) = self.claim(invocation_dir).await {
+                        break job;
+                    }
+                    // Other servers' submissions do not wake this one: look again soon.
+                    let _ = tokio::time::timeout(CLAIM_POLL, self.wake.notified()).await;
+                } else {
+                    self.wake.notified().await;
                 }
             };
             let job_id = job.job_id();
@@ -300,28 +400,20 @@ impl Scheduler {
     /// ended. Jobs that were running are left for garbage collection (`FAILED`, `abandoned`).
     pub(crate) async fn recover(&self, invocation_dir: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
+        if self.queue.is_shared() {
+            // The dispatcher claims them from the shared queue, as any server's does.
             return warnings;
-        };
-        let mut ids: Vec<JobId> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| JobId::try_parse(&entry.file_name().to_string_lossy()).ok())
-            .collect();
-        ids.sort_unstable();
-        for job_id in ids {
-            let record = match self.store.load(job_id) {
-                Ok(record) => record,
-                Err(error) => {
-                    warnings.push(format!("queued job {job_id}: {error}"));
-                    self.unmark(job_id);
-                    continue;
-                }
-            };
-            let spec_path = self.store.job_dir(job_id).join(&record.meta.spec_file);
-            let spec_bytes = match std::fs::read(&spec_path) {
+        }
+        for job_id in self.queue.marked() {
+            if let Err(error) = self.store.load(job_id) {
+                warnings.push(format!("queued job {job_id}: {error}"));
+                self.unmark(job_id);
+                continue;
+            }
+            let spec_bytes = match self.store.spec(job_id) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    warnings.push(format!("cannot read {}: {error}", spec_path.display()));
+                    warnings.push(format!("cannot read the spec of job {job_id}: {error}"));
                     continue;
                 }
             };
@@ -345,13 +437,7 @@ impl Scheduler {
 
     /// Forget the markers of jobs that have ended (after garbage collection settled them).
     pub(crate) fn forget_ended(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.queue_dir) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let Ok(job_id) = JobId::try_parse(&entry.file_name().to_string_lossy()) else {
-                continue;
-            };
+        for job_id in self.queue.marked() {
             let ended = self
                 .store
                 .load(job_id)
@@ -362,3 +448,6 @@ impl Scheduler {
         }
     }
 }
+
+/// How often a server with a shared queue looks for jobs other servers accepted.
+const CLAIM_POLL: Duration = Duration::from_millis(200);
