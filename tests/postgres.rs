@@ -377,3 +377,51 @@ fn a_killed_servers_jobs_are_settled_by_another() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "1"];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
+    let long = job_yaml(
+        "busy",
+        "  - name: wait\n    command: [\"sleep\", \"62.41\"]\n",
+    );
+    // Both servers' one slot busy.
+    for server in [&first, &second] {
+        let (code, body) = server.submit_yaml(&token, &long);
+        assert_eq!(code, 201, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != "2" {
+        assert!(Instant::now() < deadline, "both long jobs should run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = first.submit_yaml(
+        &token,
+        &job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let waiting = body["job_id"].as_str().unwrap().to_owned();
+    // Submitted to the first server, cancelled through the second.
+    let (code, body) = second.json(
+        "POST",
+        &format!("/v1/jobs/{waiting}/cancel"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "CANCELLED", "{body}");
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM server_queue WHERE job_id = '{waiting}'"
+        )),
+        "0"
+    );
+    let steps = pg.sql(&format!(
+        "SELECT count(*) FROM step_logs WHERE job_id = '{waiting}'"
+    ));
+    assert_eq!(steps, "0", "nothing of a job cancelled while waiting runs");
+}

@@ -325,6 +325,16 @@ impl PgStore {
     /// transaction and handed to the next [`StateStore::acquire_lease`] of the job (the
     /// runner's `reload`). `None` when nothing is queued and free.
     pub fn claim_queued(&self) -> Result<Option<JobId>, StateError> {
+        self.claim(None)
+    }
+
+    /// Take this queued job, as [`claim_queued`](Self::claim_queued) takes the oldest (to
+    /// cancel it); `false` when it is not queued and free.
+    pub fn claim_queued_job(&self, job_id: JobId) -> Result<bool, StateError> {
+        Ok(self.claim(Some(job_id))?.is_some())
+    }
+
+    fn claim(&self, only: Option<JobId>) -> Result<Option<JobId>, StateError> {
         let pool = self.pool();
         let holder = self.inner.holder.clone();
         let ttl = self.ttl_seconds();
@@ -338,10 +348,11 @@ impl PgStore {
                          WHERE j.pruned_at IS NULL
                            AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now())
                            AND (j.state IS NULL OR j.state IN ('SUBMITTED', 'AWAITING_APPROVAL'))
+                           AND ($1::uuid IS NULL OR j.job_id = $1)
                          ORDER BY q.job_id
                          LIMIT 1
                          FOR UPDATE OF j SKIP LOCKED",
-                        &[],
+                        &[&only],
                     )
                     .await?;
                 let Some(row) = row else {

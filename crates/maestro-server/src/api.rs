@@ -688,7 +688,19 @@ pub(crate) async fn cancel_job(
         "job.cancel_requested",
         json!({ "by": caller.identity() }),
     )?;
-    match state.scheduler.take_for_cancel(job_id) {
+    let taken = match state.scheduler.take_for_cancel(job_id) {
+        // Waiting in a shared queue: any server may take it out to cancel it.
+        Taken::Unknown => match state
+            .scheduler
+            .take_shared(job_id, &state.invocation_dir)
+            .await
+        {
+            Some(job) => Taken::Pending(Box::new(job)),
+            None => Taken::Unknown,
+        },
+        taken => taken,
+    };
+    match taken {
         Taken::Pending(job) => {
             let job_state = state
                 .scheduler

@@ -31,6 +31,12 @@ pub trait JobQueue: Send + Sync {
     fn claim(&self) -> Result<Option<JobId>, StateError> {
         Ok(None)
     }
+    /// A shared queue: take this waiting job for this server if nobody holds it (to cancel it),
+    /// as [`claim`](Self::claim) does; `false` when it is not waiting or someone holds it.
+    fn take(&self, job_id: JobId) -> Result<bool, StateError> {
+        let _ = job_id;
+        Ok(false)
+    }
     /// A shared queue: whether some job is unfinished and held by nobody (its server died), so
     /// that garbage collection has something to settle.
     fn has_abandoned(&self) -> Result<bool, StateError> {

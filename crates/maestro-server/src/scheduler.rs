@@ -254,6 +254,36 @@ impl Scheduler {
         self.unmark(job_id);
     }
 
+    /// A shared queue: take this job out of it if it waits there and nobody holds it, admitted
+    /// again as a claimed job is (to cancel it).
+    pub(crate) async fn take_shared(
+        &self,
+        job_id: JobId,
+        invocation_dir: &Path,
+    ) -> Option<PendingJob> {
+        match self.queue.take(job_id) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "cannot take a job from the shared queue");
+                return None;
+            }
+        }
+        let spec_bytes = self.store.spec(job_id).ok()?;
+        match self
+            .runner
+            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+            .await
+        {
+            Ok(Some((job, _))) => Some(job),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "a job taken from the shared queue cannot be admitted again");
+                None
+            }
+        }
+    }
+
     /// A shared queue: claim a waiting job and admit its stored spec again under its id (a job
     /// awaiting approval is held here until someone decides). `None` when nothing was claimed
     /// that can run now.

@@ -451,7 +451,7 @@ pub(crate) fn resolve(global: &GlobalArgs, flags: &Flags) -> Result<Settings, Fa
             "state_url",
             state_url_value
                 .as_deref()
-                .map_or_else(String::new, without_password),
+                .map_or_else(|| "none".to_owned(), without_password),
             state_url.origin,
         ),
         (

@@ -171,6 +171,10 @@ impl JobQueue for SharedQueue {
         self.0.claim_queued()
     }
 
+    fn take(&self, job_id: JobId) -> Result<bool, StateError> {
+        self.0.claim_queued_job(job_id)
+    }
+
     fn has_abandoned(&self) -> Result<bool, StateError> {
         self.0.has_abandoned()
     }
