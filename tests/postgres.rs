@@ -425,3 +425,42 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
     ));
     assert_eq!(steps, "0", "nothing of a job cancelled while waiting runs");
 }
+
+#[test]
+fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
+    let pg = PgEnv::new();
+    let ana = crate::server::token(&pg.env, "ana", "submit");
+    let bo = crate::server::token(&pg.env, "bo", "approve");
+    let flags = ["--state-url", pg.url.as_str()];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let _second = crate::server::Server::start(&pg.env, &flags);
+    let prod =
+        "name: release\nenvironment: production\nsteps:\n  - name: a\n    run: echo released\n";
+    let (code, submitted) = first.submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    assert_eq!(submitted["state"], "AWAITING_APPROVAL");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    // Neither server runs it while it waits for its approval.
+    std::thread::sleep(Duration::from_millis(800));
+    first.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5);
+    let (code, body) = first.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/approve"),
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"CHG-7"}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let job = first.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let running = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "RUNNING")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        running["detail"]["approval"]["approved_by"], "bo",
+        "{job:#}"
+    );
+    assert_eq!(running["detail"]["approval"]["reason"], "CHG-7", "{job:#}");
+}

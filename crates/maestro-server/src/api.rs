@@ -806,7 +806,7 @@ pub(crate) async fn approve_job(
         "job.approved",
         json!({ "approved_by": caller.identity(), "reason": decision.reason }),
     )?;
-    state.scheduler.enqueue(job);
+    state.scheduler.enqueue_approved(job);
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
         state: JobState::AwaitingApproval.to_string(),

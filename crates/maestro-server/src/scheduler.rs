@@ -147,6 +147,12 @@ impl Scheduler {
             self.wake.notify_one();
             return self.queue.marked().len().saturating_sub(1);
         }
+        self.enqueue_approved(job)
+    }
+
+    /// Queue an approved job at the back of its owner's line, on this server even with a
+    /// shared queue: the approval lives in the job until its `RUNNING` record.
+    pub(crate) fn enqueue_approved(&self, job: PendingJob) -> usize {
         let owner = owner_of(&job);
         let ahead = {
             let mut jobs = self.jobs();
