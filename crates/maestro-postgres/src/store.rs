@@ -1022,15 +1022,15 @@ impl StateStore for PgStore {
                 }
                 // History stays (the database refuses to delete it); the job is hidden and its
                 // logs, notes and queue entry go.
-                transaction
-                    .batch_execute(&format!(
-                        "UPDATE jobs SET pruned_at = now() WHERE job_id = '{job_id}';
-                         DELETE FROM log_chunks WHERE job_id = '{job_id}';
-                         DELETE FROM step_logs WHERE job_id = '{job_id}';
-                         DELETE FROM notes WHERE job_id = '{job_id}';
-                         DELETE FROM server_queue WHERE job_id = '{job_id}';"
-                    ))
-                    .await?;
+                for sql in [
+                    "UPDATE jobs SET pruned_at = now() WHERE job_id = $1",
+                    "DELETE FROM log_chunks WHERE job_id = $1",
+                    "DELETE FROM step_logs WHERE job_id = $1",
+                    "DELETE FROM notes WHERE job_id = $1",
+                    "DELETE FROM server_queue WHERE job_id = $1",
+                ] {
+                    transaction.execute(sql, &[&job_id]).await?;
+                }
                 transaction.commit().await?;
                 Ok(Some(true))
             })

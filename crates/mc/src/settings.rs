@@ -72,7 +72,7 @@ pub(crate) const SETTINGS: [Setting; 8] = [
         key: "state_url",
         flag: "state-url",
         env: "MAESTRO_STATE_URL",
-        about: "record jobs in this PostgreSQL database (postgres://user@host:port/db) instead of the state root's files; empty for the files",
+        about: "record jobs in this PostgreSQL database (postgres://user@host:port/db) instead of the state root's files; none for the files",
     },
     Setting {
         key: "lease_ttl",
@@ -92,6 +92,7 @@ pub(crate) fn default_text(key: &str) -> String {
         "allowed_host_access" => host_access_text(&policy.allowed_host_access),
         "stop_grace" => RunnerConfig::default().stop_grace.as_secs_f64().to_string(),
         "max_step_output" => RunnerConfig::default().max_step_output.to_string(),
+        "state_url" => "none".to_owned(),
         "lease_ttl" => DEFAULT_LEASE_TTL_SECONDS.to_string(),
         _ => String::new(),
     }
@@ -484,10 +485,10 @@ fn timeout(raw: &Raw, key: &str) -> Result<Duration, Failure> {
     }
 }
 
-/// A PostgreSQL URL, or `None` (the file store) when empty.
+/// A PostgreSQL URL, or `None` (the file store) when empty or `none`.
 fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
     let text = raw.text.trim();
-    if text.is_empty() {
+    if text.is_empty() || text == "none" {
         return Ok(None);
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
@@ -497,7 +498,7 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
             "{}: only PostgreSQL URLs are supported, such as postgres://maestro@db.example:5432/maestro",
             without_password(&raw.shown("state_url"))
         ))
-        .hint("leave it empty to use the state root's files"))
+        .hint("leave it empty (or none) to use the state root's files"))
     }
 }
 
@@ -716,5 +717,31 @@ mod tests {
         }
         assert_eq!(default_text("stop_grace"), "5");
         assert_eq!(default_text("max_step_timeout"), "3600");
+    }
+
+    #[test]
+    fn state_urls_are_postgres_urls_and_passwords_are_never_shown() {
+        let raw = |text: &str| Raw {
+            text: text.to_owned(),
+            origin: Origin::Env("MAESTRO_STATE_URL".to_owned()),
+        };
+        assert_eq!(postgres_url(&raw("")).unwrap(), None);
+        assert_eq!(postgres_url(&raw("none")).unwrap(), None);
+        assert_eq!(
+            postgres_url(&raw("postgresql://m@db/x"))
+                .unwrap()
+                .as_deref(),
+            Some("postgresql://m@db/x")
+        );
+        let error = message(postgres_url(&raw("mysql://m:hunter2@db/x")).unwrap_err());
+        assert!(
+            error.contains("only PostgreSQL URLs") && !error.contains("hunter2"),
+            "{error}"
+        );
+        assert_eq!(
+            without_password("postgres://m:hunter2@db:5432/x"),
+            "postgres://m:***@db:5432/x"
+        );
+        assert_eq!(without_password("postgres://m@db/x"), "postgres://m@db/x");
     }
 }
