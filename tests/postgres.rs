@@ -433,7 +433,7 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     let bo = crate::server::token(&pg.env, "bo", "approve");
     let flags = ["--state-url", pg.url.as_str()];
     let first = crate::server::Server::start(&pg.env, &flags);
-    let _second = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
     let prod =
         "name: release\nenvironment: production\nsteps:\n  - name: a\n    run: echo released\n";
     let (code, submitted) = first.submit_yaml(&ana, prod);
@@ -463,4 +463,43 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
         "{job:#}"
     );
     assert_eq!(running["detail"]["approval"]["reason"], "CHG-7", "{job:#}");
+    // Its log is in the database: followed through the other server.
+    let (code, log) = second.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{log}");
+    assert!(log.contains("released"), "{log}");
+}
+
+#[test]
+fn audit_verify_finds_a_record_edited_behind_the_databases_back() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "job.yaml",
+        &job_yaml("audited", "  - name: a\n    command: [\"true\"]\n"),
+    );
+    let output = pg.run(&["submit", spec.to_str().unwrap(), "--quiet"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    // Only an owner who disables the triggers can change a record; the chain still tells (the
+    // record of RUNNING, which later records chain from).
+    pg.sql(
+        "ALTER TABLE audit_log DISABLE TRIGGER USER;
+         UPDATE audit_log SET line = convert_to(replace(convert_from(line, 'UTF8'), '\"RUNNING\"', '\"PAUSING\"'), 'UTF8')
+           WHERE convert_from(line, 'UTF8') LIKE '%\"RUNNING\"%';
+         ALTER TABLE audit_log ENABLE TRIGGER USER;",
+    );
+    let edited = pg.sql(
+        "SELECT count(*) FROM audit_log WHERE convert_from(line, 'UTF8') LIKE '%\"PAUSING\"%'",
+    );
+    assert_ne!(edited, "0", "the edit did not happen");
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(!verify.status.success(), "{}", text(&verify.stdout));
+    let said = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(said.contains("edited"), "{said}");
 }
