@@ -14,6 +14,7 @@ missing() {
         command -v "$tool" >/dev/null 2>&1 || echo "$tool"
     done
     timeout 10 docker info >/dev/null 2>&1 || echo "a Docker engine that answers"
+    [ -x /usr/lib/postgresql/15/bin/postgres ] || echo "PostgreSQL 15 (Debian's postgresql)"
 }
 if [ -n "$(missing)" ]; then
     echo "test.sh: missing: $(missing | paste -sd, - | sed 's/,/, /g')" >&2

@@ -15,9 +15,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 # curl, openssl: the `mc serve` tests (an HTTP client, a self-signed certificate).
 # docker-registry, apache2-utils (htpasswd): the swarm tests' private registry.
 # python3-venv: schemathesis (below) lives in a virtualenv of its own.
+# postgresql (15 on Debian 12): the PostgreSQL store's tests start their own server from its
+# binaries (/usr/lib/postgresql/15/bin) as nobody in a temporary directory.
 packages=(bubblewrap busybox-static openssh-server openssh-client python3 python3-venv perl
     iproute2 util-linux hyperfine ca-certificates file curl openssl docker-registry
-    apache2-utils)
+    apache2-utils postgresql)
 echo "test-prerequisites: installing ${packages[*]}" >&2
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null

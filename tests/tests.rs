@@ -17,6 +17,7 @@ mod live;
 mod logs;
 mod plugins;
 mod policies;
+mod postgres;
 mod records;
 mod sandbox;
 mod secrets;

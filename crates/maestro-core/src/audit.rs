@@ -276,45 +276,7 @@ impl AuditLog {
             return Ok(());
         };
         let mut extend = |last: Option<&[u8]>, ends_with_newline: bool| {
-            let mut lines = Vec::new();
-            // A crash mid-append can leave a last line without its newline; end it first, or
-            // this record would be glued to it and lost to every reader. The chain skips it.
-            if !ends_with_newline {
-                lines.push(b'\n');
-            }
-            let (mut seq, mut prev) = match last {
-                Some(line) => {
-                    let seq = serde_json::from_slice::<Link>(line)
-                        .ok()
-                        .and_then(|link| link.seq)
-                        .map_or(1, |seq| seq + 1);
-                    (seq, sha256_hex(line))
-                }
-                None => {
-                    let genesis = AuditRecord::new(
-                        None,
-                        &first.trace_id,
-                        None,
-                        GENESIS_EVENT,
-                        serde_json::json!({
-                            "chain": "each record's prev is the SHA-256 of the previous record's exact bytes (its line without the newline)"
-                        }),
-                    );
-                    let line = chained(&genesis, 0, GENESIS_PREV)?;
-                    let hash = sha256_hex(&line);
-                    lines.extend_from_slice(&line);
-                    lines.push(b'\n');
-                    (1, hash)
-                }
-            };
-            for record in records {
-                let line = chained(record, seq, &prev)?;
-                prev = sha256_hex(&line);
-                seq += 1;
-                lines.extend_from_slice(&line);
-                lines.push(b'\n');
-            }
-            Ok(lines)
+            chain_lines(records, first, last, ends_with_newline)
         };
         self.storage
             .append_locked(&mut extend)
@@ -360,6 +322,58 @@ impl AuditLog {
         }
         Ok(verification)
     }
+}
+
+/// The lines (each ending in a newline) that append `records` to a trail whose last complete
+/// line is `last` (`None` when empty; a genesis record then starts the chain, stamped with
+/// `first`'s trace id) and that ends with a newline or not: what [`AuditLog::append_all`] gives
+/// its storage under the lock, public so that a database backend can write the same lines in the
+/// transaction of the change they describe.
+pub fn chain_lines(
+    records: &[AuditRecord],
+    first: &AuditRecord,
+    last: Option<&[u8]>,
+    ends_with_newline: bool,
+) -> io::Result<Vec<u8>> {
+    let mut lines = Vec::new();
+    // A crash mid-append can leave a last line without its newline; end it first, or
+    // this record would be glued to it and lost to every reader. The chain skips it.
+    if !ends_with_newline {
+        lines.push(b'\n');
+    }
+    let (mut seq, mut prev) = match last {
+        Some(line) => {
+            let seq = serde_json::from_slice::<Link>(line)
+                .ok()
+                .and_then(|link| link.seq)
+                .map_or(1, |seq| seq + 1);
+            (seq, sha256_hex(line))
+        }
+        None => {
+            let genesis = AuditRecord::new(
+                None,
+                &first.trace_id,
+                None,
+                GENESIS_EVENT,
+                serde_json::json!({
+                    "chain": "each record's prev is the SHA-256 of the previous record's exact bytes (its line without the newline)"
+                }),
+            );
+            let line = chained(&genesis, 0, GENESIS_PREV)?;
+            let hash = sha256_hex(&line);
+            lines.extend_from_slice(&line);
+            lines.push(b'\n');
+            (1, hash)
+        }
+    };
+    for record in records {
+        let line = chained(record, seq, &prev)?;
+        prev = sha256_hex(&line);
+        seq += 1;
+        lines.extend_from_slice(&line);
+        lines.push(b'\n');
+    }
+    Ok(lines)
 }
 
 /// `record` serialized with its place in the chain.

@@ -29,8 +29,8 @@ use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
 use crate::state::{
-    FileDigest, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobRecord, JobState, StateError, StateStore,
-    StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
+    FileDigest, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobRecord, JobState, StateError,
+    StateStore, StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
 };
 use crate::time::now_rfc3339;
 use crate::trace::TraceId;
@@ -346,7 +346,8 @@ impl Runner {
                 source: request.source.clone(),
                 driver: crate::control::Driver::current(),
             };
-            let (lease, submitted) = self.store_job(&meta, &request.spec_bytes)?;
+            let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
+            let lease = self.store_job(&meta, &request.spec_bytes, &policies)?;
             if let Some(observer) = &observer {
                 observer.job_stored(job_id, &meta.trace_id);
             }
@@ -359,7 +360,7 @@ impl Runner {
                 caller_env: request.caller_env,
                 masker: Arc::new(Masker::default()),
             };
-            job.run(admitted, submitted).await
+            job.run(admitted, policies).await
         }
         .instrument(span)
         .await
@@ -367,13 +368,16 @@ impl Runner {
 }
 
 impl Runner {
-    /// Store a job with its `SUBMITTED` transition, made durable together (one group commit);
-    /// the transition's audit record, for [`JobRun::decide`] to append with the verdicts.
+    /// Store a job with its `SUBMITTED` transition, made durable together (one group commit),
+    /// and audit them with every policy's verdict (`policies`, evaluated before anything is
+    /// stored or runs): one audit append for them all, in the same transaction as the job where
+    /// the store has transactions.
     fn store_job(
         &self,
         meta: &JobMeta,
         spec_bytes: &[u8],
-    ) -> Result<(JobLease, AuditRecord), RunError> {
+        policies: &PolicyReport,
+    ) -> Result<JobLease, RunError> {
         let detail = json!({ "source": meta.source, "spec_file": meta.spec_file });
         let transition = Transition {
             state: JobState::Submitted,
@@ -381,27 +385,44 @@ impl Runner {
             trace_id: meta.trace_id.clone(),
             detail: detail.clone(),
         };
-        let (lease, digests) = self.store.create_job_with_history(
+        let record = |event: &str, details: serde_json::Value| {
+            AuditRecord::new(
+                Some(meta.job_id),
+                &meta.trace_id,
+                meta.owner.as_deref(),
+                event,
+                details,
+            )
+        };
+        let describe = |digests: &[HistoryDigests],
+                        files: &std::collections::BTreeMap<String, String>| {
+            // The files written once, when the job was stored: their digests go on record too.
+            let mut records = vec![record(
+                "job.transition",
+                json!({
+                    "state": JobState::Submitted,
+                    "detail": detail,
+                    "history": digests.last(),
+                    "files": files,
+                }),
+            )];
+            records.extend(policies.verdicts.iter().map(|verdict| {
+                record(
+                    "policy.decision",
+                    serde_json::to_value(verdict).unwrap_or_default(),
+                )
+            }));
+            records
+        };
+        let (lease, _) = self.store.create_job_audited(
+            &self.audit,
             meta,
             spec_bytes,
             &[HistoryEntry::Transition(&transition)],
+            &describe,
         )?;
-        // The files written once, when the job was stored: their digests go on record too.
-        let files = self.store.file_digests(meta.job_id)?;
-        let record = AuditRecord::new(
-            Some(meta.job_id),
-            &meta.trace_id,
-            meta.owner.as_deref(),
-            "job.transition",
-            json!({
-                "state": JobState::Submitted,
-                "detail": detail,
-                "history": digests.last(),
-                "files": files,
-            }),
-        );
         tracing::info!(state = %JobState::Submitted, "job state changed");
-        Ok((lease, record))
+        Ok(lease)
     }
 }
 
@@ -541,7 +562,9 @@ impl Runner {
                 // the whole server. Server jobs are cancelled through its API.
                 driver: None,
             };
-            let (lease, submitted) = self.store_job(&meta, &request.spec_bytes)?;
+            let policies =
+                evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
+            let lease = self.store_job(&meta, &request.spec_bytes, &policies)?;
             let job = JobRun {
                 runner: self,
                 meta,
@@ -551,7 +574,6 @@ impl Runner {
                 caller_env: CallerEnv::default(),
                 masker: Arc::new(Masker::default()),
             };
-            let policies = job.decide(submitted, &admitted.spec, &admitted.plan)?;
             let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
             let denials: Vec<&crate::policy::Verdict> = policies.denials().collect();
             let awaiting = !denials.is_empty()
@@ -753,17 +775,26 @@ impl JobRun<'_> {
             trace_id: self.meta.trace_id.clone(),
             detail: detail.clone(),
         };
-        let history = self
-            .runner
-            .store
-            .append_transition(self.meta.job_id, &transition)?;
-        let mut details = json!({ "state": state, "detail": detail, "history": history });
-        if state == JobState::Submitted {
-            // The files written once, when the job was stored: their digests go on record too.
-            let files = self.runner.store.file_digests(self.meta.job_id)?;
-            details["files"] = json!(files);
-        }
-        self.audit("job.transition", details)?;
+        // The files written once, when the job was stored: their digests go on record too.
+        let files = if state == JobState::Submitted {
+            Some(self.runner.store.file_digests(self.meta.job_id)?)
+        } else {
+            None
+        };
+        let describe = |history: &[HistoryDigests]| {
+            let mut details =
+                json!({ "state": state, "detail": detail, "history": history.last() });
+            if let Some(files) = &files {
+                details["files"] = json!(files);
+            }
+            vec![self.audit_record("job.transition", details)]
+        };
+        self.runner.store.append_history_audited(
+            &self.runner.audit,
+            self.meta.job_id,
+            &[HistoryEntry::Transition(&transition)],
+            &describe,
+        )?;
         tracing::info!(state = %state, "job state changed");
         Ok(())
     }
@@ -787,37 +818,43 @@ impl JobRun<'_> {
         if entries.is_empty() {
             return Ok(());
         }
-        let digests = self
-            .runner
-            .store
-            .append_history(self.meta.job_id, &entries)?;
-        let mut records = Vec::new();
-        for (record, history) in steps.iter().zip(&digests) {
-            // A skipped step has no audit record of its own: the next record carries the
-            // digests of the history with its entry in it.
-            if record.status == StepStatus::Skipped {
-                continue;
+        let describe = |digests: &[HistoryDigests]| {
+            let mut records = Vec::new();
+            for (record, history) in steps.iter().zip(digests) {
+                // A skipped step has no audit record of its own: the next record carries the
+                // digests of the history with its entry in it.
+                if record.status == StepStatus::Skipped {
+                    continue;
+                }
+                let mut details = serde_json::to_value(record).unwrap_or_default();
+                if let Some(details) = details.as_object_mut() {
+                    details.insert("history".to_owned(), json!(history));
+                }
+                records.push(self.audit_record("step.finished", details));
+                if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
+                    records.push(self.audit_record(
+                        "step.teardown_failed",
+                        json!({ "step": record.name, "span_id": record.span_id, "teardown": teardown }),
+                    ));
+                }
             }
-            let mut details = serde_json::to_value(record).unwrap_or_default();
-            if let Some(details) = details.as_object_mut() {
-                details.insert("history".to_owned(), json!(history));
-            }
-            records.push(self.audit_record("step.finished", details));
-            if let Some(teardown) = record.teardown.as_ref().filter(|t| !t.verified) {
+            if let (Some((state, detail)), Some(history)) = (&last, digests.last()) {
                 records.push(self.audit_record(
-                    "step.teardown_failed",
-                    json!({ "step": record.name, "span_id": record.span_id, "teardown": teardown }),
+                    "job.transition",
+                    json!({ "state": state, "detail": detail, "history": history }),
                 ));
             }
-        }
-        if let (Some((state, detail)), Some(history)) = (last, digests.last()) {
-            records.push(self.audit_record(
-                "job.transition",
-                json!({ "state": state, "detail": detail, "history": history }),
-            ));
+            records
+        };
+        self.runner.store.append_history_audited(
+            &self.runner.audit,
+            self.meta.job_id,
+            &entries,
+            &describe,
+        )?;
+        if let Some((state, _)) = &last {
             tracing::info!(state = %state, "job state changed");
         }
-        self.runner.audit.append_all(&records)?;
         if let Some(observer) = &self.observer {
             for record in steps.iter().filter(|r| r.status != StepStatus::Skipped) {
                 observer.step_finished(record);
@@ -835,13 +872,6 @@ impl JobRun<'_> {
             event,
             details,
         )
-    }
-
-    fn audit(&self, event: &str, details: serde_json::Value) -> Result<(), RunError> {
-        self.runner
-            .audit
-            .append(&self.audit_record(event, details))?;
-        Ok(())
     }
 
     fn report(
@@ -863,14 +893,13 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(self, admitted: Admitted, submitted: AuditRecord) -> Result<JobReport, RunError> {
+    async fn run(self, admitted: Admitted, policies: PolicyReport) -> Result<JobReport, RunError> {
         let Admitted {
             spec,
             steps,
             executors,
-            plan,
+            plan: _,
         } = admitted;
-        let policies = self.decide(submitted, &spec, &plan)?;
         let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         if !policies.allowed() {
             self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
@@ -879,26 +908,6 @@ impl JobRun<'_> {
         let secrets = SecretDecl::of(&spec);
         self.execute(steps, executors, policies, None, secrets)
             .await
-    }
-
-    /// Evaluate every policy and audit each verdict, after `submitted` (the audit record of
-    /// the `SUBMITTED` transition stored with the job): one audit append for them all.
-    fn decide(
-        &self,
-        submitted: AuditRecord,
-        spec: &JobSpec,
-        plan: &[PlannedStep],
-    ) -> Result<PolicyReport, RunError> {
-        let policies = evaluate_policies(spec, plan, &self.runner.config.policy);
-        let mut records = vec![submitted];
-        records.extend(policies.verdicts.iter().map(|verdict| {
-            self.audit_record(
-                "policy.decision",
-                serde_json::to_value(verdict).unwrap_or_default(),
-            )
-        }));
-        self.runner.audit.append_all(&records)?;
-        Ok(policies)
     }
 
     /// Prepare the executors, run the steps and finish: the part of a job after policy allowed
@@ -1460,8 +1469,7 @@ fn settle(store: &dyn StateStore, audit: &AuditLog, record: &JobRecord) -> Resul
             detail: detail.clone(),
         })
         .collect();
-    let entries: Vec<HistoryEntry<'_>> =
-        transitions.iter().map(HistoryEntry::Transition).collect();
+    let entries: Vec<HistoryEntry<'_>> = transitions.iter().map(HistoryEntry::Transition).collect();
     let digests = store.append_history(job_id, &entries)?;
     let mut records = Vec::new();
     for ((state, detail), history) in steps.into_iter().zip(digests) {

@@ -483,7 +483,7 @@ pub(crate) async fn submit_job(
     state.scheduler.mark(job_id).map_err(|error| {
         ApiError::internal(format!(
             "cannot record job {job_id} in the queue {}: {error}",
-            state.scheduler.queue_path().display()
+            state.scheduler.describe_queue()
         ))
     })?;
     audit(
@@ -703,7 +703,19 @@ pub(crate) async fn cancel_job(
         "job.cancel_requested",
         json!({ "by": caller.identity() }),
     )?;
-    match state.scheduler.take_for_cancel(job_id) {
+    let taken = match state.scheduler.take_for_cancel(job_id) {
+        // Waiting in a shared queue: any server may take it out to cancel it.
+        Taken::Unknown => match state
+            .scheduler
+            .take_shared(job_id, &state.invocation_dir)
+            .await
+        {
+            Some(job) => Taken::Pending(Box::new(job)),
+            None => Taken::Unknown,
+        },
+        taken => taken,
+    };
+    match taken {
         Taken::Pending(job) => {
             let job_state = state
                 .scheduler
@@ -809,7 +821,7 @@ pub(crate) async fn approve_job(
         "job.approved",
         json!({ "approved_by": caller.identity(), "reason": decision.reason }),
     )?;
-    state.scheduler.enqueue(job);
+    state.scheduler.enqueue_approved(job);
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
         state: JobState::AwaitingApproval.to_string(),

@@ -19,6 +19,7 @@ mod error;
 mod fair;
 mod logs;
 mod metrics;
+pub mod queue;
 mod queue_log;
 mod scheduler;
 pub mod tokens;
@@ -39,7 +40,7 @@ use hyper_util::service::TowerToHyperService;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
 use maestro_core::runner::{Runner, collect_garbage_of};
-use maestro_core::state::{FileStore, StateStore};
+use maestro_core::state::StateStore;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ErrorBody;
 
 use crate::error::ApiError;
+use crate::queue::{FileQueue, JobQueue};
 use crate::scheduler::Scheduler;
 use crate::tokens::TokenStore;
 
@@ -118,13 +120,13 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The queue log could not be read or rewritten at start-up.
-    #[error("cannot rewrite the queue log {}: {source}", path.display())]
+    /// The durable queue could not be read or rewritten at start-up.
+    #[error("cannot rewrite the queue {what}: {source}")]
     Queue {
-        /// The log.
-        path: PathBuf,
+        /// Where the queue is.
+        what: String,
         /// The cause.
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Garbage collection of an earlier run failed.
     #[error("cannot settle the jobs of an earlier run: {0}")]
@@ -211,9 +213,19 @@ fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
 /// collection as `mc gc` (limited to the jobs that may have been in flight), with
 /// `gc_executors` removing what they left. `ready` gets the URL
 /// of the bound address (useful with port 0).
+///
+/// `store` is the runner's store; `queue` is where accepted jobs wait (`None`: marker files in
+/// the state root, [`FileQueue`]). With a shared queue the server claims jobs any server
+/// accepted, and settles the jobs of servers that died.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one thing the caller chooses"
+)]
 pub async fn serve(
     config: ServerConfig,
     state_root: PathBuf,
+    store: Arc<dyn StateStore>,
+    queue: Option<Arc<dyn JobQueue>>,
     runner: Arc<Runner>,
     gc_executors: Vec<Arc<dyn Executor>>,
     shutdown: CancellationToken,
@@ -221,13 +233,12 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     check_listen(config.listen, config.insecure_listen, config.tls.is_some())?;
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    // The server's queue markers live in the state root beside the file store.
-    let file_store = FileStore::new(&state_root);
-    let store: Arc<dyn StateStore> = Arc::new(file_store.clone());
+    let queue = queue.unwrap_or_else(|| Arc::new(FileQueue::new(&state_root)));
     let audit = store.audit();
     let scheduler = Arc::new(Scheduler::new(
         Arc::clone(&runner),
-        file_store,
+        Arc::clone(&store),
+        queue,
         config.max_concurrent_jobs,
         config.queue_limit,
         config.queue_limit_per_owner,
@@ -258,7 +269,7 @@ pub async fn serve(
     scheduler
         .forget_ended()
         .map_err(|source| ServerError::Queue {
-            path: scheduler.queue_path().to_path_buf(),
+            what: scheduler.describe_queue(),
             source,
         })?;
 
@@ -275,7 +286,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         runner,
         store,
-        audit,
+        audit: audit.clone(),
         tokens: TokenStore::new(&state_root),
         scheduler: Arc::clone(&scheduler),
         followers: Arc::new(Semaphore::new(config.max_log_followers)),
@@ -283,7 +294,8 @@ pub async fn serve(
         cancel_wait: config.cancel_wait,
     });
     let app = router(state, config.body_timeout);
-    let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch());
+    let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch(config.invocation_dir.clone()));
+    tokio::spawn(Arc::clone(&scheduler).settle_dead_servers(audit.clone(), gc_executors));
     if let Some(timeout) = config.approval_timeout {
         tokio::spawn(Arc::clone(&scheduler).expire_approvals(timeout));
     }

@@ -1,12 +1,16 @@
 //! The queue: accepted jobs wait here, durably, and run at most `max_concurrent_jobs` at a
 //! time, owners taking turns and each owner's jobs first come first served ([`FairQueue`]).
 //!
-//! Durability is a line per accepted job in `<state root>/server/queue.log` ([`QueueLog`]),
-//! durable before the job's `201`, and another once the job has ended. Job ids are version 7
-//! UUIDs, so they sort in order of submission: after a restart the queue is rebuilt in the
-//! same order, each owner's line in its order and owners in the order of their oldest job.
-//! (Servers before the log kept a marker file per job, `server/queue/<job_id>`: a start takes
-//! those over.)
+//! Durability is the [`JobQueue`]'s. With the file store it is a line per accepted job in
+//! `<state root>/server/queue.log` ([`crate::queue_log::QueueLog`]), durable before the job's
+//! `201`, and another once the job has ended. Job ids are version 7 UUIDs, so they sort in
+//! order of submission: after a restart the queue is rebuilt in the same order, each owner's
+//! line in its order and owners in the order of their oldest job. (Servers before the log kept
+//! a marker file per job, `server/queue/<job_id>`: a start takes those over.)
+//!
+//! With a shared queue (PostgreSQL), an accepted job is let go into the database's queue and
+//! every server's dispatcher claims jobs from it (oldest first, one server each); a server
+//! also settles, as `mc gc` does, the jobs of servers whose leases expired.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +19,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use maestro_core::JobId;
-use maestro_core::runner::{PendingJob, Runner};
-use maestro_core::state::{FileStore, JobState, StateStore};
+use maestro_core::audit::AuditLog;
+use maestro_core::executor::Executor;
+use maestro_core::runner::{PendingJob, Runner, collect_garbage};
+use maestro_core::state::{JobState, StateStore};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fair::FairQueue;
 use crate::metrics::Metrics;
-use crate::queue_log::QueueLog;
+use crate::queue::JobQueue;
 
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
@@ -56,10 +62,8 @@ pub(crate) struct Scheduler {
     queue_limit: usize,
     queue_limit_per_owner: Option<usize>,
     runner: Arc<Runner>,
-    store: FileStore,
-    queue: QueueLog,
-    /// Where servers before the queue log kept a marker file per job.
-    legacy_queue_dir: PathBuf,
+    store: Arc<dyn StateStore>,
+    queue: Arc<dyn JobQueue>,
     draining: AtomicBool,
     metrics: Metrics,
 }
@@ -67,12 +71,12 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     pub(crate) fn new(
         runner: Arc<Runner>,
-        store: FileStore,
+        store: Arc<dyn StateStore>,
+        queue: Arc<dyn JobQueue>,
         max_concurrent_jobs: usize,
         queue_limit: usize,
         queue_limit_per_owner: Option<usize>,
     ) -> Self {
-        let server_dir = store.root().join("server");
         Self {
             jobs: Mutex::new(Jobs::default()),
             wake: Notify::new(),
@@ -81,8 +85,7 @@ impl Scheduler {
             queue_limit_per_owner,
             runner,
             store,
-            queue: QueueLog::new(&server_dir),
-            legacy_queue_dir: server_dir.join("queue"),
+            queue,
             draining: AtomicBool::new(false),
             metrics: Metrics::default(),
         }
@@ -101,9 +104,9 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The queue log's path, for messages.
-    pub(crate) fn queue_path(&self) -> &Path {
-        self.queue.path()
+    /// Where the queue is, for messages.
+    pub(crate) fn describe_queue(&self) -> String {
+        self.queue.describe()
     }
 
     /// How many jobs wait for a slot.
@@ -141,18 +144,37 @@ impl Scheduler {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Record a job in the queue log, durably, so that a restart finds it.
-    pub(crate) fn mark(&self, job_id: JobId) -> std::io::Result<()> {
-        self.queue.add(job_id)
+    /// Note a job in the durable queue, so that a restart (or another server) finds it.
+    pub(crate) fn mark(
+        &self,
+        job_id: JobId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.queue.mark(job_id)
     }
 
     fn unmark(&self, job_id: JobId) {
-        self.queue.remove(job_id);
+        self.queue.unmark(job_id);
     }
 
     /// Queue an allowed (or approved) job at the back of its owner's line; how many jobs run
     /// before it.
     pub(crate) fn enqueue(&self, job: PendingJob) -> usize {
+        if self.queue.is_shared() {
+            // Let it go into the shared queue: whichever server has a free slot first claims
+            // it (its lease is free, and the queue holds it meanwhile).
+            drop(job);
+            self.wake.notify_one();
+            return self
+                .queue
+                .marked()
+                .map_or(0, |ids| ids.len().saturating_sub(1));
+        }
+        self.enqueue_approved(job)
+    }
+
+    /// Queue an approved job at the back of its owner's line, on this server even with a
+    /// shared queue: the approval lives in the job until its `RUNNING` record.
+    pub(crate) fn enqueue_approved(&self, job: PendingJob) -> usize {
         let owner = owner_of(&job);
         let ahead = {
             let mut jobs = self.jobs();
@@ -277,8 +299,116 @@ impl Scheduler {
         self.unmark(job_id);
     }
 
+    /// A shared queue: take this job out of it if it waits there and nobody holds it, admitted
+    /// again as a claimed job is (to cancel it).
+    pub(crate) async fn take_shared(
+        &self,
+        job_id: JobId,
+        invocation_dir: &Path,
+    ) -> Option<PendingJob> {
+        match self.queue.take(job_id) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "cannot take a job from the shared queue");
+                return None;
+            }
+        }
+        let spec_bytes = self.store.spec(job_id).ok()?;
+        match self
+            .runner
+            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+            .await
+        {
+            Ok(Some((job, _))) => Some(job),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "a job taken from the shared queue cannot be admitted again");
+                None
+            }
+        }
+    }
+
+    /// A shared queue: claim a waiting job and admit its stored spec again under its id (a job
+    /// awaiting approval is held here until someone decides). `None` when nothing was claimed
+    /// that can run now.
+    async fn claim(&self, invocation_dir: &Path) -> Option<PendingJob> {
+        let job_id = match self.queue.claim() {
+            Ok(Some(job_id)) => job_id,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim a job from the shared queue");
+                return None;
+            }
+        };
+        let spec_bytes = match self.store.spec(job_id) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "claimed a job whose spec cannot be read");
+                self.unmark(job_id);
+                return None;
+            }
+        };
+        match self
+            .runner
+            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+            .await
+        {
+            Ok(Some((job, JobState::AwaitingApproval))) => {
+                self.hold(job);
+                None
+            }
+            Ok(Some((job, _))) => {
+                tracing::info!(%job_id, "claimed a job from the shared queue");
+                Some(job)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                // Its lease is let go: garbage collection settles it as abandoned.
+                tracing::warn!(%job_id, %error, "a claimed job cannot run any more");
+                self.unmark(job_id);
+                None
+            }
+        }
+    }
+
+    /// A shared queue: settle, as `mc gc` does, the jobs of servers that died (their leases
+    /// expired), and forget the queue entries of jobs that ended; until draining.
+    pub(crate) async fn settle_dead_servers(
+        self: Arc<Self>,
+        audit: AuditLog,
+        executors: Vec<Arc<dyn Executor>>,
+    ) {
+        let Some(every) = self.queue.settle_every() else {
+            return;
+        };
+        while !self.is_draining() {
+            tokio::time::sleep(every).await;
+            match self.queue.has_abandoned() {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for abandoned jobs");
+                    continue;
+                }
+            }
+            match collect_garbage(Arc::clone(&self.store), &audit, &executors).await {
+                Ok(report) => {
+                    for job_id in &report.abandoned_jobs {
+                        tracing::warn!(%job_id, "a dead server's job: recorded FAILED");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot settle the jobs of dead servers"),
+            }
+            if let Err(error) = self.forget_ended() {
+                tracing::warn!(%error, "cannot forget the jobs that ended");
+            }
+        }
+    }
+
     /// Run queued jobs, in turn, while slots are free; returns when draining.
-    pub(crate) async fn dispatch(self: Arc<Self>) {
+    pub(crate) async fn dispatch(self: Arc<Self>, invocation_dir: PathBuf) {
+        let invocation_dir = invocation_dir.as_path();
         loop {
             let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
                 return;
@@ -288,9 +418,17 @@ impl Scheduler {
                     return;
                 }
                 let next = self.jobs().queued.pop();
-                match next {
-                    Some(job) => break job,
-                    None => self.wake.notified().await,
+                if let Some(job) = next {
+                    break job;
+                }
+                if self.queue.is_shared() {
+                    if let Some(job) = self.claim(invocation_dir).await {
+                        break job;
+                    }
+                    // Other servers' submissions do not wake this one: look again soon.
+                    let _ = tokio::time::timeout(CLAIM_POLL, self.wake.notified()).await;
+                } else {
+                    self.wake.notified().await;
                 }
             };
             let job_id = job.job_id();
@@ -346,30 +484,30 @@ impl Scheduler {
     /// ended. Jobs that were running are left for garbage collection (`FAILED`, `abandoned`).
     pub(crate) async fn recover(&self, invocation_dir: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
-        let ids = match self.marked() {
+        if self.queue.is_shared() {
+            // The dispatcher claims them from the shared queue, as any server's does.
+            return warnings;
+        }
+        let ids = match self.queue.marked() {
             Ok(ids) => ids,
             Err(error) => {
                 warnings.push(format!(
                     "cannot read the queue {}: {error}",
-                    self.queue.path().display()
+                    self.queue.describe()
                 ));
                 return warnings;
             }
         };
         for job_id in ids {
-            let record = match self.store.load(job_id) {
-                Ok(record) => record,
-                Err(error) => {
-                    warnings.push(format!("queued job {job_id}: {error}"));
-                    self.unmark(job_id);
-                    continue;
-                }
-            };
-            let spec_path = self.store.job_dir(job_id).join(&record.meta.spec_file);
-            let spec_bytes = match std::fs::read(&spec_path) {
+            if let Err(error) = self.store.load(job_id) {
+                warnings.push(format!("queued job {job_id}: {error}"));
+                self.unmark(job_id);
+                continue;
+            }
+            let spec_bytes = match self.store.spec(job_id) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    warnings.push(format!("cannot read {}: {error}", spec_path.display()));
+                    warnings.push(format!("cannot read the spec of job {job_id}: {error}"));
                     continue;
                 }
             };
@@ -391,34 +529,24 @@ impl Scheduler {
         warnings
     }
 
-    /// The jobs the queue log (and markers of an older server) hold, oldest first.
-    pub(crate) fn marked(&self) -> std::io::Result<Vec<JobId>> {
-        let mut ids = self.queue.open_jobs()?;
-        if let Ok(entries) = std::fs::read_dir(&self.legacy_queue_dir) {
-            ids.extend(
-                entries.filter_map(Result::ok).filter_map(|entry| {
-                    JobId::try_parse(&entry.file_name().to_string_lossy()).ok()
-                }),
-            );
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
-    }
-
-    /// Forget the jobs that have ended (after garbage collection settled them): the queue log
-    /// is rewritten with the others alone, and the markers of an older server are taken over.
-    pub(crate) fn forget_ended(&self) -> std::io::Result<()> {
-        let mut open = self.marked()?;
+    /// Forget the jobs that have ended (after garbage collection settled them): the queue keeps
+    /// the others alone (the file queue rewrites its log with them and takes over the markers
+    /// of an older server).
+    pub(crate) fn forget_ended(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut open = self.queue.marked()?;
         open.retain(|job_id| {
             self.store
                 .load(*job_id)
                 .is_ok_and(|record| !record.state().is_terminal())
         });
-        self.queue.rewrite(&open)?;
-        if self.legacy_queue_dir.exists() {
-            std::fs::remove_dir_all(&self.legacy_queue_dir)?;
-        }
-        Ok(())
+        self.queue.keep_only(&open)
+    }
+
+    /// The jobs the durable queue holds, oldest first.
+    pub(crate) fn marked(&self) -> Result<Vec<JobId>, Box<dyn std::error::Error + Send + Sync>> {
+        self.queue.marked()
     }
 }
+
+/// How often a server with a shared queue looks for jobs other servers accepted.
+const CLAIM_POLL: Duration = Duration::from_millis(200);

@@ -5,9 +5,11 @@
 //!   deadline, so a hang fails the suite instead of freezing it.
 //! * [`cmdlines_holding`] and [`pid_alive`]: what `/proc` says about other processes.
 //! * [`docker`]: the Docker test image and containers found by label.
+//! * [`postgres`]: a real PostgreSQL 15 started as `nobody` in a temporary directory.
 #![deny(missing_docs)]
 
 pub mod docker;
+pub mod postgres;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

@@ -34,6 +34,12 @@ pub(crate) struct GlobalArgs {
     /// system's)
     #[arg(long, global = true, env = "MAESTRO_CA_CERT", value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// Record jobs in this PostgreSQL database instead of the state root's files
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) state_url: Option<String>,
+    /// With --state-url: seconds a job's lease outlives its holder
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub(crate) lease_ttl: Option<String>,
     /// Diagnostics on stderr: -v info, -vv debug (MAESTRO_LOG takes a tracing filter)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,

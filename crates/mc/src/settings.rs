@@ -31,7 +31,7 @@ pub(crate) struct Setting {
 }
 
 /// Every setting that has a flag. Their defaults are in [`default_text`].
-pub(crate) const SETTINGS: [Setting; 6] = [
+pub(crate) const SETTINGS: [Setting; 8] = [
     Setting {
         key: "state_dir",
         flag: "state-dir",
@@ -68,6 +68,18 @@ pub(crate) const SETTINGS: [Setting; 6] = [
         env: "MAESTRO_MAX_STEP_OUTPUT",
         about: "most output recorded per step, in bytes (or 512k, 64m, 1g); the log says what was dropped",
     },
+    Setting {
+        key: "state_url",
+        flag: "state-url",
+        env: "MAESTRO_STATE_URL",
+        about: "record jobs in this PostgreSQL database (postgres://user@host:port/db) instead of the state root's files; none for the files",
+    },
+    Setting {
+        key: "lease_ttl",
+        flag: "lease-ttl",
+        env: "MAESTRO_LEASE_TTL",
+        about: "with --state-url: seconds a job's lease outlives its holder (0.5 to 3600); a dead server's jobs are settled after it",
+    },
 ];
 
 /// The default of a setting, as text, from the one place it is written.
@@ -80,12 +92,17 @@ pub(crate) fn default_text(key: &str) -> String {
         "allowed_host_access" => host_access_text(&policy.allowed_host_access),
         "stop_grace" => RunnerConfig::default().stop_grace.as_secs_f64().to_string(),
         "max_step_output" => RunnerConfig::default().max_step_output.to_string(),
+        "state_url" => "none".to_owned(),
+        "lease_ttl" => DEFAULT_LEASE_TTL_SECONDS.to_string(),
         _ => String::new(),
     }
 }
 
 /// The state root when nothing names one, relative to the current directory.
 const DEFAULT_STATE_DIR: &str = "var/maestro";
+
+/// How long a PostgreSQL lease outlives its holder when nothing says otherwise.
+const DEFAULT_LEASE_TTL_SECONDS: f64 = 15.0;
 
 /// The longest stop grace a setting may give.
 const MAX_STOP_GRACE_SECONDS: f64 = 3600.0;
@@ -173,6 +190,10 @@ pub(crate) struct Settings {
     pub(crate) policy: PolicyConfig,
     pub(crate) stop_grace: Duration,
     pub(crate) max_step_output: u64,
+    /// The PostgreSQL database to record into instead of the state root's files.
+    pub(crate) state_url: Option<String>,
+    /// How long a PostgreSQL lease outlives its holder.
+    pub(crate) lease_ttl: Duration,
     /// `(key, effective value as text, origin)` for every setting, in [`SETTINGS`] order.
     pub(crate) effective: Vec<(&'static str, String, Origin)>,
     /// The files looked for, in the order they are read (a later one wins).
@@ -392,6 +413,10 @@ pub(crate) fn resolve(global: &GlobalArgs, flags: &Flags) -> Result<Settings, Fa
     let stop_grace_value = grace(&stop_grace)?;
     let max_step_output = raw("max_step_output");
     let max_step_output_value = output_cap(&max_step_output)?;
+    let state_url = pick(setting("state_url"), global.state_url.as_ref(), &values);
+    let state_url_value = postgres_url(&state_url)?;
+    let lease_ttl = pick(setting("lease_ttl"), global.lease_ttl.as_ref(), &values);
+    let lease_ttl_value = lease_time(&lease_ttl)?;
     let effective = vec![
         (
             "state_dir",
@@ -423,12 +448,26 @@ pub(crate) fn resolve(global: &GlobalArgs, flags: &Flags) -> Result<Settings, Fa
             max_step_output_value.to_string(),
             max_step_output.origin,
         ),
+        (
+            "state_url",
+            state_url_value
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), without_password),
+            state_url.origin,
+        ),
+        (
+            "lease_ttl",
+            lease_ttl_value.as_secs_f64().to_string(),
+            lease_ttl.origin,
+        ),
     ];
     Ok(Settings {
         state_root,
         policy,
         stop_grace: stop_grace_value,
         max_step_output: max_step_output_value,
+        state_url: state_url_value,
+        lease_ttl: lease_ttl_value,
         effective,
         files,
     })
@@ -444,6 +483,54 @@ fn timeout(raw: &Raw, key: &str) -> Result<Duration, Failure> {
             raw.shown(key)
         ))),
     }
+}
+
+/// A PostgreSQL URL, or `None` (the file store) when empty or `none`.
+fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
+    let text = raw.text.trim();
+    if text.is_empty() || text == "none" {
+        return Ok(None);
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(Some(text.to_owned()))
+    } else {
+        Err(Failure::usage(format!(
+            "{}: only PostgreSQL URLs are supported, such as postgres://maestro@db.example:5432/maestro",
+            without_password(&raw.shown("state_url"))
+        ))
+        .hint("leave it empty (or none) to use the state root's files"))
+    }
+}
+
+/// A URL with its password, if any, replaced by `***`, for messages and `mc config`.
+pub(crate) fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn lease_time(raw: &Raw) -> Result<Duration, Failure> {
+    raw.text
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| (0.5..=3600.0).contains(seconds))
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: must be a number of seconds from 0.5 to 3600, such as 15",
+                raw.shown("lease_ttl")
+            ))
+        })
 }
 
 fn grace(raw: &Raw) -> Result<Duration, Failure> {
@@ -540,6 +627,7 @@ fn document_arg(arg: clap::Arg) -> clap::Arg {
     let default = match setting.key {
         // Fourteen names would drown the help; `mc config` lists them.
         "allowed_host_access" => "every one but docker-socket".to_owned(),
+        "state_url" => "none: the state root's files".to_owned(),
         key => default_text(key),
     };
     arg.help(format!(
@@ -629,5 +717,31 @@ mod tests {
         }
         assert_eq!(default_text("stop_grace"), "5");
         assert_eq!(default_text("max_step_timeout"), "3600");
+    }
+
+    #[test]
+    fn state_urls_are_postgres_urls_and_passwords_are_never_shown() {
+        let raw = |text: &str| Raw {
+            text: text.to_owned(),
+            origin: Origin::Env("MAESTRO_STATE_URL".to_owned()),
+        };
+        assert_eq!(postgres_url(&raw("")).unwrap(), None);
+        assert_eq!(postgres_url(&raw("none")).unwrap(), None);
+        assert_eq!(
+            postgres_url(&raw("postgresql://m@db/x"))
+                .unwrap()
+                .as_deref(),
+            Some("postgresql://m@db/x")
+        );
+        let error = message(postgres_url(&raw("mysql://m:hunter2@db/x")).unwrap_err());
+        assert!(
+            error.contains("only PostgreSQL URLs") && !error.contains("hunter2"),
+            "{error}"
+        );
+        assert_eq!(
+            without_password("postgres://m:hunter2@db:5432/x"),
+            "postgres://m:***@db:5432/x"
+        );
+        assert_eq!(without_password("postgres://m@db/x"), "postgres://m@db/x");
     }
 }

@@ -15,7 +15,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::JobId;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::trace::TraceId;
 
 #[cfg(any(test, feature = "store-contract"))]
@@ -289,6 +289,10 @@ pub enum StateError {
         /// What is wrong with it.
         message: String,
     },
+    /// The audit record of a change could not be written (with a backend that writes both in
+    /// one transaction, the change was not written either).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// A step's log could not be written.
     #[error("cannot write the log of step {step:?} of job {job_id}: {source}")]
     Log {
@@ -478,6 +482,14 @@ pub enum HistoryEntry<'a> {
     Step(&'a StepRecord),
 }
 
+/// Makes the audit records of a history write from the history's digests after each entry.
+pub type DescribeWrite<'a> = dyn Fn(&[HistoryDigests]) -> Vec<AuditRecord> + Send + Sync + 'a;
+
+/// Makes the audit records of a new job from the history's digests after each of its first
+/// entries and the digests of the files written once (`job.json`, the spec).
+pub type DescribeCreate<'a> =
+    dyn Fn(&[HistoryDigests], &BTreeMap<String, String>) -> Vec<AuditRecord> + Send + Sync + 'a;
+
 /// Where jobs are recorded: the only thing the runner, the server and `mc` know of storage.
 ///
 /// A backend keeps every guarantee the contract tests check: history is append-only, an illegal
@@ -526,6 +538,36 @@ pub trait StateStore: Send + Sync {
     ) -> Result<(JobLease, Vec<HistoryDigests>), StateError> {
         let lease = self.create_job(meta, spec_bytes)?;
         let digests = self.append_history(meta.job_id, entries)?;
+        Ok((lease, digests))
+    }
+    /// [`StateStore::append_history`] and the audit records `describe` makes of it (to
+    /// `audit`, this store's audit log). By default one write after the other (a crash between
+    /// them is what `mc gc` recovers); a backend with transactions writes both in one, so that
+    /// neither exists without the other.
+    fn append_history_audited(
+        &self,
+        audit: &AuditLog,
+        job_id: JobId,
+        entries: &[HistoryEntry<'_>],
+        describe: &DescribeWrite<'_>,
+    ) -> Result<Vec<HistoryDigests>, StateError> {
+        let digests = self.append_history(job_id, entries)?;
+        audit.append_all(&describe(&digests))?;
+        Ok(digests)
+    }
+    /// [`StateStore::create_job_with_history`] and the audit records `describe` makes of it,
+    /// as [`append_history_audited`](Self::append_history_audited) does.
+    fn create_job_audited(
+        &self,
+        audit: &AuditLog,
+        meta: &JobMeta,
+        spec_bytes: &[u8],
+        entries: &[HistoryEntry<'_>],
+        describe: &DescribeCreate<'_>,
+    ) -> Result<(JobLease, Vec<HistoryDigests>), StateError> {
+        let (lease, digests) = self.create_job_with_history(meta, spec_bytes, entries)?;
+        let files = self.file_digests(meta.job_id)?;
+        audit.append_all(&describe(&digests, &files))?;
         Ok((lease, digests))
     }
     /// Read one job.

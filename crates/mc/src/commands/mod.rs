@@ -29,6 +29,7 @@ use maestro_core::runner::{RunError, Runner, RunnerConfig, SubmitRequest};
 use maestro_core::spec::{MAX_SPEC_BYTES, SpecFormat};
 use maestro_core::state::{FileStore, JobRecord, StateStore};
 use maestro_core::trace::TraceId;
+use maestro_postgres::{PgOptions, PgStore};
 
 use crate::cli::{Cli, Command};
 use crate::exit::{Code, Failure};
@@ -37,6 +38,21 @@ use crate::{registry, settings};
 pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
     if let Some(server) = cli.global.server.as_deref().filter(|url| !url.is_empty()) {
         return remote::run(server, cli.global.ca_cert.as_deref(), cli.command);
+    }
+    let uses_store = matches!(
+        cli.command,
+        Command::Submit(_)
+            | Command::Validate(_)
+            | Command::Status(_)
+            | Command::Logs(_)
+            | Command::Cancel(_)
+            | Command::Gc(_)
+            | Command::Prune(_)
+            | Command::Audit(_)
+            | Command::Serve(_)
+    );
+    if uses_store {
+        connect_database(&cli.global)?;
     }
     match cli.command {
         Command::Submit(args) => submit::run(&cli.global, args),
@@ -202,7 +218,49 @@ fn admission_failure(source: &str, spec_bytes: &[u8], error: RunError) -> Failur
 /// The state store at `state_root`: the one place `mc` chooses a backend; every command
 /// knows only [`StateStore`].
 pub(crate) fn open_store(state_root: &Path) -> Arc<dyn StateStore> {
-    Arc::new(FileStore::new(state_root))
+    match DATABASE.get() {
+        Some(store) => Arc::new(store.clone()),
+        None => Arc::new(FileStore::new(state_root)),
+    }
+}
+
+/// The PostgreSQL store, when `--state-url` (or `MAESTRO_STATE_URL`, or `state_url` in a
+/// `maestro.toml`) names one: connected once per process, before the command runs, so that
+/// every part of it (runner, executors' notes, server) shares its connections and leases.
+static DATABASE: std::sync::OnceLock<PgStore> = std::sync::OnceLock::new();
+
+/// The PostgreSQL store this process records into, if any.
+pub(crate) fn database() -> Option<&'static PgStore> {
+    DATABASE.get()
+}
+
+fn connect_database(global: &crate::cli::GlobalArgs) -> Result<(), Failure> {
+    let settings = settings::resolve(global, &settings::Flags::default())?;
+    let Some(url) = settings.state_url else {
+        return Ok(());
+    };
+    let options = PgOptions {
+        lease_ttl: settings.lease_ttl,
+        ..PgOptions::default()
+    };
+    // The state root still holds tokens and plugins, and steps are kept from writing to it:
+    // it exists whatever the store.
+    maestro_core::root::StateRoot::new(&settings.state_root)
+        .create_dir_all(Path::new(""))
+        .map_err(|error| {
+            Failure::system(format!(
+                "cannot create the state root {}: {error}",
+                settings.state_root.display()
+            ))
+        })?;
+    let store = PgStore::connect(&url, options).map_err(|error| {
+        Failure::system(format!(
+            "cannot use the database {}: {error}",
+            settings::without_password(&url)
+        ))
+    })?;
+    let _ = DATABASE.set(store);
+    Ok(())
 }
 
 /// The state store the command line and settings name.

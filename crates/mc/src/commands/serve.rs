@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use maestro_core::JobId;
 use maestro_core::runner::RunnerConfig;
+use maestro_core::state::{StateError, StateStore};
+use maestro_postgres::PgStore;
+use maestro_server::queue::{JobQueue, QueueError};
 use maestro_server::{ServerConfig, ServerError, TlsFiles};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +93,9 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
         },
     ));
     let gc_executors = registry::build(&state_root).builtin_executors();
+    let store = super::open_store(&state_root);
+    let queue = super::database()
+        .map(|database| Arc::new(SharedQueue(database.clone())) as Arc<dyn JobQueue>);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,11 +103,20 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
-        maestro_server::serve(config, state_root, runner, gc_executors, shutdown, |url| {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "mc serve: listening on {url}");
-            let _ = stdout.flush();
-        })
+        maestro_server::serve(
+            config,
+            state_root,
+            store,
+            queue,
+            runner,
+            gc_executors,
+            shutdown,
+            |url| {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "mc serve: listening on {url}");
+                let _ = stdout.flush();
+            },
+        )
         .await
         .map_err(|error| match error {
             ServerError::NotLoopback(_) | ServerError::Tls { .. } => Failure::usage(error),
@@ -125,4 +141,48 @@ fn watch_signals(shutdown: CancellationToken) -> Result<(), Failure> {
         shutdown.cancel();
     });
     Ok(())
+}
+
+/// The servers' shared queue in the PostgreSQL store (`--state-url`): every `mc serve` on the
+/// database claims jobs from it.
+struct SharedQueue(PgStore);
+
+impl JobQueue for SharedQueue {
+    fn describe(&self) -> String {
+        format!("the server_queue table of {}", self.0.describe())
+    }
+
+    fn mark(&self, job_id: JobId) -> Result<(), QueueError> {
+        Ok(self.0.queue_job(job_id)?)
+    }
+
+    fn unmark(&self, job_id: JobId) {
+        if let Err(error) = self.0.unqueue_job(job_id) {
+            tracing::warn!(%job_id, %error, "cannot take a job out of the shared queue");
+        }
+    }
+
+    fn marked(&self) -> Result<Vec<JobId>, QueueError> {
+        Ok(self.0.queued_jobs()?)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn claim(&self) -> Result<Option<JobId>, StateError> {
+        self.0.claim_queued()
+    }
+
+    fn take(&self, job_id: JobId) -> Result<bool, StateError> {
+        self.0.claim_queued_job(job_id)
+    }
+
+    fn has_abandoned(&self) -> Result<bool, StateError> {
+        self.0.has_abandoned()
+    }
+
+    fn settle_every(&self) -> Option<Duration> {
+        Some(self.0.lease_ttl())
+    }
 }

@@ -1,0 +1,59 @@
+//! Versioned migrations, run by the store itself when it connects: each applied version is a
+//! row of `schema_migrations`; the whole run holds an advisory lock, so stores starting at once
+//! apply each version once.
+
+use deadpool_postgres::Pool;
+
+use crate::PgError;
+
+/// The migrations, in order: version, name, SQL.
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "history", include_str!("../migrations/0001_history.sql"))];
+
+/// The advisory lock key held while migrating ("maestro" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6d61_6573_7472_6f01;
+
+/// Apply the migrations the database lacks; the versions applied now.
+pub(crate) async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let applied: Vec<i32> = transaction
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    if let Some(found) = applied.iter().copied().max().filter(|found| *found > known) {
+        return Err(PgError::SchemaTooNew { found, known });
+    }
+    let mut now = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+        tracing::info!(version, name, "applied a schema migration");
+        now.push(*version);
+    }
+    transaction.commit().await?;
+    Ok(now)
+}

@@ -1,0 +1,505 @@
+//! The PostgreSQL store through the real `mc`: every command with `--state-url` /
+//! `MAESTRO_STATE_URL` against a real PostgreSQL 15 (started as `nobody` by the fixture), and
+//! several `mc serve` sharing one database's queue.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maestro_test_support::postgres::Postgres;
+use serde_json::Value;
+
+use crate::util::{Env, job_id, job_yaml, output_within, parse_json, text};
+
+/// A workspace whose `mc` records into a fresh database.
+struct PgEnv {
+    env: Env,
+    url: String,
+    postgres: Arc<Postgres>,
+}
+
+impl PgEnv {
+    fn new() -> Self {
+        let postgres = Postgres::shared();
+        let url = postgres.database();
+        Self {
+            env: Env::new(),
+            url,
+            postgres,
+        }
+    }
+
+    fn mc(&self) -> Command {
+        let mut command = self.env.mc();
+        command.env("MAESTRO_STATE_URL", &self.url);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        output_within(self.mc().args(args), 120)
+    }
+
+    /// Run `sql` in the database as the superuser; its output.
+    fn sql(&self, sql: &str) -> String {
+        self.postgres.psql_admin(Postgres::name_of(&self.url), sql)
+    }
+}
+
+#[test]
+fn every_command_records_into_the_database() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "job.yaml",
+        &job_yaml(
+            "pg",
+            "  - name: hello\n    command: [\"sh\", \"-c\", \"echo hello from postgres\"]\n",
+        ),
+    );
+    let output = pg.run(&["submit", spec.to_str().unwrap(), "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = parse_json(&output);
+    let id = job_id(&report).to_owned();
+    assert_eq!(report["state"], "SUCCEEDED", "{report:#}");
+    // Nothing of the job is on disk: the database holds it.
+    assert!(pg.env.job_ids().is_empty());
+    assert_eq!(
+        pg.sql(&format!("SELECT state FROM jobs WHERE job_id = '{id}'")),
+        "SUCCEEDED"
+    );
+    // The spec is stored byte for byte.
+    let stored = pg.sql(&format!(
+        "SELECT encode(spec, 'hex') FROM jobs WHERE job_id = '{id}'"
+    ));
+    let written = std::fs::read(&spec).unwrap();
+    assert_eq!(
+        stored,
+        written
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+
+    let status = pg.run(&["status", &id, "--output", "json"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status: Value = parse_json(&status);
+    assert_eq!(status["state"], "SUCCEEDED", "{status:#}");
+    let list = pg.run(&["status", "--output", "json"]);
+    assert!(text(&list.stdout).contains(&id), "{}", text(&list.stdout));
+
+    let logs = pg.run(&["logs", &id]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert!(
+        text(&logs.stdout).contains("hello from postgres"),
+        "{}",
+        text(&logs.stdout)
+    );
+
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    let events = pg.sql("SELECT count(*) FROM audit_log");
+    assert!(events.parse::<u32>().unwrap() >= 5, "{events}");
+
+    let cancel = pg.run(&["cancel", &id]);
+    assert!(
+        text(&cancel.stdout).contains("SUCCEEDED") || text(&cancel.stderr).contains("SUCCEEDED"),
+        "{}{}",
+        text(&cancel.stdout),
+        text(&cancel.stderr)
+    );
+    let gc = pg.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+
+    let prune = pg.run(&["prune", "--older-than", "0s"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let gone = pg.run(&["status", &id]);
+    assert_eq!(gone.status.code(), Some(2), "{}", text(&gone.stderr));
+    // Pruned: hidden and its logs gone, its history kept (the database refuses to delete it).
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM transitions WHERE job_id = '{id}'"
+        )),
+        "3"
+    );
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM log_chunks WHERE job_id = '{id}'"
+        )),
+        "0"
+    );
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+#[test]
+fn a_bad_state_url_is_one_line() {
+    let pg = PgEnv::new();
+    let output = output_within(
+        pg.env
+            .mc()
+            .args(["status", "--state-url", "mysql://nowhere/db"]),
+        60,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("only PostgreSQL URLs"), "{stderr}");
+    let output = output_within(
+        pg.env.mc().args([
+            "status",
+            "--state-url",
+            "postgres://maestro:secret@127.0.0.1:1/none",
+        ]),
+        60,
+    );
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot use the database") && !stderr.contains("secret"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_follow_a_running_job_through_the_database() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "slow.yaml",
+        &job_yaml(
+            "slow",
+            "  - name: tick\n    command: [\"sh\", \"-c\", \"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\"]\n",
+        ),
+    );
+    let submit = pg
+        .mc()
+        .args(["submit", spec.to_str().unwrap(), "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Follow from the moment the job runs: the rest of its output comes while it is followed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        // Until mc has connected, the database has no tables yet.
+        let found = pg.postgres.psql(
+            "postgres",
+            Postgres::name_of(&pg.url),
+            "SELECT job_id FROM jobs WHERE state = 'RUNNING'",
+        );
+        let found = text(&found.stdout).trim().to_owned();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let follow = output_within(pg.mc().args(["logs", &id, "--follow"]), 120);
+    assert!(follow.status.success(), "{}", text(&follow.stderr));
+    let out = text(&follow.stdout);
+    for i in 1..=6 {
+        assert!(out.contains(&format!("tick {i}")), "{out}");
+    }
+    let submitted = crate::util::output_within_child(submit);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    assert_eq!(
+        pg.sql(&format!("SELECT state FROM jobs WHERE job_id = '{id}'")),
+        "SUCCEEDED"
+    );
+}
+
+/// The `claimed_by` of every job, by job id.
+fn claims(pg: &PgEnv) -> Vec<(String, String)> {
+    pg.sql("SELECT job_id || ' ' || coalesce(claimed_by, '') FROM jobs ORDER BY job_id")
+        .lines()
+        .filter_map(|line| {
+            let (id, by) = line.split_once(' ')?;
+            Some((id.to_owned(), by.to_owned()))
+        })
+        .collect()
+}
+
+/// The pid in a lease holder's name (`host:pid:random`).
+fn holder_pid(holder: &str) -> Option<u32> {
+    holder.split(':').nth(1)?.parse().ok()
+}
+
+#[test]
+fn two_servers_share_one_queue_and_run_each_job_once() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "4"];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
+    let ran = pg.env.path().join("ran");
+    std::fs::write(&ran, "").unwrap();
+    let spec = crate::util::bare_job_yaml(
+        "shared",
+        &format!(
+            "  - name: once\n    command: [\"sh\", \"-c\", \"echo $MAESTRO_JOB_ID >> {}\"]\n",
+            ran.display()
+        ),
+    );
+    let mut submitted = Vec::new();
+    for index in 0..200 {
+        // As a load balancer would: half the submissions to each server.
+        let server = if index % 2 == 0 { &first } else { &second };
+        let (code, body) = server.submit_yaml(&token, &spec);
+        assert_eq!(code, 201, "{body}");
+        submitted.push(body["job_id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ended = pg.sql("SELECT count(*) FROM jobs WHERE state = 'SUCCEEDED'");
+        if ended == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ended} of 200 jobs succeeded: {}",
+            pg.sql("SELECT state || ' ' || count(*) FROM jobs GROUP BY state")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each job ran exactly once: its step appended its id once.
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let mut ran_ids: Vec<&str> = lines.lines().collect();
+    ran_ids.sort_unstable();
+    let mut expected: Vec<&str> = submitted.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(ran_ids, expected, "a job ran twice or not at all");
+    // Both servers ran some of them, and the queue is empty.
+    let pids: std::collections::BTreeSet<u32> = claims(&pg)
+        .iter()
+        .filter_map(|(_, by)| holder_pid(by))
+        .collect();
+    assert!(
+        pids.contains(&first.pid()) && pids.contains(&second.pid()),
+        "both servers should have run jobs: {pids:?} vs {} and {}",
+        first.pid(),
+        second.pid()
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM server_queue"), "0");
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+/// The long step's command line, as `/proc` holds it.
+const SLEEP: &[u8] = b"sleep\x0061.37";
+
+#[test]
+fn a_killed_servers_jobs_are_settled_by_another() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = [
+        "--state-url",
+        pg.url.as_str(),
+        "--max-concurrent-jobs",
+        "1",
+        "--lease-ttl",
+        "1.5",
+    ];
+    let mut doomed = crate::server::Server::start(&pg.env, &flags);
+    let long = job_yaml(
+        "long",
+        "  - name: wait\n    command: [\"sleep\", \"61.37\"]\n",
+    );
+    let (code, body) = doomed.submit_yaml(&token, &long);
+    assert_eq!(code, 201, "{body}");
+    let running = body["job_id"].as_str().unwrap().to_owned();
+    doomed.wait_state(&token, &running, "RUNNING", 60);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while maestro_test_support::cmdlines_holding(SLEEP).is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second job waits behind it (one slot).
+    let (code, body) = doomed.submit_yaml(
+        &token,
+        &job_yaml("after", "  - name: quick\n    command: [\"true\"]\n"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let waiting = body["job_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT coalesce(state, 'none') FROM jobs WHERE job_id = '{waiting}'"
+        )),
+        "SUBMITTED"
+    );
+    let doomed_pid = doomed.pid();
+    doomed.kill();
+    let survivor = crate::server::Server::start(&pg.env, &flags);
+    // The running job is settled once its lease expires; the waiting one runs on the survivor.
+    let settled = survivor.wait_state(&token, &running, "FAILED", 60);
+    let last = settled["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"]["reason"], "abandoned", "{settled:#}");
+    survivor.wait_state(&token, &waiting, "SUCCEEDED", 60);
+    let claims = claims(&pg);
+    let by = |id: &str| {
+        claims
+            .iter()
+            .find(|(job, _)| job == id)
+            .and_then(|(_, by)| holder_pid(by))
+    };
+    assert_eq!(by(&waiting), Some(survivor.pid()), "{claims:?}");
+    // The survivor's garbage collection took the dead server's lease to settle the job.
+    assert_eq!(by(&running), Some(survivor.pid()), "{claims:?}");
+    assert_ne!(survivor.pid(), doomed_pid);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !maestro_test_support::cmdlines_holding(SLEEP).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed server's step is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "1"];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
+    let long = job_yaml(
+        "busy",
+        "  - name: wait\n    command: [\"sleep\", \"62.41\"]\n",
+    );
+    // Both servers' one slot busy.
+    for server in [&first, &second] {
+        let (code, body) = server.submit_yaml(&token, &long);
+        assert_eq!(code, 201, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != "2" {
+        assert!(Instant::now() < deadline, "both long jobs should run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = first.submit_yaml(
+        &token,
+        &job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let waiting = body["job_id"].as_str().unwrap().to_owned();
+    // Submitted to the first server, cancelled through the second.
+    let (code, body) = second.json(
+        "POST",
+        &format!("/v1/jobs/{waiting}/cancel"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "CANCELLED", "{body}");
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM server_queue WHERE job_id = '{waiting}'"
+        )),
+        "0"
+    );
+    let steps = pg.sql(&format!(
+        "SELECT count(*) FROM step_logs WHERE job_id = '{waiting}'"
+    ));
+    assert_eq!(steps, "0", "nothing of a job cancelled while waiting runs");
+}
+
+#[test]
+fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
+    let pg = PgEnv::new();
+    let ana = crate::server::token(&pg.env, "ana", "submit");
+    let bo = crate::server::token(&pg.env, "bo", "approve");
+    let flags = ["--state-url", pg.url.as_str()];
+    let first = crate::server::Server::start(&pg.env, &flags);
+    let second = crate::server::Server::start(&pg.env, &flags);
+    let prod =
+        "name: release\nenvironment: production\nsteps:\n  - name: a\n    run: echo released\n";
+    let (code, submitted) = first.submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    assert_eq!(submitted["state"], "AWAITING_APPROVAL");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    // Neither server runs it while it waits for its approval.
+    std::thread::sleep(Duration::from_millis(800));
+    first.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5);
+    let (code, body) = first.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/approve"),
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"CHG-7"}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let job = first.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let running = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "RUNNING")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        running["detail"]["approval"]["approved_by"], "bo",
+        "{job:#}"
+    );
+    assert_eq!(running["detail"]["approval"]["reason"], "CHG-7", "{job:#}");
+    // Its log is in the database: followed through the other server.
+    let (code, log) = second.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs?follow=true"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{log}");
+    assert!(log.contains("released"), "{log}");
+}
+
+#[test]
+fn audit_verify_finds_a_record_edited_behind_the_databases_back() {
+    let pg = PgEnv::new();
+    let spec = pg.env.write(
+        "job.yaml",
+        &job_yaml("audited", "  - name: a\n    command: [\"true\"]\n"),
+    );
+    let output = pg.run(&["submit", spec.to_str().unwrap(), "--quiet"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    // Only an owner who disables the triggers can change a record; the chain still tells (the
+    // record of RUNNING, which later records chain from).
+    pg.sql(
+        "ALTER TABLE audit_log DISABLE TRIGGER USER;
+         UPDATE audit_log SET line = convert_to(replace(convert_from(line, 'UTF8'), '\"RUNNING\"', '\"PAUSING\"'), 'UTF8')
+           WHERE convert_from(line, 'UTF8') LIKE '%\"RUNNING\"%';
+         ALTER TABLE audit_log ENABLE TRIGGER USER;",
+    );
+    let edited = pg.sql(
+        "SELECT count(*) FROM audit_log WHERE convert_from(line, 'UTF8') LIKE '%\"PAUSING\"%'",
+    );
+    assert_ne!(edited, "0", "the edit did not happen");
+    let verify = pg.run(&["audit", "verify"]);
+    assert!(!verify.status.success(), "{}", text(&verify.stdout));
+    let said = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(said.contains("edited"), "{said}");
+}
