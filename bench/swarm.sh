@@ -8,7 +8,8 @@
 # Needs a running Docker engine in no swarm or in one of its own (the script inits a
 # single-node swarm on 127.0.0.1 when the engine is in none, and leaves it afterwards),
 # python3 and busybox-static (for the test image). MC=/path/to/mc uses that binary instead of
-# building target/release/mc. RUNS=N sets the number of interleaved runs (default 10).
+# building it (into $CARGO_TARGET_DIR, else target/). RUNS=N sets the number of interleaved
+# runs (default 10).
 # MC_BEFORE=/path/to/another/mc adds its rows to the same run (a build of an earlier commit, to
 # measure a change side by side).
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 bash docker/build-test-image.sh
 if [[ -z "${MC:-}" ]]; then
     cargo build --release --quiet --bin mc
-    MC="$PWD/target/release/mc"
+    MC="${CARGO_TARGET_DIR:-$PWD/target}/release/mc"
 fi
 RUNS="${RUNS:-10}"
 IMAGE=maestro-test/busybox:latest

@@ -11,7 +11,9 @@
 //! * Nodes do not share the submitter's disk: no workspace is mounted, and a `workdir` that
 //!   assumes one is refused.
 //! * A step ends once its service and every container of its task are gone, which its outcome
-//!   records as a verified `TeardownMethod::ContainerRemoved` teardown.
+//!   records as a verified `TeardownMethod::ContainerRemoved` teardown; a step that another
+//!   swarm step of the job follows and whose command exited removes its service at once and
+//!   hands its exited container's removal to the background, which the job's `finish` awaits.
 //!
 //! See `docs/executors.md` for the fields, the lifecycle and the cleanup guarantees.
 #![deny(missing_docs)]
