@@ -4,7 +4,8 @@
 //! Without a PID namespace nothing guarantees that a bare step's processes die with it; this
 //! module checks, kills what remains and says what it found, so that the step's record is true.
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use maestro_core::JobId;
@@ -24,6 +25,41 @@ static SPAWNING: RwLock<()> = RwLock::new(());
 /// Hold while spawning a step's process (see [`SPAWNING`]); never across an `await`.
 pub(crate) fn spawning() -> RwLockReadGuard<'static, ()> {
     SPAWNING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The pids of the processes spawned here for steps (a bare step's command, a sandboxed step's
+/// shim), from their spawn until their [`StepChild`] is dropped. Such a child is never another
+/// step's adopted orphan, also while its exec has not yet set up the environment that says whose
+/// it is: `spawn` returns once the exec has begun (the close-on-exec pipe closes early in it),
+/// and for a moment after that the new image's environment reads empty.
+static STEP_CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A step's own process, registered as such (see [`STEP_CHILDREN`]) until dropped.
+pub(crate) struct StepChild(Option<i32>);
+
+impl StepChild {
+    /// Register the process just spawned; call it with [`spawning`] still held.
+    pub(crate) fn register(pid: Option<u32>) -> Self {
+        let pid = pid.and_then(|pid| i32::try_from(pid).ok());
+        if let Some(pid) = pid {
+            STEP_CHILDREN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(pid);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for StepChild {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            STEP_CHILDREN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&pid);
+        }
+    }
 }
 
 /// One process seen in `/proc`.
@@ -196,6 +232,10 @@ pub(crate) async fn verify_group(
     let mut to_reap = Vec::new();
     {
         let _scanning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+        let step_children = STEP_CHILDREN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for pid in pids() {
             let Some(process) = Process::read(pid) else {
                 continue;
@@ -210,7 +250,10 @@ pub(crate) async fn verify_group(
             let anothers = marker
                 .as_ref()
                 .is_some_and(|(job, name)| *job != job_id || name != step);
-            let adopted = process.parent == own && !children_before.contains(&pid) && !anothers;
+            let adopted = process.parent == own
+                && !children_before.contains(&pid)
+                && !step_children.contains(&pid)
+                && !anothers;
             let carries_step = || !anothers && marker.is_some();
             if !process.zombie && !killed.contains(&pid) && (adopted || carries_step()) {
                 let _ = kill_process(handle, Signal::KILL);
@@ -380,5 +423,32 @@ mod tests {
         );
         theirs.kill().unwrap();
         theirs.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_step_child_whose_environment_reads_empty_is_not_taken_for_an_orphan() {
+        // Right after its exec began, a step's process has no readable environment yet: as
+        // `env -i` would make it, without a marker. Registered as a step's own, it is not an
+        // orphan of the step verified meanwhile.
+        let job = JobId::now_v7();
+        let children = own_children();
+        let mut theirs = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let registered = StepChild::register(Some(theirs.id()));
+        let teardown = verify_group(None, job, "s", &children).await;
+        assert!(teardown.verified, "{teardown:?}");
+        assert!(theirs.try_wait().unwrap().is_none(), "it was killed");
+        // Unregistered, the same process is an orphan the step adopted.
+        drop(registered);
+        let teardown = verify_group(None, job, "s", &children).await;
+        assert!(
+            teardown.remaining[0].contains(&format!("pid {}", theirs.id())),
+            "{teardown:?}"
+        );
+        // Killed and reaped there (as an adopted orphan is).
+        assert!(theirs.wait().map_or(true, |status| !status.success()));
     }
 }
