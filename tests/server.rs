@@ -1360,8 +1360,11 @@ fn submit_through_the_server_prints_what_a_local_submit_prints() {
     );
     let denied = env.write("denied.yaml", &spec("bad", "rm -rf /"));
     for (file, code) in [(&chatty, 0), (&failing, 1), (&denied, 3)] {
-        for output in ["text", "json"] {
-            let args = ["submit", file.to_str().unwrap(), "--output", output];
+        for output in ["text", "json", "quiet"] {
+            let args = match output {
+                "quiet" => vec!["submit", file.to_str().unwrap(), "--quiet"],
+                _ => vec!["submit", file.to_str().unwrap(), "--output", output],
+            };
             let local = env.run(&args);
             let through = remote(&args);
             let shown = |output: &std::process::Output| {

@@ -111,6 +111,16 @@ pub trait AuditStorage: Send + Sync {
     fn append_locked(&self, extend: &mut Extend<'_>) -> Result<(), StorageError>;
     /// The trail's bytes (empty when nothing was appended yet).
     fn read(&self) -> Result<Vec<u8>, StorageError>;
+
+    /// Call `line` with each line of the trail (without its newline), oldest first. The default
+    /// reads the whole trail; a storage that can stream overrides it, so that a reader keeps
+    /// one line in memory rather than the trail.
+    fn for_each_line(&self, line: &mut dyn FnMut(&[u8])) -> Result<(), StorageError> {
+        for each in self.read()?.split(|b| *b == b'\n') {
+            line(each);
+        }
+        Ok(())
+    }
 }
 
 /// The audit log: the hash chain over an [`AuditStorage`].
@@ -169,6 +179,28 @@ impl AuditStorage for FileAudit {
             Ok(bytes) => Ok(bytes),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(error) => Err(error.into()),
+        }
+    }
+
+    fn for_each_line(&self, line: &mut dyn FnMut(&[u8])) -> Result<(), StorageError> {
+        let root = match self.root.open_dir(Path::new("")) {
+            Ok(Some(root)) => root,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let file = match root.open("audit.log", Access::Read) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            if io::BufRead::read_until(&mut reader, b'\n', &mut buffer)? == 0 {
+                return Ok(());
+            }
+            line(buffer.strip_suffix(b"\n").unwrap_or(&buffer));
         }
     }
 }
@@ -285,6 +317,18 @@ impl AuditLog {
 
     fn read_bytes(&self) -> Result<Vec<u8>, AuditError> {
         self.storage.read().map_err(self.error("read"))
+    }
+
+    /// Call `record` with every record that parses, oldest first, one at a time (the log is
+    /// streamed where its storage can: memory does not grow with the log).
+    pub fn for_each(&self, record: &mut dyn FnMut(AuditRecord)) -> Result<(), AuditError> {
+        self.storage
+            .for_each_line(&mut |line| {
+                if let Ok(parsed) = serde_json::from_slice(line) {
+                    record(parsed);
+                }
+            })
+            .map_err(self.error("read"))
     }
 
     /// Every record that parses, oldest first.
@@ -752,6 +796,20 @@ mod tests {
         let verification = log.verify(None, None).unwrap();
         assert!(verification.intact(), "{verification:?}");
         assert_eq!(verification.notes.len(), 1, "{verification:?}");
+        // Streamed, the records are the same, a last line without its newline included.
+        file.write_all(b"{\"at\":\"torn again").unwrap();
+        let mut streamed = Vec::new();
+        log.for_each(&mut |record| streamed.push(record.event))
+            .unwrap();
+        assert_eq!(streamed, [GENESIS_EVENT, "before", "after"]);
+        let mut lines = 0;
+        FileAudit::new(dir.path())
+            .for_each_line(&mut |line| {
+                lines += 1;
+                assert!(!line.ends_with(b"\n"));
+            })
+            .unwrap();
+        assert_eq!(lines, 5, "four lines and the torn last one");
     }
 
     #[test]

@@ -1292,11 +1292,15 @@ struct Audited {
 }
 
 impl Audited {
-    fn read(audit: &AuditLog) -> Result<Self, RunError> {
+    /// Read the log's records one at a time, keeping what concerns `job_ids` alone.
+    fn read(
+        audit: &AuditLog,
+        job_ids: &std::collections::HashSet<JobId>,
+    ) -> Result<Self, RunError> {
         let mut audited = Self::default();
-        for record in audit.read_all()? {
-            let Some(job_id) = record.job_id else {
-                continue;
+        audit.for_each(&mut |record| {
+            let Some(job_id) = record.job_id.filter(|job_id| job_ids.contains(job_id)) else {
+                return;
             };
             match record.history() {
                 Some(history) => {
@@ -1307,7 +1311,7 @@ impl Audited {
                 }
                 None => {}
             }
-        }
+        })?;
         for job_id in audited.digests.keys() {
             audited.legacy.remove(job_id);
         }
@@ -1350,10 +1354,11 @@ pub async fn collect_garbage_of(
         Ok(removed) => report.settled.extend(removed),
         Err(error) => report.errors.push(error.to_string()),
     }
+    let wanted: std::collections::HashSet<JobId> = job_ids.iter().copied().collect();
     let mut audited = if job_ids.is_empty() {
         Audited::default()
     } else {
-        Audited::read(audit)?
+        Audited::read(audit, &wanted)?
     };
     let mut reread = false;
     let mut leases = Vec::new();
@@ -1381,7 +1386,7 @@ pub async fn collect_garbage_of(
             if matches!(&missing, Ok(records) if !records.is_empty()) && !reread {
                 // Another gc may have recovered them since the log was read: read it again,
                 // now that this job's lease is ours.
-                audited = Audited::read(audit)?;
+                audited = Audited::read(audit, &wanted)?;
                 reread = true;
                 missing = unaudited(store.as_ref(), &record, audited.digests.get(&job_id));
             }

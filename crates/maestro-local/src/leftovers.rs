@@ -4,6 +4,8 @@
 //! Without a PID namespace nothing guarantees that a bare step's processes die with it; this
 //! module checks, kills what remains and says what it found, so that the step's record is true.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use maestro_core::JobId;
@@ -11,6 +13,54 @@ use maestro_core::executor::{Teardown, TeardownMethod};
 use rustix::process::{Pid, Signal, kill_process, test_kill_process_group};
 
 use crate::GROUP_EMPTY_WITHIN;
+
+/// Held shared while a step's process is spawned, exclusively while [`verify_group`] looks for
+/// a bare step's adopted orphans. Between its fork and its exec a new child of this process still
+/// has this process's environment, not yet its step's marker, so to the orphan scan of another
+/// step it looks exactly like an orphan that step left: `mc serve` runs several jobs' steps at
+/// once, and the scan killed such children (their own step then failed, "cannot wait for its
+/// process: No child processes"). With the lock, no child is between fork and exec during a scan.
+static SPAWNING: RwLock<()> = RwLock::new(());
+
+/// Hold while spawning a step's process (see [`SPAWNING`]); never across an `await`.
+pub(crate) fn spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWNING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The pids of the processes spawned here for steps (a bare step's command, a sandboxed step's
+/// shim), from their spawn until their [`StepChild`] is dropped. Such a child is never another
+/// step's adopted orphan, also while its exec has not yet set up the environment that says whose
+/// it is: `spawn` returns once the exec has begun (the close-on-exec pipe closes early in it),
+/// and for a moment after that the new image's environment reads empty.
+static STEP_CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A step's own process, registered as such (see [`STEP_CHILDREN`]) until dropped.
+pub(crate) struct StepChild(Option<i32>);
+
+impl StepChild {
+    /// Register the process just spawned; call it with [`spawning`] still held.
+    pub(crate) fn register(pid: Option<u32>) -> Self {
+        let pid = pid.and_then(|pid| i32::try_from(pid).ok());
+        if let Some(pid) = pid {
+            STEP_CHILDREN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(pid);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for StepChild {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            STEP_CHILDREN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&pid);
+        }
+    }
+}
 
 /// One process seen in `/proc`.
 pub(crate) struct Process {
@@ -179,42 +229,56 @@ pub(crate) async fn verify_group(
     // One pass over /proc: processes that carry the step in their environment, and orphans of
     // the step this process adopted (children it did not have before the step).
     let own = rustix::process::getpid().as_raw_nonzero().get();
-    for pid in pids() {
-        let Some(process) = Process::read(pid) else {
-            continue;
-        };
-        let Some(handle) = Pid::from_raw(pid) else {
-            continue;
-        };
-        let marker = process_step(pid);
-        // A child that carries another step's marker is that step's own process (`mc serve`
-        // runs several jobs' steps at once, each a child of this process), not an orphan of
-        // this one: never kill or reap it here.
-        let anothers = marker
-            .as_ref()
-            .is_some_and(|(job, name)| *job != job_id || name != step);
-        let adopted = process.parent == own && !children_before.contains(&pid) && !anothers;
-        let carries_step = || !anothers && marker.is_some();
-        if !process.zombie && !killed.contains(&pid) && (adopted || carries_step()) {
-            let _ = kill_process(handle, Signal::KILL);
-            remaining.push(if adopted && !carries_step() {
-                format!(
-                    "{} left the step's process group and environment (killed now)",
-                    process.describe()
-                )
-            } else {
-                format!(
-                    "{} left the step's process group (killed now)",
-                    process.describe()
-                )
-            });
+    let mut to_reap = Vec::new();
+    {
+        let _scanning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+        let step_children = STEP_CHILDREN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for pid in pids() {
+            let Some(process) = Process::read(pid) else {
+                continue;
+            };
+            let Some(handle) = Pid::from_raw(pid) else {
+                continue;
+            };
+            let marker = process_step(pid);
+            // A child that carries another step's marker is that step's own process (`mc serve`
+            // runs several jobs' steps at once, each a child of this process), not an orphan of
+            // this one: never kill or reap it here.
+            let anothers = marker
+                .as_ref()
+                .is_some_and(|(job, name)| *job != job_id || name != step);
+            let adopted = process.parent == own
+                && !children_before.contains(&pid)
+                && !step_children.contains(&pid)
+                && !anothers;
+            let carries_step = || !anothers && marker.is_some();
+            if !process.zombie && !killed.contains(&pid) && (adopted || carries_step()) {
+                let _ = kill_process(handle, Signal::KILL);
+                remaining.push(if adopted && !carries_step() {
+                    format!(
+                        "{} left the step's process group and environment (killed now)",
+                        process.describe()
+                    )
+                } else {
+                    format!(
+                        "{} left the step's process group (killed now)",
+                        process.describe()
+                    )
+                });
+            }
+            if adopted && !process.zombie {
+                // Adopted orphans we killed are ours to reap. Not a zombie found here: its
+                // environment can no longer be read, so it may be another step's process that has
+                // just exited, which that step's own wait must reap (`mc serve` runs several).
+                to_reap.push(handle);
+            }
         }
-        if adopted && !process.zombie {
-            // Adopted orphans we killed are ours to reap. Not a zombie found here: its
-            // environment can no longer be read, so it may be another step's process that has
-            // just exited, which that step's own wait must reap (`mc serve` runs several).
-            reap(handle).await;
-        }
+    }
+    for handle in to_reap {
+        reap(handle).await;
     }
     if remaining.is_empty() {
         Teardown::verified(TeardownMethod::ProcessGroup)
@@ -311,5 +375,80 @@ mod tests {
         );
         let status = stray.wait().unwrap();
         assert!(!status.success(), "the stray was killed");
+    }
+
+    #[expect(
+        unsafe_code,
+        reason = "the test needs a child that waits between its fork and its exec"
+    )]
+    fn slow_to_exec(command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and only sleeps, which is
+        // async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                std::thread::sleep(Duration::from_millis(400));
+                Ok(())
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn another_steps_child_between_fork_and_exec_is_not_taken_for_an_orphan() {
+        // Regression: 5% of 1,000 bare jobs under `mc serve` failed ("cannot wait for its
+        // process: No child processes") or blamed another job's process on their teardown.
+        let job = JobId::now_v7();
+        let children = own_children();
+        let (forking, forked) = std::sync::mpsc::channel();
+        let spawner = std::thread::spawn(move || {
+            let mut command = std::process::Command::new("sleep");
+            command
+                .arg("30")
+                .env("MAESTRO_JOB_ID", JobId::now_v7().to_string())
+                .env("MAESTRO_STEP", "theirs");
+            slow_to_exec(&mut command);
+            let _spawning = spawning();
+            forking.send(()).unwrap();
+            command.spawn().expect("spawn sleep")
+        });
+        forked.recv().unwrap();
+        // The child is forked now and waits before its exec, with this process's environment.
+        std::thread::sleep(Duration::from_millis(150));
+        let teardown = verify_group(None, job, "s", &children).await;
+        let mut theirs = spawner.join().unwrap();
+        assert!(teardown.verified, "{teardown:?}");
+        assert!(
+            theirs.try_wait().unwrap().is_none(),
+            "the other step's process was killed"
+        );
+        theirs.kill().unwrap();
+        theirs.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_step_child_whose_environment_reads_empty_is_not_taken_for_an_orphan() {
+        // Right after its exec began, a step's process has no readable environment yet: as
+        // `env -i` would make it, without a marker. Registered as a step's own, it is not an
+        // orphan of the step verified meanwhile.
+        let job = JobId::now_v7();
+        let children = own_children();
+        let mut theirs = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let registered = StepChild::register(Some(theirs.id()));
+        let teardown = verify_group(None, job, "s", &children).await;
+        assert!(teardown.verified, "{teardown:?}");
+        assert!(theirs.try_wait().unwrap().is_none(), "it was killed");
+        // Unregistered, the same process is an orphan the step adopted.
+        drop(registered);
+        let teardown = verify_group(None, job, "s", &children).await;
+        assert!(
+            teardown.remaining[0].contains(&format!("pid {}", theirs.id())),
+            "{teardown:?}"
+        );
+        // Killed and reaped there (as an adopted orphan is).
+        assert!(theirs.wait().map_or(true, |status| !status.success()));
     }
 }

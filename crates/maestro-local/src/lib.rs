@@ -239,23 +239,28 @@ impl Executor for LocalExecutor {
         };
         // A clean environment: the caller's allowlisted variables, the step's own (spec `env`,
         // pass-through, Maestro's), then its secrets. Nothing else of `mc`'s environment.
-        let mut child = command
-            .env_clear()
-            .envs(&step.host_env)
-            .envs(&step.env)
-            .envs(
-                step.secrets
-                    .iter()
-                    .map(|(name, secret)| (name, secret.expose())),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| ExecutorError::StepFailed {
-                message: format!("step {:?}: cannot start {program:?}: {error}", step.name),
-            })?;
+        // Registered while the spawn lock is held; dropped after the child (declared first).
+        let (_registered, mut child) = {
+            let _spawning = leftovers::spawning();
+            let child = command
+                .env_clear()
+                .envs(&step.host_env)
+                .envs(&step.env)
+                .envs(
+                    step.secrets
+                        .iter()
+                        .map(|(name, secret)| (name, secret.expose())),
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| ExecutorError::StepFailed {
+                    message: format!("step {:?}: cannot start {program:?}: {error}", step.name),
+                })?;
+            (leftovers::StepChild::register(child.id()), child)
+        };
         // The command holds a copy of the shim's end of the control socket; the shim's death
         // is seen on that socket only once every copy is closed.
         drop(command);

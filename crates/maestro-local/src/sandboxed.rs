@@ -44,14 +44,18 @@ pub(crate) async fn probe(config: &LocalConfig, step: &StepRequest) -> Result<()
     };
     let (mut command, control) = spawnable(config, step, &plan)?;
     // Its stdin is the control socket; only its output is discarded.
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| ExecutorError::Unavailable {
-            message: format!("cannot start the sandbox shim: {error}"),
-        })?;
+    let (_registered, mut child) = {
+        let _spawning = crate::leftovers::spawning();
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| ExecutorError::Unavailable {
+                message: format!("cannot start the sandbox shim: {error}"),
+            })?;
+        (crate::leftovers::StepChild::register(child.id()), child)
+    };
     drop(command);
     let report = tokio::time::timeout(SETUP_WITHIN, control.finish()).await;
     let _ = child.kill().await;

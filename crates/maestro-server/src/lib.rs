@@ -121,7 +121,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The durable queue could not be read or rewritten at start-up.
-    #[error("cannot rewrite the queue {what}: {source}")]
+    #[error("cannot read or rewrite the queue {what}: {source}")]
     Queue {
         /// Where the queue is.
         what: String,
@@ -247,10 +247,10 @@ pub async fn serve(
         tracing::warn!("{warning}");
     }
     // One pass over the store, a record at a time, counts the jobs for `/v1/metrics` and finds
-    // those an earlier run may have left in flight: not ended (nobody holds the queued ones'
-    // leases any more but this server), or still marked in the queue (a marker goes only once
-    // its job has ended and been torn down). Only those are settled; every record is not read
-    // again, nor the audit log when there is nothing to settle.
+    // those an earlier run may have left in flight: not ended, or still open in the queue log
+    // (a job's end is logged only once it has been torn down). Only those go through garbage
+    // collection (the queued ones just recovered hold their leases, so it leaves them alone);
+    // no other record is read again, nor the audit log when nothing is in flight.
     let metrics = scheduler.metrics();
     match metrics.seed(store.as_ref()) {
         Ok(0) => {}

@@ -6,10 +6,12 @@
 //! per job cost two fsyncs and an inode each, and ext4 spends real CPU time finding a free inode
 //! among recently deleted ones. Here acceptances that arrive together share one `fdatasync`
 //! (group commit), and an end is appended without one: an end lost in a crash only means the
-//! next start looks at a job that has ended, and forgets it. The next start rewrites the file
-//! with only the jobs still open (atomically: a temporary file, fsync, rename), so it stays small.
+//! next start looks at a job that has ended, and forgets it. Each start rewrites the file with
+//! only the jobs still open (atomically: a temporary file, fsync, rename), and so does a running
+//! server once the file has more than [`COMPACT_AFTER`] lines and four times as many as there
+//! are open jobs, so the file stays about as small as the queue however long the server runs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -29,10 +31,23 @@ struct Sync {
     syncing: bool,
 }
 
+/// Lines a running server's log may hold before it is rewritten with the open jobs alone.
+const COMPACT_AFTER: usize = 4096;
+
+/// The open file and what it holds.
+#[derive(Default)]
+struct Appender {
+    file: Option<File>,
+    /// The jobs added and not removed, once known (after [`QueueLog::rewrite`]).
+    open: Option<BTreeSet<JobId>>,
+    /// Lines in the file.
+    lines: usize,
+}
+
 /// `server/queue.log`.
 pub(crate) struct QueueLog {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    file: Mutex<Appender>,
     sync: Mutex<Sync>,
     synced: Condvar,
 }
@@ -48,7 +63,7 @@ impl QueueLog {
     pub(crate) fn new(server_dir: &Path) -> Self {
         Self {
             path: server_dir.join("queue.log"),
-            file: Mutex::new(None),
+            file: Mutex::new(Appender::default()),
             sync: Mutex::new(Sync::default()),
             synced: Condvar::new(),
         }
@@ -58,9 +73,11 @@ impl QueueLog {
         &self.path
     }
 
-    /// Append `line`, opening (and, the first time, creating) the file; the append's number.
-    fn append(&self, line: &[u8]) -> io::Result<u64> {
-        let mut file = lock(&self.file);
+    /// Append `line` (`+` or `-`, then `job_id`), opening (and, the first time, creating) the
+    /// file; the append's number.
+    fn append(&self, line: &[u8], job_id: JobId, added: bool) -> io::Result<u64> {
+        let mut appender = lock(&self.file);
+        let file = &mut appender.file;
         if file.is_none() {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
@@ -79,9 +96,37 @@ impl QueueLog {
         };
         // One write per line: appends of other threads never split it.
         open.write_all(line)?;
-        let mut sync = lock(&self.sync);
-        sync.written += 1;
-        Ok(sync.written)
+        appender.lines += 1;
+        if let Some(open) = appender.open.as_mut() {
+            if added {
+                open.insert(job_id);
+            } else {
+                open.remove(&job_id);
+            }
+        }
+        let number = {
+            let mut sync = lock(&self.sync);
+            sync.written += 1;
+            sync.written
+        };
+        // Only after an end (the file then holds a job that no longer needs a line), so that a
+        // submission never waits for a rewrite nor fails of one.
+        let oversized = !added
+            && appender.lines > COMPACT_AFTER
+            && appender
+                .open
+                .as_ref()
+                .is_some_and(|open| appender.lines > 4 * open.len());
+        if oversized {
+            let open: Vec<JobId> = appender.open.iter().flatten().copied().collect();
+            // Under the file's lock: no append falls between the copy and the rename. The new
+            // file is durable before the rename, so it holds every append made so far durably.
+            // Failing, the old file stays, and grows until the next start.
+            if let Err(error) = self.replace(&mut appender, &open) {
+                tracing::warn!(%error, path = %self.path.display(), "cannot rewrite the queue log; it is rewritten at the next start");
+            }
+        }
+        Ok(number)
     }
 
     /// Make append `number` durable, with one `fdatasync` for every append written meanwhile.
@@ -102,7 +147,7 @@ impl QueueLog {
         sync.syncing = true;
         let target = sync.written;
         drop(sync);
-        let result = match lock(&self.file).as_ref() {
+        let result = match lock(&self.file).file.as_ref() {
             Some(file) => file.try_clone(),
             None => Err(io::Error::other("the queue log is not open")),
         }
@@ -118,13 +163,18 @@ impl QueueLog {
 
     /// Record `job_id` as accepted, durably.
     pub(crate) fn add(&self, job_id: JobId) -> io::Result<()> {
-        let number = self.append(format!("+{}\n", job_id.hyphenated()).as_bytes())?;
+        let number = self.append(
+            format!("+{}\n", job_id.hyphenated()).as_bytes(),
+            job_id,
+            true,
+        )?;
         self.sync_through(number)
     }
 
     /// Record that `job_id` has ended (not synced: see the module's comment).
     pub(crate) fn remove(&self, job_id: JobId) {
-        if let Err(error) = self.append(format!("-{}\n", job_id.hyphenated()).as_bytes()) {
+        let line = format!("-{}\n", job_id.hyphenated());
+        if let Err(error) = self.append(line.as_bytes(), job_id, false) {
             tracing::warn!(%job_id, %error, path = %self.path.display(), "cannot record the end of a queued job; the next start forgets it");
         }
     }
@@ -157,9 +207,15 @@ impl QueueLog {
         Ok(order)
     }
 
-    /// Rewrite the file with `jobs` alone, atomically (at start-up, before anything is
-    /// appended).
+    /// Rewrite the file with `jobs` alone, atomically (at start-up); from then on the log
+    /// knows which jobs are open and rewrites itself when it grows.
     pub(crate) fn rewrite(&self, jobs: &[JobId]) -> io::Result<()> {
+        let mut appender = lock(&self.file);
+        self.replace(&mut appender, jobs)
+    }
+
+    /// Replace the file by one that holds `jobs` alone (the caller holds the file's lock).
+    fn replace(&self, appender: &mut Appender, jobs: &[JobId]) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let staging = dir.join("queue.log.new");
@@ -175,9 +231,13 @@ impl QueueLog {
             file.sync_all()?;
         }
         std::fs::rename(&staging, &self.path)?;
-        crate::sync_dir(dir)?;
-        *lock(&self.file) = None;
-        Ok(())
+        // From the rename on, appends go to the new file whatever the directory's sync says.
+        *appender = Appender {
+            file: None,
+            open: Some(jobs.iter().copied().collect()),
+            lines: jobs.len(),
+        };
+        crate::sync_dir(dir)
     }
 }
 
@@ -239,5 +299,25 @@ mod tests {
         assert_eq!(open, added);
         let sync = lock(&log.sync);
         assert_eq!((sync.written, sync.synced), (200, 200));
+    }
+
+    #[test]
+    fn a_running_log_is_rewritten_with_the_open_jobs_once_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = QueueLog::new(dir.path());
+        log.rewrite(&[]).unwrap();
+        let kept = JobId::now_v7();
+        log.add(kept).unwrap();
+        for _ in 0..COMPACT_AFTER {
+            let job_id = JobId::now_v7();
+            log.add(job_id).unwrap();
+            log.remove(job_id);
+        }
+        let lines = std::fs::read_to_string(log.path()).unwrap().lines().count();
+        assert!(lines < COMPACT_AFTER / 2, "{lines} lines");
+        assert_eq!(log.open_jobs().unwrap(), [kept]);
+        let later = JobId::now_v7();
+        log.add(later).unwrap();
+        assert_eq!(log.open_jobs().unwrap(), [kept, later]);
     }
 }

@@ -127,7 +127,10 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
         live.job_stored(job_id, &trace_id);
     }
     let job = tokio::select! {
-        followed = follow(client, &job_id, None, live.as_deref()) => {
+        followed = follow(client, &job_id, None, match live.as_deref() {
+            Some(live) => Lines::Live(live),
+            None => Lines::Nowhere,
+        }) => {
             followed?;
             fetch(client, &job_id).await?
         }
@@ -301,14 +304,22 @@ fn summary(job: &Value) -> String {
     text
 }
 
-/// Follow a job's log until the job ends: each output line (only `step`'s, if given) to `live`
-/// as a local run hands it over, or every line as recorded to stdout when `live` is `None`
-/// (`mc logs --follow`).
+/// Where a followed job's log lines go.
+enum Lines<'a> {
+    /// Output lines to the live printer, as a local run hands them over (`mc submit`).
+    Live(&'a LivePrinter),
+    /// Every line as recorded, to stdout (`mc logs --follow`).
+    Recorded,
+    /// Nowhere (`mc submit --quiet`): only the job's end matters.
+    Nowhere,
+}
+
+/// Follow a job's log until the job ends, its lines (only `step`'s, if given) going to `lines`.
 async fn follow(
     client: &Client,
     job_id: &str,
     step: Option<&str>,
-    live: Option<&LivePrinter>,
+    lines: Lines<'_>,
 ) -> Result<(), Failure> {
     let mut pending = Vec::new();
     let mut stdout = std::io::stdout();
@@ -323,8 +334,8 @@ async fn follow(
                 if step.is_some_and(|step| entry["step"] != step) {
                     continue;
                 }
-                match live {
-                    Some(live) => {
+                match lines {
+                    Lines::Live(live) => {
                         // Output lines only (not Maestro's notes), as the local runner's observer
                         // gets them.
                         let (Some(name), Ok(stream), Some(text)) = (
@@ -336,12 +347,13 @@ async fn follow(
                         };
                         live.output(name, stream, format!("{text}\n").as_bytes());
                     }
-                    None => {
+                    Lines::Recorded => {
                         if let Some(text) = entry["line"].as_str() {
                             let _ = writeln!(stdout, "{text}");
                             let _ = stdout.flush();
                         }
                     }
+                    Lines::Nowhere => {}
                 }
             }
         })
@@ -421,7 +433,7 @@ fn encode(value: &str) -> String {
 
 async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
     if args.follow {
-        follow(client, &args.job_id, args.step.as_deref(), None).await?;
+        follow(client, &args.job_id, args.step.as_deref(), Lines::Recorded).await?;
         return Ok(Code::Success);
     }
     let answer = client
