@@ -229,7 +229,7 @@ impl PgStore {
         &self,
         job_id: JobId,
         create: Option<NewJob>,
-        entries: Vec<(Option<JobState>, Vec<u8>)>,
+        entries: Vec<RawEntry>,
         describe: Option<&DescribeEntries<'_>>,
     ) -> Result<(Option<i64>, Vec<HistoryDigests>), StateError> {
         let fence = lock(&self.inner.held).get(&job_id).copied();
@@ -357,7 +357,7 @@ impl PgStore {
     fn entries_of(
         job_id: JobId,
         entries: &[HistoryEntry<'_>],
-    ) -> Result<Vec<(Option<JobState>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<RawEntry>, StateError> {
         entries
             .iter()
             .map(|entry| match entry {
@@ -1197,6 +1197,10 @@ impl PgStore {
         self.inner.describe.clone()
     }
 }
+
+/// A history entry as the database stores it: the state it moves to (a transition) or `None`
+/// (a step result), and its JSON bytes.
+type RawEntry = (Option<JobState>, Vec<u8>);
 
 /// Makes audit records of the history's digests after each entry of a write.
 type DescribeEntries<'a> = dyn Fn(&[HistoryDigests]) -> Vec<AuditRecord> + Send + Sync + 'a;
