@@ -59,9 +59,11 @@ for label, result in zip(["mc submit", "MC_BEFORE submit"], r[1:]):
           f"{median-base_median:.2f} ms median = {(median-base_median)/fsync:.1f}; goal: at most 12")
 PY
 if command -v strace >/dev/null; then
+    # On the roots the runs above used: the steady state, not a root's first job.
     for label in mc ${MC_BEFORE:+before}; do
-        binary=$MC; [ "$label" = mc ] || binary=$MC_BEFORE
-        MAESTRO_HOME="$work/$label-strace" strace -f -c -o "strace-$label.txt" \
+        binary=$MC root=$MAESTRO_HOME
+        [ "$label" = mc ] || { binary=$MC_BEFORE; root="$work/before"; }
+        MAESTRO_HOME="$root" strace -f -c -o "strace-$label.txt" \
             -e trace=fsync,fdatasync,rename,renameat,renameat2 "$binary" submit true.json --quiet >/dev/null
         echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4}')
     done

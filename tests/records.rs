@@ -395,7 +395,11 @@ fn audit_verify_names_a_job_whose_history_records_were_removed_or_reordered() {
     first_step_last.swap(steps[0], steps[1]);
     for (what, kept, message) in [
         ("removed", removed, "its transitions no longer match"),
-        ("reordered", first_step_last, "its step results no longer match"),
+        (
+            "reordered",
+            first_step_last,
+            "its step results no longer match",
+        ),
     ] {
         std::fs::write(&journal, format!("{}\n", kept.join("\n"))).unwrap();
         let (code, stdout, _) = verify(&env, &[]);

@@ -167,7 +167,10 @@ fn a_root_of_an_older_version_is_read_listed_verified_and_added_to() {
     let env = Env::new();
     let file = env.write(
         "j.yaml",
-        &job_yaml("j", "  - name: a\n    run: echo one\n  - name: b\n    run: 'false'\n"),
+        &job_yaml(
+            "j",
+            "  - name: a\n    run: echo one\n  - name: b\n    run: 'false'\n",
+        ),
     );
     let (_, json) = env.submit(&file, &[]);
     let old = json["job_id"].as_str().unwrap().to_owned();

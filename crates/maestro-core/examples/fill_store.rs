@@ -37,11 +37,8 @@ fn fill(store: &FileStore, trace_id: &TraceId) -> Result<(), Box<dyn std::error:
     };
     let spec = br#"{"name":"t","owner":"bench","steps":[{"name":"s","run":"true"}]}"#;
     let submitted = transition(JobState::Submitted, trace_id);
-    let (_lease, _) = store.create_job_with_history(
-        &meta,
-        spec,
-        &[HistoryEntry::Transition(&submitted)],
-    )?;
+    let (_lease, _) =
+        store.create_job_with_history(&meta, spec, &[HistoryEntry::Transition(&submitted)])?;
     store.append_transition(job_id, &transition(JobState::Running, trace_id))?;
     let step = StepRecord {
         status: StepStatus::Succeeded,

@@ -29,8 +29,8 @@ use crate::spec::{
     JobSpec, MAX_TIMEOUT_SECONDS, SpecError, SpecFormat, is_valid_runtime_name, parse,
 };
 use crate::state::{
-    FileDigest, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobRecord, JobState, StateError, StateStore,
-    StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
+    FileDigest, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobRecord, JobState, StateError,
+    StateStore, StepRecord, StepStatus, Transition, array_bytes, array_entries, sha256_hex,
 };
 use crate::time::now_rfc3339;
 use crate::trace::TraceId;
@@ -1442,8 +1442,7 @@ fn settle(store: &dyn StateStore, audit: &AuditLog, record: &JobRecord) -> Resul
             detail: detail.clone(),
         })
         .collect();
-    let entries: Vec<HistoryEntry<'_>> =
-        transitions.iter().map(HistoryEntry::Transition).collect();
+    let entries: Vec<HistoryEntry<'_>> = transitions.iter().map(HistoryEntry::Transition).collect();
     let digests = store.append_history(job_id, &entries)?;
     let mut records = Vec::new();
     for ((state, detail), history) in steps.into_iter().zip(digests) {

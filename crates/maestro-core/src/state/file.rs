@@ -49,9 +49,9 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::{self, Kind};
 use super::{
-    FileDigest, HistoryBytes, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobPage,
-    JobRecord, JobState, LogReader, LogSink, PageQuery, StateError, StateStore, StepRecord,
-    Transition, array_bytes, sha256_hex,
+    FileDigest, HistoryBytes, HistoryDigests, HistoryEntry, JobLease, JobMeta, JobPage, JobRecord,
+    JobState, LogReader, LogSink, PageQuery, StateError, StateStore, StepRecord, Transition,
+    array_bytes, sha256_hex,
 };
 use crate::JobId;
 use crate::audit::AuditLog;
@@ -636,7 +636,11 @@ impl Index {
         const AROUND: usize = 256;
         let start = low.saturating_sub(AROUND);
         let end = (low + AROUND).min(self.entries);
-        if let Some(found) = self.read(start, end)?.iter().position(|id| *id == Some(cursor)) {
+        if let Some(found) = self
+            .read(start, end)?
+            .iter()
+            .position(|id| *id == Some(cursor))
+        {
             return Ok(Some(start + found));
         }
         let mut end = self.entries;
@@ -744,11 +748,8 @@ impl StateStore for FileStore {
                         scope.spawn(move || file.sync_all().map_err(io_error("sync", path)))
                     })
                     .collect();
-                let directory = scope.spawn(|| {
-                    staging
-                        .sync()
-                        .map_err(io_error("sync", &staging_path))
-                });
+                let directory =
+                    scope.spawn(|| staging.sync().map_err(io_error("sync", &staging_path)));
                 let indexed = self.index_job(&jobs, meta.job_id);
                 syncs
                     .into_iter()
@@ -843,10 +844,7 @@ impl StateStore for FileStore {
         };
         for (index, entry) in parsed.records.iter().enumerate() {
             let what = |error: serde_json::Error| {
-                corrupt(
-                    &dir.join(JOURNAL),
-                    format!("record {}: {error}", index + 1),
-                )
+                corrupt(&dir.join(JOURNAL), format!("record {}: {error}", index + 1))
             };
             match entry.kind {
                 Kind::Transition => record
@@ -1280,7 +1278,10 @@ mod tests {
                 ],
             )
             .unwrap_err();
-        assert!(error.to_string().contains("SUBMITTED -> SUCCEEDED"), "{error}");
+        assert!(
+            error.to_string().contains("SUBMITTED -> SUCCEEDED"),
+            "{error}"
+        );
         assert_eq!(fs::read(store.journal_path(id)).unwrap(), before);
         // The same group after RUNNING: written at once, one digest per entry.
         let running = transition(JobState::Running);
@@ -1361,10 +1362,7 @@ mod tests {
             fs::write(store.journal_path(id), &bytes).unwrap();
             let error = store.load(id).unwrap_err();
             assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
-            assert!(matches!(
-                store.history(id),
-                Err(StateError::Corrupt { .. })
-            ));
+            assert!(matches!(store.history(id), Err(StateError::Corrupt { .. })));
             let error = store
                 .append_transition(id, &transition(JobState::Succeeded))
                 .unwrap_err();
@@ -1377,7 +1375,11 @@ mod tests {
     fn old_layout_job(store: &FileStore, id: JobId, transitions: &[JobState]) {
         let job = store.job_dir(id);
         fs::create_dir_all(job.join("logs")).unwrap();
-        fs::write(job.join("job.json"), serde_json::to_vec_pretty(&meta(id)).unwrap()).unwrap();
+        fs::write(
+            job.join("job.json"),
+            serde_json::to_vec_pretty(&meta(id)).unwrap(),
+        )
+        .unwrap();
         fs::write(job.join("spec.yaml"), b"{}").unwrap();
         fs::write(job.join("lease"), b"").unwrap();
         let entries: Vec<Vec<u8>> = transitions
@@ -1398,7 +1400,10 @@ mod tests {
         let record = store.load(id).unwrap();
         assert_eq!(record.state(), JobState::Running);
         let before = store.history(id).unwrap();
-        assert_eq!(before.state, fs::read(store.job_dir(id).join("state.json")).unwrap());
+        assert_eq!(
+            before.state,
+            fs::read(store.job_dir(id).join("state.json")).unwrap()
+        );
         let step = StepRecord::skipped("a", "local");
         let done = transition(JobState::Succeeded);
         let digests = store
@@ -1410,7 +1415,11 @@ mod tests {
         assert!(!store.journal_path(id).exists(), "no journal is started");
         let after = store.history(id).unwrap();
         assert_eq!(digests.last().unwrap(), &after.digests().unwrap());
-        assert!(after.state.starts_with(&before.state[..before.state.len() - 3]));
+        assert!(
+            after
+                .state
+                .starts_with(&before.state[..before.state.len() - 3])
+        );
         assert_eq!(store.load(id).unwrap().steps, [step]);
         assert!(matches!(
             store.append_transition(id, &transition(JobState::Running)),
@@ -1464,7 +1473,10 @@ mod tests {
         // New jobs are appended to it.
         let new = JobId::now_v7();
         drop(store.create_job(&meta(new), b"{}").unwrap());
-        assert_eq!(fs::read(dir.path().join(INDEX)).unwrap().len(), 5 * INDEX_LINE);
+        assert_eq!(
+            fs::read(dir.path().join(INDEX)).unwrap().len(),
+            5 * INDEX_LINE
+        );
         let page = store
             .list_page(&PageQuery {
                 before: Some(old[2]),

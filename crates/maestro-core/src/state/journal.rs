@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn records_read_back_exactly() {
-        let bytes = journal(&[(Kind::Transition, r#"{"a":1}"#), (Kind::Step, r#"{"b":"x y"}"#)]);
+        let bytes = journal(&[
+            (Kind::Transition, r#"{"a":1}"#),
+            (Kind::Step, r#"{"b":"x y"}"#),
+        ]);
         let parsed = parse(&bytes).unwrap();
         assert_eq!(parsed.valid_len, bytes.len());
         assert_eq!(
