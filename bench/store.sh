@@ -4,7 +4,8 @@
 #     of one 200-byte append + fdatasync is measured in the same run, on the same file system,
 #     so the figure holds on any disk (goal: at most 12). With strace installed, the syncs and
 #     renames of one submit are counted too.
-#  2. `mc status ID` and one page of `mc status` with 1 and with 100,000 jobs (goal: constant).
+#  2. `mc status ID` and one page of `mc status` with 1, 100 and 100,000 jobs (goal: constant;
+#     a page of 50 is full from 100 jobs on).
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
 # Needs hyperfine and python3. Prints the figures recorded in docs/benchmarks.md.
@@ -22,6 +23,8 @@ cd "$work"
 export MAESTRO_HOME="$work/state"
 
 echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true"}]}' > true.json
+# The same without the sandbox, to tell the store's cost from the sandbox's.
+echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true","isolation":"none"}]}' > none.json
 
 echo "== mc submit of a one-step true job, against sh -c true and one append+fdatasync"
 fsync_loop() { # appends of 200 bytes, each followed by fdatasync; prints the mean in ms
@@ -40,7 +43,7 @@ os.close(fd); os.unlink(sys.argv[1])
 PY
 }
 # MC_BEFORE=path/to/an/older/mc measures it too, in the same run (its jobs in another root).
-commands=("sh -c true" "$MC submit true.json --quiet")
+commands=("sh -c true" "$MC submit true.json --quiet" "$MC submit none.json --quiet")
 [ -z "${MC_BEFORE:-}" ] || commands+=("env MAESTRO_HOME=$work/before $MC_BEFORE submit true.json --quiet")
 before=$(fsync_loop)
 hyperfine -N --warmup 5 --runs "${RUNS:-100}" --export-json submit.json "${commands[@]}" >/dev/null
@@ -52,7 +55,7 @@ r = json.load(open("submit.json"))["results"]
 print(f"append+fdatasync: {fsync:.3f} ms (before {float(sys.argv[1]):.3f}, after {float(sys.argv[2]):.3f})")
 base, base_median = r[0]["mean"] * 1000, r[0]["median"] * 1000
 print(f"sh -c true: {base:.2f} ms (median {base_median:.2f})")
-for label, result in zip(["mc submit", "MC_BEFORE submit"], r[1:]):
+for label, result in zip(["mc submit", "mc submit, isolation: none", "MC_BEFORE submit"], r[1:]):
     mc, median = result["mean"] * 1000, result["median"] * 1000
     print(f"{label}: {mc:.2f} ms ± {result['stddev']*1000:.2f} (median {median:.2f}); overhead "
           f"{mc-base:.2f} ms mean = {(mc-base)/fsync:.1f} fdatasync-equivalents, "
@@ -65,7 +68,7 @@ if command -v strace >/dev/null; then
         [ "$label" = mc ] || { binary=$MC_BEFORE; root="$work/before"; }
         MAESTRO_HOME="$root" strace -f -c -o "strace-$label.txt" \
             -e trace=fsync,fdatasync,rename,renameat,renameat2 "$binary" submit true.json --quiet >/dev/null
-        echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4}')
+        echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4 " (" $2 " s)"}')
     done
 else
     echo "(strace is not installed: the syncs of one submit are not counted)"
@@ -81,12 +84,15 @@ measure() { # label
         "$MC status --limit 50 --output json" >/dev/null
     hyperfine -N --warmup 3 --runs 30 --export-json "$1-filtered.json" \
         "$MC status --limit 50 --state succeeded --output json" >/dev/null
-    hyperfine -N --warmup 3 --runs 30 --export-json "$1-rare.json" \
+    # No job matches: every job is loaded, so few runs.
+    hyperfine -N --warmup 1 --runs 3 --export-json "$1-rare.json" \
         "$MC status --limit 50 --state failed --output json" >/dev/null
 }
 measure one
+"$FILL" "$MAESTRO_HOME" 99 4
+measure hundred
 start=$(date +%s)
-"$FILL" "$MAESTRO_HOME" 99999 4
+"$FILL" "$MAESTRO_HOME" 99900 4
 echo "stored 99,999 jobs through the store API in $(( $(date +%s) - start )) s"
 measure many
 
@@ -98,5 +104,6 @@ for what, label in [("show", "mc status ID"), ("page", "mc status --limit 50 (a 
                     ("filtered", "mc status --limit 50 --state succeeded (every job matches)"),
                     ("rare", "mc status --limit 50 --state failed (no job matches)")]:
     print(f"{label}: 1 job {mean(f'one-{what}.json'):.2f} ms   "
+          f"100 jobs {mean(f'hundred-{what}.json'):.2f} ms   "
           f"100,000 jobs {mean(f'many-{what}.json'):.2f} ms")
 PY
