@@ -8,7 +8,8 @@
 #     a page of 50 is full from 100 jobs on).
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
-# Needs hyperfine and python3. Prints the figures recorded in docs/benchmarks.md.
+# Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS=, LISTING=0 (submit only),
+# BENCH_DIR= (default /var/tmp: a disk, not a tmpfs). Prints the figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -55,6 +56,9 @@ r = json.load(open("submit.json"))["results"]
 print(f"append+fdatasync: {fsync:.3f} ms (before {float(sys.argv[1]):.3f}, after {float(sys.argv[2]):.3f})")
 base, base_median = r[0]["mean"] * 1000, r[0]["median"] * 1000
 print(f"sh -c true: {base:.2f} ms (median {base_median:.2f})")
+cpu = lambda result: f"user {result['user']*1000:.1f} ms, system {result['system']*1000:.1f} ms"
+for label, result in zip(["mc submit", "mc submit, isolation: none", "MC_BEFORE submit"], r[1:]):
+    print(f"{label} CPU time: {cpu(result)}")
 for label, result in zip(["mc submit", "mc submit, isolation: none", "MC_BEFORE submit"], r[1:]):
     mc, median = result["mean"] * 1000, result["median"] * 1000
     print(f"{label}: {mc:.2f} ms ± {result['stddev']*1000:.2f} (median {median:.2f}); overhead "
@@ -74,7 +78,10 @@ else
     echo "(strace is not installed: the syncs of one submit are not counted)"
 fi
 
-echo "== mc status ID and a page of mc status, with 1 and with 100,000 jobs"
+# LISTING=0 stops here (the listing part takes several minutes).
+[ "${LISTING:-1}" = 1 ] || exit 0
+
+echo "== mc status ID and a page of mc status, with 1, 100 and 100,000 jobs"
 rm -rf "$MAESTRO_HOME"
 "$MC" submit true.json --quiet --output json > one.json
 id=$(python3 -c 'import json; print(json.load(open("one.json"))["job_id"])')
