@@ -374,9 +374,11 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
-/// The digests of a job's history (`state.json` and `steps.json`) after a write, recorded in
-/// the audit record of the change that wrote it so that `mc audit verify` can tell a history
-/// edited since.
+/// The digests of a job's history after a write, recorded in the audit record of the change
+/// that wrote it so that `mc audit verify` can tell a history edited since. They are those of
+/// its transitions and its step results as two JSON arrays of the entries' exact bytes (see
+/// [`array_bytes`]): what `state.json` and `steps.json` held before the journal, and what a
+/// journal's records make (ADR 0023), so both layouts and every backend digest alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryDigests {
     /// `state.json`.
