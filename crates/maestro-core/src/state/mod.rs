@@ -381,20 +381,20 @@ pub struct FileDigest {
 /// journal's records make (ADR 0023), so both layouts and every backend digest alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryDigests {
-    /// `state.json`.
+    /// The transitions (recorded under the name `state.json`).
     #[serde(rename = "state.json")]
     pub state: FileDigest,
-    /// `steps.json`.
+    /// The step results (recorded under the name `steps.json`).
     #[serde(rename = "steps.json")]
     pub steps: FileDigest,
 }
 
-/// The raw bytes of a job's history files.
+/// The bytes of a job's history as two JSON arrays (see [`array_bytes`]).
 #[derive(Debug, Clone)]
 pub struct HistoryBytes {
-    /// `state.json`.
+    /// The transitions (`state.json` in older roots).
     pub state: Vec<u8>,
-    /// `steps.json`.
+    /// The step results (`steps.json` in older roots).
     pub steps: Vec<u8>,
 }
 
