@@ -8,7 +8,8 @@
 #     a page of 50 is full from 100 jobs on).
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
-# Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS=, LISTING=0 (submit only),
+# Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS= (rounds of submits,
+# default 60), LISTING=0 (submit only),
 # BENCH_DIR= (default /var/tmp: a disk, not a tmpfs). Prints the figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,42 +29,46 @@ echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true"}]}' > true.j
 echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true","isolation":"none"}]}' > none.json
 
 echo "== mc submit of a one-step true job, against sh -c true and one append+fdatasync"
-fsync_loop() { # appends of 200 bytes, each followed by fdatasync; prints the mean in ms
-    python3 - "$work/fsync.probe" <<'PY'
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-line = b"x" * 199 + b"\n"
-for _ in range(20):
-    os.write(fd, line); os.fdatasync(fd)
-runs = 300
-start = time.perf_counter()
-for _ in range(runs):
-    os.write(fd, line); os.fdatasync(fd)
-print((time.perf_counter() - start) / runs * 1000)
-os.close(fd); os.unlink(sys.argv[1])
-PY
-}
 # MC_BEFORE=path/to/an/older/mc measures it too, in the same run (its jobs in another root).
-commands=("sh -c true" "$MC submit true.json --quiet" "$MC submit none.json --quiet")
-[ -z "${MC_BEFORE:-}" ] || commands+=("env MAESTRO_HOME=$work/before $MC_BEFORE submit true.json --quiet")
-before=$(fsync_loop)
-hyperfine -N --warmup 5 --runs "${RUNS:-100}" --export-json submit.json "${commands[@]}" >/dev/null
-after=$(fsync_loop)
-python3 - "$before" "$after" <<'PY'
-import json, sys
-fsync = (float(sys.argv[1]) + float(sys.argv[2])) / 2
-r = json.load(open("submit.json"))["results"]
-print(f"append+fdatasync: {fsync:.3f} ms (before {float(sys.argv[1]):.3f}, after {float(sys.argv[2]):.3f})")
-base, base_median = r[0]["mean"] * 1000, r[0]["median"] * 1000
-print(f"sh -c true: {base:.2f} ms (median {base_median:.2f})")
-cpu = lambda result: f"user {result['user']*1000:.1f} ms, system {result['system']*1000:.1f} ms"
-for label, result in zip(["mc submit", "mc submit, isolation: none", "MC_BEFORE submit"], r[1:]):
-    print(f"{label} CPU time: {cpu(result)}")
-for label, result in zip(["mc submit", "mc submit, isolation: none", "MC_BEFORE submit"], r[1:]):
-    mc, median = result["mean"] * 1000, result["median"] * 1000
-    print(f"{label}: {mc:.2f} ms ± {result['stddev']*1000:.2f} (median {median:.2f}); overhead "
-          f"{mc-base:.2f} ms mean = {(mc-base)/fsync:.1f} fdatasync-equivalents, "
-          f"{median-base_median:.2f} ms median = {(median-base_median)/fsync:.1f}; goal: at most 12")
+# The commands are run in turn, round after round, with the append+fdatasync loop between
+# rounds: on a shared machine the load changes over a run, and each round sees the same load.
+python3 - "$MC" "${MC_BEFORE:-}" "$work" "${RUNS:-60}" <<'PY'
+import os, statistics, subprocess, sys, time
+mc, before, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+env = dict(os.environ)
+commands = [("sh -c true", ["sh", "-c", "true"], env),
+            ("mc submit", [mc, "submit", "true.json", "--quiet"], env),
+            ("mc submit, isolation: none", [mc, "submit", "none.json", "--quiet"], env)]
+if before:
+    commands.append(("MC_BEFORE submit", [before, "submit", "true.json", "--quiet"],
+                     dict(env, MAESTRO_HOME=os.path.join(work, "before"))))
+def fsync_cost(count=50):
+    fd = os.open(os.path.join(work, "fsync.probe"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    start = time.perf_counter()
+    for _ in range(count):
+        os.write(fd, b"x" * 199 + b"\n"); os.fdatasync(fd)
+    os.close(fd)
+    return (time.perf_counter() - start) / count * 1000
+times = {label: [] for label, _, _ in commands}
+syncs = []
+for round in range(runs + 3):
+    cost = fsync_cost()
+    for label, argv, command_env in commands:
+        start = time.perf_counter()
+        subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, check=False)
+        elapsed = (time.perf_counter() - start) * 1000
+        if round >= 3:  # warm-up rounds
+            times[label].append(elapsed)
+    if round >= 3:
+        syncs.append(cost)
+fsync = statistics.median(syncs)
+base = statistics.median(times["sh -c true"])
+print(f"append+fdatasync: median {fsync:.3f} ms over {len(syncs)} rounds of 50")
+print(f"sh -c true: median {base:.2f} ms")
+for label, _, _ in commands[1:]:
+    median = statistics.median(times[label])
+    print(f"{label}: median {median:.2f} ms; overhead {median-base:.2f} ms = "
+          f"{(median-base)/fsync:.1f} fdatasync-equivalents (goal: at most 12)")
 PY
 if command -v strace >/dev/null; then
     # On the roots the runs above used: the steady state, not a root's first job.
