@@ -838,6 +838,7 @@ impl StateStore for FileStore {
     ) -> Result<Vec<HistoryDigests>, StateError> {
         let dir = self.open_job(job_id)?;
         match dir.open(JOURNAL, Access::Read) {
+            Ok(_) if entries.is_empty() => Ok(Vec::new()),
             Ok(_) => self.append_to_journal(&dir, job_id, entries),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 if let Err(source) = dir.open("state.json", Access::Read) {
