@@ -4,10 +4,13 @@
 #     of one 200-byte append + fdatasync is measured in the same run, on the same file system,
 #     so the figure holds on any disk (goal: at most 12). With strace installed, the syncs and
 #     renames of one submit are counted too.
-#  2. `mc status ID` and one page of `mc status` with 1 and with 100,000 jobs (goal: constant).
+#  2. `mc status ID` and one page of `mc status` with 1, 100 and 100,000 jobs (goal: constant;
+#     a page of 50 is full from 100 jobs on).
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
-# Needs hyperfine and python3. Prints the figures recorded in docs/benchmarks.md.
+# Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS= (rounds of submits,
+# default 60), LISTING=0 (submit only),
+# BENCH_DIR= (default /var/tmp: a disk, not a tmpfs). Prints the figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -22,54 +25,68 @@ cd "$work"
 export MAESTRO_HOME="$work/state"
 
 echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true"}]}' > true.json
+# The same without the sandbox, to tell the store's cost from the sandbox's.
+echo '{"name":"t","owner":"bench","steps":[{"name":"s","run":"true","isolation":"none"}]}' > none.json
 
 echo "== mc submit of a one-step true job, against sh -c true and one append+fdatasync"
-fsync_loop() { # appends of 200 bytes, each followed by fdatasync; prints the mean in ms
-    python3 - "$work/fsync.probe" <<'PY'
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-line = b"x" * 199 + b"\n"
-for _ in range(20):
-    os.write(fd, line); os.fdatasync(fd)
-runs = 300
-start = time.perf_counter()
-for _ in range(runs):
-    os.write(fd, line); os.fdatasync(fd)
-print((time.perf_counter() - start) / runs * 1000)
-os.close(fd); os.unlink(sys.argv[1])
-PY
-}
 # MC_BEFORE=path/to/an/older/mc measures it too, in the same run (its jobs in another root).
-commands=("sh -c true" "$MC submit true.json --quiet")
-[ -z "${MC_BEFORE:-}" ] || commands+=("env MAESTRO_HOME=$work/before $MC_BEFORE submit true.json --quiet")
-before=$(fsync_loop)
-hyperfine -N --warmup 5 --runs "${RUNS:-100}" --export-json submit.json "${commands[@]}" >/dev/null
-after=$(fsync_loop)
-python3 - "$before" "$after" <<'PY'
-import json, sys
-fsync = (float(sys.argv[1]) + float(sys.argv[2])) / 2
-r = json.load(open("submit.json"))["results"]
-print(f"append+fdatasync: {fsync:.3f} ms (before {float(sys.argv[1]):.3f}, after {float(sys.argv[2]):.3f})")
-base, base_median = r[0]["mean"] * 1000, r[0]["median"] * 1000
-print(f"sh -c true: {base:.2f} ms (median {base_median:.2f})")
-for label, result in zip(["mc submit", "MC_BEFORE submit"], r[1:]):
-    mc, median = result["mean"] * 1000, result["median"] * 1000
-    print(f"{label}: {mc:.2f} ms ± {result['stddev']*1000:.2f} (median {median:.2f}); overhead "
-          f"{mc-base:.2f} ms mean = {(mc-base)/fsync:.1f} fdatasync-equivalents, "
-          f"{median-base_median:.2f} ms median = {(median-base_median)/fsync:.1f}; goal: at most 12")
+# The commands are run in turn, round after round, with the append+fdatasync loop between
+# rounds: on a shared machine the load changes over a run, and each round sees the same load.
+python3 - "$MC" "${MC_BEFORE:-}" "$work" "${RUNS:-60}" <<'PY'
+import os, statistics, subprocess, sys, time
+mc, before, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+env = dict(os.environ)
+commands = [("sh -c true", ["sh", "-c", "true"], env),
+            ("mc submit", [mc, "submit", "true.json", "--quiet"], env),
+            ("mc submit, isolation: none", [mc, "submit", "none.json", "--quiet"], env)]
+if before:
+    commands.append(("MC_BEFORE submit", [before, "submit", "true.json", "--quiet"],
+                     dict(env, MAESTRO_HOME=os.path.join(work, "before"))))
+def fsync_cost(count=50):
+    fd = os.open(os.path.join(work, "fsync.probe"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    start = time.perf_counter()
+    for _ in range(count):
+        os.write(fd, b"x" * 199 + b"\n"); os.fdatasync(fd)
+    os.close(fd)
+    return (time.perf_counter() - start) / count * 1000
+times = {label: [] for label, _, _ in commands}
+syncs = []
+for round in range(runs + 3):
+    cost = fsync_cost()
+    for label, argv, command_env in commands:
+        start = time.perf_counter()
+        subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, check=False)
+        elapsed = (time.perf_counter() - start) * 1000
+        if round >= 3:  # warm-up rounds
+            times[label].append(elapsed)
+    if round >= 3:
+        syncs.append(cost)
+fsync = statistics.median(syncs)
+base = statistics.median(times["sh -c true"])
+print(f"append+fdatasync: median {fsync:.3f} ms over {len(syncs)} rounds of 50")
+print(f"sh -c true: median {base:.2f} ms")
+for label, _, _ in commands[1:]:
+    median = statistics.median(times[label])
+    print(f"{label}: median {median:.2f} ms; overhead {median-base:.2f} ms = "
+          f"{(median-base)/fsync:.1f} fdatasync-equivalents (goal: at most 12)")
 PY
 if command -v strace >/dev/null; then
+    # On the roots the runs above used: the steady state, not a root's first job.
     for label in mc ${MC_BEFORE:+before}; do
-        binary=$MC; [ "$label" = mc ] || binary=$MC_BEFORE
-        MAESTRO_HOME="$work/$label-strace" strace -f -c -o "strace-$label.txt" \
+        binary=$MC root=$MAESTRO_HOME
+        [ "$label" = mc ] || { binary=$MC_BEFORE; root="$work/before"; }
+        MAESTRO_HOME="$root" strace -f -c -o "strace-$label.txt" \
             -e trace=fsync,fdatasync,rename,renameat,renameat2 "$binary" submit true.json --quiet >/dev/null
-        echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4}')
+        echo "syscalls of one submit ($label):" $(grep -E "fsync|fdatasync|rename" "strace-$label.txt" | awk '{print $NF "=" $4 " (" $2 " s)"}')
     done
 else
     echo "(strace is not installed: the syncs of one submit are not counted)"
 fi
 
-echo "== mc status ID and a page of mc status, with 1 and with 100,000 jobs"
+# LISTING=0 stops here (the listing part takes several minutes).
+[ "${LISTING:-1}" = 1 ] || exit 0
+
+echo "== mc status ID and a page of mc status, with 1, 100 and 100,000 jobs"
 rm -rf "$MAESTRO_HOME"
 "$MC" submit true.json --quiet --output json > one.json
 id=$(python3 -c 'import json; print(json.load(open("one.json"))["job_id"])')
@@ -79,12 +96,15 @@ measure() { # label
         "$MC status --limit 50 --output json" >/dev/null
     hyperfine -N --warmup 3 --runs 30 --export-json "$1-filtered.json" \
         "$MC status --limit 50 --state succeeded --output json" >/dev/null
-    hyperfine -N --warmup 3 --runs 30 --export-json "$1-rare.json" \
+    # No job matches: every job is loaded, so few runs.
+    hyperfine -N --warmup 1 --runs 3 --export-json "$1-rare.json" \
         "$MC status --limit 50 --state failed --output json" >/dev/null
 }
 measure one
+"$FILL" "$MAESTRO_HOME" 99 4
+measure hundred
 start=$(date +%s)
-"$FILL" "$MAESTRO_HOME" 99999 4
+"$FILL" "$MAESTRO_HOME" 99900 4
 echo "stored 99,999 jobs through the store API in $(( $(date +%s) - start )) s"
 measure many
 
@@ -96,5 +116,6 @@ for what, label in [("show", "mc status ID"), ("page", "mc status --limit 50 (a 
                     ("filtered", "mc status --limit 50 --state succeeded (every job matches)"),
                     ("rare", "mc status --limit 50 --state failed (no job matches)")]:
     print(f"{label}: 1 job {mean(f'one-{what}.json'):.2f} ms   "
+          f"100 jobs {mean(f'hundred-{what}.json'):.2f} ms   "
           f"100,000 jobs {mean(f'many-{what}.json'):.2f} ms")
 PY

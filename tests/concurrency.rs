@@ -46,6 +46,18 @@ fn fifty_concurrent_submissions_keep_every_record_intact() {
     ids.dedup();
     assert_eq!(ids.len(), 50);
     assert_eq!(env.job_ids().len(), 50);
+    // Each is in the index once: the listing (read from it) has every job, none twice.
+    let listed = parse_json(&env.run(&["status", "--limit", "0", "--output", "json"]));
+    let mut listed: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ids);
+    let index = std::fs::read(env.state.join(maestro_core::state::file::INDEX)).unwrap();
+    assert_eq!(index.len(), 51 * 37, "a header and one line per job");
     for id in &ids {
         let stored = env.stored(id);
         let states: Vec<&str> = stored["transitions"]

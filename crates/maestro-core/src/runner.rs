@@ -1322,7 +1322,7 @@ impl Audited {
 /// Settle what killed `mc`s left behind, so that a second run finds nothing to do:
 ///
 /// * staging directories of submissions that died before their job was in place are removed;
-/// * history entries a crash kept out of the audit log (written to `state.json`/`steps.json`,
+/// * history entries a crash kept out of the audit log (written to the job's journal,
 ///   killed before the audit append) are appended to it, marked `recovered`, never rewritten;
 /// * jobs left unfinished with no live `mc` (their lease is free) are recorded `FAILED`, a job
 ///   killed before its first transition first `SUBMITTED`;
@@ -1961,7 +1961,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
         let audit = AuditLog::new(dir.path());
-        // Killed before its first transition: `state.json` is `[]`.
+        // Killed before its first transition: its history is empty.
         let empty = JobId::now_v7();
         drop(store.create_job(&stored_meta(empty), b"{}").unwrap());
         // Killed between a history write and its audit record.

@@ -7,7 +7,9 @@
 
 use std::io::{Read, Write};
 
-use super::{JobMeta, JobState, PageQuery, StateError, StateStore, StepRecord, Transition};
+use super::{
+    HistoryEntry, JobMeta, JobState, PageQuery, StateError, StateStore, StepRecord, Transition,
+};
 use crate::JobId;
 use crate::audit::AuditRecord;
 use crate::progress::JobFilter;
@@ -31,6 +33,7 @@ macro_rules! state_store_contract {
             step_logs_are_readable_while_written,
             notes_append_and_read_back,
             digests_describe_the_history,
+            grouped_entries_append_in_order,
             audit_trail_is_chained,
             concurrent_transitions_one_wins,
         );
@@ -352,6 +355,48 @@ pub fn digests_describe_the_history(store: &dyn StateStore) {
         store.history(job_id).unwrap().digests().unwrap(),
         after_step
     );
+}
+
+/// Entries due at once (a job with its first transition; a step's result with the final
+/// state) are stored in order, with the digests after each.
+pub fn grouped_entries_append_in_order(store: &dyn StateStore) {
+    let job_id = JobId::now_v7();
+    let submitted = transition(JobState::Submitted);
+    let (lease, digests) = store
+        .create_job_with_history(
+            &meta(job_id, "ana"),
+            b"{}",
+            &[HistoryEntry::Transition(&submitted)],
+        )
+        .expect("create");
+    drop(lease);
+    assert_eq!(digests.len(), 1);
+    assert_eq!(store.load(job_id).unwrap().state(), JobState::Submitted);
+    let running = transition(JobState::Running);
+    let step = StepRecord::skipped("a", "local");
+    let succeeded = transition(JobState::Succeeded);
+    let digests = store
+        .append_history(
+            job_id,
+            &[
+                HistoryEntry::Transition(&running),
+                HistoryEntry::Step(&step),
+                HistoryEntry::Transition(&succeeded),
+            ],
+        )
+        .unwrap();
+    let counts: Vec<(usize, usize)> = digests
+        .iter()
+        .map(|digest| (digest.state.entries, digest.steps.entries))
+        .collect();
+    assert_eq!(counts, [(2, 0), (2, 1), (3, 1)]);
+    assert_eq!(
+        store.history(job_id).unwrap().digests().unwrap(),
+        digests[2]
+    );
+    let record = store.load(job_id).unwrap();
+    assert_eq!(record.state(), JobState::Succeeded);
+    assert_eq!(record.steps, [step]);
 }
 
 /// The store's audit trail chains its records, and checks each job's history against them.

@@ -378,25 +378,27 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
-/// The digests of a job's history (`state.json` and `steps.json`) after a write, recorded in
-/// the audit record of the change that wrote it so that `mc audit verify` can tell a history
-/// edited since.
+/// The digests of a job's history after a write, recorded in the audit record of the change
+/// that wrote it so that `mc audit verify` can tell a history edited since. They are those of
+/// its transitions and its step results as two JSON arrays of the entries' exact bytes (see
+/// [`array_bytes`]): what `state.json` and `steps.json` held before the journal, and what a
+/// journal's records make (ADR 0023), so both layouts and every backend digest alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryDigests {
-    /// `state.json`.
+    /// The transitions (recorded under the name `state.json`).
     #[serde(rename = "state.json")]
     pub state: FileDigest,
-    /// `steps.json`.
+    /// The step results (recorded under the name `steps.json`).
     #[serde(rename = "steps.json")]
     pub steps: FileDigest,
 }
 
-/// The raw bytes of a job's history files.
+/// The bytes of a job's history as two JSON arrays (see [`array_bytes`]).
 #[derive(Debug, Clone)]
 pub struct HistoryBytes {
-    /// `state.json`.
+    /// The transitions (`state.json` in older roots).
     pub state: Vec<u8>,
-    /// `steps.json`.
+    /// The step results (`steps.json` in older roots).
     pub steps: Vec<u8>,
 }
 
