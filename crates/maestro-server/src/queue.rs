@@ -65,7 +65,7 @@ pub trait JobQueue: Send + Sync {
 }
 
 /// The file store's queue: the append-only `<state root>/server/queue.log`
-/// ([`QueueLog`]), plus the marker files (`server/queue/<job_id>`) of servers from before the
+/// (`QueueLog`), plus the marker files (`server/queue/<job_id>`) of servers from before the
 /// log, which a start takes over.
 pub struct FileQueue {
     log: QueueLog,
