@@ -9,7 +9,7 @@
 //!   that inserts it, and its audit record chained in that same transaction.
 //! * Leases are rows with an expiry and a fencing token: a holder renews them while it lives;
 //!   one that lost its lease (expired, taken over) can record nothing more for the job.
-//! * The audit trail ([`PgStore::audit`]) is the same hash chain as the file store's, one
+//! * The audit trail (`audit()`, the trait's) is the same hash chain as the file store's, one
 //!   line per row.
 //! * [`PgStore::claim_queued`] takes a queued job for one server (`FOR UPDATE SKIP LOCKED`).
 //! * Every call runs on the store's own thread and runtime (tokio-postgres), so the synchronous
