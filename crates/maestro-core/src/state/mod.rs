@@ -538,6 +538,12 @@ pub trait StateStore: Send + Sync {
     /// `query.filter` lets through. A backend answers it without reading every job (see each backend's
     /// docs for its cost).
     fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError>;
+    /// How many jobs are older than `cursor` (for a listing's "showing the newest N of M"),
+    /// counted by their ids alone. By default from [`list`](Self::list); a backend with an index
+    /// counts there.
+    fn count_older(&self, cursor: JobId) -> Result<usize, StateError> {
+        Ok(self.list()?.iter().filter(|id| **id < cursor).count())
+    }
     /// Whether a live process holds the job's lease.
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError>;
     /// Take the job's lease if nobody holds it (`None` if a live process does): whoever holds

@@ -219,9 +219,7 @@ fn list(
     // alone (no job is read); with a filter, counting would read every older job, so the note
     // only points at the next page.
     let matching = match page.next_cursor {
-        Some(cursor) if filter.is_empty() => {
-            Some(rows.len() + store.list()?.iter().filter(|id| **id < cursor).count())
-        }
+        Some(cursor) if filter.is_empty() => Some(rows.len() + store.count_older(cursor)?),
         Some(_) | None => None,
     };
     match output {
