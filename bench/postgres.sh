@@ -33,17 +33,21 @@ cd "$work"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, $(uname -r)"
 
 # PostgreSQL as nobody, with its defaults (fsync and synchronous_commit on).
-chown nobody:nogroup "$work"
-setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$PG/initdb" -D "$work/pg" -U postgres \
+# (postgres gets a directory of its own: the sandboxed steps must still read the state root.)
+chmod 711 "$work"
+mkdir "$work/pgdir"
+chown nobody:nogroup "$work/pgdir"
+setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$PG/initdb" -D "$work/pgdir/data" -U postgres \
     --auth=trust -E UTF8 >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$PG/postgres" -D "$work/pg" -p "$port" \
-    -k "$work" -c listen_addresses=127.0.0.1 > "$work/pg.log" 2>&1 &
+setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$PG/postgres" -D "$work/pgdir/data" -p "$port" \
+    -k "$work/pgdir" -c listen_addresses=127.0.0.1 > "$work/pg.log" 2>&1 &
 pg_pid=$!
 for _ in $(seq 1 100); do "$PG/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
 psql() { "$PG/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 psql -d postgres -c "CREATE ROLE maestro LOGIN" -c "CREATE DATABASE bench OWNER maestro" \
-    -c "CREATE DATABASE shared OWNER maestro" -c "CREATE DATABASE single OWNER maestro"
+    -c "CREATE DATABASE shared OWNER maestro" -c "CREATE DATABASE single OWNER maestro" \
+    -c "CREATE DATABASE one OWNER maestro"
 URL="postgres://maestro@127.0.0.1:$port"
 export MAESTRO_HOME="$work/state" XDG_CONFIG_HOME="$work/xdg"
 
@@ -144,6 +148,6 @@ round() { # database servers
         "$start" "$end" "$2" "$ran"
     stop_servers
 }
-round single 1
+round one 1
 round shared 2
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

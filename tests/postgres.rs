@@ -314,7 +314,7 @@ fn a_killed_servers_jobs_are_settled_by_another() {
         "--max-concurrent-jobs",
         "1",
         "--lease-ttl",
-        "1.5",
+        "3",
     ];
     let mut doomed = crate::server::Server::start(&pg.env, &flags);
     let long = job_yaml(

@@ -991,6 +991,24 @@ impl StateStore for PgStore {
         }
     }
 
+    fn count_older(&self, cursor: JobId) -> Result<usize, StateError> {
+        let pool = self.pool();
+        let count = self
+            .run(async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_one(
+                        "SELECT count(*) FROM jobs WHERE job_id < $1 AND pruned_at IS NULL",
+                        &[&cursor],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .map_err(self.backend("count", format!("the jobs in {}", self.describe())))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
         let pool = self.pool();
         self.run(async move {

@@ -165,7 +165,7 @@ fn a_lost_lease_fences_its_old_holder() {
     let postgres = Postgres::shared();
     let url = postgres.database();
     let short = PgOptions {
-        lease_ttl: Duration::from_millis(600),
+        lease_ttl: Duration::from_secs(2),
         ..PgOptions::default()
     };
     let old = PgStore::connect(&url, short.clone()).unwrap();
@@ -175,7 +175,7 @@ fn a_lost_lease_fences_its_old_holder() {
     old.append_transition(job_id, &transition(JobState::Submitted))
         .unwrap();
     // While it renews its lease, nobody else takes or writes the job.
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_secs(3));
     assert!(new.try_lease(job_id).unwrap().is_none());
     let refused = new
         .append_transition(job_id, &transition(JobState::Running))

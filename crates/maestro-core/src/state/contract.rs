@@ -203,6 +203,8 @@ pub fn listing_is_newest_first_and_paged(store: &dyn StateStore) {
     let ids: Vec<JobId> = (0..7).map(|_| job_in(store, &[])).collect();
     let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
     assert_eq!(store.list().unwrap(), newest_first);
+    assert_eq!(store.count_older(ids[3]).unwrap(), 3);
+    assert_eq!(store.count_older(ids[0]).unwrap(), 0);
     let mut seen = Vec::new();
     let mut before = None;
     loop {

@@ -45,7 +45,11 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
     if !args.follow {
         return Ok(Code::Success);
     }
-    // Followed to its end: exit as `mc submit` of the job did.
+    // Followed to its end: exit as `mc submit` of the job did. The last step's result is
+    // recorded just before the job's final transition: wait for that (or for its driver to die).
+    while !follow::is_over(store, job_id)? {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let record = store.load(job_id)?;
     if !record.state().is_terminal() {
         eprintln!(
