@@ -775,18 +775,9 @@ impl JobRun<'_> {
             trace_id: self.meta.trace_id.clone(),
             detail: detail.clone(),
         };
-        // The files written once, when the job was stored: their digests go on record too.
-        let files = if state == JobState::Submitted {
-            Some(self.runner.store.file_digests(self.meta.job_id)?)
-        } else {
-            None
-        };
+        // (`SUBMITTED`, with the digests of the files written once, is `store_job`'s.)
         let describe = |history: &[HistoryDigests]| {
-            let mut details =
-                json!({ "state": state, "detail": detail, "history": history.last() });
-            if let Some(files) = &files {
-                details["files"] = json!(files);
-            }
+            let details = json!({ "state": state, "detail": detail, "history": history.last() });
             vec![self.audit_record("job.transition", details)]
         };
         self.runner.store.append_history_audited(

@@ -83,7 +83,18 @@ impl AuditStorage for PgAudit {
                 }
             })
             .map_err(|gone| PgError::Thread(gone.to_string()))??;
-        let lines = extend(last.as_deref(), true);
+        // Should the caller's code panic inside the transaction, the connection is rolled back
+        // before it goes back to the pool (or the audit lock would stay held).
+        let lines = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            extend(last.as_deref(), true)
+        })) {
+            Ok(lines) => lines,
+            Err(panic) => {
+                let mut client = client;
+                let _ = db.run(async move { rollback(&mut client).await });
+                std::panic::resume_unwind(panic);
+            }
+        };
         db.run(async move {
             let mut client = client;
             let lines = match lines {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use maestro_core::JobId;
-use maestro_core::audit::{AuditLog, AuditRecord, chain_lines};
+use maestro_core::audit::{AuditLog, chain_lines};
 use maestro_core::state::{
     DescribeCreate, DescribeWrite, HistoryBytes, HistoryDigests, HistoryEntry, JobLease, JobMeta,
     JobPage, JobRecord, JobState, LogReader, LogSink, PageQuery, StateError, StateStore,
@@ -117,7 +117,7 @@ impl Drop for LeaseGuard {
 
 impl PgStore {
     /// Connect to the database at `url` (`postgres://user[:password]@host[:port]/database`, or
-    /// `host=/run/postgresql` for a Unix socket), apply the migrations it lacks, and start
+    /// `postgres:///database?host=/run/postgresql` for a Unix socket), apply the migrations it lacks, and start
     /// renewing the leases this store will hold.
     pub fn connect(url: &str, options: PgOptions) -> Result<Self, PgError> {
         let config = tokio_postgres::Config::from_str(url).map_err(PgError::Url)?;
@@ -166,11 +166,6 @@ impl PgStore {
                 claimed: Mutex::new(HashMap::new()),
             }),
         })
-    }
-
-    /// This process's name as a lease holder.
-    pub fn holder(&self) -> &str {
-        &self.inner.holder
     }
 
     /// Run `future` on the store's thread.
@@ -230,7 +225,7 @@ impl PgStore {
         job_id: JobId,
         create: Option<NewJob>,
         entries: Vec<RawEntry>,
-        describe: Option<&DescribeEntries<'_>>,
+        describe: Option<&DescribeWrite<'_>>,
     ) -> Result<(Option<i64>, Vec<HistoryDigests>), StateError> {
         let fence = lock(&self.inner.held).get(&job_id).copied();
         let audited = describe.is_some();
@@ -244,18 +239,19 @@ impl PgStore {
                     None => None,
                 };
                 let fence = token.or(fence);
-                let count = entries.len();
-                let mut histories = Vec::with_capacity(count);
-                let mut last = None;
-                for (index, (to, entry)) in entries.into_iter().enumerate() {
-                    let is_last = index + 1 == count;
-                    let (history, line) =
-                        append_entry(&client, job_id, to, fence, entry, audited && is_last).await?;
-                    histories.push(history);
-                    if is_last {
-                        last = line;
-                    }
+                let mut histories = Vec::with_capacity(entries.len());
+                for (to, entry) in entries {
+                    histories.push(append_entry(&client, job_id, to, fence, entry).await?);
                 }
+                // The audit trail's last line, under the audit lock until the commit.
+                let last = if audited {
+                    client
+                        .execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+                        .await?;
+                    last_line(&client).await?
+                } else {
+                    None
+                };
                 Ok::<_, WriteError>((token, histories, last))
             }
             .await;
@@ -290,7 +286,22 @@ impl PgStore {
             }),
             (Ok(_), None) => Ok(Vec::new()),
             (Ok(digests), Some(describe)) => {
-                let records = describe(digests);
+                // The caller's code runs while the transaction is open: should it panic, the
+                // connection must not go back to the pool inside the transaction (its row and
+                // audit locks would stay held).
+                let records = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    describe(digests)
+                })) {
+                    Ok(records) => records,
+                    Err(panic) => {
+                        let mut client: Object = client;
+                        let _ = self
+                            .inner
+                            .db
+                            .run(async move { rollback(&mut client).await });
+                        std::panic::resume_unwind(panic);
+                    }
+                };
                 match records.first() {
                     None => Ok(Vec::new()),
                     Some(first) => {
@@ -464,6 +475,12 @@ impl PgStore {
         )
     }
 
+    /// Let go of the lease [`claim_queued`](Self::claim_queued) took for a job that will not
+    /// run here after all (the job stays queued for whoever may run it).
+    pub fn release_claim(&self, job_id: JobId) {
+        lock(&self.inner.claimed).remove(&job_id);
+    }
+
     /// Take a job out of the shared queue (it ended).
     pub fn unqueue_job(&self, job_id: JobId) -> Result<(), StateError> {
         lock(&self.inner.claimed).remove(&job_id);
@@ -520,20 +537,6 @@ impl PgStore {
     pub fn lease_ttl(&self) -> Duration {
         self.inner.ttl
     }
-
-    /// Which process last took a job (its lease holder's name), if any.
-    pub fn claimed_by(&self, job_id: JobId) -> Result<Option<String>, StateError> {
-        let pool = self.pool();
-        self.run(async move {
-            let row = pool
-                .get()
-                .await?
-                .query_opt("SELECT claimed_by FROM jobs WHERE job_id = $1", &[&job_id])
-                .await?;
-            Ok(row.and_then(|row| row.get(0)))
-        })
-        .map_err(self.backend("read", format!("job {job_id}")))
-    }
 }
 
 /// `postgres://user@host:port/db` without the password, for messages.
@@ -559,16 +562,14 @@ pub(crate) async fn rollback(client: &mut Object) {
 }
 
 /// Inside an open transaction: lock the job's row, check the fence and (for a transition) the
-/// lifecycle, insert the entry; the history after it and, when `audited`, the audit trail's
-/// last line under the audit lock.
+/// lifecycle, insert the entry; the history after it.
 async fn append_entry(
     client: &Object,
     job_id: JobId,
     to: Option<JobState>,
     fence: Option<i64>,
     entry: Vec<u8>,
-    audited: bool,
-) -> Result<(HistoryBytes, Option<Vec<u8>>), WriteError> {
+) -> Result<HistoryBytes, WriteError> {
     let Some(row) = client
         .query_opt(
             "SELECT state, lease_token, coalesce(lease_holder, ''),
@@ -660,15 +661,7 @@ async fn append_entry(
             steps: bytes(&entries),
         }
     };
-    let last = if audited {
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-            .await?;
-        last_line(client).await?
-    } else {
-        None
-    };
-    Ok((history, last))
+    Ok(history)
 }
 
 fn parse_state(name: &str) -> Option<JobState> {
@@ -1219,9 +1212,6 @@ impl PgStore {
 /// A history entry as the database stores it: the state it moves to (a transition) or `None`
 /// (a step result), and its JSON bytes.
 type RawEntry = (Option<JobState>, Vec<u8>);
-
-/// Makes audit records of the history's digests after each entry of a write.
-type DescribeEntries<'a> = dyn Fn(&[HistoryDigests]) -> Vec<AuditRecord> + Send + Sync + 'a;
 
 /// A job's row, inserted by the write that creates it.
 struct NewJob {

@@ -214,7 +214,7 @@ fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
 /// `gc_executors` removing what they left. `ready` gets the URL
 /// of the bound address (useful with port 0).
 ///
-/// `store` is the runner's store; `queue` is where accepted jobs wait (`None`: marker files in
+/// `store` is the runner's store; `queue` is where accepted jobs wait (`None`: the queue log in
 /// the state root, [`FileQueue`]). With a shared queue the server claims jobs any server
 /// accepted, and settles the jobs of servers that died.
 #[expect(

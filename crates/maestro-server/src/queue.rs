@@ -1,5 +1,5 @@
-//! Where the server keeps its queue durably: the [`JobQueue`] trait, and [`FileQueue`], one
-//! marker file per job in the state root (the file store's server).
+//! Where the server keeps its queue durably: the [`JobQueue`] trait, and [`FileQueue`], the
+//! append-only queue log in the state root (the file store's server).
 //!
 //! A queue is *local* (the file store: the jobs a server accepted are its own to run, and a
 //! restart of it picks them up) or *shared* (a database: every server on it takes jobs from
@@ -46,6 +46,11 @@ pub trait JobQueue: Send + Sync {
     /// runner's next `reload` of it. `None` when nothing waits.
     fn claim(&self) -> Result<Option<JobId>, StateError> {
         Ok(None)
+    }
+    /// A shared queue: let go of the claim [`claim`](Self::claim) took on a job this server
+    /// will not run after all.
+    fn release(&self, job_id: JobId) {
+        let _ = job_id;
     }
     /// A shared queue: take this waiting job for this server if nobody holds it (to cancel it),
     /// as [`claim`](Self::claim) does; `false` when it is not waiting or someone holds it.

@@ -237,7 +237,13 @@ impl QueueLog {
             open: Some(jobs.iter().copied().collect()),
             lines: jobs.len(),
         };
-        crate::sync_dir(dir)
+        crate::sync_dir(dir)?;
+        // The new file, durable, holds what every append so far left open: an append waiting
+        // for its sync (whose file is gone) is durable now.
+        let mut sync = lock(&self.sync);
+        sync.synced = sync.synced.max(sync.written);
+        self.synced.notify_all();
+        Ok(())
     }
 }
 
@@ -319,5 +325,45 @@ mod tests {
         let later = JobId::now_v7();
         log.add(later).unwrap();
         assert_eq!(log.open_jobs().unwrap(), [kept, later]);
+    }
+
+    #[test]
+    fn adds_racing_a_rewrite_all_succeed_and_stay_open() {
+        // An add whose line went in just before another thread's end rewrote the file must
+        // not find the log closed when it syncs: the rewrite made its line durable.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(QueueLog::new(dir.path()));
+        log.rewrite(&[]).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let mut kept = Vec::new();
+                    for round in 0..COMPACT_AFTER / 2 {
+                        let job_id = JobId::now_v7();
+                        log.add(job_id).unwrap();
+                        if round % 64 == 0 {
+                            kept.push(job_id);
+                        } else {
+                            log.remove(job_id);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let mut kept: Vec<JobId> = threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect();
+        let lines = std::fs::read_to_string(log.path()).unwrap().lines().count();
+        assert!(
+            lines < 2 * COMPACT_AFTER,
+            "the log was rewritten: {lines} lines"
+        );
+        let mut open = log.open_jobs().unwrap();
+        kept.sort_unstable();
+        open.sort_unstable();
+        assert_eq!(open, kept);
     }
 }

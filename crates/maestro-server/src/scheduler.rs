@@ -22,7 +22,7 @@ use maestro_core::JobId;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
 use maestro_core::runner::{PendingJob, Runner, collect_garbage};
-use maestro_core::state::{JobState, StateStore};
+use maestro_core::state::{JobState, StateError, StateStore};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -124,8 +124,18 @@ impl Scheduler {
         self.jobs().awaiting.len()
     }
 
-    /// Whether the queue is full (checked before a job is stored).
+    /// Whether the queue is full (checked before a job is stored). A shared queue counts
+    /// every job in it that has not ended, whichever server accepted or runs it.
     pub(crate) fn is_full(&self) -> bool {
+        if self.queue.is_shared() {
+            return match self.queue.marked() {
+                Ok(ids) => ids.len() >= self.queue_limit,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot count the shared queue");
+                    false
+                }
+            };
+        }
         self.depth() >= self.queue_limit
     }
 
@@ -362,7 +372,11 @@ impl Scheduler {
                 tracing::info!(%job_id, "claimed a job from the shared queue");
                 Some(job)
             }
-            Ok(None) => None,
+            Ok(None) => {
+                // Nothing to run (it ended meanwhile): the claim's lease goes.
+                self.queue.release(job_id);
+                None
+            }
             Err(error) => {
                 // Its lease is let go: garbage collection settles it as abandoned.
                 tracing::warn!(%job_id, %error, "a claimed job cannot run any more");
@@ -534,10 +548,12 @@ impl Scheduler {
     /// of an older server).
     pub(crate) fn forget_ended(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut open = self.queue.marked()?;
-        open.retain(|job_id| {
-            self.store
-                .load(*job_id)
-                .is_ok_and(|record| !record.state().is_terminal())
+        // Only what is known to be over goes: a job that cannot be read now (a passing error
+        // of the store) stays, for the next look.
+        open.retain(|job_id| match self.store.load(*job_id) {
+            Ok(record) => !record.state().is_terminal(),
+            Err(StateError::NotFound { .. }) => false,
+            Err(_) => true,
         });
         self.queue.keep_only(&open)
     }

@@ -502,20 +502,40 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
     }
 }
 
-/// A URL with its password, if any, replaced by `***`, for messages and `mc config`.
+/// A URL with its passwords, if any, replaced by `***`, for messages and `mc config`: the one
+/// in its authority (`user:password@`) and any `password` or `sslpassword` query parameter.
 pub(crate) fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((user, host)) if user.contains(':') => {
             let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}{path}")
+            format!("{name}:***@{host}")
         }
-        _ => url.to_owned(),
-    }
+        _ => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        None => path.to_owned(),
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _))
+                        if key.eq_ignore_ascii_case("password")
+                            || key.eq_ignore_ascii_case("sslpassword") =>
+                    {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+    };
+    format!("{scheme}://{authority}{path}")
 }
 
 fn lease_time(raw: &Raw) -> Result<Duration, Failure> {
@@ -743,5 +763,13 @@ mod tests {
             "postgres://m:***@db:5432/x"
         );
         assert_eq!(without_password("postgres://m@db/x"), "postgres://m@db/x");
+        assert_eq!(
+            without_password("postgres://m@db/x?sslmode=disable&password=hunter2"),
+            "postgres://m@db/x?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            without_password("postgresql://m:a@b@db?PASSWORD=x"),
+            "postgresql://m:***@db?PASSWORD=***"
+        );
     }
 }

@@ -174,6 +174,10 @@ impl JobQueue for SharedQueue {
         self.0.claim_queued()
     }
 
+    fn release(&self, job_id: JobId) {
+        self.0.release_claim(job_id);
+    }
+
     fn take(&self, job_id: JobId) -> Result<bool, StateError> {
         self.0.claim_queued_job(job_id)
     }
