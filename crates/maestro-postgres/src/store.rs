@@ -739,6 +739,28 @@ fn row_of(row: &tokio_postgres::Row) -> Row {
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
 
+impl PgStore {
+    /// A job's record and history, as one row; `what` names it in an error.
+    fn job_row(&self, job_id: JobId, what: String) -> Result<Row, StateError> {
+        let pool = self.pool();
+        self.run(async move {
+            let row = pool
+                .get()
+                .await?
+                .query_opt(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM jobs j WHERE j.job_id = $1 AND j.pruned_at IS NULL"
+                    ),
+                    &[&job_id],
+                )
+                .await?;
+            Ok(row.as_ref().map(row_of))
+        })
+        .map_err(self.backend("read", what))?
+        .ok_or_else(|| self.not_found(job_id))
+    }
+}
+
 impl StateStore for PgStore {
     fn describe(&self) -> String {
         self.inner.describe.clone()
@@ -811,23 +833,7 @@ impl StateStore for PgStore {
     }
 
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
-        let pool = self.pool();
-        let row = self
-            .run(async move {
-                let row = pool
-                    .get()
-                    .await?
-                    .query_opt(
-                        &format!(
-                            "SELECT {RECORD_COLUMNS} FROM jobs j WHERE j.job_id = $1 AND j.pruned_at IS NULL"
-                        ),
-                        &[&job_id],
-                    )
-                    .await?;
-                Ok(row.as_ref().map(row_of))
-            })
-            .map_err(self.backend("read", format!("job {job_id}")))?
-            .ok_or_else(|| self.not_found(job_id))?;
+        let row = self.job_row(job_id, format!("job {job_id}"))?;
         record(&row.1, &row.2, &row.3).map_err(|message| StateError::Corrupt {
             what: format!("job {job_id} in {}", self.describe()),
             message,
@@ -852,23 +858,7 @@ impl StateStore for PgStore {
     }
 
     fn history(&self, job_id: JobId) -> Result<HistoryBytes, StateError> {
-        let pool = self.pool();
-        let row = self
-            .run(async move {
-                let row = pool
-                    .get()
-                    .await?
-                    .query_opt(
-                        &format!(
-                            "SELECT {RECORD_COLUMNS} FROM jobs j WHERE j.job_id = $1 AND j.pruned_at IS NULL"
-                        ),
-                        &[&job_id],
-                    )
-                    .await?;
-                Ok(row.as_ref().map(row_of))
-            })
-            .map_err(self.backend("read", format!("the history of job {job_id}")))?
-            .ok_or_else(|| self.not_found(job_id))?;
+        let row = self.job_row(job_id, format!("the history of job {job_id}"))?;
         let bytes = |entries: &[Vec<u8>]| {
             array_bytes(&entries.iter().map(Vec::as_slice).collect::<Vec<_>>())
         };
