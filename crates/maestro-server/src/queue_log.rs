@@ -147,16 +147,28 @@ impl QueueLog {
         sync.syncing = true;
         let target = sync.written;
         drop(sync);
-        let result = match lock(&self.file).file.as_ref() {
-            Some(file) => file.try_clone(),
-            None => Err(io::Error::other("the queue log is not open")),
-        }
-        .and_then(|file| file.sync_data());
+        // No open file: an end rewrote the log since this append was written (appends reopen
+        // it). The rewrite, durable, holds every line written before it, and says so in
+        // `synced`; a rewrite that failed half-way does not, and that is this append's error.
+        let opened = lock(&self.file)
+            .file
+            .as_ref()
+            .map(File::try_clone)
+            .transpose();
+        let result = opened.and_then(|file| file.map(|file| file.sync_data()).transpose());
         let mut sync = lock(&self.sync);
         sync.syncing = false;
-        if result.is_ok() {
-            sync.synced = sync.synced.max(target);
-        }
+        let result = match result {
+            Ok(Some(())) => {
+                sync.synced = sync.synced.max(target);
+                Ok(())
+            }
+            Ok(None) if sync.synced >= number => Ok(()),
+            Ok(None) => Err(io::Error::other(
+                "the queue log was rewritten and the rewrite did not complete",
+            )),
+            Err(error) => Err(error),
+        };
         self.synced.notify_all();
         result
     }
