@@ -239,10 +239,7 @@ impl PgStore {
                     None => None,
                 };
                 let fence = token.or(fence);
-                let mut histories = Vec::with_capacity(entries.len());
-                for (to, entry) in entries {
-                    histories.push(append_entry(&client, job_id, to, fence, entry).await?);
-                }
+                let histories = append_entries(&client, job_id, fence, entries).await?;
                 // The audit trail's last line, under the audit lock until the commit.
                 let last = if audited {
                     client
@@ -561,15 +558,35 @@ pub(crate) async fn rollback(client: &mut Object) {
     let _ = client.batch_execute("ROLLBACK").await;
 }
 
-/// Inside an open transaction: lock the job's row, check the fence and (for a transition) the
-/// lifecycle, insert the entry; the history after it.
-async fn append_entry(
+/// The JSON entries of one of a job's history tables, in order.
+async fn history_entries(
+    client: &Object,
+    table: &str,
+    job_id: JobId,
+) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            &format!("SELECT entry FROM {table} WHERE job_id = $1 ORDER BY seq"),
+            &[&job_id],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Inside an open transaction: lock the job's row and check the fence (once), then insert each
+/// entry in order, a transition checked against the lifecycle from the state before it; the
+/// history after each entry. The job's history is read once, not once per entry.
+async fn append_entries(
     client: &Object,
     job_id: JobId,
-    to: Option<JobState>,
     fence: Option<i64>,
-    entry: Vec<u8>,
-) -> Result<HistoryBytes, WriteError> {
+    entries: Vec<RawEntry>,
+) -> Result<Vec<HistoryBytes>, WriteError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let Some(row) = client
         .query_opt(
             "SELECT state, lease_token, coalesce(lease_holder, ''),
@@ -595,73 +612,56 @@ async fn append_entry(
         None if live => return Err(WriteError::Pg(PgError::HeldElsewhere { job_id, holder })),
         _ => {}
     }
-    if let Some(next) = to {
-        let legal = match state.as_deref() {
-            None => next.can_start(),
-            Some(name) => parse_state(name)
-                .ok_or_else(|| PgError::Corrupt(format!("job {job_id} has state {name:?}")))?
-                .can_transition_to(next),
-        };
-        if !legal {
-            return Err(WriteError::Illegal {
-                from: state.map_or_else(|| "none".to_owned(), |s| s.to_owned()),
-                to: next,
-            });
-        }
-    }
-    let (table, other) = if to.is_some() {
-        ("transitions", "step_results")
-    } else {
-        ("step_results", "transitions")
+    let mut state = match state.as_deref() {
+        None => None,
+        Some(name) => Some(
+            parse_state(name)
+                .ok_or_else(|| PgError::Corrupt(format!("job {job_id} has state {name:?}")))?,
+        ),
     };
-    let mut entries: Vec<Vec<u8>> = client
-        .query(
-            &format!("SELECT entry FROM {table} WHERE job_id = $1 ORDER BY seq"),
-            &[&job_id],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let others: Vec<Vec<u8>> = client
-        .query(
-            &format!("SELECT entry FROM {other} WHERE job_id = $1 ORDER BY seq"),
-            &[&job_id],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let seq = i32::try_from(entries.len() + 1).unwrap_or(i32::MAX);
-    client
-        .execute(
-            &format!("INSERT INTO {table} (job_id, seq, entry) VALUES ($1, $2, $3)"),
-            &[&job_id, &seq, &entry],
-        )
-        .await?;
-    if let Some(next) = to {
+    let mut transitions = history_entries(client, "transitions", job_id).await?;
+    let mut steps = history_entries(client, "step_results", job_id).await?;
+    let bytes =
+        |entries: &[Vec<u8>]| array_bytes(&entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let moved = entries.iter().any(|(to, _)| to.is_some());
+    let mut histories = Vec::with_capacity(entries.len());
+    for (to, entry) in entries {
+        let (table, written) = match to {
+            Some(next) => {
+                let legal = state.map_or(next.can_start(), |from| from.can_transition_to(next));
+                if !legal {
+                    return Err(WriteError::Illegal {
+                        from: state.map_or_else(|| "none".to_owned(), |s| s.as_str().to_owned()),
+                        to: next,
+                    });
+                }
+                state = Some(next);
+                ("transitions", &mut transitions)
+            }
+            None => ("step_results", &mut steps),
+        };
+        let seq = i32::try_from(written.len() + 1).unwrap_or(i32::MAX);
+        client
+            .execute(
+                &format!("INSERT INTO {table} (job_id, seq, entry) VALUES ($1, $2, $3)"),
+                &[&job_id, &seq, &entry],
+            )
+            .await?;
+        written.push(entry);
+        histories.push(HistoryBytes {
+            state: bytes(&transitions),
+            steps: bytes(&steps),
+        });
+    }
+    if let (true, Some(state)) = (moved, state) {
         client
             .execute(
                 "UPDATE jobs SET state = $2 WHERE job_id = $1",
-                &[&job_id, &next.as_str()],
+                &[&job_id, &state.as_str()],
             )
             .await?;
     }
-    entries.push(entry);
-    let bytes =
-        |entries: &[Vec<u8>]| array_bytes(&entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let history = if to.is_some() {
-        HistoryBytes {
-            state: bytes(&entries),
-            steps: bytes(&others),
-        }
-    } else {
-        HistoryBytes {
-            state: bytes(&others),
-            steps: bytes(&entries),
-        }
-    };
-    Ok(history)
+    Ok(histories)
 }
 
 fn parse_state(name: &str) -> Option<JobState> {

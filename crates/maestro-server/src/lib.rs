@@ -126,7 +126,7 @@ pub enum ServerError {
         /// Where the queue is.
         what: String,
         /// The cause.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: queue::QueueError,
     },
     /// Garbage collection of an earlier run failed.
     #[error("cannot settle the jobs of an earlier run: {0}")]

@@ -21,14 +21,14 @@ use std::time::Duration;
 use maestro_core::JobId;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
-use maestro_core::runner::{PendingJob, Runner, collect_garbage};
+use maestro_core::runner::{PendingJob, RunError, Runner, collect_garbage};
 use maestro_core::state::{JobState, StateError, StateStore};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fair::FairQueue;
 use crate::metrics::Metrics;
-use crate::queue::JobQueue;
+use crate::queue::{JobQueue, QueueError};
 
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
@@ -155,10 +155,7 @@ impl Scheduler {
     }
 
     /// Note a job in the durable queue, so that a restart (or another server) finds it.
-    pub(crate) fn mark(
-        &self,
-        job_id: JobId,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn mark(&self, job_id: JobId) -> Result<(), QueueError> {
         self.queue.mark(job_id)
     }
 
@@ -324,16 +321,16 @@ impl Scheduler {
                 return None;
             }
         }
-        let spec_bytes = self.store.spec(job_id).ok()?;
-        match self
-            .runner
-            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
-            .await
-        {
+        match self.readmit(job_id, invocation_dir).await {
             Ok(Some((job, _))) => Some(job),
-            Ok(None) => None,
+            Ok(None) => {
+                // The claim's lease goes with it: the job is not this server's to hold.
+                self.queue.release(job_id);
+                None
+            }
             Err(error) => {
                 tracing::warn!(%job_id, %error, "a job taken from the shared queue cannot be admitted again");
+                self.queue.release(job_id);
                 None
             }
         }
@@ -351,19 +348,7 @@ impl Scheduler {
                 return None;
             }
         };
-        let spec_bytes = match self.store.spec(job_id) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::warn!(%job_id, %error, "claimed a job whose spec cannot be read");
-                self.unmark(job_id);
-                return None;
-            }
-        };
-        match self
-            .runner
-            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
-            .await
-        {
+        match self.readmit(job_id, invocation_dir).await {
             Ok(Some((job, JobState::AwaitingApproval))) => {
                 self.hold(job);
                 None
@@ -384,6 +369,19 @@ impl Scheduler {
                 None
             }
         }
+    }
+
+    /// Admit a stored job's spec again under its id (a job claimed or taken from a shared
+    /// queue): the runner's `reload`.
+    async fn readmit(
+        &self,
+        job_id: JobId,
+        invocation_dir: &Path,
+    ) -> Result<Option<(PendingJob, JobState)>, RunError> {
+        let spec_bytes = self.store.spec(job_id)?;
+        self.runner
+            .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
+            .await
     }
 
     /// A shared queue: settle, as `mc gc` does, the jobs of servers that died (their leases
@@ -546,7 +544,7 @@ impl Scheduler {
     /// Forget the jobs that have ended (after garbage collection settled them): the queue keeps
     /// the others alone (the file queue rewrites its log with them and takes over the markers
     /// of an older server).
-    pub(crate) fn forget_ended(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn forget_ended(&self) -> Result<(), QueueError> {
         let mut open = self.queue.marked()?;
         // Only what is known to be over goes: a job that cannot be read now (a passing error
         // of the store) stays, for the next look.
@@ -559,7 +557,7 @@ impl Scheduler {
     }
 
     /// The jobs the durable queue holds, oldest first.
-    pub(crate) fn marked(&self) -> Result<Vec<JobId>, Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn marked(&self) -> Result<Vec<JobId>, QueueError> {
         self.queue.marked()
     }
 }
