@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 # command to run is printed.
 missing() {
     local tool
-    for tool in bwrap busybox sshd ssh-keygen python3 perl ip setpriv unshare hyperfine curl openssl docker-registry htpasswd schemathesis docker cargo-fmt cargo-clippy; do
+    for tool in bwrap busybox sshd ssh-keygen python3 perl ip setpriv unshare script hyperfine curl openssl docker-registry htpasswd schemathesis docker cargo-fmt cargo-clippy; do
         command -v "$tool" >/dev/null 2>&1 || echo "$tool"
     done
     timeout 10 docker info >/dev/null 2>&1 || echo "a Docker engine that answers"

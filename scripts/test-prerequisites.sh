@@ -11,14 +11,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 
 # bubblewrap: the jail for tests that submit destructive commands; busybox-static: the test
 # image; openssh: the ssh plugin's tests; perl, iproute2, util-linux (setpriv, unshare): the
-# sandbox tests' payloads and probes; hyperfine: bench/ (not run by the tests).
+# sandbox tests' payloads and probes; bsdutils (script): a terminal for the live-view tests;
+# hyperfine: bench/ (not run by the tests).
 # curl, openssl: the `mc serve` tests (an HTTP client, a self-signed certificate).
 # docker-registry, apache2-utils (htpasswd): the swarm tests' private registry.
 # python3-venv: schemathesis (below) lives in a virtualenv of its own.
 # postgresql (15 on Debian 12): the PostgreSQL store's tests start their own server from its
 # binaries (/usr/lib/postgresql/15/bin) as nobody in a temporary directory.
 packages=(bubblewrap busybox-static openssh-server openssh-client python3 python3-venv perl
-    iproute2 util-linux hyperfine ca-certificates file curl openssl docker-registry
+    iproute2 util-linux bsdutils hyperfine ca-certificates file curl openssl docker-registry
     apache2-utils postgresql)
 echo "test-prerequisites: installing ${packages[*]}" >&2
 $SUDO apt-get update -qq

@@ -742,6 +742,27 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
     let output = remote(&["status", &job_id, "--output", "json"], &ana);
     let job: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(job["state"], "SUCCEEDED");
+    // The same output as a local `mc status` of the same state root, in both formats, for one
+    // job and for the listing (every job has ended: nothing moves between the two).
+    for args in [
+        &["status", &job_id, "--output", "json"][..],
+        &["status", &job_id],
+        &["status", "--output", "json"],
+        &["status"],
+        &["status", "--limit", "1"],
+        &["status", "--state", "succeeded", "--limit", "0"],
+    ] {
+        let (here, there) = (env.run(args), remote(args, &ana));
+        assert_eq!(
+            (
+                text(&there.stdout),
+                text(&there.stderr),
+                there.status.code()
+            ),
+            (text(&here.stdout), text(&here.stderr), here.status.code()),
+            "mc {args:?} through the server differs from a local one"
+        );
+    }
     let output = remote(&["logs", &job_id], &ana);
     assert!(text(&output.stdout).contains("through the server"));
     let output = remote(&["cancel", &job_id], &ana);
@@ -1421,6 +1442,86 @@ fn submit_through_the_server_prints_what_a_local_submit_prints() {
         text(&output.stderr).starts_with("error: "),
         "{}",
         text(&output.stderr)
+    );
+}
+
+/// What a terminal shows at the end of `text` written to it: `\r\x1b[K` (back to the line's
+/// start, erase it) keeps only what follows on that line; carriage returns of the pty dropped.
+fn screen(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .lines()
+        .map(|line| line.rsplit("\r\u{1b}[K").next().unwrap_or(line).to_owned() + "\n")
+        .collect()
+}
+
+#[test]
+fn on_a_terminal_submit_through_the_server_shows_each_step_as_a_local_submit_does() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let job = env.write(
+        "steps.yaml",
+        &job_yaml(
+            "steps",
+            "  - name: first\n    run: echo out-1\n  - name: quiet\n    run: \"true\"\n  - name: last\n    run: echo err-1 >&2; exit 4\n",
+        ),
+    );
+    // `script` gives `mc` a terminal (a pty) and copies what it shows.
+    let on_a_terminal = |remote: bool| {
+        let line = format!("{} submit {}", mc_bin(), job.display());
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(env.path())
+            .env("NO_COLOR", "1");
+        // The environment a test's `mc` gets.
+        for (key, value) in env.mc().get_envs() {
+            match value {
+                Some(value) => script.env(key, value),
+                None => script.env_remove(key),
+            };
+        }
+        if remote {
+            script
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", &ana)
+                .env("MAESTRO_HOME", env.path().join("elsewhere"));
+        }
+        let output = crate::util::output_within(&mut script, 120);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "the job fails: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        comparable(&screen(&text(&output.stdout)), false)
+    };
+    let (local, remote) = (on_a_terminal(false), on_a_terminal(true));
+    assert_eq!(
+        remote, local,
+        "through the server:\n{remote}\nlocally:\n{local}"
+    );
+    // What the comparison rests on: each step's start and end, its output under it.
+    let shown: Vec<&str> = local.lines().collect();
+    for expected in [
+        "▶ first (local) <time>",
+        "| out-1",
+        "✔ first succeeded in <time> — exited with code 0",
+        "✔ quiet succeeded in <time> — exited with code 0",
+        "▶ last (local) <time>",
+        "! err-1",
+    ] {
+        assert!(
+            shown.contains(&expected),
+            "{expected:?} not shown:\n{local}"
+        );
+    }
+    assert!(
+        shown
+            .iter()
+            .any(|line| line.starts_with("✘ last failed in")),
+        "{local}"
     );
 }
 

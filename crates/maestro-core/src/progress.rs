@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use jiff::Timestamp;
 
@@ -26,7 +26,7 @@ pub fn step_log_header(
 }
 
 /// The step a job is running now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentStep {
     /// Its name.
     pub name: String,

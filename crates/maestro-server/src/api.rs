@@ -16,7 +16,7 @@ use maestro_core::control::{LookupError, find_job};
 use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{Accepted, RunError, SubmitRequest};
 use maestro_core::spec::SpecFormat;
-use maestro_core::state::{JobRecord, JobState, PageQuery};
+use maestro_core::state::{JobRecord, JobState, PageQuery, StateStore};
 use maestro_core::trace::TraceId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -132,6 +132,11 @@ pub struct JobSummary {
     pub submitted_at: String,
     /// Its trace id.
     pub trace_id: String,
+    /// Not over, yet nothing drives it any more (its process or server died): `mc gc`, or a
+    /// server's start, settles it.
+    pub stale: bool,
+    /// How long it has taken so far, in seconds (`null` before it started).
+    pub duration_seconds: Option<f64>,
 }
 
 /// A page of jobs, newest first.
@@ -139,8 +144,13 @@ pub struct JobSummary {
 pub struct JobList {
     /// The jobs of this page.
     pub jobs: Vec<JobSummary>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page. A filtered page may hold
+    /// fewer than `limit` jobs, or none, and still have one: the server looks at no more than
+    /// a fixed number of jobs per page, so that a page costs the same whatever the store's size.
     pub next_cursor: Option<String>,
+    /// How many jobs this page and the pages after it hold, when the listing is unfiltered and
+    /// truncated (the store counts them from its index); absent otherwise.
+    pub total: Option<usize>,
 }
 
 /// Everything recorded about a job.
@@ -151,6 +161,8 @@ pub struct JobDetail {
     pub summary: JobSummary,
     /// Where its spec came from.
     pub source: String,
+    /// The name its spec is stored under in the job's record.
+    pub spec_file: String,
     /// Its history, oldest first.
     #[schema(value_type = Vec<Object>)]
     pub transitions: serde_json::Value,
@@ -194,6 +206,11 @@ pub struct Health {
     /// The server's version.
     pub version: String,
 }
+
+/// Jobs a filtered page of `GET /v1/jobs` looks at, at most, in a store that filters by reading
+/// jobs (the file store): a rare filter then gets short pages with a cursor rather than one
+/// request that reads the whole store.
+const MAX_EXAMINED_PER_PAGE: usize = 1000;
 
 /// Filters and paging of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -256,8 +273,8 @@ fn lookup(state: &AppState, text: &str) -> Result<JobId, ApiError> {
     })
 }
 
-fn summary(record: &JobRecord) -> JobSummary {
-    JobSummary {
+fn summary(store: &dyn StateStore, record: &JobRecord) -> Result<JobSummary, ApiError> {
+    Ok(JobSummary {
         job_id: record.meta.job_id.to_string(),
         name: record.meta.name.clone(),
         owner: record.meta.owner.clone(),
@@ -265,7 +282,9 @@ fn summary(record: &JobRecord) -> JobSummary {
         state: record.state().to_string(),
         submitted_at: record.meta.submitted_at.clone(),
         trace_id: record.meta.trace_id.to_string(),
-    }
+        stale: store.is_abandoned(record)?,
+        duration_seconds: progress::duration(record).map(|duration| duration.as_secs_f64()),
+    })
 }
 
 fn spec_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
@@ -560,14 +579,26 @@ pub(crate) async fn list_jobs(
         })?),
         None => None,
     };
+    let unfiltered = filter.is_empty();
     let page = state.store.list_page(&PageQuery {
         before: cursor,
         limit,
         filter,
+        max_examined: MAX_EXAMINED_PER_PAGE,
     })?;
+    let total = match page.next_cursor {
+        Some(next) if unfiltered => Some(page.jobs.len() + state.store.count_older(next)?),
+        Some(_) | None => None,
+    };
+    let jobs = page
+        .jobs
+        .iter()
+        .map(|record| summary(state.store.as_ref(), record))
+        .collect::<Result<_, _>>()?;
     Ok(Json(JobList {
-        jobs: page.jobs.iter().map(summary).collect(),
+        jobs,
         next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
+        total,
     }))
 }
 
@@ -595,8 +626,9 @@ pub(crate) async fn show_job(
     let steps = crate::logs::step_names(state.store.as_ref(), &record)?;
     let current = progress::current_step(state.store.as_ref(), &record, &steps);
     Ok(Json(JobDetail {
-        summary: summary(&record),
+        summary: summary(state.store.as_ref(), &record)?,
         source: record.meta.source.clone(),
+        spec_file: record.meta.spec_file.clone(),
         transitions: serde_json::to_value(&record.transitions).unwrap_or_default(),
         verdicts: progress::verdicts(&record),
         steps: serde_json::to_value(&record.steps).unwrap_or_default(),

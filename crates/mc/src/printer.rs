@@ -266,6 +266,11 @@ impl LivePrinter {
         }
     }
 
+    /// Whether this is the terminal view (steps' starts and ends are shown, not only output).
+    pub(crate) fn is_view(&self) -> bool {
+        self.terminal.is_some()
+    }
+
     /// Let the printing thread drain what is queued, waiting at most `wait`; then say on stderr
     /// if live lines were not shown. Called after the job, when blocking is harmless.
     pub(crate) fn finish(&self, wait: Duration) {

@@ -558,8 +558,9 @@ impl FileStore {
             None => 0,
         };
         let mut page = JobPage::default();
+        let mut scan = Scan::default();
         for job_id in &ids[start..] {
-            if self.page_push(&mut page, query, *job_id) {
+            if self.page_push(&mut page, query, &mut scan, *job_id) {
                 break;
             }
         }
@@ -567,8 +568,21 @@ impl FileStore {
     }
 
     /// Add `job_id` to `page` if the filter lets it through; whether the page is complete
-    /// (this job, matching, was one too many: it is where the next page starts).
-    fn page_push(&self, page: &mut JobPage, query: &PageQuery, job_id: JobId) -> bool {
+    /// (this job, matching, was one too many: it is where the next page starts; or the page
+    /// looked at as many jobs as it may, and the next starts after the last of them).
+    fn page_push(
+        &self,
+        page: &mut JobPage,
+        query: &PageQuery,
+        scan: &mut Scan,
+        job_id: JobId,
+    ) -> bool {
+        if query.max_examined != 0 && scan.examined == query.max_examined {
+            page.next_cursor = scan.last;
+            return true;
+        }
+        scan.examined += 1;
+        scan.last = Some(job_id);
         let record = match self.load(job_id) {
             Ok(record) => record,
             // Pruned, or a submission that died before its job was in place.
@@ -624,6 +638,15 @@ impl LogSink for StepLog {
             content.and(directory)
         })
     }
+}
+
+/// How far a page's walk through the jobs has gone.
+#[derive(Default)]
+struct Scan {
+    /// Jobs looked at.
+    examined: usize,
+    /// The last of them.
+    last: Option<JobId>,
 }
 
 /// `jobs.index` opened for reading.
@@ -1001,7 +1024,8 @@ impl StateStore for FileStore {
     /// Reads `jobs.index` from the end (the cursor found by bisection), and loads one job per
     /// line from there: an unfiltered page costs `limit` loads whatever the store's size. A
     /// filtered page loads every job it looks at until `limit` match, so its cost grows with
-    /// how rare matches are. A job that cannot be read is skipped with a warning; a store
+    /// how rare matches are, up to `query.max_examined` loads when that is set (the server sets
+    /// it; the page then ends short, with a cursor). A job that cannot be read is skipped with a warning; a store
     /// whose index cannot be read or built is listed by reading `jobs/` instead.
     fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError> {
         let index = match self.read_index() {
@@ -1021,10 +1045,11 @@ impl StateStore for FileStore {
             None => index.entries,
         };
         let mut page = JobPage::default();
+        let mut scan = Scan::default();
         while end > 0 {
             let start = end.saturating_sub(Index::CHUNK);
             for job_id in index.read(start, end)?.into_iter().rev().flatten() {
-                if self.page_push(&mut page, query, job_id) {
+                if self.page_push(&mut page, query, &mut scan, job_id) {
                     return Ok(page);
                 }
             }
@@ -1526,6 +1551,41 @@ mod tests {
             .unwrap();
         assert_eq!(page.jobs[0].meta.job_id, last);
         assert_eq!(page.next_cursor, Some(last));
+    }
+
+    #[test]
+    fn a_filtered_page_looks_at_no_more_jobs_than_allowed_and_ends_with_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let jobs: Vec<JobId> = (0..5).map(|_| JobId::now_v7()).collect();
+        for (i, id) in jobs.iter().enumerate() {
+            let end = if i == 0 {
+                JobState::Succeeded
+            } else {
+                JobState::Denied
+            };
+            old_layout_job(&store, *id, &[JobState::Submitted, end]);
+        }
+        let mut query = PageQuery {
+            limit: 10,
+            max_examined: 2,
+            ..PageQuery::default()
+        };
+        query.filter.states = vec![JobState::Succeeded];
+        // Newest first: two jobs looked at, none matching, the next page after the second.
+        let mut cursors = Vec::new();
+        let found = loop {
+            let page = store.list_page(&query).unwrap();
+            if !page.jobs.is_empty() {
+                break page;
+            }
+            cursors.push(page.next_cursor.expect("a short page has a cursor"));
+            query.before = page.next_cursor;
+        };
+        assert_eq!(cursors, [jobs[3], jobs[1]]);
+        assert_eq!(found.jobs.len(), 1);
+        assert_eq!(found.jobs[0].meta.job_id, jobs[0]);
+        assert_eq!(found.next_cursor, None, "nothing older");
     }
 
     #[test]

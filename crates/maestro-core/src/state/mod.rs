@@ -358,6 +358,11 @@ pub struct PageQuery {
     pub limit: usize,
     /// Only jobs this filter lets through.
     pub filter: crate::progress::JobFilter,
+    /// At most this many jobs are looked at (all when 0): a backend that filters by reading
+    /// jobs then ends the page early, short of `limit` (even empty), with a `next_cursor` after
+    /// the last job it looked at, so that a page costs the same however rare matches are. A
+    /// backend that filters by index ignores it.
+    pub max_examined: usize,
 }
 
 /// One page of the listing, newest first.

@@ -13,6 +13,7 @@ use maestro_core::output::OutputObserver;
 use maestro_core::policy::PolicyReport;
 use maestro_core::runner::JobReport;
 use maestro_core::spec::SpecFormat;
+use maestro_core::state::StepRecord;
 use maestro_core::trace::TraceId;
 use maestro_server::client::{Answer, Client};
 use serde_json::{Value, json};
@@ -24,6 +25,7 @@ use crate::cli::{
 use crate::exit::{Code, Failure};
 use crate::printer::{self, LivePrinter, field};
 
+use super::status::{JobRow, JobView};
 use super::submit::print_report;
 
 pub(crate) fn run(server: &str, ca_cert: Option<&Path>, command: Command) -> Result<Code, Failure> {
@@ -282,28 +284,6 @@ async fn validate(client: &Client, args: ValidateArgs) -> Result<Code, Failure> 
     Ok(if allowed { Code::Success } else { Code::Denied })
 }
 
-fn summary(job: &Value) -> String {
-    let text_of = |value: &Value| value.as_str().map(field).unwrap_or_else(|| "-".to_owned());
-    let mut text = format!(
-        "job {} {} (trace_id {})\n",
-        text_of(&job["job_id"]),
-        text_of(&job["state"]),
-        text_of(&job["trace_id"])
-    );
-    for step in job["steps"].as_array().into_iter().flatten() {
-        text.push_str(&format!(
-            "  step {:<20} {:<10} {:>8}\n",
-            text_of(&step["name"]),
-            text_of(&step["status"]),
-            step["duration_ms"]
-                .as_u64()
-                .map(printer::millis)
-                .unwrap_or_else(|| "-".to_owned())
-        ));
-    }
-    text
-}
-
 /// Where a followed job's log lines go.
 enum Lines<'a> {
     /// Output lines to the live printer, as a local run hands them over (`mc submit`).
@@ -321,11 +301,21 @@ async fn follow(
     step: Option<&str>,
     lines: Lines<'_>,
 ) -> Result<(), Failure> {
-    let mut pending = Vec::new();
-    let mut stdout = std::io::stdout();
-    let status = client
-        .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
-            pending.extend_from_slice(chunk);
+    // The response's chunks go through a channel to the loop below, which may wait for the
+    // server (a step's result, for the live view) without holding the response up.
+    let (sender, mut chunks) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let streamed = async move {
+        client
+            .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
+                let _ = sender.send(chunk.to_vec());
+            })
+            .await
+    };
+    let shown = async {
+        let mut pending = Vec::new();
+        let mut stdout = std::io::stdout();
+        while let Some(chunk) = chunks.recv().await {
+            pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
@@ -335,18 +325,7 @@ async fn follow(
                     continue;
                 }
                 match lines {
-                    Lines::Live(live) => {
-                        // Output lines only (not Maestro's notes), as the local runner's observer
-                        // gets them.
-                        let (Some(name), Ok(stream), Some(text)) = (
-                            entry["step"].as_str(),
-                            serde_json::from_value::<Stream>(entry["stream"].clone()),
-                            entry["text"].as_str(),
-                        ) else {
-                            continue;
-                        };
-                        live.output(name, stream, format!("{text}\n").as_bytes());
-                    }
+                    Lines::Live(live) => show_live(client, job_id, live, &entry).await,
                     Lines::Recorded => {
                         if let Some(text) = entry["line"].as_str() {
                             let _ = writeln!(stdout, "{text}");
@@ -356,9 +335,10 @@ async fn follow(
                     Lines::Nowhere => {}
                 }
             }
-        })
-        .await
-        .map_err(unreachable)?;
+        }
+    };
+    let (status, ()) = tokio::join!(streamed, shown);
+    let status = status.map_err(unreachable)?;
     if status != 200 {
         return Err(Failure::system(format!(
             "the server answered {status} to the log request"
@@ -367,55 +347,143 @@ async fn follow(
     Ok(())
 }
 
+/// One line of a followed log, as a local run shows it: output lines to the live printer and,
+/// in the terminal view, each step's start (from its log's header) and its end (the step's
+/// result, fetched once its log's footer arrives).
+async fn show_live(client: &Client, job_id: &str, live: &LivePrinter, entry: &Value) {
+    let Some(name) = entry["step"].as_str() else {
+        return;
+    };
+    if let (Ok(stream), Some(text)) = (
+        serde_json::from_value::<Stream>(entry["stream"].clone()),
+        entry["text"].as_str(),
+    ) {
+        live.output(name, stream, format!("{text}\n").as_bytes());
+        return;
+    }
+    if !live.is_view() {
+        return;
+    }
+    let Some(note) = entry["line"]
+        .as_str()
+        .and_then(|line| line.strip_prefix("# maestro "))
+    else {
+        return;
+    };
+    if note.starts_with("job_id=") {
+        let runtime = note
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("runtime="))
+            .unwrap_or("-");
+        live.step_started(name, runtime);
+    } else if note.starts_with("step=") {
+        // The footer is written before the result is recorded: wait a little for it.
+        for _ in 0..100 {
+            let record = fetch(client, job_id).await.ok().and_then(|job| {
+                let steps: Vec<StepRecord> = serde_json::from_value(job["steps"].clone()).ok()?;
+                steps.into_iter().find(|step| step.name == name)
+            });
+            if let Some(record) = record {
+                live.step_finished(&record);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 async fn status(client: &Client, args: StatusArgs) -> Result<Code, Failure> {
-    let path = match &args.job_id {
-        Some(job_id) => format!("/v1/jobs/{job_id}"),
-        None => {
-            let mut query = vec![format!("limit={}", args.limit.clamp(1, 500))];
-            if !args.state.is_empty() {
-                query.push(format!("state={}", args.state.join(",")));
+    loop {
+        if args.watch {
+            printer::clear_screen();
+        }
+        let running = match &args.job_id {
+            Some(job_id) => {
+                let view: JobView = decode(fetch(client, job_id).await?, "job")?;
+                view.print(args.output);
+                view.running()
             }
-            for (name, value) in [
-                ("owner", &args.owner),
-                ("environment", &args.environment),
-                ("since", &args.since),
-            ] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={}", encode(value)));
-                }
+            None => {
+                list(client, &args).await?;
+                true
             }
-            format!("/v1/jobs?{}", query.join("&"))
+        };
+        if !args.watch || !running {
+            return Ok(Code::Success);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A server's answer as `T`, or a line saying what it lacks.
+fn decode<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, Failure> {
+    serde_json::from_value(value).map_err(|error| {
+        Failure::system(format!(
+            "the server's answer is not a {what} this mc understands ({error}); are mc and the server the same version?"
+        ))
+    })
+}
+
+/// `mc status` against a server: pages (short ones too: a server looks at a bounded number of
+/// jobs per page) until `--limit` jobs are shown or the listing ends, printed as a local listing.
+async fn list(client: &Client, args: &StatusArgs) -> Result<(), Failure> {
+    let mut filters = Vec::new();
+    if !args.state.is_empty() {
+        filters.push(format!("state={}", encode(&args.state.join(","))));
+    }
+    for (name, value) in [
+        ("owner", &args.owner),
+        ("environment", &args.environment),
+        ("since", &args.since),
+    ] {
+        if let Some(value) = value {
+            filters.push(format!("{name}={}", encode(value)));
+        }
+    }
+    let mut rows: Vec<JobRow> = Vec::new();
+    let mut cursor = args.before.clone();
+    let (next, total) = loop {
+        let wanted = match args.limit {
+            0 => 500,
+            limit => (limit - rows.len()).clamp(1, 500),
+        };
+        let mut query = filters.clone();
+        query.push(format!("limit={wanted}"));
+        if let Some(cursor) = &cursor {
+            query.push(format!("cursor={}", encode(cursor)));
+        }
+        let answer = client
+            .request(
+                "GET",
+                &format!("/v1/jobs?{}", query.join("&")),
+                None,
+                Vec::new(),
+            )
+            .await
+            .map_err(unreachable)?;
+        if answer.status != 200 {
+            return Err(failure(&answer));
+        }
+        let mut body = answer.json();
+        let page: Vec<JobRow> = decode(body["jobs"].take(), "job listing")?;
+        let shown_before = rows.len();
+        rows.extend(page);
+        let next: Option<String> = decode(body["next_cursor"].take(), "job listing")?;
+        let total: Option<usize> = decode(body["total"].take(), "job listing")?;
+        let full = args.limit != 0 && rows.len() >= args.limit;
+        match next {
+            Some(next) if !full => cursor = Some(next),
+            next => break (next, total.map(|total| total + shown_before)),
         }
     };
-    let answer = client
-        .request("GET", &path, None, Vec::new())
-        .await
-        .map_err(unreachable)?;
-    if answer.status != 200 {
-        return Err(failure(&answer));
-    }
-    let body = answer.json();
-    match (args.output, args.job_id.is_some()) {
-        (OutputFormat::Json, true) => printer::json(&body),
-        (OutputFormat::Json, false) => printer::json(&body["jobs"]),
-        (OutputFormat::Text, true) => printer::out(&summary(&body)),
-        (OutputFormat::Text, false) => {
-            let mut text = format!("{:<38} {:<18} {:<12} {}\n", "JOB", "STATE", "OWNER", "NAME");
-            for job in body["jobs"].as_array().into_iter().flatten() {
-                let text_of =
-                    |value: &Value| value.as_str().map(field).unwrap_or_else(|| "-".to_owned());
-                text.push_str(&format!(
-                    "{:<38} {:<18} {:<12} {}\n",
-                    text_of(&job["job_id"]),
-                    text_of(&job["state"]),
-                    text_of(&job["owner"]),
-                    text_of(&job["name"])
-                ));
-            }
-            printer::out(&text);
-        }
-    }
-    Ok(Code::Success)
+    let next = next
+        .map(|next| {
+            JobId::try_parse(&next)
+                .map_err(|_| Failure::system(format!("the server answered a bad cursor {next:?}")))
+        })
+        .transpose()?;
+    super::status::print_list(&rows, next, total, args.output);
+    Ok(())
 }
 
 /// Percent-encode a query value.

@@ -5,7 +5,11 @@ use std::time::Duration;
 use maestro_core::JobId;
 use maestro_core::progress::{self, JobFilter};
 use maestro_core::runner::{describe, status_name};
-use maestro_core::state::{JobRecord, PageQuery, StateStore, StepRecord, StepStatus};
+use maestro_core::state::{
+    JobRecord, JobState, PageQuery, StateStore, StepRecord, StepStatus, Transition,
+};
+use maestro_core::trace::TraceId;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
@@ -80,110 +84,168 @@ fn human(duration: Duration) -> String {
     }
 }
 
-/// Prints one job; true while it is still running.
-fn show(store: &dyn StateStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
-    let record = store.load(job_id)?;
-    let stale = store.is_abandoned(&record)?;
-    let current = if record.state().is_terminal() {
-        None
-    } else {
-        progress::current_step(store, &record, &super::stored_step_names(store, &record)?)
-    };
-    match output {
-        OutputFormat::Json => printer::json(&json!({
-            "job_id": record.meta.job_id,
-            "name": record.meta.name,
-            "owner": record.meta.owner,
-            "environment": record.meta.environment,
-            "state": record.state(),
-            "stale": stale,
-            "trace_id": record.meta.trace_id,
-            "submitted_at": record.meta.submitted_at,
-            "duration_seconds": progress::duration(&record).map(|d| d.as_secs_f64()),
-            "current_step": current,
-            "policies": progress::verdicts(&record),
-            "transitions": record.transitions,
-            "steps": record.steps,
-        })),
-        OutputFormat::Text => printer::out(&render(&record, stale, current.as_ref())),
-    }
-    Ok(!record.state().is_terminal() && !stale)
+/// One job as `mc status ID` shows it: read from a local store, or a server's
+/// `GET /v1/jobs/{id}` (whose fields it is named after), so that both print the same.
+#[derive(Debug, Deserialize)]
+pub(crate) struct JobView {
+    job_id: JobId,
+    name: String,
+    owner: Option<String>,
+    environment: Option<String>,
+    state: JobState,
+    stale: bool,
+    trace_id: TraceId,
+    submitted_at: String,
+    source: String,
+    spec_file: String,
+    duration_seconds: Option<f64>,
+    current_step: Option<progress::CurrentStep>,
+    verdicts: Value,
+    transitions: Vec<Transition>,
+    steps: Vec<StepRecord>,
 }
 
-fn render(record: &JobRecord, stale: bool, current: Option<&progress::CurrentStep>) -> String {
-    let meta = &record.meta;
-    let mut text = format!(
-        "job       {}\nname      {}\nowner     {}\nenv       {}\nstate     {}{}\ntrace_id  {}\nspec      {} (stored as {})\n",
-        meta.job_id,
-        field(&meta.name),
-        field(meta.owner.as_deref().unwrap_or("-")),
-        field(meta.environment.as_deref().unwrap_or("-")),
-        record.state(),
-        if stale {
-            " (stale: no live mc drives it; run `mc gc`)"
+impl JobView {
+    fn of_record(store: &dyn StateStore, record: JobRecord) -> Result<Self, Failure> {
+        let stale = store.is_abandoned(&record)?;
+        let current_step = if record.state().is_terminal() {
+            None
         } else {
-            ""
-        },
-        meta.trace_id,
-        field(&meta.source),
-        meta.spec_file,
-    );
-    if let Some(duration) = progress::duration(record) {
-        text.push_str(&format!("duration  {}\n", human(duration)));
+            progress::current_step(store, &record, &super::stored_step_names(store, &record)?)
+        };
+        Ok(Self {
+            state: record.state(),
+            stale,
+            duration_seconds: progress::duration(&record).map(|d| d.as_secs_f64()),
+            verdicts: progress::verdicts(&record),
+            current_step,
+            job_id: record.meta.job_id,
+            name: record.meta.name,
+            owner: record.meta.owner,
+            environment: record.meta.environment,
+            trace_id: record.meta.trace_id,
+            submitted_at: record.meta.submitted_at,
+            source: record.meta.source,
+            spec_file: record.meta.spec_file,
+            transitions: record.transitions,
+            steps: record.steps,
+        })
     }
-    if let Some(current) = current {
-        text.push_str(&format!(
-            "running   step {} ({}) for {}\n",
-            field(&current.name),
-            current.runtime,
-            human(Duration::from_secs_f64(current.elapsed_seconds))
-        ));
+
+    /// Whether a watch goes on: the job is neither over nor stale.
+    pub(crate) fn running(&self) -> bool {
+        !self.state.is_terminal() && !self.stale
     }
-    if let Value::Array(verdicts) = progress::verdicts(record) {
-        text.push_str("policies:\n");
-        for verdict in verdicts {
-            let name = verdict["policy"].as_str().unwrap_or("?");
-            if verdict["allowed"].as_bool() == Some(true) {
-                text.push_str(&format!("  allowed  {name}\n"));
-            }
-            for reason in verdict["reasons"].as_array().into_iter().flatten() {
-                text.push_str(&format!(
-                    "  denied   {name}: {}\n",
-                    field(reason.as_str().unwrap_or(""))
-                ));
-            }
-            for note in verdict["notes"].as_array().into_iter().flatten() {
-                text.push_str(&format!(
-                    "  note     {name}: {}\n",
-                    field(note.as_str().unwrap_or(""))
-                ));
-            }
+
+    pub(crate) fn print(&self, output: OutputFormat) {
+        match output {
+            OutputFormat::Json => printer::json(&json!({
+                "job_id": self.job_id,
+                "name": self.name,
+                "owner": self.owner,
+                "environment": self.environment,
+                "state": self.state,
+                "stale": self.stale,
+                "trace_id": self.trace_id,
+                "submitted_at": self.submitted_at,
+                "duration_seconds": self.duration_seconds,
+                "current_step": self.current_step,
+                "policies": self.verdicts,
+                "transitions": self.transitions,
+                "steps": self.steps,
+            })),
+            OutputFormat::Text => printer::out(&self.text()),
         }
     }
-    text.push_str("transitions:\n");
-    for transition in &record.transitions {
-        let error = transition.detail.get("error").and_then(Value::as_str);
-        text.push_str(&format!(
-            "  {}  {:<10}{}\n",
-            transition.at,
-            transition.state.as_str(),
-            error.map(|e| format!("  {}", field(e))).unwrap_or_default()
-        ));
-    }
-    if !record.steps.is_empty() {
-        text.push_str("steps:\n");
-        for step in &record.steps {
+
+    fn text(&self) -> String {
+        let mut text = format!(
+            "job       {}\nname      {}\nowner     {}\nenv       {}\nstate     {}{}\ntrace_id  {}\nspec      {} (stored as {})\n",
+            self.job_id,
+            field(&self.name),
+            field(self.owner.as_deref().unwrap_or("-")),
+            field(self.environment.as_deref().unwrap_or("-")),
+            self.state,
+            if self.stale {
+                " (stale: no live mc drives it; run `mc gc`)"
+            } else {
+                ""
+            },
+            self.trace_id,
+            field(&self.source),
+            field(&self.spec_file),
+        );
+        if let Some(duration) = seconds(self.duration_seconds) {
+            text.push_str(&format!("duration  {}\n", human(duration)));
+        }
+        if let Some(current) = &self.current_step {
             text.push_str(&format!(
-                "  {:<20} {:<8} {:<10} {}{}\n",
-                field(&step.name),
-                field(&step.runtime),
-                status_name(step.status),
-                field(&describe(step)),
-                teardown(step)
+                "running   step {} ({}) for {}\n",
+                field(&current.name),
+                field(&current.runtime),
+                human(seconds(Some(current.elapsed_seconds)).unwrap_or_default())
             ));
         }
+        if let Value::Array(verdicts) = &self.verdicts {
+            text.push_str("policies:\n");
+            for verdict in verdicts {
+                let name = verdict["policy"].as_str().unwrap_or("?");
+                if verdict["allowed"].as_bool() == Some(true) {
+                    text.push_str(&format!("  allowed  {}\n", field(name)));
+                }
+                for reason in verdict["reasons"].as_array().into_iter().flatten() {
+                    text.push_str(&format!(
+                        "  denied   {}: {}\n",
+                        field(name),
+                        field(reason.as_str().unwrap_or(""))
+                    ));
+                }
+                for note in verdict["notes"].as_array().into_iter().flatten() {
+                    text.push_str(&format!(
+                        "  note     {}: {}\n",
+                        field(name),
+                        field(note.as_str().unwrap_or(""))
+                    ));
+                }
+            }
+        }
+        text.push_str("transitions:\n");
+        for transition in &self.transitions {
+            let error = transition.detail.get("error").and_then(Value::as_str);
+            text.push_str(&format!(
+                "  {}  {:<10}{}\n",
+                transition.at,
+                transition.state.as_str(),
+                error.map(|e| format!("  {}", field(e))).unwrap_or_default()
+            ));
+        }
+        if !self.steps.is_empty() {
+            text.push_str("steps:\n");
+            for step in &self.steps {
+                text.push_str(&format!(
+                    "  {:<20} {:<8} {:<10} {}{}\n",
+                    field(&step.name),
+                    field(&step.runtime),
+                    status_name(step.status),
+                    field(&describe(step)),
+                    teardown(step)
+                ));
+            }
+        }
+        text
     }
-    text
+}
+
+/// A duration in seconds as recorded (`None`, or not a valid duration: none).
+fn seconds(value: Option<f64>) -> Option<Duration> {
+    value.and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+}
+
+/// Prints one job; true while it is still running.
+fn show(store: &dyn StateStore, job_id: JobId, output: OutputFormat) -> Result<bool, Failure> {
+    let view = JobView::of_record(store, store.load(job_id)?)?;
+    view.print(output);
+    Ok(view.running())
 }
 
 /// How the step's teardown was verified, for the text view; failures are already in `describe`.
@@ -209,11 +271,20 @@ fn list(
         before,
         limit,
         filter: filter.clone(),
+        max_examined: 0,
     })?;
     let mut rows = Vec::with_capacity(page.jobs.len());
-    for record in page.jobs {
-        let stale = store.is_abandoned(&record)?;
-        rows.push((record, stale));
+    for record in &page.jobs {
+        rows.push(JobRow {
+            job_id: record.meta.job_id,
+            name: record.meta.name.clone(),
+            owner: record.meta.owner.clone(),
+            environment: record.meta.environment.clone(),
+            state: record.state(),
+            stale: store.is_abandoned(record)?,
+            submitted_at: record.meta.submitted_at.clone(),
+            duration_seconds: progress::duration(record).map(|d| d.as_secs_f64()),
+        });
     }
     // A truncated listing without a filter says how many jobs there are, counted by the
     // store (from its index; no job is read); with a filter, counting would read every older
@@ -222,20 +293,45 @@ fn list(
         Some(cursor) if filter.is_empty() => Some(rows.len() + store.count_older(cursor)?),
         Some(_) | None => None,
     };
+    print_list(&rows, page.next_cursor, matching, output);
+    Ok(())
+}
+
+/// One job of a listing, from a local store or a server's `GET /v1/jobs`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct JobRow {
+    job_id: JobId,
+    name: String,
+    owner: Option<String>,
+    environment: Option<String>,
+    state: JobState,
+    stale: bool,
+    submitted_at: String,
+    duration_seconds: Option<f64>,
+}
+
+/// Prints a listing, then (on stderr) where it goes on when `next` says it does; `matching`
+/// is how many jobs the whole listing holds, when known.
+pub(crate) fn print_list(
+    rows: &[JobRow],
+    next: Option<JobId>,
+    matching: Option<usize>,
+    output: OutputFormat,
+) {
     match output {
         OutputFormat::Json => printer::json(
             &rows
                 .iter()
-                .map(|(record, stale)| {
+                .map(|row| {
                     json!({
-                        "job_id": record.meta.job_id,
-                        "name": record.meta.name,
-                        "owner": record.meta.owner,
-                        "environment": record.meta.environment,
-                        "state": record.state(),
-                        "stale": stale,
-                        "submitted_at": record.meta.submitted_at,
-                        "duration_seconds": progress::duration(record).map(|d| d.as_secs_f64()),
+                        "job_id": row.job_id,
+                        "name": row.name,
+                        "owner": row.owner,
+                        "environment": row.environment,
+                        "state": row.state,
+                        "stale": row.stale,
+                        "submitted_at": row.submitted_at,
+                        "duration_seconds": row.duration_seconds,
                     })
                 })
                 .collect::<Vec<_>>(),
@@ -245,35 +341,36 @@ fn list(
                 "{:<36}  {:<10} {:<24} {:<12} {:<10} {:<27} {}\n",
                 "JOB ID", "STATE", "NAME", "OWNER", "ENV", "SUBMITTED", "DURATION"
             );
-            for (record, stale) in &rows {
+            for row in rows {
                 text.push_str(&format!(
                     "{}  {:<10} {:<24} {:<12} {:<10} {:<27} {}{}\n",
-                    record.meta.job_id,
-                    record.state().as_str(),
-                    field(&record.meta.name),
-                    field(record.meta.owner.as_deref().unwrap_or("-")),
-                    field(record.meta.environment.as_deref().unwrap_or("-")),
-                    record.meta.submitted_at,
-                    progress::duration(record).map_or_else(|| "-".to_owned(), human),
-                    if *stale { "  (stale: run `mc gc`)" } else { "" }
+                    row.job_id,
+                    row.state.as_str(),
+                    field(&row.name),
+                    field(row.owner.as_deref().unwrap_or("-")),
+                    field(row.environment.as_deref().unwrap_or("-")),
+                    field(&row.submitted_at),
+                    seconds(row.duration_seconds).map_or_else(|| "-".to_owned(), human),
+                    if row.stale {
+                        "  (stale: run `mc gc`)"
+                    } else {
+                        ""
+                    }
                 ));
             }
             printer::out(&text);
         }
     }
-    if let (Some(next), Some((last, _))) = (page.next_cursor, rows.last()) {
-        let last = last.meta.job_id;
-        debug_assert_eq!(next, last);
+    if let Some(next) = next {
         match matching {
             Some(matching) => eprintln!(
-                "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {last}` the next page",
+                "note: showing the newest {} of {matching} jobs; `--limit {matching}` (or 0) shows them all, `--before {next}` the next page",
                 rows.len(),
             ),
             None => eprintln!(
-                "note: showing the newest {} matching jobs; `--before {last}` shows the next page, `--limit 0` them all",
+                "note: showing the newest {} matching jobs; `--before {next}` shows the next page, `--limit 0` them all",
                 rows.len(),
             ),
         }
     }
-    Ok(())
 }
