@@ -503,3 +503,72 @@ fn audit_verify_finds_a_record_edited_behind_the_databases_back() {
     let said = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
     assert!(said.contains("edited"), "{said}");
 }
+
+#[test]
+fn a_database_beyond_loopback_is_reached_inside_verified_tls() {
+    let env = Env::new();
+    let (ca, cert, key) = crate::util::certificates(env.path());
+    // A server of this test's own that refuses plain TCP connections (pg_hba: hostnossl reject).
+    let postgres = Postgres::start_tls(&cert, &key);
+    let plain = postgres.database();
+    let with = |query: &str| format!("{plain}?{query}");
+    let status = |url: &str| output_within(env.mc().args(["status", "--state-url", url]), 60);
+
+    // Verified against the test's CA: the connection is TLS (the server takes no other).
+    let verified = with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let output = status(&verified);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let job = env.write(
+        "job.yaml",
+        &job_yaml("tls", "  - name: s\n    command: [\"true\"]\n"),
+    );
+    let output = output_within(
+        env.mc().env("MAESTRO_STATE_URL", &verified).args([
+            "submit",
+            job.to_str().unwrap(),
+            "--output",
+            "json",
+        ]),
+        120,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(parse_json(&output)["state"], "SUCCEEDED");
+
+    // `require` verifies too: the system's authorities do not know the test's CA.
+    let output = status(&with("sslmode=require"));
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("certificate") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    // Without TLS the server itself says no.
+    let output = status(&with("sslmode=disable"));
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stderr).contains("no encryption"),
+        "{}",
+        text(&output.stderr)
+    );
+    // Bad settings are one line each.
+    for (query, says) in [
+        ("sslmode=allow", "sslmode=\"allow\" is not one of"),
+        (
+            "sslmode=require&sslrootcert=/nonexistent/ca.pem",
+            "cannot use sslrootcert /nonexistent/ca.pem",
+        ),
+    ] {
+        let output = status(&with(query));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{query}: {}",
+            text(&output.stderr)
+        );
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(says) && stderr.lines().count() == 1,
+            "{query}: {stderr}"
+        );
+    }
+}

@@ -800,67 +800,7 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
 #[test]
 fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
     let env = Env::new();
-    // A certificate authority of the test's own and a server certificate it signs (clients
-    // refuse a self-signed CA certificate used as the server's own).
-    let ca = env.path().join("ca.pem");
-    let cert = env.path().join("cert.pem");
-    let key = env.path().join("key.pem");
-    let extensions = env.write(
-        "server.ext",
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    );
-    let openssl = |args: &[&str]| {
-        let made = Command::new("openssl")
-            .current_dir(env.path())
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(made.status.success(), "{}", text(&made.stderr));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=maestro-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        "cert.pem",
-        "-extfile",
-        extensions.to_str().unwrap(),
-    ]);
+    let (ca, cert, key) = crate::util::certificates(env.path());
     let only_one = env.run(&["serve", "--tls-cert", cert.to_str().unwrap()]);
     assert_eq!(only_one.status.code(), Some(2));
     assert!(text(&only_one.stderr).contains("go together"));

@@ -21,8 +21,10 @@ mod db;
 mod logs;
 mod schema;
 mod store;
+mod tls;
 
 pub use store::{PgOptions, PgStore};
+pub use tls::TlsError;
 
 /// Why the PostgreSQL store failed (the `source` of the core's errors).
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,11 @@ pub enum PgError {
     /// The database said no, or the connection failed.
     #[error("{}", describe_db_error(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// The state URL's TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// No connection could be had from the pool.
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", describe_pool_error(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The store's thread could not start or is gone.
     #[error("the store's thread: {0}")]
@@ -73,6 +78,15 @@ pub enum PgError {
 }
 
 /// A database error with the server's own message and detail, not just "db error".
+/// A connection that could not be made, with what the database or TLS said (the pool's own
+/// words, "Error occurred while creating a new object", say nothing a person can act on).
+fn describe_pool_error(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => describe_db_error(error),
+        other => other.to_string(),
+    }
+}
+
 fn describe_db_error(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => match db.detail() {

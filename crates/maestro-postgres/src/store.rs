@@ -13,7 +13,6 @@ use maestro_core::state::{
     JobPage, JobRecord, JobState, LogReader, LogSink, PageQuery, StateError, StateStore,
     StepRecord, Transition, array_bytes, sha256_hex,
 };
-use tokio_postgres::NoTls;
 
 use crate::PgError;
 use crate::audit::{AUDIT_LOCK, PgAudit, insert_lines, last_line};
@@ -120,11 +119,13 @@ impl PgStore {
     /// `postgres:///database?host=/run/postgresql` for a Unix socket), apply the migrations it lacks, and start
     /// renewing the leases this store will hold.
     pub fn connect(url: &str, options: PgOptions) -> Result<Self, PgError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(PgError::Url)?;
+        let (url, tls) = crate::tls::split_url(url);
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(PgError::Url)?;
+        let tls = crate::tls::configure(&mut config, &tls)?;
         let describe = describe_config(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -54,6 +54,17 @@ impl Postgres {
 
     /// Start a new server (about a second: `initdb`, then the server).
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// Start a new server that takes TCP connections only inside TLS, with the certificate
+    /// and key (PEM) given (copied into its directory, the key readable by it alone); Unix
+    /// socket connections stay plain.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with_tls(Some((cert, key)))
+    }
+
+    fn start_with_tls(tls: Option<(&Path, &Path)>) -> Self {
         let initdb = need("initdb");
         let postgres = need("postgres");
         let dir = tempfile::Builder::new()
@@ -80,6 +91,31 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        let mut options = String::new();
+        if let Some((cert, key)) = tls {
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.join(name);
+                std::fs::copy(from, &to).expect("copy the TLS files");
+                let status = Command::new("chown")
+                    .arg("nobody:nogroup")
+                    .arg(&to)
+                    .status()
+                    .expect("run chown");
+                assert!(status.success(), "cannot give {} to nobody", to.display());
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .expect("make the TLS file private");
+            }
+            // TCP only inside TLS: a plain connection is refused by the server itself.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            options = format!(
+                r#" -c ssl=on -c ssl_cert_file="{dir}/server.crt" -c ssl_key_file="{dir}/server.key""#,
+                dir = dir.display()
+            );
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
@@ -87,7 +123,7 @@ impl Postgres {
         // The watcher starts postgres, and stops it (by its pid, SIGINT: fast shutdown) and
         // removes the directory when this process is gone, even if it was killed.
         let script = format!(
-            r#"setpriv --reuid=nobody --regid=nogroup --clear-groups -- "{postgres}" -D "{data}" -p {port} -k "{dir}" -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=32MB >"{dir}/postgres.log" 2>&1 &
+            r#"setpriv --reuid=nobody --regid=nogroup --clear-groups -- "{postgres}" -D "{data}" -p {port} -k "{dir}" -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=32MB{options} >"{dir}/postgres.log" 2>&1 &
 pg=$!
 trap 'kill -INT $pg 2>/dev/null; wait $pg; rm -rf "{dir}"; exit 0' TERM INT
 while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.2; done

@@ -254,10 +254,17 @@ fn connect_database(global: &crate::cli::GlobalArgs) -> Result<(), Failure> {
             ))
         })?;
     let store = PgStore::connect(&url, options).map_err(|error| {
-        Failure::system(format!(
+        let message = format!(
             "cannot use the database {}: {error}",
             settings::without_password(&url)
-        ))
+        );
+        // A URL that cannot be used is the user's to fix; the rest is the database's.
+        match error {
+            maestro_postgres::PgError::Url(_) | maestro_postgres::PgError::Tls(_) => {
+                Failure::usage(message)
+            }
+            _ => Failure::system(message),
+        }
     })?;
     let _ = DATABASE.set(store);
     Ok(())
