@@ -7,8 +7,14 @@ use deadpool_postgres::Pool;
 use crate::PgError;
 
 /// The migrations, in order: version, name, SQL.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "history", include_str!("../migrations/0001_history.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "history", include_str!("../migrations/0001_history.sql")),
+    (
+        2,
+        "constant_pages",
+        include_str!("../migrations/0002_constant_pages.sql"),
+    ),
+];
 
 /// The advisory lock key held while migrating ("maestro" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x6d61_6573_7472_6f01;

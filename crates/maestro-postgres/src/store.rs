@@ -8,11 +8,14 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use maestro_core::JobId;
 use maestro_core::audit::{AuditLog, chain_lines};
+use maestro_core::identity::normalize;
+use maestro_core::progress::JobFilter;
 use maestro_core::state::{
     DescribeCreate, DescribeWrite, HistoryBytes, HistoryDigests, HistoryEntry, JobLease, JobMeta,
     JobPage, JobRecord, JobState, LogReader, LogSink, PageQuery, StateError, StateStore,
     StepRecord, Transition, array_bytes, sha256_hex,
 };
+use tokio_postgres::types::ToSql;
 
 use crate::PgError;
 use crate::audit::{AUDIT_LOCK, PgAudit, insert_lines, last_line};
@@ -399,6 +402,8 @@ impl PgStore {
             spec_file: meta.spec_file.clone(),
             owner: meta.owner.clone(),
             environment: meta.environment.clone(),
+            owner_key: meta.owner.as_deref().map(normalize),
+            environment_key: meta.environment.as_deref().map(normalize),
             submitted_at: meta.submitted_at.clone(),
             holder: self.inner.holder.clone(),
             ttl: self.ttl_seconds(),
@@ -736,6 +741,134 @@ const RECORD_COLUMNS: &str = "j.job_id, j.meta,
 
 type Row = (JobId, Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
+/// The live jobs older than `$1`: all of them (`job_counts`) less the newer ones.
+const COUNT_OLDER: &str = "SELECT (SELECT coalesce(sum(jobs), 0) FROM job_counts)::bigint
+    - (SELECT count(*) FROM jobs WHERE job_id >= $1 AND pruned_at IS NULL)";
+
+/// How far before `since` a page reaches by job id. A job's id is drawn before its admission
+/// and its `submitted_at` stamped after it, so a job submitted just after `since` may have an id
+/// from just before; the jobs of this margin that were submitted before `since` are read and
+/// left out by the filter, on the one page that reaches that far.
+const SINCE_MARGIN_MS: i64 = 60_000;
+
+/// A listing filter as the SQL of a page applies it.
+#[derive(Debug, Clone, Default)]
+struct PageFilter {
+    /// The states' names, each once (none: any state).
+    states: Vec<String>,
+    /// The owner, normalized as `owner_key` is.
+    owner_key: Option<String>,
+    /// The environment, normalized as `environment_key` is.
+    environment_key: Option<String>,
+    /// The smallest job id the page may hold: the first version 7 id of the millisecond
+    /// [`SINCE_MARGIN_MS`] before `since` (ids sort by creation time).
+    oldest: Option<JobId>,
+}
+
+impl PageFilter {
+    fn of(filter: &JobFilter) -> Self {
+        let mut states: Vec<String> = filter
+            .states
+            .iter()
+            .map(|state| state.as_str().to_owned())
+            .collect();
+        states.sort();
+        states.dedup();
+        Self {
+            states,
+            owner_key: filter.owner.as_deref().map(normalize),
+            environment_key: filter.environment.as_deref().map(normalize),
+            oldest: filter.since.map(|since| {
+                // A version 7 id holds 48 bits of Unix milliseconds above its 80 others.
+                let ms = since
+                    .as_millisecond()
+                    .saturating_sub(SINCE_MARGIN_MS)
+                    .clamp(0, (1 << 48) - 1);
+                JobId::from_u128(u128::from(ms.unsigned_abs()) << 80)
+            }),
+        }
+    }
+}
+
+/// A query parameter of a page.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// One batch of a page: the jobs older than the cursor that the filter's indexed conditions
+/// let through, newest first, at most `batch`. Only the conditions of the filters given are in
+/// the SQL, so the planner sees each as an index condition. Without states it is one walk
+/// newest first of the partial index of live jobs that serves the filter (by owner, by
+/// environment, or all of them, with `since` as the walk's end); with states, one such walk
+/// per state on the index by state (`= ANY` would gather every matching job and sort them),
+/// the walks merged by a sort of at most states × batch ids, then the records of the batch.
+struct PageSql {
+    text: String,
+    params: Vec<Param>,
+}
+
+impl PageSql {
+    fn new(before: Option<JobId>, filter: &PageFilter, batch: i64) -> Self {
+        fn bind(params: &mut Vec<Param>, param: Param) -> String {
+            params.push(param);
+            format!("${}", params.len())
+        }
+        let mut params = Vec::new();
+        let mut conditions = vec!["j.pruned_at IS NULL".to_owned()];
+        if let Some(before) = before {
+            conditions.push(format!(
+                "j.job_id < {}",
+                bind(&mut params, Box::new(before))
+            ));
+        }
+        if let Some(owner) = &filter.owner_key {
+            let owner = bind(&mut params, Box::new(owner.clone()));
+            conditions.push(format!("j.owner_key = {owner}"));
+        }
+        if let Some(environment) = &filter.environment_key {
+            let environment = bind(&mut params, Box::new(environment.clone()));
+            conditions.push(format!("j.environment_key = {environment}"));
+        }
+        if let Some(oldest) = filter.oldest {
+            conditions.push(format!(
+                "j.job_id >= {}",
+                bind(&mut params, Box::new(oldest))
+            ));
+        }
+        let limit = bind(&mut params, Box::new(batch));
+        let text = if filter.states.is_empty() {
+            format!(
+                "SELECT {RECORD_COLUMNS} FROM jobs j
+                 WHERE {}
+                 ORDER BY j.job_id DESC LIMIT {limit}",
+                conditions.join(" AND ")
+            )
+        } else {
+            let states = bind(&mut params, Box::new(filter.states.clone()));
+            format!(
+                "SELECT {RECORD_COLUMNS}
+                 FROM (SELECT walk.job_id
+                       FROM unnest({states}::text[]) AS wanted(state)
+                       CROSS JOIN LATERAL (
+                           SELECT j.job_id FROM jobs j
+                           WHERE coalesce(j.state, 'SUBMITTED') = wanted.state AND {}
+                           ORDER BY j.job_id DESC LIMIT {limit}
+                       ) AS walk
+                       ORDER BY walk.job_id DESC LIMIT {limit}) AS batch
+                 JOIN jobs j ON j.job_id = batch.job_id
+                 ORDER BY j.job_id DESC",
+                conditions.join(" AND ")
+            )
+        };
+        Self { text, params }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|param| &**param as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
 fn row_of(row: &tokio_postgres::Row) -> Row {
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
@@ -913,13 +1046,14 @@ impl StateStore for PgStore {
         .map_err(self.backend("list", format!("the jobs in {}", self.describe())))
     }
 
+    /// One indexed walk newest first per batch (see [`PageSql`]), stopped by its `LIMIT`, and
+    /// one record per job it returns: a page costs the same at 1 job and at 100,000, with or
+    /// without one filter. Every job is checked against the filter again in Rust (an owner
+    /// written before schema version 2 was normalized by SQL, and `since` is bounded by the job
+    /// id); with several filters one of them walks an index and the others are checked on the
+    /// way, so the cost grows with how many jobs the walk passes that fail the others.
     fn list_page(&self, query: &PageQuery) -> Result<JobPage, StateError> {
-        let states: Vec<String> = query
-            .filter
-            .states
-            .iter()
-            .map(|state| state.as_str().to_owned())
-            .collect();
+        let filter = PageFilter::of(&query.filter);
         let batch: i64 = if query.limit == 0 {
             1000
         } else {
@@ -929,24 +1063,10 @@ impl StateStore for PgStore {
         let mut cursor = query.before;
         loop {
             let pool = self.pool();
-            let states = states.clone();
+            let sql = PageSql::new(cursor, &filter, batch);
             let rows = self
                 .run(async move {
-                    let rows = pool
-                        .get()
-                        .await?
-                        .query(
-                            &format!(
-                                "SELECT {RECORD_COLUMNS} FROM jobs j
-                                 WHERE j.pruned_at IS NULL
-                                   AND ($1::uuid IS NULL OR j.job_id < $1)
-                                   AND (cardinality($2::text[]) = 0
-                                        OR coalesce(j.state, 'SUBMITTED') = ANY($2))
-                                 ORDER BY j.job_id DESC LIMIT $3"
-                            ),
-                            &[&cursor, &states, &batch],
-                        )
-                        .await?;
+                    let rows = pool.get().await?.query(&sql.text, &sql.params()).await?;
                     Ok(rows.iter().map(row_of).collect::<Vec<Row>>())
                 })
                 .map_err(self.backend("list", format!("the jobs in {}", self.describe())))?;
@@ -975,22 +1095,18 @@ impl StateStore for PgStore {
         }
     }
 
+    /// The live jobs counted by `job_counts` (kept by a trigger), less those at or after
+    /// `cursor`, counted on the live-jobs index: the newer side is what the pages before it
+    /// showed, so the note under the first pages costs about one page, whatever the store's size.
     fn count_older(&self, cursor: JobId) -> Result<usize, StateError> {
         let pool = self.pool();
         let count = self
             .run(async move {
-                let row = pool
-                    .get()
-                    .await?
-                    .query_one(
-                        "SELECT count(*) FROM jobs WHERE job_id < $1 AND pruned_at IS NULL",
-                        &[&cursor],
-                    )
-                    .await?;
+                let row = pool.get().await?.query_one(COUNT_OLDER, &[&cursor]).await?;
                 Ok(row.get::<_, i64>(0))
             })
             .map_err(self.backend("count", format!("the jobs in {}", self.describe())))?;
-        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        Ok(usize::try_from(count).unwrap_or(0))
     }
 
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
@@ -1211,6 +1327,9 @@ struct NewJob {
     spec_file: String,
     owner: Option<String>,
     environment: Option<String>,
+    /// `owner` and `environment` normalized, as a filter compares them (`identity::normalize`).
+    owner_key: Option<String>,
+    environment_key: Option<String>,
     submitted_at: String,
     holder: String,
     ttl: f64,
@@ -1222,9 +1341,10 @@ impl NewJob {
         let row = client
             .query_one(
                 "INSERT INTO jobs (job_id, meta, spec, spec_file, owner, environment,
-                     submitted_at, lease_token, lease_holder, claimed_by, lease_expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8,
-                     now() + make_interval(secs => $9))
+                     owner_key, environment_key, submitted_at, lease_token, lease_holder,
+                     claimed_by, lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10,
+                     now() + make_interval(secs => $11))
                  RETURNING lease_token",
                 &[
                     &job_id,
@@ -1233,6 +1353,8 @@ impl NewJob {
                     &self.spec_file,
                     &self.owner,
                     &self.environment,
+                    &self.owner_key,
+                    &self.environment_key,
                     &self.submitted_at,
                     &self.holder,
                     &self.ttl,
@@ -1248,4 +1370,146 @@ fn entry_bytes(job_id: JobId, entry: &impl serde::Serialize) -> Result<Vec<u8>, 
         what: format!("job {job_id}"),
         message: error.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_core::JobId;
+    use maestro_core::progress::JobFilter;
+    use maestro_core::state::JobState;
+    use maestro_test_support::postgres::Postgres;
+
+    use super::{PageFilter, PageSql, PgOptions, PgStore};
+
+    /// `EXPLAIN` of one batch of a page.
+    fn plan(store: &PgStore, before: Option<JobId>, filter: &JobFilter) -> String {
+        let sql = PageSql::new(before, &PageFilter::of(filter), 51);
+        let pool = store.pool();
+        store
+            .run(async move {
+                let rows = pool
+                    .get()
+                    .await?
+                    .query(&format!("EXPLAIN {}", sql.text), &sql.params())
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })
+            .unwrap()
+    }
+
+    /// Each page with one filter (or none) is a walk of an index newest first stopped by its
+    /// `LIMIT`: no sequential scan, no bitmap scan of `jobs` (unordered), and no sort but the
+    /// merge of the walks of the states (at most states × batch ids).
+    #[test]
+    fn every_single_filter_page_walks_an_index() {
+        let postgres = Postgres::shared();
+        let url = postgres.database();
+        let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+        // 20,000 jobs: most succeeded, a few running; 100 owners, 3 environments.
+        postgres.psql_admin(
+            Postgres::name_of(&url),
+            "INSERT INTO jobs (job_id, meta, spec, spec_file, owner, environment, owner_key,
+                               environment_key, submitted_at, state)
+             SELECT gen_random_uuid(), '\\x7b7d', '\\x7b7d', 'spec.json', 'o' || n % 100,
+                    'e' || n % 3, 'o' || n % 100, 'e' || n % 3, '2026-01-01T00:00:00Z',
+                    CASE WHEN n % 500 = 0 THEN 'RUNNING' ELSE 'SUCCEEDED' END
+             FROM generate_series(1, 20000) AS n;
+             ANALYZE jobs",
+        );
+        let states = |states: &[JobState]| JobFilter {
+            states: states.to_vec(),
+            ..JobFilter::default()
+        };
+        let single = [
+            ("none", JobFilter::default()),
+            ("a rare state", states(&[JobState::Running])),
+            ("a common state", states(&[JobState::Succeeded])),
+            (
+                "three states",
+                states(&[JobState::Running, JobState::Submitted, JobState::Failed]),
+            ),
+            (
+                "an owner",
+                JobFilter {
+                    owner: Some(" O7 ".to_owned()),
+                    ..JobFilter::default()
+                },
+            ),
+            (
+                "an environment",
+                JobFilter {
+                    environment: Some("e1".to_owned()),
+                    ..JobFilter::default()
+                },
+            ),
+            (
+                "since",
+                JobFilter {
+                    since: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+                    ..JobFilter::default()
+                },
+            ),
+        ];
+        let cursor = JobId::from_u128(u128::MAX / 2);
+        for (name, filter) in &single {
+            for before in [None, Some(cursor)] {
+                let plan = plan(&store, before, filter);
+                let context = format!("{name}, before {before:?}:\n{plan}");
+                assert!(!plan.contains("Seq Scan"), "{context}");
+                assert!(!plan.contains("Bitmap Heap Scan on jobs"), "{context}");
+                // (Unfiltered, the primary key walked backward costs the same as the index of
+                // live jobs while nothing is pruned: the planner may take either.)
+                assert!(plan.contains("Index Scan"), "{context}");
+                if filter.states.is_empty() {
+                    assert!(plan.starts_with("Limit"), "{context}");
+                    assert!(!plan.contains("Sort"), "{context}");
+                } else {
+                    // Each state's walk is an index scan under its own LIMIT.
+                    let walk = plan
+                        .lines()
+                        .position(|line| line.contains("jobs_live_state_newest_first"))
+                        .unwrap_or_else(|| panic!("{context}"));
+                    let above = plan.lines().nth(walk - 1).unwrap_or_default();
+                    assert!(above.trim_start().starts_with("->  Limit"), "{context}");
+                }
+            }
+        }
+        // The count under the first page reads the newer side (51 jobs) on an index.
+        let first_page: JobId = postgres
+            .psql_admin(
+                Postgres::name_of(&url),
+                "SELECT job_id FROM jobs ORDER BY job_id DESC OFFSET 50 LIMIT 1",
+            )
+            .parse()
+            .unwrap();
+        let pool = store.pool();
+        let count = store
+            .run(async move {
+                let rows = pool
+                    .get()
+                    .await?
+                    .query(&format!("EXPLAIN {}", super::COUNT_OLDER), &[&first_page])
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })
+            .unwrap();
+        assert!(!count.contains("Seq Scan on jobs"), "{count}");
+        assert!(count.contains("Index"), "{count}");
+        // Every filter at once is valid SQL too.
+        let all = JobFilter {
+            states: vec![JobState::Running, JobState::Succeeded],
+            owner: Some("o7".to_owned()),
+            environment: Some("e1".to_owned()),
+            since: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        };
+        plan(&store, Some(cursor), &all);
+    }
 }

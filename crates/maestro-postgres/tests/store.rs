@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maestro_core::JobId;
-use maestro_core::state::{JobMeta, JobState, StateError, StateStore, Transition};
+use maestro_core::progress::JobFilter;
+use maestro_core::state::{JobMeta, JobState, PageQuery, StateError, StateStore, Transition};
 use maestro_core::trace::TraceId;
 use maestro_postgres::{PgOptions, PgStore};
 use maestro_test_support::postgres::{Postgres, STORE_ROLE};
@@ -226,5 +227,375 @@ fn migrations_run_once() {
         Postgres::name_of(&url),
         "SELECT string_agg(version::text, ',') FROM schema_migrations",
     );
-    assert_eq!(versions, "1");
+    assert_eq!(versions, "1,2");
+}
+
+/// A job of `owner` in `environment`, moved through `states`, its lease let go.
+fn job(store: &PgStore, owner: &str, environment: Option<&str>, states: &[JobState]) -> JobId {
+    let job_id = JobId::now_v7();
+    let meta = JobMeta {
+        owner: Some(owner.to_owned()),
+        environment: environment.map(str::to_owned),
+        ..meta(job_id)
+    };
+    drop(store.create_job(&meta, b"{}").unwrap());
+    for state in states {
+        store
+            .append_transition(job_id, &transition(*state))
+            .unwrap();
+    }
+    job_id
+}
+
+/// Every page of the listing with `filter`, `limit` jobs a page: the ids, newest first.
+fn listed(store: &PgStore, filter: &JobFilter, limit: usize) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_page(&PageQuery {
+                before,
+                limit,
+                filter: filter.clone(),
+            })
+            .unwrap();
+        assert!(limit == 0 || page.jobs.len() <= limit);
+        ids.extend(page.jobs.iter().map(|record| record.meta.job_id));
+        match page.next_cursor {
+            Some(cursor) => before = Some(cursor),
+            None => return ids,
+        }
+    }
+}
+
+/// The live jobs the database counts (`job_counts`), and those it holds.
+fn counted(postgres: &Postgres, url: &str) -> (String, String) {
+    let database = Postgres::name_of(url);
+    (
+        postgres.psql_admin(database, "SELECT sum(jobs) FROM job_counts"),
+        postgres.psql_admin(
+            database,
+            "SELECT count(*) FROM jobs WHERE pruned_at IS NULL",
+        ),
+    )
+}
+
+/// The count of older jobs follows submissions and prunes (the kept counter less the newer
+/// side), and the counter is the number of live rows.
+#[test]
+fn counts_follow_inserts_and_prunes() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let newest = JobId::from_u128(u128::MAX);
+    assert_eq!(store.count_older(newest).unwrap(), 0);
+    let ended = [JobState::Submitted, JobState::Running, JobState::Succeeded];
+    let ids: Vec<JobId> = (0..40).map(|_| job(&store, "ana", None, &ended)).collect();
+    assert_eq!(store.count_older(newest).unwrap(), 40);
+    assert_eq!(store.count_older(ids[0]).unwrap(), 0);
+    assert_eq!(store.count_older(ids[25]).unwrap(), 25);
+    assert_eq!(counted(&postgres, &url), ("40".to_owned(), "40".to_owned()));
+    // Prune every third job: the count drops by the pruned jobs on each side of the cursor.
+    for job_id in ids.iter().step_by(3) {
+        store.remove_job(*job_id).unwrap();
+    }
+    // A prune refused (a job still running) changes nothing.
+    let running = job(
+        &store,
+        "ana",
+        None,
+        &[JobState::Submitted, JobState::Running],
+    );
+    assert!(matches!(
+        store.remove_job(running),
+        Err(StateError::StillRunning { .. })
+    ));
+    let live = |before: usize| (0..before).filter(|n| n % 3 != 0).count();
+    assert_eq!(store.count_older(newest).unwrap(), live(40) + 1);
+    assert_eq!(store.count_older(running).unwrap(), live(40));
+    assert_eq!(store.count_older(ids[25]).unwrap(), live(25));
+    assert_eq!(store.count_older(ids[26]).unwrap(), live(26));
+    assert_eq!(
+        counted(&postgres, &url),
+        ((live(40) + 1).to_string(), (live(40) + 1).to_string())
+    );
+    assert_eq!(store.list().unwrap().len(), live(40) + 1);
+    // Submissions from several connections at once are all counted.
+    let others: Vec<PgStore> = (0..4)
+        .map(|_| PgStore::connect(&url, PgOptions::default()).unwrap())
+        .collect();
+    std::thread::scope(|scope| {
+        for other in &others {
+            scope.spawn(|| {
+                for _ in 0..10 {
+                    job(other, "bo", None, &[JobState::Submitted]);
+                }
+            });
+        }
+    });
+    assert_eq!(store.count_older(newest).unwrap(), live(40) + 41);
+    assert_eq!(
+        counted(&postgres, &url),
+        ((live(40) + 41).to_string(), (live(40) + 41).to_string())
+    );
+}
+
+/// A job made by a test: its id, owner, environment and state.
+type Made<'a> = (JobId, &'a str, Option<&'a str>, JobState);
+
+/// A page filtered by states, by owner, by environment (both compared normalized) or by the
+/// time of submission holds exactly the jobs the filter lets through, newest first, across
+/// pages, pruned jobs left out.
+#[test]
+fn pages_filter_by_each_kind() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let ended = [JobState::Submitted, JobState::Running, JobState::Succeeded];
+    let failed = [JobState::Submitted, JobState::Running, JobState::Failed];
+    // Submitted long ago: a version 7 id and `submitted_at` of 2020.
+    let old_id = JobId::from_u128((1_577_836_800_000_u128 << 80) | (0x7 << 76) | (0x2 << 62) | 1);
+    drop(
+        store
+            .create_job(
+                &JobMeta {
+                    environment: Some("Prod".to_owned()),
+                    submitted_at: "2020-01-01T00:00:00Z".to_owned(),
+                    ..meta(old_id)
+                },
+                b"{}",
+            )
+            .unwrap(),
+    );
+    store
+        .append_transition(old_id, &transition(JobState::Submitted))
+        .unwrap();
+    let mut all = vec![(old_id, "ana", Some("Prod"), JobState::Submitted)];
+    for n in 0..30 {
+        let (owner, environment) = match n % 3 {
+            0 => ("ana", Some("Prod")),
+            1 => ("Bo", Some("staging")),
+            _ => ("ana", None),
+        };
+        let (states, state): (&[JobState], JobState) = match n % 4 {
+            0 => (&ended, JobState::Succeeded),
+            1 => (&failed, JobState::Failed),
+            2 => (&[JobState::Submitted, JobState::Running], JobState::Running),
+            _ => (&[], JobState::Submitted),
+        };
+        all.push((
+            job(&store, owner, environment, states),
+            owner,
+            environment,
+            state,
+        ));
+    }
+    // A pruned job matches no filter.
+    let pruned = job(&store, "ana", Some("Prod"), &ended);
+    store.remove_job(pruned).unwrap();
+    all.reverse();
+    let expect = |keep: &dyn Fn(&Made<'_>) -> bool| -> Vec<JobId> {
+        all.iter()
+            .filter(|job| keep(job))
+            .map(|job| job.0)
+            .collect()
+    };
+    let check = |filter: JobFilter, wanted: Vec<JobId>| {
+        assert!(!wanted.is_empty(), "{filter:?}");
+        for limit in [0, 1, 4, 100] {
+            assert_eq!(
+                listed(&store, &filter, limit),
+                wanted,
+                "{filter:?}, limit {limit}"
+            );
+        }
+    };
+    check(JobFilter::default(), expect(&|_| true));
+    let states = |states: &[JobState]| JobFilter {
+        states: states.to_vec(),
+        ..JobFilter::default()
+    };
+    check(
+        states(&[JobState::Running]),
+        expect(&|job| job.3 == JobState::Running),
+    );
+    // A job without a transition is SUBMITTED; a state given twice counts once.
+    check(
+        states(&[JobState::Submitted, JobState::Failed, JobState::Submitted]),
+        expect(&|job| matches!(job.3, JobState::Submitted | JobState::Failed)),
+    );
+    check(
+        JobFilter {
+            owner: Some(" BO ".to_owned()),
+            ..JobFilter::default()
+        },
+        expect(&|job| job.1 == "Bo"),
+    );
+    check(
+        JobFilter {
+            environment: Some("prod".to_owned()),
+            ..JobFilter::default()
+        },
+        expect(&|job| job.2 == Some("Prod")),
+    );
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    check(
+        JobFilter {
+            since: Some(hour_ago),
+            ..JobFilter::default()
+        },
+        expect(&|job| job.0 != old_id),
+    );
+    check(
+        JobFilter {
+            states: vec![JobState::Succeeded, JobState::Submitted],
+            owner: Some("ana".to_owned()),
+            environment: Some("PROD".to_owned()),
+            since: Some(hour_ago),
+        },
+        expect(&|job| {
+            job.0 != old_id
+                && job.1 == "ana"
+                && job.2 == Some("Prod")
+                && matches!(job.3, JobState::Succeeded | JobState::Submitted)
+        }),
+    );
+    // A filter nothing matches gives an empty page.
+    let none = JobFilter {
+        owner: Some("nobody".to_owned()),
+        ..JobFilter::default()
+    };
+    assert!(listed(&store, &none, 5).is_empty());
+}
+
+/// `since` compares the time of submission, which is stamped after the job id is drawn (the
+/// admission runs in between): a job whose id is from just before `since` but submitted after
+/// it is listed, and one submitted before it is not.
+#[test]
+fn since_lists_a_job_whose_id_is_older_than_its_submission() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+    let at = |ms_from_since: i64| {
+        let ms = u128::try_from(since.as_millisecond() + ms_from_since).unwrap();
+        let job_id = JobId::from_u128((ms << 80) | (0x7 << 76) | (0x2 << 62) | 7);
+        let submitted = since + jiff::SignedDuration::from_millis(ms_from_since + 1500);
+        drop(
+            store
+                .create_job(
+                    &JobMeta {
+                        submitted_at: submitted.to_string(),
+                        ..meta(job_id)
+                    },
+                    b"{}",
+                )
+                .unwrap(),
+        );
+        job_id
+    };
+    // Ids 2 s and 1 s before `since`: submitted 0.5 s before it, and 0.5 s after it.
+    let before = at(-2000);
+    let after = at(-1000);
+    let page = store
+        .list_page(&PageQuery {
+            filter: JobFilter {
+                since: Some(since),
+                ..JobFilter::default()
+            },
+            ..PageQuery::default()
+        })
+        .unwrap();
+    let ids: Vec<JobId> = page.jobs.iter().map(|r| r.meta.job_id).collect();
+    assert_eq!(ids, [after]);
+    assert_ne!(before, after);
+}
+
+/// A database at version 1 with jobs in it (written the old way, without the normalized
+/// columns) is migrated to version 2: its live jobs are counted, a pruned one is not, and
+/// filters by owner and environment find the old jobs beside new ones.
+#[test]
+fn a_version_1_database_migrates_with_counts_and_filters_right() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let database = Postgres::name_of(&url).to_owned();
+    let run = |sql: &str| {
+        let output = postgres.psql(STORE_ROLE, &database, sql);
+        assert!(
+            output.status.success(),
+            "{sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&format!(
+        "CREATE TABLE schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );
+         {}
+         INSERT INTO schema_migrations (version, name) VALUES (1, 'history');",
+        include_str!("../migrations/0001_history.sql")
+    ));
+    // Two jobs as version 1 wrote them, one of them pruned.
+    let old = |job_id: JobId, owner: &str, environment: &str, pruned: bool| {
+        let meta = JobMeta {
+            owner: Some(owner.to_owned()),
+            environment: Some(environment.to_owned()),
+            ..meta(job_id)
+        };
+        let json = serde_json::to_string_pretty(&meta).unwrap();
+        let entry = serde_json::to_string(&transition(JobState::Submitted)).unwrap();
+        run(&format!(
+            "INSERT INTO jobs (job_id, meta, spec, spec_file, owner, environment, submitted_at,
+                               state, pruned_at)
+             VALUES ('{job_id}', convert_to('{json}', 'UTF8'), '\\x7b7d', 'spec.yaml',
+                     '{owner}', '{environment}', '{}', 'SUBMITTED', {});
+             INSERT INTO transitions (job_id, seq, entry)
+             VALUES ('{job_id}', 1, convert_to('{entry}', 'UTF8'));",
+            meta.submitted_at,
+            if pruned { "now()" } else { "NULL" }
+        ));
+    };
+    let gone = JobId::now_v7();
+    old(gone, "Old", "Prod", true);
+    let kept = JobId::now_v7();
+    old(kept, " Old ", "PROD ", false);
+    let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    assert_eq!(
+        postgres.psql_admin(
+            &database,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
+        ),
+        "1,2"
+    );
+    let newest = JobId::from_u128(u128::MAX);
+    assert_eq!(store.count_older(newest).unwrap(), 1);
+    assert_eq!(counted(&postgres, &url), ("1".to_owned(), "1".to_owned()));
+    let new = job(&store, "old", Some("prod"), &[JobState::Submitted]);
+    let other = job(&store, "new", Some("test"), &[JobState::Submitted]);
+    assert_eq!(store.count_older(newest).unwrap(), 3);
+    assert_eq!(store.count_older(new).unwrap(), 1);
+    let owner = JobFilter {
+        owner: Some("OLD".to_owned()),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(&store, &owner, 1), [new, kept]);
+    let environment = JobFilter {
+        environment: Some("prod".to_owned()),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(&store, &environment, 0), [new, kept]);
+    let submitted = JobFilter {
+        states: vec![JobState::Submitted],
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(&store, &submitted, 2), [other, new, kept]);
+    // The old job can still be moved on and pruned, and the count follows.
+    store
+        .append_transition(kept, &transition(JobState::Denied))
+        .unwrap();
+    store.remove_job(kept).unwrap();
+    assert_eq!(store.count_older(newest).unwrap(), 2);
+    assert_eq!(listed(&store, &owner, 0), [new]);
 }
