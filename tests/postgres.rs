@@ -382,29 +382,44 @@ fn a_killed_servers_jobs_are_settled_by_another() {
 fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
     let pg = PgEnv::new();
     let token = crate::server::token(&pg.env, "ana", "submit");
-    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "1"];
+    let flags = [
+        "--state-url",
+        pg.url.as_str(),
+        "--max-concurrent-jobs",
+        "1",
+        "--queue-limit-per-owner",
+        "1",
+    ];
     let first = crate::server::Server::start(&pg.env, &flags);
     let second = crate::server::Server::start(&pg.env, &flags);
     let long = job_yaml(
         "busy",
         "  - name: wait\n    command: [\"sleep\", \"62.41\"]\n",
     );
-    // Both servers' one slot busy.
-    for server in [&first, &second] {
+    // Both servers' one slot busy (one at a time: ana may have one job waiting).
+    for (server, running) in [(&first, "1"), (&second, "2")] {
         let (code, body) = server.submit_yaml(&token, &long);
         assert_eq!(code, 201, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != running {
+            assert!(Instant::now() < deadline, "the long jobs should run");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != "2" {
-        assert!(Instant::now() < deadline, "both long jobs should run");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (code, body) = first.submit_yaml(
-        &token,
-        &job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n"),
-    );
+    let quick = job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n");
+    let (code, body) = first.submit_yaml(&token, &quick);
     assert_eq!(code, 201, "{body}");
     let waiting = body["job_id"].as_str().unwrap().to_owned();
+    // The per-owner cap counts ana's jobs waiting on every server of the queue.
+    let (code, body) = second.submit_yaml(&token, &quick);
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ana has 1 jobs waiting to run"),
+        "{body}"
+    );
     // Submitted to the first server, cancelled through the second.
     let (code, body) = second.json(
         "POST",
@@ -424,6 +439,9 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
         "SELECT count(*) FROM step_logs WHERE job_id = '{waiting}'"
     ));
     assert_eq!(steps, "0", "nothing of a job cancelled while waiting runs");
+    // Nothing of ana's waits any more: the other server takes one again.
+    let (code, body) = second.submit_yaml(&token, &quick);
+    assert_eq!(code, 201, "{body}");
 }
 
 #[test]

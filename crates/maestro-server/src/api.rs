@@ -425,7 +425,7 @@ pub(crate) async fn submit_job(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "{} has {waiting} jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner {limit}); retry when some have started",
+                "{} has {waiting} jobs waiting to run, the most one owner may queue (--queue-limit-per-owner {limit}, counted on every server of a shared queue); retry when some have started",
                 caller.identity()
             ),
         ));

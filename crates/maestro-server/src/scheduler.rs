@@ -139,10 +139,18 @@ impl Scheduler {
         self.depth() >= self.queue_limit
     }
 
-    /// When `owner` may not queue another job: how many it has waiting, the limit.
+    /// When `owner` may not queue another job: how many it has waiting, the limit. A shared
+    /// queue counts the owner's jobs waiting on every server.
     pub(crate) fn owner_is_full(&self, owner: &str) -> Option<(usize, usize)> {
         let limit = self.queue_limit_per_owner?;
-        let waiting = self.jobs().queued.len_of(owner);
+        let waiting = match self.queue.waiting_of(owner) {
+            Ok(Some(waiting)) => waiting,
+            Ok(None) => self.jobs().queued.len_of(owner),
+            Err(error) => {
+                tracing::warn!(%error, owner, "cannot count an owner's jobs in the shared queue");
+                self.jobs().queued.len_of(owner)
+            }
+        };
         (waiting >= limit).then_some((waiting, limit))
     }
 
