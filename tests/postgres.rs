@@ -461,7 +461,28 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     // Neither server runs it while it waits for its approval.
     std::thread::sleep(Duration::from_millis(800));
     first.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5);
-    let (code, body) = first.json(
+    // The decision goes through the server that does not hold the job.
+    let elsewhere = |job_id: &str| {
+        let holder = pg.sql(&format!(
+            "SELECT claimed_by FROM jobs WHERE job_id = '{job_id}'"
+        ));
+        match holder_pid(&holder) {
+            Some(pid) if pid == first.pid() => &second,
+            Some(pid) if pid == second.pid() => &first,
+            _ => panic!("one of the two servers holds job {job_id}: {holder:?}"),
+        }
+    };
+    let other = elsewhere(&job_id);
+    // Four eyes hold there too: ana cannot approve her own job even with the role.
+    let ana_approver = crate::server::token(&pg.env, "ana", "approve");
+    let (code, body) = other.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/approve"),
+        Some(&ana_approver),
+        None,
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = other.json(
         "POST",
         &format!("/v1/jobs/{job_id}/approve"),
         Some(&bo),
@@ -491,6 +512,43 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     );
     assert_eq!(code, 200, "{log}");
     assert!(log.contains("released"), "{log}");
+
+    // A rejection through the server that does not hold the job ends it DENIED.
+    let (code, submitted) = second.submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg
+        .sql(&format!(
+            "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
+        ))
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "a server should hold the job");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = elsewhere(&job_id).json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/reject"),
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"not today"}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "DENIED", "{body}");
+    let job = first.wait_state(&ana, &job_id, "DENIED", 10);
+    let denied = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(denied["detail"]["rejected_by"], "bo", "{job:#}");
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM server_queue WHERE job_id = '{job_id}'"
+        )),
+        "0"
+    );
 }
 
 #[test]
