@@ -771,15 +771,18 @@ fn decision(body: &[u8]) -> Result<Decision, ApiError> {
 /// Where a job awaiting an approver's decision is.
 enum Awaiting {
     /// Held by this server.
-    Here(maestro_core::runner::PendingJob),
+    Here(Box<maestro_core::runner::PendingJob>),
     /// Held by another server of the shared queue (or by none yet): the decision is recorded
     /// for the server that holds it.
-    Elsewhere(Box<JobRecord>),
+    Elsewhere {
+        /// The job's owner.
+        owner: Option<String>,
+    },
 }
 
 fn awaiting(state: &AppState, job_id: JobId) -> Result<Awaiting, ApiError> {
     if let Some(job) = state.scheduler.take_awaiting(job_id) {
-        return Ok(Awaiting::Here(job));
+        return Ok(Awaiting::Here(Box::new(job)));
     }
     let record = state.store.load(job_id)?;
     let job_state = record.state();
@@ -799,7 +802,9 @@ fn awaiting(state: &AppState, job_id: JobId) -> Result<Awaiting, ApiError> {
             ),
         ));
     }
-    Ok(Awaiting::Elsewhere(Box::new(record)))
+    Ok(Awaiting::Elsewhere {
+        owner: record.meta.owner,
+    })
 }
 
 /// Approve a job awaiting approval (four eyes: never one's own); it then joins the queue.
@@ -842,17 +847,17 @@ pub(crate) async fn approve_job(
     let message = match awaiting(&state, job_id)? {
         Awaiting::Here(mut job) => {
             if let Err(error) = job.approve(caller.identity(), decision.reason.as_deref()) {
-                state.scheduler.hold(job);
+                state.scheduler.hold(*job);
                 return Err(ApiError::forbidden(error));
             }
             approved()?;
-            state.scheduler.enqueue_approved(job);
+            state.scheduler.enqueue_approved(*job);
             "it runs when its turn in the queue comes"
         }
-        Awaiting::Elsewhere(record) => {
+        Awaiting::Elsewhere { owner } => {
             // The four eyes are checked here, where the approver is known, and again by the
             // server that holds the job.
-            let owner = record.meta.owner.as_deref().unwrap_or_default();
+            let owner = owner.as_deref().unwrap_or_default();
             if maestro_core::identity::same_identity(owner, caller.identity()) {
                 return Err(ApiError::forbidden(
                     maestro_core::runner::ApprovalError::OwnJob {
@@ -920,13 +925,13 @@ pub(crate) async fn reject_job(
         Awaiting::Here(job) => {
             let report = state
                 .runner
-                .reject(job, caller.identity(), decision.reason.as_deref())
+                .reject(*job, caller.identity(), decision.reason.as_deref())
                 .map_err(ApiError::internal)?;
             state.scheduler.metrics().set(job_id, report.state);
             state.scheduler.ended(job_id);
             report.state
         }
-        Awaiting::Elsewhere(_) => {
+        Awaiting::Elsewhere { .. } => {
             state.scheduler.record_decision(
                 job_id,
                 &crate::scheduler::RemoteDecision {
