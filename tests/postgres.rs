@@ -382,29 +382,44 @@ fn a_killed_servers_jobs_are_settled_by_another() {
 fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
     let pg = PgEnv::new();
     let token = crate::server::token(&pg.env, "ana", "submit");
-    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "1"];
+    let flags = [
+        "--state-url",
+        pg.url.as_str(),
+        "--max-concurrent-jobs",
+        "1",
+        "--queue-limit-per-owner",
+        "1",
+    ];
     let first = crate::server::Server::start(&pg.env, &flags);
     let second = crate::server::Server::start(&pg.env, &flags);
     let long = job_yaml(
         "busy",
         "  - name: wait\n    command: [\"sleep\", \"62.41\"]\n",
     );
-    // Both servers' one slot busy.
-    for server in [&first, &second] {
+    // Both servers' one slot busy (one at a time: ana may have one job waiting).
+    for (server, running) in [(&first, "1"), (&second, "2")] {
         let (code, body) = server.submit_yaml(&token, &long);
         assert_eq!(code, 201, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != running {
+            assert!(Instant::now() < deadline, "the long jobs should run");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != "2" {
-        assert!(Instant::now() < deadline, "both long jobs should run");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (code, body) = first.submit_yaml(
-        &token,
-        &job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n"),
-    );
+    let quick = job_yaml("queued", "  - name: quick\n    command: [\"true\"]\n");
+    let (code, body) = first.submit_yaml(&token, &quick);
     assert_eq!(code, 201, "{body}");
     let waiting = body["job_id"].as_str().unwrap().to_owned();
+    // The per-owner cap counts ana's jobs waiting on every server of the queue.
+    let (code, body) = second.submit_yaml(&token, &quick);
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ana has 1 jobs waiting to run"),
+        "{body}"
+    );
     // Submitted to the first server, cancelled through the second.
     let (code, body) = second.json(
         "POST",
@@ -424,6 +439,9 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
         "SELECT count(*) FROM step_logs WHERE job_id = '{waiting}'"
     ));
     assert_eq!(steps, "0", "nothing of a job cancelled while waiting runs");
+    // Nothing of ana's waits any more: the other server takes one again.
+    let (code, body) = second.submit_yaml(&token, &quick);
+    assert_eq!(code, 201, "{body}");
 }
 
 #[test]
@@ -443,7 +461,28 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     // Neither server runs it while it waits for its approval.
     std::thread::sleep(Duration::from_millis(800));
     first.wait_state(&ana, &job_id, "AWAITING_APPROVAL", 5);
-    let (code, body) = first.json(
+    // The decision goes through the server that does not hold the job.
+    let elsewhere = |job_id: &str| {
+        let holder = pg.sql(&format!(
+            "SELECT claimed_by FROM jobs WHERE job_id = '{job_id}'"
+        ));
+        match holder_pid(&holder) {
+            Some(pid) if pid == first.pid() => &second,
+            Some(pid) if pid == second.pid() => &first,
+            _ => panic!("one of the two servers holds job {job_id}: {holder:?}"),
+        }
+    };
+    let other = elsewhere(&job_id);
+    // Four eyes hold there too: ana cannot approve her own job even with the role.
+    let ana_approver = crate::server::token(&pg.env, "ana", "approve");
+    let (code, body) = other.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/approve"),
+        Some(&ana_approver),
+        None,
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = other.json(
         "POST",
         &format!("/v1/jobs/{job_id}/approve"),
         Some(&bo),
@@ -473,6 +512,43 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     );
     assert_eq!(code, 200, "{log}");
     assert!(log.contains("released"), "{log}");
+
+    // A rejection through the server that does not hold the job ends it DENIED.
+    let (code, submitted) = second.submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg
+        .sql(&format!(
+            "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
+        ))
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "a server should hold the job");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = elsewhere(&job_id).json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/reject"),
+        Some(&bo),
+        Some(("application/json", r#"{"reason":"not today"}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "DENIED", "{body}");
+    let job = first.wait_state(&ana, &job_id, "DENIED", 10);
+    let denied = job["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(denied["detail"]["rejected_by"], "bo", "{job:#}");
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM server_queue WHERE job_id = '{job_id}'"
+        )),
+        "0"
+    );
 }
 
 #[test]

@@ -1499,7 +1499,7 @@ fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_
     assert_eq!(code, 429, "{refused}");
     assert_eq!(
         refused["error"],
-        "ana has 2 jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner 2); retry when some have started"
+        "ana has 2 jobs waiting to run, the most one owner may queue (--queue-limit-per-owner 2, counted on every server of a shared queue); retry when some have started"
     );
     // Another owner's line is its own.
     let bo_spec = spec("bos", "true").replace("owner: ana", "owner: bo");

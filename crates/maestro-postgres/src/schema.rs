@@ -14,6 +14,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "constant_pages",
         include_str!("../migrations/0002_constant_pages.sql"),
     ),
+    (
+        3,
+        "owner_turns",
+        include_str!("../migrations/0003_owner_turns.sql"),
+    ),
 ];
 
 /// The advisory lock key held while migrating ("maestro" in ASCII, then 1).

@@ -433,14 +433,20 @@ impl PgStore {
             .run(async move {
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;
+                // Jobs awaiting approval first (they are only held, for an approver), then
+                // owners in turn: the one served longest ago (or never), its oldest job.
                 let row = transaction
                     .query_opt(
-                        "SELECT j.job_id FROM server_queue q JOIN jobs j USING (job_id)
+                        "SELECT j.job_id, coalesce(j.owner_key, ''),
+                                coalesce(j.state, 'SUBMITTED') = 'SUBMITTED'
+                         FROM server_queue q JOIN jobs j USING (job_id)
+                         LEFT JOIN owner_turns t ON t.owner_key = coalesce(j.owner_key, '')
                          WHERE j.pruned_at IS NULL
                            AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now())
                            AND (j.state IS NULL OR j.state IN ('SUBMITTED', 'AWAITING_APPROVAL'))
                            AND ($1::uuid IS NULL OR j.job_id = $1)
-                         ORDER BY q.job_id
+                         ORDER BY coalesce(j.state, 'SUBMITTED') = 'AWAITING_APPROVAL' DESC,
+                                  coalesce(t.turn, 0), q.job_id
                          LIMIT 1
                          FOR UPDATE OF j SKIP LOCKED",
                         &[&only],
@@ -450,6 +456,18 @@ impl PgStore {
                     return Ok(None);
                 };
                 let job_id: JobId = row.get(0);
+                let (owner_key, runs): (String, bool) = (row.get(1), row.get(2));
+                // A claim that takes a job to run it (not to cancel it) is its owner's turn.
+                if runs && only.is_none() {
+                    transaction
+                        .execute(
+                            "INSERT INTO owner_turns (owner_key, turn)
+                             VALUES ($1, nextval('owner_turn_numbers'))
+                             ON CONFLICT (owner_key) DO UPDATE SET turn = EXCLUDED.turn",
+                            &[&owner_key],
+                        )
+                        .await?;
+                }
                 let token: i64 = transaction
                     .query_one(
                         "UPDATE jobs SET lease_token = lease_token + 1, lease_holder = $2,
@@ -468,6 +486,29 @@ impl PgStore {
             lock(&self.inner.claimed).insert(job_id, lease);
             job_id
         }))
+    }
+
+    /// How many jobs of `owner` (compared as policy compares owners) wait in the servers'
+    /// shared queue for a slot (`SUBMITTED`), whichever server accepted them.
+    pub fn waiting_of(&self, owner: &str) -> Result<usize, StateError> {
+        let pool = self.pool();
+        let owner_key = maestro_core::identity::normalize(owner);
+        let count = self
+            .run(async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_one(
+                        "SELECT count(*) FROM server_queue q JOIN jobs j USING (job_id)
+                         WHERE j.owner_key = $1 AND j.pruned_at IS NULL
+                           AND coalesce(j.state, 'SUBMITTED') = 'SUBMITTED'",
+                        &[&owner_key],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .map_err(self.backend("count the jobs of an owner in", "the queue".to_owned()))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     /// Put a job in the servers' shared queue (durable before this returns).

@@ -599,3 +599,47 @@ fn a_version_1_database_migrates_with_counts_and_filters_right() {
     assert_eq!(store.count_older(newest).unwrap(), 2);
     assert_eq!(listed(&store, &owner, 0), [new]);
 }
+
+/// Owners take turns in the shared queue: a claim takes the job of the owner served longest
+/// ago (or never), whichever store (server) claims; `waiting_of` counts an owner's waiting jobs
+/// across the queue.
+#[test]
+fn owners_take_turns_in_the_shared_queue_whoever_claims() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let first = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let second = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let queued = |owner: &str| {
+        let job_id = job(&first, owner, None, &[JobState::Submitted]);
+        first.queue_job(job_id).unwrap();
+        job_id
+    };
+    // Ana queues three jobs, then bo one, then ana a fourth, then cy one.
+    let a: Vec<JobId> = (0..3).map(|_| queued("ana")).collect();
+    let b = queued("bo");
+    let a4 = queued("Ana ");
+    let c = queued("cy");
+    assert_eq!(
+        second.waiting_of("ANA").unwrap(),
+        4,
+        "compared as owners are"
+    );
+    assert_eq!(second.waiting_of("bo").unwrap(), 1);
+    assert_eq!(second.waiting_of("dee").unwrap(), 0);
+    // The two stores claim in turn, as two servers would.
+    let mut order = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { &first } else { &second };
+        let job_id = store.claim_queued().unwrap().expect("a job waits");
+        // Running it: it no longer waits.
+        store
+            .append_transition(job_id, &transition(JobState::Running))
+            .unwrap();
+        order.push(job_id);
+    }
+    assert_eq!(first.claim_queued().unwrap(), None);
+    // Ana first (nobody was served yet, hers is the oldest), then bo and cy who never had a
+    // turn, then ana's others in order.
+    assert_eq!(order, [a[0], b, c, a[1], a[2], a4]);
+    assert_eq!(first.waiting_of("ana").unwrap(), 0);
+}

@@ -444,7 +444,7 @@ pub(crate) async fn submit_job(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "{} has {waiting} jobs waiting to run, the most one owner may queue on this server (--queue-limit-per-owner {limit}); retry when some have started",
+                "{} has {waiting} jobs waiting to run, the most one owner may queue (--queue-limit-per-owner {limit}, counted on every server of a shared queue); retry when some have started",
                 caller.identity()
             ),
         ));
@@ -800,17 +800,43 @@ fn decision(body: &[u8]) -> Result<Decision, ApiError> {
     })
 }
 
-fn awaiting(state: &AppState, job_id: JobId) -> Result<maestro_core::runner::PendingJob, ApiError> {
+/// Where a job awaiting an approver's decision is.
+enum Awaiting {
+    /// Held by this server.
+    Here(Box<maestro_core::runner::PendingJob>),
+    /// Held by another server of the shared queue (or by none yet): the decision is recorded
+    /// for the server that holds it.
+    Elsewhere {
+        /// The job's owner.
+        owner: Option<String>,
+    },
+}
+
+fn awaiting(state: &AppState, job_id: JobId) -> Result<Awaiting, ApiError> {
     if let Some(job) = state.scheduler.take_awaiting(job_id) {
-        return Ok(job);
+        return Ok(Awaiting::Here(Box::new(job)));
     }
-    let job_state = state.store.load(job_id)?.state();
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        format!(
-            "job {job_id} is {job_state}, not AWAITING_APPROVAL: only a production job waiting for approval can be approved or rejected"
-        ),
-    ))
+    let record = state.store.load(job_id)?;
+    let job_state = record.state();
+    if job_state != JobState::AwaitingApproval {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {job_id} is {job_state}, not AWAITING_APPROVAL: only a production job waiting for approval can be approved or rejected"
+            ),
+        ));
+    }
+    if !state.scheduler.is_shared() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {job_id} awaits approval but this server does not hold it (another process submitted it): approve it where it was submitted"
+            ),
+        ));
+    }
+    Ok(Awaiting::Elsewhere {
+        owner: record.meta.owner,
+    })
 }
 
 /// Approve a job awaiting approval (four eyes: never one's own); it then joins the queue.
@@ -840,27 +866,54 @@ pub(crate) async fn approve_job(
     caller.require(Role::Approve, "approve jobs")?;
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;
-    let mut job = awaiting(&state, job_id)?;
-    if let Err(error) = job.approve(caller.identity(), decision.reason.as_deref()) {
-        state.scheduler.hold(job);
-        return Err(ApiError::forbidden(error));
-    }
-    audit(
-        &state,
-        Some(job_id),
-        &trace_id,
-        &caller,
-        "job.approved",
-        json!({ "approved_by": caller.identity(), "reason": decision.reason }),
-    )?;
-    state.scheduler.enqueue_approved(job);
+    let approved = || {
+        audit(
+            &state,
+            Some(job_id),
+            &trace_id,
+            &caller,
+            "job.approved",
+            json!({ "approved_by": caller.identity(), "reason": decision.reason }),
+        )
+    };
+    let message = match awaiting(&state, job_id)? {
+        Awaiting::Here(mut job) => {
+            if let Err(error) = job.approve(caller.identity(), decision.reason.as_deref()) {
+                state.scheduler.hold(*job);
+                return Err(ApiError::forbidden(error));
+            }
+            approved()?;
+            state.scheduler.enqueue_approved(*job);
+            "it runs when its turn in the queue comes"
+        }
+        Awaiting::Elsewhere { owner } => {
+            // The four eyes are checked here, where the approver is known, and again by the
+            // server that holds the job.
+            let owner = owner.as_deref().unwrap_or_default();
+            if maestro_core::identity::same_identity(owner, caller.identity()) {
+                return Err(ApiError::forbidden(
+                    maestro_core::runner::ApprovalError::OwnJob {
+                        job_id,
+                        approver: caller.identity().to_owned(),
+                    },
+                ));
+            }
+            approved()?;
+            state.scheduler.record_decision(
+                job_id,
+                &crate::scheduler::RemoteDecision {
+                    approve: true,
+                    by: caller.identity().to_owned(),
+                    reason: decision.reason.clone(),
+                },
+            )?;
+            "the server of the shared queue that holds it runs it when its turn comes"
+        }
+    };
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
         state: JobState::AwaitingApproval.to_string(),
-        message: format!(
-            "job {job_id} approved by {}; it runs when its turn in the queue comes",
-            caller.identity()
-        ),
+        message: format!("job {job_id} approved by {}; {message}", caller.identity()),
     }))
 }
 
@@ -891,7 +944,7 @@ pub(crate) async fn reject_job(
     caller.require(Role::Approve, "reject jobs")?;
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;
-    let job = awaiting(&state, job_id)?;
+    let held = awaiting(&state, job_id)?;
     audit(
         &state,
         Some(job_id),
@@ -900,15 +953,42 @@ pub(crate) async fn reject_job(
         "job.rejected_by_approver",
         json!({ "rejected_by": caller.identity(), "reason": decision.reason }),
     )?;
-    let report = state
-        .runner
-        .reject(job, caller.identity(), decision.reason.as_deref())
-        .map_err(ApiError::internal)?;
-    state.scheduler.metrics().set(job_id, report.state);
-    state.scheduler.ended(job_id);
+    let job_state = match held {
+        Awaiting::Here(job) => {
+            let report = state
+                .runner
+                .reject(*job, caller.identity(), decision.reason.as_deref())
+                .map_err(ApiError::internal)?;
+            state.scheduler.metrics().set(job_id, report.state);
+            state.scheduler.ended(job_id);
+            report.state
+        }
+        Awaiting::Elsewhere { .. } => {
+            state.scheduler.record_decision(
+                job_id,
+                &crate::scheduler::RemoteDecision {
+                    approve: false,
+                    by: caller.identity().to_owned(),
+                    reason: decision.reason.clone(),
+                },
+            )?;
+            // The holder records DENIED within its next look (a quarter of a second); the
+            // answer says what is recorded when it has, or after a few seconds.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let job_state = state.store.load(job_id)?.state();
+                if job_state != JobState::AwaitingApproval
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    break job_state;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
-        state: report.state.to_string(),
+        state: job_state.to_string(),
         message: format!("job {job_id} rejected by {}", caller.identity()),
     }))
 }

@@ -296,6 +296,9 @@ pub async fn serve(
     let app = router(state, config.body_timeout);
     let dispatcher = tokio::spawn(Arc::clone(&scheduler).dispatch(config.invocation_dir.clone()));
     tokio::spawn(Arc::clone(&scheduler).settle_dead_servers(audit.clone(), gc_executors));
+    if scheduler.is_shared() {
+        tokio::spawn(Arc::clone(&scheduler).apply_decisions());
+    }
     if let Some(timeout) = config.approval_timeout {
         tokio::spawn(Arc::clone(&scheduler).expire_approvals(timeout));
     }

@@ -63,6 +63,13 @@ pub trait JobQueue: Send + Sync {
     fn has_abandoned(&self) -> Result<bool, StateError> {
         Ok(false)
     }
+    /// A shared queue: how many jobs of `owner` wait in it for a slot, whichever server
+    /// accepted them (for `--queue-limit-per-owner`); `None` for a queue of this server alone,
+    /// whose scheduler counts its own.
+    fn waiting_of(&self, owner: &str) -> Result<Option<usize>, QueueError> {
+        let _ = owner;
+        Ok(None)
+    }
     /// A shared queue: how often to look for jobs a dead server left.
     fn settle_every(&self) -> Option<Duration> {
         None

@@ -30,6 +30,25 @@ use crate::fair::FairQueue;
 use crate::metrics::Metrics;
 use crate::queue::{JobQueue, QueueError};
 
+/// The note in which a server records an approver's decision on a job that another server
+/// of a shared queue holds awaiting approval; the holder applies it.
+const DECISIONS: &str = "decisions";
+
+/// How often a server of a shared queue looks for decisions on the jobs it holds.
+const DECISION_POLL: Duration = Duration::from_millis(250);
+
+/// An approver's decision, taken (authenticated, four eyes checked, audited) by one server of
+/// a shared queue for the server that holds the job.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RemoteDecision {
+    /// Approved (else rejected).
+    pub(crate) approve: bool,
+    /// The approver's identity.
+    pub(crate) by: String,
+    /// Why.
+    pub(crate) reason: Option<String>,
+}
+
 /// Jobs waiting, awaiting approval and running.
 #[derive(Default)]
 struct Jobs {
@@ -139,10 +158,18 @@ impl Scheduler {
         self.depth() >= self.queue_limit
     }
 
-    /// When `owner` may not queue another job: how many it has waiting, the limit.
+    /// When `owner` may not queue another job: how many it has waiting, the limit. A shared
+    /// queue counts the owner's jobs waiting on every server.
     pub(crate) fn owner_is_full(&self, owner: &str) -> Option<(usize, usize)> {
         let limit = self.queue_limit_per_owner?;
-        let waiting = self.jobs().queued.len_of(owner);
+        let waiting = match self.queue.waiting_of(owner) {
+            Ok(Some(waiting)) => waiting,
+            Ok(None) => self.jobs().queued.len_of(owner),
+            Err(error) => {
+                tracing::warn!(%error, owner, "cannot count an owner's jobs in the shared queue");
+                self.jobs().queued.len_of(owner)
+            }
+        };
         (waiting >= limit).then_some((waiting, limit))
     }
 
@@ -224,6 +251,82 @@ impl Scheduler {
             .iter()
             .filter_map(|job_id| jobs.awaiting.remove(job_id))
             .collect()
+    }
+
+    /// Whether the queue is shared by several servers (see [`JobQueue::is_shared`]).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.queue.is_shared()
+    }
+
+    /// A shared queue: record an approver's decision on a job another server holds, for that
+    /// server to apply (it reads them every [`DECISION_POLL`]).
+    pub(crate) fn record_decision(
+        &self,
+        job_id: JobId,
+        decision: &RemoteDecision,
+    ) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(decision).map_err(|error| StateError::Corrupt {
+            what: format!("the decision on job {job_id}"),
+            message: error.to_string(),
+        })?;
+        line.push(b'\n');
+        self.store.append_note(job_id, DECISIONS, &line)
+    }
+
+    /// A shared queue: apply the decisions that servers recorded for the jobs this one holds
+    /// awaiting approval (the first decision of a job counts), until draining.
+    pub(crate) async fn apply_decisions(self: Arc<Self>) {
+        while !self.is_draining() {
+            let held: Vec<JobId> = self.jobs().awaiting.keys().copied().collect();
+            for job_id in held {
+                let decision = match self.store.read_note(job_id, DECISIONS) {
+                    Ok(bytes) => bytes.and_then(|bytes| {
+                        bytes
+                            .split(|&byte| byte == b'\n')
+                            .find_map(|line| serde_json::from_slice::<RemoteDecision>(line).ok())
+                    }),
+                    Err(error) => {
+                        tracing::warn!(%job_id, %error, "cannot read the decisions on a job");
+                        None
+                    }
+                };
+                if let Some(decision) = decision {
+                    self.apply(job_id, decision);
+                }
+            }
+            tokio::time::sleep(DECISION_POLL).await;
+        }
+    }
+
+    fn apply(&self, job_id: JobId, decision: RemoteDecision) {
+        let Some(mut job) = self.take_awaiting(job_id) else {
+            return;
+        };
+        if !decision.approve {
+            match self
+                .runner
+                .reject(job, &decision.by, decision.reason.as_deref())
+            {
+                Ok(report) => {
+                    self.metrics.set(job_id, report.state);
+                    tracing::info!(%job_id, rejected_by = %decision.by, "rejected through another server: recorded DENIED");
+                }
+                Err(error) => tracing::warn!(%job_id, %error, "cannot record a rejection"),
+            }
+            self.ended(job_id);
+            return;
+        }
+        // The server that took the decision checked it; checked again here all the same.
+        match job.approve(&decision.by, decision.reason.as_deref()) {
+            Ok(()) => {
+                tracing::info!(%job_id, approved_by = %decision.by, "approved through another server");
+                self.enqueue_approved(job);
+            }
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "an approval recorded through another server is refused");
+                self.hold(job);
+            }
+        }
     }
 
     /// End jobs whose approval did not come within `timeout`: `DENIED`, `approval_timeout`.

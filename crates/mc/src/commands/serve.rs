@@ -186,6 +186,10 @@ impl JobQueue for SharedQueue {
         self.0.has_abandoned()
     }
 
+    fn waiting_of(&self, owner: &str) -> Result<Option<usize>, QueueError> {
+        Ok(Some(self.0.waiting_of(owner)?))
+    }
+
     fn settle_every(&self) -> Option<Duration> {
         Some(self.0.lease_ttl())
     }
