@@ -1087,7 +1087,7 @@ impl StateStore for PgStore {
         .map_err(self.backend("list", format!("the jobs in {}", self.describe())))
     }
 
-    /// One indexed walk newest first per batch (see [`PageSql`]), stopped by its `LIMIT`, and
+    /// One indexed walk newest first per batch (see `PageSql`), stopped by its `LIMIT`, and
     /// one record per job it returns: a page costs the same at 1 job and at 100,000, with or
     /// without one filter. Every job is checked against the filter again in Rust (an owner
     /// written before schema version 2 was normalized by SQL, and `since` is bounded by the job

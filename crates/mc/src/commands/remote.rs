@@ -184,32 +184,28 @@ fn content_type(format: SpecFormat) -> &'static str {
 }
 
 /// A job's record on the server.
-async fn fetch(client: &Client, job_id: &str) -> Result<Value, Failure> {
+/// A request without a body that must be answered `200`; the answer.
+async fn ok(client: &Client, method: &str, path: &str) -> Result<Answer, Failure> {
     let answer = client
-        .request("GET", &format!("/v1/jobs/{job_id}"), None, Vec::new())
+        .request(method, path, None, Vec::new())
         .await
         .map_err(unreachable)?;
     if answer.status != 200 {
         return Err(failure(&answer));
     }
-    Ok(answer.json())
+    Ok(answer)
+}
+
+async fn fetch(client: &Client, job_id: &str) -> Result<Value, Failure> {
+    Ok(ok(client, "GET", &format!("/v1/jobs/{job_id}"))
+        .await?
+        .json())
 }
 
 /// Ctrl-C while following: cancel the job on the server (as a local Ctrl-C stops the local
 /// job) and wait until it has ended; its record.
 async fn cancel_and_wait(client: &Client, job_id: &str) -> Result<Value, Failure> {
-    let answer = client
-        .request(
-            "POST",
-            &format!("/v1/jobs/{job_id}/cancel"),
-            None,
-            Vec::new(),
-        )
-        .await
-        .map_err(unreachable)?;
-    if answer.status != 200 {
-        return Err(failure(&answer));
-    }
+    ok(client, "POST", &format!("/v1/jobs/{job_id}/cancel")).await?;
     // The server answers once the job is recorded, or after its own bound; then poll.
     loop {
         let job = fetch(client, job_id).await?;
@@ -452,18 +448,7 @@ async fn list(client: &Client, args: &StatusArgs) -> Result<(), Failure> {
         if let Some(cursor) = &cursor {
             query.push(format!("cursor={}", encode(cursor)));
         }
-        let answer = client
-            .request(
-                "GET",
-                &format!("/v1/jobs?{}", query.join("&")),
-                None,
-                Vec::new(),
-            )
-            .await
-            .map_err(unreachable)?;
-        if answer.status != 200 {
-            return Err(failure(&answer));
-        }
+        let answer = ok(client, "GET", &format!("/v1/jobs?{}", query.join("&"))).await?;
         let mut body = answer.json();
         let page: Vec<JobRow> = decode(body["jobs"].take(), "job listing")?;
         let shown_before = rows.len();
@@ -504,18 +489,7 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
         follow(client, &args.job_id, args.step.as_deref(), Lines::Recorded).await?;
         return Ok(Code::Success);
     }
-    let answer = client
-        .request(
-            "GET",
-            &format!("/v1/jobs/{}/logs", args.job_id),
-            None,
-            Vec::new(),
-        )
-        .await
-        .map_err(unreachable)?;
-    if answer.status != 200 {
-        return Err(failure(&answer));
-    }
+    let answer = ok(client, "GET", &format!("/v1/jobs/{}/logs", args.job_id)).await?;
     let mut text = String::new();
     for line in answer.body.split(|&byte| byte == b'\n') {
         let Ok(entry) = serde_json::from_slice::<Value>(line) else {
@@ -538,18 +512,7 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
 }
 
 async fn cancel(client: &Client, args: CancelArgs) -> Result<Code, Failure> {
-    let answer = client
-        .request(
-            "POST",
-            &format!("/v1/jobs/{}/cancel", args.job_id),
-            None,
-            Vec::new(),
-        )
-        .await
-        .map_err(unreachable)?;
-    if answer.status != 200 {
-        return Err(failure(&answer));
-    }
+    let answer = ok(client, "POST", &format!("/v1/jobs/{}/cancel", args.job_id)).await?;
     let body = answer.json();
     match args.output {
         OutputFormat::Json => printer::json(&body),

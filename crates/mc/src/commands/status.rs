@@ -88,17 +88,12 @@ fn human(duration: Duration) -> String {
 /// `GET /v1/jobs/{id}` (whose fields it is named after), so that both print the same.
 #[derive(Debug, Deserialize)]
 pub(crate) struct JobView {
-    job_id: JobId,
-    name: String,
-    owner: Option<String>,
-    environment: Option<String>,
-    state: JobState,
-    stale: bool,
+    /// What a listing shows of it.
+    #[serde(flatten)]
+    row: JobRow,
     trace_id: TraceId,
-    submitted_at: String,
     source: String,
     spec_file: String,
-    duration_seconds: Option<f64>,
     current_step: Option<progress::CurrentStep>,
     verdicts: Value,
     transitions: Vec<Transition>,
@@ -114,17 +109,10 @@ impl JobView {
             progress::current_step(store, &record, &super::stored_step_names(store, &record)?)
         };
         Ok(Self {
-            state: record.state(),
-            stale,
-            duration_seconds: progress::duration(&record).map(|d| d.as_secs_f64()),
+            row: JobRow::of_record(&record, stale),
             verdicts: progress::verdicts(&record),
             current_step,
-            job_id: record.meta.job_id,
-            name: record.meta.name,
-            owner: record.meta.owner,
-            environment: record.meta.environment,
             trace_id: record.meta.trace_id,
-            submitted_at: record.meta.submitted_at,
             source: record.meta.source,
             spec_file: record.meta.spec_file,
             transitions: record.transitions,
@@ -134,21 +122,21 @@ impl JobView {
 
     /// Whether a watch goes on: the job is neither over nor stale.
     pub(crate) fn running(&self) -> bool {
-        !self.state.is_terminal() && !self.stale
+        !self.row.state.is_terminal() && !self.row.stale
     }
 
     pub(crate) fn print(&self, output: OutputFormat) {
         match output {
             OutputFormat::Json => printer::json(&json!({
-                "job_id": self.job_id,
-                "name": self.name,
-                "owner": self.owner,
-                "environment": self.environment,
-                "state": self.state,
-                "stale": self.stale,
+                "job_id": self.row.job_id,
+                "name": self.row.name,
+                "owner": self.row.owner,
+                "environment": self.row.environment,
+                "state": self.row.state,
+                "stale": self.row.stale,
                 "trace_id": self.trace_id,
-                "submitted_at": self.submitted_at,
-                "duration_seconds": self.duration_seconds,
+                "submitted_at": self.row.submitted_at,
+                "duration_seconds": self.row.duration_seconds,
                 "current_step": self.current_step,
                 "policies": self.verdicts,
                 "transitions": self.transitions,
@@ -159,14 +147,15 @@ impl JobView {
     }
 
     fn text(&self) -> String {
+        let row = &self.row;
         let mut text = format!(
             "job       {}\nname      {}\nowner     {}\nenv       {}\nstate     {}{}\ntrace_id  {}\nspec      {} (stored as {})\n",
-            self.job_id,
-            field(&self.name),
-            field(self.owner.as_deref().unwrap_or("-")),
-            field(self.environment.as_deref().unwrap_or("-")),
-            self.state,
-            if self.stale {
+            row.job_id,
+            field(&row.name),
+            field(row.owner.as_deref().unwrap_or("-")),
+            field(row.environment.as_deref().unwrap_or("-")),
+            row.state,
+            if row.stale {
                 " (stale: no live mc drives it; run `mc gc`)"
             } else {
                 ""
@@ -175,7 +164,7 @@ impl JobView {
             field(&self.source),
             field(&self.spec_file),
         );
-        if let Some(duration) = seconds(self.duration_seconds) {
+        if let Some(duration) = seconds(row.duration_seconds) {
             text.push_str(&format!("duration  {}\n", human(duration)));
         }
         if let Some(current) = &self.current_step {
@@ -275,16 +264,7 @@ fn list(
     })?;
     let mut rows = Vec::with_capacity(page.jobs.len());
     for record in &page.jobs {
-        rows.push(JobRow {
-            job_id: record.meta.job_id,
-            name: record.meta.name.clone(),
-            owner: record.meta.owner.clone(),
-            environment: record.meta.environment.clone(),
-            state: record.state(),
-            stale: store.is_abandoned(record)?,
-            submitted_at: record.meta.submitted_at.clone(),
-            duration_seconds: progress::duration(record).map(|d| d.as_secs_f64()),
-        });
+        rows.push(JobRow::of_record(record, store.is_abandoned(record)?));
     }
     // A truncated listing without a filter says how many jobs there are, counted by the
     // store (from its index; no job is read); with a filter, counting would read every older
@@ -308,6 +288,21 @@ pub(crate) struct JobRow {
     stale: bool,
     submitted_at: String,
     duration_seconds: Option<f64>,
+}
+
+impl JobRow {
+    fn of_record(record: &JobRecord, stale: bool) -> Self {
+        Self {
+            job_id: record.meta.job_id,
+            name: record.meta.name.clone(),
+            owner: record.meta.owner.clone(),
+            environment: record.meta.environment.clone(),
+            state: record.state(),
+            stale,
+            submitted_at: record.meta.submitted_at.clone(),
+            duration_seconds: progress::duration(record).map(|d| d.as_secs_f64()),
+        }
+    }
 }
 
 /// Prints a listing, then (on stderr) where it goes on when `next` says it does; `matching`
