@@ -183,7 +183,6 @@ fn content_type(format: SpecFormat) -> &'static str {
     }
 }
 
-/// A job's record on the server.
 /// A request without a body that must be answered `200`; the answer.
 async fn ok(client: &Client, method: &str, path: &str) -> Result<Answer, Failure> {
     let answer = client
@@ -196,6 +195,7 @@ async fn ok(client: &Client, method: &str, path: &str) -> Result<Answer, Failure
     Ok(answer)
 }
 
+/// A job's record on the server.
 async fn fetch(client: &Client, job_id: &str) -> Result<Value, Failure> {
     Ok(ok(client, "GET", &format!("/v1/jobs/{job_id}"))
         .await?
@@ -297,39 +297,49 @@ async fn follow(
     step: Option<&str>,
     lines: Lines<'_>,
 ) -> Result<(), Failure> {
-    // The response's chunks go through a channel to the loop below, which may wait for the
-    // server (a step's result, for the live view) without holding the response up.
-    let (sender, mut chunks) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Recorded lines go to stdout as they are read, so a reader that stops reading stops the
+    // response too. The live view's entries go through a channel to the loop below, which may
+    // wait for the server (a step's result) without holding the response up; the live
+    // printer drops what a terminal cannot take.
+    let live = match lines {
+        Lines::Live(live) => Some(live),
+        Lines::Recorded | Lines::Nowhere => None,
+    };
+    let (sender, mut entries) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let streamed = async move {
+        let mut pending = Vec::new();
+        let mut stdout = std::io::stdout();
         client
             .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
-                let _ = sender.send(chunk.to_vec());
+                pending.extend_from_slice(chunk);
+                while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
+                    if step.is_some_and(|step| entry["step"] != step) {
+                        continue;
+                    }
+                    match lines {
+                        Lines::Live(_) => {
+                            let _ = sender.send(entry);
+                        }
+                        Lines::Recorded => {
+                            if let Some(text) = entry["line"].as_str() {
+                                let _ = writeln!(stdout, "{text}");
+                                let _ = stdout.flush();
+                            }
+                        }
+                        Lines::Nowhere => {}
+                    }
+                }
             })
             .await
     };
     let shown = async {
-        let mut pending = Vec::new();
-        let mut stdout = std::io::stdout();
-        while let Some(chunk) = chunks.recv().await {
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                if step.is_some_and(|step| entry["step"] != step) {
-                    continue;
-                }
-                match lines {
-                    Lines::Live(live) => show_live(client, job_id, live, &entry).await,
-                    Lines::Recorded => {
-                        if let Some(text) = entry["line"].as_str() {
-                            let _ = writeln!(stdout, "{text}");
-                            let _ = stdout.flush();
-                        }
-                    }
-                    Lines::Nowhere => {}
-                }
+        while let Some(entry) = entries.recv().await {
+            if let Some(live) = live {
+                show_live(client, job_id, live, &entry).await;
             }
         }
     };
