@@ -920,6 +920,48 @@ fn with_a_certificate_the_server_speaks_https_and_may_listen_beyond_loopback() {
 }
 
 #[test]
+fn an_approved_job_waiting_for_its_turn_takes_no_second_decision() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let bo = token(&env, "bo", "approve");
+    let server = Server::start(&env, &["--max-concurrent-jobs", "1", "--stop-grace", "1"]);
+    // The one slot busy, so the approved job waits in the queue.
+    let (code, busy) = server.submit_yaml(&ana, &spec("busy", "sleep 61.27"));
+    assert_eq!(code, 201, "{busy}");
+    let busy = busy["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &busy, "RUNNING", 30);
+    let (code, submitted) = server.submit_yaml(&ana, PROD);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/approve"),
+        Some(&bo),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    for verb in ["approve", "reject"] {
+        let (code, body) = server.json(
+            "POST",
+            &format!("/v1/jobs/{job_id}/{verb}"),
+            Some(&bo),
+            None,
+        );
+        assert_eq!(code, 409, "{verb}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("approved already"),
+            "{verb}: {body}"
+        );
+    }
+    let (code, body) = server.json("POST", &format!("/v1/jobs/{busy}/cancel"), Some(&ana), None);
+    assert_eq!(code, 200, "{body}");
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+}
+
+#[test]
 fn a_job_nobody_approves_in_time_is_denied() {
     let env = Env::new();
     let ana = token(&env, "ana", "submit");

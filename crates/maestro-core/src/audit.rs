@@ -15,11 +15,12 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use crate::JobId;
+use crate::group_commit::GroupCommit;
 use crate::root::{Access, StateRoot};
 use crate::state::{HistoryDigests, StateStore, array_bytes, array_entries, sha256_hex};
 use crate::time::now_rfc3339;
@@ -138,12 +139,12 @@ impl std::fmt::Debug for AuditLog {
 /// `audit.log` in a state root: each append is one `write` under an exclusive `flock`, then
 /// `fdatasync` after the lock is let go, shared with the appends of this process written
 /// meanwhile (group commit): the chain is extended one append at a time, and a server's
-/// concurrent jobs do not wait for each other's syncs one after another.
+/// concurrent jobs do not wait for each other's syncs one after another ([`GroupCommit`]).
 #[derive(Debug, Clone)]
 pub struct FileAudit {
     root: StateRoot,
     path: PathBuf,
-    syncs: Arc<GroupSync>,
+    syncs: Arc<GroupCommit>,
 }
 
 impl FileAudit {
@@ -151,10 +152,12 @@ impl FileAudit {
     pub fn new(state_root: &Path) -> Self {
         let path = state_root.join("audit.log");
         // One group per file in this process, however many handles on it are made.
-        static GROUPS: std::sync::OnceLock<Mutex<BTreeMap<PathBuf, Arc<GroupSync>>>> =
-            std::sync::OnceLock::new();
+        static GROUPS: OnceLock<Mutex<BTreeMap<PathBuf, Arc<GroupCommit>>>> = OnceLock::new();
         let syncs = Arc::clone(
-            lock(GROUPS.get_or_init(Mutex::default))
+            GROUPS
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .entry(path.clone())
                 .or_default(),
         );
@@ -163,58 +166,6 @@ impl FileAudit {
             path,
             syncs,
         }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Appends numbered as they are written and made durable in groups: a sync covers every
-/// append written before it began, so an append that a sync already covered returns at once.
-#[derive(Debug, Default)]
-struct GroupSync {
-    /// The number of the last append written, and of the last made durable; whether an
-    /// append is syncing now.
-    state: Mutex<(u64, u64, bool)>,
-    synced: Condvar,
-}
-
-impl GroupSync {
-    /// Number an append whose write has completed.
-    fn written(&self) -> u64 {
-        let mut state = lock(&self.state);
-        state.0 += 1;
-        state.0
-    }
-
-    /// Make append `number` durable, syncing `file` (the log) unless a sync that began after
-    /// that append was written has covered it.
-    fn sync_through(&self, number: u64, file: &File) -> io::Result<()> {
-        let mut state = lock(&self.state);
-        loop {
-            if state.1 >= number {
-                return Ok(());
-            }
-            if !state.2 {
-                break;
-            }
-            state = self
-                .synced
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        state.2 = true;
-        let target = state.0;
-        drop(state);
-        let result = file.sync_data();
-        let mut state = lock(&self.state);
-        state.2 = false;
-        if result.is_ok() {
-            state.1 = state.1.max(target);
-        }
-        self.synced.notify_all();
-        result
     }
 }
 
@@ -234,7 +185,7 @@ impl AuditStorage for FileAudit {
         // The next append may extend the chain while this one syncs; it is durable before
         // this returns all the same.
         file.unlock()?;
-        self.syncs.sync_through(number, &file)?;
+        self.syncs.sync_through(number, || file.sync_data())?;
         Ok(())
     }
 
@@ -914,8 +865,7 @@ mod tests {
         assert!(verification.head.is_some());
         // Every append written was made durable (some by another's sync), counted by the one
         // group every handle on this file shares.
-        let syncs = FileAudit::new(dir.path()).syncs;
-        let (written, synced, syncing) = *lock(&syncs.state);
+        let (written, synced, syncing) = FileAudit::new(dir.path()).syncs.numbers();
         assert_eq!((synced, syncing), (written, false));
         assert!(written >= 200, "{written}");
     }

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod control;
 pub mod executor;
 pub mod follow;
+pub mod group_commit;
 pub mod identity;
 pub mod output;
 pub mod plan;

@@ -477,6 +477,19 @@ pub enum ApprovalError {
     },
 }
 
+impl ApprovalError {
+    /// Whether `approver` may decide on job `job_id` of `owner` (four eyes: never its owner).
+    pub fn check(job_id: JobId, owner: Option<&str>, approver: &str) -> Result<(), Self> {
+        if crate::identity::same_identity(owner.unwrap_or_default(), approver) {
+            return Err(Self::OwnJob {
+                job_id,
+                approver: approver.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl PendingJob {
     /// The job's id.
     pub fn job_id(&self) -> JobId {
@@ -496,13 +509,7 @@ impl PendingJob {
     /// Record who approved the job (never its owner); it then runs as an allowed job does, and
     /// its `RUNNING` record names the approver.
     pub fn approve(&mut self, approver: &str, reason: Option<&str>) -> Result<(), ApprovalError> {
-        let owner = self.meta.owner.as_deref().unwrap_or_default();
-        if crate::identity::same_identity(owner, approver) {
-            return Err(ApprovalError::OwnJob {
-                job_id: self.meta.job_id,
-                approver: approver.to_owned(),
-            });
-        }
+        ApprovalError::check(self.meta.job_id, self.meta.owner.as_deref(), approver)?;
         self.approval =
             Some(json!({ "approved_by": approver, "reason": reason, "at": now_rfc3339() }));
         Ok(())

@@ -492,7 +492,7 @@ impl PgStore {
     /// shared queue for a slot (`SUBMITTED`), whichever server accepted them.
     pub fn waiting_of(&self, owner: &str) -> Result<usize, StateError> {
         let pool = self.pool();
-        let owner_key = maestro_core::identity::normalize(owner);
+        let owner_key = normalize(owner);
         let count = self
             .run(async move {
                 let row = pool

@@ -816,6 +816,12 @@ fn awaiting(state: &AppState, job_id: JobId) -> Result<Awaiting, ApiError> {
     if let Some(job) = state.scheduler.take_awaiting(job_id) {
         return Ok(Awaiting::Here(Box::new(job)));
     }
+    if state.scheduler.is_queued(job_id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {job_id} is approved already and waits for its turn in the queue"),
+        ));
+    }
     let record = state.store.load(job_id)?;
     let job_state = record.state();
     if job_state != JobState::AwaitingApproval {
@@ -889,15 +895,8 @@ pub(crate) async fn approve_job(
         Awaiting::Elsewhere { owner } => {
             // The four eyes are checked here, where the approver is known, and again by the
             // server that holds the job.
-            let owner = owner.as_deref().unwrap_or_default();
-            if maestro_core::identity::same_identity(owner, caller.identity()) {
-                return Err(ApiError::forbidden(
-                    maestro_core::runner::ApprovalError::OwnJob {
-                        job_id,
-                        approver: caller.identity().to_owned(),
-                    },
-                ));
-            }
+            maestro_core::runner::ApprovalError::check(job_id, owner.as_deref(), caller.identity())
+                .map_err(ApiError::forbidden)?;
             approved()?;
             state.scheduler.record_decision(
                 job_id,
@@ -986,10 +985,18 @@ pub(crate) async fn reject_job(
             }
         }
     };
+    let message = if job_state == JobState::AwaitingApproval {
+        format!(
+            "the rejection of job {job_id} by {} is recorded for the server that holds it, which has not applied it yet (if it approved the job meanwhile, it will not)",
+            caller.identity()
+        )
+    } else {
+        format!("job {job_id} rejected by {}", caller.identity())
+    };
     Ok(Json(ActionResult {
         job_id: job_id.to_string(),
         state: job_state.to_string(),
-        message: format!("job {job_id} rejected by {}", caller.identity()),
+        message,
     }))
 }
 

@@ -69,6 +69,13 @@ impl<T> FairQueue<T> {
         item
     }
 
+    /// Whether a job that matches waits, in any line.
+    pub(crate) fn any(&self, mut matches: impl FnMut(&T) -> bool) -> bool {
+        self.lines
+            .values()
+            .any(|line| line.iter().any(&mut matches))
+    }
+
     /// Take out the first job that matches, wherever it waits.
     pub(crate) fn remove_first(&mut self, mut matches: impl FnMut(&T) -> bool) -> Option<T> {
         let (owner, index) = self.lines.iter().find_map(|(owner, line)| {

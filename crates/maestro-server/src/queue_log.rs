@@ -15,21 +15,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use maestro_core::JobId;
-
-/// Appends and syncs in generations: every append gets a number; a sync makes every number
-/// written before it durable, so a caller whose number a sync already covered returns at once.
-#[derive(Default)]
-struct Sync {
-    /// The number of the last append written.
-    written: u64,
-    /// The number of the last append made durable.
-    synced: u64,
-    /// A caller is syncing now.
-    syncing: bool,
-}
+use maestro_core::group_commit::GroupCommit;
 
 /// Lines a running server's log may hold before it is rewritten with the open jobs alone.
 const COMPACT_AFTER: usize = 4096;
@@ -48,8 +37,8 @@ struct Appender {
 pub(crate) struct QueueLog {
     path: PathBuf,
     file: Mutex<Appender>,
-    sync: Mutex<Sync>,
-    synced: Condvar,
+    /// Appends numbered, and synced in groups.
+    sync: GroupCommit,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,8 +53,7 @@ impl QueueLog {
         Self {
             path: server_dir.join("queue.log"),
             file: Mutex::new(Appender::default()),
-            sync: Mutex::new(Sync::default()),
-            synced: Condvar::new(),
+            sync: GroupCommit::default(),
         }
     }
 
@@ -104,11 +92,7 @@ impl QueueLog {
                 open.remove(&job_id);
             }
         }
-        let number = {
-            let mut sync = lock(&self.sync);
-            sync.written += 1;
-            sync.written
-        };
+        let number = self.sync.written();
         // Only after an end (the file then holds a job that no longer needs a line), so that a
         // submission never waits for a rewrite nor fails of one.
         let oversized = !added
@@ -131,46 +115,19 @@ impl QueueLog {
 
     /// Make append `number` durable, with one `fdatasync` for every append written meanwhile.
     fn sync_through(&self, number: u64) -> io::Result<()> {
-        let mut sync = lock(&self.sync);
-        loop {
-            if sync.synced >= number {
-                return Ok(());
+        self.sync.sync_through(number, || {
+            let opened = lock(&self.file).file.as_ref().map(File::try_clone);
+            match opened {
+                Some(file) => file?.sync_data(),
+                // No open file: an end rewrote the log since this append was written (appends
+                // reopen it). The rewrite, durable, holds every line written before it and
+                // said so; a rewrite that failed half-way did not, and that is this error.
+                None if self.sync.is_durable(number) => Ok(()),
+                None => Err(io::Error::other(
+                    "the queue log was rewritten and the rewrite did not complete",
+                )),
             }
-            if !sync.syncing {
-                break;
-            }
-            sync = self
-                .synced
-                .wait(sync)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        sync.syncing = true;
-        let target = sync.written;
-        drop(sync);
-        // No open file: an end rewrote the log since this append was written (appends reopen
-        // it). The rewrite, durable, holds every line written before it, and says so in
-        // `synced`; a rewrite that failed half-way does not, and that is this append's error.
-        let opened = lock(&self.file)
-            .file
-            .as_ref()
-            .map(File::try_clone)
-            .transpose();
-        let result = opened.and_then(|file| file.map(|file| file.sync_data()).transpose());
-        let mut sync = lock(&self.sync);
-        sync.syncing = false;
-        let result = match result {
-            Ok(Some(())) => {
-                sync.synced = sync.synced.max(target);
-                Ok(())
-            }
-            Ok(None) if sync.synced >= number => Ok(()),
-            Ok(None) => Err(io::Error::other(
-                "the queue log was rewritten and the rewrite did not complete",
-            )),
-            Err(error) => Err(error),
-        };
-        self.synced.notify_all();
-        result
+        })
     }
 
     /// Record `job_id` as accepted, durably.
@@ -252,9 +209,7 @@ impl QueueLog {
         crate::sync_dir(dir)?;
         // The new file, durable, holds what every append so far left open: an append waiting
         // for its sync (whose file is gone) is durable now.
-        let mut sync = lock(&self.sync);
-        sync.synced = sync.synced.max(sync.written);
-        self.synced.notify_all();
+        self.sync.all_durable();
         Ok(())
     }
 }
@@ -315,8 +270,8 @@ mod tests {
         added.sort_unstable();
         open.sort_unstable();
         assert_eq!(open, added);
-        let sync = lock(&log.sync);
-        assert_eq!((sync.written, sync.synced), (200, 200));
+        let (written, synced, _) = log.sync.numbers();
+        assert_eq!((written, synced), (200, 200));
     }
 
     #[test]

@@ -253,6 +253,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether `job_id` waits in this server's queue for a slot.
+    pub(crate) fn is_queued(&self, job_id: JobId) -> bool {
+        self.jobs().queued.any(|job| job.job_id() == job_id)
+    }
+
     /// Whether the queue is shared by several servers (see [`JobQueue::is_shared`]).
     pub(crate) fn is_shared(&self) -> bool {
         self.queue.is_shared()
