@@ -361,6 +361,11 @@ impl Dir {
         }
     }
 
+    /// This directory as a `File`, for its `flock` (held as long as the file lives).
+    pub fn into_file(self) -> File {
+        File::from(self.fd)
+    }
+
     /// Whether this directory was removed since it was opened.
     pub fn is_removed(&self) -> io::Result<bool> {
         Ok(rustix::fs::fstat(&self.fd)?.st_nlink == 0)

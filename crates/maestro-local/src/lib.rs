@@ -33,6 +33,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// The size asked for a step's stdout pipe, and of the buffer it is read with.
 const PIPE_BYTES: usize = 1024 * 1024;
 
+/// The read buffer a step's stdout starts with; see `run`.
+const FIRST_READ_BYTES: usize = 64 * 1024;
+
 /// How long the process group of an `isolation: none` step may take to empty after its kill
 /// before what is left is reported as a failed teardown.
 const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(500);
@@ -286,7 +289,10 @@ impl Executor for LocalExecutor {
         // that refuses (over /proc/sys/fs/pipe-max-size) just keeps the default 64 KiB.
         // Only stdout: big pipes count against the user's pipe-buffer allowance.
         let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_BYTES);
-        let mut out_buf = vec![0u8; PIPE_BYTES];
+        // The read buffer starts small and grows to the pipe's size only for a step whose
+        // output fills it: a zeroed megabyte per step is most of the allocator's work for the
+        // many steps that print little (`mc serve` runs hundreds a second).
+        let mut out_buf = vec![0u8; FIRST_READ_BYTES];
         let mut err_buf = vec![0u8; 64 * 1024];
         let (mut out_open, mut err_open) = (true, true);
         let mut status: Option<ExitStatus> = None;
@@ -315,7 +321,12 @@ impl Executor for LocalExecutor {
                 }
                 read = stdout.read(&mut out_buf), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => output.write(Stream::Stdout, &out_buf[..n])?,
+                    Ok(n) => {
+                        output.write(Stream::Stdout, &out_buf[..n])?;
+                        if n == out_buf.len() && out_buf.len() < PIPE_BYTES {
+                            out_buf.resize(PIPE_BYTES, 0);
+                        }
+                    }
                 },
                 read = stderr.read(&mut err_buf), if err_open => match read {
                     Ok(0) | Err(_) => err_open = false,

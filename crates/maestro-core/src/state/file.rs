@@ -11,9 +11,14 @@
 //! jobs/<job_id>/spec.<ext>  the spec, byte for byte as submitted (written once)
 //! jobs/<job_id>/history.journal  the history: transitions and step results, append-only records
 //! jobs/<job_id>/logs/       one log per step
-//! jobs/<job_id>/lease       flock-ed by the `mc` that drives the job, for as long as it lives
-//! jobs/.new-<id>/           a job being stored, flock-ed by its `mc` until renamed into place
+//! jobs/.new-<id>/           a job being stored, flock-ed by its `mc`, then renamed into place
 //! ```
+//!
+//! **The lease** is an exclusive `flock` on the job's directory, held by the `mc` that drives
+//! the job for as long as it lives: the lock taken on the staging directory, kept through the
+//! rename. (Jobs stored by earlier versions have a `lease` file instead, flock-ed the same way;
+//! it is used where present. A file per job cost an inode per job, which on a file system
+//! without a journal is a scan past every recently deleted one.)
 //!
 //! Everything is opened beneath the root without following links, files `0600` and
 //! directories `0700` (see [`crate::root`]).
@@ -426,10 +431,21 @@ impl FileStore {
             .join(format!("{step}.log"))
     }
 
-    fn lease_of(&self, job_id: JobId) -> Result<File, StateError> {
+    /// What the job's lease locks, and its path for messages: the job's directory, or the
+    /// `lease` file of a job an older version stored.
+    fn lease_of(&self, job_id: JobId) -> Result<(File, PathBuf), StateError> {
         let dir = self.open_job(job_id)?;
-        dir.open("lease", Access::Read)
-            .map_err(|source| self.missing_or(job_id, &dir, "open", "lease", source))
+        match dir.open("lease", Access::Read) {
+            Ok(file) => Ok((file, dir.join("lease"))),
+            Err(source)
+                if source.kind() == io::ErrorKind::NotFound
+                    && dir.open("job.json", Access::Read).is_ok() =>
+            {
+                let path = dir.path().to_path_buf();
+                Ok((dir.into_file(), path))
+            }
+            Err(source) => Err(self.missing_or(job_id, &dir, "open", "lease", source)),
+        }
     }
 
     fn jobs(&self) -> Result<Option<Dir>, StateError> {
@@ -751,9 +767,10 @@ impl StateStore for FileStore {
         // a job without its spec and metadata.
         let staging_name = format!(".new-{}", meta.job_id.simple());
         let staging_path = jobs.join(&staging_name);
-        // The staging directory is flock-ed by its `mc` until it is renamed into place: one
-        // nobody holds is a dead submission's, and `mc gc` removes it. `mc gc` may take one
-        // for dead between its creation and the lock: then it is gone, and made again.
+        // The staging directory is flock-ed by its `mc`: one nobody holds is a dead
+        // submission's, and `mc gc` removes it. `mc gc` may take one for dead between its
+        // creation and the lock: then it is gone, and made again. Renamed into place, the
+        // same directory's lock is the job's lease.
         let staging = loop {
             let staging = jobs
                 .create_dir(&staging_name)
@@ -767,11 +784,6 @@ impl StateStore for FileStore {
             }
         };
         let result = (|| {
-            let lease_path = staging.join("lease");
-            let lease = staging
-                .open("lease", Access::CreateNew)
-                .map_err(io_error("create", &lease_path))?;
-            lease.lock().map_err(io_error("lock", &lease_path))?;
             staging
                 .create_dir("logs")
                 .map_err(io_error("create", &staging.join("logs")))?;
@@ -828,12 +840,15 @@ impl StateStore for FileStore {
             jobs.rename(&staging_name, &jobs, &target)
                 .map_err(io_error("rename", &jobs.join(&target)))?;
             jobs.sync().map_err(io_error("sync", &jobs_path))?;
-            Ok((JobLease::new(lease), digests))
+            Ok(digests)
         })();
-        if result.is_err() {
-            let _ = jobs.remove_dir_all(&staging_name);
+        match result {
+            Ok(digests) => Ok((JobLease::new(staging.into_file()), digests)),
+            Err(error) => {
+                let _ = jobs.remove_dir_all(&staging_name);
+                Err(error)
+            }
         }
-        result
     }
 
     fn append_transition(
@@ -1075,24 +1090,20 @@ impl StateStore for FileStore {
     }
 
     fn is_live(&self, job_id: JobId) -> Result<bool, StateError> {
-        let file = self.lease_of(job_id)?;
+        let (file, path) = self.lease_of(job_id)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
-            Err(fs::TryLockError::Error(error)) => {
-                Err(io_error("lock", &self.job_dir(job_id).join("lease"))(error))
-            }
+            Err(fs::TryLockError::Error(error)) => Err(io_error("lock", &path)(error)),
         }
     }
 
     fn try_lease(&self, job_id: JobId) -> Result<Option<JobLease>, StateError> {
-        let file = self.lease_of(job_id)?;
+        let (file, path) = self.lease_of(job_id)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(JobLease::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(error)) => {
-                Err(io_error("lock", &self.job_dir(job_id).join("lease"))(error))
-            }
+            Err(fs::TryLockError::Error(error)) => Err(io_error("lock", &path)(error)),
         }
     }
 
@@ -1265,6 +1276,45 @@ mod tests {
             assert!(terminal.is_terminal());
             assert!(all.iter().all(|next| !terminal.can_transition_to(*next)));
         }
+    }
+
+    #[test]
+    fn the_lease_is_the_job_directorys_lock_and_an_older_jobs_lease_file_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let id = JobId::now_v7();
+        let lease = store.create_job(&meta(id), b"{}").unwrap();
+        assert!(
+            !store.job_dir(id).join("lease").exists(),
+            "no file per lease"
+        );
+        assert!(store.is_live(id).unwrap());
+        assert!(
+            store.try_lease(id).unwrap().is_none(),
+            "held by its creator"
+        );
+        // Another process's lock on the directory is what a reader sees.
+        let other = File::open(store.job_dir(id)).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(lease);
+        assert!(!store.is_live(id).unwrap());
+        let taken = store.try_lease(id).unwrap().expect("free once dropped");
+        assert!(store.is_live(id).unwrap());
+        drop(taken);
+
+        // A job an older version stored: its `lease` file is the lease, not the directory.
+        let old = JobId::now_v7();
+        old_layout_job(&store, old, &[JobState::Submitted, JobState::Running]);
+        assert!(!store.is_live(old).unwrap());
+        let holder = File::open(store.job_dir(old).join("lease")).unwrap();
+        holder.lock().unwrap();
+        assert!(store.is_live(old).unwrap());
+        assert!(store.try_lease(old).unwrap().is_none());
+        drop(holder);
+        assert!(store.try_lease(old).unwrap().is_some());
     }
 
     #[test]
