@@ -1,6 +1,7 @@
 //! Versioned migrations, run by the store itself when it connects: each applied version is a
-//! row of `schema_migrations`; the whole run holds an advisory lock, so stores starting at once
-//! apply each version once.
+//! row of `schema_migrations`; a run that applies anything holds an advisory lock, so stores
+//! starting at once apply each version once. A store that finds every version it knows applied,
+//! and no other, opens after one read, without the lock.
 
 use deadpool_postgres::Pool;
 
@@ -27,6 +28,9 @@ const MIGRATION_LOCK: i64 = 0x6d61_6573_7472_6f01;
 /// Apply the migrations the database lacks; the versions applied now.
 pub(crate) async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
     let mut client = pool.get().await?;
+    if is_current(&client).await {
+        return Ok(Vec::new());
+    }
     let transaction = client.transaction().await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -67,4 +71,29 @@ pub(crate) async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
     }
     transaction.commit().await?;
     Ok(now)
+}
+
+/// Whether every known migration, and none other, is applied: one read without the lock, for
+/// the common case (every `mc` opens the store, and the schema is nearly always current), in
+/// one round trip. Anything else (no table yet, a migration missing, a newer schema, an error)
+/// is left to the locked path, which decides and says why.
+async fn is_current(client: &tokio_postgres::Client) -> bool {
+    let Ok(messages) = client
+        .simple_query("SELECT version FROM schema_migrations ORDER BY version")
+        .await
+    else {
+        return false;
+    };
+    let applied: Vec<&str> = messages
+        .iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    let known: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|(version, _, _)| version.to_string())
+        .collect();
+    applied == known
 }

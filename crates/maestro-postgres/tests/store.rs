@@ -230,6 +230,59 @@ fn migrations_run_once() {
     assert_eq!(versions, "1,2,3");
 }
 
+/// A store that finds the schema current opens without waiting for the migration lock (every
+/// `mc` opens the store), and one that finds a schema newer than it knows still refuses it.
+#[test]
+fn a_current_schema_opens_without_the_migration_lock_and_a_newer_one_is_refused() {
+    let postgres = Postgres::shared();
+    let url = postgres.database();
+    let name = Postgres::name_of(&url).to_owned();
+    drop(PgStore::connect(&url, PgOptions::default()).unwrap());
+    // Another session holds the migration lock ("maestro" in ASCII, then 1) while it sleeps.
+    let holder = {
+        let (postgres, name) = (Arc::clone(&postgres), name.clone());
+        std::thread::spawn(move || {
+            postgres.psql(
+                STORE_ROLE,
+                &name,
+                "SELECT pg_advisory_lock(7881692369424379649); SELECT pg_sleep(60)",
+            )
+        })
+    };
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while postgres.psql_admin(&name, held) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (opened, opening) = std::sync::mpsc::channel();
+    let connecting = url.clone();
+    std::thread::spawn(move || {
+        let _ = opened.send(PgStore::connect(&connecting, PgOptions::default()).is_ok());
+    });
+    let answer = opening.recv_timeout(Duration::from_secs(10));
+    postgres.psql_admin(
+        &name,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = holder.join();
+    assert_eq!(answer, Ok(true), "waited for the migration lock, or failed");
+
+    postgres.psql_admin(
+        &name,
+        "INSERT INTO schema_migrations (version, name) VALUES (99, 'from the future')",
+    );
+    let error = PgStore::connect(&url, PgOptions::default())
+        .err()
+        .expect("a newer schema is refused")
+        .to_string();
+    assert!(error.contains("99"), "{error}");
+}
+
 /// A job of `owner` in `environment`, moved through `states`, its lease let go.
 fn job(store: &PgStore, owner: &str, environment: Option<&str>, states: &[JobState]) -> JobId {
     let job_id = JobId::now_v7();
