@@ -276,10 +276,10 @@ fn a_current_schema_opens_without_the_migration_lock_and_a_newer_one_is_refused(
         &name,
         "INSERT INTO schema_migrations (version, name) VALUES (99, 'from the future')",
     );
-    let error = PgStore::connect(&url, PgOptions::default())
-        .err()
-        .expect("a newer schema is refused")
-        .to_string();
+    let Err(error) = PgStore::connect(&url, PgOptions::default()) else {
+        panic!("a newer schema is refused");
+    };
+    let error = error.to_string();
     assert!(error.contains("99"), "{error}");
 }
 
