@@ -249,7 +249,11 @@ fn a_current_schema_opens_without_the_migration_lock_and_a_newer_one_is_refused(
             )
         })
     };
-    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    // That key in this test's own database (other tests share the server, and the audit
+    // chain takes an advisory lock of its own): the high and low halves of the key.
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                AND classid = 1835099507 AND objid = 1953656577";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while postgres.psql_admin(&name, held) != "1" {
         assert!(
@@ -267,7 +271,8 @@ fn a_current_schema_opens_without_the_migration_lock_and_a_newer_one_is_refused(
     postgres.psql_admin(
         &name,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+         WHERE datname = current_database() AND query LIKE '%pg_sleep(60)%' \
+         AND pid <> pg_backend_pid()",
     );
     let _ = holder.join();
     assert_eq!(answer, Ok(true), "waited for the migration lock, or failed");
