@@ -30,10 +30,10 @@ mod sandboxed;
 /// process that escaped the group (with `setsid`) can hold the pipes open that long.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// The size asked for a step's stdout pipe, and of the buffer it is read with.
+/// The size asked for a step's stdout pipe, and the most its read buffer grows to.
 const PIPE_BYTES: usize = 1024 * 1024;
 
-/// The read buffer a step's stdout starts with; see `run`.
+/// The read buffer a step's stdout starts with: it grows to [`PIPE_BYTES`] once a read fills it.
 const FIRST_READ_BYTES: usize = 64 * 1024;
 
 /// How long the process group of an `isolation: none` step may take to empty after its kill
