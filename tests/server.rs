@@ -1611,3 +1611,123 @@ fn one_owner_may_queue_no_more_than_the_per_owner_limit_and_metrics_count_every_
         text(&output.stderr)
     );
 }
+
+/// Live processes whose command line is `args` exactly (NUL-separated, as `/proc` holds it).
+fn processes_running(args: &[&str]) -> Vec<i32> {
+    let wanted = args.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| line == wanted.as_bytes())
+                && crate::util::pid_alive(*pid)
+        })
+        .collect()
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Polls `condition` for up to `seconds`.
+fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+#[test]
+fn the_servers_sandboxes_come_from_one_launcher_that_is_replaced_when_killed_and_dies_with_the_server()
+ {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let mut server = Server::start(&env, &["--max-concurrent-jobs", "4"]);
+    let launcher_args = ["/proc/self/exe", "__maestro-sandbox-launcher"];
+    let server_launchers = |server: &Server| -> Vec<i32> {
+        processes_running(&launcher_args)
+            .into_iter()
+            .filter(|pid| parent_of(*pid) == Some(server.pid() as i32))
+            .collect()
+    };
+
+    // A sandboxed step runs as the launcher's grandchild (launcher -> shim -> init -> step)
+    // with its own environment, output and exit code.
+    let first = spec("first", "echo \"out $GREETING\"; echo err >&2; exit 3")
+        .replace("    run:", "    env:\n      GREETING: hello\n    run:");
+    let (code, job) = server.submit_yaml(&ana, &first);
+    assert_eq!(code, 201, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+    let job = server.wait_state(&ana, &job_id, "FAILED", 60);
+    assert_eq!(job["steps"][0]["exit_code"], 3, "{job:#}");
+    let (_, logs) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert!(logs.contains("out hello"), "{logs}");
+    assert!(logs.contains("err"), "{logs}");
+    let launchers = server_launchers(&server);
+    assert_eq!(launchers.len(), 1, "one launcher per server: {launchers:?}");
+    let launcher = launchers[0];
+
+    // Killing the launcher ends the step it was running (nothing of it stays), and the next
+    // sandboxed step gets a new launcher.
+    let (_, long) = server.submit_yaml(&ana, &spec("long", "sleep 71.3"));
+    let long = long["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &long, "RUNNING", 60);
+    assert!(
+        eventually(10, || !processes_running(&["sleep", "71.3"]).is_empty()),
+        "the step started"
+    );
+    let step = processes_running(&["sleep", "71.3"])[0];
+    let mut ancestor = Some(step);
+    let mut ancestors = Vec::new();
+    while let Some(pid) = ancestor.filter(|pid| *pid > 1) {
+        ancestors.push(pid);
+        ancestor = parent_of(pid);
+    }
+    assert!(
+        ancestors.contains(&launcher),
+        "the step {step} descends from the launcher {launcher}: {ancestors:?}"
+    );
+    crate::util::send_signal(launcher as u32, rustix::process::Signal::KILL);
+    let job = server.wait_state(&ana, &long, "FAILED", 30);
+    assert!(
+        eventually(10, || processes_running(&["sleep", "71.3"]).is_empty()),
+        "the step died with its launcher: {job:#}"
+    );
+    let (_, again) = server.submit_yaml(&ana, &spec("again", "echo again"));
+    let again = again["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &again, "SUCCEEDED", 60);
+    let replaced = server_launchers(&server);
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_ne!(replaced[0], launcher, "a new launcher");
+
+    // A server that is SIGKILLed takes its launcher and every running step with it.
+    let (_, doomed) = server.submit_yaml(&ana, &spec("doomed", "sleep 72.3"));
+    let doomed = doomed["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &doomed, "RUNNING", 60);
+    assert!(eventually(10, || !processes_running(&["sleep", "72.3"]).is_empty()));
+    server.kill();
+    assert!(
+        eventually(10, || processes_running(&["sleep", "72.3"]).is_empty()
+            && !crate::util::pid_alive(replaced[0])),
+        "the launcher and its steps outlived the server"
+    );
+}

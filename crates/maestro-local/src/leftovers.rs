@@ -35,6 +35,7 @@ pub(crate) fn spawning() -> RwLockReadGuard<'static, ()> {
 static STEP_CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 /// A step's own process, registered as such (see [`STEP_CHILDREN`]) until dropped.
+#[derive(Debug)]
 pub(crate) struct StepChild(Option<i32>);
 
 impl StepChild {

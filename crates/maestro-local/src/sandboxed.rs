@@ -1,12 +1,15 @@
 //! Sandboxed steps: the glue between a [`StepRequest`] and `maestro-sandbox`.
 
+use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use maestro_core::executor::{ExecutorError, StepRequest, Teardown, TeardownMethod};
 use maestro_core::spec::Network;
 use maestro_sandbox::{
-    Control, HostAccess, HostEnvironment, NetworkMode, SandboxError, SandboxPlan,
+    Control, HostAccess, HostEnvironment, Launched, Launcher, NetworkMode, SandboxError,
+    SandboxPlan,
 };
 
 use crate::{LocalConfig, leftovers};
@@ -108,6 +111,16 @@ pub(crate) fn command(
     workdir: &Path,
 ) -> Result<(tokio::process::Command, Control), ExecutorError> {
     check(config)?;
+    let plan = step_plan(config, step, workdir)?;
+    spawnable(config, step, &plan)
+}
+
+/// The plan that runs `step` in `workdir`, with the host resources it asked for.
+fn step_plan(
+    config: &LocalConfig,
+    step: &StepRequest,
+    workdir: &Path,
+) -> Result<SandboxPlan, ExecutorError> {
     let expose =
         step.host_access
             .iter()
@@ -123,12 +136,71 @@ pub(crate) fn command(
                     })
             })
             .collect::<Result<_, _>>()?;
-    let plan = SandboxPlan {
+    Ok(SandboxPlan {
         workdir: workdir.to_path_buf(),
         expose,
         ..plan(config, step)
+    })
+}
+
+/// The launcher of a long-lived executor (see [`LocalConfig::sandbox_launcher`]), started on
+/// first use and again if it dies. Registered as a step child for as long as it runs, so that
+/// a bare step's orphan scan never takes it for one of its own.
+#[derive(Debug, Default)]
+pub(crate) struct LauncherSlot(Mutex<Option<(Arc<Launcher>, leftovers::StepChild)>>);
+
+impl LauncherSlot {
+    fn get_or_start(&self, program: &Path, args: &[String]) -> Result<Arc<Launcher>, SandboxError> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((launcher, _)) = slot.as_ref()
+            && launcher.is_usable()
+        {
+            return Ok(launcher.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (launcher, registered) = {
+            let _spawning = leftovers::spawning();
+            let launcher = Launcher::start(program, &args)?;
+            let registered = leftovers::StepChild::register(launcher.id());
+            (Arc::new(launcher), registered)
+        };
+        tracing::debug!(pid = ?launcher.id(), "sandbox launcher started");
+        *slot = Some((launcher.clone(), registered));
+        Ok(launcher)
+    }
+}
+
+/// Has the launcher fork `step`'s shim, with `environment` as all of its environment: the
+/// shim, its output pipes and the channel to it. A launcher that is gone is replaced once.
+pub(crate) async fn launch(
+    config: &LocalConfig,
+    slot: &LauncherSlot,
+    step: &StepRequest,
+    workdir: &Path,
+    environment: &[(&OsStr, &OsStr)],
+) -> Result<(Launched, Control), ExecutorError> {
+    check(config)?;
+    let Some((program, args)) = &config.sandbox_launcher else {
+        return Err(ExecutorError::Unavailable {
+            message: "this program has no sandbox launcher configured".to_owned(),
+        });
     };
-    spawnable(config, step, &plan)
+    let plan = step_plan(config, step, workdir)?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let launcher = slot
+            .get_or_start(program, args)
+            .map_err(|error| unavailable(step, error))?;
+        match launcher.launch(&plan, environment.iter().copied()).await {
+            Ok(launched) => return Ok(launched),
+            // The launcher is gone (`get_or_start` replaces it): once more with a new one.
+            Err(error) if !launcher.is_usable() && attempts < 2 => {
+                tracing::warn!(%error, "the sandbox launcher failed; starting a new one");
+            }
+            Err(error) => return Err(unavailable(step, error)),
+        }
+    }
 }
 
 /// How long building a sandbox may take before the step is failed as a system error. It takes
@@ -166,13 +238,18 @@ pub(crate) async fn started(
 
 /// The sandbox's own account of the step's teardown; when the shim was killed before it could
 /// give one (the step outlived its grace period), `mc` checks the PID namespace itself.
-pub(crate) async fn teardown(control: Control, step: &StepRequest) -> Teardown {
+///
+/// `reap_init`: whether the namespace's init may have been re-parented to this process (the
+/// shim was this process's child). A launched shim's init is the launcher's to reap; its pid,
+/// once reaped there, may already be another process's.
+pub(crate) async fn teardown(control: Control, step: &StepRequest, reap_init: bool) -> Teardown {
     let namespace = control.pid_namespace_inode();
     let report = control.finish().await;
     if let Ok(maestro_sandbox::Report {
         unreaped_init: Some(init),
         ..
     }) = &report
+        && reap_init
     {
         leftovers::reap_sandbox_init(*init);
     }

@@ -44,6 +44,15 @@ pub fn command(
     shim_args: &[&str],
     plan: &SandboxPlan,
 ) -> Result<(Command, Control), SandboxError> {
+    let (theirs, control) = channel(plan)?;
+    let mut command = Command::new(shim);
+    command.args(shim_args).stdin(Stdio::from(theirs));
+    Ok((command, control))
+}
+
+/// The control socket for `plan`: the shim's end (its stdin) and the caller's [`Control`],
+/// with the plan already written into it.
+pub(crate) fn channel(plan: &SandboxPlan) -> Result<(OwnedFd, Control), SandboxError> {
     if plan.argv.is_empty() {
         return Err(SandboxError::InvalidPlan {
             message: "the command is empty".to_owned(),
@@ -78,12 +87,8 @@ pub fn command(
         }
     };
     line.drain(..written);
-    let mut command = Command::new(shim);
-    command
-        .args(shim_args)
-        .stdin(Stdio::from(OwnedFd::from(theirs)));
     Ok((
-        command,
+        OwnedFd::from(theirs),
         Control {
             state: State::Std(ours),
             plan: line,

@@ -21,6 +21,8 @@
 mod confine;
 mod control;
 mod failure;
+mod launch;
+mod launcher;
 mod mounts;
 mod namespace;
 mod netlink;
@@ -37,6 +39,7 @@ mod sys;
 use std::ffi::OsString;
 
 pub use control::{Control, command};
+pub use launch::{Launched, Launcher};
 pub use plan::{HostAccess, HostEnvironment, NetworkMode, SandboxPlan};
 pub use report::{ExitKind, Report, TeardownReport};
 pub use support::{Support, check_support};
@@ -110,4 +113,12 @@ pub enum SandboxError {
 /// [`SETUP_FAILED_EXIT_CODE`].
 pub fn run_shim(args: impl Iterator<Item = OsString>) -> ! {
     shim::run(args)
+}
+
+/// The launcher's entry point: `main` of the program a [`Launcher`] starts (`mc` with its
+/// hidden launcher argument). Like [`run_shim`], it must be called in a freshly exec'd process
+/// before any thread is started, and never returns: it serves requests on its stdin until the
+/// caller closes it, then stops the shims it started and exits.
+pub fn run_launcher() -> ! {
+    launcher::run()
 }

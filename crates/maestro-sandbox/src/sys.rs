@@ -1,4 +1,5 @@
-//! The only `unsafe` of the crate: fork, signal dispositions and two raw syscalls.
+//! The only `unsafe` of the crate: fork, signal dispositions, a few raw syscalls, the
+//! environment of a forked shim and descriptors received over a socket.
 //!
 //! Every function here is called from the shim, which is a freshly exec'd, single-threaded
 //! process (see `shim.rs`): that is what makes `fork` sound, and it is why these wrappers are
@@ -108,6 +109,46 @@ pub(crate) fn close_inherited_on_exec() -> Result<(), Errno> {
     } else {
         Err(Errno::last())
     }
+}
+
+/// Replaces this process's environment with `variables`: what a launcher's forked shim does
+/// to start with the environment an executed shim gets from its caller.
+///
+/// Only call it from a forked child of the launcher (see `launcher.rs`), which has one thread.
+pub(crate) fn replace_environment(variables: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
+    let current: Vec<std::ffi::OsString> = std::env::vars_os().map(|(name, _)| name).collect();
+    for name in current {
+        // SAFETY: the launcher and its forked children never start a second thread, so no
+        // other thread can read or write the environment while it changes.
+        unsafe { std::env::remove_var(name) };
+    }
+    for (name, value) in variables {
+        if name.is_empty() || value.as_encoded_bytes().contains(&0) {
+            continue;
+        }
+        // SAFETY: as above, one thread.
+        unsafe { std::env::set_var(name, value) };
+    }
+}
+
+/// Takes ownership of descriptors received with `SCM_RIGHTS`.
+///
+/// Only pass descriptors the kernel has just installed in this process for a received
+/// message (`recvmsg`'s control messages): nothing else owns them yet.
+pub(crate) fn own_received(
+    fds: impl IntoIterator<Item = std::os::fd::RawFd>,
+) -> Vec<std::os::fd::OwnedFd> {
+    fds.into_iter()
+        // SAFETY: per the contract above, each descriptor is open and owned by no one else.
+        .map(|fd| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        .collect()
+}
+
+/// Closes `fd` in a forked child that never returns to the code that owns it (the owner's
+/// `drop` never runs there: the child ends with `exit`), so it cannot be closed twice.
+pub(crate) fn close_in_child(fd: std::os::fd::RawFd) {
+    // SAFETY: per the contract above, nothing in this process uses or closes `fd` afterwards.
+    let _ = unsafe { libc::close(fd) };
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ async fn kill_minus_one_inside_kills_only_the_steps_processes() {
 
 const ESCAPES: &str = "setsid sleep {a} &\n(sleep {b} &)\nenv -i /bin/sleep {c} &\n";
 
-fn escapes(a: &str, b: &str, c: &str) -> String {
+pub(crate) fn escapes(a: &str, b: &str, c: &str) -> String {
     ESCAPES
         .replace("{a}", a)
         .replace("{b}", b)

@@ -5,4 +5,5 @@ mod util;
 mod confinement;
 mod failures;
 mod filesystem;
+mod launcher;
 mod processes;

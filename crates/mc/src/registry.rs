@@ -11,15 +11,31 @@ use maestro_swarm::SwarmExecutor;
 
 use crate::commands::plugin_dirs;
 
+/// How long the program that uses a registry runs, which decides how it starts sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// One command (`mc submit`): each sandboxed step executes its shim.
+    Command,
+    /// A server running many steps: a sandbox launcher, started with the first sandboxed step,
+    /// forks each step's shim (cheaper per step than executing it).
+    Server,
+}
+
 /// The registry for a state root: `local`, `docker` and `swarm`, then plugins found as `mc-executor-<name>` in
 /// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
-pub(crate) fn build(state_root: &Path) -> ExecutorRegistry {
+pub(crate) fn build(state_root: &Path, lifetime: Lifetime) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
     let local = LocalConfig {
         sandbox_shim: Some((
             crate::shim::program(),
             vec![crate::shim::ARGUMENT.to_owned()],
         )),
+        sandbox_launcher: (lifetime == Lifetime::Server).then(|| {
+            (
+                crate::shim::program(),
+                vec![crate::shim::LAUNCHER_ARGUMENT.to_owned()],
+            )
+        }),
         protected_paths: vec![state_root.to_path_buf()],
     };
     registry.register("local", Arc::new(LocalExecutor::new(local)));

@@ -6,11 +6,12 @@ use maestro_core::runner::collect_garbage;
 
 use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
 use crate::exit::{Code, Failure};
+use crate::registry::Lifetime;
 use crate::{printer, registry, settings};
 
 pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
     let state_root = settings::state_root(global)?;
-    let registry = registry::build(&state_root);
+    let registry = registry::build(&state_root, Lifetime::Command);
     let store = super::open_store(&state_root);
     let executors = registry.builtin_executors();
     let report = super::runtime()?.block_on(collect_garbage(

@@ -33,6 +33,7 @@ use maestro_postgres::{PgOptions, PgStore};
 
 use crate::cli::{Cli, Command};
 use crate::exit::{Code, Failure};
+use crate::registry::Lifetime;
 use crate::{registry, settings};
 
 pub(crate) fn dispatch(cli: Cli) -> Result<Code, Failure> {
@@ -276,10 +277,15 @@ fn store(global: &crate::cli::GlobalArgs) -> Result<Arc<dyn StateStore>, Failure
 }
 
 /// The store, its audit log and a runner over them.
-fn open_runner(state_root: &Path, config: RunnerConfig) -> Runner {
+fn open_runner(state_root: &Path, config: RunnerConfig, lifetime: Lifetime) -> Runner {
     let store = open_store(state_root);
     let audit = store.audit();
-    Runner::new(store, audit, Arc::new(registry::build(state_root)), config)
+    Runner::new(
+        store,
+        audit,
+        Arc::new(registry::build(state_root, lifetime)),
+        config,
+    )
 }
 
 /// Who asks, for the audit record: the account of this process's real uid, as the kernel and

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, OutputFormat, PluginsCommand};
 use crate::exit::{Code, Failure};
+use crate::registry::Lifetime;
 use crate::{printer, registry, settings};
 
 pub(crate) fn run(global: &GlobalArgs, command: PluginsCommand) -> Result<Code, Failure> {
@@ -32,7 +33,7 @@ pub(crate) fn plugin_dirs(state_root: &Path) -> Vec<PathBuf> {
 }
 
 fn list(state_root: &Path, dirs: &[PathBuf], output: OutputFormat) -> Result<Code, Failure> {
-    let registry = registry::build(state_root);
+    let registry = registry::build(state_root, Lifetime::Command);
     let builtins = registry.builtin_names();
     let candidates = super::runtime()?.block_on(list_plugins(dirs, &builtins));
     match output {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::exit::{Code, Failure};
+use crate::registry::Lifetime;
 use crate::{registry, settings};
 
 pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure> {
@@ -91,8 +92,9 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<Code, Failure>
             stop_grace,
             max_step_output: settings.max_step_output,
         },
+        Lifetime::Server,
     ));
-    let gc_executors = registry::build(&state_root).builtin_executors();
+    let gc_executors = registry::build(&state_root, Lifetime::Command).builtin_executors();
     let store = super::open_store(&state_root);
     let queue = super::database()
         .map(|database| Arc::new(SharedQueue(database.clone())) as Arc<dyn JobQueue>);

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{GlobalArgs, OutputFormat, SubmitArgs};
 use crate::exit::{Code, Failure};
 use crate::printer::{self, LivePrinter};
+use crate::registry::Lifetime;
 use crate::settings;
 
 pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure> {
@@ -40,7 +41,7 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
     let request = super::read_request(&args.file, args.trace_id.as_deref(), args.runtime.clone())?;
     // Kept to place a spec error at its line, should admission refuse the spec.
     let (source, spec_bytes) = (request.source.clone(), request.spec_bytes.clone());
-    let runner = super::open_runner(&state_root, config);
+    let runner = super::open_runner(&state_root, config, Lifetime::Command);
     let printer =
         (!args.quiet).then(|| Arc::new(LivePrinter::start(args.output == OutputFormat::Json)));
     let observer = printer

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::cli::{GlobalArgs, OutputFormat, ValidateArgs};
 use crate::exit::{Code, Failure};
+use crate::registry::Lifetime;
 use crate::{printer, settings};
 
 pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failure> {
@@ -24,7 +25,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failu
         ..RunnerConfig::default()
     };
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
-    let runner = super::open_runner(&state_root, config);
+    let runner = super::open_runner(&state_root, config, Lifetime::Command);
     // Admission may ask plugins how they contain their steps (their hello), which is async.
     let validation = super::runtime()?
         .block_on(runner.validate(&request))

@@ -1,0 +1,166 @@
+//! The launcher: shims forked by a long-lived helper behave as executed ones, and nothing of
+//! theirs outlives the helper or its caller.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use maestro_sandbox::{ExitKind, Launched, Launcher, SandboxError};
+use tokio::io::AsyncReadExt;
+
+use crate::processes::escapes;
+use crate::util::{Dir, SHIM, shell_plan, signal_of, sleepers, wait_no_sleepers};
+
+fn start() -> Launcher {
+    Launcher::start(Path::new(SHIM), &["--launcher"]).expect("start the launcher")
+}
+
+const PATH: (&str, &str) = ("PATH", "/usr/local/bin:/usr/bin:/bin");
+
+fn environment<'a>(pairs: &'a [(&'a str, &'a str)]) -> Vec<(&'a OsStr, &'a OsStr)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (OsStr::new(*name), OsStr::new(*value)))
+        .collect()
+}
+
+/// Both outputs, read to their end.
+async fn output(launched: &mut Launched) -> (String, String) {
+    let (mut stdout, mut stderr) = launched.take_output().expect("output pipes");
+    let (mut out, mut err) = (String::new(), String::new());
+    let (read_out, read_err) = tokio::join!(
+        stdout.read_to_string(&mut out),
+        stderr.read_to_string(&mut err)
+    );
+    read_out.unwrap();
+    read_err.unwrap();
+    (out, err)
+}
+
+#[tokio::test]
+async fn a_launched_step_has_only_its_environment_its_output_and_its_exit() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    assert!(launcher.is_usable());
+    let plan = shell_plan(
+        workspace.path(),
+        "echo \"out $GREETING\"; echo err >&2; env | sort > env.txt; exit 7",
+    );
+    let pairs = [PATH, ("GREETING", "hello"), ("SECRET_ONE", "s3cr3t-value")];
+    let (mut launched, mut control) = launcher
+        .launch(&plan, environment(&pairs))
+        .await
+        .expect("launch");
+    control.wait_started().await.expect("started");
+    let (out, err) = output(&mut launched).await;
+    let status = launched.wait().await.unwrap();
+    assert_eq!(status.code(), Some(7), "{out}{err}");
+    assert_eq!(out, "out hello\n");
+    assert_eq!(err, "err\n");
+    let report = control.finish().await.expect("report");
+    assert_eq!(report.exit, Some(ExitKind::Code(7)));
+    assert!(report.teardown.verified, "{report:?}");
+    let seen = std::fs::read_to_string(workspace.join("env.txt")).unwrap();
+    assert!(seen.contains("SECRET_ONE=s3cr3t-value"), "{seen}");
+    // Nothing of the test's (the launcher's caller's) environment: only what was passed, and
+    // what the sandbox sets itself.
+    assert!(!seen.contains("CARGO"), "{seen}");
+
+    // A second step through the same launcher, dying of a signal, mirrored as such.
+    let plan = shell_plan(workspace.path(), "kill -TERM $$");
+    let (mut launched, mut control) = launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+    control.wait_started().await.unwrap();
+    let status = launched.wait().await.unwrap();
+    assert_eq!(signal_of(&status), Some(15));
+    assert_eq!(
+        control.finish().await.unwrap().exit,
+        Some(ExitKind::Signal(15))
+    );
+}
+
+#[tokio::test]
+async fn the_launcher_survives_stop_signals_and_takes_every_sandbox_down_when_its_caller_goes() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    let pid = launcher.id().expect("running") as i32;
+    let script = format!("{}sleep 517", escapes("514", "515", "516"));
+    let (mut launched, mut control) = launcher
+        .launch(&shell_plan(workspace.path(), &script), environment(&[PATH]))
+        .await
+        .unwrap();
+    control.wait_started().await.unwrap();
+    for _ in 0..500 {
+        if !sleepers("517").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!sleepers("517").is_empty(), "the step is not running");
+    // A stop meant for its caller (a supervisor signals every process of a service) leaves the
+    // launcher and its steps running.
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sleepers("517").is_empty(), "a stop signal killed the step");
+    // The caller going away (the kernel closes its socket when it dies) ends them all.
+    drop(launcher);
+    let status = tokio::time::timeout(Duration::from_secs(10), launched.wait()).await;
+    assert!(
+        matches!(&status, Ok(Ok(status)) if signal_of(status) == Some(9))
+            || matches!(status, Ok(Err(_))),
+        "{status:?}"
+    );
+    assert_eq!(
+        wait_no_sleepers(&["514", "515", "516", "517"], Duration::from_secs(5)),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn a_killed_launchers_steps_die_with_it_and_it_refuses_further_work() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    let script = format!("{}sleep 527", escapes("524", "525", "526"));
+    let (mut launched, mut control) = launcher
+        .launch(&shell_plan(workspace.path(), &script), environment(&[PATH]))
+        .await
+        .unwrap();
+    control.wait_started().await.unwrap();
+    for _ in 0..500 {
+        if !sleepers("527").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!sleepers("527").is_empty(), "the step is not running");
+    let pid = launcher.id().expect("running") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), launched.wait())
+        .await
+        .expect("the wait ends with the launcher");
+    assert!(waited.is_err(), "no status without a launcher: {waited:?}");
+    assert_eq!(
+        wait_no_sleepers(&["524", "525", "526", "527"], Duration::from_secs(5)),
+        vec![]
+    );
+    let again = launcher
+        .launch(&shell_plan(workspace.path(), "true"), environment(&[PATH]))
+        .await;
+    assert!(
+        matches!(again, Err(SandboxError::Io { .. } | SandboxError::Vanished)),
+        "{again:?}"
+    );
+    assert!(
+        !launcher.is_usable(),
+        "a caller can tell it needs a new one"
+    );
+}
