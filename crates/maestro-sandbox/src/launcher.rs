@@ -6,7 +6,7 @@
 //! child becomes the shim in the state an executed shim would start in (its own process group,
 //! the caller's control socket on stdin, the step's pipes on stdout and stderr, the step's
 //! environment, no other descriptor of the helper's), then runs exactly the shim's code. Forking
-//! a small single-threaded process that has already paid for its start saves about a third of
+//! a small single-threaded process that has already paid for its start saves about 30 % of
 //! a sandbox's CPU (see `docs/benchmarks.md`).
 //!
 //! The helper is sound to fork for the reason the shim is (`sys.rs`): it never starts a thread.
@@ -116,7 +116,10 @@ fn serve() -> Result<(), String> {
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(error) => return Err(format!("cannot poll: {error}")),
+                Err(error) => {
+                    stop_all(&running);
+                    return Err(format!("cannot poll: {error}"));
+                }
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|events| !events.is_empty());
             (ready(&fds[0]), ready(&fds[1]))

@@ -13,6 +13,10 @@
 //! kills and reaps whatever the step left behind and says so, and the shim reports a
 //! [`Report`] and exits the way the step did, without waiting for init's exit.
 //!
+//! A caller that runs many steps starts a [`Launcher`] once instead: a single-threaded helper
+//! (started the way the shim is, calling [`run_launcher`]) that forks each step's shim, which
+//! then runs the same code from the same starting state, for less CPU than an executed one.
+//!
 //! [`check_support`] tells, in-process and cheaply, whether the kernel can do all that.
 //! `docs/sandbox.md` says what a step can and cannot do inside.
 
