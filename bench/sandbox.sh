@@ -9,6 +9,8 @@
 #   mc submit, sandbox, network: none    a network namespace too
 #   the shim alone (`mc __maestro-sandbox-shim --plan-file`), /bin/true, bwrap with an equivalent
 #   setup, `unshare --user --pid --fork true`: for reference
+# Then the machine's CPU per sandbox with the shim executed (as `mc submit` runs it) and forked
+# by the launcher (as `mc serve` runs it), CPU_RUNS=N of each (default 500), in turns.
 # Prints min, median and mean per command and the sandbox's overhead over `isolation: none`
 # (median - median and min - min), per round.
 #
@@ -22,6 +24,7 @@
 # Reproduce: `bench/sandbox.sh` (or `RUNS=500 ROUNDS=5 bench/sandbox.sh`) on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 if [ -z "${MC:-}" ]; then
     cargo build --release --quiet --bin mc
     MC="${CARGO_TARGET_DIR:-$PWD/target}/release/mc"
@@ -119,3 +122,10 @@ PY
 if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP" && cp round-*.json "$KEEP"/
 fi
+
+# The machine's CPU per sandbox, the shim executed (`mc submit`) against forked by the launcher
+# (`mc serve`), in turns, through the crate's public API (crates/maestro-sandbox/examples).
+echo
+echo "CPU per sandbox running true, executed shim vs launched (machine-wide, /proc/stat):"
+(cd "$repo" && cargo build --release --quiet -p maestro-sandbox --example sandbox_cpu)
+"${CARGO_TARGET_DIR:-$repo/target}/release/examples/sandbox_cpu" "$MC" "$work/workspace" "${CPU_RUNS:-500}"

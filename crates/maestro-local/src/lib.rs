@@ -60,8 +60,8 @@ pub struct LocalConfig {
     /// For a long-lived host that runs many steps (`mc serve`): the program that serves as the
     /// sandbox launcher and its leading arguments (`mc` with its hidden launcher argument). The
     /// launcher is started with the first sandboxed step and forks each later step's shim
-    /// instead of having the shim executed: the same sandbox, built with about 30 % less
-    /// CPU. Without one (a one-step `mc submit`), each shim is executed.
+    /// instead of having the shim executed: the same sandbox, built with about a fifth
+    /// less CPU. Without one (a one-step `mc submit`), each shim is executed.
     pub sandbox_launcher: Option<(PathBuf, Vec<String>)>,
     /// Paths no step may ever write, even inside its workspace: Maestro's state root.
     pub protected_paths: Vec<PathBuf>,

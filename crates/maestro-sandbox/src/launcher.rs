@@ -6,8 +6,8 @@
 //! child becomes the shim in the state an executed shim would start in (its own process group,
 //! the caller's control socket on stdin, the step's pipes on stdout and stderr, the step's
 //! environment, no other descriptor of the helper's), then runs exactly the shim's code. Forking
-//! a small single-threaded process that has already paid for its start saves about 30 % of
-//! a sandbox's CPU (see `docs/benchmarks.md`).
+//! a small single-threaded process that has already paid for its start saves about a fifth
+//! of a sandbox's CPU (see `docs/benchmarks.md`).
 //!
 //! The helper is sound to fork for the reason the shim is (`sys.rs`): it never starts a thread.
 //! It lives as long as its caller: its stdin is the request socket, and when the caller goes
