@@ -9,7 +9,7 @@ use maestro_sandbox::{ExitKind, Launched, Launcher, SandboxError};
 use tokio::io::AsyncReadExt;
 
 use crate::processes::escapes;
-use crate::util::{Dir, SHIM, shell_plan, signal_of, sleepers, wait_no_sleepers};
+use crate::util::{Dir, SHIM, shell_plan, signal_of, sleepers, wait_for_sleeper, wait_no_sleepers};
 
 fn start() -> Launcher {
     Launcher::start(Path::new(SHIM), &["--launcher"]).expect("start the launcher")
@@ -89,13 +89,7 @@ async fn the_launcher_survives_stop_signals_and_takes_every_sandbox_down_when_it
         .await
         .unwrap();
     control.wait_started().await.unwrap();
-    for _ in 0..500 {
-        if !sleepers("517").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!sleepers("517").is_empty(), "the step is not running");
+    wait_for_sleeper("517").await;
     // A stop meant for its caller (a supervisor signals every process of a service) leaves the
     // launcher and its steps running.
     for signal in [
@@ -131,13 +125,7 @@ async fn a_killed_launchers_steps_die_with_it_and_it_refuses_further_work() {
         .await
         .unwrap();
     control.wait_started().await.unwrap();
-    for _ in 0..500 {
-        if !sleepers("527").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!sleepers("527").is_empty(), "the step is not running");
+    wait_for_sleeper("527").await;
     let pid = launcher.id().expect("running") as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use maestro_sandbox::{ExitKind, SandboxError, command};
 
-use crate::util::{As, Dir, SHIM, run, shell_plan, signal_of, sleepers, wait_no_sleepers};
+use crate::util::{As, Dir, SHIM, run, shell_plan, signal_of, wait_for_sleeper, wait_no_sleepers};
 
 #[tokio::test]
 async fn exit_codes_and_signals_mirror_the_steps() {
@@ -107,13 +107,7 @@ async fn nothing_survives_when_the_shim_is_killed_mid_step() {
     command.stdout(Stdio::null()).process_group(0);
     let mut child = tokio::process::Command::from(command).spawn().unwrap();
     control.wait_started().await.unwrap();
-    for _ in 0..500 {
-        if !sleepers("417").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!sleepers("417").is_empty(), "the step is not running");
+    wait_for_sleeper("417").await;
     let group = nix::unistd::Pid::from_raw(-(child.id().unwrap() as i32));
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let status = child.wait().await.unwrap();

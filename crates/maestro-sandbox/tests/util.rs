@@ -152,6 +152,17 @@ pub(crate) async fn run_wrapped(
     }
 }
 
+/// Waits (up to 5 s) until a `sleep SECONDS` process runs: the step has started.
+pub(crate) async fn wait_for_sleeper(seconds: &str) {
+    for _ in 0..500 {
+        if !sleepers(seconds).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the step (sleep {seconds}) is not running");
+}
+
 /// The pids of processes whose command line is `sleep <seconds>` (any path to sleep).
 pub(crate) fn sleepers(seconds: &str) -> Vec<i32> {
     let mut found = Vec::new();
