@@ -104,14 +104,19 @@ impl Drop for GroupGuard {
 /// launcher forked. Either way it leads its own process group and is killed when dropped.
 enum StepProcess {
     Spawned(tokio::process::Child),
-    Launched(maestro_sandbox::Launched),
+    /// With the launcher that forked it, held (with its registration) until the step ends.
+    Launched(
+        maestro_sandbox::Launched,
+        #[expect(dead_code, reason = "held, never read: keeps the launcher registered")]
+        std::sync::Arc<sandboxed::RegisteredLauncher>,
+    ),
 }
 
 impl StepProcess {
     fn id(&self) -> Option<u32> {
         match self {
             StepProcess::Spawned(child) => child.id(),
-            StepProcess::Launched(launched) => Some(launched.id()),
+            StepProcess::Launched(launched, _) => Some(launched.id()),
         }
     }
 
@@ -119,7 +124,7 @@ impl StepProcess {
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match self {
             StepProcess::Spawned(child) => child.wait().await,
-            StepProcess::Launched(launched) => launched.wait().await,
+            StepProcess::Launched(launched, _) => launched.wait().await,
         }
     }
 
@@ -134,7 +139,7 @@ impl StepProcess {
                 let stderr = receiver(child.stderr.take()?.into_owned_fd())?;
                 Some((stdout, stderr))
             }
-            StepProcess::Launched(launched) => launched.take_output(),
+            StepProcess::Launched(launched, _) => launched.take_output(),
         }
     }
 }
@@ -296,10 +301,14 @@ impl Executor for LocalExecutor {
         // Registered (when spawned here) while the spawn lock is held; dropped after the child
         // (declared first).
         let (_registered, mut child, mut sandbox) = if launched {
-            let (launched, control) =
+            let (launched, control, launcher) =
                 sandboxed::launch(&self.config, &self.launcher, step, &workdir, &environment)
                     .await?;
-            (None, StepProcess::Launched(launched), Some(control))
+            (
+                None,
+                StepProcess::Launched(launched, launcher),
+                Some(control),
+            )
         } else {
             let (mut command, sandbox) = match step.isolation {
                 Isolation::None => {

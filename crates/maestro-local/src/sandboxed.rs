@@ -144,41 +144,57 @@ fn step_plan(
 }
 
 /// The launcher of a long-lived executor (see [`LocalConfig::sandbox_launcher`]), started on
-/// first use and again if it dies. Registered as a step child for as long as it runs, so that
-/// a bare step's orphan scan never takes it for one of its own.
+/// first use and again when it fails.
 #[derive(Debug, Default)]
-pub(crate) struct LauncherSlot(Mutex<Option<(Arc<Launcher>, leftovers::StepChild)>>);
+pub(crate) struct LauncherSlot(Mutex<Option<Arc<RegisteredLauncher>>>);
+
+/// A launcher, registered as a step child for as long as it runs (so that a bare step's orphan
+/// scan never takes it for one of its own). Each step it runs holds it: a launcher replaced
+/// after a failure keeps running, and registered, until its last step ends.
+#[derive(Debug)]
+pub(crate) struct RegisteredLauncher {
+    launcher: Launcher,
+    _registered: leftovers::StepChild,
+}
 
 impl LauncherSlot {
-    fn get_or_start(&self, program: &Path, args: &[String]) -> Result<Arc<Launcher>, SandboxError> {
+    fn get_or_start(
+        &self,
+        program: &Path,
+        args: &[String],
+    ) -> Result<Arc<RegisteredLauncher>, SandboxError> {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((launcher, _)) = slot.as_ref()
-            && launcher.is_usable()
+        if let Some(current) = slot.as_ref()
+            && current.launcher.is_usable()
         {
-            return Ok(launcher.clone());
+            return Ok(Arc::clone(current));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (launcher, registered) = {
+        let registered = {
             let _spawning = leftovers::spawning();
             let launcher = Launcher::start(program, &args)?;
             let registered = leftovers::StepChild::register(launcher.id());
-            (Arc::new(launcher), registered)
+            Arc::new(RegisteredLauncher {
+                launcher,
+                _registered: registered,
+            })
         };
-        tracing::debug!(pid = ?launcher.id(), "sandbox launcher started");
-        *slot = Some((launcher.clone(), registered));
-        Ok(launcher)
+        tracing::debug!(pid = ?registered.launcher.id(), "sandbox launcher started");
+        *slot = Some(Arc::clone(&registered));
+        Ok(registered)
     }
 }
 
 /// Has the launcher fork `step`'s shim, with `environment` as all of its environment: the
-/// shim, its output pipes and the channel to it. A launcher that is gone is replaced once.
+/// shim, its output pipes, the channel to it and the launcher (hold it as long as the shim). A
+/// launcher that failed is replaced, once.
 pub(crate) async fn launch(
     config: &LocalConfig,
     slot: &LauncherSlot,
     step: &StepRequest,
     workdir: &Path,
     environment: &[(&OsStr, &OsStr)],
-) -> Result<(Launched, Control), ExecutorError> {
+) -> Result<(Launched, Control, Arc<RegisteredLauncher>), ExecutorError> {
     check(config)?;
     let Some((program, args)) = &config.sandbox_launcher else {
         return Err(ExecutorError::Unavailable {
@@ -189,17 +205,36 @@ pub(crate) async fn launch(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let launcher = slot
+        let current = slot
             .get_or_start(program, args)
-            .map_err(|error| unavailable(step, error))?;
-        match launcher.launch(&plan, environment.iter().copied()).await {
-            Ok(launched) => return Ok(launched),
-            // The launcher is gone (`get_or_start` replaces it): once more with a new one.
-            Err(error) if !launcher.is_usable() && attempts < 2 => {
+            .map_err(|error| cannot_launch(step, error))?;
+        match current
+            .launcher
+            .launch(&plan, environment.iter().copied())
+            .await
+        {
+            Ok((launched, control)) => return Ok((launched, control, current)),
+            // The launcher failed (`get_or_start` replaces it): once more with a new one.
+            Err(error) if !current.launcher.is_usable() && attempts < 2 => {
                 tracing::warn!(%error, "the sandbox launcher failed; starting a new one");
             }
-            Err(error) => return Err(unavailable(step, error)),
+            Err(error) => return Err(cannot_launch(step, error)),
         }
+    }
+}
+
+/// A shim the launcher could not start: as a shim that could not be executed, the step's
+/// failure to start (a resource shortage, a launcher that failed twice), not a sandbox this
+/// machine cannot build, which is said as such.
+fn cannot_launch(step: &StepRequest, error: SandboxError) -> ExecutorError {
+    match error {
+        SandboxError::Unsupported { .. } | SandboxError::Setup { .. } => unavailable(step, error),
+        SandboxError::InvalidPlan { message } => ExecutorError::InvalidStep {
+            message: format!("step {:?}: {message}", step.name),
+        },
+        other => ExecutorError::StepFailed {
+            message: format!("step {:?}: cannot start its sandbox: {other}", step.name),
+        },
     }
 }
 

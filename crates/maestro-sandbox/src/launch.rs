@@ -2,43 +2,58 @@
 //! shim, and the shim it started, which stands in for the `Child` an executed shim would be.
 
 use std::ffi::OsStr;
-use std::io::{IoSlice, IoSliceMut, Write};
+use std::io::{IoSlice, IoSliceMut, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::unix::pipe;
 
 use crate::SandboxError;
 use crate::control::{Control, channel};
-use crate::launcher::{EXITED, FAILED, MAX_PAYLOAD_BYTES, RECORD_BYTES, REQUEST_FDS, STARTED};
+use crate::launcher::{EXITED, FAILED, RECORD_BYTES, REQUEST, REQUEST_FDS, STARTED};
 use crate::plan::SandboxPlan;
 
-/// How long sending a request may block: the helper reads at once, so only a wedged helper
-/// makes it wait, and then the step fails instead of holding the caller's thread.
-const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// How long the helper may take to take a request and answer it with the shim's pid: it forks
+/// at once, so only a wedged helper is slower, and it is then replaced.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// A running launcher: forks a shim per [`Launcher::launch`].
 ///
-/// Dropping it closes the request socket: the helper then kills every shim it started (with
-/// their steps) and exits.
+/// The helper runs until this value and every [`Launched`] shim it started are dropped; then its
+/// request socket closes, and it kills whatever it still runs and exits (so does a caller that
+/// dies, by any death).
 #[derive(Debug)]
 pub struct Launcher {
-    requests: Mutex<UnixStream>,
-    /// Set once the helper failed to take or answer a request: it is gone or wedged, and its
-    /// request stream may be out of step. A failure on this side (no descriptors left for a
-    /// step's pipes) does not set it: the helper and its running steps are fine.
+    helper: Arc<Helper>,
+}
+
+#[derive(Debug)]
+struct Helper {
+    /// A `SOCK_SEQPACKET` socket: each request is one message, taken whole or not at all.
+    requests: AsyncFd<OwnedFd>,
+    /// Set once the helper failed to take or answer a request: it is gone or wedged. A failure
+    /// on this side (no descriptor left for the step's pipes) does not set it.
     broken: AtomicBool,
     /// Kept so that tokio reaps the helper once it has exited.
-    helper: tokio::process::Child,
+    process: tokio::process::Child,
+}
+
+impl Helper {
+    fn broken(&self, error: SandboxError) -> SandboxError {
+        self.broken.store(true, Ordering::Relaxed);
+        error
+    }
 }
 
 impl Launcher {
@@ -46,52 +61,56 @@ impl Launcher {
     /// this crate's shim binary with `--launcher`), with an empty environment and stdout, the
     /// caller's stderr, in a process group of its own. Call it inside a tokio runtime.
     pub fn start(program: &Path, args: &[&str]) -> Result<Launcher, SandboxError> {
-        let (ours, theirs) = UnixStream::pair().map_err(|source| SandboxError::Io {
-            what: "cannot create the launcher's socket",
-            source,
-        })?;
-        let helper = tokio::process::Command::new(program)
+        let io =
+            |what: &'static str| move |source: std::io::Error| SandboxError::Io { what, source };
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|errno| io("cannot create the launcher's socket")(errno.into()))?;
+        rustix::io::ioctl_fionbio(&ours, true)
+            .map_err(|errno| io("cannot prepare the launcher's socket")(errno.into()))?;
+        let requests =
+            crate::sys::async_fd(ours).map_err(io("cannot attach the launcher's socket"))?;
+        let process = tokio::process::Command::new(program)
             .args(args)
             .env_clear()
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             // Out of the caller's process group: a terminal's job-control signals are for the
             // caller (see `launcher.rs` for the stop signals).
             .process_group(0)
             .spawn()
-            .map_err(|source| SandboxError::Io {
-                what: "cannot start the sandbox launcher",
-                source,
-            })?;
-        ours.set_write_timeout(Some(SEND_WITHIN))
-            .map_err(|source| SandboxError::Io {
-                what: "cannot prepare the launcher's socket",
-                source,
-            })?;
+            .map_err(io("cannot start the sandbox launcher"))?;
         Ok(Launcher {
-            requests: Mutex::new(ours),
-            broken: AtomicBool::new(false),
-            helper,
+            helper: Arc::new(Helper {
+                requests,
+                broken: AtomicBool::new(false),
+                process,
+            }),
         })
-    }
-
-    /// False once the helper failed to take or answer a request (see [`Launcher::launch`]):
-    /// start another. Dropping this one stops whatever it still runs.
-    pub fn is_usable(&self) -> bool {
-        !self.broken.load(Ordering::Relaxed)
     }
 
     /// The helper's pid, while it runs.
     pub fn id(&self) -> Option<u32> {
-        self.helper.id()
+        self.helper.process.id()
+    }
+
+    /// False once the helper failed to take or answer a request (see [`Launcher::launch`]):
+    /// start another. The shims this one started keep it running until they end.
+    pub fn is_usable(&self) -> bool {
+        !self.helper.broken.load(Ordering::Relaxed)
     }
 
     /// Forks a shim for `plan` with `environment` (all of it: the shim inherits nothing else),
     /// and the channel to it. The shim is the leader of its own process group, as an executed
-    /// shim with `process_group(0)` would be. When the helper failed (it is gone), the error is
-    /// [`SandboxError::Io`] or [`SandboxError::Vanished`] and [`Launcher::is_usable`] turns
-    /// false.
+    /// shim with `process_group(0)` would be. When the helper failed (it is gone or wedged),
+    /// the error is [`SandboxError::Io`] or [`SandboxError::Vanished`] and
+    /// [`Launcher::is_usable`] turns false; a failure on this side (no descriptors left) leaves
+    /// it usable.
     pub async fn launch<'a>(
         &self,
         plan: &SandboxPlan,
@@ -99,67 +118,81 @@ impl Launcher {
     ) -> Result<(Launched, Control), SandboxError> {
         let io =
             |what: &'static str| move |source: std::io::Error| SandboxError::Io { what, source };
+        let environment = environment_file(environment)?;
         let (control_theirs, control) = channel(plan)?;
         let pipe = || {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|error| io("cannot create the step's output pipes")(error.into()))
+                .map_err(|errno| io("cannot create the step's output pipes")(errno.into()))
         };
         let (stdout, stdout_theirs) = pipe()?;
         let (stderr, stderr_theirs) = pipe()?;
         let (reply, reply_theirs) =
             UnixStream::pair().map_err(io("cannot create the launcher's reply socket"))?;
-        let mut payload = Vec::new();
-        for (name, value) in environment {
-            payload.extend_from_slice(name.as_bytes());
-            payload.push(b'=');
-            payload.extend_from_slice(value.as_bytes());
-            payload.push(0);
-        }
-        let length = u32::try_from(payload.len())
-            .ok()
-            .filter(|length| *length <= MAX_PAYLOAD_BYTES)
-            .ok_or_else(|| SandboxError::InvalidPlan {
-                message: format!("an environment of {} bytes is too large", payload.len()),
-            })?;
-        let broken = |error: SandboxError| {
-            self.broken.store(true, Ordering::Relaxed);
-            error
-        };
-        {
-            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            let fds: [RawFd; REQUEST_FDS] = [
-                control_theirs.as_raw_fd(),
-                stdout_theirs.as_raw_fd(),
-                stderr_theirs.as_raw_fd(),
-                reply_theirs.as_raw_fd(),
-            ];
-            let header = length.to_le_bytes();
-            let sent = sendmsg::<()>(
-                requests.as_raw_fd(),
-                &[IoSlice::new(&header)],
+        let fds: [RawFd; REQUEST_FDS] = [
+            control_theirs.as_raw_fd(),
+            stdout_theirs.as_raw_fd(),
+            stderr_theirs.as_raw_fd(),
+            reply_theirs.as_raw_fd(),
+            environment.as_raw_fd(),
+        ];
+        let helper = &self.helper;
+        let send = helper.requests.async_io(Interest::WRITABLE, |socket| {
+            sendmsg::<()>(
+                socket.as_raw_fd(),
+                &[IoSlice::new(&REQUEST)],
                 &[ControlMessage::ScmRights(&fds)],
                 MsgFlags::MSG_NOSIGNAL,
                 None,
             )
-            .map_err(|errno| broken(io("cannot reach the sandbox launcher")(errno.into())))?;
-            if sent != header.len() {
-                return Err(broken(SandboxError::Protocol {
-                    message: "a request to the launcher was cut short".to_owned(),
+            .map_err(std::io::Error::from)
+        });
+        match tokio::time::timeout(ANSWER_WITHIN, send).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                let gone = matches!(
+                    Errno::from_raw(error.raw_os_error().unwrap_or(0)),
+                    Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN
+                );
+                let error = io("cannot reach the sandbox launcher")(error);
+                return Err(if gone { helper.broken(error) } else { error });
+            }
+            Err(_) => {
+                return Err(helper.broken(SandboxError::Io {
+                    what: "the sandbox launcher takes no request",
+                    source: std::io::ErrorKind::TimedOut.into(),
                 }));
             }
-            (&*requests)
-                .write_all(&payload)
-                .map_err(|error| broken(io("cannot reach the sandbox launcher")(error)))?;
         }
         // The helper has its copies now; ours must go, or the step's end is never seen.
-        drop((control_theirs, stdout_theirs, stderr_theirs, reply_theirs));
+        drop((
+            control_theirs,
+            stdout_theirs,
+            stderr_theirs,
+            reply_theirs,
+            environment,
+        ));
         reply
             .set_nonblocking(true)
             .map_err(io("cannot prepare the launcher's reply socket"))?;
         let mut reply = tokio::net::UnixStream::from_std(reply).map_err(io(
             "cannot attach the launcher's reply socket to the runtime",
         ))?;
-        let (first, pidfd) = receive_first(&mut reply).await.map_err(broken)?;
+        let (first, pidfd) =
+            match tokio::time::timeout(ANSWER_WITHIN, receive_first(&mut reply)).await {
+                Ok(Ok(answer)) => answer,
+                // The helper closed the reply unanswered: it is gone (or could not take the
+                // request, and then it stops too).
+                Ok(Err(error @ (SandboxError::Vanished | SandboxError::Protocol { .. }))) => {
+                    return Err(helper.broken(error));
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(helper.broken(SandboxError::Io {
+                        what: "the sandbox launcher did not answer",
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    }));
+                }
+            };
         let (kind, value) = parse(&first);
         let pidfd = match (kind, pidfd) {
             (STARTED, Some(pidfd)) if value > 0 => pidfd,
@@ -170,29 +203,66 @@ impl Launcher {
                 });
             }
             _ => {
-                return Err(SandboxError::Protocol {
+                return Err(helper.broken(SandboxError::Protocol {
                     message: format!("the launcher answered {kind} {value}"),
-                });
+                }));
             }
         };
         let receiver = |fd: OwnedFd| {
             pipe::Receiver::from_owned_fd(fd)
                 .map_err(io("cannot attach the step's output to the runtime"))
         };
-        Ok((
-            Launched {
-                pid: value.unsigned_abs(),
-                pidfd,
-                reply,
-                record: [0; RECORD_BYTES],
-                filled: 0,
-                status: None,
-                stdout: Some(receiver(stdout)?),
-                stderr: Some(receiver(stderr)?),
-            },
-            control,
-        ))
+        // From here on a failure drops `launched`, which kills the shim.
+        let mut launched = Launched {
+            pid: value.unsigned_abs(),
+            pidfd,
+            reply,
+            record: [0; RECORD_BYTES],
+            filled: 0,
+            status: None,
+            stdout: None,
+            stderr: None,
+            _helper: Arc::clone(helper),
+        };
+        launched.stdout = Some(receiver(stdout)?);
+        launched.stderr = Some(receiver(stderr)?);
+        Ok((launched, control))
     }
+}
+
+/// The environment as `NAME=value` entries, each ended by a NUL byte, in an anonymous memory
+/// file (the helper passes it on unread; the forked shim reads it). A NUL inside a name or a
+/// value, or an `=` or nothing in a name, is refused, as `std::process::Command` refuses them.
+fn environment_file<'a>(
+    environment: impl IntoIterator<Item = (&'a OsStr, &'a OsStr)>,
+) -> Result<OwnedFd, SandboxError> {
+    let mut payload = Vec::new();
+    for (name, value) in environment {
+        let (name, value) = (name.as_bytes(), value.as_bytes());
+        if name.is_empty() || name.contains(&b'=') || name.contains(&0) || value.contains(&0) {
+            return Err(SandboxError::InvalidPlan {
+                message: format!(
+                    "the environment variable {:?} cannot be passed (an empty name, or `=` or a NUL byte where none may be)",
+                    String::from_utf8_lossy(name)
+                ),
+            });
+        }
+        payload.extend_from_slice(name);
+        payload.push(b'=');
+        payload.extend_from_slice(value);
+        payload.push(0);
+    }
+    let io = |source: std::io::Error| SandboxError::Io {
+        what: "cannot pass the step's environment to the launcher",
+        source,
+    };
+    let memfd =
+        rustix::fs::memfd_create("maestro-step-environment", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|errno| io(errno.into()))?;
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&payload).map_err(io)?;
+    file.rewind().map_err(io)?;
+    Ok(OwnedFd::from(file))
 }
 
 /// Reads the first reply record and the descriptor that may come with it.
@@ -211,6 +281,8 @@ async fn receive_first(
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )?;
             let mut fd = None;
+            // A descriptor this process could not take (it has none left) is an error here,
+            // not the launcher's fault.
             for control in message.cmsgs()? {
                 if let ControlMessageOwned::ScmRights(received) = control {
                     for owned in crate::sys::own_received(received) {
@@ -232,10 +304,7 @@ async fn receive_first(
         reply
             .read_exact(&mut record[count..])
             .await
-            .map_err(|source| SandboxError::Io {
-                what: "cannot read the launcher's answer",
-                source,
-            })?;
+            .map_err(|_| SandboxError::Vanished)?;
     }
     Ok((record, fd))
 }
@@ -249,7 +318,8 @@ fn parse(record: &[u8; RECORD_BYTES]) -> (i32, i32) {
 }
 
 /// A shim the launcher forked: its pid, its output, and its exit status when the launcher
-/// reaps it. Dropped before its exit was seen, it is killed (as `kill_on_drop` would).
+/// reaps it. Dropped before its exit was seen, it is killed (as `kill_on_drop` would). It keeps
+/// its launcher running until it is dropped.
 #[derive(Debug)]
 pub struct Launched {
     pid: u32,
@@ -260,6 +330,7 @@ pub struct Launched {
     status: Option<ExitStatus>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+    _helper: Arc<Helper>,
 }
 
 impl Launched {

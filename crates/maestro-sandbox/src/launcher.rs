@@ -18,12 +18,15 @@
 //!
 //! # Wire format
 //!
-//! Request, caller to helper, on the helper's stdin (a Unix stream socket): a 4-byte
-//! little-endian payload length sent with four descriptors (`SCM_RIGHTS`: control socket,
-//! stdout, stderr, reply socket), then the payload: the shim's environment as `NAME=value`
-//! entries, each ended by a NUL byte. Replies, helper to caller, on the request's own reply
-//! socket, [`RECORD_BYTES`] each: `[STARTED, pid]` with a pidfd of the shim, or `[FAILED, errno]`,
-//! then, once the shim has been reaped, `[EXITED, raw wait status]`.
+//! Request, caller to helper, on the helper's stdin (a Unix `SOCK_SEQPACKET` socket, so that a
+//! request is taken whole or not at all and the stream can never get out of step): one message
+//! of the 4 bytes [`REQUEST`] with five descriptors (`SCM_RIGHTS`: control socket, stdout,
+//! stderr, reply socket, and a memory file holding the shim's environment as `NAME=value`
+//! entries, each ended by a NUL byte). The helper never reads that file: the forked shim does,
+//! so no step's secrets stay in the helper's memory for later shims to inherit. Replies, helper
+//! to caller, on the request's own reply socket, [`RECORD_BYTES`] each: `[STARTED, pid]` with a
+//! pidfd of the shim, or `[FAILED, errno]`, then, once the shim has been reaped,
+//! `[EXITED, raw wait status]`.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -48,10 +51,10 @@ pub(crate) const STARTED: i32 = 1;
 pub(crate) const FAILED: i32 = 2;
 /// Reply: the shim was reaped; the value is its raw wait status.
 pub(crate) const EXITED: i32 = 3;
-/// Descriptors per request: control socket, stdout, stderr, reply socket.
-pub(crate) const REQUEST_FDS: usize = 4;
-/// The longest environment a request may carry; a larger length is a broken caller.
-pub(crate) const MAX_PAYLOAD_BYTES: u32 = 16 * 1024 * 1024;
+/// The bytes of a request (its descriptors carry everything else).
+pub(crate) const REQUEST: [u8; 4] = *b"MSL1";
+/// Descriptors per request: control socket, stdout, stderr, reply socket, environment.
+pub(crate) const REQUEST_FDS: usize = 5;
 
 /// One reply record.
 pub(crate) fn record(kind: i32, value: i32) -> [u8; RECORD_BYTES] {
@@ -67,7 +70,17 @@ struct Request {
     stdout: OwnedFd,
     stderr: OwnedFd,
     reply: UnixStream,
-    environment: Vec<(OsString, OsString)>,
+    environment: OwnedFd,
+}
+
+/// What one read of the request socket gave.
+enum Received {
+    Request(Request),
+    /// A request that could not be taken whole (this process had no descriptors left for it,
+    /// or it is not one); answered `FAILED` when its reply socket came through.
+    Refused,
+    /// The caller closed the socket, or died.
+    End,
 }
 
 /// The helper's entry point; see [`crate::run_launcher`].
@@ -82,11 +95,18 @@ pub(crate) fn run() -> ! {
 }
 
 fn serve() -> Result<(), String> {
-    let requests = UnixStream::from(
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|error| format!("cannot use standard input: {error}"))?,
+    let requests = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|error| format!("cannot use standard input: {error}"))?;
+    // Room for the descriptors of many requests and running shims (a reply socket each); the
+    // shims get the caller's limit back (`become_shim`).
+    let descriptors = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_err(|error| format!("cannot read the descriptor limit: {error}"))?;
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        descriptors.1,
+        descriptors.1,
     );
     let mut children = SigSet::empty();
     children.add(Signal::SIGCHLD);
@@ -130,9 +150,17 @@ fn serve() -> Result<(), String> {
         }
         if request_ready {
             match receive(&requests) {
-                Ok(Some(request)) => launch(request, &requests, &exits, &mut running),
+                Ok(Received::Request(request)) => {
+                    let inherited = Inherited {
+                        requests: &requests,
+                        exits: &exits,
+                        descriptors,
+                    };
+                    launch(request, inherited, &mut running)
+                }
+                Ok(Received::Refused) => {}
                 // The caller is gone: so are its steps.
-                Ok(None) => {
+                Ok(Received::End) => {
                     stop_all(&running);
                     return Ok(());
                 }
@@ -145,83 +173,77 @@ fn serve() -> Result<(), String> {
     }
 }
 
-/// Reads one request; `None` at the end of the stream (the caller closed it or died).
-fn receive(requests: &UnixStream) -> Result<Option<Request>, String> {
-    let mut header = [0u8; 4];
+/// Reads one request.
+fn receive(requests: &OwnedFd) -> Result<Received, String> {
+    let mut header = [0u8; REQUEST.len()];
     let mut space = nix::cmsg_space!([RawFd; REQUEST_FDS]);
-    let (count, fds) = {
-        let mut iov = [IoSliceMut::new(&mut header)];
-        let message = recvmsg::<()>(
-            requests.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|error| format!("cannot read a request: {error}"))?;
-        let mut fds = Vec::new();
-        for control in message
-            .cmsgs()
-            .map_err(|error| format!("cannot read a request's descriptors: {error}"))?
-        {
+    let mut iov = [IoSliceMut::new(&mut header)];
+    let message = match recvmsg::<()>(
+        requests.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
+        Ok(message) => message,
+        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return Ok(Received::Refused),
+        Err(error) => return Err(format!("cannot read a request: {error}")),
+    };
+    let count = message.bytes;
+    let truncated = message
+        .flags
+        .intersects(MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC);
+    let mut fds = Vec::new();
+    if let Ok(controls) = message.cmsgs() {
+        for control in controls {
             if let ControlMessageOwned::ScmRights(received) = control {
                 fds.extend(sys::own_received(received));
             }
         }
-        (message.bytes, fds)
+    }
+    if count == 0 && fds.is_empty() {
+        return Ok(Received::End);
+    }
+    let Ok([control, stdout, stderr, reply, environment]) = <[OwnedFd; REQUEST_FDS]>::try_from(fds)
+    else {
+        // Whatever came is closed here; the caller sees its reply socket close unanswered.
+        return Ok(Received::Refused);
     };
-    if count == 0 {
-        return Ok(None);
+    let mut reply = UnixStream::from(reply);
+    if truncated || header[..count.min(header.len())] != REQUEST[..] {
+        let _ = reply.write_all(&record(FAILED, nix::errno::Errno::EPROTO as i32));
+        return Ok(Received::Refused);
     }
-    if count < header.len() {
-        (&*requests)
-            .read_exact(&mut header[count..])
-            .map_err(|error| format!("cannot read a request: {error}"))?;
-    }
-    let length = u32::from_le_bytes(header);
-    if length > MAX_PAYLOAD_BYTES {
-        return Err(format!("a request of {length} bytes is too large"));
-    }
-    let mut payload = vec![0u8; length as usize];
-    (&*requests)
-        .read_exact(&mut payload)
-        .map_err(|error| format!("cannot read a request: {error}"))?;
-    let Ok([control, stdout, stderr, reply]) = <[OwnedFd; REQUEST_FDS]>::try_from(fds) else {
-        return Err("a request came without its four descriptors".to_owned());
-    };
-    let environment = payload
-        .split(|&byte| byte == 0)
-        .filter(|entry| !entry.is_empty())
-        .filter_map(|entry| {
-            let split = entry.iter().position(|&byte| byte == b'=')?;
-            Some((
-                OsString::from_vec(entry[..split].to_vec()),
-                OsString::from_vec(entry[split + 1..].to_vec()),
-            ))
-        })
-        .collect();
-    Ok(Some(Request {
+    Ok(Received::Request(Request {
         control,
         stdout,
         stderr,
-        reply: UnixStream::from(reply),
+        reply,
         environment,
     }))
 }
 
+/// What of the helper a forked shim must close or undo.
+#[derive(Clone, Copy)]
+struct Inherited<'a> {
+    requests: &'a OwnedFd,
+    exits: &'a SignalFd,
+    /// The descriptor limit the helper was started with (soft, hard).
+    descriptors: (u64, u64),
+}
+
 /// Forks the shim of `request` and tells the caller its pid (or why there is none).
-fn launch(
-    request: Request,
-    requests: &UnixStream,
-    exits: &SignalFd,
-    running: &mut HashMap<Pid, UnixStream>,
-) {
+fn launch(request: Request, inherited: Inherited<'_>, running: &mut HashMap<Pid, UnixStream>) {
     let launcher = nix::unistd::getpid();
     match sys::fork() {
         Ok(Forked::Child) => {
             // Nothing of the helper's stays open in the shim: not the request socket, not the
             // signalfd, not the other shims' reply sockets.
             running.clear();
-            become_shim(request, launcher, requests, exits)
+            // The child must never come back into the helper's loop, not even by a panic.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                become_shim(request, launcher, inherited)
+            }));
+            std::process::exit(crate::SETUP_FAILED_EXIT_CODE)
         }
         Ok(Forked::Parent(pid)) => {
             let Request { mut reply, .. } = request;
@@ -255,7 +277,7 @@ fn launch(
 }
 
 /// In the forked child: takes on the executed shim's state, then runs the shim.
-fn become_shim(request: Request, launcher: Pid, requests: &UnixStream, exits: &SignalFd) -> ! {
+fn become_shim(request: Request, launcher: Pid, inherited: Inherited<'_>) -> ! {
     let fail = |what: &str, error: &dyn std::fmt::Display| -> ! {
         let _ = writeln!(std::io::stderr(), "maestro-sandbox: {what}: {error}");
         std::process::exit(crate::SETUP_FAILED_EXIT_CODE)
@@ -268,8 +290,14 @@ fn become_shim(request: Request, launcher: Pid, requests: &UnixStream, exits: &S
         environment,
     } = request;
     drop(reply);
-    sys::close_in_child(exits.as_raw_fd());
-    sys::close_in_child(requests.as_raw_fd());
+    sys::close_in_child(inherited.exits.as_raw_fd());
+    sys::close_in_child(inherited.requests.as_raw_fd());
+    let (soft, hard) = inherited.descriptors;
+    if let Err(error) =
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+    {
+        fail("cannot restore the descriptor limit", &error)
+    }
     if let Err(error) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
         fail("cannot reset the signal mask", &error)
     }
@@ -290,7 +318,26 @@ fn become_shim(request: Request, launcher: Pid, requests: &UnixStream, exits: &S
         fail("cannot set up the shim's standard descriptors", &error)
     }
     drop((control, stdout, stderr));
-    sys::replace_environment(environment);
+    let mut text = Vec::new();
+    if let Err(error) = std::fs::File::from(environment).read_to_end(&mut text) {
+        fail("cannot read the step's environment", &error)
+    }
+    let variables = text
+        .split(|&byte| byte == 0)
+        .filter_map(|entry| {
+            let split = entry.iter().position(|&byte| byte == b'=')?;
+            Some((
+                OsString::from_vec(entry[..split].to_vec()),
+                OsString::from_vec(entry[split + 1..].to_vec()),
+            ))
+        })
+        .collect();
+    sys::replace_environment(variables);
+    // The environment lives on in the process's own copy; this one (secrets included) would be
+    // copied into init by its fork.
+    text.fill(0);
+    std::hint::black_box(&text);
+    drop(text);
     crate::shim::run(std::iter::empty())
 }
 

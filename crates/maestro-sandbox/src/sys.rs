@@ -144,6 +144,16 @@ pub(crate) fn own_received(
         .collect()
 }
 
+/// Registers `fd` with tokio's reactor, owned by the returned `AsyncFd` (the caller's side of
+/// the launcher's request socket). Call it inside a tokio runtime.
+pub(crate) fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns the `OwnedFd`, so the descriptor stays open and names the same
+    // socket for as long as it is registered, and `OwnedFd::as_raw_fd` always returns it.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|error| error.into_parts().1)
+}
+
 /// Closes `fd` in a forked child that never returns to the code that owns it (the owner's
 /// `drop` never runs there: the child ends with `exit`), so it cannot be closed twice.
 pub(crate) fn close_in_child(fd: std::os::fd::RawFd) {

@@ -9,7 +9,17 @@ use maestro_sandbox::{ExitKind, Launched, Launcher, SandboxError};
 use tokio::io::AsyncReadExt;
 
 use crate::processes::escapes;
-use crate::util::{Dir, SHIM, shell_plan, signal_of, sleepers, wait_for_sleeper, wait_no_sleepers};
+use crate::util::{
+    As, Dir, SHIM, run, shell_plan, signal_of, sleepers, wait_for_sleeper, wait_no_sleepers,
+};
+
+/// Whether `pid` runs (a zombie does not).
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
 
 fn start() -> Launcher {
     Launcher::start(Path::new(SHIM), &["--launcher"]).expect("start the launcher")
@@ -79,12 +89,12 @@ async fn a_launched_step_has_only_its_environment_its_output_and_its_exit() {
 }
 
 #[tokio::test]
-async fn the_launcher_survives_stop_signals_and_takes_every_sandbox_down_when_its_caller_goes() {
+async fn the_launcher_survives_stop_signals_and_ends_once_its_caller_and_last_step_let_go() {
     let workspace = Dir::new("ws");
     let launcher = start();
     let pid = launcher.id().expect("running") as i32;
     let script = format!("{}sleep 517", escapes("514", "515", "516"));
-    let (mut launched, mut control) = launcher
+    let (launched, mut control) = launcher
         .launch(&shell_plan(workspace.path(), &script), environment(&[PATH]))
         .await
         .unwrap();
@@ -101,18 +111,28 @@ async fn the_launcher_survives_stop_signals_and_takes_every_sandbox_down_when_it
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!sleepers("517").is_empty(), "a stop signal killed the step");
-    // The caller going away (the kernel closes its socket when it dies) ends them all.
+    // Dropping the launcher does not end a step it runs: the step holds it.
     drop(launcher);
-    let status = tokio::time::timeout(Duration::from_secs(10), launched.wait()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        matches!(&status, Ok(Ok(status)) if signal_of(status) == Some(9))
-            || matches!(status, Ok(Err(_))),
-        "{status:?}"
+        !sleepers("517").is_empty(),
+        "dropping the launcher killed the step"
     );
+    assert!(pid_alive(pid), "the launcher ended under a running step");
+    // Once nothing holds it (as when its caller dies: the kernel closes the caller's end), the
+    // launcher kills what it still runs and exits. `drop` of the shim kills it first here; what
+    // the launcher does on its own is what the server test sees when `mc serve` is SIGKILLed.
+    drop(launched);
+    drop(control);
     assert_eq!(
         wait_no_sleepers(&["514", "515", "516", "517"], Duration::from_secs(5)),
         vec![]
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pid_alive(pid), "the launcher outlived its last user");
 }
 
 #[tokio::test]
@@ -151,4 +171,49 @@ async fn a_killed_launchers_steps_die_with_it_and_it_refuses_further_work() {
         !launcher.is_usable(),
         "a caller can tell it needs a new one"
     );
+}
+
+#[tokio::test]
+async fn concurrent_launches_each_run_their_own_step_which_starts_as_an_executed_one_does() {
+    let workspace = Dir::new("ws");
+    // What a step starts with that a fork could carry over from the launcher: its signal mask,
+    // ignored signals, descriptor limit and open descriptors.
+    let script = "grep -E '^Sig(Blk|Ign)' /proc/self/status; ulimit -n; ls /proc/self/fd | wc -l; echo \"n=$N\"";
+    let executed = run(&shell_plan(workspace.path(), script), As::Me, &[]).await;
+    executed.assert_success();
+    let expected = executed
+        .stdout
+        .rsplit_once("n=")
+        .expect("the step's output")
+        .0
+        .to_owned();
+
+    let launcher = std::sync::Arc::new(start());
+    let mut steps = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let launcher = std::sync::Arc::clone(&launcher);
+        let plan = shell_plan(workspace.path(), script);
+        steps.spawn(async move {
+            let number = n.to_string();
+            let pairs = [PATH, ("N", number.as_str())];
+            let (mut launched, mut control) = launcher
+                .launch(&plan, environment(&pairs))
+                .await
+                .expect("launch");
+            control.wait_started().await.expect("started");
+            let (out, err) = output(&mut launched).await;
+            let status = launched.wait().await.expect("status");
+            assert!(status.success(), "{out}{err}");
+            assert!(control.finish().await.expect("report").teardown.verified);
+            (n, out)
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(step) = steps.join_next().await {
+        let (n, out) = step.expect("a step's task");
+        assert_eq!(out, format!("{expected}n={n}\n"), "step {n}");
+        seen.push(n);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..16).collect::<Vec<_>>());
 }
