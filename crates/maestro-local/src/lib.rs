@@ -413,9 +413,16 @@ impl Executor for LocalExecutor {
                         message: format!("step {:?}: cannot wait for its process: {error}", step.name),
                     })?;
                     status = Some(exit);
-                    // The step is over: whatever it left running in its group goes with it, and
-                    // that closes the pipes those leftovers held.
-                    group.signal(Signal::KILL);
+                    if launched {
+                        // The launcher reaped the shim before saying so: its group's number may
+                        // already be another process's. Nothing of the step is left in it
+                        // anyway (init emptied the PID namespace, or the kernel did).
+                        group.disarm();
+                    } else {
+                        // The step is over: whatever it left running in its group goes with it,
+                        // and that closes the pipes those leftovers held.
+                        group.signal(Signal::KILL);
+                    }
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
                 reason = &mut stop, if stopped.is_none() && status.is_none() => {
