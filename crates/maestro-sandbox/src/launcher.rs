@@ -10,9 +10,10 @@
 //! of a sandbox's CPU (see `docs/benchmarks.md`).
 //!
 //! The helper is sound to fork for the reason the shim is (`sys.rs`): it never starts a thread.
-//! It lives as long as its caller: its stdin is the request socket, and when the caller goes
-//! away (exits, crashes, is SIGKILLed: the kernel closes the socket) the helper kills the
-//! process group of every shim it started and exits. Each shim also has the helper as its
+//! It lives as long as its caller holds its request socket (its stdin; the caller's `Launcher`
+//! and every shim it started hold it): when the caller lets go of it or goes away (exits,
+//! crashes, is SIGKILLed: the kernel closes the socket), the helper kills the process group of
+//! every shim still running and exits. Each shim also has the helper as its
 //! parent-death signal's parent, so a helper that is killed takes its shims down with it, and
 //! each shim's own caller-death checks (the control socket) still apply.
 //!
