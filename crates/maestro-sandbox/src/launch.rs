@@ -180,8 +180,8 @@ impl Launcher {
         let (first, pidfd) =
             match tokio::time::timeout(ANSWER_WITHIN, receive_first(&mut reply)).await {
                 Ok(Ok(answer)) => answer,
-                // The helper closed the reply unanswered: it is gone (or could not take the
-                // request, and then it stops too).
+                // The helper closed the reply unanswered: it is gone, or it could not take the
+                // request whole (it is out of descriptors); either way, a new one takes over.
                 Ok(Err(error @ (SandboxError::Vanished | SandboxError::Protocol { .. }))) => {
                     return Err(helper.broken(error));
                 }

@@ -334,11 +334,6 @@ fn become_shim(request: Request, launcher: Pid, inherited: Inherited<'_>) -> ! {
         })
         .collect();
     sys::replace_environment(variables);
-    // The environment lives on in the process's own copy; this one (secrets included) would be
-    // copied into init by its fork.
-    text.fill(0);
-    std::hint::black_box(&text);
-    drop(text);
     crate::shim::run(std::iter::empty())
 }
 

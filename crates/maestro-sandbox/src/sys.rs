@@ -123,7 +123,13 @@ pub(crate) fn replace_environment(variables: Vec<(std::ffi::OsString, std::ffi::
         unsafe { std::env::remove_var(name) };
     }
     for (name, value) in variables {
-        if name.is_empty() || value.as_encoded_bytes().contains(&0) {
+        // What `set_var` would panic on (the caller refuses it before sending): skipped.
+        let (name_bytes, value_bytes) = (name.as_encoded_bytes(), value.as_encoded_bytes());
+        if name_bytes.is_empty()
+            || name_bytes.contains(&b'=')
+            || name_bytes.contains(&0)
+            || value_bytes.contains(&0)
+        {
             continue;
         }
         // SAFETY: as above, one thread.

@@ -47,6 +47,29 @@ async fn output(launched: &mut Launched) -> (String, String) {
     (out, err)
 }
 
+/// Launches `plan` with `pairs` as its environment and runs it to its end: its exit status,
+/// stdout, stderr and the sandbox's report.
+async fn run_launched(
+    launcher: &Launcher,
+    plan: &maestro_sandbox::SandboxPlan,
+    pairs: &[(&str, &str)],
+) -> (
+    std::process::ExitStatus,
+    String,
+    String,
+    maestro_sandbox::Report,
+) {
+    let (mut launched, mut control) = launcher
+        .launch(plan, environment(pairs))
+        .await
+        .expect("launch");
+    control.wait_started().await.expect("started");
+    let (out, err) = output(&mut launched).await;
+    let status = launched.wait().await.expect("status");
+    let report = control.finish().await.expect("report");
+    (status, out, err, report)
+}
+
 #[tokio::test]
 async fn a_launched_step_has_only_its_environment_its_output_and_its_exit() {
     let workspace = Dir::new("ws");
@@ -57,17 +80,10 @@ async fn a_launched_step_has_only_its_environment_its_output_and_its_exit() {
         "echo \"out $GREETING\"; echo err >&2; env | sort > env.txt; exit 7",
     );
     let pairs = [PATH, ("GREETING", "hello"), ("SECRET_ONE", "s3cr3t-value")];
-    let (mut launched, mut control) = launcher
-        .launch(&plan, environment(&pairs))
-        .await
-        .expect("launch");
-    control.wait_started().await.expect("started");
-    let (out, err) = output(&mut launched).await;
-    let status = launched.wait().await.unwrap();
+    let (status, out, err, report) = run_launched(&launcher, &plan, &pairs).await;
     assert_eq!(status.code(), Some(7), "{out}{err}");
     assert_eq!(out, "out hello\n");
     assert_eq!(err, "err\n");
-    let report = control.finish().await.expect("report");
     assert_eq!(report.exit, Some(ExitKind::Code(7)));
     assert!(report.teardown.verified, "{report:?}");
     let seen = std::fs::read_to_string(workspace.join("env.txt")).unwrap();
@@ -196,15 +212,9 @@ async fn concurrent_launches_each_run_their_own_step_which_starts_as_an_executed
         steps.spawn(async move {
             let number = n.to_string();
             let pairs = [PATH, ("N", number.as_str())];
-            let (mut launched, mut control) = launcher
-                .launch(&plan, environment(&pairs))
-                .await
-                .expect("launch");
-            control.wait_started().await.expect("started");
-            let (out, err) = output(&mut launched).await;
-            let status = launched.wait().await.expect("status");
+            let (status, out, err, report) = run_launched(&launcher, &plan, &pairs).await;
             assert!(status.success(), "{out}{err}");
-            assert!(control.finish().await.expect("report").teardown.verified);
+            assert!(report.teardown.verified);
             (n, out)
         });
     }
