@@ -156,12 +156,68 @@ pub(crate) fn adopt_orphans() {
 /// The children of this process right now, by pid.
 pub(crate) fn own_children() -> Vec<i32> {
     let own = rustix::process::getpid().as_raw_nonzero().get();
+    if let Some(children) = children_of(own) {
+        return children;
+    }
     pids()
         .into_iter()
         .filter_map(Process::read)
         .filter(|process| process.parent == own)
         .map(|process| process.pid)
         .collect()
+}
+
+/// Whether the kernel lists a task's children in `/proc/<pid>/task/<tid>/children`
+/// (`CONFIG_PROC_CHILDREN`, on in the common distributions' kernels); read once.
+fn children_files() -> bool {
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| std::path::Path::new("/proc/thread-self/children").exists())
+}
+
+/// The children of process `pid`, from the `children` file of each of its threads: a child is
+/// listed under the thread that forked it, an adopted orphan under the thread it was given to.
+/// `None` where the kernel has no such files.
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    if !children_files() {
+        return None;
+    }
+    let mut children = Vec::new();
+    // A process that is gone has no children left to find.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Some(children);
+    };
+    for task in tasks.filter_map(Result::ok) {
+        // A thread that has just exited: its children went to another thread, read there.
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    Some(children)
+}
+
+/// Every process that may belong to a step that ran here, for [`verify_group`]'s scan. When this
+/// process is a child subreaper, a step's processes can only be its descendants (a process that
+/// leaves the step's tree by losing its parent is re-parented here), so only they are read: a
+/// walk down from this process's children, not a read of every process on the machine (twice,
+/// `stat` and `environ`, for each). Otherwise, or without the kernel's `children` files, every
+/// process in `/proc`.
+fn step_candidates() -> Vec<i32> {
+    let subreaper = matches!(rustix::process::child_subreaper(), Ok(Some(_)));
+    let own = rustix::process::getpid().as_raw_nonzero().get();
+    let Some(mut next) = children_of(own).filter(|_| subreaper) else {
+        return pids();
+    };
+    let mut seen = BTreeSet::new();
+    while let Some(pid) = next.pop() {
+        // A pid seen twice (an exited process's number reused within the walk) is read once.
+        if seen.insert(pid) {
+            next.extend(children_of(pid).unwrap_or_default());
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// The shim of a sandboxed step does not wait for its namespace's init, which is exiting when
@@ -227,8 +283,8 @@ pub(crate) async fn verify_group(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    // One pass over /proc: processes that carry the step in their environment, and orphans of
-    // the step this process adopted (children it did not have before the step).
+    // One pass over the candidates: processes that carry the step in their environment, and
+    // orphans of the step this process adopted (children it did not have before the step).
     let own = rustix::process::getpid().as_raw_nonzero().get();
     let mut to_reap = Vec::new();
     {
@@ -237,7 +293,7 @@ pub(crate) async fn verify_group(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        for pid in pids() {
+        for pid in step_candidates() {
             let Some(process) = Process::read(pid) else {
                 continue;
             };
