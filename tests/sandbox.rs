@@ -765,6 +765,100 @@ fn leftovers_of_a_sandboxed_step_die_when_mc_is_killed_with_sigkill() {
     );
 }
 
+/// The children of process `pid` (every thread's), with their command names.
+fn children(pid: u32) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            found.push((child, comm.trim().to_owned()));
+        }
+    }
+    found
+}
+
+/// `mc submit` forks its sandbox launcher before its first thread, and the step's shim is
+/// forked from it (not `mc` executed again); the launcher ends with `mc`, whether `mc` exits
+/// or is SIGKILLed, and takes the running step with it.
+#[test]
+fn submit_forks_its_sandboxes_from_a_launcher_that_ends_with_it() {
+    const TAGS: &[&str] = &["4124", "4125"];
+    let _cleanup = KillSleeps(TAGS);
+    let env = Env::new();
+    for (round, tag) in [(0, "4124"), (1, "4125")] {
+        let _ = std::fs::remove_file(env.path().join("marker"));
+        let spec = job(
+            "forked",
+            json!([{ "name": "s", "run": format!("touch marker; sleep {tag}") }]),
+        );
+        let file = spec_file(&env, &format!("forked{round}.json"), &spec);
+        let mut mc = KillChild(
+            env.mc()
+                .args(["submit", &file, "--quiet"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            crate::util::wait_for_file(&env.path().join("marker"), 20),
+            "the step never started"
+        );
+        let launchers: Vec<(i32, String)> = children(mc.0.id())
+            .into_iter()
+            .filter(|(_, comm)| comm == "maestro-launch")
+            .collect();
+        assert_eq!(
+            launchers.len(),
+            1,
+            "mc's children: {:?}",
+            children(mc.0.id())
+        );
+        let launcher = launchers[0].0;
+        let shims = children(launcher.unsigned_abs());
+        assert_eq!(
+            shims.len(),
+            1,
+            "the launcher's children should be the step's shim: {shims:?}"
+        );
+        assert_eq!(shims[0].1, "maestro-shim", "{shims:?}");
+        if round == 0 {
+            // Stopped as a user stops it: the job is cancelled, then mc exits.
+            send_signal(mc.0.id(), Signal::TERM);
+            let status = mc.0.wait().unwrap();
+            assert_eq!(status.code(), Some(130), "a stopped job exits 130");
+        } else {
+            send_signal(mc.0.id(), Signal::KILL);
+            let _ = mc.0.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (pid_alive(launcher) || pid_alive(shims[0].0)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !pid_alive(launcher),
+            "the launcher outlived mc (round {round})"
+        );
+        assert!(
+            !pid_alive(shims[0].0),
+            "the shim outlived mc (round {round})"
+        );
+        let left = sleeps_left_after(&[tag], 3);
+        assert!(
+            left.is_empty(),
+            "the step outlived mc (round {round}): {left:?}"
+        );
+    }
+}
+
 #[test]
 fn an_isolation_none_step_that_leaves_a_process_is_teardown_failed() {
     const TAGS: &[&str] = &["4114"];
@@ -816,6 +910,50 @@ fn an_isolation_none_step_that_leaves_a_process_is_teardown_failed() {
     assert_eq!(audit.len(), 1, "no step.teardown_failed audit record");
     let left = sleeps_left_after(TAGS, 3);
     assert!(left.is_empty(), "the leftover is still alive: {left:?}");
+}
+
+/// A bare step's leftovers are looked for among `mc`'s descendants (it is their reaper), at any
+/// depth: an escaped process's own child, a grandchild of `mc` once the step has ended, is found
+/// and killed too.
+#[test]
+fn isolation_none_leftovers_are_found_at_any_depth_below_mc() {
+    const TAGS: &[&str] = &["4126", "4127"];
+    let _cleanup = KillSleeps(TAGS);
+    let env = Env::new();
+    let spec = job(
+        "bare-tree",
+        json!([{ "name": "bare", "isolation": "none",
+            "run": "setsid sh -c 'sleep 4126 & exec sleep 4127' >/dev/null 2>&1 & \
+                    for i in $(seq 100); do [ -s pids ] && break; \
+                      a=$(pgrep -x -f 'sleep 4126'); b=$(pgrep -x -f 'sleep 4127'); \
+                      [ -n \"$a\" ] && [ -n \"$b\" ] && echo \"$a $b\" > pids; sleep 0.05; done" }]),
+    );
+    let (output, report) = env.submit(&env.write("tree.json", &spec.to_string()), &[]);
+    let pids = std::fs::read_to_string(env.path().join("pids")).unwrap_or_default();
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "the step never saw both sleeps start: {report}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{report}\n{}",
+        text(&output.stderr)
+    );
+    let status = env.status(report["job_id"].as_str().unwrap());
+    let step = &status["steps"][0];
+    assert_eq!(step["status"], "teardown_failed", "{step}");
+    let remaining = step["teardown"]["remaining"].to_string();
+    for pid in &pids {
+        assert!(
+            remaining.contains(&format!("pid {pid} (sleep)")),
+            "remaining should name pid {pid}: {remaining}"
+        );
+    }
+    let left = sleeps_left_after(TAGS, 3);
+    assert!(left.is_empty(), "a leftover is still alive: {left:?}");
 }
 
 /// Regression: without a PID namespace a leftover that both left its process group and cleared

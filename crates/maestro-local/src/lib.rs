@@ -57,11 +57,12 @@ pub struct LocalConfig {
     /// The program that sets up the sandbox and its leading arguments (`mc` itself, with its
     /// hidden shim argument). Without one, sandboxed steps are refused before anything runs.
     pub sandbox_shim: Option<(PathBuf, Vec<String>)>,
-    /// For a long-lived host that runs many steps (`mc serve`): the program that serves as the
-    /// sandbox launcher and its leading arguments (`mc` with its hidden launcher argument). The
-    /// launcher is started with the first sandboxed step and forks each later step's shim
-    /// instead of having the shim executed: the same sandbox, built with about a fifth
-    /// less CPU. Without one (a one-step `mc submit`), each shim is executed.
+    /// The program that serves as the sandbox launcher and its leading arguments (`mc` with its
+    /// hidden launcher argument). The launcher is started with the first sandboxed step (unless
+    /// the host forked one, [`LocalExecutor::with_forked_launcher`]) and forks each step's
+    /// shim instead of having the shim executed: the same sandbox, built with about a fifth
+    /// less CPU; a launcher that fails is replaced by one started so. Without one, each shim
+    /// is executed.
     pub sandbox_launcher: Option<(PathBuf, Vec<String>)>,
     /// Paths no step may ever write, even inside its workspace: Maestro's state root.
     pub protected_paths: Vec<PathBuf>,
@@ -74,6 +75,14 @@ impl LocalExecutor {
             config,
             launcher: Default::default(),
         }
+    }
+
+    /// This executor with `forked` as its first sandbox launcher (a helper the host forked from
+    /// itself before its first thread: `mc submit`), used when [`LocalConfig::sandbox_launcher`]
+    /// is set. Dropped unused (no sandboxed step ran), the helper exits.
+    pub fn with_forked_launcher(mut self, forked: maestro_sandbox::ForkedLauncher) -> Self {
+        self.launcher = std::sync::Arc::new(sandboxed::LauncherSlot::with_forked(forked));
+        self
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use maestro_core::executor::{ExecutorError, StepRequest, Teardown, TeardownMethod};
 use maestro_core::spec::Network;
 use maestro_sandbox::{
-    Control, HostAccess, HostEnvironment, Launched, Launcher, NetworkMode, SandboxError,
-    SandboxPlan,
+    Control, ForkedLauncher, HostAccess, HostEnvironment, Launched, Launcher, NetworkMode,
+    SandboxError, SandboxPlan,
 };
 
 use crate::{LocalConfig, leftovers};
@@ -143,10 +143,14 @@ fn step_plan(
     })
 }
 
-/// The launcher of a long-lived executor (see [`LocalConfig::sandbox_launcher`]), started on
-/// first use and again when it fails.
+/// The launcher of an executor that has one (see [`LocalConfig::sandbox_launcher`]): a helper
+/// the host forked before it started threads, if it gave one, taken on first use; else started
+/// on first use; and started again when it fails.
 #[derive(Debug, Default)]
-pub(crate) struct LauncherSlot(Mutex<Option<Arc<RegisteredLauncher>>>);
+pub(crate) struct LauncherSlot {
+    current: Mutex<Option<Arc<RegisteredLauncher>>>,
+    forked: Mutex<Option<ForkedLauncher>>,
+}
 
 /// A launcher, registered as a step child for as long as it runs (so that a bare step's orphan
 /// scan never takes it for one of its own). Each step it runs holds it: a launcher replaced
@@ -158,21 +162,41 @@ pub(crate) struct RegisteredLauncher {
 }
 
 impl LauncherSlot {
+    /// A slot whose first launcher is `forked`.
+    pub(crate) fn with_forked(forked: ForkedLauncher) -> Self {
+        Self {
+            current: Mutex::default(),
+            forked: Mutex::new(Some(forked)),
+        }
+    }
+
     fn get_or_start(
         &self,
         program: &Path,
         args: &[String],
     ) -> Result<Arc<RegisteredLauncher>, SandboxError> {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = slot.as_ref()
             && current.launcher.is_usable()
         {
             return Ok(Arc::clone(current));
         }
+        let forked = self
+            .forked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let registered = {
             let _spawning = leftovers::spawning();
-            let launcher = Launcher::start(program, &args)?;
+            let launcher = match forked.map(Launcher::adopt) {
+                Some(Ok(launcher)) => launcher,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "cannot use the forked sandbox launcher; starting one");
+                    Launcher::start(program, &args)?
+                }
+                None => Launcher::start(program, &args)?,
+            };
             let registered = leftovers::StepChild::register(launcher.id());
             Arc::new(RegisteredLauncher {
                 launcher,

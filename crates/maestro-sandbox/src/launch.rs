@@ -45,8 +45,63 @@ struct Helper {
     /// Set once the helper failed to take or answer a request: it is gone or wedged. A failure
     /// on this side (no descriptor left for the step's pipes) does not set it.
     broken: AtomicBool,
-    /// Kept so that tokio reaps the helper once it has exited.
-    process: tokio::process::Child,
+    /// Kept so that the helper is reaped once it has exited.
+    process: HelperProcess,
+}
+
+/// How the helper came to be, which says how it is reaped.
+#[derive(Debug)]
+enum HelperProcess {
+    /// Executed ([`Launcher::start`]): tokio reaps it.
+    Spawned(tokio::process::Child),
+    /// Forked from this process ([`Launcher::fork`]).
+    Forked(ForkedHelper),
+}
+
+/// The pid of a helper forked from this process, reaped when dropped: after its request socket
+/// closed (the field before this one in its owner), so it is exiting.
+#[derive(Debug)]
+struct ForkedHelper(nix::unistd::Pid);
+
+/// How long dropping a forked helper waits for its exit. Once its socket has closed and no shim
+/// of it is held, it has nothing left but to stop and exit: well under a millisecond.
+const FORKED_EXIT_WITHIN: Duration = Duration::from_millis(100);
+
+impl Drop for ForkedHelper {
+    fn drop(&mut self) {
+        let pid = self.0;
+        // Waits for the exit on a pidfd (not by pid: a helper already reaped elsewhere cannot
+        // have its number taken for another's here), then reaps it.
+        if let Some(pidfd) = rustix::process::Pid::from_raw(pid.as_raw()).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        }) {
+            let mut fds = [nix::poll::PollFd::new(
+                pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let within = nix::poll::PollTimeout::try_from(FORKED_EXIT_WITHIN)
+                .unwrap_or(nix::poll::PollTimeout::ZERO);
+            let _ = nix::poll::poll(&mut fds, within);
+        }
+        // Not exited by now (a wedged helper): the system reaps it once this process is gone.
+        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+/// A launcher's helper forked from the calling program itself, early, while it had one thread
+/// ([`Launcher::fork`]); it becomes a [`Launcher`] inside a tokio runtime
+/// ([`Launcher::adopt`]). Dropped unused, its helper exits.
+#[derive(Debug)]
+pub struct ForkedLauncher {
+    requests: OwnedFd,
+    helper: ForkedHelper,
+}
+
+impl ForkedLauncher {
+    /// The helper's pid.
+    pub fn id(&self) -> u32 {
+        self.helper.0.as_raw().unsigned_abs()
+    }
 }
 
 impl Helper {
@@ -89,14 +144,70 @@ impl Launcher {
             helper: Arc::new(Helper {
                 requests,
                 broken: AtomicBool::new(false),
-                process,
+                process: HelperProcess::Spawned(process),
+            }),
+        })
+    }
+
+    /// Forks the helper from this process instead of executing a program: for a short-lived
+    /// caller (one `mc submit`), whose shims then cost a fork each instead of the execution of
+    /// a large program (see `docs/benchmarks.md`). Call it first thing in `main`: it refuses
+    /// (`SandboxError::Io`, `EBUSY`) once the process has more than one thread, as a forked
+    /// child of a multi-threaded process may not run ordinary code. The helper holds a copy of
+    /// this process's memory as it is at the call, with an empty environment; it ends when the
+    /// returned value, or the [`Launcher`] it becomes, and every shim it started are dropped,
+    /// or when this process dies.
+    pub fn fork() -> Result<ForkedLauncher, SandboxError> {
+        let io = |what: &'static str| {
+            move |errno: Errno| SandboxError::Io {
+                what,
+                source: errno.into(),
+            }
+        };
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io("cannot create the launcher's socket"))?;
+        match crate::sys::fork_single_threaded().map_err(io("cannot fork the sandbox launcher"))? {
+            crate::sys::Forked::Child => {
+                // The helper must see its socket close when the caller lets go of it.
+                drop(ours);
+                crate::launcher::run_forked(theirs)
+            }
+            crate::sys::Forked::Parent(pid) => Ok(ForkedLauncher {
+                requests: ours,
+                helper: ForkedHelper(pid),
+            }),
+        }
+    }
+
+    /// A forked helper ([`Launcher::fork`]) as a launcher. Call it inside a tokio runtime.
+    pub fn adopt(forked: ForkedLauncher) -> Result<Launcher, SandboxError> {
+        let io =
+            |what: &'static str| move |source: std::io::Error| SandboxError::Io { what, source };
+        let ForkedLauncher { requests, helper } = forked;
+        rustix::io::ioctl_fionbio(&requests, true)
+            .map_err(|errno| io("cannot prepare the launcher's socket")(errno.into()))?;
+        let requests =
+            crate::sys::async_fd(requests).map_err(io("cannot attach the launcher's socket"))?;
+        Ok(Launcher {
+            helper: Arc::new(Helper {
+                requests,
+                broken: AtomicBool::new(false),
+                process: HelperProcess::Forked(helper),
             }),
         })
     }
 
     /// The helper's pid, while it runs.
     pub fn id(&self) -> Option<u32> {
-        self.helper.process.id()
+        match &self.helper.process {
+            HelperProcess::Spawned(child) => child.id(),
+            HelperProcess::Forked(helper) => Some(helper.0.as_raw().unsigned_abs()),
+        }
     }
 
     /// False once the helper failed to take or answer a request (see [`Launcher::launch`]):

@@ -95,6 +95,42 @@ pub(crate) fn run() -> ! {
     }
 }
 
+/// The entry point of a helper forked from its caller (see `Launcher::fork`): takes on the state
+/// `Launcher::start` gives an executed helper (requests on stdin, stdout on `/dev/null`, the
+/// caller's stderr and nothing else open, its own process group, an empty environment and
+/// signal mask), then serves. (Its copies of the caller's output buffers were empty at the fork,
+/// and its stdout is `/dev/null`: exiting flushes nothing of the caller's.)
+pub(crate) fn run_forked(requests: OwnedFd) -> ! {
+    let setup = || -> Result<(), String> {
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|error| format!("cannot open /dev/null: {error}"))?;
+        nix::unistd::dup2_stdin(&requests)
+            .and_then(|()| nix::unistd::dup2_stdout(&null))
+            .map_err(|error| format!("cannot set up standard descriptors: {error}"))?;
+        drop((requests, null));
+        sys::close_from_3()
+            .map_err(|error| format!("cannot close inherited descriptors: {error}"))?;
+        nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+            .map_err(|error| format!("cannot start a process group: {error}"))?;
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(|error| format!("cannot reset the signal mask: {error}"))?;
+        sys::replace_environment(Vec::new());
+        // What `ps` and `top` call it (the command line stays the caller's: it is a fork).
+        let _ = nix::sys::prctl::set_name(c"maestro-launch");
+        Ok(())
+    };
+    let code = match setup().and_then(|()| serve()) {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "maestro-sandbox launcher: {message}");
+            crate::SETUP_FAILED_EXIT_CODE
+        }
+    };
+    std::process::exit(code)
+}
+
 fn serve() -> Result<(), String> {
     let requests = std::io::stdin()
         .as_fd()
@@ -312,6 +348,8 @@ fn become_shim(request: Request, launcher: Pid, inherited: Inherited<'_>) -> ! {
     if nix::unistd::getppid() != launcher {
         fail("the launcher", &"ended before the shim started")
     }
+    // What `ps` calls it: a fork keeps the launcher's name.
+    let _ = nix::sys::prctl::set_name(c"maestro-shim");
     let duplicated = nix::unistd::dup2_stderr(&stderr)
         .and_then(|()| nix::unistd::dup2_stdout(&stdout))
         .and_then(|()| nix::unistd::dup2_stdin(&control));

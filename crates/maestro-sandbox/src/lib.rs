@@ -13,9 +13,11 @@
 //! kills and reaps whatever the step left behind and says so, and the shim reports a
 //! [`Report`] and exits the way the step did, without waiting for init's exit.
 //!
-//! A caller that runs many steps starts a [`Launcher`] once instead: a single-threaded helper
-//! (started the way the shim is, calling [`run_launcher`]) that forks each step's shim, which
-//! then runs the same code from the same starting state, for less CPU than an executed one.
+//! A caller can have a [`Launcher`] instead: a single-threaded helper that forks each step's
+//! shim, which then runs the same code from the same starting state, for less CPU than an
+//! executed one. A long-lived caller starts it the way the shim is started (calling
+//! [`run_launcher`]); a short-lived one forks it from itself before its first thread
+//! ([`Launcher::fork`]), which spares even its one step the execution of the shim.
 //!
 //! [`check_support`] tells, in-process and cheaply, whether the kernel can do all that.
 //! `docs/sandbox.md` says what a step can and cannot do inside.
@@ -43,7 +45,7 @@ mod sys;
 use std::ffi::OsString;
 
 pub use control::{Control, command};
-pub use launch::{Launched, Launcher};
+pub use launch::{ForkedLauncher, Launched, Launcher};
 pub use plan::{HostAccess, HostEnvironment, NetworkMode, SandboxPlan};
 pub use report::{ExitKind, Report, TeardownReport};
 pub use support::{Support, check_support};

@@ -2,8 +2,10 @@
 //! environment of a forked shim and descriptors received over a socket.
 //!
 //! Every function here is called from the shim, which is a freshly exec'd, single-threaded
-//! process (see `shim.rs`): that is what makes `fork` sound, and it is why these wrappers are
-//! crate-private and must never be called from the multi-threaded caller (`mc`).
+//! process (see `shim.rs`), or from the launcher: that is what makes `fork` sound, and it is why
+//! these wrappers are crate-private and must never be called from the multi-threaded caller
+//! (`mc`). The one fork of the caller, of a launcher before its first thread, checks that it has
+//! only one ([`fork_single_threaded`]).
 
 use std::ffi::CStr;
 
@@ -21,7 +23,8 @@ pub(crate) enum Forked {
 
 /// `fork(2)`.
 ///
-/// Only call it from the shim or its descendants, which have exactly one thread.
+/// Only call it from the shim or its descendants, which have exactly one thread (elsewhere,
+/// [`fork_single_threaded`]).
 pub(crate) fn fork() -> Result<Forked, Errno> {
     // SAFETY: the shim is a freshly exec'd program that never starts a second thread (no tokio,
     // no thread pool; see `shim::run`). In a single-threaded process no other thread can hold a
@@ -31,6 +34,35 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// `fork(2)` of a process that is not the shim (`mc`, early in its `main`): checked to have
+/// exactly one thread at the moment of the call, which is what makes the child's ordinary Rust
+/// code (allocation included) sound; `Errno::EBUSY` if it has more, or if that cannot be read.
+///
+/// Only this thread could start another, so the count cannot change before the fork.
+pub(crate) fn fork_single_threaded() -> Result<Forked, Errno> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
+    if threads != 1 {
+        return Err(Errno::EBUSY);
+    }
+    fork()
+}
+
+/// Closes every descriptor from 3 up (`close_range(2)`, Linux 5.9): in a child forked from a
+/// caller, so that it keeps none of the caller's files, sockets or pipes open.
+///
+/// Only call it in a forked child that never returns to the code that owns those descriptors
+/// (their owners' `drop` never runs there), so none is used or closed again afterwards.
+pub(crate) fn close_from_3() -> Result<(), Errno> {
+    // SAFETY: per the contract above, no code that runs afterwards uses a descriptor above 2
+    // that it did not open itself after this call. The arguments are plain integers.
+    let result = unsafe { libc::close_range(3, u32::MAX, 0) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
     }
 }
 

@@ -227,3 +227,24 @@ async fn concurrent_launches_each_run_their_own_step_which_starts_as_an_executed
     seen.sort_unstable();
     assert_eq!(seen, (0..16).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_process_with_threads_cannot_fork_a_launcher() {
+    // A second thread (the harness may have more) could hold a lock a forked child needs: the
+    // fork is refused, and says why.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || released.recv());
+    let error = Launcher::fork().expect_err("a multi-threaded process forked a launcher");
+    drop(release);
+    let _ = other.join();
+    assert!(
+        matches!(&error, SandboxError::Io { source, .. } if source.raw_os_error() == Some(libc::EBUSY)),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("cannot fork the sandbox launcher"),
+        "{error}"
+    );
+}

@@ -14,7 +14,8 @@ use crate::commands::plugin_dirs;
 /// How long the program that uses a registry runs, which decides how it starts sandboxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lifetime {
-    /// One command (`mc submit`): each sandboxed step executes its shim.
+    /// One command: the sandbox launcher `main` forked for a local `mc submit`, if it did,
+    /// forks each sandboxed step's shim; otherwise each step executes its shim.
     Command,
     /// A server running many steps: a sandbox launcher, started with the first sandboxed step,
     /// forks each step's shim (cheaper per step than executing it).
@@ -25,12 +26,16 @@ pub(crate) enum Lifetime {
 /// `MAESTRO_PLUGIN_PATH`, `<state root>/plugins`, then `PATH`. Built-in names always win.
 pub(crate) fn build(state_root: &Path, lifetime: Lifetime) -> ExecutorRegistry {
     let mut registry = ExecutorRegistry::new();
+    let forked = match lifetime {
+        Lifetime::Command => crate::shim::take_forked_launcher(),
+        Lifetime::Server => None,
+    };
     let local = LocalConfig {
         sandbox_shim: Some((
             crate::shim::program(),
             vec![crate::shim::ARGUMENT.to_owned()],
         )),
-        sandbox_launcher: (lifetime == Lifetime::Server).then(|| {
+        sandbox_launcher: (lifetime == Lifetime::Server || forked.is_some()).then(|| {
             (
                 crate::shim::program(),
                 vec![crate::shim::LAUNCHER_ARGUMENT.to_owned()],
@@ -38,7 +43,11 @@ pub(crate) fn build(state_root: &Path, lifetime: Lifetime) -> ExecutorRegistry {
         }),
         protected_paths: vec![state_root.to_path_buf()],
     };
-    registry.register("local", Arc::new(LocalExecutor::new(local)));
+    let mut local = LocalExecutor::new(local);
+    if let Some(forked) = forked {
+        local = local.with_forked_launcher(forked);
+    }
+    registry.register("local", Arc::new(local));
     registry.register(
         "docker",
         Arc::new(DockerExecutor::with_journal(crate::commands::open_store(
