@@ -803,6 +803,7 @@ fn submit_forks_its_sandboxes_from_a_launcher_that_ends_with_it() {
         let mut mc = KillChild(
             env.mc()
                 .args(["submit", &file, "--quiet"])
+                .env("UNRELATED_TOKEN", "hunter2-canary")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -830,6 +831,15 @@ fn submit_forks_its_sandboxes_from_a_launcher_that_ends_with_it() {
             "the launcher's children should be the step's shim: {shims:?}"
         );
         assert_eq!(shims[0].1, "maestro-shim", "{shims:?}");
+        // A fork of mc, yet neither shows mc's environment (an executed launcher has none).
+        for pid in [launcher, shims[0].0] {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            assert!(
+                environ.iter().all(|&byte| byte == 0),
+                "pid {pid} shows an environment: {}",
+                String::from_utf8_lossy(&environ)
+            );
+        }
         if round == 0 {
             // Stopped as a user stops it: the job is cancelled, then mc exits.
             send_signal(mc.0.id(), Signal::TERM);

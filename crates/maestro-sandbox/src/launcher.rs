@@ -117,6 +117,7 @@ pub(crate) fn run_forked(requests: OwnedFd) -> ! {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|error| format!("cannot reset the signal mask: {error}"))?;
         sys::replace_environment(Vec::new());
+        sys::scrub_initial_environment();
         // What `ps` and `top` call it (the command line stays the caller's: it is a fork).
         let _ = nix::sys::prctl::set_name(c"maestro-launch");
         Ok(())

@@ -1,5 +1,5 @@
 //! The only `unsafe` of the crate: fork, signal dispositions, a few raw syscalls, the
-//! environment of a forked shim and descriptors received over a socket.
+//! environment of a forked shim or launcher and descriptors received over a socket.
 //!
 //! Every function here is called from the shim, which is a freshly exec'd, single-threaded
 //! process (see `shim.rs`), or from the launcher: that is what makes `fork` sound, and it is why
@@ -167,6 +167,39 @@ pub(crate) fn replace_environment(variables: Vec<(std::ffi::OsString, std::ffi::
         // SAFETY: as above, one thread.
         unsafe { std::env::set_var(name, value) };
     }
+}
+
+/// Overwrites with zeros the block of environment strings this process was started with (what
+/// `/proc/<pid>/environ` shows): in a launcher forked from its caller, which holds the caller's
+/// environment there, so that neither it nor the shims forked from it show that environment, as
+/// an executed launcher (started with none) does not. Best effort: skipped where the block's
+/// bounds cannot be read.
+///
+/// Only call it right after [`replace_environment`] emptied the environment, in a process with
+/// one thread: then nothing refers to those strings any more (the C library's variable array
+/// has no entry left, and the replacements it would make live on the heap).
+pub(crate) fn scrub_initial_environment() {
+    // `/proc/self/stat`: after the command name in parentheses, fields 3 onwards; `env_start`
+    // and `env_end` are fields 50 and 51.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let bound = |field: usize| fields.get(field - 3)?.parse::<usize>().ok();
+    let (Some(start), Some(end)) = (bound(50), bound(51)) else {
+        return;
+    };
+    if start == 0 || end <= start {
+        return;
+    }
+    // SAFETY: `[start, end)` is this process's initial environment block, on the main
+    // thread's stack, mapped readable and writable for the life of the process (the kernel
+    // placed it there at exec). Per the contract above nothing refers to it now, and no other
+    // thread exists to read it while it is written.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
 }
 
 /// Takes ownership of descriptors received with `SCM_RIGHTS`.
