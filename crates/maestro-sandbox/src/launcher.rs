@@ -102,6 +102,8 @@ pub(crate) fn run() -> ! {
 /// and its stdout is `/dev/null`: exiting flushes nothing of the caller's.)
 pub(crate) fn run_forked(requests: OwnedFd) -> ! {
     let setup = || -> Result<(), String> {
+        // Rust's runtime opened `/dev/null` on any of 0, 1 and 2 the caller was started without,
+        // so neither `requests` nor `null` is a standard descriptor that `drop` would close.
         let null = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/null")
