@@ -167,57 +167,114 @@ pub(crate) fn own_children() -> Vec<i32> {
         .collect()
 }
 
-/// Whether the kernel lists a task's children in `/proc/<pid>/task/<tid>/children`
-/// (`CONFIG_PROC_CHILDREN`, on in the common distributions' kernels); read once.
+/// Whether this process can list its tasks' children in `/proc/<pid>/task/<tid>/children`:
+/// the kernel has them (`CONFIG_PROC_CHILDREN`, on in the common distributions' kernels), and
+/// `/proc` is this process's PID namespace's (`/proc/self` is this process: not so in a PID
+/// namespace entered without mounting its own `/proc`, where a pid names another process).
+/// Read once.
 fn children_files() -> bool {
-    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PRESENT.get_or_init(|| std::path::Path::new("/proc/thread-self/children").exists())
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        let own = rustix::process::getpid().as_raw_nonzero().get().to_string();
+        std::fs::read_link("/proc/self").is_ok_and(|link| link.as_os_str() == own.as_str())
+            && std::path::Path::new("/proc/thread-self/children").exists()
+    })
 }
+
+/// How many times a list of children is read before it is given up as changing too fast (the
+/// callers then read every process instead).
+const CHILDREN_READS: usize = 8;
 
 /// The children of process `pid`, from the `children` file of each of its threads: a child is
 /// listed under the thread that forked it, an adopted orphan under the thread it was given to.
-/// `None` where the kernel has no such files.
+/// Empty for a process that is gone. `None` where the files cannot be used or read (no such
+/// files, a `/proc` that hides the process's tasks), or the list would not hold still.
+///
+/// The kernel prints such a file one child at a time, by position: a child that leaves the list
+/// while it is printed (reaped, or re-parented) shifts the ones after it, and one of them can be
+/// skipped. So the list is read until two reads in a row agree: a read that skipped a child did
+/// so because another, which it printed, left the list; the next read cannot print that one,
+/// so the two differ.
 fn children_of(pid: i32) -> Option<Vec<i32>> {
     if !children_files() {
         return None;
     }
-    let mut children = Vec::new();
-    // A process that is gone has no children left to find.
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Some(children);
-    };
-    for task in tasks.filter_map(Result::ok) {
-        // A thread that has just exited: its children went to another thread, read there.
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            children.extend(
-                list.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
+    let mut last: Option<Vec<i32>> = None;
+    for _ in 0..CHILDREN_READS {
+        let mut children = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(tasks) => {
+                let mut children = Vec::new();
+                for task in tasks {
+                    let task = task.ok()?;
+                    match read_children_file(&task.path().join("children")) {
+                        Ok(list) => children.extend(list),
+                        // A thread that has just exited: its children went to another thread,
+                        // which the next read finds them under.
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(_) => return None,
+                    }
+                }
+                children
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(_) => return None,
+        };
+        children.sort_unstable();
+        if last.as_ref() == Some(&children) {
+            return last;
         }
+        last = Some(children);
     }
-    Some(children)
+    None
+}
+
+/// One `children` file, read in one call where it fits (fewer chances for it to change while it
+/// is printed).
+fn read_children_file(path: &std::path::Path) -> std::io::Result<Vec<i32>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut text = Vec::with_capacity(16 * 1024);
+    file.read_to_end(&mut text)?;
+    Ok(text
+        .split(u8::is_ascii_whitespace)
+        .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse().ok())
+        .collect())
 }
 
 /// Every process that may belong to a step that ran here, for [`verify_group`]'s scan. When this
-/// process is a child subreaper, a step's processes can only be its descendants (a process that
-/// leaves the step's tree by losing its parent is re-parented here), so only they are read: a
-/// walk down from this process's children, not a read of every process on the machine (twice,
-/// `stat` and `environ`, for each). Otherwise, or without the kernel's `children` files, every
-/// process in `/proc`.
+/// process is a child subreaper, a step's processes are its descendants (a process that leaves
+/// the step's tree by losing its parent is re-parented here), so only they are read: a walk
+/// down from this process's children, not a read of every process on the machine (twice,
+/// `stat` and `environ`, for each). A process whose parent ends during the walk is re-parented
+/// here, possibly after this process's children were read: the walk starts over from them
+/// until it finds nothing new. Otherwise (not a subreaper, no usable `children` files, lists
+/// that would not hold still), every process in `/proc`.
 fn step_candidates() -> Vec<i32> {
     let subreaper = matches!(rustix::process::child_subreaper(), Ok(Some(_)));
     let own = rustix::process::getpid().as_raw_nonzero().get();
-    let Some(mut next) = children_of(own).filter(|_| subreaper) else {
+    if !subreaper {
         return pids();
-    };
+    }
     let mut seen = BTreeSet::new();
-    while let Some(pid) = next.pop() {
-        // A pid seen twice (an exited process's number reused within the walk) is read once.
-        if seen.insert(pid) {
-            next.extend(children_of(pid).unwrap_or_default());
+    for _ in 0..CHILDREN_READS {
+        let Some(mut next) = children_of(own) else {
+            return pids();
+        };
+        next.retain(|pid| !seen.contains(pid));
+        if next.is_empty() {
+            return seen.into_iter().collect();
+        }
+        while let Some(pid) = next.pop() {
+            // A pid seen twice (an exited process's number reused within the walk) is read once.
+            if seen.insert(pid) {
+                let Some(children) = children_of(pid) else {
+                    return pids();
+                };
+                next.extend(children);
+            }
         }
     }
-    seen.into_iter().collect()
+    pids()
 }
 
 /// The shim of a sandboxed step does not wait for its namespace's init, which is exiting when

@@ -204,7 +204,10 @@ impl LauncherSlot {
             })
         };
         tracing::debug!(pid = ?registered.launcher.id(), "sandbox launcher started");
-        *slot = Some(Arc::clone(&registered));
+        let replaced = slot.replace(Arc::clone(&registered));
+        // A forked launcher's last holder waits for its exit: not with the slot locked.
+        drop(slot);
+        drop(replaced);
         Ok(registered)
     }
 }

@@ -69,22 +69,25 @@ const FORKED_EXIT_WITHIN: Duration = Duration::from_millis(100);
 
 impl Drop for ForkedHelper {
     fn drop(&mut self) {
-        let pid = self.0;
-        // Waits for the exit on a pidfd (not by pid: a helper already reaped elsewhere cannot
-        // have its number taken for another's here), then reaps it.
-        if let Some(pidfd) = rustix::process::Pid::from_raw(pid.as_raw()).and_then(|pid| {
+        // Waits for the exit on a pidfd and reaps through it: never a process that took the
+        // number of a helper already reaped.
+        let Some(pidfd) = rustix::process::Pid::from_raw(self.0.as_raw()).and_then(|pid| {
             rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-        }) {
-            let mut fds = [nix::poll::PollFd::new(
-                pidfd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let within = nix::poll::PollTimeout::try_from(FORKED_EXIT_WITHIN)
-                .unwrap_or(nix::poll::PollTimeout::ZERO);
-            let _ = nix::poll::poll(&mut fds, within);
-        }
+        }) else {
+            return;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let within = nix::poll::PollTimeout::try_from(FORKED_EXIT_WITHIN)
+            .unwrap_or(nix::poll::PollTimeout::ZERO);
+        let _ = nix::poll::poll(&mut fds, within);
         // Not exited by now (a wedged helper): the system reaps it once this process is gone.
-        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        );
     }
 }
 

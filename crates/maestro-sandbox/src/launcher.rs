@@ -101,40 +101,52 @@ pub(crate) fn run() -> ! {
 /// signal mask), then serves. (Its copies of the caller's output buffers were empty at the fork,
 /// and its stdout is `/dev/null`: exiting flushes nothing of the caller's.)
 pub(crate) fn run_forked(requests: OwnedFd) -> ! {
-    let setup = || -> Result<(), String> {
-        // Rust's runtime opened `/dev/null` on any of 0, 1 and 2 the caller was started without,
-        // so neither `requests` nor `null` is a standard descriptor that `drop` would close.
-        let null = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
-            .map_err(|error| format!("cannot open /dev/null: {error}"))?;
-        nix::unistd::dup2_stdin(&requests)
-            .and_then(|()| nix::unistd::dup2_stdout(&null))
-            .map_err(|error| format!("cannot set up standard descriptors: {error}"))?;
-        drop((requests, null));
-        sys::close_from_3()
-            .map_err(|error| format!("cannot close inherited descriptors: {error}"))?;
-        nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
-            .map_err(|error| format!("cannot start a process group: {error}"))?;
-        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-            .map_err(|error| format!("cannot reset the signal mask: {error}"))?;
-        sys::replace_environment(Vec::new());
-        sys::scrub_initial_environment();
-        // What `ps` and `top` call it (the command line stays the caller's: it is a fork).
-        let _ = nix::sys::prctl::set_name(c"maestro-launch");
-        Ok(())
-    };
-    let code = match setup().and_then(|()| serve()) {
-        Ok(()) => 0,
-        Err(message) => {
-            let _ = writeln!(std::io::stderr(), "maestro-sandbox launcher: {message}");
-            crate::SETUP_FAILED_EXIT_CODE
+    // This is `mc`'s own code on the stack below: nothing may unwind into it.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A helper that cannot set itself up ends quietly: its caller finds it gone at its first
+        // request and starts an executed launcher, which says what is wrong (and a job without
+        // a sandboxed step never asks).
+        if take_on_executed_state(requests).is_err() {
+            return crate::SETUP_FAILED_EXIT_CODE;
         }
-    };
-    std::process::exit(code)
+        match serve() {
+            Ok(()) => 0,
+            Err(message) => {
+                let _ = writeln!(std::io::stderr(), "maestro-sandbox launcher: {message}");
+                crate::SETUP_FAILED_EXIT_CODE
+            }
+        }
+    }));
+    std::process::exit(code.unwrap_or(crate::SETUP_FAILED_EXIT_CODE))
+}
+
+/// [`run_forked`]'s setup: the state an executed helper starts in.
+fn take_on_executed_state(requests: OwnedFd) -> Result<(), nix::errno::Errno> {
+    // Rust's runtime opened `/dev/null` on any of 0, 1 and 2 the caller was started without,
+    // so neither `requests` nor `null` is a standard descriptor that `drop` would close.
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|error| nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(0)))?;
+    nix::unistd::dup2_stdin(&requests)?;
+    nix::unistd::dup2_stdout(&null)?;
+    drop((requests, null));
+    sys::close_from_3()?;
+    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    sys::replace_environment(Vec::new());
+    sys::scrub_initial_environment();
+    // What `ps` and `top` call it (the command line stays the caller's: it is a fork).
+    let _ = nix::sys::prctl::set_name(c"maestro-launch");
+    Ok(())
 }
 
 fn serve() -> Result<(), String> {
+    // Shims' exits are read from a signalfd, which an ignored SIGCHLD (a disposition that
+    // survives exec, as a parent may leave it) would keep silent: the kernel would reap them
+    // unseen.
+    sys::default_disposition(Signal::SIGCHLD)
+        .map_err(|error| format!("cannot reset SIGCHLD: {error}"))?;
     let requests = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()

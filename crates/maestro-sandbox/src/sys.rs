@@ -42,11 +42,16 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
 /// code (allocation included) sound; `Errno::EBUSY` if it has more, or if that cannot be read.
 ///
 /// Only this thread could start another, so the count cannot change before the fork.
+///
+/// Both sides get the default disposition of `SIGCHLD` first: the caller and the launcher wait
+/// for their children, and with `SIGCHLD` ignored (as a parent may leave it) the kernel reaps
+/// them unseen: the launcher would never learn that a shim ended, nor the caller that a step did.
 pub(crate) fn fork_single_threaded() -> Result<Forked, Errno> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
     if threads != 1 {
         return Err(Errno::EBUSY);
     }
+    default_disposition(Signal::SIGCHLD)?;
     fork()
 }
 
@@ -55,15 +60,26 @@ pub(crate) fn fork_single_threaded() -> Result<Forked, Errno> {
 ///
 /// Only call it in a forked child that never returns to the code that owns those descriptors
 /// (their owners' `drop` never runs there), so none is used or closed again afterwards.
+///
+/// Where `close_range` is missing (a kernel before 5.9) or refused (an older container
+/// engine's seccomp profile), each descriptor listed in `/proc/self/fd` is closed instead.
 pub(crate) fn close_from_3() -> Result<(), Errno> {
     // SAFETY: per the contract above, no code that runs afterwards uses a descriptor above 2
     // that it did not open itself after this call. The arguments are plain integers.
-    let result = unsafe { libc::close_range(3, u32::MAX, 0) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(Errno::last())
+    if unsafe { libc::close_range(3, u32::MAX, 0) } == 0 {
+        return Ok(());
     }
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in listed {
+        // SAFETY: as above; the directory listing's own descriptor is closed already (closing
+        // it again fails with EBADF, which is ignored).
+        let _ = unsafe { libc::close(fd) };
+    }
+    Ok(())
 }
 
 /// Puts the default disposition back for `signal`, so that raising it has its default effect
@@ -148,12 +164,11 @@ pub(crate) fn close_inherited_on_exec() -> Result<(), Errno> {
 ///
 /// Only call it from a forked child of the launcher (see `launcher.rs`), which has one thread.
 pub(crate) fn replace_environment(variables: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
-    let current: Vec<std::ffi::OsString> = std::env::vars_os().map(|(name, _)| name).collect();
-    for name in current {
-        // SAFETY: the launcher and its forked children never start a second thread, so no
-        // other thread can read or write the environment while it changes.
-        unsafe { std::env::remove_var(name) };
-    }
+    // `clearenv` empties the C library's variable array whatever it holds (also entries that
+    // `std::env` cannot name, such as one without `=`, which `remove_var` would panic on).
+    // SAFETY: the launcher and its forked children never start a second thread, so no other
+    // thread can read or write the environment while it changes.
+    unsafe { libc::clearenv() };
     for (name, value) in variables {
         // What `set_var` would panic on (the caller refuses it before sending): skipped.
         let (name_bytes, value_bytes) = (name.as_encoded_bytes(), value.as_encoded_bytes());
@@ -176,8 +191,9 @@ pub(crate) fn replace_environment(variables: Vec<(std::ffi::OsString, std::ffi::
 /// bounds cannot be read.
 ///
 /// Only call it right after [`replace_environment`] emptied the environment, in a process with
-/// one thread: then nothing refers to those strings any more (the C library's variable array
-/// has no entry left, and the replacements it would make live on the heap).
+/// one thread: then nothing refers to those strings any more (`clearenv` left the C library
+/// no variable array, and the variables set afterwards live on the heap). A pointer the dynamic
+/// loader kept into the block reads an empty string from then on.
 pub(crate) fn scrub_initial_environment() {
     // `/proc/self/stat`: after the command name in parentheses, fields 3 onwards; `env_start`
     // and `env_end` are fields 50 and 51.

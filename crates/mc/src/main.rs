@@ -13,15 +13,23 @@ use clap::FromArgMatches;
 
 fn main() -> std::process::ExitCode {
     shim::run_if_requested();
-    let cli = cli::Cli::from_arg_matches(&cli::command().get_matches())
-        .unwrap_or_else(|error| error.exit());
-    // Before the first thread (the diagnostics writer's): it forks.
-    shim::fork_launcher_for(&cli);
+    // Before anything else: it forks, which needs one thread and is cheapest now.
+    shim::fork_launcher_if_submit();
+    let cli = cli::command()
+        .try_get_matches()
+        .and_then(|matches| cli::Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|error| {
+            // `--help`, `--version` and usage errors end here.
+            shim::release_launcher();
+            error.exit()
+        });
+    shim::keep_launcher_for(&cli);
     let diagnostics = diagnostics::install_tracing(cli.global.verbose);
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(failure) => failure.report(),
     };
+    shim::release_launcher();
     diagnostics.drain();
     code.into()
 }

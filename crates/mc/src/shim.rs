@@ -34,19 +34,22 @@ pub(crate) fn run_if_requested() {
     }
 }
 
-/// For a local `mc submit`, forks the sandbox launcher now, while `mc` has one thread: its step
-/// shims are then forked from it instead of executing `mc` again, which spares each sandbox the
-/// start of a large program (see `maestro_sandbox::Launcher::fork`). Costs a fork of a small
-/// process when the job has no sandboxed step. Other commands run no local step, or are
+/// For what looks like a local `mc submit`, forks the sandbox launcher now, first thing in
+/// `main`: `mc` has one thread and almost no memory yet, so the fork is cheap, and `mc` does not
+/// pay for the pages it would otherwise share with the helper (every page written after the
+/// fork is copied). Its step shims are then forked from it instead of executing `mc` again,
+/// which spares each sandbox the start of a large program (see
+/// `maestro_sandbox::Launcher::fork`). Clap has not run yet, so this is a guess from the raw
+/// arguments, checked once clap has ([`keep_launcher_for`]): a wrong one costs a fork (or, the
+/// other way, executed shims), never a behaviour. Other commands run no local step, or are
 /// long-lived (`mc serve` starts its launcher by executing `mc`: a fork of the server would
 /// carry its memory).
-pub(crate) fn fork_launcher_for(cli: &Cli) {
-    let remote = cli
-        .global
-        .server
-        .as_deref()
-        .is_some_and(|url| !url.is_empty());
-    if remote || !matches!(cli.command, Command::Submit(_)) {
+pub(crate) fn fork_launcher_if_submit() {
+    let mut args = std::env::args_os().skip(1);
+    let submit = args.any(|arg| arg == "submit");
+    let remote = std::env::args_os().any(|arg| arg.as_encoded_bytes().starts_with(b"--server"))
+        || std::env::var_os("MAESTRO_SERVER").is_some_and(|url| !url.is_empty());
+    if !submit || remote {
         return;
     }
     let forked = Launcher::fork().map_err(|error| error.to_string());
@@ -55,7 +58,32 @@ pub(crate) fn fork_launcher_for(cli: &Cli) {
         .unwrap_or_else(PoisonError::into_inner) = Some(forked);
 }
 
-/// The launcher [`fork_launcher_for`] forked, once; `None` if it forked none or could not
+/// Lets go of (and reaps) the launcher [`fork_launcher_if_submit`] forked, unless `cli` is a
+/// local `mc submit`, which takes it ([`take_forked_launcher`]).
+pub(crate) fn keep_launcher_for(cli: &Cli) {
+    let remote = cli
+        .global
+        .server
+        .as_deref()
+        .is_some_and(|url| !url.is_empty());
+    if remote || !matches!(cli.command, Command::Submit(_)) {
+        release_launcher();
+    }
+}
+
+/// Lets go of (and reaps) a forked launcher nothing took: a command that ended before it built
+/// its executors. (A static is never dropped: without this its helper would outlive `mc` as a
+/// zombie for the system to reap.)
+pub(crate) fn release_launcher() {
+    drop(
+        FORKED_LAUNCHER
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(),
+    );
+}
+
+/// The launcher [`fork_launcher_if_submit`] forked, once; `None` if it forked none or could not
 /// (why is logged: sandboxes are then built by executed shims, as before).
 pub(crate) fn take_forked_launcher() -> Option<ForkedLauncher> {
     let forked = FORKED_LAUNCHER
