@@ -58,42 +58,53 @@ enum HelperProcess {
     Forked(ForkedHelper),
 }
 
-/// The pid of a helper forked from this process, reaped when dropped: after its request socket
-/// closed (the field before this one in its owner), so it is exiting.
+/// The pid of a helper forked from this process. Dropped (after its owner's request socket, the
+/// field before this one, closed: so it is exiting), it is reaped if it has exited, else kept
+/// for [`Launcher::reap_forked`]: nobody waits for it here.
 #[derive(Debug)]
 struct ForkedHelper(nix::unistd::Pid);
 
-/// How long dropping a forked helper waits for its exit. Once its socket has closed and no shim
-/// of it is held, it has nothing left but to stop and exit: well under a millisecond.
+/// How long [`Launcher::reap_forked`] waits for a helper's exit. Once its socket has closed and
+/// no shim of it is held, it has nothing left but to stop and exit: well under a millisecond.
 const FORKED_EXIT_WITHIN: Duration = Duration::from_millis(100);
+
+/// Forked helpers let go of and not reaped yet, by pidfd (so that reaping can never reach a
+/// process that took the number of one reaped elsewhere).
+static UNREAPED: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the helper `pidfd` names if it has exited; whether it has.
+fn reap_if_exited(pidfd: &OwnedFd) -> bool {
+    match rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    ) {
+        Ok(Some(_)) => true,
+        // Still running (`None`); or not a child of ours any more: nothing to wait for.
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
 
 impl Drop for ForkedHelper {
     fn drop(&mut self) {
-        // Waits for the exit on a pidfd and reaps through it: never a process that took the
-        // number of a helper already reaped.
         let Some(pidfd) = rustix::process::Pid::from_raw(self.0.as_raw()).and_then(|pid| {
             rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
         }) else {
             return;
         };
-        let mut fds = [nix::poll::PollFd::new(
-            pidfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let within = nix::poll::PollTimeout::try_from(FORKED_EXIT_WITHIN)
-            .unwrap_or(nix::poll::PollTimeout::ZERO);
-        let _ = nix::poll::poll(&mut fds, within);
-        // Not exited by now (a wedged helper): the system reaps it once this process is gone.
-        let _ = rustix::process::waitid(
-            rustix::process::WaitId::PidFd(pidfd.as_fd()),
-            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
-        );
+        if !reap_if_exited(&pidfd) {
+            UNREAPED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(pidfd);
+        }
     }
 }
 
 /// A launcher's helper forked from the calling program itself, early, while it had one thread
 /// ([`Launcher::fork`]); it becomes a [`Launcher`] inside a tokio runtime
-/// ([`Launcher::adopt`]). Dropped unused, its helper exits.
+/// ([`Launcher::adopt`]). Dropped unused, its helper exits (reap it with
+/// [`Launcher::reap_forked`]).
 #[derive(Debug)]
 pub struct ForkedLauncher {
     requests: OwnedFd,
@@ -157,9 +168,11 @@ impl Launcher {
     /// a large program (see `docs/benchmarks.md`). Call it first thing in `main`: it refuses
     /// (`SandboxError::Io`, `EBUSY`) once the process has more than one thread, as a forked
     /// child of a multi-threaded process may not run ordinary code. The helper holds a copy of
-    /// this process's memory as it is at the call, with an empty environment; it ends when the
-    /// returned value, or the [`Launcher`] it becomes, and every shim it started are dropped,
-    /// or when this process dies.
+    /// this process's memory as it is at the call (every page this process writes afterwards
+    /// is copied while the helper lives: the earlier the call, the cheaper), with an empty
+    /// environment and `SIGCHLD` at its default disposition (as this process then has too). It
+    /// ends when the returned value, or the [`Launcher`] it becomes, and every shim it started
+    /// are dropped, or when this process dies; [`Launcher::reap_forked`] reaps it.
     pub fn fork() -> Result<ForkedLauncher, SandboxError> {
         let io = |what: &'static str| {
             move |errno: Errno| SandboxError::Io {
@@ -184,6 +197,30 @@ impl Launcher {
                 requests: ours,
                 helper: ForkedHelper(pid),
             }),
+        }
+    }
+
+    /// Reaps the forked helpers ([`Launcher::fork`]) let go of, waiting for each to exit (at most
+    /// 100 ms: it is exiting). Call it last thing before the program exits, once the launchers
+    /// are dropped: a helper never reaped stays a zombie while the program lives, and is then
+    /// the system's to reap. Dropping a launcher does not wait, so the helper exits while the
+    /// program finishes its work.
+    pub fn reap_forked() {
+        let unreaped = std::mem::take(
+            &mut *UNREAPED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for pidfd in unreaped {
+            let mut fds = [nix::poll::PollFd::new(
+                pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let within = nix::poll::PollTimeout::try_from(FORKED_EXIT_WITHIN)
+                .unwrap_or(nix::poll::PollTimeout::ZERO);
+            let _ = nix::poll::poll(&mut fds, within);
+            // Not exited by now (a wedged helper): the system reaps it once this process is gone.
+            reap_if_exited(&pidfd);
         }
     }
 

@@ -74,6 +74,9 @@ pub(crate) fn keep_launcher_for(cli: &Cli) {
 /// Lets go of (and reaps) a forked launcher nothing took: a command that ended before it built
 /// its executors. (A static is never dropped: without this its helper would outlive `mc` as a
 /// zombie for the system to reap.)
+///
+/// Call it last thing before `mc` exits: it also reaps every forked launcher let go of
+/// (dropping one does not wait for its exit, which happens meanwhile).
 pub(crate) fn release_launcher() {
     drop(
         FORKED_LAUNCHER
@@ -81,6 +84,7 @@ pub(crate) fn release_launcher() {
             .unwrap_or_else(PoisonError::into_inner)
             .take(),
     );
+    Launcher::reap_forked();
 }
 
 /// The launcher [`fork_launcher_if_submit`] forked, once; `None` if it forked none or could not

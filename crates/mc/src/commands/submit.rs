@@ -55,6 +55,9 @@ pub(crate) fn run(global: &GlobalArgs, args: SubmitArgs) -> Result<Code, Failure
             .await
             .map_err(|error| super::admission_failure(&source, &spec_bytes, error))
     });
+    // Its executors let go of what they hold (the sandbox launcher exits meanwhile; `main`
+    // reaps it) while the report is printed.
+    drop(runner);
     if let Some(printer) = printer {
         // Live lines come before the summary (or the error), unless the terminal stopped
         // reading them.
