@@ -717,6 +717,25 @@ fn as_nobody_leftovers_of_a_sandboxed_step_are_gone_when_submit_returns() {
     assert_teardown_verified_and_nothing_left(&env, TAGS, &report, &status);
 }
 
+/// `mc submit FILE --quiet` started in the background (with `extra` in its environment), once
+/// its step has created `marker` in the test's directory.
+fn submit_until_marker(env: &Env, file: &str, extra: &[(&str, &str)]) -> KillChild {
+    let mc = KillChild(
+        env.mc()
+            .args(["submit", file, "--quiet"])
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        crate::util::wait_for_file(&env.path().join("marker"), 20),
+        "the step never started"
+    );
+    mc
+}
+
 #[test]
 fn leftovers_of_a_sandboxed_step_die_when_mc_is_killed_with_sigkill() {
     const TAGS: &[&str] = &["4115", "4116", "4117", "4118"];
@@ -729,18 +748,7 @@ fn leftovers_of_a_sandboxed_step_die_when_mc_is_killed_with_sigkill() {
             touch marker; sleep 4118" }]),
     );
     let file = spec_file(&env, "killed.json", &spec);
-    let mut mc = KillChild(
-        env.mc()
-            .args(["submit", &file, "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        crate::util::wait_for_file(&env.path().join("marker"), 20),
-        "the step never started"
-    );
+    let mut mc = submit_until_marker(&env, &file, &[]);
     assert!(
         wait_for_sleeps(TAGS, 10),
         "the step's sleeps never all ran: {:?}",
@@ -800,19 +808,7 @@ fn submit_forks_its_sandboxes_from_a_launcher_that_ends_with_it() {
             json!([{ "name": "s", "run": format!("touch marker; sleep {tag}") }]),
         );
         let file = spec_file(&env, &format!("forked{round}.json"), &spec);
-        let mut mc = KillChild(
-            env.mc()
-                .args(["submit", &file, "--quiet"])
-                .env("UNRELATED_TOKEN", "hunter2-canary")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(
-            crate::util::wait_for_file(&env.path().join("marker"), 20),
-            "the step never started"
-        );
+        let mut mc = submit_until_marker(&env, &file, &[("UNRELATED_TOKEN", "hunter2-canary")]);
         let launchers: Vec<(i32, String)> = children(mc.0.id())
             .into_iter()
             .filter(|(_, comm)| comm == "maestro-launch")

@@ -441,6 +441,23 @@ pub(crate) async fn verify_pid_namespace(inode: u64) -> Teardown {
 mod tests {
     use super::*;
 
+    /// Held by every test here that spawns a child of this process or looks for leftovers:
+    /// they share this process's children, and another test's child, spawned meanwhile and
+    /// neither registered nor there before, is exactly what an adopted orphan looks like.
+    static CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Waits until `pid`'s environment reads `entry`: its exec has completed.
+    fn wait_for_environment(pid: u32, entry: &str) {
+        for _ in 0..500 {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if environ.split(|&b| b == 0).any(|e| e == entry.as_bytes()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("pid {pid} never showed {entry} in its environment");
+    }
+
     #[test]
     fn reads_this_process_and_its_parent() {
         let own = i32::try_from(std::process::id()).unwrap();
@@ -456,6 +473,7 @@ mod tests {
 
     #[test]
     fn a_child_is_listed_among_own_children_until_reaped() {
+        let _children = CHILDREN.blocking_lock();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -469,6 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_group_verifies_and_a_stray_process_of_the_step_is_reported() {
+        let _children = CHILDREN.lock().await;
         let job = JobId::now_v7();
         let mut stray = std::process::Command::new("sleep")
             .arg("30")
@@ -476,6 +495,9 @@ mod tests {
             .env("MAESTRO_STEP", "s")
             .spawn()
             .expect("spawn sleep");
+        // A leftover is long past its exec; right after its spawn, its environment may not
+        // read yet.
+        wait_for_environment(stray.id(), "MAESTRO_STEP=s");
         let children = own_children();
         // No group: only the environment scan can find it.
         let teardown = verify_group(None, job, "other-step", &children).await;
@@ -511,6 +533,7 @@ mod tests {
     async fn another_steps_child_between_fork_and_exec_is_not_taken_for_an_orphan() {
         // Regression: 5% of 1,000 bare jobs under `mc serve` failed ("cannot wait for its
         // process: No child processes") or blamed another job's process on their teardown.
+        let _children = CHILDREN.lock().await;
         let job = JobId::now_v7();
         let children = own_children();
         let (forking, forked) = std::sync::mpsc::channel();
@@ -544,6 +567,7 @@ mod tests {
         // Right after its exec began, a step's process has no readable environment yet: as
         // `env -i` would make it, without a marker. Registered as a step's own, it is not an
         // orphan of the step verified meanwhile.
+        let _children = CHILDREN.lock().await;
         let job = JobId::now_v7();
         let children = own_children();
         let mut theirs = std::process::Command::new("sleep")
