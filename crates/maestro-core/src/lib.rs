@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod children;
 pub mod control;
 pub mod executor;
 pub mod follow;

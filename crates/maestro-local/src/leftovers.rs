@@ -5,7 +5,6 @@
 //! module checks, kills what remains and says what it found, so that the step's record is true.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use maestro_core::JobId;
@@ -14,54 +13,18 @@ use rustix::process::{Pid, Signal, kill_process, test_kill_process_group};
 
 use crate::GROUP_EMPTY_WITHIN;
 
-/// Held shared while a step's process is spawned, exclusively while [`verify_group`] looks for
-/// a bare step's adopted orphans. Between its fork and its exec a new child of this process still
-/// has this process's environment, not yet its step's marker, so to the orphan scan of another
-/// step it looks exactly like an orphan that step left: `mc serve` runs several jobs' steps at
-/// once, and the scan killed such children (their own step then failed, "cannot wait for its
-/// process: No child processes"). With the lock, no child is between fork and exec during a scan.
-static SPAWNING: RwLock<()> = RwLock::new(());
+/// Hold while spawning a step's process (see [`maestro_core::children::spawning`]): between
+/// its fork and its exec a new child still has this process's environment, not yet its step's
+/// marker, so to the orphan search of another step it would look exactly like an orphan that
+/// step left (`mc serve` runs several jobs' steps at once). Never across an `await`.
+pub(crate) use maestro_core::children::spawning;
 
-/// Hold while spawning a step's process (see [`SPAWNING`]); never across an `await`.
-pub(crate) fn spawning() -> RwLockReadGuard<'static, ()> {
-    SPAWNING.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The pids of the processes spawned here for steps (a bare step's command, a sandboxed step's
-/// shim), from their spawn until their [`StepChild`] is dropped. Such a child is never another
-/// step's adopted orphan, also while its exec has not yet set up the environment that says whose
-/// it is: `spawn` returns once the exec has begun (the close-on-exec pipe closes early in it),
-/// and for a moment after that the new image's environment reads empty.
-static STEP_CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-/// A step's own process, registered as such (see [`STEP_CHILDREN`]) until dropped.
-#[derive(Debug)]
-pub(crate) struct StepChild(Option<i32>);
-
-impl StepChild {
-    /// Register the process just spawned; call it with [`spawning`] still held.
-    pub(crate) fn register(pid: Option<u32>) -> Self {
-        let pid = pid.and_then(|pid| i32::try_from(pid).ok());
-        if let Some(pid) = pid {
-            STEP_CHILDREN
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(pid);
-        }
-        Self(pid)
-    }
-}
-
-impl Drop for StepChild {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            STEP_CHILDREN
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&pid);
-        }
-    }
-}
+/// A step's own process (a bare step's command, a sandboxed step's shim, a launcher), registered
+/// as one of this program's (see [`maestro_core::children`]) from its spawn until dropped: never
+/// another step's adopted orphan, also while its exec has not yet set up the environment that
+/// says whose it is (`spawn` returns once the exec has begun, and for a moment after that the
+/// new image's environment reads empty).
+pub(crate) use maestro_core::children::Registered as StepChild;
 
 /// One process seen in `/proc`.
 pub(crate) struct Process {
@@ -345,11 +308,9 @@ pub(crate) async fn verify_group(
     let own = rustix::process::getpid().as_raw_nonzero().get();
     let mut to_reap = Vec::new();
     {
-        let _scanning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
-        let step_children = STEP_CHILDREN
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        // Every process this program started on purpose (steps, shims, launchers, plugins) is
+        // registered, and none is being spawned while this search runs.
+        let (_searching, step_children) = maestro_core::children::searching();
         for pid in step_candidates() {
             let Some(process) = Process::read(pid) else {
                 continue;

@@ -248,6 +248,8 @@ struct Session {
     task_groups: Vec<Group>,
     /// Reported `pgid`s that name something the plugin did not create.
     bad_pgids: Vec<String>,
+    /// The plugin's process, registered as this program's (see `maestro_core::children`).
+    _registered: maestro_core::children::Registered,
 }
 
 enum Outcome {
@@ -279,14 +281,19 @@ impl TaskRun {
 
 impl Session {
     fn spawn(path: &Path, with: Option<serde_json::Value>) -> std::io::Result<Self> {
-        let mut child = tokio::process::Command::new(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .env(INHERITED_NAME, INHERITED_VALUE)
-            .kill_on_drop(true)
-            .spawn()?;
+        let (mut child, registered) = {
+            let _spawning = maestro_core::children::spawning();
+            let child = tokio::process::Command::new(path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .env(INHERITED_NAME, INHERITED_VALUE)
+                .kill_on_drop(true)
+                .spawn()?;
+            let registered = maestro_core::children::Registered::register(child.id());
+            (child, registered)
+        };
         let group = child.id().and_then(Group::of_child);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -353,6 +360,7 @@ impl Session {
             group,
             task_groups: Vec::new(),
             bad_pgids: Vec::new(),
+            _registered: registered,
         })
     }
 

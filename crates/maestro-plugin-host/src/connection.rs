@@ -106,6 +106,8 @@ pub(crate) struct Connection {
     /// The plugin's own process group.
     group: Option<Group>,
     next_id: AtomicU64,
+    /// The plugin's process, registered as this program's (see `maestro_core::children`).
+    _registered: maestro_core::children::Registered,
 }
 
 /// Read one line into `line` (newline removed), keeping at most `max` bytes. `Ok(None)` at end
@@ -141,19 +143,26 @@ impl Connection {
         path: &Path,
         handshake_timeout: Duration,
     ) -> Result<Self, ConnectionError> {
-        let mut child = tokio::process::Command::new(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                ConnectionError::Unavailable(format!(
-                    "cannot start plugin {name} ({}): {error}",
-                    path.display()
-                ))
-            })?;
+        // Registered as one of this program's processes, so that a bare step's orphan search
+        // never takes it for an orphan (`mc serve` runs plugin and bare jobs at once).
+        let (mut child, registered) = {
+            let _spawning = maestro_core::children::spawning();
+            let child = tokio::process::Command::new(path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| {
+                    ConnectionError::Unavailable(format!(
+                        "cannot start plugin {name} ({}): {error}",
+                        path.display()
+                    ))
+                })?;
+            let registered = maestro_core::children::Registered::register(child.id());
+            (child, registered)
+        };
         let pid = child.id().and_then(|id| i32::try_from(id).ok());
         let group = child.id().and_then(Group::of_child);
         let shared = Arc::new(Shared {
@@ -273,6 +282,7 @@ impl Connection {
             pid,
             group,
             next_id: AtomicU64::new(1),
+            _registered: registered,
         })
     }
 

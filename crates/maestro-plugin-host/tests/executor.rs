@@ -452,3 +452,38 @@ async fn an_empty_group_confirms_a_plugin_that_says_its_task_left_nothing_and_pr
         assert!(teardown.is_none_or(|t| t.verified), "{report}");
     }
 }
+
+/// A plugin's process is registered as one this program started, from its start until the
+/// executor is done with it: a bare step's orphan search under `mc serve` (another job, at the
+/// same time) never takes it for an orphan of that step and kills it.
+#[tokio::test]
+async fn a_plugins_process_is_registered_as_ours_while_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("plugin.pid");
+    let body = format!(
+        "open({:?}, 'w').write(str(os.getpid()))\n{}",
+        pid_file.display().to_string(),
+        serve_then("        pass")
+    );
+    let path = plugin(dir.path(), "registered", &body);
+    let executor = PluginExecutor::with_options("t", &path, options(Duration::from_secs(10)));
+    let request = step(dir.path());
+    executor
+        .prepare(std::slice::from_ref(&request))
+        .await
+        .unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the plugin wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        maestro_core::children::Registered::contains(pid),
+        "the plugin's process {pid} is not registered"
+    );
+    executor.finish(request.job_id).await;
+    assert!(
+        !maestro_core::children::Registered::contains(pid),
+        "the plugin's process {pid} is still registered after finish"
+    );
+}
