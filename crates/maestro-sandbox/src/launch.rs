@@ -111,13 +111,6 @@ pub struct ForkedLauncher {
     helper: ForkedHelper,
 }
 
-impl ForkedLauncher {
-    /// The helper's pid.
-    pub fn id(&self) -> u32 {
-        self.helper.0.as_raw().unsigned_abs()
-    }
-}
-
 impl Helper {
     fn broken(&self, error: SandboxError) -> SandboxError {
         self.broken.store(true, Ordering::Relaxed);
