@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -281,19 +280,9 @@ impl TaskRun {
 
 impl Session {
     fn spawn(path: &Path, with: Option<serde_json::Value>) -> std::io::Result<Self> {
-        let (mut child, registered) = {
-            let _spawning = maestro_core::children::spawning();
-            let child = tokio::process::Command::new(path)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .env(INHERITED_NAME, INHERITED_VALUE)
-                .kill_on_drop(true)
-                .spawn()?;
-            let registered = maestro_core::children::Registered::register(child.id());
-            (child, registered)
-        };
+        let (mut child, registered) = crate::connection::spawn_plugin(
+            tokio::process::Command::new(path).env(INHERITED_NAME, INHERITED_VALUE),
+        )?;
         let group = child.id().and_then(Group::of_child);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())

@@ -135,6 +135,25 @@ pub(crate) async fn read_bounded_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Starts a plugin's process: its stdin, stdout and stderr piped, in a process group of its
+/// own, killed when its `Child` is dropped, and registered as one of this program's processes
+/// (`maestro_core::children`) for as long as the registration is held, so that a bare step's
+/// orphan search never takes it for an orphan (`mc serve` runs plugin and bare jobs at once).
+pub(crate) fn spawn_plugin(
+    command: &mut tokio::process::Command,
+) -> io::Result<(Child, maestro_core::children::Registered)> {
+    let _spawning = maestro_core::children::spawning();
+    let child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let registered = maestro_core::children::Registered::register(child.id());
+    Ok((child, registered))
+}
+
 impl Connection {
     /// Start the plugin at `path` in a process group of its own and complete the handshake
     /// within `handshake_timeout`.
@@ -143,26 +162,13 @@ impl Connection {
         path: &Path,
         handshake_timeout: Duration,
     ) -> Result<Self, ConnectionError> {
-        // Registered as one of this program's processes, so that a bare step's orphan search
-        // never takes it for an orphan (`mc serve` runs plugin and bare jobs at once).
-        let (mut child, registered) = {
-            let _spawning = maestro_core::children::spawning();
-            let child = tokio::process::Command::new(path)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|error| {
-                    ConnectionError::Unavailable(format!(
-                        "cannot start plugin {name} ({}): {error}",
-                        path.display()
-                    ))
-                })?;
-            let registered = maestro_core::children::Registered::register(child.id());
-            (child, registered)
-        };
+        let (mut child, registered) = spawn_plugin(&mut tokio::process::Command::new(path))
+            .map_err(|error| {
+                ConnectionError::Unavailable(format!(
+                    "cannot start plugin {name} ({}): {error}",
+                    path.display()
+                ))
+            })?;
         let pid = child.id().and_then(|id| i32::try_from(id).ok());
         let group = child.id().and_then(Group::of_child);
         let shared = Arc::new(Shared {
