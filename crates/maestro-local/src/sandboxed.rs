@@ -204,10 +204,7 @@ impl LauncherSlot {
             })
         };
         tracing::debug!(pid = ?registered.launcher.id(), "sandbox launcher started");
-        let replaced = slot.replace(Arc::clone(&registered));
-        // A forked launcher's last holder waits for its exit: not with the slot locked.
-        drop(slot);
-        drop(replaced);
+        *slot = Some(Arc::clone(&registered));
         Ok(registered)
     }
 }
