@@ -2,9 +2,9 @@
 //! a stderr nobody reads from ever stalling a job.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
@@ -14,7 +14,9 @@ use tracing_subscriber::fmt::MakeWriter;
 ///
 /// Events are written by a thread of their own and dropped when stderr does not keep up: a
 /// stderr nobody reads must never stall a running job (a plugin's stderr, for one, becomes
-/// events). Call [`Diagnostics::drain`] before exiting so queued events are not lost.
+/// events). The thread starts with the first event: most runs have none, and a thread is a
+/// noticeable part of a short command's cost. Call [`Diagnostics::drain`] before exiting so
+/// queued events are not lost.
 pub(crate) fn install_tracing(verbose: u8) -> Diagnostics {
     let default = match verbose {
         0 => "warn",
@@ -31,26 +33,17 @@ pub(crate) fn install_tracing(verbose: u8) -> Diagnostics {
             filter = filter.add_directive(directive);
         }
     }
-    let (sender, events) = sync_channel::<Vec<u8>>(DIAGNOSTICS_BACKLOG);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let written = Arc::clone(&queued);
-    std::thread::spawn(move || {
-        for event in events {
-            let _ = std::io::stderr().lock().write_all(&event);
-            written.fetch_sub(1, Ordering::Release);
-        }
-    });
     let writer = QueueWriter {
-        sender,
-        queued: Arc::clone(&queued),
+        shared: Arc::new(Queue::default()),
     };
+    let queue = Arc::clone(&writer.shared);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false)
         .with_ansi(crate::printer::colours_on(&std::io::stderr()))
         .try_init();
-    Diagnostics { queued }
+    Diagnostics { queue }
 }
 
 /// How many events may wait for stderr before new ones are dropped.
@@ -58,14 +51,14 @@ const DIAGNOSTICS_BACKLOG: usize = 1024;
 
 /// The diagnostics queue, to be drained before `mc` exits.
 pub(crate) struct Diagnostics {
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
 }
 
 impl Diagnostics {
     /// Wait (a little) for queued events to reach stderr.
     pub(crate) fn drain(&self) {
         let deadline = Instant::now() + Duration::from_millis(500);
-        while self.queued.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while self.queue.queued.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -74,8 +67,38 @@ impl Diagnostics {
 /// Hands each formatted event to the diagnostics thread, or drops it when the queue is full.
 #[derive(Clone)]
 struct QueueWriter {
-    sender: SyncSender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Queue>,
+}
+
+/// The events on their way to stderr, and the thread that writes them once there is one.
+#[derive(Default)]
+struct Queue {
+    /// The sending end, made with the thread by the first event; `None` when no thread could
+    /// be started (the events are then dropped, as when the queue is full).
+    sender: OnceLock<Option<SyncSender<Vec<u8>>>>,
+    /// Events sent and not yet written.
+    queued: AtomicUsize,
+}
+
+impl Queue {
+    fn sender(self: &Arc<Self>) -> Option<&SyncSender<Vec<u8>>> {
+        self.sender
+            .get_or_init(|| {
+                let (sender, events) = sync_channel::<Vec<u8>>(DIAGNOSTICS_BACKLOG);
+                let written = Arc::clone(self);
+                std::thread::Builder::new()
+                    .name("diagnostics".into())
+                    .spawn(move || {
+                        for event in events {
+                            let _ = std::io::stderr().lock().write_all(&event);
+                            written.queued.fetch_sub(1, Ordering::Release);
+                        }
+                    })
+                    .ok()
+                    .map(|_| sender)
+            })
+            .as_ref()
+    }
 }
 
 /// One event being formatted; sent when the formatter is done with it.
@@ -104,14 +127,13 @@ impl Drop for EventBuffer {
         if let Some(masked) = maestro_core::secret::mask_diagnostic(&self.bytes) {
             self.bytes = masked;
         }
-        self.queue.queued.fetch_add(1, Ordering::Release);
-        if self
-            .queue
-            .sender
-            .try_send(std::mem::take(&mut self.bytes))
-            .is_err()
-        {
-            self.queue.queued.fetch_sub(1, Ordering::Release);
+        let queue = &self.queue.shared;
+        let Some(sender) = queue.sender() else {
+            return;
+        };
+        queue.queued.fetch_add(1, Ordering::Release);
+        if sender.try_send(std::mem::take(&mut self.bytes)).is_err() {
+            queue.queued.fetch_sub(1, Ordering::Release);
         }
     }
 }
