@@ -347,7 +347,25 @@ impl Runner {
                 driver: crate::control::Driver::current(),
             };
             let policies = evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
-            let lease = self.store_job(&meta, &request.spec_bytes, &policies)?;
+            // What follows `SUBMITTED` is decided now and stored with the job, in the same
+            // durable write and audit append: a denial, a secret that cannot be read, or
+            // `RUNNING`. One sync point before anything runs instead of two. Secret values are
+            // read only for a job policy allows, and no executor sees them before `RUNNING`
+            // is on record.
+            let secrets = SecretDecl::of(&admitted.spec);
+            let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
+            let values = policies
+                .allowed()
+                .then(|| read_secrets(&secrets.sources, &request.caller_env));
+            let next = match &values {
+                None => (JobState::Denied, json!({ "policies": policy_detail })),
+                Some(Err(error)) => (
+                    JobState::Failed,
+                    json!({ "policies": policy_detail, "error": error.to_string() }),
+                ),
+                Some(Ok(_)) => (JobState::Running, json!({ "policies": policy_detail })),
+            };
+            let lease = self.store_job(&meta, &request.spec_bytes, &policies, Some(next))?;
             if let Some(observer) = &observer {
                 observer.job_stored(job_id, &meta.trace_id);
             }
@@ -360,7 +378,26 @@ impl Runner {
                 caller_env: request.caller_env,
                 masker: Arc::new(Masker::default()),
             };
-            job.run(admitted, policies).await
+            match values {
+                None => Ok(job.report(JobState::Denied, policies, Vec::new(), None)),
+                Some(Err(error)) => {
+                    let message = error.to_string();
+                    tracing::info!(%message, "a secret could not be read");
+                    Ok(job.report(
+                        JobState::Failed,
+                        policies,
+                        Vec::new(),
+                        Some((FailureKind::SecretUnavailable, message)),
+                    ))
+                }
+                Some(Ok(values)) => {
+                    let Admitted {
+                        steps, executors, ..
+                    } = admitted;
+                    job.execute_allowed(steps, executors, policies, secrets, values)
+                        .await
+                }
+            }
         }
         .instrument(span)
         .await
@@ -368,15 +405,17 @@ impl Runner {
 }
 
 impl Runner {
-    /// Store a job with its `SUBMITTED` transition, made durable together (one group commit),
-    /// and audit them with every policy's verdict (`policies`, evaluated before anything is
-    /// stored or runs): one audit append for them all, in the same transaction as the job where
-    /// the store has transactions.
+    /// Store a job with its `SUBMITTED` transition and, when it is already known, the
+    /// transition after it (`next`: a state and its detail), made durable together (one group
+    /// commit), and audit them with every policy's verdict (`policies`, evaluated before
+    /// anything is stored or runs): one audit append for them all, in the same transaction as
+    /// the job where the store has transactions.
     fn store_job(
         &self,
         meta: &JobMeta,
         spec_bytes: &[u8],
         policies: &PolicyReport,
+        next: Option<(JobState, serde_json::Value)>,
     ) -> Result<JobLease, RunError> {
         let detail = json!({ "source": meta.source, "spec_file": meta.spec_file });
         let transition = Transition {
@@ -385,6 +424,12 @@ impl Runner {
             trace_id: meta.trace_id.clone(),
             detail: detail.clone(),
         };
+        let next = next.map(|(state, detail)| Transition {
+            state,
+            at: now_rfc3339(),
+            trace_id: meta.trace_id.clone(),
+            detail,
+        });
         let record = |event: &str, details: serde_json::Value| {
             AuditRecord::new(
                 Some(meta.job_id),
@@ -402,7 +447,7 @@ impl Runner {
                 json!({
                     "state": JobState::Submitted,
                     "detail": detail,
-                    "history": digests.last(),
+                    "history": digests.first(),
                     "files": files,
                 }),
             )];
@@ -412,16 +457,24 @@ impl Runner {
                     serde_json::to_value(verdict).unwrap_or_default(),
                 )
             }));
+            // The next transition's record, as `JobRun::record` makes it.
+            records.extend(next.as_ref().map(|next| {
+                record(
+                    "job.transition",
+                    json!({ "state": next.state, "detail": next.detail, "history": digests.get(1) }),
+                )
+            }));
             records
         };
-        let (lease, _) = self.store.create_job_audited(
-            &self.audit,
-            meta,
-            spec_bytes,
-            &[HistoryEntry::Transition(&transition)],
-            &describe,
-        )?;
+        let mut entries = vec![HistoryEntry::Transition(&transition)];
+        entries.extend(next.as_ref().map(HistoryEntry::Transition));
+        let (lease, _) =
+            self.store
+                .create_job_audited(&self.audit, meta, spec_bytes, &entries, &describe)?;
         tracing::info!(state = %JobState::Submitted, "job state changed");
+        if let Some(next) = &next {
+            tracing::info!(state = %next.state, "job state changed");
+        }
         Ok(lease)
     }
 }
@@ -571,7 +624,29 @@ impl Runner {
             };
             let policies =
                 evaluate_policies(&admitted.spec, &admitted.plan, &self.config.policy);
-            let lease = self.store_job(&meta, &request.spec_bytes, &policies)?;
+            let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
+            let denials: Vec<&crate::policy::Verdict> = policies.denials().collect();
+            let awaiting = !denials.is_empty()
+                && denials.iter().all(|verdict| verdict.policy == APPROVAL_POLICY);
+            let denied = !denials.is_empty() && !awaiting;
+            // A denial or the wait for approval is stored with the job (one durable write);
+            // a queued job stays `SUBMITTED` until it runs.
+            let next = if denied {
+                Some((JobState::Denied, json!({ "policies": policy_detail })))
+            } else if awaiting {
+                Some((
+                    JobState::AwaitingApproval,
+                    json!({
+                        "policies": policy_detail,
+                        "approval": {
+                            "required": "a production job runs only when an identity with the approve role other than its owner approves it",
+                        },
+                    }),
+                ))
+            } else {
+                None
+            };
+            let lease = self.store_job(&meta, &request.spec_bytes, &policies, next)?;
             let job = JobRun {
                 runner: self,
                 meta,
@@ -581,29 +656,13 @@ impl Runner {
                 caller_env: CallerEnv::default(),
                 masker: Arc::new(Masker::default()),
             };
-            let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
-            let denials: Vec<&crate::policy::Verdict> = policies.denials().collect();
-            let awaiting = !denials.is_empty()
-                && denials.iter().all(|verdict| verdict.policy == APPROVAL_POLICY);
-            if !denials.is_empty() && !awaiting {
-                job.record(JobState::Denied, json!({ "policies": policy_detail }))?;
+            if denied {
                 return Ok(Accepted::Denied(job.report(
                     JobState::Denied,
                     policies,
                     Vec::new(),
                     None,
                 )));
-            }
-            if awaiting {
-                job.record(
-                    JobState::AwaitingApproval,
-                    json!({
-                        "policies": policy_detail,
-                        "approval": {
-                            "required": "a production job runs only when an identity with the approve role other than its owner approves it",
-                        },
-                    }),
-                )?;
             }
             let JobRun { meta, _lease, .. } = job;
             let pending = PendingJob {
@@ -891,28 +950,12 @@ impl JobRun<'_> {
         }
     }
 
-    async fn run(self, admitted: Admitted, policies: PolicyReport) -> Result<JobReport, RunError> {
-        let Admitted {
-            spec,
-            steps,
-            executors,
-            plan: _,
-        } = admitted;
-        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
-        if !policies.allowed() {
-            self.record(JobState::Denied, json!({ "policies": policy_detail }))?;
-            return Ok(self.report(JobState::Denied, policies, Vec::new(), None));
-        }
-        let secrets = SecretDecl::of(&spec);
-        self.execute(steps, executors, policies, None, secrets)
-            .await
-    }
-
-    /// Prepare the executors, run the steps and finish: the part of a job after policy allowed
-    /// it (and, on a server, after it was approved: `approval` goes into `RUNNING`'s record).
+    /// Read the secrets, prepare the executors, run the steps and finish: the part of a job a
+    /// server runs after policy allowed it and it was approved (`approval` goes into
+    /// `RUNNING`'s record).
     async fn execute(
-        mut self,
-        mut steps: Vec<StepRequest>,
+        self,
+        steps: Vec<StepRequest>,
         executors: Vec<Arc<dyn Executor>>,
         policies: PolicyReport,
         approval: Option<serde_json::Value>,
@@ -939,6 +982,36 @@ impl JobRun<'_> {
                 ));
             }
         };
+        // Cancelled while it waited (a server stopping, `DELETE` on the job): it never ran.
+        if self.cancel.is_cancelled() {
+            self.record(
+                JobState::Cancelled,
+                json!({ "policies": policy_detail, "reason": "cancelled before it started" }),
+            )?;
+            return Ok(self.report(JobState::Cancelled, policies, Vec::new(), None));
+        }
+        let mut detail = json!({ "policies": policy_detail });
+        if let Some(approval) = approval {
+            detail["approval"] = approval;
+        }
+        self.record(JobState::Running, detail)?;
+        self.execute_allowed(steps, executors, policies, secrets, values)
+            .await
+    }
+
+    /// Prepare the executors, give each step its secrets (from `values`), run the steps and
+    /// finish: the part of a job after `RUNNING` is on record. Executors are prepared only
+    /// then, because preparing is the job's first effect outside the store (a plugin process
+    /// started, an image looked up).
+    async fn execute_allowed(
+        mut self,
+        mut steps: Vec<StepRequest>,
+        executors: Vec<Arc<dyn Executor>>,
+        policies: PolicyReport,
+        secrets: SecretDecl,
+        values: std::collections::BTreeMap<String, crate::secret::Secret>,
+    ) -> Result<JobReport, RunError> {
+        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         self.masker = Arc::new(Masker::new(values.values()));
         crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
         for (step, names) in steps.iter_mut().zip(&secrets.per_step) {
@@ -963,10 +1036,7 @@ impl JobRun<'_> {
 
         let prepared = self.prepare(&groups).await;
         let result = match prepared {
-            Ok(()) => {
-                self.run_steps(&steps, &executors, policies, policy_detail, approval)
-                    .await
-            }
+            Ok(()) => self.run_steps(&steps, &executors, policies).await,
             Err(failure) => {
                 let (state, failure) = match failure {
                     None => (JobState::Cancelled, None),
@@ -1024,19 +1094,13 @@ impl JobRun<'_> {
         Ok(())
     }
 
+    /// Run the steps and record their results and the job's end.
     async fn run_steps(
         &self,
         steps: &[StepRequest],
         executors: &[Arc<dyn Executor>],
         policies: PolicyReport,
-        policy_detail: serde_json::Value,
-        approval: Option<serde_json::Value>,
     ) -> Result<JobReport, RunError> {
-        let mut detail = json!({ "policies": policy_detail });
-        if let Some(approval) = approval {
-            detail["approval"] = approval;
-        }
-        self.record(JobState::Running, detail)?;
         let mut records = Vec::with_capacity(steps.len());
         let mut failure: Option<(FailureKind, String)> = None;
         let mut cancelled = false;
@@ -1754,7 +1818,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unavailable_executor_fails_the_job_before_running() {
+    async fn a_job_is_stored_with_its_verdicts_and_running_before_any_executor_is_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording {
+            fail_prepare: true,
+            ..Recording::default()
+        });
+        let store = FileStore::new(dir.path());
+        let report = runner(dir.path(), executor.clone())
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        // The history the job was created with, before anything else was written: SUBMITTED
+        // and RUNNING with every verdict, in the journal's first write.
+        let journal = std::fs::read_to_string(
+            dir.path()
+                .join("jobs")
+                .join(report.job_id.to_string())
+                .join("history.journal"),
+        )
+        .unwrap();
+        let records: Vec<&str> = journal.lines().collect();
+        assert!(records[0].contains(r#""state":"SUBMITTED""#), "{journal}");
+        assert!(
+            records[1].contains(r#""state":"RUNNING""#)
+                && records[1].contains(r#""policy":"owner-present""#),
+            "{journal}"
+        );
+        // Audited in the same order, each transition with the digests of the history up to
+        // its own entry, and `mc audit verify` agrees.
+        let audit = AuditLog::new(dir.path());
+        let events: Vec<(String, serde_json::Value)> = audit
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.job_id == Some(report.job_id))
+            .map(|record| (record.event, record.details))
+            .collect();
+        let names: Vec<&str> = events.iter().map(|(event, _)| event.as_str()).collect();
+        let decisions = names.iter().filter(|e| **e == "policy.decision").count();
+        assert!(decisions >= 1, "{names:?}");
+        assert_eq!(names[0], "job.transition");
+        assert_eq!(names[1 + decisions], "job.transition", "{names:?}");
+        assert_eq!(events[0].1["state"], "SUBMITTED");
+        assert_eq!(events[0].1["history"]["state.json"]["entries"], 1);
+        assert_eq!(events[1 + decisions].1["state"], "RUNNING");
+        assert_eq!(
+            events[1 + decisions].1["history"]["state.json"]["entries"],
+            2
+        );
+        let verification = audit.verify(None, Some(&store)).unwrap();
+        assert!(verification.intact(), "{verification:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_executor_fails_the_job_before_any_step_runs() {
         let dir = tempfile::tempdir().unwrap();
         let executor = Arc::new(Recording {
             fail_prepare: true,
@@ -1768,9 +1886,15 @@ mod tests {
         assert_eq!(report.failure, Some(FailureKind::ExecutorUnavailable));
         assert_eq!(report.error.as_deref(), Some("engine down"));
         assert_eq!(*executor.calls.lock().unwrap(), ["prepare 2", "finish"]);
+        // RUNNING is on record before the executor is prepared: preparing is already an
+        // effect outside the store (a plugin process, an image looked up).
         let record = FileStore::new(dir.path()).load(report.job_id).unwrap();
         let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
-        assert_eq!(states, [JobState::Submitted, JobState::Failed]);
+        assert_eq!(
+            states,
+            [JobState::Submitted, JobState::Running, JobState::Failed]
+        );
+        assert!(record.steps.is_empty(), "{:?}", record.steps);
     }
 
     #[tokio::test]
@@ -1876,6 +2000,24 @@ mod tests {
             record.transitions[2].detail["approval"]["approved_by"],
             "bo"
         );
+    }
+
+    #[tokio::test]
+    async fn on_a_server_a_job_cancelled_while_it_waited_never_runs_nor_prepares() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording::default());
+        let runner = runner(dir.path(), executor.clone());
+        let Accepted::Queued(job) = runner.accept(request(GOOD), "ana").await.unwrap() else {
+            panic!("an allowed job is queued");
+        };
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let report = runner.run_pending(job, cancel).await.unwrap();
+        assert_eq!(report.state, JobState::Cancelled);
+        assert!(executor.calls.lock().unwrap().is_empty());
+        let record = FileStore::new(dir.path()).load(report.job_id).unwrap();
+        let states: Vec<JobState> = record.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Cancelled]);
     }
 
     #[tokio::test]
