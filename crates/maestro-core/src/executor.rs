@@ -352,7 +352,7 @@ pub enum ExecutorError {
 ///
 /// Only [`Executor::run`] is required; the hooks have sensible defaults. The runner calls, per
 /// job: [`check_step`](Executor::check_step) for each of its steps before the job is stored,
-/// [`prepare`](Executor::prepare) once after policies allowed the job and before `RUNNING`,
+/// [`prepare`](Executor::prepare) once after policies allowed the job and `RUNNING` is on record,
 /// [`run`](Executor::run) per step, and [`finish`](Executor::finish) once at the end however the
 /// job ended (success, failure, cancel). `mc gc` calls
 /// [`collect_garbage`](Executor::collect_garbage) on the built-in executors.
