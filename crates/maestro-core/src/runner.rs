@@ -1011,7 +1011,6 @@ impl JobRun<'_> {
         secrets: SecretDecl,
         values: std::collections::BTreeMap<String, crate::secret::Secret>,
     ) -> Result<JobReport, RunError> {
-        let policy_detail = serde_json::to_value(&policies.verdicts).unwrap_or_default();
         self.masker = Arc::new(Masker::new(values.values()));
         crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
         for (step, names) in steps.iter_mut().zip(&secrets.per_step) {
@@ -1043,7 +1042,7 @@ impl JobRun<'_> {
                     Some(failure) => (JobState::Failed, Some(failure)),
                 };
                 let detail = json!({
-                    "policies": policy_detail,
+                    "policies": serde_json::to_value(&policies.verdicts).unwrap_or_default(),
                     "error": failure.as_ref().map(|(_, message)| message),
                 });
                 self.record(state, detail)
