@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         expose: Vec::new(),
         network: NetworkMode::Host,
         host: None,
+        hold: false,
     };
     let launcher = Launcher::start(mc, &[LAUNCHER])?;
     for round in 1..=2 {

@@ -19,6 +19,8 @@ use crate::report::{Message, Report};
 pub struct Control {
     state: State,
     plan: Vec<u8>,
+    /// The plan is held ([`SandboxPlan::hold`]) and its `go` not sent yet.
+    held: bool,
     pid_namespace_inode: Option<u64>,
     /// The setup failure already reported, returned again by `finish`.
     setup: Option<String>,
@@ -92,6 +94,7 @@ pub(crate) fn channel(plan: &SandboxPlan) -> Result<(OwnedFd, Control), SandboxE
         Control {
             state: State::Std(ours),
             plan: line,
+            held: plan.hold,
             pid_namespace_inode: None,
             setup: None,
         },
@@ -158,11 +161,22 @@ impl Control {
             })
     }
 
-    /// Sends the plan and waits until the sandbox is set up and the step's program is being
-    /// executed. A sandbox that could not be set up is [`SandboxError::Setup`]: the step never
-    /// ran.
+    /// Sends the plan (and, for a held plan, the `go` that lets the step start) and waits until
+    /// the sandbox is set up and the step's program is being executed. A sandbox that could
+    /// not be set up is [`SandboxError::Setup`]: the step never ran.
     pub async fn wait_started(&mut self) -> Result<(), SandboxError> {
         self.send_plan().await?;
+        if self.held {
+            self.held = false;
+            self.reader()?
+                .get_mut()
+                .write_all(b"go\n")
+                .await
+                .map_err(|source| SandboxError::Io {
+                    what: "cannot tell the sandbox to start the step",
+                    source,
+                })?;
+        }
         if self.pid_namespace_inode.is_some() {
             return Ok(());
         }
@@ -198,6 +212,11 @@ impl Control {
             return Err(SandboxError::Setup { message });
         }
         self.send_plan().await?;
+        if self.held {
+            // Never told to start: the end of what it hears from the caller has the shim tear
+            // the sandbox down, and its report follows.
+            let _ = self.reader()?.get_mut().shutdown().await;
+        }
         loop {
             match self.next_message().await? {
                 Some(Message::Started {

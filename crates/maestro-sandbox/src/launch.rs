@@ -280,17 +280,29 @@ impl Launcher {
             environment.as_raw_fd(),
         ];
         let helper = &self.helper;
-        let send = helper.requests.async_io(Interest::WRITABLE, |socket| {
+        let send = |socket: RawFd| {
             sendmsg::<()>(
-                socket.as_raw_fd(),
+                socket,
                 &[IoSlice::new(&REQUEST)],
                 &[ControlMessage::ScmRights(&fds)],
                 MsgFlags::MSG_NOSIGNAL,
                 None,
             )
             .map_err(std::io::Error::from)
-        });
-        match tokio::time::timeout(ANSWER_WITHIN, send).await {
+        };
+        // Tried at once: the runtime learns that a new request socket is writable only at its
+        // next turn, and a caller that has a shim built ahead of time (a held plan) wants the
+        // request on its way before it goes on with its own work.
+        let sent = match send(helper.requests.as_raw_fd()) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                let ready = helper
+                    .requests
+                    .async_io(Interest::WRITABLE, |socket| send(socket.as_raw_fd()));
+                tokio::time::timeout(ANSWER_WITHIN, ready).await
+            }
+            done => Ok(done),
+        };
+        match sent {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
                 let gone = matches!(

@@ -26,13 +26,20 @@ use crate::{SETUP_FAILED_EXIT_CODE, confine, mounts, netlink};
 /// The hostname a step sees.
 pub(crate) const HOSTNAME: &str = "maestro-sandbox";
 
-/// Runs as pid 1 of the new PID namespace; `status` is the pipe to the outer shim.
-pub(crate) fn run_init(plan: &SandboxPlan, environment: &HostEnvironment, status: OwnedFd) -> ! {
+/// Runs as pid 1 of the new PID namespace; `status` is the pipe to the outer shim, `go` (for a
+/// held plan) the pipe on which the shim says the step may start.
+pub(crate) fn run_init(
+    plan: &SandboxPlan,
+    environment: &HostEnvironment,
+    status: OwnedFd,
+    go: Option<OwnedFd>,
+) -> ! {
     let mut status = File::from(status);
     // The outer shim is in another PID namespace, so this signal is delivered even to an init.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let step = match enter(plan)
         .and_then(|()| prepare(plan, environment))
+        .and_then(|()| wait_for_go(go))
         .and_then(|()| start_step(plan))
     {
         Ok(step) => step,
@@ -117,6 +124,26 @@ fn prepare(plan: &SandboxPlan, environment: &HostEnvironment) -> Result<(), Setu
         netlink::loopback_up().context(|| "cannot bring the loopback interface up".to_owned())?;
     }
     Ok(())
+}
+
+/// For a held plan: waits, the sandbox complete, until the shim says the step may start (one
+/// byte); end of file means the shim and its caller are gone, and the step never starts.
+fn wait_for_go(go: Option<OwnedFd>) -> Result<(), SetupFailure> {
+    let Some(go) = go else {
+        return Ok(());
+    };
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&go, &mut byte) {
+            Ok(1) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Ok(_) | Err(_) => {
+                return Err(SetupFailure::new(
+                    "the caller went away before the step could start; nothing of it ran",
+                ));
+            }
+        }
+    }
 }
 
 /// Forks the step and waits until it has exec'd its program, or failed to confine itself.

@@ -33,6 +33,14 @@ pub struct SandboxPlan {
     /// it the shim falls back to its environment.
     #[serde(default)]
     pub host: Option<HostEnvironment>,
+    /// Build the sandbox now, but start the step only once the caller says so (`go` on the
+    /// control socket, which [`crate::Control::wait_started`] sends). A caller can so have
+    /// the sandbox built while it does what must come before the step (making the job's
+    /// `RUNNING` durable): the sandbox is private until the step starts in it. A caller that
+    /// goes away instead of saying `go` gets the sandbox torn down, and nothing ran. Only
+    /// for a plan sent on the control socket: a plan read from a file starts at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 /// Whether a step shares the host's network.
@@ -251,6 +259,7 @@ mod tests {
             expose: vec![],
             network: NetworkMode::Host,
             host: None,
+            hold: false,
         };
         assert!(
             plan.hidden_paths(&environment)
@@ -269,6 +278,7 @@ mod tests {
             serde_json::from_str(r#"{"argv":["true"],"workdir":"/w","workspace":"/w"}"#).unwrap();
         assert_eq!(plan.network, NetworkMode::Host);
         assert!(plan.expose.is_empty());
+        assert!(!plan.hold);
     }
 
     #[test]

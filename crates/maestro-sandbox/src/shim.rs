@@ -11,7 +11,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -69,23 +69,51 @@ impl Channel {
         })
     }
 
-    fn read_plan(&self) -> Result<SandboxPlan, SetupFailure> {
+    /// Reads the plan, and whatever the caller sent after it (its `go` for a held plan may
+    /// already be there): no byte past the plan's line is lost, as a buffered reader would.
+    fn read_plan(&self) -> Result<(SandboxPlan, Vec<u8>), SetupFailure> {
         if let Some(path) = &self.plan_file {
             let text = std::fs::read(path)
                 .context(|| format!("cannot read the plan file {}", Path::new(path).display()))?;
-            return serde_json::from_slice(&text)
-                .context(|| "cannot parse the sandbox plan".to_owned());
+            let plan = serde_json::from_slice(&text)
+                .context(|| "cannot parse the sandbox plan".to_owned())?;
+            return Ok((plan, Vec::new()));
         }
-        let reader = File::from(
+        let mut reader = File::from(
             self.input
                 .try_clone()
                 .context(|| "cannot duplicate standard input".to_owned())?,
         );
-        let mut line = Vec::new();
-        BufReader::new(reader.take(MAX_PLAN_BYTES))
-            .read_until(b'\n', &mut line)
-            .context(|| "cannot read the sandbox plan".to_owned())?;
-        serde_json::from_slice(&line).context(|| "cannot parse the sandbox plan".to_owned())
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let end = loop {
+            let searched = received.len();
+            let count = match reader.read(&mut chunk) {
+                Ok(count) => count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(SetupFailure::new(format!(
+                        "cannot read the sandbox plan: {error}"
+                    )));
+                }
+            };
+            if count == 0 {
+                break received.len();
+            }
+            received.extend_from_slice(&chunk[..count]);
+            if let Some(at) = received[searched..].iter().position(|&byte| byte == b'\n') {
+                break searched + at;
+            }
+            if received.len() as u64 > MAX_PLAN_BYTES {
+                return Err(SetupFailure::new(format!(
+                    "cannot parse the sandbox plan: it is longer than {MAX_PLAN_BYTES} bytes"
+                )));
+            }
+        };
+        let rest = received.split_off((end + 1).min(received.len()));
+        let plan = serde_json::from_slice(&received)
+            .context(|| "cannot parse the sandbox plan".to_owned())?;
+        Ok((plan, rest))
     }
 
     /// Sends one message; a caller that went away is not an error (there is no one to tell).
@@ -143,7 +171,7 @@ pub(crate) fn run(mut args: impl Iterator<Item = OsString>) -> ! {
 
 /// Everything between reading the plan and the end of the namespace's init.
 fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailure> {
-    let plan = channel.read_plan()?;
+    let (plan, from_caller) = channel.read_plan()?;
     if plan.argv.is_empty() {
         return Err(SetupFailure::new("the sandbox plan has an empty argv"));
     }
@@ -170,15 +198,33 @@ fn supervise(channel: &Channel) -> Result<(Report, Option<ExitKind>), SetupFailu
     // killed and reaped every other process of the namespace; end of file means init is gone.
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context(|| "cannot create the status pipe".to_owned())?;
+    // shim -> init, for a held plan: one byte once the caller said `go`; end of file means the
+    // shim is gone. Without a control socket there is no one to say it: the step starts at once.
+    let go = if plan.hold && channel.stream.is_some() {
+        Some(
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context(|| "cannot create the start pipe".to_owned())?,
+        )
+    } else {
+        None
+    };
     let init = match sys::fork().context(|| "cannot fork the namespace's init".to_owned())? {
         Forked::Child => {
             drop(status_read);
-            namespace::run_init(&plan, &environment, status_write)
+            let go = go.map(|(read, write)| {
+                drop(write);
+                read
+            });
+            namespace::run_init(&plan, &environment, status_write, go)
         }
         Forked::Parent(init) => init,
     };
     drop(status_write);
-    let watched = watch(channel, init, status_read)?;
+    let go = go.map(|(read, write)| {
+        drop(read);
+        write
+    });
+    let watched = watch(channel, init, status_read, go, from_caller)?;
     if watched.emptied {
         // Init killed and reaped every other process of the namespace (see
         // `namespace::empty_namespace`) and is exiting now. It is not waited for: its exit
@@ -280,8 +326,17 @@ struct Watched {
 
 /// Waits until init reports the namespace empty (or ends without saying so) while watching
 /// the caller: a caller that closes its end of the control socket (or dies) gets its sandbox
-/// killed. Returns what init reported, or the setup failure it reported.
-fn watch(channel: &Channel, init: Pid, status_read: OwnedFd) -> Result<Watched, SetupFailure> {
+/// killed. For a held plan, `go` is the pipe on which init waits to start the step: it gets its
+/// byte once the caller's `go` line arrives (`from_caller`: what came after the plan so far).
+/// Returns what init reported, or the setup failure it reported.
+fn watch(
+    channel: &Channel,
+    init: Pid,
+    status_read: OwnedFd,
+    mut go: Option<OwnedFd>,
+    mut from_caller: Vec<u8>,
+) -> Result<Watched, SetupFailure> {
+    release_if_go(&mut go, &mut from_caller);
     let mut status_pipe = File::from(status_read);
     let mut received = Vec::new();
     let mut caller_open = channel.stream.is_some();
@@ -310,12 +365,18 @@ fn watch(channel: &Channel, init: Pid, status_read: OwnedFd) -> Result<Watched, 
             (ready(&fds[0]), fds.get(1).is_some_and(ready))
         };
         if caller_gone {
-            // Anything the caller sends after the plan is ignored; nothing (end of file) or an
-            // error means it is gone.
-            let read = nix::unistd::read(&channel.input, &mut buffer);
-            if matches!(read, Ok(0) | Err(_)) {
-                caller_open = false;
-                let _ = kill(init, Signal::SIGKILL);
+            // After the plan the caller sends only its `go` (for a held plan); anything else is
+            // ignored. Nothing (end of file) or an error means it is gone.
+            match nix::unistd::read(&channel.input, &mut buffer) {
+                Ok(0) | Err(_) => {
+                    caller_open = false;
+                    let _ = kill(init, Signal::SIGKILL);
+                }
+                Ok(count) if go.is_some() => {
+                    from_caller.extend_from_slice(&buffer[..count]);
+                    release_if_go(&mut go, &mut from_caller);
+                }
+                Ok(_) => {}
             }
         }
         if status_ready {
@@ -354,6 +415,24 @@ fn watch(channel: &Channel, init: Pid, status_read: OwnedFd) -> Result<Watched, 
             pid_namespace_inode,
             emptied,
         }),
+    }
+}
+
+/// Lets init start the step once the caller's `go` line is among the bytes it sent after the
+/// plan (init reads one byte from `go`; the pipe is closed after it either way).
+fn release_if_go(go: &mut Option<OwnedFd>, from_caller: &mut Vec<u8>) {
+    if go.is_none() {
+        from_caller.clear();
+        return;
+    }
+    if from_caller.windows(3).any(|window| window == b"go\n") {
+        if let Some(pipe) = go.take() {
+            let _ = nix::unistd::write(&pipe, b"g");
+        }
+        from_caller.clear();
+    } else if from_caller.len() > 64 {
+        // Not a `go` in sight after this much: keep only what may begin one.
+        from_caller.drain(..from_caller.len() - 2);
     }
 }
 

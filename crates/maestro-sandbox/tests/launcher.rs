@@ -248,3 +248,118 @@ fn a_process_with_threads_cannot_fork_a_launcher() {
         "{error}"
     );
 }
+
+/// The children of `pid`, from `/proc`.
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+/// Waits until the launched shim's init (its one child) is in a mount namespace of its own:
+/// the sandbox is being built. Its pid.
+async fn wait_for_init(launched: &Launched) -> i32 {
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    for _ in 0..500 {
+        if let Some(&init) = children_of(launched.id()).first()
+            && std::fs::read_link(format!("/proc/{init}/ns/mnt")).is_ok_and(|mnt| mnt != ours)
+        {
+            return init;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the held sandbox's init never entered a mount namespace of its own");
+}
+
+fn held(plan: maestro_sandbox::SandboxPlan) -> maestro_sandbox::SandboxPlan {
+    maestro_sandbox::SandboxPlan { hold: true, ..plan }
+}
+
+#[tokio::test]
+async fn a_held_sandbox_is_built_but_runs_nothing_until_the_caller_says_go() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    let plan = held(shell_plan(
+        workspace.path(),
+        "echo ran > ran.txt; echo started; exit 3",
+    ));
+    let (mut launched, mut control) = launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+    let init = wait_for_init(&launched).await;
+    // Built, or being built, and holding: the step has not run, however long we wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pid_alive(init), "init {init} gave up while holding");
+    assert!(
+        !workspace.join("ran.txt").exists(),
+        "the step ran before the caller said go"
+    );
+    assert_eq!(
+        children_of(init.unsigned_abs()),
+        Vec::<i32>::new(),
+        "init started something before go"
+    );
+    control.wait_started().await.expect("started once told to");
+    let (out, err) = output(&mut launched).await;
+    let status = launched.wait().await.unwrap();
+    assert_eq!(status.code(), Some(3), "{out}{err}");
+    assert_eq!(out, "started\n");
+    assert!(workspace.join("ran.txt").exists());
+    let report = control.finish().await.unwrap();
+    assert_eq!(report.exit, Some(ExitKind::Code(3)));
+    assert!(report.teardown.verified, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_held_sandbox_told_to_go_at_once_runs_even_before_the_shim_has_read_its_plan() {
+    // `go` right behind the plan in the socket: the shim must not lose it with the plan's line.
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    for round in 0..5 {
+        let plan = held(shell_plan(workspace.path(), &format!("echo round {round}")));
+        let (mut launched, mut control) =
+            launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), control.wait_started())
+            .await
+            .expect("a go sent with the plan was lost")
+            .unwrap();
+        let (out, _) = output(&mut launched).await;
+        assert_eq!(out, format!("round {round}\n"));
+        assert!(launched.wait().await.unwrap().success());
+        assert!(control.finish().await.unwrap().teardown.verified);
+    }
+}
+
+#[tokio::test]
+async fn a_held_sandbox_never_told_to_go_is_torn_down_and_ran_nothing() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    let plan = held(shell_plan(workspace.path(), "echo ran > ran.txt"));
+    // Let go by `finish` without a go: the step never starts, the report says so.
+    let (mut launched, control) = launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+    let init = wait_for_init(&launched).await;
+    let report = tokio::time::timeout(Duration::from_secs(20), control.finish())
+        .await
+        .expect("a held sandbox let go of must end")
+        .unwrap();
+    assert_eq!(report.exit, None, "{report:?}");
+    let status = launched.wait().await.unwrap();
+    assert!(!status.success());
+    // Dropped without a word (the caller's crash): the same.
+    let (dropped, control) = launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+    let dropped_init = wait_for_init(&dropped).await;
+    drop(control);
+    drop(dropped);
+    for _ in 0..500 {
+        if !pid_alive(init) && !pid_alive(dropped_init) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!pid_alive(init), "init {init} outlived its held sandbox");
+    assert!(
+        !pid_alive(dropped_init),
+        "init {dropped_init} outlived its dropped sandbox"
+    );
+    assert!(!workspace.join("ran.txt").exists(), "a step ran without go");
+}

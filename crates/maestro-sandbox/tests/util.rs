@@ -55,6 +55,7 @@ pub(crate) fn shell_plan(workspace: &Path, script: &str) -> SandboxPlan {
         expose: vec![],
         network: NetworkMode::Host,
         host: None,
+        hold: false,
     }
 }
 
