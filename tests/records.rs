@@ -429,6 +429,19 @@ fn audit_verify_names_a_job_whose_history_was_edited() {
     );
     let status = env.run(&["status", &ids[1]]);
     assert!(!status.status.success(), "{}", text(&status.stdout));
+    // Nor is it hidden from a listing: the others are listed, it is named, the listing fails.
+    let listing = env.run(&["status"]);
+    assert_eq!(listing.status.code(), Some(4), "{}", text(&listing.stderr));
+    assert!(
+        text(&listing.stdout).contains(&ids[0]),
+        "{}",
+        text(&listing.stdout)
+    );
+    assert!(
+        text(&listing.stderr).contains(&format!("job {} is not listed", ids[1])),
+        "{}",
+        text(&listing.stderr)
+    );
     // Edited by someone who knows the format (every frame recomputed): the audit log's
     // digests still tell.
     std::fs::write(&journal, reseal(edited.as_bytes())).unwrap();

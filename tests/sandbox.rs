@@ -1552,3 +1552,67 @@ fn tmp_inside_is_private_and_empty() {
         "/tmp"
     );
 }
+
+/// Processes whose working directory is `dir`: `mc`'s forks (launcher, shims) keep its own.
+fn processes_in(dir: &Path) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push((pid, comm.trim().to_owned()));
+        }
+    }
+    found
+}
+
+/// A local submit builds the first step's sandbox while it stores the job, the step held until
+/// `RUNNING` is durable. A job that fails before that step runs (here another runtime's plugin
+/// cannot start) has the sandbox torn down: the step never ran, and nothing of it is left.
+#[test]
+fn a_sandbox_built_ahead_for_a_step_that_never_runs_runs_nothing_and_is_torn_down() {
+    let env = Env::new();
+    let plugins = env.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let broken = plugins.join("mc-executor-broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = job(
+        "ahead",
+        json!([
+            { "name": "first", "run": "touch ran" },
+            { "name": "second", "run": "true", "runtime": "broken" }
+        ]),
+    );
+    let file = spec_file(&env, "ahead.json", &spec);
+    let output = output_within(
+        env.mc()
+            .args(["submit", &file, "--output", "json"])
+            .env("MAESTRO_PLUGIN_PATH", &plugins)
+            .env("MAESTRO_LOG", "debug"),
+        120,
+    );
+    let report = parse_json(&output);
+    assert_eq!(report["state"], "FAILED", "{}", text(&output.stderr));
+    assert_eq!(report["steps"][0]["status"], "skipped", "{report}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("staged sandboxes released unused"),
+        "the first step's sandbox was not built ahead, or not released: {stderr}"
+    );
+    assert!(
+        !env.path().join("ran").exists(),
+        "the held step ran although its job failed before it"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(env.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_in(env.path()), [], "left behind by the job");
+}

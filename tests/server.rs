@@ -227,6 +227,9 @@ fn tokens_are_printed_once_stored_hashed_listed_and_revoked() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The state root it created is the owner's alone, as every command creates it.
+    let mode = std::fs::metadata(&env.state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the state root tokens add created");
     let list = text(&env.run(&["tokens", "list"]).stdout);
     assert!(
         list.contains("ana") && list.contains("submit,approve"),
@@ -385,6 +388,21 @@ fn bad_requests_get_one_clear_message_each() {
 
     let (code, body) = server.json("GET", "/v1/jobs/not-a-job", Some(&ana), None);
     assert_eq!(code, 400, "{body}");
+    // A path that is not UTF-8 is refused in JSON too, on every route that takes a job id.
+    for (method, path) in [
+        ("GET", "/v1/jobs/%ff%fe"),
+        ("GET", "/v1/jobs/%ff%fe/logs"),
+        ("POST", "/v1/jobs/%ff%fe/cancel"),
+    ] {
+        let (code, body) = server.json(method, path, Some(&ana), None);
+        assert_eq!(code, 400, "{method} {path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a job id")),
+            "{method} {path}: {body}"
+        );
+    }
     let (code, body) = server.json(
         "GET",
         "/v1/jobs/0192f0c1-aaaa-7bbb-8ccc-123456789abc",
@@ -1730,4 +1748,51 @@ fn the_servers_sandboxes_come_from_one_launcher_that_is_replaced_when_killed_and
             && !crate::util::pid_alive(replaced[0])),
         "the launcher and its steps outlived the server"
     );
+}
+
+/// `mc logs --follow` through a server exits as the job ended, as a local follow does: 0 for a
+/// success, 1 for a failed step.
+#[test]
+fn logs_follow_through_the_server_exits_as_the_job_ended() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let remote = |args: &[&str]| {
+        crate::util::output_within(
+            env.mc()
+                .env("MAESTRO_SERVER", &server.url)
+                .env("MAESTRO_TOKEN", &ana)
+                .args(args),
+            120,
+        )
+    };
+    for (name, command, code) in [("passes", "echo fine", 0), ("fails", "echo bad; exit 3", 1)] {
+        let file = env.write(&format!("{name}.yaml"), &spec(name, command));
+        let submitted = remote(&["submit", file.to_str().unwrap(), "--detach"]);
+        assert_eq!(
+            submitted.status.code(),
+            Some(0),
+            "{}",
+            text(&submitted.stderr)
+        );
+        let job_id = text(&submitted.stdout).trim().to_owned();
+        let followed = remote(&["logs", &job_id, "--follow"]);
+        assert_eq!(
+            followed.status.code(),
+            Some(code),
+            "{name}: {}{}",
+            text(&followed.stdout),
+            text(&followed.stderr)
+        );
+        let first_word = command
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("echo ");
+        assert!(
+            text(&followed.stdout).contains(first_word),
+            "{}",
+            text(&followed.stdout)
+        );
+    }
 }

@@ -655,10 +655,15 @@ fn check_histories(
     records: &[(usize, AuditRecord)],
 ) -> Vec<HistoryProblem> {
     let mut recorded: BTreeMap<JobId, (usize, HistoryDigests)> = BTreeMap::new();
+    // Every digest recorded for a job, not only the last: a history cut back and extended
+    // again (a final record removed, then `FAILED` appended) matches its last record, and not
+    // the ones before it.
+    let mut every: BTreeMap<JobId, Vec<(usize, HistoryDigests)>> = BTreeMap::new();
     let mut files: BTreeMap<JobId, (usize, BTreeMap<String, String>)> = BTreeMap::new();
     for (line, record) in records {
         if let (Some(job_id), Some(history)) = (record.job_id, record.history()) {
-            recorded.insert(job_id, (*line, history));
+            recorded.insert(job_id, (*line, history.clone()));
+            every.entry(job_id).or_default().push((*line, history));
         }
         if let (Some(job_id), Some(digests)) = (
             record.job_id,
@@ -711,6 +716,15 @@ fn check_histories(
                 }),
             }
         }
+        if let Some(message) = earlier_mismatch(
+            job_id,
+            &history.state,
+            &history.steps,
+            every.get(&job_id).map_or(&[][..], Vec::as_slice),
+        ) {
+            problems.push(HistoryProblem { job_id, message });
+            continue;
+        }
         let live = store.is_live(job_id).unwrap_or(false);
         if let Some(message) = history_mismatch(
             job_id,
@@ -723,6 +737,84 @@ fn check_histories(
         }
     }
     problems
+}
+
+/// The first of a job's recorded digests that its history no longer begins with: an entry
+/// that was audited has been changed or removed since. (The last digest is left to
+/// [`history_mismatch`], which also tells a crash's unaudited entries from an edit.)
+fn earlier_mismatch(
+    job_id: JobId,
+    state: &[u8],
+    steps: &[u8],
+    recorded: &[(usize, HistoryDigests)],
+) -> Option<String> {
+    let (Some(states), Some(step_entries)) = (array_entries(state), array_entries(steps)) else {
+        return None;
+    };
+    let (_, earlier) = recorded.split_last()?;
+    for (line, digests) in earlier {
+        for (name, entries, digest) in [
+            ("its transitions", &states, &digests.state),
+            ("its step results", &step_entries, &digests.steps),
+        ] {
+            let kept = entries.len() >= digest.entries
+                && sha256_hex(&array_bytes(&entries[..digest.entries])) == digest.sha256;
+            if !kept {
+                return Some(format!(
+                    "job {job_id}: {name} no longer match what audit line {line} recorded: the history was edited"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Why entries a job's history holds beyond what was audited (`states` from index `audited`
+/// on, and `extra_steps` step results) cannot be what a crash left: a transition the
+/// lifecycle does not allow, or anything after a final state. `None` when they can.
+pub(crate) fn illegal_continuation(
+    states: &[&[u8]],
+    audited: usize,
+    extra_steps: usize,
+) -> Option<String> {
+    let state_of = |entry: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(entry)
+            .ok()
+            .and_then(|value| {
+                serde_json::from_value::<crate::state::JobState>(value["state"].clone()).ok()
+            })
+    };
+    let mut previous = match audited.checked_sub(1) {
+        Some(last) => Some(state_of(states.get(last)?)?),
+        None => None,
+    };
+    if extra_steps > 0
+        && let Some(state) = previous.filter(|state| state.is_terminal())
+    {
+        return Some(format!(
+            "step results recorded after the final state {state}"
+        ));
+    }
+    for (index, entry) in states.iter().enumerate().skip(audited) {
+        let Some(next) = state_of(entry) else {
+            return Some(format!("transition {} is not a state", index + 1));
+        };
+        let legal = match previous {
+            None => next.can_start(),
+            Some(state) => state.can_transition_to(next),
+        };
+        if !legal {
+            return Some(match previous {
+                None => format!("the history starts with {next}"),
+                Some(state) => format!(
+                    "transition {} is {state} -> {next}, which no job makes",
+                    index + 1
+                ),
+            });
+        }
+        previous = Some(next);
+    }
+    None
 }
 
 /// What is wrong with a job's history files given the last digests recorded for them.
@@ -764,6 +856,11 @@ fn history_mismatch(
         match prefix_matches(bytes, digest) {
             Some(_) if live => continue,
             Some(extra) => {
+                if let Some(why) = unaudited_but_illegal(state, steps, &digests) {
+                    return Some(format!(
+                        "job {job_id}: {name} go on past what {at} recorded with what no crash leaves ({why}): the history was edited"
+                    ));
+                }
                 return Some(format!(
                     "job {job_id}: {name} have {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
                     if extra == 1 { "y" } else { "ies" }
@@ -777,6 +874,15 @@ fn history_mismatch(
         }
     }
     None
+}
+
+/// [`illegal_continuation`] of a history whose first entries are what `digests` recorded.
+fn unaudited_but_illegal(state: &[u8], steps: &[u8], digests: &HistoryDigests) -> Option<String> {
+    let states = array_entries(state)?;
+    let extra_steps = array_entries(steps)?
+        .len()
+        .saturating_sub(digests.steps.entries);
+    illegal_continuation(&states, digests.state.entries, extra_steps)
 }
 
 /// How many entries `bytes` holds beyond the `digest.entries` first ones, if those are exactly

@@ -352,7 +352,9 @@ pub enum ExecutorError {
 ///
 /// Only [`Executor::run`] is required; the hooks have sensible defaults. The runner calls, per
 /// job: [`check_step`](Executor::check_step) for each of its steps before the job is stored,
-/// [`prepare`](Executor::prepare) once after policies allowed the job and `RUNNING` is on record,
+/// on a local submit [`stage`](Executor::stage) for the first step while the allowed job is
+/// being stored, [`prepare`](Executor::prepare) once after policies allowed the job and
+/// `RUNNING` is on record,
 /// [`run`](Executor::run) per step, and [`finish`](Executor::finish) once at the end however the
 /// job ended (success, failure, cancel). `mc gc` calls
 /// [`collect_garbage`](Executor::collect_garbage) on the built-in executors.
@@ -379,6 +381,18 @@ pub trait Executor: Send + Sync {
     async fn validate_steps(&self, _steps: &[StepRequest]) -> Result<(), ExecutorError> {
         Ok(())
     }
+
+    /// Build ahead of time what `step`, the job's first step, needs before it can start, while
+    /// the runner makes the job durable with `RUNNING`: a local submit polls this once, stores
+    /// the job (its syncs), then awaits it. Only work no one outside `mc` and its own children
+    /// can see: nothing of the step may run, no container or plugin process may start (a local
+    /// step's sandbox is built with the step held until [`run`](Executor::run) lets it start).
+    /// Called after policy allowed the job and before [`prepare`](Executor::prepare), with the
+    /// step's secrets. `run` of the same step takes what was staged; what no step took is
+    /// released by [`finish`](Executor::finish), which is called for a job whose store failed
+    /// after staging too. Not a place to fail: what went wrong here, `run` does again and
+    /// reports. The default stages nothing.
+    async fn stage(&self, _step: &StepRequest) {}
 
     /// Get ready for a job whose steps for this executor are `steps` (in order): connect to the
     /// backend, start a plugin, validate settings that need the backend. An error here fails the

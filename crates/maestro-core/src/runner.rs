@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -365,7 +366,36 @@ impl Runner {
                 ),
                 Some(Ok(_)) => (JobState::Running, json!({ "policies": policy_detail })),
             };
-            let lease = self.store_job(&meta, &request.spec_bytes, &policies, Some(next))?;
+            // The first step's executor builds what the step needs (a sandbox, held) while the
+            // job's records sync: private work, and nothing of the step runs before `run`.
+            let staged = match (&values, admitted.steps.first(), admitted.executors.first()) {
+                (Some(Ok(values)), Some(first), Some(executor)) => {
+                    let mut step = first.clone();
+                    step.secrets = secrets_of(secrets.per_step.first(), values);
+                    Some((Arc::clone(executor), step))
+                }
+                _ => None,
+            };
+            let stored = match &staged {
+                Some((executor, step)) => {
+                    let mut staging = std::pin::pin!(executor.stage(step));
+                    // One poll sends the work on its way (to another process); the store's
+                    // syncs run meanwhile, and the staging is awaited after them.
+                    let polled =
+                        std::future::poll_fn(|cx| Poll::Ready(staging.as_mut().poll(cx))).await;
+                    let stored = self.store_job(&meta, &request.spec_bytes, &policies, Some(next));
+                    if polled.is_pending() {
+                        staging.await;
+                    }
+                    if stored.is_err() {
+                        executor.finish(job_id).await;
+                    }
+                    stored
+                }
+                None => self.store_job(&meta, &request.spec_bytes, &policies, Some(next)),
+            };
+            drop(staged);
+            let lease = stored?;
             if let Some(observer) = &observer {
                 observer.job_stored(job_id, &meta.trace_id);
             }
@@ -821,6 +851,18 @@ impl SecretDecl {
     }
 }
 
+/// The secrets a step receives: those it names (`names`), with their values.
+fn secrets_of(
+    names: Option<&Vec<String>>,
+    values: &std::collections::BTreeMap<String, crate::secret::Secret>,
+) -> crate::secret::StepSecrets {
+    names
+        .into_iter()
+        .flatten()
+        .filter_map(|name| Some((name.clone(), values.get(name)?.clone())))
+        .collect()
+}
+
 /// One job being driven; holding it holds the job's lease.
 struct JobRun<'a> {
     runner: &'a Runner,
@@ -1014,10 +1056,7 @@ impl JobRun<'_> {
         self.masker = Arc::new(Masker::new(values.values()));
         crate::secret::mask_in_diagnostics(Arc::clone(&self.masker));
         for (step, names) in steps.iter_mut().zip(&secrets.per_step) {
-            step.secrets = names
-                .iter()
-                .filter_map(|name| Some((name.clone(), values.get(name)?.clone())))
-                .collect();
+            step.secrets = secrets_of(Some(names), &values);
         }
         drop(values);
 
@@ -1440,6 +1479,9 @@ pub async fn collect_garbage_of(
                 continue;
             }
         };
+        // A history that is not what its audit records and a crash leave is not settled
+        // either: recording `FAILED` after an edit would make the edit look like a crash.
+        let mut reconciled = true;
         if audited.legacy.contains(&job_id) {
             // Recorded before histories were; nothing to reconcile with.
         } else {
@@ -1451,6 +1493,7 @@ pub async fn collect_garbage_of(
                 reread = true;
                 missing = unaudited(store.as_ref(), &record, audited.digests.get(&job_id));
             }
+            reconciled = missing.is_ok();
             match missing {
                 Ok(records) if !records.is_empty() => {
                     audit.append_all(&records)?;
@@ -1468,7 +1511,7 @@ pub async fn collect_garbage_of(
                 Err(message) => report.errors.push(message),
             }
         }
-        if !record.state().is_terminal() {
+        if !record.state().is_terminal() && reconciled {
             match settle(store.as_ref(), audit, &record) {
                 Ok(()) => report.abandoned_jobs.push(job_id),
                 Err(error) => report.errors.push(format!("job {job_id}: {error}")),
@@ -1595,6 +1638,16 @@ fn unaudited(
             "job {job_id}: its history no longer matches its last audit record; not reconciled (see `mc audit verify`)"
         ));
     }
+    // What a crash leaves is what the runner would have audited next: legal transitions, and
+    // nothing after a final state. Anything else was written by hand, and is not blessed.
+    let extra_steps = steps.len().saturating_sub(recorded.steps.entries);
+    if let Some(why) =
+        crate::audit::illegal_continuation(&states, recorded.state.entries, extra_steps)
+    {
+        return Err(format!(
+            "job {job_id}: its history goes on past its last audit record with what no crash leaves ({why}); not reconciled (see `mc audit verify`)"
+        ));
+    }
     let digest = |entries: &[&[u8]]| {
         let bytes = array_bytes(entries);
         FileDigest {
@@ -1679,10 +1732,44 @@ mod tests {
         exit_code: i32,
         /// Report every step's teardown as failed, with a process left behind.
         leave_behind: bool,
+        /// What `stage` saw, in order.
+        stages: Mutex<Vec<String>>,
+        /// The request `stage` was given, to compare with the one `run` is given.
+        staged: Mutex<Option<StepRequest>>,
+        /// The state root, for `stage` to look up the job's state in.
+        root: Option<PathBuf>,
+    }
+
+    impl Recording {
+        /// The job's state in the store, or "not stored" (with a state root to look in).
+        fn stored_state(&self, job_id: JobId) -> String {
+            let Some(root) = &self.root else {
+                return "not looked up".to_owned();
+            };
+            match FileStore::new(root).load(job_id) {
+                Ok(record) => format!("stored {}", record.state()),
+                Err(_) => "not stored".to_owned(),
+            }
+        }
     }
 
     #[async_trait]
     impl Executor for Recording {
+        async fn stage(&self, step: &StepRequest) {
+            let seen = format!(
+                "stage {} with {} secret(s), job {}",
+                step.name,
+                step.secrets.len(),
+                self.stored_state(step.job_id)
+            );
+            self.stages.lock().unwrap().push(seen);
+            *self.staged.lock().unwrap() = Some(step.clone());
+            // Pending once: the runner stores the job meanwhile.
+            tokio::task::yield_now().await;
+            let seen = format!("staged, job {}", self.stored_state(step.job_id));
+            self.stages.lock().unwrap().push(seen);
+        }
+
         async fn prepare(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
             self.calls
                 .lock()
@@ -1702,10 +1789,12 @@ mod tests {
             output: &mut StepOutput,
             _control: &StepControl,
         ) -> Result<StepOutcome, ExecutorError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("run {}", step.name));
+            let as_staged = self.staged.lock().unwrap().as_ref() == Some(step);
+            self.calls.lock().unwrap().push(if as_staged {
+                format!("run {} as staged", step.name)
+            } else {
+                format!("run {}", step.name)
+            });
             output.write(
                 crate::output::Stream::Stdout,
                 step.env["TRACE_ID"].as_bytes(),
@@ -1775,6 +1864,45 @@ mod tests {
             executor.calls.lock().unwrap().is_empty(),
             "not even prepare"
         );
+        assert!(executor.stages.lock().unwrap().is_empty(), "nor stage");
+    }
+
+    #[tokio::test]
+    async fn the_first_step_is_staged_with_its_secrets_while_the_job_is_stored_then_run_as_staged()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Arc::new(Recording {
+            root: Some(dir.path().to_path_buf()),
+            ..Recording::default()
+        });
+        let mut request = request(WITH_SECRET);
+        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
+        let report = runner(dir.path(), executor.clone())
+            .submit(request, None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Succeeded);
+        // Started before the job was stored, done once it is durable with RUNNING: the work
+        // overlaps the store's syncs.
+        assert_eq!(
+            *executor.stages.lock().unwrap(),
+            [
+                "stage a with 1 secret(s), job not stored",
+                "staged, job stored RUNNING"
+            ]
+        );
+        assert_eq!(
+            *executor.calls.lock().unwrap(),
+            ["prepare 2", "run a as staged", "run b", "finish"]
+        );
+        // A job whose secret cannot be read is never staged.
+        let executor = Arc::new(Recording::default());
+        let report = runner(dir.path(), executor.clone())
+            .submit(self::request(WITH_SECRET), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.state, JobState::Failed);
+        assert!(executor.stages.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -1788,7 +1916,7 @@ mod tests {
         assert_eq!(report.state, JobState::Succeeded);
         assert_eq!(
             *executor.calls.lock().unwrap(),
-            ["prepare 2", "run a", "run b", "finish"]
+            ["prepare 2", "run a as staged", "run b", "finish"]
         );
         let log =
             std::fs::read_to_string(FileStore::new(dir.path()).step_log_path(report.job_id, "a"))
@@ -1812,7 +1940,7 @@ mod tests {
         assert_eq!(report.steps[1].status, StepStatus::Skipped);
         assert_eq!(
             *executor.calls.lock().unwrap(),
-            ["prepare 2", "run a", "finish"]
+            ["prepare 2", "run a as staged", "finish"]
         );
     }
 
@@ -2170,6 +2298,99 @@ mod tests {
         assert!(again.is_empty() && again.errors.is_empty(), "{again:?}");
     }
 
+    /// A history cut back (its audited final record removed) or extended by hand (a
+    /// transition no job makes) is not what a crash leaves: `mc gc` neither settles nor
+    /// recovers it, and `mc audit verify` keeps saying it was edited, before and after gc.
+    #[tokio::test]
+    async fn gc_settles_no_history_cut_back_or_extended_by_hand_and_verify_keeps_seeing_it() {
+        for edit in ["cut the final record", "append an illegal transition"] {
+            let dir = tempfile::tempdir().unwrap();
+            let report = runner(dir.path(), Arc::new(Recording::default()))
+                .submit(request(GOOD), None, CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(report.state, JobState::Succeeded);
+            let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
+            let path = dir
+                .path()
+                .join("jobs")
+                .join(report.job_id.to_string())
+                .join(crate::state::file::JOURNAL);
+            let journal = std::fs::read_to_string(&path).unwrap();
+            let mut lines: Vec<&str> = journal.lines().collect();
+            match edit {
+                "cut the final record" => {
+                    lines.pop();
+                }
+                _ => {
+                    let running = *lines
+                        .iter()
+                        .find(|line| line.contains("\"RUNNING\""))
+                        .unwrap();
+                    lines.push(running);
+                }
+            }
+            let edited = lines.join("\n") + "\n";
+            std::fs::write(&path, crate::state::journal::reseal(edited.as_bytes())).unwrap();
+            let audit = AuditLog::new(dir.path());
+            let before = audit.verify(None, Some(store.as_ref())).unwrap();
+            assert_eq!(before.jobs.len(), 1, "{edit}: {before:?}");
+            assert!(
+                before.jobs[0].message.contains("the history was edited"),
+                "{edit}: {before:?}"
+            );
+            let gc = collect_garbage(Arc::clone(&store), &audit, &[])
+                .await
+                .unwrap();
+            assert!(gc.recovered.is_empty(), "{edit}: {gc:?}");
+            assert!(gc.abandoned_jobs.is_empty(), "{edit}: settled: {gc:?}");
+            assert_eq!(gc.errors.len(), 1, "{edit}: {gc:?}");
+            assert!(gc.errors[0].contains("not reconciled"), "{edit}: {gc:?}");
+            let after = audit.verify(None, Some(store.as_ref())).unwrap();
+            assert!(!after.intact(), "{edit}: gc blessed the edit: {after:?}");
+            assert_eq!(after.jobs[0].message, before.jobs[0].message, "{edit}");
+        }
+    }
+
+    /// Cut back and extended again (the final record replaced by another): the last audit
+    /// record would match a history rewritten to it, the ones before it do not.
+    #[tokio::test]
+    async fn verify_checks_a_history_against_every_digest_recorded_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = runner(dir.path(), Arc::new(Recording::default()))
+            .submit(request(GOOD), None, CancellationToken::new())
+            .await
+            .unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
+        let audit = AuditLog::new(dir.path());
+        assert!(audit.verify(None, Some(store.as_ref())).unwrap().intact());
+        // Keep only SUBMITTED and RUNNING, then record FAILED through the store and audit it
+        // as the runner would: the newest digest matches, the step results' earlier one not.
+        let path = dir
+            .path()
+            .join("jobs")
+            .join(report.job_id.to_string())
+            .join(crate::state::file::JOURNAL);
+        let journal = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = journal
+            .lines()
+            .filter(|line| line.starts_with("transition") && !line.contains("SUCCEEDED"))
+            .collect();
+        let edited = kept.join("\n") + "\n";
+        std::fs::write(&path, crate::state::journal::reseal(edited.as_bytes())).unwrap();
+        let record = store.load(report.job_id).unwrap();
+        assert_eq!(record.state(), JobState::Running);
+        settle(store.as_ref(), &audit, &record).unwrap();
+        let verification = audit.verify(None, Some(store.as_ref())).unwrap();
+        assert_eq!(verification.jobs.len(), 1, "{verification:?}");
+        assert!(
+            verification.jobs[0]
+                .message
+                .contains("no longer match what audit line"),
+            "{verification:?}"
+        );
+    }
+
     #[tokio::test]
     async fn gc_does_not_bless_an_edited_history() {
         let dir = tempfile::tempdir().unwrap();
@@ -2201,7 +2422,13 @@ mod tests {
         assert!(
             verification.jobs[0]
                 .message
-                .contains("its step results no longer match")
+                .contains("its step results no longer"),
+            "{verification:?}"
+        );
+        assert!(
+            verification.jobs[0]
+                .message
+                .contains("the history was edited")
         );
     }
 }

@@ -49,6 +49,8 @@ pub struct LocalExecutor {
     config: LocalConfig,
     /// The sandbox launcher, when configured; shared by the executor's clones.
     launcher: std::sync::Arc<sandboxed::LauncherSlot>,
+    /// Sandboxes built ahead of their steps ([`Executor::stage`]).
+    staged: std::sync::Arc<sandboxed::StagedSlot>,
 }
 
 /// What the local executor needs from its host program.
@@ -74,6 +76,7 @@ impl LocalExecutor {
         Self {
             config,
             launcher: Default::default(),
+            staged: Default::default(),
         }
     }
 
@@ -153,6 +156,21 @@ impl StepProcess {
     }
 }
 
+/// A step's clean environment: the caller's allowlisted variables, the step's own (spec `env`,
+/// pass-through, Maestro's), then its secrets. Nothing else of `mc`'s environment.
+fn environment_of(step: &StepRequest) -> Vec<(&OsStr, &OsStr)> {
+    step.host_env
+        .iter()
+        .chain(&step.env)
+        .map(|(name, value)| (OsStr::new(name), OsStr::new(value)))
+        .chain(
+            step.secrets
+                .iter()
+                .map(|(name, secret)| (OsStr::new(name), OsStr::new(secret.expose()))),
+        )
+        .collect()
+}
+
 fn resolve_workdir(step: &StepRequest) -> PathBuf {
     match &step.workdir {
         Some(dir) => step.workspace.join(dir),
@@ -201,6 +219,37 @@ impl Executor for LocalExecutor {
             Isolation::Sandbox => Containment::Sandbox,
             Isolation::None => Containment::None,
         }
+    }
+
+    /// A sandboxed step's sandbox, built through the launcher with the step held: the shim
+    /// builds it on another CPU while the runner syncs the job's records, and the step starts
+    /// only when `run` says so, after `RUNNING` is durable. The sandbox is private until then
+    /// (its namespaces are new, its mounts its own); a job that ends before the step runs has
+    /// it torn down by `finish`.
+    async fn stage(&self, step: &StepRequest) {
+        if step.isolation != Isolation::Sandbox || self.config.sandbox_launcher.is_none() {
+            return;
+        }
+        let workdir = resolve_workdir(step);
+        if !workdir.is_dir() {
+            return;
+        }
+        let environment = environment_of(step);
+        sandboxed::stage(
+            &self.config,
+            &self.launcher,
+            &self.staged,
+            step,
+            &workdir,
+            &environment,
+        )
+        .await;
+    }
+
+    /// What was staged and never run (the job failed or was cancelled before its first step)
+    /// is torn down.
+    async fn finish(&self, job_id: JobId) {
+        self.staged.release(job_id);
     }
 
     /// Sandboxed steps need kernel support: checked before the job runs anything, so that a
@@ -292,27 +341,30 @@ impl Executor for LocalExecutor {
             Isolation::None => leftovers::own_children(),
             Isolation::Sandbox => Vec::new(),
         };
-        // A clean environment: the caller's allowlisted variables, the step's own (spec `env`,
-        // pass-through, Maestro's), then its secrets. Nothing else of `mc`'s environment.
-        let environment: Vec<(&OsStr, &OsStr)> = step
-            .host_env
-            .iter()
-            .chain(&step.env)
-            .map(|(name, value)| (OsStr::new(name), OsStr::new(value)))
-            .chain(
-                step.secrets
-                    .iter()
-                    .map(|(name, secret)| (OsStr::new(name), OsStr::new(secret.expose()))),
-            )
-            .collect();
+        let environment = environment_of(step);
         let launched =
             step.isolation == Isolation::Sandbox && self.config.sandbox_launcher.is_some();
         // Registered (when spawned here) while the spawn lock is held; dropped after the child
         // (declared first).
         let (_registered, mut child, mut sandbox) = if launched {
-            let (launched, control, launcher) =
-                sandboxed::launch(&self.config, &self.launcher, step, &workdir, &environment)
-                    .await?;
+            // Built while the job was stored (`stage`), or now.
+            let (launched, control, launcher) = match self.staged.take(step) {
+                Some(staged) => {
+                    tracing::debug!(step = %step.name, "the step's sandbox was built ahead");
+                    (staged.launched, staged.control, staged.launcher)
+                }
+                None => {
+                    sandboxed::launch(
+                        &self.config,
+                        &self.launcher,
+                        step,
+                        &workdir,
+                        &environment,
+                        false,
+                    )
+                    .await?
+                }
+            };
             (
                 None,
                 StepProcess::Launched(launched, launcher),

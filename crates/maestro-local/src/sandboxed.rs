@@ -89,6 +89,7 @@ fn plan(config: &LocalConfig, step: &StepRequest) -> SandboxPlan {
         },
         // `mc`'s own HOME, not the step's: a spec setting `HOME` must not uncover `~/.ssh`.
         host: Some(HostEnvironment::from_process()),
+        hold: false,
     }
 }
 
@@ -212,12 +213,16 @@ impl LauncherSlot {
 /// Has the launcher fork `step`'s shim, with `environment` as all of its environment: the
 /// shim, its output pipes, the channel to it and the launcher (hold it as long as the shim). A
 /// launcher that failed is replaced, once.
+///
+/// `hold`: the sandbox is built at once and the step starts only when
+/// [`Control::wait_started`] says so (see [`stage`]).
 pub(crate) async fn launch(
     config: &LocalConfig,
     slot: &LauncherSlot,
     step: &StepRequest,
     workdir: &Path,
     environment: &[(&OsStr, &OsStr)],
+    hold: bool,
 ) -> Result<(Launched, Control, Arc<RegisteredLauncher>), ExecutorError> {
     check(config)?;
     let Some((program, args)) = &config.sandbox_launcher else {
@@ -225,7 +230,10 @@ pub(crate) async fn launch(
             message: "this program has no sandbox launcher configured".to_owned(),
         });
     };
-    let plan = step_plan(config, step, workdir)?;
+    let plan = SandboxPlan {
+        hold,
+        ..step_plan(config, step, workdir)?
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -243,6 +251,79 @@ pub(crate) async fn launch(
                 tracing::warn!(%error, "the sandbox launcher failed; starting a new one");
             }
             Err(error) => return Err(cannot_launch(step, error)),
+        }
+    }
+}
+
+/// A step's sandbox built ahead of the step ([`maestro_core::executor::Executor::stage`]):
+/// the shim's init holds the step until [`Control::wait_started`] lets it start.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// The request it was built for: only the very same request may take it.
+    step: StepRequest,
+    pub(crate) launched: Launched,
+    pub(crate) control: Control,
+    pub(crate) launcher: Arc<RegisteredLauncher>,
+}
+
+/// The sandboxes built ahead of their steps, shared by an executor's clones. Dropping one (its
+/// job ended before the step ran) closes its control socket: the shim tears the sandbox down,
+/// and the step never ran.
+#[derive(Debug, Default)]
+pub(crate) struct StagedSlot(Mutex<Vec<Staged>>);
+
+impl StagedSlot {
+    /// The sandbox staged for `step`, if it was built for exactly this request. Any other staged
+    /// for the same step of the same job is dropped.
+    pub(crate) fn take(&self, step: &StepRequest) -> Option<Staged> {
+        let mut staged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = staged.iter().position(|staged| {
+            staged.step.job_id == step.job_id && staged.step.index == step.index
+        })?;
+        let taken = staged.swap_remove(position);
+        (taken.step == *step).then_some(taken)
+    }
+
+    /// Drops whatever is still staged for `job_id`.
+    pub(crate) fn release(&self, job_id: maestro_core::JobId) {
+        let released: Vec<Staged> = {
+            let mut staged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let (released, kept) = std::mem::take(&mut *staged)
+                .into_iter()
+                .partition(|staged| staged.step.job_id == job_id);
+            *staged = kept;
+            released
+        };
+        if !released.is_empty() {
+            tracing::debug!(%job_id, count = released.len(), "staged sandboxes released unused");
+        }
+    }
+}
+
+/// Builds `step`'s sandbox through the launcher, the step held, and keeps it in `slot` for
+/// [`StagedSlot::take`]. Nothing is said of a failure: the step's run builds its sandbox again
+/// and reports what goes wrong then.
+pub(crate) async fn stage(
+    config: &LocalConfig,
+    launcher: &LauncherSlot,
+    slot: &StagedSlot,
+    step: &StepRequest,
+    workdir: &Path,
+    environment: &[(&OsStr, &OsStr)],
+) {
+    match launch(config, launcher, step, workdir, environment, true).await {
+        Ok((launched, control, launcher)) => slot
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Staged {
+                step: step.clone(),
+                launched,
+                control,
+                launcher,
+            }),
+        Err(error) => {
+            tracing::debug!(step = %step.name, %error, "the step's sandbox was not built ahead; it is built when the step runs");
         }
     }
 }

@@ -1118,6 +1118,7 @@ impl StateStore for PgStore {
                     Ok(record) => record,
                     Err(error) => {
                         tracing::warn!(%job_id, %error, "job skipped in the listing");
+                        page.unreadable.push((job_id, error.to_string()));
                         continue;
                     }
                 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -603,6 +603,17 @@ pub(crate) async fn list_jobs(
 }
 
 /// One job: transitions, verdicts, steps, the step running now.
+/// The job id of a request's path; one that cannot be read (not UTF-8) is a JSON error, as
+/// every error is.
+fn job_path(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    id.map(|Path(id)| id).map_err(|error| {
+        ApiError::bad_request(format!(
+            "not a job id: {}; ids are UUIDs or prefixes of them",
+            error.body_text()
+        ))
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
@@ -619,8 +630,9 @@ pub(crate) async fn list_jobs(
 pub(crate) async fn show_job(
     State(state): Shared,
     _caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobDetail>, ApiError> {
+    let id = job_path(id)?;
     let job_id = lookup(&state, &id)?;
     let record = state.store.load(job_id)?;
     let steps = crate::logs::step_names(state.store.as_ref(), &record)?;
@@ -656,9 +668,10 @@ pub(crate) async fn show_job(
 pub(crate) async fn job_logs(
     State(state): Shared,
     _caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let id = job_path(id)?;
     let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
     let job_id = lookup(&state, &id)?;
     let record = state.store.load(job_id)?;
@@ -701,8 +714,9 @@ pub(crate) async fn cancel_job(
     State(state): Shared,
     caller: Caller,
     RequestTrace(trace_id): RequestTrace,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ActionResult>, ApiError> {
+    let id = job_path(id)?;
     let job_id = lookup(&state, &id)?;
     let record = state.store.load(job_id)?;
     let owns = record
@@ -866,9 +880,10 @@ pub(crate) async fn approve_job(
     State(state): Shared,
     caller: Caller,
     RequestTrace(trace_id): RequestTrace,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<ActionResult>, ApiError> {
+    let id = job_path(id)?;
     caller.require(Role::Approve, "approve jobs")?;
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;
@@ -937,9 +952,10 @@ pub(crate) async fn reject_job(
     State(state): Shared,
     caller: Caller,
     RequestTrace(trace_id): RequestTrace,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<ActionResult>, ApiError> {
+    let id = job_path(id)?;
     caller.require(Role::Approve, "reject jobs")?;
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;

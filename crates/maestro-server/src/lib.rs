@@ -456,6 +456,16 @@ mod tls {
     }
 }
 
+/// Create `dir` and its missing parents as the owner's alone (0700), as every directory of a
+/// state root is: a server's first file may be the first of its state root.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Make a directory's entries durable (after a create or rename in it).
 pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -68,7 +68,7 @@ impl QueueLog {
         let file = &mut appender.file;
         if file.is_none() {
             let dir = self.path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)?;
+            crate::create_private_dir(dir)?;
             let created = !self.path.exists();
             let opened = OpenOptions::new()
                 .create(true)
@@ -186,7 +186,7 @@ impl QueueLog {
     /// Replace the file by one that holds `jobs` alone (the caller holds the file's lock).
     fn replace(&self, appender: &mut Appender, jobs: &[JobId]) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        crate::create_private_dir(dir)?;
         let staging = dir.join("queue.log.new");
         let mut text = String::with_capacity(jobs.len() * 38);
         for job_id in jobs {

@@ -256,7 +256,7 @@ impl TokenStore {
             }
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        crate::create_private_dir(dir).map_err(io_error("create", dir))?;
         let temp = dir.join(format!(".tokens.{}.tmp", uuid::Uuid::new_v4().simple()));
         let content = serde_json::to_vec_pretty(entries).unwrap_or_default();
         let result = (|| {

@@ -491,7 +491,29 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
     if text.is_empty() || text == "none" {
         return Ok(None);
     }
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+    if let Some(rest) = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+    {
+        // The host is the user's to name: a URL without one is a mistake in it, said as such,
+        // not a connection that fails.
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        let query = rest.split_once('?').map_or("", |(_, query)| query);
+        let host_parameter = query.split('&').any(|pair| {
+            pair.split_once('=').is_some_and(|(key, value)| {
+                (key == "host" || key == "hostaddr") && !value.is_empty()
+            })
+        });
+        if host.is_empty() && !host_parameter {
+            return Err(Failure::usage(format!(
+                "{}: the URL names no database server",
+                without_password(&raw.shown("state_url"))
+            ))
+            .hint("name its host, as in postgres://maestro@db.example:5432/maestro"));
+        }
         Ok(Some(text.to_owned()))
     } else {
         Err(Failure::usage(format!(
@@ -504,12 +526,25 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
 
 /// A URL with its passwords, if any, replaced by `***`, for messages and `mc config`: the one
 /// in its authority (`user:password@`) and any `password` or `sslpassword` query parameter.
+/// Not a URL (libpq's `key=value` form, which no store accepts but a user may type): every
+/// `password` and `sslpassword` value is replaced.
 pub(crate) fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return conninfo_without_password(url);
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (mut authority, mut path) = rest.split_at(authority_end);
+    if path.contains('@') {
+        // An `@` past the authority: a password with an unencoded `/`, `?` or `#` and `@` (or an
+        // `@` in the query). Everything up to the last `@` is taken for the user and password,
+        // so that no part of a password is shown.
+        if let Some(at) = rest.rfind('@') {
+            let host_end = rest[at..]
+                .find(['/', '?', '#'])
+                .map_or(rest.len(), |end| at + end);
+            (authority, path) = rest.split_at(host_end);
+        }
+    }
     let authority = match authority.rsplit_once('@') {
         Some((user, host)) if user.contains(':') => {
             let name = user.split(':').next().unwrap_or_default();
@@ -536,6 +571,51 @@ pub(crate) fn without_password(url: &str) -> String {
         }
     };
     format!("{scheme}://{authority}{path}")
+}
+
+/// `key=value` pairs (libpq's connection string) with their `password` and `sslpassword`
+/// values replaced by `***`, quoted values included.
+fn conninfo_without_password(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let lower = rest.to_ascii_lowercase();
+        let Some(at) = ["password", "sslpassword"]
+            .iter()
+            .filter_map(|key| lower.find(key).map(|at| (at, key.len())))
+            .min()
+        else {
+            shown.push_str(rest);
+            break;
+        };
+        let (at, key_len) = at;
+        let after_key = &rest[at + key_len..];
+        let spaced = after_key.trim_start();
+        let Some(value) = spaced.strip_prefix('=') else {
+            shown.push_str(&rest[..at + key_len]);
+            rest = after_key;
+            continue;
+        };
+        let value = value.trim_start();
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            // Up to the closing quote that is not escaped with a backslash.
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                })
+                .map_or(value.len(), |(index, _)| index + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        shown.push_str(&rest[..at + key_len]);
+        shown.push_str("=***");
+        rest = &value[end..];
+    }
+    shown
 }
 
 fn lease_time(raw: &Raw) -> Result<Duration, Failure> {
@@ -753,6 +833,18 @@ mod tests {
                 .as_deref(),
             Some("postgresql://m@db/x")
         );
+        for hostless in [
+            "postgres://",
+            "postgres://m:hunter2@/x",
+            "postgresql://m@:5432/x",
+        ] {
+            let error = message(postgres_url(&raw(hostless)).unwrap_err());
+            assert!(
+                error.contains("names no database server") && !error.contains("hunter2"),
+                "{error}"
+            );
+        }
+        assert!(postgres_url(&raw("postgres:///x?host=/run/postgresql")).is_ok());
         let error = message(postgres_url(&raw("mysql://m:hunter2@db/x")).unwrap_err());
         assert!(
             error.contains("only PostgreSQL URLs") && !error.contains("hunter2"),
@@ -770,6 +862,18 @@ mod tests {
         assert_eq!(
             without_password("postgresql://m:a@b@db?PASSWORD=x"),
             "postgresql://m:***@db?PASSWORD=***"
+        );
+        // Unencoded `/`, `?`, `#` and `@` in the password: none of it is shown.
+        let shown = without_password("postgres://weird:p@ss:w/rd#1?x@127.0.0.1:55433/maestro");
+        assert_eq!(shown, "postgres://weird:***@127.0.0.1:55433/maestro");
+        // libpq's key=value form.
+        assert_eq!(
+            without_password("host=db password=SeCret dbname=maestro"),
+            "host=db password=*** dbname=maestro"
+        );
+        assert_eq!(
+            without_password("host=db PASSWORD = 'Se cr\\'et' sslpassword=x user=m"),
+            "host=db PASSWORD=*** sslpassword=*** user=m"
         );
     }
 }

@@ -605,6 +605,7 @@ impl FileStore {
             Err(StateError::NotFound { .. }) => return false,
             Err(error) => {
                 tracing::warn!(%job_id, %error, "job skipped in the listing");
+                page.unreadable.push((job_id, error.to_string()));
                 return false;
             }
         };
@@ -808,33 +809,16 @@ impl StateStore for FileStore {
             }
             // Everything is made durable before the rename that makes the job visible: its
             // files, the staging directory (their entries) and the job's line in the index
-            // (so no job is ever missing from it). The syncs are independent, so they run at
-            // once and the file system commits them together: about the cost of one or two,
-            // not five. The staging directory is invisible until renamed, so its files need
-            // no rename of their own.
-            std::thread::scope(|scope| {
-                let syncs: Vec<_> = files
-                    .iter()
-                    .map(|(file, path)| {
-                        scope.spawn(move || file.sync_all().map_err(io_error("sync", path)))
-                    })
-                    .collect();
-                let directory =
-                    scope.spawn(|| staging.sync().map_err(io_error("sync", &staging_path)));
-                let indexed = self.index_job(&jobs, meta.job_id);
-                syncs
-                    .into_iter()
-                    .chain([directory])
-                    .map(|sync| {
-                        sync.join().unwrap_or_else(|_| {
-                            Err(io_error("sync", &staging_path)(io::Error::other(
-                                "a sync thread panicked",
-                            )))
-                        })
-                    })
-                    .chain([indexed])
-                    .collect::<Result<Vec<()>, StateError>>()
-            })?;
+            // (so no job is ever missing from it). The staging directory is invisible until
+            // renamed, so its files need no rename of their own. The syncs are made one after
+            // another, in this thread: they used to be made at once from threads, which cost
+            // more CPU than the overlap saved once a local submit builds the first step's
+            // sandbox on the other CPU meanwhile (`docs/benchmarks.md`, seventh session).
+            for (file, path) in &files {
+                file.sync_all().map_err(io_error("sync", path))?;
+            }
+            staging.sync().map_err(io_error("sync", &staging_path))?;
+            self.index_job(&jobs, meta.job_id)?;
             let digests = Self::digests_after(Entries::default(), &payloads);
             let target = meta.job_id.hyphenated().to_string();
             jobs.rename(&staging_name, &jobs, &target)

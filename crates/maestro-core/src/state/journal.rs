@@ -105,7 +105,11 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, Corruption> {
         let kind = Kind::parse(kind).ok_or_else(|| corrupt("has an unknown kind"))?;
         let length: usize = std::str::from_utf8(length)
             .ok()
-            .filter(|text| text.bytes().all(|b| b.is_ascii_digit()))
+            // Written as Maestro writes it, digits and no leading zero: the checksum does not
+            // cover the frame, so a frame that may be written two ways could be changed unseen.
+            .filter(|text| {
+                text.bytes().all(|b| b.is_ascii_digit()) && (*text == "0" || !text.starts_with('0'))
+            })
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| corrupt("has no valid length"))?;
         if length != payload.len() {
@@ -204,6 +208,12 @@ mod tests {
         let mut longer = bytes.clone();
         longer.splice(bytes.len() - 2..bytes.len() - 2, b" ".iter().copied());
         assert!(parse(&longer).is_err());
+        // The same record with its length written another way (a leading zero).
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let (kind, rest) = text.split_once(' ').unwrap();
+        let padded = format!("{kind} 0{rest}");
+        let error = parse(padded.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("no valid length"), "{error}");
         for garbage in [
             &b"hello\n"[..],
             b"transition x 0000 {}\n",

@@ -372,6 +372,9 @@ pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Where the next page starts, if there are more jobs.
     pub next_cursor: Option<JobId>,
+    /// Jobs the walk came to and could not read (a corrupt history), with why: left out of
+    /// `jobs`, never misread, and said, so that a listing does not hide them.
+    pub unreadable: Vec<(JobId, String)>,
 }
 
 /// The digest of one of a job's append-only history files as it was written.

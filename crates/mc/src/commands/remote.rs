@@ -497,7 +497,15 @@ fn encode(value: &str) -> String {
 async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
     if args.follow {
         follow(client, &args.job_id, args.step.as_deref(), Lines::Recorded).await?;
-        return Ok(Code::Success);
+        // Followed to its end: exit as `mc submit` of the job did, as a local follow does.
+        let report = report_of(&fetch(client, &args.job_id).await?)?;
+        if !report.state.is_terminal() {
+            eprintln!(
+                "mc: job {} is {} and its log ended: the server no longer drives it",
+                report.job_id, report.state
+            );
+        }
+        return Ok(Code::for_job(report.state, report.failure));
     }
     let answer = ok(client, "GET", &format!("/v1/jobs/{}/logs", args.job_id)).await?;
     let mut text = String::new();

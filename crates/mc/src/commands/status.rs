@@ -274,6 +274,18 @@ fn list(
         Some(_) | None => None,
     };
     print_list(&rows, page.next_cursor, matching, output);
+    // Left out, never misread, and not hidden: each said on stderr, and the listing fails.
+    if let Some((job_id, _)) = page.unreadable.first() {
+        for (job_id, error) in &page.unreadable {
+            eprintln!("mc: job {job_id} is not listed: {error}");
+        }
+        return Err(Failure::system(format!(
+            "{} job{} of this page could not be read (job {job_id} first)",
+            page.unreadable.len(),
+            if page.unreadable.len() == 1 { "" } else { "s" }
+        ))
+        .hint("`mc status ID` and `mc audit verify` say what is wrong with each"));
+    }
     Ok(())
 }
 
