@@ -231,7 +231,15 @@ impl Executor for LocalExecutor {
             return;
         }
         let workdir = resolve_workdir(step);
-        if !workdir.is_dir() {
+        // The state root a new job creates as it is stored (its first job's) is not there to
+        // be made read-only yet: that sandbox is built when the step runs, as always.
+        if !workdir.is_dir()
+            || self
+                .config
+                .protected_paths
+                .iter()
+                .any(|path| !path.exists())
+        {
             return;
         }
         let environment = environment_of(step);
