@@ -602,7 +602,6 @@ pub(crate) async fn list_jobs(
     }))
 }
 
-/// One job: transitions, verdicts, steps, the step running now.
 /// The job id of a request's path; one that cannot be read (not UTF-8) is a JSON error, as
 /// every error is.
 fn job_path(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -614,6 +613,7 @@ fn job_path(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
     })
 }
 
+/// One job: transitions, verdicts, steps, the step running now.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
