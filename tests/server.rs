@@ -1796,3 +1796,55 @@ fn logs_follow_through_the_server_exits_as_the_job_ended() {
         );
     }
 }
+
+/// A job whose history cannot be read is not hidden from a listing: the API names it under
+/// `unreadable`, and `mc status` through the server names it and fails, as locally.
+#[test]
+fn a_listing_through_the_server_names_a_job_it_cannot_read() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start(&env, &[]);
+    let mut ids = Vec::new();
+    for name in ["kept", "broken"] {
+        let (code, body) = server.submit_yaml(&ana, &spec(name, "echo fine"));
+        assert_eq!(code, 201, "{body}");
+        let job_id = body["job_id"].as_str().unwrap().to_owned();
+        server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+        ids.push(job_id);
+    }
+    let journal = env.state.join("jobs").join(&ids[1]).join("history.journal");
+    let edited = std::fs::read_to_string(&journal)
+        .unwrap()
+        .replace("SUCCEEDED", "CANCELLED");
+    std::fs::write(&journal, edited).unwrap();
+    let (code, body) = server.json("GET", "/v1/jobs", Some(&ana), None);
+    assert_eq!(code, 200, "{body}");
+    let listed: Vec<&str> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[0].as_str()], "{body}");
+    assert_eq!(body["unreadable"][0]["job_id"], ids[1].as_str(), "{body}");
+    assert!(
+        body["unreadable"][0]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("checksum")),
+        "{body}"
+    );
+    let listing = crate::util::output_within(
+        env.mc()
+            .env("MAESTRO_SERVER", &server.url)
+            .env("MAESTRO_TOKEN", &ana)
+            .args(["status"]),
+        60,
+    );
+    assert_eq!(listing.status.code(), Some(4), "{}", text(&listing.stderr));
+    assert!(text(&listing.stdout).contains(&ids[0]));
+    assert!(
+        text(&listing.stderr).contains(&format!("job {} is not listed", ids[1])),
+        "{}",
+        text(&listing.stderr)
+    );
+}

@@ -56,6 +56,7 @@ type Shared = State<Arc<AppState>>;
         Validated,
         JobSummary,
         JobList,
+        UnreadableJob,
         JobDetail,
         Decision,
         ActionResult,
@@ -151,6 +152,19 @@ pub struct JobList {
     /// How many jobs this page and the pages after it hold, when the listing is unfiltered and
     /// truncated (the store counts them from its index); absent otherwise.
     pub total: Option<usize>,
+    /// Jobs this page came to and could not read (a corrupt history), left out of `jobs`
+    /// and named here so that a listing never hides them; absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<UnreadableJob>,
+}
+
+/// A job a listing could not read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnreadableJob {
+    /// Its id.
+    pub job_id: String,
+    /// Why it could not be read.
+    pub error: String,
 }
 
 /// Everything recorded about a job.
@@ -595,8 +609,17 @@ pub(crate) async fn list_jobs(
         .iter()
         .map(|record| summary(state.store.as_ref(), record))
         .collect::<Result<_, _>>()?;
+    let unreadable = page
+        .unreadable
+        .iter()
+        .map(|(job_id, error)| UnreadableJob {
+            job_id: job_id.to_string(),
+            error: error.clone(),
+        })
+        .collect();
     Ok(Json(JobList {
         jobs,
+        unreadable,
         next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
         total,
     }))

@@ -501,6 +501,12 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
         let host = authority
             .rsplit_once('@')
             .map_or(authority, |(_, host)| host);
+        // Without its port (`[::1]:5432` keeps its brackets).
+        let host = if host.starts_with('[') {
+            host
+        } else {
+            host.split(':').next().unwrap_or_default()
+        };
         let query = rest.split_once('?').map_or("", |(_, query)| query);
         let host_parameter = query.split('&').any(|pair| {
             pair.split_once('=').is_some_and(|(key, value)| {

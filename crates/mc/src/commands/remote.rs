@@ -447,6 +447,7 @@ async fn list(client: &Client, args: &StatusArgs) -> Result<(), Failure> {
         }
     }
     let mut rows: Vec<JobRow> = Vec::new();
+    let mut unreadable: Vec<(String, String)> = Vec::new();
     let mut cursor = args.before.clone();
     let (next, total) = loop {
         let wanted = match args.limit {
@@ -461,6 +462,12 @@ async fn list(client: &Client, args: &StatusArgs) -> Result<(), Failure> {
         let answer = ok(client, "GET", &format!("/v1/jobs?{}", query.join("&"))).await?;
         let mut body = answer.json();
         let page: Vec<JobRow> = decode(body["jobs"].take(), "job listing")?;
+        for job in body["unreadable"].as_array().into_iter().flatten() {
+            unreadable.push((
+                job["job_id"].as_str().unwrap_or("?").to_owned(),
+                job["error"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
         let shown_before = rows.len();
         rows.extend(page);
         let next: Option<String> = decode(body["next_cursor"].take(), "job listing")?;
@@ -478,7 +485,7 @@ async fn list(client: &Client, args: &StatusArgs) -> Result<(), Failure> {
         })
         .transpose()?;
     super::status::print_list(&rows, next, total, args.output);
-    Ok(())
+    super::status::fail_for_unreadable(&unreadable)
 }
 
 /// Percent-encode a query value.

@@ -274,19 +274,29 @@ fn list(
         Some(_) | None => None,
     };
     print_list(&rows, page.next_cursor, matching, output);
-    // Left out, never misread, and not hidden: each said on stderr, and the listing fails.
-    if let Some((job_id, _)) = page.unreadable.first() {
-        for (job_id, error) in &page.unreadable {
-            eprintln!("mc: job {job_id} is not listed: {error}");
-        }
-        return Err(Failure::system(format!(
-            "{} job{} of this page could not be read (job {job_id} first)",
-            page.unreadable.len(),
-            if page.unreadable.len() == 1 { "" } else { "s" }
-        ))
-        .hint("`mc status ID` and `mc audit verify` say what is wrong with each"));
+    let unreadable: Vec<(String, String)> = page
+        .unreadable
+        .iter()
+        .map(|(job_id, error)| (job_id.to_string(), error.clone()))
+        .collect();
+    fail_for_unreadable(&unreadable)
+}
+
+/// Jobs a listing could not read (`(job id, why)`): left out, never misread, and not hidden:
+/// each is said on stderr, and the listing fails.
+pub(crate) fn fail_for_unreadable(unreadable: &[(String, String)]) -> Result<(), Failure> {
+    let Some((first, _)) = unreadable.first() else {
+        return Ok(());
+    };
+    for (job_id, error) in unreadable {
+        eprintln!("mc: job {job_id} is not listed: {error}");
     }
-    Ok(())
+    Err(Failure::system(format!(
+        "{} job{} of this listing could not be read (job {first} first)",
+        unreadable.len(),
+        if unreadable.len() == 1 { "" } else { "s" }
+    ))
+    .hint("`mc status ID` and `mc audit verify` say what is wrong with each"))
 }
 
 /// One job of a listing, from a local store or a server's `GET /v1/jobs`.
