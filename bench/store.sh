@@ -10,7 +10,10 @@
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
 # Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS= (rounds of submits,
-# default 60), LISTING=0 (submit only),
+# default 60), LISTING=0 (submit only), SLOW_SYNC_US=N (model a slower disk: every fsync and
+# fdatasync of the run, the append+fdatasync loop's included, waits N microseconds more,
+# through an LD_PRELOAD shim built from bench/slow-sync.c with gcc; concurrent syncs wait
+# together, as a disk with a queue serves them),
 # BENCH_DIR= (default /var/tmp: a disk, not a tmpfs). Prints the figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,12 @@ FILL="$target/release/examples/fill_store"
 command -v hyperfine >/dev/null || { echo "hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-store.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+if [ -n "${SLOW_SYNC_US:-}" ]; then
+    command -v gcc >/dev/null || { echo "SLOW_SYNC_US needs gcc" >&2; exit 1; }
+    gcc -shared -fPIC -O2 -o "$work/slow-sync.so" bench/slow-sync.c -ldl
+    export SLOW_SYNC_US LD_PRELOAD="$work/slow-sync.so"
+    echo "(a slower disk modelled: every sync waits ${SLOW_SYNC_US} us more)"
+fi
 cd "$work"
 export MAESTRO_HOME="$work/state"
 
