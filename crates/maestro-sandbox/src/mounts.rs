@@ -5,9 +5,11 @@
 //! 2. every source that will be hidden later (`/tmp`, `/dev`) is opened first, as an `O_PATH`
 //!    descriptor, and bind-mounted from `/proc/self/fd/N`;
 //! 3. the whole tree becomes read-only in one `mount_setattr(AT_RECURSIVE)`;
-//! 4. fresh `/tmp` and `/dev`, then the workspace and writable paths read-write, then the
-//!    read-only paths over them (so the state root inside the workspace never is writable),
-//!    then the hidden paths, and last a `/proc` of the new PID namespace.
+//! 4. fresh `/tmp` and `/dev`, then the workspace and writable paths read-write, then each
+//!    directory between them and a read-only path inside them bound onto itself (a mount
+//!    point cannot be renamed, so the read-only path cannot be moved away with its parent),
+//!    then the read-only paths over them (so the state root inside the workspace never is
+//!    writable), then the hidden paths, and last a `/proc` of the new PID namespace.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -110,6 +112,27 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
             )));
         }
     }
+    // The directories between a writable tree and a read-only path inside it (`var` of a
+    // workspace holding `var/maestro`): each becomes a mount point of its own, which no step
+    // can rename (`EBUSY`). Otherwise the step could move the read-only path away with its
+    // parent (`mv var elsewhere`), put an empty directory in its place for the caller to
+    // write to, and have a later step, whose sandbox protects the new one, erase the old.
+    let mut anchors: Vec<Source> = Vec::new();
+    for outer in std::iter::once(&workspace).chain(&writable) {
+        for inner in &read_only {
+            let Ok(below) = inner.path.strip_prefix(&outer.path) else {
+                continue;
+            };
+            let mut anchor = outer.path.clone();
+            let parents = below.components().count().saturating_sub(1);
+            for component in below.components().take(parents) {
+                anchor.push(component);
+                if !anchors.iter().any(|known| known.path == anchor) {
+                    anchors.push(Source::open(&anchor, "read-only path's parent")?);
+                }
+            }
+        }
+    }
     let devices = DEVICES
         .iter()
         .map(|name| Source::open(&Path::new("/dev").join(name), "device"))
@@ -123,6 +146,9 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
 
     bind(&workspace, false)?;
     for source in &writable {
+        bind(source, false)?;
+    }
+    for source in &anchors {
         bind(source, false)?;
     }
     for source in &read_only {

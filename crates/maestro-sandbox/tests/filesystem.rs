@@ -49,6 +49,34 @@ async fn the_host_outside_the_workspace_is_read_only_even_for_root() {
     }
 }
 
+/// The read-only path cannot be moved away with a parent that lies in the workspace (which
+/// would leave an empty directory in its place and the real one writable to later steps).
+#[tokio::test]
+async fn a_read_only_path_cannot_be_moved_away_with_its_parents() {
+    let workspace = Dir::new("ws");
+    std::fs::create_dir_all(workspace.join("var/lib/maestro")).unwrap();
+    std::fs::write(workspace.join("var/lib/maestro/audit.log"), "audit\n").unwrap();
+    std::fs::write(workspace.join("var/other"), "other\n").unwrap();
+    let mut plan = shell_plan(
+        workspace.path(),
+        "mv var var.moved; mv var/lib var/lib.moved; mv var/lib/maestro var/m; \
+         rm -rf var; echo done > done.txt",
+    );
+    plan.read_only.push(workspace.join("var/lib/maestro"));
+    let run = run(&plan, As::Me, &[]).await;
+    run.assert_success();
+    assert!(workspace.join("done.txt").exists(), "the step did not run");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("var/lib/maestro/audit.log")).unwrap(),
+        "audit\n"
+    );
+    for moved in ["var.moved", "var/lib.moved", "var/m"] {
+        assert!(!workspace.join(moved).exists(), "{moved} was made");
+    }
+    // What is not on the way to it stays the step's to change.
+    assert!(!workspace.join("var/other").exists());
+}
+
 #[tokio::test]
 async fn a_read_only_path_inside_the_workspace_cannot_be_changed() {
     let workspace = Dir::new("ws");
