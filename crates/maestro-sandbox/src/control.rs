@@ -166,21 +166,26 @@ impl Control {
     /// not be set up is [`SandboxError::Setup`]: the step never ran.
     pub async fn wait_started(&mut self) -> Result<(), SandboxError> {
         self.send_plan().await?;
+        // A held sandbox that could not be built has already said why and gone: the `go` then
+        // finds the socket closed, and the shim's message, still to be read, is the answer.
+        let mut go_failed = None;
         if self.held {
             self.held = false;
-            self.reader()?
-                .get_mut()
-                .write_all(b"go\n")
-                .await
-                .map_err(|source| SandboxError::Io {
-                    what: "cannot tell the sandbox to start the step",
-                    source,
-                })?;
+            if let Err(source) = self.reader()?.get_mut().write_all(b"go\n").await {
+                go_failed = Some(source);
+            }
         }
         if self.pid_namespace_inode.is_some() {
             return Ok(());
         }
-        match self.next_message().await? {
+        let message = self.next_message().await;
+        if let (Some(source), Err(_) | Ok(None)) = (go_failed, &message) {
+            return Err(SandboxError::Io {
+                what: "cannot tell the sandbox to start the step",
+                source,
+            });
+        }
+        match message? {
             Some(Message::Started {
                 pid_namespace_inode,
             }) => {

@@ -363,3 +363,25 @@ async fn a_held_sandbox_never_told_to_go_is_torn_down_and_ran_nothing() {
     );
     assert!(!workspace.join("ran.txt").exists(), "a step ran without go");
 }
+
+#[tokio::test]
+async fn a_held_sandbox_that_cannot_be_built_says_why_when_told_to_go() {
+    let workspace = Dir::new("ws");
+    let launcher = start();
+    let mut plan = held(shell_plan(workspace.path(), "echo ran > ran.txt"));
+    plan.writable.push(workspace.join("does-not-exist"));
+    let (mut launched, mut control) = launcher.launch(&plan, environment(&[PATH])).await.unwrap();
+    // The shim has failed and gone by the time the caller says go.
+    let status = tokio::time::timeout(Duration::from_secs(20), launched.wait())
+        .await
+        .expect("a sandbox that cannot be built ends")
+        .unwrap();
+    assert!(!status.success());
+    match control.wait_started().await {
+        Err(SandboxError::Setup { message }) => {
+            assert!(message.contains("does-not-exist"), "{message}")
+        }
+        other => panic!("expected the setup failure, got {other:?}"),
+    }
+    assert!(!workspace.join("ran.txt").exists());
+}
