@@ -442,6 +442,19 @@ fn audit_verify_names_a_job_whose_history_was_edited() {
         "{}",
         text(&listing.stderr)
     );
+    // A page it is not on (a newer job alone) says nothing of it.
+    let newer: Vec<String> = submit_some(&env, 1)
+        .into_iter()
+        .filter(|id| !ids.contains(id))
+        .collect();
+    assert_eq!(newer.len(), 1, "{newer:?}");
+    let page = env.run(&["status", "--limit", "1"]);
+    assert_eq!(page.status.code(), Some(0), "{}", text(&page.stderr));
+    assert!(
+        text(&page.stdout).contains(&newer[0]),
+        "{}",
+        text(&page.stdout)
+    );
     // Edited by someone who knows the format (every frame recomputed): the audit log's
     // digests still tell.
     std::fs::write(&journal, reseal(edited.as_bytes())).unwrap();
