@@ -732,6 +732,7 @@ fn check_histories(
             &history.steps,
             recorded.get(&job_id),
             live,
+            &|| spec_step_names(store, job_id),
         ) {
             problems.push(HistoryProblem { job_id, message });
         }
@@ -769,33 +770,70 @@ fn earlier_mismatch(
     None
 }
 
-/// Why entries a job's history holds beyond what was audited (`states` from index `audited`
-/// on, and `extra_steps` step results) cannot be what a crash left: a transition the
-/// lifecycle does not allow, or anything after a final state. `None` when they can.
+/// A job's history as entries: its transitions and its step results, each with how many of
+/// the first were audited.
+pub(crate) struct Unaudited<'a> {
+    pub(crate) states: &'a [&'a [u8]],
+    pub(crate) audited_states: usize,
+    pub(crate) steps: &'a [&'a [u8]],
+    pub(crate) audited_steps: usize,
+}
+
+/// Why entries a job's history holds beyond what was audited cannot be what a crash left, or
+/// `None` when they can: a crash leaves only what the runner would have audited next. So:
+/// transitions the lifecycle allows, at times that do not go back; nothing after a final
+/// state; step results that are the spec's steps (`spec_steps`, when the spec could be read),
+/// in order; and `SUCCEEDED` only after a succeeded result for every step.
 pub(crate) fn illegal_continuation(
-    states: &[&[u8]],
-    audited: usize,
-    extra_steps: usize,
+    history: &Unaudited<'_>,
+    spec_steps: Option<&[String]>,
 ) -> Option<String> {
+    let value = |entry: &[u8]| serde_json::from_slice::<serde_json::Value>(entry).ok();
     let state_of = |entry: &[u8]| {
-        serde_json::from_slice::<serde_json::Value>(entry)
-            .ok()
-            .and_then(|value| {
-                serde_json::from_value::<crate::state::JobState>(value["state"].clone()).ok()
-            })
+        value(entry).and_then(|value| {
+            serde_json::from_value::<crate::state::JobState>(value["state"].clone()).ok()
+        })
     };
-    let mut previous = match audited.checked_sub(1) {
+    let time_of = |entry: &[u8]| {
+        value(entry).and_then(|value| value["at"].as_str()?.parse::<jiff::Timestamp>().ok())
+    };
+    let Unaudited {
+        states,
+        audited_states,
+        steps,
+        audited_steps,
+    } = *history;
+    let mut previous = match audited_states.checked_sub(1) {
         Some(last) => Some(state_of(states.get(last)?)?),
         None => None,
     };
-    if extra_steps > 0
+    let mut previous_time = audited_states
+        .checked_sub(1)
+        .and_then(|last| time_of(states.get(last)?));
+    if steps.len() > audited_steps
         && let Some(state) = previous.filter(|state| state.is_terminal())
     {
         return Some(format!(
             "step results recorded after the final state {state}"
         ));
     }
-    for (index, entry) in states.iter().enumerate().skip(audited) {
+    for (index, entry) in steps.iter().enumerate().skip(audited_steps) {
+        let name = value(entry).and_then(|value| value["name"].as_str().map(str::to_owned));
+        if let Some(spec_steps) = spec_steps
+            && name.as_deref() != spec_steps.get(index).map(String::as_str)
+        {
+            return Some(format!(
+                "step result {} is {}, not the job's step {} ({})",
+                index + 1,
+                name.map_or_else(|| "not a step".to_owned(), |name| format!("{name:?}")),
+                index + 1,
+                spec_steps
+                    .get(index)
+                    .map_or_else(|| "it has no more".to_owned(), |name| format!("{name:?}"))
+            ));
+        }
+    }
+    for (index, entry) in states.iter().enumerate().skip(audited_states) {
         let Some(next) = state_of(entry) else {
             return Some(format!("transition {} is not a state", index + 1));
         };
@@ -812,9 +850,43 @@ pub(crate) fn illegal_continuation(
                 ),
             });
         }
+        let at = time_of(entry);
+        if let (Some(before), Some(at)) = (previous_time, at)
+            && at < before
+        {
+            return Some(format!(
+                "transition {} ({next}) is dated before the one it follows",
+                index + 1
+            ));
+        }
+        if next == crate::state::JobState::Succeeded
+            && let Some(spec_steps) = spec_steps
+        {
+            let all_succeeded = steps.len() == spec_steps.len()
+                && steps
+                    .iter()
+                    .all(|step| value(step).is_some_and(|value| value["status"] == "succeeded"));
+            if !all_succeeded {
+                return Some(format!(
+                    "transition {} is SUCCEEDED without a succeeded result for each of the job's {} steps",
+                    index + 1,
+                    spec_steps.len()
+                ));
+            }
+        }
         previous = Some(next);
+        previous_time = at.or(previous_time);
     }
     None
+}
+
+/// The names of a job's steps, from its stored spec; `None` when it cannot be read.
+pub(crate) fn spec_step_names(store: &dyn StateStore, job_id: JobId) -> Option<Vec<String>> {
+    let record = store.load(job_id).ok()?;
+    let bytes = store.spec(job_id).ok()?;
+    let format = crate::spec::SpecFormat::from_file_name(&record.meta.spec_file);
+    let spec = crate::spec::parse(&bytes, format).ok()?;
+    Some(spec.steps.into_iter().map(|step| step.name).collect())
 }
 
 /// What is wrong with a job's history files given the last digests recorded for them.
@@ -824,6 +896,7 @@ fn history_mismatch(
     steps: &[u8],
     recorded: Option<&(usize, HistoryDigests)>,
     live: bool,
+    spec_steps: &dyn Fn() -> Option<Vec<String>>,
 ) -> Option<String> {
     let empty = sha256_hex(b"[]\n");
     let (line, digests) = match recorded {
@@ -856,7 +929,7 @@ fn history_mismatch(
         match prefix_matches(bytes, digest) {
             Some(_) if live => continue,
             Some(extra) => {
-                if let Some(why) = unaudited_but_illegal(state, steps, &digests) {
+                if let Some(why) = unaudited_but_illegal(state, steps, &digests, spec_steps) {
                     return Some(format!(
                         "job {job_id}: {name} go on past what {at} recorded with what no crash leaves ({why}): the history was edited"
                     ));
@@ -877,12 +950,21 @@ fn history_mismatch(
 }
 
 /// [`illegal_continuation`] of a history whose first entries are what `digests` recorded.
-fn unaudited_but_illegal(state: &[u8], steps: &[u8], digests: &HistoryDigests) -> Option<String> {
+fn unaudited_but_illegal(
+    state: &[u8],
+    steps: &[u8],
+    digests: &HistoryDigests,
+    spec_steps: &dyn Fn() -> Option<Vec<String>>,
+) -> Option<String> {
     let states = array_entries(state)?;
-    let extra_steps = array_entries(steps)?
-        .len()
-        .saturating_sub(digests.steps.entries);
-    illegal_continuation(&states, digests.state.entries, extra_steps)
+    let step_entries = array_entries(steps)?;
+    let history = Unaudited {
+        states: &states,
+        audited_states: digests.state.entries,
+        steps: &step_entries,
+        audited_steps: digests.steps.entries,
+    };
+    illegal_continuation(&history, spec_steps().as_deref())
 }
 
 /// How many entries `bytes` holds beyond the `digest.entries` first ones, if those are exactly

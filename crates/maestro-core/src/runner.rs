@@ -1640,10 +1640,14 @@ fn unaudited(
     }
     // What a crash leaves is what the runner would have audited next: legal transitions, and
     // nothing after a final state. Anything else was written by hand, and is not blessed.
-    let extra_steps = steps.len().saturating_sub(recorded.steps.entries);
-    if let Some(why) =
-        crate::audit::illegal_continuation(&states, recorded.state.entries, extra_steps)
-    {
+    let history = crate::audit::Unaudited {
+        states: &states,
+        audited_states: recorded.state.entries,
+        steps: &steps,
+        audited_steps: recorded.steps.entries,
+    };
+    let spec_steps = crate::audit::spec_step_names(store, job_id);
+    if let Some(why) = crate::audit::illegal_continuation(&history, spec_steps.as_deref()) {
         return Err(format!(
             "job {job_id}: its history goes on past its last audit record with what no crash leaves ({why}); not reconciled (see `mc audit verify`)"
         ));
@@ -2301,6 +2305,108 @@ mod tests {
     /// A history cut back (its audited final record removed) or extended by hand (a
     /// transition no job makes) is not what a crash leaves: `mc gc` neither settles nor
     /// recovers it, and `mc audit verify` keeps saying it was edited, before and after gc.
+    /// What a crash left unaudited is recovered only when it is what the runner would have
+    /// written next: the spec's steps in order, `SUCCEEDED` only after every step succeeded,
+    /// times that do not go back. A forged tail on a crashed job is neither recovered nor
+    /// settled, and verification keeps calling it an edit.
+    #[tokio::test]
+    async fn gc_recovers_a_crashed_jobs_tail_only_when_the_runner_could_have_written_it() {
+        let succeeded = |name: &str| StepRecord {
+            status: StepStatus::Succeeded,
+            exit_code: Some(0),
+            ..StepRecord::skipped(name, "local")
+        };
+        let dated = |state: JobState, at: &str| Transition {
+            at: at.to_owned(),
+            ..transition(state)
+        };
+        type Tail = Vec<Result<StepRecord, Transition>>;
+        let cases: Vec<(&str, Tail, bool)> = vec![
+            (
+                "both steps, then SUCCEEDED",
+                vec![
+                    Ok(succeeded("a")),
+                    Ok(succeeded("b")),
+                    Err(transition(JobState::Succeeded)),
+                ],
+                true,
+            ),
+            ("the first step only", vec![Ok(succeeded("a"))], true),
+            (
+                "a step the spec does not have",
+                vec![Ok(succeeded("zzz")), Err(transition(JobState::Succeeded))],
+                false,
+            ),
+            (
+                "SUCCEEDED with a step missing",
+                vec![Ok(succeeded("a")), Err(transition(JobState::Succeeded))],
+                false,
+            ),
+            (
+                "SUCCEEDED dated before RUNNING",
+                vec![
+                    Ok(succeeded("a")),
+                    Ok(succeeded("b")),
+                    Err(dated(JobState::Succeeded, "2001-01-01T00:00:00.000000Z")),
+                ],
+                false,
+            ),
+        ];
+        for (case, tail, recoverable) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
+            let audit = AuditLog::new(dir.path());
+            let job_id = JobId::now_v7();
+            // Killed with nothing of its history audited: SUBMITTED and RUNNING on record.
+            drop(
+                store
+                    .create_job(&stored_meta(job_id), GOOD.as_bytes())
+                    .unwrap(),
+            );
+            for state in [JobState::Submitted, JobState::Running] {
+                store.append_transition(job_id, &transition(state)).unwrap();
+            }
+            for entry in &tail {
+                match entry {
+                    Ok(step) => drop(store.append_step(job_id, step).unwrap()),
+                    Err(transition) => {
+                        // Dated now (after RUNNING), unless the case dates it itself.
+                        let mut transition = transition.clone();
+                        if !transition.at.starts_with("2001") {
+                            transition.at = now_rfc3339();
+                        }
+                        drop(store.append_transition(job_id, &transition).unwrap())
+                    }
+                }
+            }
+            let gc = collect_garbage(Arc::clone(&store), &audit, &[])
+                .await
+                .unwrap();
+            let verification = audit.verify(None, Some(store.as_ref())).unwrap();
+            if recoverable {
+                assert!(gc.errors.is_empty(), "{case}: {gc:?}");
+                assert!(!gc.recovered.is_empty(), "{case}: {gc:?}");
+                assert!(verification.intact(), "{case}: {verification:?}");
+            } else {
+                assert!(gc.recovered.is_empty(), "{case}: {gc:?}");
+                assert!(gc.abandoned_jobs.is_empty(), "{case}: {gc:?}");
+                assert!(
+                    gc.errors
+                        .iter()
+                        .any(|error| error.contains("no crash leaves")),
+                    "{case}: {gc:?}"
+                );
+                assert!(!verification.intact(), "{case}: {verification:?}");
+                assert!(
+                    verification.jobs[0]
+                        .message
+                        .contains("the history was edited"),
+                    "{case}: {verification:?}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn gc_settles_no_history_cut_back_or_extended_by_hand_and_verify_keeps_seeing_it() {
         for edit in ["cut the final record", "append an illegal transition"] {
