@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// `mc` pointed at this server with `token`, in `env`'s workspace.
+    pub fn mc(&self, env: &Env, token: &str) -> Command {
+        let mut command = env.mc();
+        command
+            .env("MAESTRO_SERVER", &self.url)
+            .env("MAESTRO_TOKEN", token);
+        command
+    }
+
+    /// `mc ARGS` through this server, within two minutes.
+    pub fn run(&self, env: &Env, token: &str, args: &[&str]) -> Output {
+        crate::util::output_within(self.mc(env, token).args(args), 120)
+    }
+
     pub fn start(env: &Env, extra: &[&str]) -> Self {
         let mut child = env
             .mc()
@@ -1757,15 +1771,7 @@ fn logs_follow_through_the_server_exits_as_the_job_ended() {
     let env = Env::new();
     let ana = token(&env, "ana", "submit");
     let server = Server::start(&env, &[]);
-    let remote = |args: &[&str]| {
-        crate::util::output_within(
-            env.mc()
-                .env("MAESTRO_SERVER", &server.url)
-                .env("MAESTRO_TOKEN", &ana)
-                .args(args),
-            120,
-        )
-    };
+    let remote = |args: &[&str]| server.run(&env, &ana, args);
     for (name, command, code) in [("passes", "echo fine", 0), ("fails", "echo bad; exit 3", 1)] {
         let file = env.write(&format!("{name}.yaml"), &spec(name, command));
         let submitted = remote(&["submit", file.to_str().unwrap(), "--detach"]);
@@ -1833,13 +1839,7 @@ fn a_listing_through_the_server_names_a_job_it_cannot_read() {
             .is_some_and(|error| error.contains("checksum")),
         "{body}"
     );
-    let listing = crate::util::output_within(
-        env.mc()
-            .env("MAESTRO_SERVER", &server.url)
-            .env("MAESTRO_TOKEN", &ana)
-            .args(["status"]),
-        60,
-    );
+    let listing = server.run(&env, &ana, &["status"]);
     assert_eq!(listing.status.code(), Some(4), "{}", text(&listing.stderr));
     assert!(text(&listing.stdout).contains(&ids[0]));
     assert!(

@@ -1879,12 +1879,7 @@ mod tests {
             root: Some(dir.path().to_path_buf()),
             ..Recording::default()
         });
-        let mut request = request(WITH_SECRET);
-        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
-        let report = runner(dir.path(), executor.clone())
-            .submit(request, None, CancellationToken::new())
-            .await
-            .unwrap();
+        let report = submit_with_token(dir.path(), &executor).await;
         assert_eq!(report.state, JobState::Succeeded);
         // Started before the job was stored, done once it is durable with RUNNING: the work
         // overlaps the store's syncs.
@@ -2049,6 +2044,16 @@ mod tests {
         );
     }
 
+    /// Submits [`WITH_SECRET`] with its secret in the caller's environment.
+    async fn submit_with_token(dir: &std::path::Path, executor: &Arc<Recording>) -> JobReport {
+        let mut request = request(WITH_SECRET);
+        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
+        runner(dir, Arc::clone(executor))
+            .submit(request, None, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
     const WITH_SECRET: &str = r#"{"name":"j","owner":"ana",
         "secrets":{"TOKEN":{"env":"CI_TOKEN"}},
         "steps":[{"name":"a","run":"x","secrets":["TOKEN"]},{"name":"b","run":"y"}]}"#;
@@ -2057,12 +2062,7 @@ mod tests {
     async fn secrets_reach_the_steps_that_name_them_masked_in_their_logs() {
         let dir = tempfile::tempdir().unwrap();
         let executor = Arc::new(Recording::default());
-        let mut request = request(WITH_SECRET);
-        request.caller_env = CallerEnv::from_pairs([("CI_TOKEN", "value-of-the-token")]);
-        let report = runner(dir.path(), executor.clone())
-            .submit(request, None, CancellationToken::new())
-            .await
-            .unwrap();
+        let report = submit_with_token(dir.path(), &executor).await;
         assert_eq!(report.state, JobState::Succeeded);
         let store = FileStore::new(dir.path());
         let log = std::fs::read_to_string(store.step_log_path(report.job_id, "a")).unwrap();
