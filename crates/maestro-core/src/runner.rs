@@ -2044,6 +2044,15 @@ mod tests {
         );
     }
 
+    /// `verification` found one job's history wrong, and says `needle` of it.
+    fn assert_one_problem(verification: &crate::audit::Verification, needle: &str) {
+        assert_eq!(verification.jobs.len(), 1, "{verification:?}");
+        assert!(
+            verification.jobs[0].message.contains(needle),
+            "{needle}: {verification:?}"
+        );
+    }
+
     /// Submits [`WITH_SECRET`] with its secret in the caller's environment.
     async fn submit_with_token(dir: &std::path::Path, executor: &Arc<Recording>) -> JobReport {
         let mut request = request(WITH_SECRET);
@@ -2488,13 +2497,7 @@ mod tests {
         assert_eq!(record.state(), JobState::Running);
         settle(store.as_ref(), &audit, &record).unwrap();
         let verification = audit.verify(None, Some(store.as_ref())).unwrap();
-        assert_eq!(verification.jobs.len(), 1, "{verification:?}");
-        assert!(
-            verification.jobs[0]
-                .message
-                .contains("no longer match what audit line"),
-            "{verification:?}"
-        );
+        assert_one_problem(&verification, "no longer match what audit line");
     }
 
     #[tokio::test]
@@ -2524,13 +2527,7 @@ mod tests {
         assert!(gc.recovered.is_empty(), "{gc:?}");
         assert_eq!(gc.errors.len(), 1, "{gc:?}");
         let verification = audit.verify(None, Some(store.as_ref())).unwrap();
-        assert_eq!(verification.jobs.len(), 1, "{verification:?}");
-        assert!(
-            verification.jobs[0]
-                .message
-                .contains("its step results no longer"),
-            "{verification:?}"
-        );
+        assert_one_problem(&verification, "its step results no longer");
         assert!(
             verification.jobs[0]
                 .message
