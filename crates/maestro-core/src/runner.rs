@@ -2044,6 +2044,13 @@ mod tests {
         );
     }
 
+    /// The journal of `job_id` in the state root `dir`.
+    fn journal_of(dir: &std::path::Path, job_id: JobId) -> PathBuf {
+        dir.join("jobs")
+            .join(job_id.to_string())
+            .join(crate::state::file::JOURNAL)
+    }
+
     /// `verification` found one job's history wrong, and says `needle` of it.
     fn assert_one_problem(verification: &crate::audit::Verification, needle: &str) {
         assert_eq!(verification.jobs.len(), 1, "{verification:?}");
@@ -2426,11 +2433,7 @@ mod tests {
                 .unwrap();
             assert_eq!(report.state, JobState::Succeeded);
             let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
-            let path = dir
-                .path()
-                .join("jobs")
-                .join(report.job_id.to_string())
-                .join(crate::state::file::JOURNAL);
+            let path = journal_of(dir.path(), report.job_id);
             let journal = std::fs::read_to_string(&path).unwrap();
             let mut lines: Vec<&str> = journal.lines().collect();
             match edit {
@@ -2481,11 +2484,7 @@ mod tests {
         assert!(audit.verify(None, Some(store.as_ref())).unwrap().intact());
         // Keep only SUBMITTED and RUNNING, then record FAILED through the store and audit it
         // as the runner would: the newest digest matches, the step results' earlier one not.
-        let path = dir
-            .path()
-            .join("jobs")
-            .join(report.job_id.to_string())
-            .join(crate::state::file::JOURNAL);
+        let path = journal_of(dir.path(), report.job_id);
         let journal = std::fs::read_to_string(&path).unwrap();
         let kept: Vec<&str> = journal
             .lines()
@@ -2509,11 +2508,7 @@ mod tests {
             .await
             .unwrap();
         let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
-        let path = dir
-            .path()
-            .join("jobs")
-            .join(report.job_id.to_string())
-            .join(crate::state::file::JOURNAL);
+        let path = journal_of(dir.path(), report.job_id);
         let edited = std::fs::read_to_string(&path)
             .unwrap()
             .replace("\"succeeded\"", "\"failed\"");
