@@ -919,26 +919,20 @@ fn history_mismatch(
         || "no audit record has its digest".to_owned(),
         |line| format!("audit line {line}"),
     );
-    for (name, bytes, digest) in [
-        ("its transitions", state, &digests.state),
-        ("its step results", steps, &digests.steps),
+    // Entries past the recorded ones, per file; an edit anywhere is said first.
+    let mut extras = Vec::new();
+    for (name, noun, bytes, digest) in [
+        ("its transitions", "transition", state, &digests.state),
+        ("its step results", "step result", steps, &digests.steps),
     ] {
         if sha256_hex(bytes) == digest.sha256 {
             continue;
         }
         match prefix_matches(bytes, digest) {
-            Some(_) if live => continue,
-            Some(extra) => {
-                if let Some(why) = unaudited_but_illegal(state, steps, &digests, spec_steps) {
-                    return Some(format!(
-                        "job {job_id}: {name} go on past what {at} recorded with what no crash leaves ({why}): the history was edited"
-                    ));
-                }
-                return Some(format!(
-                    "job {job_id}: {name} have {extra} entr{} the audit log does not show (after {at}): a crash; `mc gc` records them",
-                    if extra == 1 { "y" } else { "ies" }
-                ));
-            }
+            Some(extra) => extras.push(format!(
+                "{extra} {noun}{}",
+                if extra == 1 { "" } else { "s" }
+            )),
             None => {
                 return Some(format!(
                     "job {job_id}: {name} no longer match their last recorded digest ({at}): the history was edited"
@@ -946,7 +940,19 @@ fn history_mismatch(
             }
         }
     }
-    None
+    // A job a live `mc` drives may be one write ahead of its record.
+    if extras.is_empty() || live {
+        return None;
+    }
+    if let Some(why) = unaudited_but_illegal(state, steps, &digests, spec_steps) {
+        return Some(format!(
+            "job {job_id}: its history goes on past what {at} recorded with what no crash leaves ({why}): the history was edited"
+        ));
+    }
+    Some(format!(
+        "job {job_id}: its history has {} the audit log does not show (after {at}): a crash; `mc gc` records them",
+        extras.join(" and ")
+    ))
 }
 
 /// [`illegal_continuation`] of a history whose first entries are what `digests` recorded.
@@ -1167,5 +1173,53 @@ mod chain_tests {
         let problem = verify_chain(&forged, Some(&head)).problem.unwrap();
         assert_eq!(problem.kind, Tampering::HeadMismatch);
         drop(dir);
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+    use crate::state::FileDigest;
+
+    fn digest(entries: &[&[u8]]) -> FileDigest {
+        FileDigest {
+            entries: entries.len(),
+            sha256: sha256_hex(&array_bytes(entries)),
+        }
+    }
+
+    #[test]
+    fn entries_past_the_record_are_a_crash_only_when_nothing_recorded_was_edited() {
+        let submitted: &[u8] = br#"{"state":"SUBMITTED","at":"2026-12-01T10:00:00.000000Z"}"#;
+        let running: &[u8] = br#"{"state":"RUNNING","at":"2026-12-01T10:00:00.000001Z"}"#;
+        let failed: &[u8] = br#"{"state":"FAILED","at":"2026-12-01T10:00:01.000000Z"}"#;
+        let step_a: &[u8] = br#"{"name":"a","status":"failed"}"#;
+        let edited_a: &[u8] = br#"{"name":"a","status":"succeeded"}"#;
+        let recorded = HistoryDigests {
+            state: digest(&[submitted, running]),
+            steps: digest(&[step_a]),
+        };
+        let mismatch = |states: &[&[u8]], steps: &[&[u8]]| {
+            history_mismatch(
+                JobId::nil(),
+                &array_bytes(states),
+                &array_bytes(steps),
+                Some(&(7, recorded.clone())),
+                false,
+                &|| None,
+            )
+        };
+        // A crash: the final transition written, not audited.
+        let crash = mismatch(&[submitted, running, failed], &[step_a]).unwrap();
+        assert!(
+            crash.contains("its history has 1 transition the audit log does not show"),
+            "{crash}"
+        );
+        // The same, and an audited step result changed: an edit, whatever else is past.
+        let edit = mismatch(&[submitted, running, failed], &[edited_a]).unwrap();
+        assert!(edit.contains("the history was edited"), "{edit}");
+        assert!(edit.contains("its step results"), "{edit}");
+        // Nothing past the record: nothing to say.
+        assert_eq!(mismatch(&[submitted, running], &[step_a]), None);
     }
 }
