@@ -1,9 +1,11 @@
 //! The conformance kit against a plugin that reports process groups it did not create.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod common;
+use common::install_script;
 
 /// The Python plugin of `plugins/`, changed to report `pgid` for every task (it still stops and
 /// kills its real task groups itself).
@@ -15,8 +17,7 @@ fn lying_pyproc(dir: &Path, pgid: i32) -> std::path::PathBuf {
     let needle = "\"pgid\": task.pgid";
     assert!(source.contains(needle), "the pyproc plugin changed");
     let path = dir.join("mc-executor-liar");
-    std::fs::write(&path, source.replace(needle, &format!("\"pgid\": {pgid}"))).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    install_script(&path, &source.replace(needle, &format!("\"pgid\": {pgid}")));
     path
 }
 
@@ -82,8 +83,7 @@ async fn a_false_containment_claim_fails_the_kit() {
             source.clone()
         };
         let path = dir.path().join(format!("mc-executor-{name}"));
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        install_script(&path, &text);
         let results = maestro_plugin_host::check_plugin(&path).await;
         let claim = results
             .iter()

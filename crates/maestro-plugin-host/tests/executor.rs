@@ -1,7 +1,6 @@
 //! The plugin executor against misbehaving plugins: every failure ends in time, named, no panic.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,20 @@ use maestro_core::executor::{
 };
 use maestro_core::trace::TraceId;
 use maestro_plugin_host::{PluginExecutor, PluginOptions};
+
+mod common;
+use common::install_script;
 use tokio_util::sync::CancellationToken;
 
 fn plugin(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(format!("mc-executor-{name}"));
-    std::fs::write(
+    install_script(
         &path,
-        format!(
+        &format!(
             "#!/usr/bin/env python3\nimport json, os, sys, time\n\
              def send(m):\n    sys.stdout.write(json.dumps(m) + '\\n'); sys.stdout.flush()\n{body}"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     path
 }
 
