@@ -732,7 +732,10 @@ fn check_histories(
             &history.steps,
             recorded.get(&job_id),
             live,
-            &|| spec_step_names(store, job_id),
+            &|| {
+                let record = store.load(job_id).ok()?;
+                spec_step_names(store, &record.meta)
+            },
         ) {
             problems.push(HistoryProblem { job_id, message });
         }
@@ -880,11 +883,14 @@ pub(crate) fn illegal_continuation(
     None
 }
 
-/// The names of a job's steps, from its stored spec; `None` when it cannot be read.
-pub(crate) fn spec_step_names(store: &dyn StateStore, job_id: JobId) -> Option<Vec<String>> {
-    let record = store.load(job_id).ok()?;
-    let bytes = store.spec(job_id).ok()?;
-    let format = crate::spec::SpecFormat::from_file_name(&record.meta.spec_file);
+/// The names of the steps of the job `meta` describes, from its stored spec; `None` when it
+/// cannot be read.
+pub(crate) fn spec_step_names(
+    store: &dyn StateStore,
+    meta: &crate::state::JobMeta,
+) -> Option<Vec<String>> {
+    let bytes = store.spec(meta.job_id).ok()?;
+    let format = crate::spec::SpecFormat::from_file_name(&meta.spec_file);
     let spec = crate::spec::parse(&bytes, format).ok()?;
     Some(spec.steps.into_iter().map(|step| step.name).collect())
 }

@@ -1646,7 +1646,7 @@ fn unaudited(
         steps: &steps,
         audited_steps: recorded.steps.entries,
     };
-    let spec_steps = crate::audit::spec_step_names(store, job_id);
+    let spec_steps = crate::audit::spec_step_names(store, &record.meta);
     if let Some(why) = crate::audit::illegal_continuation(&history, spec_steps.as_deref()) {
         return Err(format!(
             "job {job_id}: its history goes on past its last audit record with what no crash leaves ({why}); not reconciled (see `mc audit verify`)"
