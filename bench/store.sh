@@ -3,13 +3,16 @@
 #  1. `mc submit` of a one-step `true` job above `sh -c true`, in fdatasync-equivalents: the cost
 #     of one 200-byte append + fdatasync is measured in the same run, on the same file system,
 #     so the figure holds on any disk (goal: at most 12); `mc --version` beside it is the floor
-#     (starting mc, no work). With strace installed, the syncs and renames of one submit are
-#     counted too.
+#     (starting mc, no work). The same submits run under `no-sync` (bench/no-sync.c, built with
+#     gcc: a seccomp filter answers every fsync, fdatasync and syncfs at once, without doing
+#     it) give the floor of any store design, what a submit costs without a single sync; the
+#     difference is what the store's syncs cost. With strace installed, the syncs and renames of
+#     one submit are counted too.
 #  2. `mc status ID` and one page of `mc status` with 1, 100 and 100,000 jobs (goal: constant;
 #     a page of 50 is full from 100 jobs on).
 #     The 99,999 extra jobs are stored through the StateStore API by the `fill_store` example
 #     (every fsync included), not by 100,000 `mc submit`s.
-# Needs hyperfine and python3 (strace optional). MC=, MC_BEFORE=, RUNS= (rounds of submits,
+# Needs hyperfine, python3 and gcc (strace optional). MC=, MC_BEFORE=, RUNS= (rounds of submits,
 # default 60), LISTING=0 (submit only), SLOW_SYNC_US=N (model a slower disk: every fsync and
 # fdatasync of the run, the append+fdatasync loop's included, waits N microseconds more,
 # through an LD_PRELOAD shim built from bench/slow-sync.c with gcc; concurrent syncs wait
@@ -23,10 +26,12 @@ cargo build --release --quiet -p maestro-core --example fill_store
 MC="${MC:-$target/release/mc}"
 FILL="$target/release/examples/fill_store"
 command -v hyperfine >/dev/null || { echo "hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
+command -v gcc >/dev/null || { echo "gcc is missing (apt-get install gcc): it builds bench/no-sync.c" >&2; exit 1; }
+[ "$(uname -m)" = x86_64 ] || { echo "bench/no-sync.c filters x86_64 system calls only" >&2; exit 1; }
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-store.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+gcc -O2 -o "$work/no-sync" bench/no-sync.c
 if [ -n "${SLOW_SYNC_US:-}" ]; then
-    command -v gcc >/dev/null || { echo "SLOW_SYNC_US needs gcc" >&2; exit 1; }
     gcc -shared -fPIC -O2 -o "$work/slow-sync.so" bench/slow-sync.c -ldl
     export SLOW_SYNC_US LD_PRELOAD="$work/slow-sync.so"
     echo "(a slower disk modelled: every sync waits ${SLOW_SYNC_US} us more)"
@@ -46,11 +51,20 @@ python3 - "$MC" "${MC_BEFORE:-}" "$work" "${RUNS:-60}" <<'PY'
 import os, statistics, subprocess, sys, time
 mc, before, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 env = dict(os.environ)
+# Without syncs: their own root, and no modelled disk (SLOW_SYNC_US's shim would still wait).
+bare = {key: value for key, value in env.items() if key not in ("LD_PRELOAD", "SLOW_SYNC_US")}
+unsynced = dict(bare, MAESTRO_HOME=os.path.join(work, "unsynced"))
+no_sync = os.path.join(work, "no-sync")
 commands = [("sh -c true", ["sh", "-c", "true"], env),
             ("mc submit", [mc, "submit", "true.json", "--quiet"], env),
             ("mc submit, isolation: none", [mc, "submit", "none.json", "--quiet"], env),
             # No work at all: what starting mc costs, a floor under any submit.
-            ("mc --version (the floor: starting mc)", [mc, "--version"], env)]
+            ("mc --version (the floor: starting mc)", [mc, "--version"], env),
+            # No syncs: the floor of any store (against sh started the same way).
+            ("no-sync sh -c true", [no_sync, "sh", "-c", "true"], unsynced),
+            ("no-sync mc submit", [no_sync, mc, "submit", "true.json", "--quiet"], unsynced),
+            ("no-sync mc submit, isolation: none",
+             [no_sync, mc, "submit", "none.json", "--quiet"], unsynced)]
 if before:
     commands.append(("MC_BEFORE submit", [before, "submit", "true.json", "--quiet"],
                      dict(env, MAESTRO_HOME=os.path.join(work, "before"))))
@@ -74,14 +88,23 @@ for round in range(runs + 3):
     if round >= 3:
         syncs.append(cost)
 fsync = statistics.median(syncs)
-base = statistics.median(times["sh -c true"])
+medians = {label: statistics.median(values) for label, values in times.items()}
 print(f"append+fdatasync: median {fsync:.3f} ms over {len(syncs)} rounds of 50")
-print(f"sh -c true: median {base:.2f} ms")
+print(f"sh -c true: median {medians['sh -c true']:.2f} ms; "
+      f"no-sync sh -c true: median {medians['no-sync sh -c true']:.2f} ms")
+overhead = {}
 for label, _, _ in commands[1:]:
-    median = statistics.median(times[label])
-    goal = "" if "floor" in label else " (goal: at most 12)"
-    print(f"{label}: median {median:.2f} ms; overhead {median-base:.2f} ms = "
-          f"{(median-base)/fsync:.1f} fdatasync-equivalents{goal}")
+    if label == "no-sync sh -c true":
+        continue
+    base = medians["no-sync sh -c true" if label.startswith("no-sync") else "sh -c true"]
+    overhead[label] = medians[label] - base
+    goal = "" if "floor" in label or label.startswith("no-sync") else " (goal: at most 12)"
+    print(f"{label}: median {medians[label]:.2f} ms; overhead {overhead[label]:.2f} ms = "
+          f"{overhead[label]/fsync:.1f} fdatasync-equivalents{goal}")
+for label in ("mc submit", "mc submit, isolation: none"):
+    store = overhead[label] - overhead["no-sync " + label]
+    print(f"{label}: its syncs cost {store:.2f} ms = {store/fsync:.1f} fdatasync-equivalents "
+          f"(the overhead with them less the overhead without)")
 PY
 if command -v strace >/dev/null; then
     # On the roots the runs above used: the steady state, not a root's first job.
