@@ -448,11 +448,23 @@ fn chained(record: &AuditRecord, seq: u64, prev: &str) -> io::Result<Vec<u8>> {
     serde_json::to_vec(&record).map_err(io::Error::other)
 }
 
-/// Whether `file` is empty or ends in `\n`, and its last complete line (without the newline).
+/// Whether `file` is empty or ends in `\n`, and its last record (without the newline): its last
+/// complete line or, when a crash tore away only the newline after a whole record, that record,
+/// which the verifier counts as one ([`verify_chain`]) and the next append must chain from.
 fn tail(file: &File) -> io::Result<(bool, Option<Vec<u8>>)> {
+    let (ends_with_newline, last, unterminated) = tail_lines(file)?;
+    let whole = unterminated.filter(|line| {
+        serde_json::from_slice::<Link>(line).is_ok_and(|link| link.seq.is_some())
+    });
+    Ok((ends_with_newline, whole.or(last)))
+}
+
+/// Whether `file` is empty or ends in `\n`, its last complete line (without the newline) and
+/// what follows that line when it does not end in a newline.
+fn tail_lines(file: &File) -> io::Result<(bool, Option<Vec<u8>>, Option<Vec<u8>>)> {
     let length = file.metadata()?.len();
     if length == 0 {
-        return Ok((true, None));
+        return Ok((true, None, None));
     }
     let mut buffer: Vec<u8> = Vec::new();
     let mut position = length;
@@ -464,16 +476,18 @@ fn tail(file: &File) -> io::Result<(bool, Option<Vec<u8>>)> {
         read.extend_from_slice(&buffer);
         buffer = read;
         let ends_with_newline = buffer.last() == Some(&b'\n');
+        let after = |end: usize| (!ends_with_newline).then(|| buffer[end + 1..].to_vec());
         match buffer.iter().rposition(|b| *b == b'\n') {
             Some(end) => {
                 if let Some(start) = buffer[..end].iter().rposition(|b| *b == b'\n') {
-                    return Ok((ends_with_newline, Some(buffer[start + 1..end].to_vec())));
+                    let last = buffer[start + 1..end].to_vec();
+                    return Ok((ends_with_newline, Some(last), after(end)));
                 }
                 if position == 0 {
-                    return Ok((ends_with_newline, Some(buffer[..end].to_vec())));
+                    return Ok((ends_with_newline, Some(buffer[..end].to_vec()), after(end)));
                 }
             }
-            None if position == 0 => return Ok((false, None)),
+            None if position == 0 => return Ok((false, None, Some(buffer))),
             None => {}
         }
     }
@@ -995,6 +1009,33 @@ mod tests {
     use std::fs::OpenOptions;
 
     use super::*;
+
+    #[test]
+    fn a_whole_record_without_its_newline_is_chained_from() {
+        // A crash that tore away only the newline after a record: the verifier counts the
+        // record, so the next append must chain from it, not from the line before it.
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        let trace = TraceId::parse("t").unwrap();
+        let record =
+            |event: &str| AuditRecord::new(None, &trace, None, event, serde_json::Value::Null);
+        log.append_all(&[record("one"), record("two")]).unwrap();
+        let path = dir.path().join("audit.log");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(log.verify(None, None).unwrap().intact());
+        log.append(&record("three")).unwrap();
+        let verification = log.verify(None, None).unwrap();
+        assert!(verification.intact(), "{verification:?}");
+        assert!(verification.notes.is_empty(), "{verification:?}");
+        let events: Vec<String> = log
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .map(|record| record.event)
+            .collect();
+        assert_eq!(events, [GENESIS_EVENT, "one", "two", "three"]);
+    }
 
     #[test]
     fn a_torn_last_line_does_not_swallow_the_next_record() {
