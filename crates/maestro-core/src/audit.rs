@@ -453,9 +453,8 @@ fn chained(record: &AuditRecord, seq: u64, prev: &str) -> io::Result<Vec<u8>> {
 /// which the verifier counts as one ([`verify_chain`]) and the next append must chain from.
 fn tail(file: &File) -> io::Result<(bool, Option<Vec<u8>>)> {
     let (ends_with_newline, last, unterminated) = tail_lines(file)?;
-    let whole = unterminated.filter(|line| {
-        serde_json::from_slice::<Link>(line).is_ok_and(|link| link.seq.is_some())
-    });
+    let whole = unterminated
+        .filter(|line| serde_json::from_slice::<Link>(line).is_ok_and(|link| link.seq.is_some()));
     Ok((ends_with_newline, whole.or(last)))
 }
 

@@ -536,7 +536,30 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
 /// `password` and `sslpassword` value is replaced.
 pub(crate) fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return conninfo_without_password(url);
+        // libpq's `key=value` form, or a URL mistyped (`postgres:/user:password@host`): its
+        // user and password are found as in a URL, whatever comes before them.
+        let conninfo = url.split_once('=').is_some_and(|(key, _)| {
+            key.trim()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if conninfo {
+            return conninfo_without_password(url);
+        }
+        let scheme_end = url
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .unwrap_or(url.len());
+        let slashes = url[scheme_end..]
+            .find(|c: char| c != ':' && c != '/')
+            .map_or(url.len(), |end| scheme_end + end);
+        let (scheme, rest) = url.split_at(slashes);
+        return match rest.rsplit_once('@') {
+            Some((user, host)) if user.contains(':') => {
+                let name = user.split(':').next().unwrap_or_default();
+                format!("{scheme}{name}:***@{host}")
+            }
+            _ => url.to_owned(),
+        };
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (mut authority, mut path) = rest.split_at(authority_end);
@@ -564,9 +587,10 @@ pub(crate) fn without_password(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
+                    // The name as the driver reads it: percent-decoded (`pass%77ord`).
                     Some((key, _))
-                        if key.eq_ignore_ascii_case("password")
-                            || key.eq_ignore_ascii_case("sslpassword") =>
+                        if percent_decoded(key).eq_ignore_ascii_case("password")
+                            || percent_decoded(key).eq_ignore_ascii_case("sslpassword") =>
                     {
                         format!("{key}=***")
                     }
@@ -577,6 +601,31 @@ pub(crate) fn without_password(url: &str) -> String {
         }
     };
     format!("{scheme}://{authority}{path}")
+}
+
+/// `text` with its `%XX` escapes decoded (`+` kept: a query parameter's name, as the driver reads
+/// it). Bytes that are not UTF-8 are replaced, which no parameter name has.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// `key=value` pairs (libpq's connection string) with their `password` and `sslpassword`
@@ -872,6 +921,21 @@ mod tests {
         // Unencoded `/`, `?`, `#` and `@` in the password: none of it is shown.
         let shown = without_password("postgres://weird:p@ss:w/rd#1?x@127.0.0.1:55433/maestro");
         assert_eq!(shown, "postgres://weird:***@127.0.0.1:55433/maestro");
+        // A parameter's name percent-encoded is still a password (the driver decodes it).
+        assert_eq!(
+            without_password("postgres://m@db/x?pass%77ord=hunter2&sslpass%77ord=x"),
+            "postgres://m@db/x?pass%77ord=***&sslpass%77ord=***"
+        );
+        // A URL mistyped: its password is found all the same.
+        assert_eq!(
+            without_password("postgres:/m:hunter2@db:5432/x"),
+            "postgres:/m:***@db:5432/x"
+        );
+        assert_eq!(
+            without_password("postgres//m:hun=ter:2@db/x"),
+            "postgres//m:***@db/x"
+        );
+        assert_eq!(without_password("db.example/x"), "db.example/x");
         // libpq's key=value form.
         assert_eq!(
             without_password("host=db password=SeCret dbname=maestro"),
