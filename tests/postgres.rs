@@ -618,6 +618,22 @@ fn a_database_beyond_loopback_is_reached_inside_verified_tls() {
         stderr.contains("certificate") && stderr.lines().count() == 1,
         "{stderr}"
     );
+    // Through the server's Unix socket nothing crosses a network: no TLS, whatever sslmode
+    // says (as libpq), and the connection is made.
+    let socket = postgres.socket_url("maestro", Postgres::name_of(&plain));
+    for url in [
+        socket.clone(),
+        format!("{socket}&sslmode=disable"),
+        format!("{socket}&sslmode=require"),
+    ] {
+        let output = status(&url);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{url}: {}",
+            text(&output.stderr)
+        );
+    }
     // Without TLS the server itself says no.
     let output = status(&with("sslmode=disable"));
     assert_ne!(output.status.code(), Some(0));

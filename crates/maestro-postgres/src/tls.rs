@@ -136,6 +136,14 @@ pub(crate) fn configure(
         Some("disable") => SslMode::Disable,
         Some(other) => return Err(TlsError::Mode(other.to_owned())),
     };
+    // Nothing crosses a network on a Unix socket, and there is no name to check a certificate
+    // against: as libpq does, no TLS there, whatever `sslmode` says.
+    let hosts = config.get_hosts();
+    let mode = if !hosts.is_empty() && hosts.iter().all(|host| matches!(host, Host::Unix(_))) {
+        SslMode::Disable
+    } else {
+        mode
+    };
     if mode == SslMode::Disable && !local_only(config) {
         tracing::warn!(
             "sslmode=disable: the database is not on this machine, and the connection to it (the role's password, every job's history) is not encrypted"
@@ -200,16 +208,16 @@ where
     type TlsConnect = RustlsConnect;
     type Error = io::Error;
 
+    /// Made for every connection, TLS or not (a Unix socket's has no name at all): a name that
+    /// cannot be checked against a certificate fails the handshake, if one is made, not the
+    /// connection.
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<RustlsConnect> {
         let config = Arc::clone(&self.config);
         let name = ServerName::try_from(domain.trim_matches(|c| c == '[' || c == ']'))
+            .map(|name| name.to_owned())
             .map_err(|error| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{domain:?} cannot be checked against a certificate: {error}"),
-                )
-            })?
-            .to_owned();
+                format!("{domain:?} cannot be checked against a certificate: {error}")
+            });
         Ok(RustlsConnect { config, name })
     }
 }
@@ -217,7 +225,8 @@ where
 /// One connection's handshake.
 pub(crate) struct RustlsConnect {
     config: Arc<rustls::ClientConfig>,
-    name: ServerName<'static>,
+    /// The server's name, or why it cannot be checked against a certificate.
+    name: Result<ServerName<'static>, String>,
 }
 
 type Handshake<S> = Pin<Box<dyn Future<Output = io::Result<RustlsStream<S>>> + Send>>;
@@ -232,8 +241,11 @@ where
 
     fn connect(self, stream: S) -> Handshake<S> {
         Box::pin(async move {
+            let name = self
+                .name
+                .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
             let stream = TlsConnector::from(self.config)
-                .connect(self.name, stream)
+                .connect(name, stream)
                 .await?;
             Ok(RustlsStream(Box::new(stream)))
         })
@@ -317,6 +329,22 @@ mod tests {
         assert_eq!(
             mode("postgres://a@db.example/m?sslmode=prefer").unwrap(),
             SslMode::Prefer
+        );
+        // A Unix socket: no TLS, whatever the mode (libpq's rule; there is no name to check).
+        assert_eq!(
+            mode("postgres://a@/m?host=/run/postgresql&sslmode=require").unwrap(),
+            SslMode::Disable
+        );
+        assert_eq!(
+            mode("postgres://a@%2Frun%2Fpostgresql/m?sslmode=prefer").unwrap(),
+            SslMode::Disable
+        );
+        // Its connector is made all the same (tokio-postgres makes one for every host), and
+        // must not fail the connection.
+        let mut connector =
+            configure(&mut Config::new(), &split_url("postgres://a@db/m").1).unwrap();
+        assert!(
+            MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut connector, "").is_ok()
         );
         assert!(matches!(
             mode("postgres://a@db.example/m?sslmode=allow"),

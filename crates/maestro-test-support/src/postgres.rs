@@ -188,6 +188,15 @@ kill -INT $pg 2>/dev/null; wait $pg; rm -rf "{dir}""#,
         format!("postgres://{role}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// The URL of `database` for `role` through the server's Unix socket (in its directory).
+    pub fn socket_url(&self, role: &str, database: &str) -> String {
+        format!(
+            "postgres://{role}@/{database}?host={}&port={}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     /// The database name of one of [`database`](Self::database)'s URLs.
     pub fn name_of(url: &str) -> &str {
         url.rsplit('/').next().unwrap_or_default()
