@@ -301,6 +301,10 @@ fn audit_verify_finds_each_tampering_at_its_line() {
     let (code, stdout, _) = verify(&env, &[]);
     assert_eq!(code, Some(1));
     assert!(stdout.contains("line 5: the record was edited"), "{stdout}");
+    // The records past the edited one are still the log's: no job's history is taken for
+    // one the log does not show.
+    assert_eq!(stdout.matches("tampered:").count(), 1, "{stdout}");
+    assert!(!stdout.contains("a crash"), "{stdout}");
 
     let mut removed = original.clone();
     removed.remove(4);
@@ -345,6 +349,40 @@ fn audit_verify_finds_each_tampering_at_its_line() {
 
     let (code, _, stderr) = verify(&env, &["--expect-head", "nonsense"]);
     assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn a_record_a_crash_cut_short_at_the_end_is_closed_by_gc() {
+    let env = Env::new();
+    submit_some(&env, 1);
+    // What a crash mid-append leaves: part of a record that describes no history change (a
+    // prune or a cancel request), no newline.
+    let last = audit_lines(&env).pop().unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.state.join("audit.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, &last.as_bytes()[..last.len() / 2]).unwrap();
+    let (code, stdout, _) = verify(&env, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("the last record is cut short"), "{stdout}");
+
+    let output = env.run(&["gc"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("cut short by a crash"),
+        "{}",
+        text(&output.stdout)
+    );
+    let (code, stdout, stderr) = verify(&env, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("torn write") || stdout.contains("torn write"),
+        "{stdout}{stderr}"
+    );
+    // Settled: a second gc has nothing to do.
+    let output = env.run(&["gc"]);
+    assert_eq!(text(&output.stdout).trim(), "nothing to collect");
 }
 
 #[test]

@@ -1458,6 +1458,16 @@ pub async fn collect_garbage_of(
     let mut audited = if job_ids.is_empty() {
         Audited::default()
     } else {
+        // A record a crash cut short at the log's end is closed first (a record noting it),
+        // so that the chain skips it rather than end in it.
+        let trace_id = TraceId::generate();
+        match audit.seal_torn_tail(&trace_id) {
+            Ok(Some(bytes)) => report.settled.push(format!(
+                "audit log: its last record was cut short by a crash ({bytes} bytes); a record now notes it and the chain skips it"
+            )),
+            Ok(None) => {}
+            Err(error) => report.errors.push(error.to_string()),
+        }
         Audited::read(audit, &wanted)?
     };
     let mut reread = false;
