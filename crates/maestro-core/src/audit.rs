@@ -207,8 +207,8 @@ impl AuditStorage for FileAudit {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error.into()),
         };
-        let (_, _, unterminated) = tail_lines(&file)?;
-        Ok(unterminated
+        Ok(tail_lines(&file)?
+            .unterminated
             .filter(|piece| {
                 serde_json::from_slice::<Link>(piece).map_or(true, |link| link.seq.is_none())
             })
@@ -502,18 +502,32 @@ fn chained(record: &AuditRecord, seq: u64, prev: &str) -> io::Result<Vec<u8>> {
 /// complete line or, when a crash tore away only the newline after a whole record, that record,
 /// which the verifier counts as one ([`verify_chain`]) and the next append must chain from.
 fn tail(file: &File) -> io::Result<(bool, Option<Vec<u8>>)> {
-    let (ends_with_newline, last, unterminated) = tail_lines(file)?;
-    let whole = unterminated
+    let tail = tail_lines(file)?;
+    let whole = tail
+        .unterminated
         .filter(|line| serde_json::from_slice::<Link>(line).is_ok_and(|link| link.seq.is_some()));
-    Ok((ends_with_newline, whole.or(last)))
+    Ok((tail.ends_with_newline, whole.or(tail.last)))
 }
 
-/// Whether `file` is empty or ends in `\n`, its last complete line (without the newline) and
-/// what follows that line when it does not end in a newline.
-fn tail_lines(file: &File) -> io::Result<(bool, Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// The end of a trail, as [`tail_lines`] reads it.
+struct Tail {
+    /// Whether the trail is empty or ends in `\n`.
+    ends_with_newline: bool,
+    /// Its last complete line, without the newline.
+    last: Option<Vec<u8>>,
+    /// What follows that line when the trail does not end in a newline.
+    unterminated: Option<Vec<u8>>,
+}
+
+/// The end of the trail `file`.
+fn tail_lines(file: &File) -> io::Result<Tail> {
     let length = file.metadata()?.len();
     if length == 0 {
-        return Ok((true, None, None));
+        return Ok(Tail {
+            ends_with_newline: true,
+            last: None,
+            unterminated: None,
+        });
     }
     let mut buffer: Vec<u8> = Vec::new();
     let mut position = length;
@@ -528,15 +542,23 @@ fn tail_lines(file: &File) -> io::Result<(bool, Option<Vec<u8>>, Option<Vec<u8>>
         let after = |end: usize| (!ends_with_newline).then(|| buffer[end + 1..].to_vec());
         match buffer.iter().rposition(|b| *b == b'\n') {
             Some(end) => {
-                if let Some(start) = buffer[..end].iter().rposition(|b| *b == b'\n') {
-                    let last = buffer[start + 1..end].to_vec();
-                    return Ok((ends_with_newline, Some(last), after(end)));
-                }
-                if position == 0 {
-                    return Ok((ends_with_newline, Some(buffer[..end].to_vec()), after(end)));
+                let start = buffer[..end].iter().rposition(|b| *b == b'\n');
+                if start.is_some() || position == 0 {
+                    let first = start.map_or(0, |start| start + 1);
+                    return Ok(Tail {
+                        ends_with_newline,
+                        last: Some(buffer[first..end].to_vec()),
+                        unterminated: after(end),
+                    });
                 }
             }
-            None if position == 0 => return Ok((false, None, Some(buffer))),
+            None if position == 0 => {
+                return Ok(Tail {
+                    ends_with_newline: false,
+                    last: None,
+                    unterminated: Some(buffer),
+                });
+            }
             None => {}
         }
     }

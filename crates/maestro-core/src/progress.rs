@@ -66,6 +66,21 @@ pub fn duration(record: &JobRecord) -> Option<Duration> {
     Duration::try_from(last.duration_since(first)).ok()
 }
 
+/// [`duration`] in seconds, to the microsecond its timestamps have: the number every listing
+/// shows, the same whether a server sends it or `mc` reads it (`as_secs_f64` alone gives
+/// `28.560670000000002`, which a JSON reader may take back as `28.56067`).
+pub fn duration_seconds(record: &JobRecord) -> Option<f64> {
+    duration(record).map(|duration| {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "durations are far below 2^52 µs"
+        )]
+        let micros = micros as f64;
+        micros / 1e6
+    })
+}
+
 /// When the job was submitted, for filters (`--since`).
 pub fn submitted_at(record: &JobRecord) -> Option<jiff::Timestamp> {
     timestamp(&record.meta.submitted_at)

@@ -297,7 +297,7 @@ fn summary(store: &dyn StateStore, record: &JobRecord) -> Result<JobSummary, Api
         submitted_at: record.meta.submitted_at.clone(),
         trace_id: record.meta.trace_id.to_string(),
         stale: store.is_abandoned(record)?,
-        duration_seconds: progress::duration(record).map(|duration| duration.as_secs_f64()),
+        duration_seconds: progress::duration_seconds(record),
     })
 }
 
@@ -668,7 +668,7 @@ pub(crate) async fn show_job(
         verdicts: progress::verdicts(&record),
         steps: serde_json::to_value(&record.steps).unwrap_or_default(),
         current_step: serde_json::to_value(current).unwrap_or_default(),
-        duration_seconds: progress::duration(&record).map(|duration| duration.as_secs_f64()),
+        duration_seconds: progress::duration_seconds(&record),
     }))
 }
 

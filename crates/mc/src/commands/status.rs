@@ -322,7 +322,7 @@ impl JobRow {
             state: record.state(),
             stale,
             submitted_at: record.meta.submitted_at.clone(),
-            duration_seconds: progress::duration(record).map(|d| d.as_secs_f64()),
+            duration_seconds: progress::duration_seconds(record),
         }
     }
 }
