@@ -198,7 +198,7 @@ impl Client {
             .await
             .map_err(|error| ClientError::Unreachable {
                 url: self.base.clone(),
-                message: format!("{error:?}"),
+                message: causes(&error),
             })
     }
 
@@ -257,4 +257,20 @@ impl Client {
         }
         Ok(status)
     }
+}
+
+/// `error` and its sources, as one line: what the client says, then why (`client error
+/// (Connect): tcp connect error: Connection refused (os error 111)`).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !line.ends_with(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    line
 }
