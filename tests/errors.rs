@@ -294,3 +294,30 @@ fn specs_come_from_standard_input_and_from_files_of_any_name() {
     let stored = env.state.join("jobs").join(&job_id).join("spec.json");
     assert_eq!(std::fs::read_to_string(stored).unwrap(), json);
 }
+
+#[test]
+fn an_unreachable_server_is_one_line_in_words() {
+    let env = Env::new();
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = env
+        .mc()
+        .env("MAESTRO_TOKEN", "x")
+        .args(["--server", &format!("http://127.0.0.1:{port}"), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "error: cannot reach the server at http://127.0.0.1:{port}"
+        )) && first.contains("Connection refused")
+            && !first.contains("ConnectError("),
+        "{stderr}"
+    );
+}
