@@ -345,10 +345,26 @@ fn a_killed_servers_jobs_are_settled_by_another() {
         "SUBMITTED"
     );
     let doomed_pid = doomed.pid();
-    doomed.kill();
+    // The survivor is up before the kill, and the running job's log is followed through it:
+    // the follow ends when the survivor has settled the job, with its final state.
     let survivor = crate::server::Server::start(&pg.env, &flags);
+    let follower = survivor
+        .mc(&pg.env, &token)
+        .args(["logs", &running, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    doomed.kill();
     // The running job is settled once its lease expires; the waiting one runs on the survivor.
     let settled = survivor.wait_state(&token, &running, "FAILED", 60);
+    let followed = crate::util::output_within_child(follower);
+    let stderr = text(&followed.stderr);
+    assert!(
+        !stderr.contains("no longer drives it") && followed.status.code() != Some(0),
+        "the follow ended before the job did: {stderr}"
+    );
     let last = settled["transitions"]
         .as_array()
         .unwrap()
@@ -397,9 +413,11 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
         "  - name: wait\n    command: [\"sleep\", \"62.41\"]\n",
     );
     // Both servers' one slot busy (one at a time: ana may have one job waiting).
+    let mut busy = Vec::new();
     for (server, running) in [(&first, "1"), (&second, "2")] {
         let (code, body) = server.submit_yaml(&token, &long);
         assert_eq!(code, 201, "{body}");
+        busy.push(body["job_id"].as_str().unwrap().to_owned());
         let deadline = Instant::now() + Duration::from_secs(60);
         while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != running {
             assert!(Instant::now() < deadline, "the long jobs should run");
@@ -442,6 +460,21 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
     // Nothing of ana's waits any more: the other server takes one again.
     let (code, body) = second.submit_yaml(&token, &quick);
     assert_eq!(code, 201, "{body}");
+    // A job running on the first server is cancelled through the second too: the first stops
+    // it, as Ctrl-C would.
+    let (code, body) = second.json(
+        "POST",
+        &format!("/v1/jobs/{}/cancel", busy[0]),
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let record = first.wait_state(&token, &busy[0], "CANCELLED", 30);
+    assert_eq!(record["state"], "CANCELLED", "{record}");
+    // Through the command line as well, the other way round.
+    let output = first.run(&pg.env, &token, &["cancel", &busy[1]]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    second.wait_state(&token, &busy[1], "CANCELLED", 30);
 }
 
 #[test]

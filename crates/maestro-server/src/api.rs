@@ -713,7 +713,14 @@ pub(crate) async fn job_logs(
                 "too many clients follow logs now; retry later, or read without follow",
             )
         })?;
-    let stream = crate::logs::follow(Arc::clone(&state.store), job_id, steps, after, permit);
+    let stream = crate::logs::follow(
+        Arc::clone(&state.store),
+        job_id,
+        steps,
+        after,
+        permit,
+        state.scheduler.is_shared(),
+    );
     Ok((ndjson, Body::from_stream(stream)).into_response())
 }
 
@@ -796,8 +803,26 @@ pub(crate) async fn cancel_job(
                 format!("job {job_id} was cancelled before it ran"),
             ))
         }
-        Taken::Running(token) => {
-            token.cancel();
+        taken @ (Taken::Running(_) | Taken::Unknown) => {
+            match taken {
+                Taken::Running(token) => token.cancel(),
+                // Running on another server of a shared queue: that server stops it.
+                _ if state.scheduler.is_shared()
+                    && record.state() == JobState::Running
+                    && state.store.is_live(job_id)? =>
+                {
+                    state
+                        .scheduler
+                        .record_cancel(job_id, caller.identity())
+                        .map_err(ApiError::internal)?;
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        not_driven_here(&state, job_id, record.state()),
+                    ));
+                }
+            }
             // Wait (a bounded time) until the runner has recorded the end.
             let deadline = tokio::time::Instant::now() + state.cancel_wait;
             loop {
@@ -816,13 +841,19 @@ pub(crate) async fn cancel_job(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Taken::Unknown => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "job {job_id} is {} but not driven by this server (an `mc submit` runs it, or it was abandoned): `mc cancel {job_id}` on its machine, or `mc gc`",
-                record.state()
-            ),
-        )),
+    }
+}
+
+/// Why a job that has not ended cannot be cancelled through this server.
+fn not_driven_here(state: &AppState, job_id: JobId, job_state: JobState) -> String {
+    if state.scheduler.is_shared() {
+        format!(
+            "job {job_id} is {job_state} but nobody drives it any more (its server or mc died): a server settles it when its lease runs out, or `mc gc`"
+        )
+    } else {
+        format!(
+            "job {job_id} is {job_state} but not driven by this server (an `mc submit` runs it, or it was abandoned): `mc cancel {job_id}` on its machine, or `mc gc`"
+        )
     }
 }
 

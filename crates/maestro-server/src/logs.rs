@@ -93,19 +93,31 @@ pub(crate) fn recorded(
     Ok(out)
 }
 
-/// Whether the job is over; a job that can no longer be read is.
-fn is_over(store: &dyn StateStore, job_id: JobId) -> bool {
-    follow::is_over(store, job_id).unwrap_or(true)
+/// Whether the job is over: ended, or (unless `settled_here`) left by whoever drove it. A job
+/// that can no longer be read is.
+fn is_over(store: &dyn StateStore, job_id: JobId, settled_here: bool) -> bool {
+    if settled_here {
+        store
+            .load(job_id)
+            .map_or(true, |record| record.state().is_terminal())
+    } else {
+        follow::is_over(store, job_id).unwrap_or(true)
+    }
 }
 
 /// The log as it grows, until the job ends; then one `{"end": true, "state": ...}` line. The
 /// end of each step is the rule of [`maestro_core::follow`], as for `mc logs --follow`.
+///
+/// A job nobody drives any more (its `mc` or server died) ends the stream with the state it
+/// was left in, unless `settled_here`: on a shared queue the servers settle such jobs
+/// themselves once the lease runs out, and the stream waits for the state they record.
 pub(crate) fn follow(
     store: Arc<dyn StateStore>,
     job_id: JobId,
     steps: Vec<String>,
     after: u64,
     permit: OwnedSemaphorePermit,
+    settled_here: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
@@ -152,7 +164,7 @@ pub(crate) fn follow(
                 }
             }
         }
-        while !is_over(store.as_ref(), job_id) {
+        while !is_over(store.as_ref(), job_id, settled_here) {
             if sender.is_closed() {
                 return;
             }

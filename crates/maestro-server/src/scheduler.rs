@@ -34,6 +34,10 @@ use crate::queue::{JobQueue, QueueError};
 /// of a shared queue holds awaiting approval; the holder applies it.
 const DECISIONS: &str = "decisions";
 
+/// The note in which a server records a cancellation of a job that another server of a shared
+/// queue runs; the runner stops it as Ctrl-C would.
+const CANCELS: &str = "cancels";
+
 /// How often a server of a shared queue looks for decisions on the jobs it holds.
 const DECISION_POLL: Duration = Duration::from_millis(250);
 
@@ -278,10 +282,39 @@ impl Scheduler {
         self.store.append_note(job_id, DECISIONS, &line)
     }
 
+    /// A shared queue: record a cancellation of a job another server runs, for that server to
+    /// apply (it reads them every [`DECISION_POLL`]). `by` asked (checked and audited by the
+    /// server that records it).
+    pub(crate) fn record_cancel(&self, job_id: JobId, by: &str) -> Result<(), StateError> {
+        let mut line = serde_json::json!({ "by": by }).to_string().into_bytes();
+        line.push(b'\n');
+        self.store.append_note(job_id, CANCELS, &line)
+    }
+
     /// A shared queue: apply the decisions that servers recorded for the jobs this one holds
-    /// awaiting approval (the first decision of a job counts), until draining.
+    /// awaiting approval (the first decision of a job counts), and the cancellations recorded
+    /// for the jobs it runs, until draining.
     pub(crate) async fn apply_decisions(self: Arc<Self>) {
         while !self.is_draining() {
+            let running: Vec<(JobId, CancellationToken)> = self
+                .jobs()
+                .running
+                .iter()
+                .filter(|(_, token)| !token.is_cancelled())
+                .map(|(job_id, token)| (*job_id, token.clone()))
+                .collect();
+            for (job_id, token) in running {
+                match self.store.read_note(job_id, CANCELS) {
+                    Ok(Some(_)) => {
+                        tracing::info!(%job_id, "cancelled through another server");
+                        token.cancel();
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%job_id, %error, "cannot read the cancellations of a job");
+                    }
+                }
+            }
             let held: Vec<JobId> = self.jobs().awaiting.keys().copied().collect();
             for job_id in held {
                 let decision = match self.store.read_note(job_id, DECISIONS) {

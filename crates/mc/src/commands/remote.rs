@@ -68,7 +68,10 @@ fn failure(answer: &Answer) -> Failure {
 }
 
 fn unreachable(error: maestro_server::client::ClientError) -> Failure {
-    let certificate = error.to_string().contains("Certificate");
+    let certificate = error
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("certificate");
     let failure = Failure::system(error);
     if certificate {
         failure.hint("the server's certificate is not trusted: MAESTRO_CA_CERT (or --ca-cert) names the PEM file of the CA that signed it")
