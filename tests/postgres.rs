@@ -171,6 +171,14 @@ fn a_bad_state_url_is_one_line() {
         1,
         "{stderr}"
     );
+    // A job the database does not have: the hint names the database's settings.
+    let output = pg.run(&["status", "01a23396-042e-75e0-9cc8-f7f1f55c1616"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("MAESTRO_STATE_URL") && !stderr.contains("MAESTRO_HOME"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -120,8 +120,14 @@ impl From<maestro_core::follow::FollowError> for Failure {
 impl From<maestro_core::state::StateError> for Failure {
     fn from(error: maestro_core::state::StateError) -> Self {
         match error {
-            maestro_core::state::StateError::NotFound { .. } => Self::usage(error)
-                .hint("`mc status` lists the jobs of this state root; --state-dir or MAESTRO_HOME chooses another"),
+            maestro_core::state::StateError::NotFound { .. } => {
+                let hint = if crate::commands::database().is_some() {
+                    "`mc status` lists the jobs of this database; --state-url or MAESTRO_STATE_URL chooses another"
+                } else {
+                    "`mc status` lists the jobs of this state root; --state-dir or MAESTRO_HOME chooses another"
+                };
+                Self::usage(error).hint(hint)
+            }
             _ => Self::system(error),
         }
     }
