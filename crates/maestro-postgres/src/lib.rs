@@ -33,7 +33,10 @@ pub use tls::TlsError;
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The state URL cannot be used.
-    #[error("the state URL is not a PostgreSQL URL such as postgres://user@host:5432/db: {0}")]
+    #[error(
+        "the state URL cannot be read as a PostgreSQL URL such as postgres://user@host:5432/db: {}",
+        describe_url_error(.0)
+    )]
     Url(#[source] tokio_postgres::Error),
     /// The database said no, or the connection failed.
     #[error("{}", describe_db_error(.0))]
@@ -101,4 +104,10 @@ fn describe_db_error(error: &tokio_postgres::Error) -> String {
             None => error.to_string(),
         },
     }
+}
+
+/// What is wrong with a state URL: the driver's reason (`unknown option \`passfile\``), which
+/// its error keeps as its source behind a bare "invalid connection string".
+fn describe_url_error(error: &tokio_postgres::Error) -> String {
+    std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string)
 }

@@ -1426,6 +1426,28 @@ mod tests {
 
     use super::{PageFilter, PageSql, PgOptions, PgStore};
 
+    #[test]
+    fn a_url_the_driver_cannot_read_says_which_part() {
+        for (url, says) in [
+            (
+                "postgres://m@127.0.0.1:1/db?unknownparam=1",
+                "unknown option `unknownparam`",
+            ),
+            (
+                "postgres://m@127.0.0.1:1/db?port=abc",
+                "invalid value for option `port`",
+            ),
+        ] {
+            let error = PgStore::connect(url, PgOptions::default())
+                .err()
+                .expect("the URL is refused");
+            assert!(
+                matches!(error, super::PgError::Url(_)) && error.to_string().ends_with(says),
+                "{url}: {error}"
+            );
+        }
+    }
+
     /// `EXPLAIN` of one batch of a page.
     fn plan(store: &PgStore, before: Option<JobId>, filter: &JobFilter) -> String {
         let sql = PageSql::new(before, &PageFilter::of(filter), 51);
