@@ -1438,9 +1438,9 @@ mod tests {
                 "invalid value for option `port`",
             ),
         ] {
-            let error = PgStore::connect(url, PgOptions::default())
-                .err()
-                .expect("the URL is refused");
+            let Err(error) = PgStore::connect(url, PgOptions::default()) else {
+                panic!("{url}: the URL should be refused");
+            };
             assert!(
                 matches!(error, super::PgError::Url(_)) && error.to_string().ends_with(says),
                 "{url}: {error}"
