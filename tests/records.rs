@@ -507,9 +507,21 @@ fn audit_verify_names_a_job_whose_history_was_edited() {
         "{stdout}"
     );
     assert!(!stdout.contains(&ids[0]), "{stdout}");
-    // gc does not bless an edited history with a recovered record.
+    // gc does not bless an edited history with a recovered record; it says so, and exits as
+    // `mc audit verify` does for tampering (1), not as for a system error.
     let gc = env.run(&["gc"]);
     assert!(text(&gc.stderr).contains(&ids[1]), "{}", text(&gc.stderr));
+    assert!(
+        text(&gc.stderr).contains("not reconciled"),
+        "{}",
+        text(&gc.stderr)
+    );
+    assert_eq!(gc.status.code(), Some(1), "{}", text(&gc.stderr));
+    assert!(
+        !text(&gc.stdout).contains("nothing to collect"),
+        "{}",
+        text(&gc.stdout)
+    );
     assert_eq!(verify(&env, &[]).0, Some(1));
 
     // The files written once, the spec and job.json, are covered by the SUBMITTED record.

@@ -1369,8 +1369,19 @@ pub struct GcReport {
     /// What else was settled, one line each: staging directories of dead submissions removed,
     /// requests a dead `mc` left in flight with a backend fenced.
     pub settled: Vec<String>,
-    /// What could not be cleaned or reconciled, one line each.
+    /// Jobs left as found because their history is not what the audit log and a crash leave
+    /// (edited: `mc audit verify` says how), one line each. Nothing is recorded for them.
+    pub unreconciled: Vec<String>,
+    /// What could not be read, cleaned or recorded, one line each.
     pub errors: Vec<String>,
+}
+
+/// Why a job's history was not reconciled with the audit log.
+enum NotReconciled {
+    /// It could not be read.
+    Unreadable(String),
+    /// It is not what a crash leaves.
+    NotACrash(String),
 }
 
 impl GcReport {
@@ -1518,7 +1529,8 @@ pub async fn collect_garbage_of(
                     }));
                 }
                 Ok(_) => {}
-                Err(message) => report.errors.push(message),
+                Err(NotReconciled::Unreadable(message)) => report.errors.push(message),
+                Err(NotReconciled::NotACrash(message)) => report.unreconciled.push(message),
             }
         }
         if !record.state().is_terminal() && reconciled {
@@ -1615,14 +1627,14 @@ fn unaudited(
     store: &dyn StateStore,
     record: &JobRecord,
     recorded: Option<&HistoryDigests>,
-) -> Result<Vec<AuditRecord>, String> {
+) -> Result<Vec<AuditRecord>, NotReconciled> {
     let job_id = record.meta.job_id;
     let history = store
         .history(job_id)
-        .map_err(|error| format!("job {job_id}: {error}"))?;
+        .map_err(|error| NotReconciled::Unreadable(format!("job {job_id}: {error}")))?;
     let current = history
         .digests()
-        .map_err(|message| format!("job {job_id}: {message}"))?;
+        .map_err(|message| NotReconciled::Unreadable(format!("job {job_id}: {message}")))?;
     let empty = FileDigest {
         entries: 0,
         sha256: sha256_hex(b"[]\n"),
@@ -1637,16 +1649,16 @@ fn unaudited(
     let (Some(states), Some(steps)) =
         (array_entries(&history.state), array_entries(&history.steps))
     else {
-        return Err(format!(
-            "job {job_id}: its history is not as Maestro writes it"
-        ));
+        return Err(NotReconciled::NotACrash(format!(
+            "job {job_id}: its history is not as Maestro writes it; not reconciled (see `mc audit verify`)"
+        )));
     };
     if prefix_matches(&history.state, &recorded.state).is_none()
         || prefix_matches(&history.steps, &recorded.steps).is_none()
     {
-        return Err(format!(
+        return Err(NotReconciled::NotACrash(format!(
             "job {job_id}: its history no longer matches its last audit record; not reconciled (see `mc audit verify`)"
-        ));
+        )));
     }
     // What a crash leaves is what the runner would have audited next: legal transitions, and
     // nothing after a final state. Anything else was written by hand, and is not blessed.
@@ -1658,9 +1670,9 @@ fn unaudited(
     };
     let spec_steps = crate::audit::spec_step_names(store, &record.meta);
     if let Some(why) = crate::audit::illegal_continuation(&history, spec_steps.as_deref()) {
-        return Err(format!(
+        return Err(NotReconciled::NotACrash(format!(
             "job {job_id}: its history goes on past its last audit record with what no crash leaves ({why}); not reconciled (see `mc audit verify`)"
-        ));
+        )));
     }
     let digest = |entries: &[&[u8]]| {
         let bytes = array_bytes(entries);
@@ -1710,7 +1722,7 @@ fn unaudited(
         if transition["state"] == json!(JobState::Submitted) {
             let files = store
                 .file_digests(job_id)
-                .map_err(|error| format!("job {job_id}: {error}"))?;
+                .map_err(|error| NotReconciled::Unreadable(format!("job {job_id}: {error}")))?;
             details["files"] = json!(files);
         }
         records.push(new("job.transition", details));
@@ -2417,7 +2429,7 @@ mod tests {
                 assert!(gc.recovered.is_empty(), "{case}: {gc:?}");
                 assert!(gc.abandoned_jobs.is_empty(), "{case}: {gc:?}");
                 assert!(
-                    gc.errors
+                    gc.unreconciled
                         .iter()
                         .any(|error| error.contains("no crash leaves")),
                     "{case}: {gc:?}"
@@ -2472,8 +2484,12 @@ mod tests {
                 .unwrap();
             assert!(gc.recovered.is_empty(), "{edit}: {gc:?}");
             assert!(gc.abandoned_jobs.is_empty(), "{edit}: settled: {gc:?}");
-            assert_eq!(gc.errors.len(), 1, "{edit}: {gc:?}");
-            assert!(gc.errors[0].contains("not reconciled"), "{edit}: {gc:?}");
+            assert!(gc.errors.is_empty(), "{edit}: {gc:?}");
+            assert_eq!(gc.unreconciled.len(), 1, "{edit}: {gc:?}");
+            assert!(
+                gc.unreconciled[0].contains("not reconciled"),
+                "{edit}: {gc:?}"
+            );
             let after = audit.verify(None, Some(store.as_ref())).unwrap();
             assert!(!after.intact(), "{edit}: gc blessed the edit: {after:?}");
             assert_eq!(after.jobs[0].message, before.jobs[0].message, "{edit}");
@@ -2530,7 +2546,7 @@ mod tests {
             .await
             .unwrap();
         assert!(gc.recovered.is_empty(), "{gc:?}");
-        assert_eq!(gc.errors.len(), 1, "{gc:?}");
+        assert_eq!(gc.unreconciled.len(), 1, "{gc:?}");
         let verification = audit.verify(None, Some(store.as_ref())).unwrap();
         assert_one_problem(&verification, "its step results no longer");
         assert!(

@@ -266,6 +266,9 @@ pub async fn serve(
         metrics.set(*job_id, maestro_core::state::JobState::Failed);
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");
     }
+    for problem in report.unreconciled.iter().chain(&report.errors) {
+        tracing::warn!(%problem, "garbage collection at start left a job as found");
+    }
     scheduler
         .forget_ended()
         .map_err(|source| ServerError::Queue {

@@ -550,6 +550,9 @@ impl Scheduler {
                     for job_id in &report.abandoned_jobs {
                         tracing::warn!(%job_id, "a dead server's job: recorded FAILED");
                     }
+                    for problem in report.unreconciled.iter().chain(&report.errors) {
+                        tracing::warn!(%problem, "a dead server's job was left as found");
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "cannot settle the jobs of dead servers"),
             }

@@ -35,18 +35,25 @@ pub(crate) fn run(global: &GlobalArgs, args: GcArgs) -> Result<Code, Failure> {
             for removed in &report.removed {
                 text.push_str(&format!("removed {removed}\n"));
             }
-            if report.is_empty() {
+            if report.is_empty() && report.unreconciled.is_empty() && report.errors.is_empty() {
                 text.push_str("nothing to collect\n");
             }
             printer::out(&text);
         }
     }
+    for job in &report.unreconciled {
+        eprintln!("warning: {job}");
+    }
     for error in &report.errors {
         eprintln!("warning: {error}");
     }
-    Ok(if report.errors.is_empty() {
-        Code::Success
-    } else {
+    // An error to read or record is the system's (4); a history gc leaves alone because it
+    // is not a crash's is what `mc audit verify` calls tampering (1).
+    Ok(if !report.errors.is_empty() {
         Code::System
+    } else if !report.unreconciled.is_empty() {
+        Code::JobFailed
+    } else {
+        Code::Success
     })
 }
