@@ -81,7 +81,8 @@ for round in range(runs + 3):
     cost = fsync_cost()
     for label, argv, command_env in commands:
         start = time.perf_counter()
-        subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, check=False)
+        # A command that failed did not do the work: stop rather than time it.
+        subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, check=True)
         elapsed = (time.perf_counter() - start) * 1000
         if round >= 3:  # warm-up rounds
             times[label].append(elapsed)

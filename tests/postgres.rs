@@ -590,6 +590,36 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
         )),
         "0"
     );
+
+    // Cancelled by its owner through the server that does not hold it: CANCELLED, not run.
+    let (code, submitted) = first.submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg
+        .sql(&format!(
+            "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
+        ))
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "a server should hold the job");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = elsewhere(&job_id).json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "CANCELLED", "{body}");
+    let steps = pg.sql(&format!(
+        "SELECT count(*) FROM step_logs WHERE job_id = '{job_id}'"
+    ));
+    assert_eq!(
+        steps, "0",
+        "nothing of a job cancelled while it waited runs"
+    );
 }
 
 #[test]
@@ -704,4 +734,55 @@ fn a_database_beyond_loopback_is_reached_inside_verified_tls() {
             "{query}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_job_an_mc_submit_runs_is_not_cancelled_through_a_server() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let server = crate::server::Server::start(&pg.env, &["--state-url", pg.url.as_str()]);
+    let spec = pg.env.write(
+        "long.yaml",
+        &job_yaml(
+            "local",
+            "  - name: wait\n    command: [\"sleep\", \"63.29\"]\n",
+        ),
+    );
+    let submit = pg
+        .mc()
+        .args(["submit", spec.to_str().unwrap(), "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job_id = loop {
+        let id = pg.sql("SELECT coalesce(max(job_id::text), '') FROM jobs WHERE state = 'RUNNING'");
+        if !id.is_empty() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the job should run");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The server cannot stop a process on another machine: it says who can, and records
+    // nothing for a server to apply.
+    let (code, body) = server.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/cancel"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mc cancel"),
+        "{body}"
+    );
+    // `mc cancel` on its machine does.
+    let output = pg.run(&["cancel", &job_id]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let status = maestro_test_support::wait_within(submit, Duration::from_secs(60));
+    assert_eq!(status.status.code(), Some(130));
 }

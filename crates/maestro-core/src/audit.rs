@@ -113,10 +113,10 @@ pub trait AuditStorage: Send + Sync {
     /// The trail's bytes (empty when nothing was appended yet).
     fn read(&self) -> Result<Vec<u8>, StorageError>;
 
-    /// How many bytes of a record a crash cut short end the trail (a last line that is not a
+    /// The bytes of a record a crash cut short that end the trail (a last line that is not a
     /// whole record and has no newline), if any. The default: none (a storage whose appends are
     /// atomic, such as a database's, never tears one).
-    fn torn_tail(&self) -> Result<Option<usize>, StorageError> {
+    fn torn_tail(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(None)
     }
 
@@ -196,7 +196,7 @@ impl AuditStorage for FileAudit {
         Ok(())
     }
 
-    fn torn_tail(&self) -> Result<Option<usize>, StorageError> {
+    fn torn_tail(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let root = match self.root.open_dir(Path::new("")) {
             Ok(Some(root)) => root,
             Ok(None) => return Ok(None),
@@ -207,12 +207,9 @@ impl AuditStorage for FileAudit {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error.into()),
         };
-        Ok(tail_lines(&file)?
-            .unterminated
-            .filter(|piece| {
-                serde_json::from_slice::<Link>(piece).map_or(true, |link| link.seq.is_none())
-            })
-            .map(|piece| piece.len()))
+        Ok(tail_lines(&file)?.unterminated.filter(|piece| {
+            serde_json::from_slice::<Link>(piece).map_or(true, |link| link.seq.is_none())
+        }))
     }
 
     fn read(&self) -> Result<Vec<u8>, StorageError> {
@@ -367,20 +364,49 @@ impl AuditLog {
     /// last record cut short by hand. `mc gc`'s: a crash leaves nothing that stays unsettled.
     /// Returns the torn record's length, if there was one.
     pub fn seal_torn_tail(&self, trace_id: &TraceId) -> Result<Option<usize>, AuditError> {
-        let Some(bytes) = self.storage.torn_tail().map_err(self.error("read"))? else {
+        // A look without the lock first: nearly always there is nothing to do.
+        if self
+            .storage
+            .torn_tail()
+            .map_err(self.error("read"))?
+            .is_none()
+        {
             return Ok(None);
+        }
+        let storage = Arc::clone(&self.storage);
+        let mut sealed = None;
+        let mut extend = |last: Option<&[u8]>, ends_with_newline: bool| {
+            // Again under the lock: an append may have ended the line meanwhile (then there is
+            // nothing to note), and no append is half written while it is held.
+            if ends_with_newline {
+                return Ok(Vec::new());
+            }
+            let Some(torn) = storage.torn_tail().map_err(io::Error::other)? else {
+                return Ok(Vec::new());
+            };
+            let record = AuditRecord::new(
+                None,
+                trace_id,
+                None,
+                "audit.torn_write",
+                serde_json::json!({
+                    "bytes": torn.len(),
+                    "sha256": sha256_hex(&torn),
+                    "reason": "the log ended in a record cut short (a crash mid-append, or a cut by hand, which only an anchored head tells apart); found by mc gc, the chain skips it",
+                }),
+            );
+            sealed = Some(torn.len());
+            chain_lines(
+                std::slice::from_ref(&record),
+                &record,
+                last,
+                ends_with_newline,
+            )
         };
-        self.append(&AuditRecord::new(
-            None,
-            trace_id,
-            None,
-            "audit.torn_write",
-            serde_json::json!({
-                "bytes": bytes,
-                "reason": "the log ended in a record cut short (a crash mid-append); found by mc gc, the chain skips it",
-            }),
-        ))?;
-        Ok(Some(bytes))
+        self.storage
+            .append_locked(&mut extend)
+            .map_err(self.error("append to"))?;
+        Ok(sealed)
     }
 
     fn read_bytes(&self) -> Result<Vec<u8>, AuditError> {

@@ -257,6 +257,45 @@ mod tests {
     use crate::state::{FileStore, JobMeta, StepRecord, Transition};
 
     #[test]
+    fn a_duration_in_seconds_is_to_the_microsecond_and_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let job_id = JobId::now_v7();
+        let trace_id = TraceId::parse("t").unwrap();
+        let meta = JobMeta {
+            job_id,
+            name: "j".to_owned(),
+            owner: None,
+            environment: None,
+            trace_id: trace_id.clone(),
+            submitted_at: "2026-12-01T21:00:00.000000Z".to_owned(),
+            spec_file: "spec.json".to_owned(),
+            source: "j.json".to_owned(),
+            driver: None,
+        };
+        let _lease = store.create_job(&meta, b"{}").unwrap();
+        for (state, at) in [
+            (JobState::Submitted, "2026-12-01T21:00:00.000000Z"),
+            (JobState::Running, "2026-12-01T21:00:00.100000Z"),
+            (JobState::Succeeded, "2026-12-01T21:00:28.560670Z"),
+        ] {
+            let transition = Transition {
+                state,
+                at: at.to_owned(),
+                trace_id: trace_id.clone(),
+                detail: serde_json::json!({}),
+            };
+            store.append_transition(job_id, &transition).unwrap();
+        }
+        let seconds = duration_seconds(&store.load(job_id).unwrap()).unwrap();
+        // `as_secs_f64` gives 28.560670000000002, which a JSON reader may take back as
+        // 28.56067: a server's answer and `mc`'s own would differ.
+        assert_eq!(serde_json::json!(seconds).to_string(), "28.56067");
+        let read_back: f64 = serde_json::from_str("28.56067").unwrap();
+        assert_eq!(read_back.to_bits(), seconds.to_bits());
+    }
+
+    #[test]
     fn the_current_step_is_the_first_started_one_without_a_result() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());

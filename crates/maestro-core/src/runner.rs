@@ -1466,19 +1466,18 @@ pub async fn collect_garbage_of(
         Err(error) => report.errors.push(error.to_string()),
     }
     let wanted: std::collections::HashSet<JobId> = job_ids.iter().copied().collect();
+    // A record a crash cut short at the log's end is closed first (a record noting it), so
+    // that the chain skips it rather than end in it.
+    match audit.seal_torn_tail(&TraceId::generate()) {
+        Ok(Some(bytes)) => report.settled.push(format!(
+            "audit log: its last record was cut short by a crash ({bytes} bytes); a record now notes it and the chain skips it"
+        )),
+        Ok(None) => {}
+        Err(error) => report.errors.push(error.to_string()),
+    }
     let mut audited = if job_ids.is_empty() {
         Audited::default()
     } else {
-        // A record a crash cut short at the log's end is closed first (a record noting it),
-        // so that the chain skips it rather than end in it.
-        let trace_id = TraceId::generate();
-        match audit.seal_torn_tail(&trace_id) {
-            Ok(Some(bytes)) => report.settled.push(format!(
-                "audit log: its last record was cut short by a crash ({bytes} bytes); a record now notes it and the chain skips it"
-            )),
-            Ok(None) => {}
-            Err(error) => report.errors.push(error.to_string()),
-        }
         Audited::read(audit, &wanted)?
     };
     let mut reread = false;
@@ -1632,9 +1631,12 @@ fn unaudited(
     let history = store
         .history(job_id)
         .map_err(|error| NotReconciled::Unreadable(format!("job {job_id}: {error}")))?;
-    let current = history
-        .digests()
-        .map_err(|message| NotReconciled::Unreadable(format!("job {job_id}: {message}")))?;
+    // Not a history as Maestro writes it: edited by hand, not a crash's.
+    let current = history.digests().map_err(|message| {
+        NotReconciled::NotACrash(format!(
+            "job {job_id}: {message}; not reconciled (see `mc audit verify`)"
+        ))
+    })?;
     let empty = FileDigest {
         entries: 0,
         sha256: sha256_hex(b"[]\n"),

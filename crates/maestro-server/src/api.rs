@@ -719,7 +719,7 @@ pub(crate) async fn job_logs(
         steps,
         after,
         permit,
-        state.scheduler.is_shared(),
+        state.scheduler.settles_abandoned_within(),
     );
     Ok((ndjson, Body::from_stream(stream)).into_response())
 }
@@ -806,9 +806,11 @@ pub(crate) async fn cancel_job(
         taken @ (Taken::Running(_) | Taken::Unknown) => {
             match taken {
                 Taken::Running(token) => token.cancel(),
-                // Running on another server of a shared queue: that server stops it.
+                // Run or held for an approver by another server of a shared queue (a server's
+                // job names no driver process; an `mc submit`'s does): that server stops it,
+                // or ends it before it runs.
                 _ if state.scheduler.is_shared()
-                    && record.state() == JobState::Running
+                    && record.meta.driver.is_none()
                     && state.store.is_live(job_id)? =>
                 {
                     state
@@ -819,7 +821,7 @@ pub(crate) async fn cancel_job(
                 _ => {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        not_driven_here(&state, job_id, record.state()),
+                        not_driven_here(&state, &record)?,
                     ));
                 }
             }
@@ -845,16 +847,23 @@ pub(crate) async fn cancel_job(
 }
 
 /// Why a job that has not ended cannot be cancelled through this server.
-fn not_driven_here(state: &AppState, job_id: JobId, job_state: JobState) -> String {
-    if state.scheduler.is_shared() {
+fn not_driven_here(state: &AppState, record: &JobRecord) -> Result<String, ApiError> {
+    let job_id = record.meta.job_id;
+    let job_state = record.state();
+    Ok(if !state.store.is_live(job_id)? {
+        let settles = if state.scheduler.is_shared() {
+            "a server settles it once its lease runs out, or `mc gc`"
+        } else {
+            "`mc gc` settles it"
+        };
         format!(
-            "job {job_id} is {job_state} but nobody drives it any more (its server or mc died): a server settles it when its lease runs out, or `mc gc`"
+            "job {job_id} is {job_state} but nobody drives it any more (its server or mc died): {settles}"
         )
     } else {
         format!(
-            "job {job_id} is {job_state} but not driven by this server (an `mc submit` runs it, or it was abandoned): `mc cancel {job_id}` on its machine, or `mc gc`"
+            "job {job_id} is {job_state}, run by an `mc submit`, not a server: `mc cancel {job_id}` on its machine"
         )
-    }
+    })
 }
 
 fn decision(body: &[u8]) -> Result<Decision, ApiError> {

@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use futures::Stream;
@@ -93,31 +94,20 @@ pub(crate) fn recorded(
     Ok(out)
 }
 
-/// Whether the job is over: ended, or (unless `settled_here`) left by whoever drove it. A job
-/// that can no longer be read is.
-fn is_over(store: &dyn StateStore, job_id: JobId, settled_here: bool) -> bool {
-    if settled_here {
-        store
-            .load(job_id)
-            .map_or(true, |record| record.state().is_terminal())
-    } else {
-        follow::is_over(store, job_id).unwrap_or(true)
-    }
-}
-
 /// The log as it grows, until the job ends; then one `{"end": true, "state": ...}` line. The
 /// end of each step is the rule of [`maestro_core::follow`], as for `mc logs --follow`.
 ///
 /// A job nobody drives any more (its `mc` or server died) ends the stream with the state it
-/// was left in, unless `settled_here`: on a shared queue the servers settle such jobs
-/// themselves once the lease runs out, and the stream waits for the state they record.
+/// was left in, unless `settled_within` says how long servers take to settle such a job (a
+/// shared queue: they do once its lease runs out): the stream waits that long for the state
+/// they record.
 pub(crate) fn follow(
     store: Arc<dyn StateStore>,
     job_id: JobId,
     steps: Vec<String>,
     after: u64,
     permit: OwnedSemaphorePermit,
-    settled_here: bool,
+    settled_within: Option<Duration>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
@@ -164,7 +154,22 @@ pub(crate) fn follow(
                 }
             }
         }
-        while !is_over(store.as_ref(), job_id, settled_here) {
+        let mut abandoned_since: Option<tokio::time::Instant> = None;
+        loop {
+            match store.load(job_id) {
+                Ok(record) if !record.state().is_terminal() => {
+                    if store.is_abandoned(&record).unwrap_or(true) {
+                        let since = *abandoned_since.get_or_insert_with(tokio::time::Instant::now);
+                        if settled_within.is_none_or(|within| since.elapsed() >= within) {
+                            break;
+                        }
+                    } else {
+                        abandoned_since = None;
+                    }
+                }
+                // Ended, or no longer readable.
+                _ => break,
+            }
             if sender.is_closed() {
                 return;
             }

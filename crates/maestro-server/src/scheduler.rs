@@ -262,6 +262,14 @@ impl Scheduler {
         self.jobs().queued.any(|job| job.job_id() == job_id)
     }
 
+    /// A shared queue: how long a job nobody drives any more (its server died) may wait to
+    /// be settled by a server (each looks every lease period; a few of them, and a margin).
+    pub(crate) fn settles_abandoned_within(&self) -> Option<Duration> {
+        self.queue
+            .settle_every()
+            .map(|every| every.saturating_mul(3) + Duration::from_secs(10))
+    }
+
     /// Whether the queue is shared by several servers (see [`JobQueue::is_shared`]).
     pub(crate) fn is_shared(&self) -> bool {
         self.queue.is_shared()
@@ -296,19 +304,20 @@ impl Scheduler {
     /// for the jobs it runs, until draining.
     pub(crate) async fn apply_decisions(self: Arc<Self>) {
         while !self.is_draining() {
-            let running: Vec<(JobId, CancellationToken)> = self
-                .jobs()
-                .running
-                .iter()
-                .filter(|(_, token)| !token.is_cancelled())
-                .map(|(job_id, token)| (*job_id, token.clone()))
-                .collect();
-            for (job_id, token) in running {
+            // The jobs it runs or holds for an approver (those it claimed to run start at
+            // once): a cancellation recorded for one stops it, or ends it `CANCELLED`.
+            let held: Vec<JobId> = {
+                let jobs = self.jobs();
+                jobs.running
+                    .iter()
+                    .filter(|(_, token)| !token.is_cancelled())
+                    .map(|(job_id, _)| *job_id)
+                    .chain(jobs.awaiting.keys().copied())
+                    .collect()
+            };
+            for job_id in held {
                 match self.store.read_note(job_id, CANCELS) {
-                    Ok(Some(_)) => {
-                        tracing::info!(%job_id, "cancelled through another server");
-                        token.cancel();
-                    }
+                    Ok(Some(_)) => self.cancel_for_another(job_id).await,
                     Ok(None) => {}
                     Err(error) => {
                         tracing::warn!(%job_id, %error, "cannot read the cancellations of a job");
@@ -333,6 +342,23 @@ impl Scheduler {
                 }
             }
             tokio::time::sleep(DECISION_POLL).await;
+        }
+    }
+
+    /// Apply a cancellation another server recorded for a job this one runs or holds.
+    async fn cancel_for_another(&self, job_id: JobId) {
+        match self.take_for_cancel(job_id) {
+            Taken::Running(token) => {
+                tracing::info!(%job_id, "cancelled through another server");
+                token.cancel();
+            }
+            Taken::Pending(job) => match self.cancel_pending(*job).await {
+                Ok(state) => {
+                    tracing::info!(%job_id, %state, "cancelled through another server before it ran");
+                }
+                Err(error) => tracing::warn!(%job_id, %error, "cannot record a cancellation"),
+            },
+            Taken::Unknown => {}
         }
     }
 

@@ -143,11 +143,21 @@ impl Raw {
     /// The value as it was written, for an error message: `--stop-grace 1e999`,
     /// `MAESTRO_STOP_GRACE=1e999`, `stop_grace = 1e999 in /etc/…/maestro.toml`.
     fn shown(&self, key: &str) -> String {
+        self.shown_as(key, &self.text)
+    }
+
+    /// [`Raw::shown`] with the value as `mask` shows it (a URL without its password): the
+    /// value alone is masked, never what says where it came from.
+    fn shown_masked(&self, key: &str, mask: fn(&str) -> String) -> String {
+        self.shown_as(key, &mask(&self.text))
+    }
+
+    fn shown_as(&self, key: &str, text: &str) -> String {
         match &self.origin {
-            Origin::Flag(flag) => format!("--{flag} {}", self.text),
-            Origin::Env(name) => format!("{name}={}", self.text),
-            Origin::File(path) => format!("{key} = {} in {}", self.text, path.display()),
-            Origin::Default => format!("the default {key} {}", self.text),
+            Origin::Flag(flag) => format!("--{flag} {text}"),
+            Origin::Env(name) => format!("{name}={text}"),
+            Origin::File(path) => format!("{key} = {text} in {}", path.display()),
+            Origin::Default => format!("the default {key} {text}"),
         }
     }
 }
@@ -516,7 +526,7 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
         if host.is_empty() && !host_parameter {
             return Err(Failure::usage(format!(
                 "{}: the URL names no database server",
-                without_password(&raw.shown("state_url"))
+                raw.shown_masked("state_url", without_password)
             ))
             .hint("name its host, as in postgres://maestro@db.example:5432/maestro"));
         }
@@ -524,7 +534,7 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
     } else {
         Err(Failure::usage(format!(
             "{}: only PostgreSQL URLs are supported, such as postgres://maestro@db.example:5432/maestro",
-            without_password(&raw.shown("state_url"))
+            raw.shown_masked("state_url", without_password)
         ))
         .hint("leave it empty (or none) to use the state root's files"))
     }
@@ -535,32 +545,32 @@ fn postgres_url(raw: &Raw) -> Result<Option<String>, Failure> {
 /// Not a URL (libpq's `key=value` form, which no store accepts but a user may type): every
 /// `password` and `sslpassword` value is replaced.
 pub(crate) fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // libpq's `key=value` form, or a URL mistyped (`postgres:/user:password@host`): its
-        // user and password are found as in a URL, whatever comes before them.
-        let conninfo = url.split_once('=').is_some_and(|(key, _)| {
-            key.trim()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        });
-        if conninfo {
-            return conninfo_without_password(url);
-        }
-        let scheme_end = url
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-            .unwrap_or(url.len());
-        let slashes = url[scheme_end..]
-            .find(|c: char| c != ':' && c != '/')
-            .map_or(url.len(), |end| scheme_end + end);
-        let (scheme, rest) = url.split_at(slashes);
-        return match rest.rsplit_once('@') {
-            Some((user, host)) if user.contains(':') => {
-                let name = user.split(':').next().unwrap_or_default();
-                format!("{scheme}{name}:***@{host}")
-            }
-            _ => url.to_owned(),
-        };
-    };
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return url_without_password(&format!("{scheme}://"), rest);
+    }
+    // libpq's `key=value` form, or a URL mistyped (`postgres:/user:password@host`): its user,
+    // password and parameters are found as in a URL, whatever comes before them.
+    let conninfo = url.split_once('=').is_some_and(|(key, _)| {
+        key.trim()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    if conninfo {
+        return conninfo_without_password(url);
+    }
+    let scheme_end = url
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+        .unwrap_or(url.len());
+    let slashes = url[scheme_end..]
+        .find(|c: char| c != ':' && c != '/')
+        .map_or(url.len(), |end| scheme_end + end);
+    let (scheme, rest) = url.split_at(slashes);
+    url_without_password(scheme, rest)
+}
+
+/// A URL's `rest` after its `scheme` (with its separator) with its passwords masked: the one
+/// in its authority and any `password` or `sslpassword` query parameter.
+fn url_without_password(scheme: &str, rest: &str) -> String {
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (mut authority, mut path) = rest.split_at(authority_end);
     if path.contains('@') {
@@ -600,7 +610,7 @@ pub(crate) fn without_password(url: &str) -> String {
             format!("{path}?{}", query.join("&"))
         }
     };
-    format!("{scheme}://{authority}{path}")
+    format!("{scheme}{authority}{path}")
 }
 
 /// `text` with its `%XX` escapes decoded (`+` kept: a query parameter's name, as the driver reads
@@ -900,6 +910,25 @@ mod tests {
             );
         }
         assert!(postgres_url(&raw("postgres:///x?host=/run/postgresql")).is_ok());
+        // Mistyped, from the environment and from a file: the origin is shown, the password
+        // is not.
+        for mistyped in [
+            "postgres:/m:hunter2@db:5432/x",
+            "postgres//m@db/x?password=hunter2",
+        ] {
+            let from_file = Raw {
+                text: mistyped.to_owned(),
+                origin: Origin::File(PathBuf::from("/etc/maestro.toml")),
+            };
+            for raw in [raw(mistyped), from_file] {
+                let error = message(postgres_url(&raw).unwrap_err());
+                assert!(
+                    !error.contains("hunter2")
+                        && (error.contains("MAESTRO_STATE_URL=") || error.contains("state_url = ")),
+                    "{error}"
+                );
+            }
+        }
         let error = message(postgres_url(&raw("mysql://m:hunter2@db/x")).unwrap_err());
         assert!(
             error.contains("only PostgreSQL URLs") && !error.contains("hunter2"),
@@ -936,6 +965,10 @@ mod tests {
             "postgres//m:***@db/x"
         );
         assert_eq!(without_password("db.example/x"), "db.example/x");
+        assert_eq!(
+            without_password("postgres:/m@db/x?password=hunter2"),
+            "postgres:/m@db/x?password=***"
+        );
         // libpq's key=value form.
         assert_eq!(
             without_password("host=db password=SeCret dbname=maestro"),
