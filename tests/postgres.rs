@@ -39,6 +39,23 @@ impl PgEnv {
         output_within(self.mc().args(args), 120)
     }
 
+    /// Wait (ten seconds at most) until a server holds `job_id`.
+    fn wait_claimed(&self, job_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .sql(&format!(
+                "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
+            ))
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a server should hold job {job_id}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Run `sql` in the database as the superuser; its output.
     fn sql(&self, sql: &str) -> String {
         self.postgres.psql_admin(Postgres::name_of(&self.url), sql)
@@ -558,16 +575,7 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     let (code, submitted) = second.submit_yaml(&ana, prod);
     assert_eq!(code, 201, "{submitted}");
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg
-        .sql(&format!(
-            "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
-        ))
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "a server should hold the job");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    pg.wait_claimed(&job_id);
     let (code, body) = elsewhere(&job_id).json(
         "POST",
         &format!("/v1/jobs/{job_id}/reject"),
@@ -595,16 +603,7 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     let (code, submitted) = first.submit_yaml(&ana, prod);
     assert_eq!(code, 201, "{submitted}");
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg
-        .sql(&format!(
-            "SELECT coalesce(claimed_by, '') FROM jobs WHERE job_id = '{job_id}'"
-        ))
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "a server should hold the job");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    pg.wait_claimed(&job_id);
     let (code, body) = elsewhere(&job_id).json(
         "POST",
         &format!("/v1/jobs/{job_id}/cancel"),

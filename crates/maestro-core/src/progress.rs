@@ -256,23 +256,28 @@ mod tests {
     }
     use crate::state::{FileStore, JobMeta, StepRecord, Transition};
 
+    /// A job's metadata, for a store.
+    fn meta(job_id: JobId, trace_id: &TraceId) -> JobMeta {
+        JobMeta {
+            job_id,
+            name: "j".to_owned(),
+            owner: None,
+            environment: None,
+            trace_id: trace_id.clone(),
+            submitted_at: crate::time::now_rfc3339(),
+            spec_file: "spec.json".to_owned(),
+            source: "j.json".to_owned(),
+            driver: None,
+        }
+    }
+
     #[test]
     fn a_duration_in_seconds_is_to_the_microsecond_and_reads_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         let job_id = JobId::now_v7();
         let trace_id = TraceId::parse("t").unwrap();
-        let meta = JobMeta {
-            job_id,
-            name: "j".to_owned(),
-            owner: None,
-            environment: None,
-            trace_id: trace_id.clone(),
-            submitted_at: "2026-12-01T21:00:00.000000Z".to_owned(),
-            spec_file: "spec.json".to_owned(),
-            source: "j.json".to_owned(),
-            driver: None,
-        };
+        let meta = meta(job_id, &trace_id);
         let _lease = store.create_job(&meta, b"{}").unwrap();
         for (state, at) in [
             (JobState::Submitted, "2026-12-01T21:00:00.000000Z"),
@@ -301,17 +306,7 @@ mod tests {
         let store = FileStore::new(dir.path());
         let job_id = JobId::now_v7();
         let trace_id = TraceId::parse("t").unwrap();
-        let meta = JobMeta {
-            job_id,
-            name: "j".to_owned(),
-            owner: None,
-            environment: None,
-            trace_id: trace_id.clone(),
-            submitted_at: crate::time::now_rfc3339(),
-            spec_file: "spec.json".to_owned(),
-            source: "j.json".to_owned(),
-            driver: None,
-        };
+        let meta = meta(job_id, &trace_id);
         let _lease = store.create_job(&meta, b"{}").unwrap();
         for state in [JobState::Submitted, JobState::Running] {
             let transition = Transition {

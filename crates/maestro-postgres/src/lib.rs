@@ -27,7 +27,7 @@ mod store;
 mod tls;
 
 pub use store::{PgOptions, PgStore};
-pub use tls::TlsError;
+pub use tls::{TlsError, percent_decode};
 
 /// Why the PostgreSQL store failed (the `source` of the core's errors).
 #[derive(Debug, thiserror::Error)]

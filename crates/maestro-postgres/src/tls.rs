@@ -89,7 +89,10 @@ pub(crate) fn split_url(url: &str) -> (String, TlsSettings) {
     (url, settings)
 }
 
-fn percent_decode(text: &str) -> String {
+/// `text` with its `%XX` escapes decoded, as the driver reads a URL's parameters (`+` kept);
+/// bytes that are not UTF-8 replaced. Public for whoever shows a URL as the driver reads it
+/// (`mc` masking a `pass%77ord=` parameter).
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

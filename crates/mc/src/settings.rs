@@ -599,8 +599,10 @@ fn url_without_password(scheme: &str, rest: &str) -> String {
                 .map(|pair| match pair.split_once('=') {
                     // The name as the driver reads it: percent-decoded (`pass%77ord`).
                     Some((key, _))
-                        if percent_decoded(key).eq_ignore_ascii_case("password")
-                            || percent_decoded(key).eq_ignore_ascii_case("sslpassword") =>
+                        if maestro_postgres::percent_decode(key)
+                            .eq_ignore_ascii_case("password")
+                            || maestro_postgres::percent_decode(key)
+                                .eq_ignore_ascii_case("sslpassword") =>
                     {
                         format!("{key}=***")
                     }
@@ -611,31 +613,6 @@ fn url_without_password(scheme: &str, rest: &str) -> String {
         }
     };
     format!("{scheme}{authority}{path}")
-}
-
-/// `text` with its `%XX` escapes decoded (`+` kept: a query parameter's name, as the driver reads
-/// it). Bytes that are not UTF-8 are replaced, which no parameter name has.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = bytes
-            .get(index + 1..index + 3)
-            .and_then(|pair| std::str::from_utf8(pair).ok())
-            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
-        match (bytes[index], hex) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// `key=value` pairs (libpq's connection string) with their `password` and `sslpassword`
