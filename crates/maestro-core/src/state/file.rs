@@ -481,11 +481,29 @@ impl FileStore {
         let mut file = self.index_file(&root, jobs)?;
         let length = file.metadata().map_err(io_error("read", &path))?.len();
         let whole = length - length % INDEX_LINE as u64;
+        let mut line = format!("{}\n", job_id.hyphenated());
         if whole != length {
-            // A line torn by a crash: cut, so that every line stays where it belongs.
-            file.set_len(whole).map_err(io_error("truncate", &path))?;
+            // A last line without its newline. A whole id of a job in place lost only its
+            // newline (a job is renamed into place after its line is synced, so not by a
+            // crash): ended, it stays listed. Anything else is a line torn by a crash, for a
+            // job never put in place: cut, so that every line stays where it belongs.
+            let mut rest = vec![0; usize::try_from(length - whole).unwrap_or(0)];
+            let kept = file.read_exact_at(&mut rest, whole).is_ok()
+                && rest.len() == INDEX_LINE - 1
+                && std::str::from_utf8(&rest)
+                    .ok()
+                    .and_then(|text| JobId::try_parse(text).ok())
+                    .is_some_and(|listed| {
+                        jobs.subdir(&listed.hyphenated().to_string())
+                            .is_ok_and(|dir| dir.is_some())
+                    });
+            if kept {
+                line.insert(0, '\n');
+            } else {
+                file.set_len(whole).map_err(io_error("truncate", &path))?;
+            }
         }
-        file.write_all(format!("{}\n", job_id.hyphenated()).as_bytes())
+        file.write_all(line.as_bytes())
             .map_err(io_error("write", &path))?;
         file.sync_data().map_err(io_error("sync", &path))
     }
@@ -1649,6 +1667,15 @@ mod tests {
             .unwrap();
         assert_eq!(page.jobs[0].meta.job_id, last);
         assert_eq!(page.next_cursor, Some(last));
+        // A job in place whose line lost only its newline stays listed once the next job is.
+        let path = dir.path().join(INDEX);
+        let index = fs::read(&path).unwrap();
+        fs::write(&path, &index[..index.len() - 1]).unwrap();
+        let after = JobId::now_v7();
+        drop(store.create_job(&meta(after), b"{}").unwrap());
+        let all = store.list_page(&PageQuery::default()).unwrap();
+        let ids: Vec<JobId> = all.jobs.iter().map(|r| r.meta.job_id).collect();
+        assert_eq!(ids, [after, last, new, old[2], old[0]]);
     }
 
     #[test]
