@@ -707,3 +707,22 @@ fn sixty_kills_of_mc_submit_at_random_points_are_all_settled_by_one_gc() {
     }
     assert_one_gc_settles_everything(&env);
 }
+
+#[test]
+fn gc_leaves_a_record_that_does_not_check_out_and_exits_as_verify_does() {
+    let env = Env::new();
+    let ids = submit_some(&env, 1);
+    let journal = env.state.join("jobs").join(&ids[0]).join("history.journal");
+    let edited = std::fs::read_to_string(&journal)
+        .unwrap()
+        .replacen("RUNNING", "RUNNINH", 1);
+    std::fs::write(&journal, edited).unwrap();
+    let gc = env.run(&["gc"]);
+    let stderr = text(&gc.stderr);
+    assert_eq!(gc.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&ids[0]) && stderr.contains("not reconciled"),
+        "{stderr}"
+    );
+    assert_eq!(verify(&env, &[]).0, Some(1));
+}

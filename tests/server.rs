@@ -32,8 +32,14 @@ impl Server {
     }
 
     pub fn start(env: &Env, extra: &[&str]) -> Self {
+        Self::start_with(env, extra, &[])
+    }
+
+    /// [`Server::start`] with `vars` in the server's environment.
+    pub fn start_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Self {
         let mut child = env
             .mc()
+            .envs(vars.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
@@ -1847,4 +1853,44 @@ fn a_listing_through_the_server_names_a_job_it_cannot_read() {
         "{}",
         text(&listing.stderr)
     );
+}
+
+#[test]
+fn a_servers_own_settings_never_reach_a_job() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let server = Server::start_with(
+        &env,
+        &[],
+        &[
+            ("MAESTRO_PROBE_SETTING", "server-only-0x51"),
+            ("OPERATOR_VISIBLE", "for-jobs-0x52"),
+        ],
+    );
+    // Passed through by name, and asked for as a secret: the server's `MAESTRO_*` variables
+    // are neither; its other variables are, by name.
+    let spec = job_yaml(
+        "probe",
+        "  - name: a\n    isolation: none\n    env_passthrough: [MAESTRO_PROBE_SETTING, OPERATOR_VISIBLE]\n    run: printf '[%s][%s]' \"$MAESTRO_PROBE_SETTING\" \"$OPERATOR_VISIBLE\"\n",
+    );
+    let (code, body) = server.submit_yaml(&ana, &spec);
+    assert_eq!(code, 201, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let (code, logs) = server.request(
+        "GET",
+        &format!("/v1/jobs/{job_id}/logs"),
+        Some(&ana),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{logs}");
+    assert!(logs.contains("[][for-jobs-0x52]"), "{logs}");
+    assert!(!logs.contains("server-only-0x51"), "{logs}");
+    let secret = "name: secret\nowner: ana\nenvironment: dev\nsecrets:\n  S: { env: MAESTRO_PROBE_SETTING }\nsteps:\n  - name: a\n    isolation: none\n    secrets: [S]\n    run: 'true'\n";
+    let (code, body) = server.submit_yaml(&ana, secret);
+    assert_eq!(code, 201, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    let job = server.wait_state(&ana, &job_id, "FAILED", 60);
+    assert!(!job.to_string().contains("server-only-0x51"), "{job}");
 }

@@ -811,8 +811,9 @@ impl Runner {
             trace_id: record.meta.trace_id.clone(),
             runtime_override: None,
             invocation_dir,
-            // A server's own environment is where its jobs' `env` secrets come from.
-            caller_env: CallerEnv::from_process(),
+            // A server's own environment is where its jobs' `env` secrets come from, its
+            // `MAESTRO_*` settings left out.
+            caller_env: CallerEnv::from_process_for_jobs(),
         };
         let mut admitted = self.admit(&request, job_id).await?;
         admitted.spec.owner = record.meta.owner.clone();
@@ -1494,6 +1495,13 @@ pub async fn collect_garbage_of(
         };
         let record = match store.load(job_id) {
             Ok(record) => record,
+            // A record that does not check out was edited: left as found, as verify reports.
+            Err(error @ crate::state::StateError::Corrupt { .. }) => {
+                report.unreconciled.push(format!(
+                    "job {job_id}: {error}; not reconciled (see `mc audit verify`)"
+                ));
+                continue;
+            }
             Err(error) => {
                 report.errors.push(format!("job {job_id}: {error}"));
                 continue;

@@ -61,6 +61,18 @@ impl CallerEnv {
         Self(std::env::vars_os().collect())
     }
 
+    /// This process's environment without its `MAESTRO_*` variables: what a server gives the
+    /// jobs it accepts. A server's own settings (`MAESTRO_STATE_URL`, with the database's
+    /// password; `MAESTRO_TOKEN`) are not for whoever may submit to it, by `env_passthrough` or
+    /// an `env` secret; the rest of its environment is, by name, as documented.
+    pub fn from_process_for_jobs() -> Self {
+        Self(
+            std::env::vars_os()
+                .filter(|(name, _)| !name.as_encoded_bytes().starts_with(b"MAESTRO_"))
+                .collect(),
+        )
+    }
+
     /// An environment of the given variables (for tests).
     pub fn from_pairs<K: Into<OsString>, V: Into<OsString>>(
         pairs: impl IntoIterator<Item = (K, V)>,

@@ -390,7 +390,7 @@ pub(crate) async fn validate_job(
         trace_id,
         runtime_override: None,
         invocation_dir: state.invocation_dir.clone(),
-        caller_env: maestro_core::secret::CallerEnv::from_process(),
+        caller_env: maestro_core::secret::CallerEnv::from_process_for_jobs(),
     };
     let validation = state
         .runner
@@ -470,8 +470,9 @@ pub(crate) async fn submit_job(
         trace_id: trace_id.clone(),
         runtime_override: None,
         invocation_dir: state.invocation_dir.clone(),
-        // `env` secrets of server jobs come from the server's own environment.
-        caller_env: maestro_core::secret::CallerEnv::from_process(),
+        // `env` secrets and passed-through variables of server jobs come from the server's own
+        // environment, its `MAESTRO_*` settings left out.
+        caller_env: maestro_core::secret::CallerEnv::from_process_for_jobs(),
     };
     let accepted = state
         .runner
@@ -829,8 +830,14 @@ pub(crate) async fn cancel_job(
             let deadline = tokio::time::Instant::now() + state.cancel_wait;
             loop {
                 let job_state = state.store.load(job_id)?.state();
-                if job_state.is_terminal() {
+                if job_state == JobState::Cancelled {
                     return Ok(result(job_state, format!("job {job_id} was cancelled")));
+                }
+                if job_state.is_terminal() {
+                    return Ok(result(
+                        job_state,
+                        format!("job {job_id} ended {job_state} before the cancel reached it"),
+                    ));
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(result(

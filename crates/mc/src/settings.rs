@@ -558,12 +558,17 @@ pub(crate) fn without_password(url: &str) -> String {
     if conninfo {
         return conninfo_without_password(url);
     }
+    // A scheme only when a slash follows it (`postgres:/`, `postgres//`): in `user:password@`
+    // without one, what precedes the `:` is the user.
     let scheme_end = url
         .find(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
         .unwrap_or(url.len());
-    let slashes = url[scheme_end..]
-        .find(|c: char| c != ':' && c != '/')
-        .map_or(url.len(), |end| scheme_end + end);
+    let after = &url[scheme_end..];
+    let slashes = if after.starts_with(":/") || after.starts_with("//") {
+        url.len() - after.trim_start_matches([':', '/']).len()
+    } else {
+        0
+    };
     let (scheme, rest) = url.split_at(slashes);
     url_without_password(scheme, rest)
 }
@@ -892,6 +897,7 @@ mod tests {
         for mistyped in [
             "postgres:/m:hunter2@db:5432/x",
             "postgres//m@db/x?password=hunter2",
+            "m:hunter2@db:5432/x",
         ] {
             let from_file = Raw {
                 text: mistyped.to_owned(),
@@ -942,6 +948,15 @@ mod tests {
             "postgres//m:***@db/x"
         );
         assert_eq!(without_password("db.example/x"), "db.example/x");
+        // No scheme at all: what precedes the `:` is the user.
+        assert_eq!(
+            without_password("mae:hunter2@127.0.0.1:5432/db"),
+            "mae:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            without_password("postgres:mae:hunter2@db/x"),
+            "postgres:***@db/x"
+        );
         assert_eq!(
             without_password("postgres:/m@db/x?password=hunter2"),
             "postgres:/m@db/x?password=***"
