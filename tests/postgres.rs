@@ -485,6 +485,14 @@ fn a_job_waiting_in_the_shared_queue_is_cancelled_through_any_server() {
     // Nothing of ana's waits any more: the other server takes one again.
     let (code, body) = second.submit_yaml(&token, &quick);
     assert_eq!(code, 201, "{body}");
+    // `mc cancel` on the database cannot reach a server's job: it says to go through one.
+    let output = pg.run(&["cancel", &busy[0]]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("mc --server URL cancel"),
+        "{}",
+        text(&output.stderr)
+    );
     // A job running on the first server is cancelled through the second too: the first stops
     // it, as Ctrl-C would.
     let (code, body) = second.json(

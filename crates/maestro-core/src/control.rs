@@ -95,6 +95,15 @@ pub enum CancelError {
         /// Why not.
         why: String,
     },
+    /// A server runs the job (its record names no process: a server's jobs are stopped
+    /// through the server, never by a signal); nothing was signalled.
+    #[error(
+        "job {job_id} is run by a Maestro server, which no signal reaches; nothing was signalled"
+    )]
+    ServerJob {
+        /// The job.
+        job_id: JobId,
+    },
     /// The driver could not be signalled (another user's job, for example).
     #[error("cannot signal process {pid}, which runs job {job_id}: {source}")]
     Signal {
@@ -133,7 +142,7 @@ pub fn request_cancel(
         .meta
         .driver
         .as_ref()
-        .ok_or_else(|| unidentified("its record names no process"))?;
+        .ok_or(CancelError::ServerJob { job_id })?;
     let pid = i32::try_from(driver.pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)

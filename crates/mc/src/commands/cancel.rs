@@ -22,6 +22,9 @@ pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure
                 CancelError::Unidentified { .. } => {
                     Failure::system(error).hint("`mc gc` settles a job whose mc is gone")
                 }
+                CancelError::ServerJob { job_id } => Failure::usage(error).hint(format!(
+                    "cancel it through a server: `mc --server URL cancel {job_id}` (any server of a shared database)"
+                )),
                 CancelError::Signal { .. } => Failure::system(error)
                     .hint("only the user who runs a job (or root) can cancel it"),
             }
