@@ -1182,7 +1182,9 @@ impl JobRun<'_> {
         let (state, detail) = if cancelled {
             (
                 JobState::Cancelled,
-                json!({ "reason": "cancelled by signal" }),
+                // Ctrl-C, `mc cancel`, a server's API or its shutdown: who asked is on the
+                // audit record of the request (`job.cancel_requested`), where there is one.
+                json!({ "reason": "cancelled" }),
             )
         } else if let Some((kind, message)) = &failure {
             (
