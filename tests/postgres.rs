@@ -265,7 +265,14 @@ fn holder_pid(holder: &str) -> Option<u32> {
 fn two_servers_share_one_queue_and_run_each_job_once() {
     let pg = PgEnv::new();
     let token = crate::server::token(&pg.env, "ana", "submit");
-    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "4"];
+    let flags = [
+        "--state-url",
+        pg.url.as_str(),
+        "--max-concurrent-jobs",
+        "4",
+        "--lease-ttl",
+        "2",
+    ];
     let first = crate::server::Server::start(&pg.env, &flags);
     let second = crate::server::Server::start(&pg.env, &flags);
     let ran = pg.env.path().join("ran");
@@ -324,6 +331,29 @@ fn two_servers_share_one_queue_and_run_each_job_once() {
         text(&verify.stdout),
         text(&verify.stderr)
     );
+    // Each server's metrics catch up with the jobs it accepted and the other ran: within a few
+    // lease periods, none is counted as waiting or running any more.
+    for server in [&first, &second] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, metrics) = server.request("GET", "/v1/metrics", Some(&token), None, None);
+            assert_eq!(code, 200, "{metrics}");
+            let count = |state: &str| {
+                metrics
+                    .lines()
+                    .find_map(|line| {
+                        line.strip_prefix(&format!("maestro_jobs{{state=\"{state}\"}} "))
+                    })
+                    .map(str::to_owned)
+            };
+            let (waiting, running) = (count("SUBMITTED"), count("RUNNING"));
+            if waiting.as_deref() == Some("0") && running.as_deref() == Some("0") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stale counts: {metrics}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 /// The long step's command line, as `/proc` holds it.

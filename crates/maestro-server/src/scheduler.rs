@@ -563,6 +563,7 @@ impl Scheduler {
         };
         while !self.is_draining() {
             tokio::time::sleep(every).await;
+            self.refresh_metrics();
             match self.queue.has_abandoned() {
                 Ok(false) => continue,
                 Ok(true) => {}
@@ -584,6 +585,33 @@ impl Scheduler {
             }
             if let Err(error) = self.forget_ended() {
                 tracing::warn!(%error, "cannot forget the jobs that ended");
+            }
+        }
+    }
+
+    /// A shared queue: bring the counts of `/v1/metrics` up to date for the jobs they hold as
+    /// unfinished that this server does not drive (another server claimed, ran or ended them),
+    /// one record each.
+    fn refresh_metrics(&self) {
+        let elsewhere: Vec<JobId> = {
+            let jobs = self.jobs();
+            self.metrics
+                .unended()
+                .into_iter()
+                .filter(|job_id| {
+                    !jobs.running.contains_key(job_id)
+                        && !jobs.awaiting.contains_key(job_id)
+                        && !jobs.queued.any(|job| job.job_id() == *job_id)
+                })
+                .collect()
+        };
+        for job_id in elsewhere {
+            match self.store.load(job_id) {
+                Ok(record) if record.state().is_terminal() => {
+                    self.metrics.ended(job_id, record.state(), &record.steps);
+                }
+                Ok(record) => self.metrics.set(job_id, record.state()),
+                Err(error) => tracing::debug!(%job_id, %error, "job left as counted"),
             }
         }
     }
