@@ -823,3 +823,42 @@ fn a_job_an_mc_submit_runs_is_not_cancelled_through_a_server() {
     let status = maestro_test_support::wait_within(submit, Duration::from_secs(60));
     assert_eq!(status.status.code(), Some(130));
 }
+
+#[test]
+fn a_cancel_that_finds_the_job_ended_otherwise_says_so() {
+    let pg = PgEnv::new();
+    let token = crate::server::token(&pg.env, "ana", "submit");
+    let flags = ["--state-url", pg.url.as_str(), "--lease-ttl", "2"];
+    let mut stopped = crate::server::Server::start(&pg.env, &flags);
+    let (code, body) = stopped.submit_yaml(
+        &token,
+        &job_yaml(
+            "frozen",
+            "  - name: wait\n    command: [\"sleep\", \"64.83\"]\n",
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    stopped.wait_state(&token, &job_id, "RUNNING", 60);
+    let other = crate::server::Server::start(&pg.env, &flags);
+    // The server that runs it stops answering: its lease runs out, and the other server
+    // settles the job FAILED before the cancel it records can be applied.
+    stopped.signal(rustix::process::Signal::STOP);
+    let (code, body) = other.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/cancel"),
+        Some(&token),
+        None,
+    );
+    stopped.signal(rustix::process::Signal::CONT);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "FAILED", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ended FAILED before the cancel reached it"),
+        "{body}"
+    );
+    stopped.kill();
+}
