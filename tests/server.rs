@@ -994,9 +994,40 @@ fn an_approved_job_waiting_for_its_turn_takes_no_second_decision() {
             "{verb}: {body}"
         );
     }
-    let (code, body) = server.json("POST", &format!("/v1/jobs/{busy}/cancel"), Some(&ana), None);
-    assert_eq!(code, 200, "{body}");
-    server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    // The server dies before its turn comes. Meanwhile the job waits for a server: not stale,
+    // and `mc gc` leaves it (the running one it settles).
+    let mut server = server;
+    server.kill();
+    let listing = env.run(&["status", "--output", "json"]);
+    assert!(listing.status.success(), "{}", text(&listing.stderr));
+    let jobs: Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let waiting = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["job_id"] == job_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(waiting["state"], "AWAITING_APPROVAL", "{waiting}");
+    assert_eq!(waiting["stale"], false, "{waiting}");
+    let gc = env.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    assert!(text(&gc.stdout).contains(&busy), "{}", text(&gc.stdout));
+    assert!(!text(&gc.stdout).contains(&job_id), "{}", text(&gc.stdout));
+    // Started again, the server runs it with the approval it had: no second decision.
+    let server = Server::start(&env, &["--max-concurrent-jobs", "1", "--stop-grace", "1"]);
+    let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
+    let running = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "RUNNING")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        running["detail"]["approval"]["approved_by"], "bo",
+        "{job:#}"
+    );
 }
 
 #[test]

@@ -1439,7 +1439,9 @@ impl Audited {
 /// * history entries a crash kept out of the audit log (written to the job's journal,
 ///   killed before the audit append) are appended to it, marked `recovered`, never rewritten;
 /// * jobs left unfinished with no live `mc` (their lease is free) are recorded `FAILED`, a job
-///   killed before its first transition first `SUBMITTED`;
+///   killed before its first transition first `SUBMITTED`; a job waiting for a server
+///   ([`JobRecord::waits_for_a_server`]) is left for that server, which takes it up again when
+///   it starts;
 /// * each executor removes what such jobs left (processes, containers).
 ///
 /// gc holds the lease of every job it settles until the executors are done, so no other `mc`
@@ -1450,18 +1452,31 @@ pub async fn collect_garbage(
     executors: &[Arc<dyn Executor>],
 ) -> Result<GcReport, RunError> {
     let job_ids = store.list()?;
-    collect_garbage_of(store, audit, executors, &job_ids).await
+    collect_garbage_of(store, audit, executors, &job_ids, Waiting::Leave).await
+}
+
+/// What garbage collection does with the jobs that wait for a server
+/// ([`JobRecord::waits_for_a_server`]) and that nobody holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Leave them for a server to run (`mc gc`, a server settling dead servers' jobs).
+    Leave,
+    /// Settle them as abandoned: a starting server, after taking up every job its queue
+    /// still holds, settles those it can no longer run.
+    Settle,
 }
 
 /// [`collect_garbage`] for `job_ids` only (staging directories and each executor's sweep of
-/// what dead jobs left are still taken care of whole). A server starting up passes the jobs it
-/// may have left in flight, found reading one record at a time, rather than have every record
-/// and the whole audit log read again; with no job given, the audit log is not read.
+/// what dead jobs left are still taken care of whole), `waiting` saying what becomes of the
+/// jobs that wait for a server. A server starting up passes the jobs it may have left in
+/// flight, found reading one record at a time, rather than have every record and the whole
+/// audit log read again; with no job given, the audit log is not read.
 pub async fn collect_garbage_of(
     store: Arc<dyn StateStore>,
     audit: &AuditLog,
     executors: &[Arc<dyn Executor>],
     job_ids: &[JobId],
+    waiting: Waiting,
 ) -> Result<GcReport, RunError> {
     let mut report = GcReport::default();
     match store.remove_dead_staging() {
@@ -1542,7 +1557,8 @@ pub async fn collect_garbage_of(
                 Err(NotReconciled::NotACrash(message)) => report.unreconciled.push(message),
             }
         }
-        if !record.state().is_terminal() && reconciled {
+        let left_for_a_server = waiting == Waiting::Leave && record.waits_for_a_server();
+        if !record.state().is_terminal() && reconciled && !left_for_a_server {
             match settle(store.as_ref(), audit, &record) {
                 Ok(()) => report.abandoned_jobs.push(job_id),
                 Err(error) => report.errors.push(format!("job {job_id}: {error}")),

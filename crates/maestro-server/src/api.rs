@@ -465,7 +465,11 @@ pub(crate) async fn submit_job(
     }
     let request = SubmitRequest {
         spec_bytes: body.to_vec(),
-        source: format!("POST /v1/jobs by {}", caller.identity()),
+        source: format!(
+            "{}{}",
+            maestro_core::state::SERVER_SOURCE,
+            caller.identity()
+        ),
         format,
         trace_id: trace_id.clone(),
         runtime_override: None,
@@ -974,6 +978,18 @@ pub(crate) async fn approve_job(
                 return Err(ApiError::forbidden(error));
             }
             approved()?;
+            // On record, so that a restart before its turn keeps the approval (the job stays
+            // `AWAITING_APPROVAL` in its history until `RUNNING` carries the approval).
+            if let Err(error) = state.scheduler.record_decision(
+                job_id,
+                &crate::scheduler::RemoteDecision {
+                    approve: true,
+                    by: caller.identity().to_owned(),
+                    reason: decision.reason.clone(),
+                },
+            ) {
+                tracing::warn!(%job_id, %error, "the approval is not on record: a restart before its turn asks for it again");
+            }
             state.scheduler.enqueue_approved(*job);
             "it runs when its turn in the queue comes"
         }

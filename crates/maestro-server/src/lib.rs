@@ -39,7 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use maestro_core::audit::AuditLog;
 use maestro_core::executor::Executor;
-use maestro_core::runner::{Runner, collect_garbage_of};
+use maestro_core::runner::{Runner, Waiting, collect_garbage_of};
 use maestro_core::state::StateStore;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -261,7 +261,16 @@ pub async fn serve(
     in_flight.extend(scheduler.marked().unwrap_or_default());
     in_flight.sort_unstable();
     in_flight.dedup();
-    let report = collect_garbage_of(Arc::clone(&store), &audit, &gc_executors, &in_flight).await?;
+    // The jobs its queue still holds were just taken up (their leases are held): the others
+    // that wait for a server are ones it can no longer run, and are settled.
+    let report = collect_garbage_of(
+        Arc::clone(&store),
+        &audit,
+        &gc_executors,
+        &in_flight,
+        Waiting::Settle,
+    )
+    .await?;
     for job_id in &report.abandoned_jobs {
         metrics.set(*job_id, maestro_core::state::JobState::Failed);
         tracing::warn!(%job_id, "job of an earlier run was abandoned: recorded FAILED");

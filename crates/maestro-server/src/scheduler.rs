@@ -326,22 +326,26 @@ impl Scheduler {
             }
             let held: Vec<JobId> = self.jobs().awaiting.keys().copied().collect();
             for job_id in held {
-                let decision = match self.store.read_note(job_id, DECISIONS) {
-                    Ok(bytes) => bytes.and_then(|bytes| {
-                        bytes
-                            .split(|&byte| byte == b'\n')
-                            .find_map(|line| serde_json::from_slice::<RemoteDecision>(line).ok())
-                    }),
-                    Err(error) => {
-                        tracing::warn!(%job_id, %error, "cannot read the decisions on a job");
-                        None
-                    }
-                };
-                if let Some(decision) = decision {
+                if let Some(decision) = self.recorded_decision(job_id) {
                     self.apply(job_id, decision);
                 }
             }
             tokio::time::sleep(DECISION_POLL).await;
+        }
+    }
+
+    /// The first decision recorded on `job_id` (by any server, this one included), if any.
+    fn recorded_decision(&self, job_id: JobId) -> Option<RemoteDecision> {
+        match self.store.read_note(job_id, DECISIONS) {
+            Ok(bytes) => bytes.and_then(|bytes| {
+                bytes
+                    .split(|&byte| byte == b'\n')
+                    .find_map(|line| serde_json::from_slice::<RemoteDecision>(line).ok())
+            }),
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "cannot read the decisions on a job");
+                None
+            }
         }
     }
 
@@ -726,7 +730,14 @@ impl Scheduler {
                 .reload(job_id, spec_bytes, invocation_dir.to_path_buf())
                 .await
             {
-                Ok(Some((job, JobState::AwaitingApproval))) => self.hold(job),
+                Ok(Some((job, JobState::AwaitingApproval))) => {
+                    self.hold(job);
+                    // Approved before the restart, and waiting for its turn: the decision is
+                    // on record, and applied again (its four eyes checked again).
+                    if let Some(decision) = self.recorded_decision(job_id) {
+                        self.apply(job_id, decision);
+                    }
+                }
                 Ok(Some((job, _))) => {
                     self.enqueue(job);
                 }

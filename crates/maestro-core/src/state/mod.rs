@@ -235,12 +235,28 @@ pub struct JobRecord {
     pub steps: Vec<StepRecord>,
 }
 
+/// How a server's jobs name their source: `POST /v1/jobs by <identity>`.
+pub const SERVER_SOURCE: &str = "POST /v1/jobs by ";
+
 impl JobRecord {
     /// The job's current state (`SUBMITTED` if no transition is recorded yet).
     pub fn state(&self) -> JobState {
         self.transitions
             .last()
             .map_or(JobState::Submitted, |transition| transition.state)
+    }
+
+    /// Whether the job waits for a server to run it: a server's job (its record names no
+    /// driver process) still `SUBMITTED` or `AWAITING_APPROVAL`. Its server holds it while it
+    /// runs, and a stopped server takes it up again at its next start (and settles there what
+    /// it can no longer run): nobody holding it is not abandonment, and `mc gc` leaves it.
+    pub fn waits_for_a_server(&self) -> bool {
+        self.meta.driver.is_none()
+            && self.meta.source.starts_with(SERVER_SOURCE)
+            && matches!(
+                self.state(),
+                JobState::Submitted | JobState::AwaitingApproval
+            )
     }
 }
 
@@ -610,7 +626,9 @@ pub trait StateStore: Send + Sync {
     /// Whether a job is unfinished and no live process drives it: the `mc` that ran it died
     /// (SIGKILL, power loss). Nothing will ever move it on but `mc gc`.
     fn is_abandoned(&self, record: &JobRecord) -> Result<bool, StateError> {
-        Ok(!record.state().is_terminal() && !self.is_live(record.meta.job_id)?)
+        Ok(!record.state().is_terminal()
+            && !record.waits_for_a_server()
+            && !self.is_live(record.meta.job_id)?)
     }
     /// Remove an ended job's record and logs for good (`mc prune`). A job that has not ended,
     /// or that a live process still holds, is refused and kept.
