@@ -1083,6 +1083,16 @@ fn listing_pages_newest_first_with_a_cursor_and_keeps_the_callers_trace_id() {
     assert!(second["next_cursor"].is_null());
     let (code, body) = server.json("GET", "/v1/jobs?cursor=nope", Some(&ana), None);
     assert_eq!(code, 400, "{body}");
+    // A prefix of a job id, as job ids are taken everywhere (`mc status --before 01a2…`).
+    let prefix = &cursor[..30];
+    let (code, body) = server.json(
+        "GET",
+        &format!("/v1/jobs?limit=2&cursor={prefix}"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["jobs"][0]["job_id"], ids[0].as_str(), "{body}");
 
     let output = Command::new("curl")
         .args([

@@ -240,7 +240,8 @@ pub struct ListQuery {
     /// Jobs per page (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (or any job id, or an unambiguous prefix of
+    /// one: the page starts after that job).
     pub cursor: Option<String>,
 }
 
@@ -590,12 +591,13 @@ pub(crate) async fn list_jobs(
             "limit must be between 1 and 500, not {limit}"
         )));
     }
+    // A job id (the next_cursor of a page, whether or not that job still exists), or an
+    // unambiguous prefix of one, as job ids are taken everywhere (`mc status --before 01a2`).
     let cursor = match &query.cursor {
-        Some(text) => Some(JobId::try_parse(text).map_err(|_| {
-            ApiError::bad_request(format!(
-                "cursor {text:?} is not a job id: pass the next_cursor of the previous page"
-            ))
-        })?),
+        Some(text) => Some(match JobId::try_parse(text) {
+            Ok(job_id) => job_id,
+            Err(_) => lookup(&state, text)?,
+        }),
         None => None,
     };
     let unfiltered = filter.is_empty();
