@@ -1010,6 +1010,14 @@ fn an_approved_job_waiting_for_its_turn_takes_no_second_decision() {
         .clone();
     assert_eq!(waiting["state"], "AWAITING_APPROVAL", "{waiting}");
     assert_eq!(waiting["stale"], false, "{waiting}");
+    // In the table, its name lines up with the header, past the long state.
+    let table = text(&env.run(&["status"]).stdout);
+    let header = table.lines().next().unwrap();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&job_id))
+        .unwrap();
+    assert_eq!(row.find("release"), header.find("NAME"), "{table}");
     let gc = env.run(&["gc"]);
     assert!(gc.status.success(), "{}", text(&gc.stderr));
     assert!(text(&gc.stdout).contains(&busy), "{}", text(&gc.stdout));

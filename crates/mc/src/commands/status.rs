@@ -354,13 +354,20 @@ pub(crate) fn print_list(
                 .collect::<Vec<_>>(),
         ),
         OutputFormat::Text => {
+            // As wide as the longest state shown (`AWAITING_APPROVAL` is 17), 10 at least.
+            let state = rows
+                .iter()
+                .map(|row| row.state.as_str().len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             let mut text = format!(
-                "{:<36}  {:<10} {:<24} {:<12} {:<10} {:<27} {}\n",
+                "{:<36}  {:<state$} {:<24} {:<12} {:<10} {:<27} {}\n",
                 "JOB ID", "STATE", "NAME", "OWNER", "ENV", "SUBMITTED", "DURATION"
             );
             for row in rows {
                 text.push_str(&format!(
-                    "{}  {:<10} {:<24} {:<12} {:<10} {:<27} {}{}\n",
+                    "{}  {:<state$} {:<24} {:<12} {:<10} {:<27} {}{}\n",
                     row.job_id,
                     row.state.as_str(),
                     field(&row.name),
