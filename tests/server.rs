@@ -789,6 +789,12 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
         &["status"],
         &["status", "--limit", "1"],
         &["status", "--state", "succeeded", "--limit", "0"],
+        &["logs", &job_id],
+        &["logs", &job_id, "--output", "json"],
+        &["logs", &job_id, "--raw"],
+        &["logs", &job_id, "--since-seq", "1"],
+        &["logs", &job_id, "--step", "a", "--raw"],
+        &["logs", &job_id, "--step", "nope"],
     ] {
         let (here, there) = (env.run(args), remote(args, &ana));
         assert_eq!(
@@ -1855,6 +1861,15 @@ fn logs_follow_through_the_server_exits_as_the_job_ended() {
             "{}",
             text(&followed.stdout)
         );
+        // Followed through the server, the formats are a local `mc logs`'s.
+        for format in [&["--raw"][..], &["--output", "json"], &["--since-seq", "1"]] {
+            let mut args = vec!["logs", job_id.as_str()];
+            args.extend_from_slice(format);
+            let here = env.run(&args);
+            args.push("--follow");
+            let there = remote(&args);
+            assert_eq!(text(&there.stdout), text(&here.stdout), "{args:?}");
+        }
     }
 }
 

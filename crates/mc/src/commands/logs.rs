@@ -24,11 +24,7 @@ pub(crate) fn run(global: &GlobalArgs, args: LogsArgs) -> Result<Code, Failure> 
         }
         steps.retain(|name| name == only);
     }
-    let mode = match (args.raw, args.output) {
-        (true, _) => Mode::Raw,
-        (false, OutputFormat::Json) => Mode::Json,
-        (false, OutputFormat::Text) => Mode::Text,
-    };
+    let mode = Mode::of(&args);
     let mut stdout = io::stdout().lock();
     for step in &steps {
         let mut printer = LogPrinter::new(step, args.since_seq, mode);
@@ -72,10 +68,65 @@ enum Mode {
     Raw,
 }
 
+impl Mode {
+    fn of(args: &LogsArgs) -> Self {
+        match (args.raw, args.output) {
+            (true, _) => Mode::Raw,
+            (false, OutputFormat::Json) => Mode::Json,
+            (false, OutputFormat::Text) => Mode::Text,
+        }
+    }
+}
+
+/// Recorded lines that arrive step after step (from a server), printed as `mc logs` prints a
+/// local job's: `--since-seq`, `--output json` and `--raw` applied to each step's lines.
+pub(crate) struct Recorded {
+    since: u64,
+    mode: Mode,
+    printer: Option<LogPrinter>,
+}
+
+impl Recorded {
+    pub(crate) fn new(args: &LogsArgs) -> Self {
+        Self {
+            since: args.since_seq,
+            mode: Mode::of(args),
+            printer: None,
+        }
+    }
+
+    /// Print `line` (as recorded, without its newline) of `step`.
+    pub(crate) fn line(&mut self, step: &str, line: &str) -> Result<(), Failure> {
+        let mut stdout = io::stdout().lock();
+        if self
+            .printer
+            .as_ref()
+            .is_none_or(|printer| printer.step != step)
+        {
+            self.finish()?;
+            self.printer = Some(LogPrinter::new(step, self.since, self.mode));
+        }
+        if let Some(printer) = &mut self.printer {
+            printer.feed(line.as_bytes(), &mut stdout)?;
+            printer.feed(b"\n", &mut stdout)?;
+        }
+        let _ = stdout.flush();
+        Ok(())
+    }
+
+    /// Print what the last step left without a newline.
+    pub(crate) fn finish(&mut self) -> Result<(), Failure> {
+        match self.printer.take() {
+            Some(mut printer) => printer.finish(&mut io::stdout().lock()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Prints one step's log line by line: output lines numbered above `since` and the notes that
 /// follow them, and says on stderr when the log was truncated.
-struct LogPrinter<'a> {
-    step: &'a str,
+struct LogPrinter {
+    step: String,
     since: u64,
     mode: Mode,
     /// The number of the last output line seen.
@@ -84,10 +135,10 @@ struct LogPrinter<'a> {
     carry: Vec<u8>,
 }
 
-impl<'a> LogPrinter<'a> {
-    fn new(step: &'a str, since: u64, mode: Mode) -> Self {
+impl LogPrinter {
+    fn new(step: &str, since: u64, mode: Mode) -> Self {
         Self {
-            step,
+            step: step.to_owned(),
             since,
             mode,
             last_seq: 0,
@@ -189,7 +240,7 @@ fn print_file(
     store: &dyn StateStore,
     job_id: JobId,
     step: &str,
-    printer: &mut LogPrinter<'_>,
+    printer: &mut LogPrinter,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
     let Some(mut reader) = store.open_step_log(job_id, step)? else {
@@ -214,7 +265,7 @@ fn follow_step(
     store: &dyn StateStore,
     job_id: JobId,
     step: &str,
-    printer: &mut LogPrinter<'_>,
+    printer: &mut LogPrinter,
     stdout: &mut impl Write,
 ) -> Result<bool, Failure> {
     let mut follower = StepFollow::new(job_id, step);

@@ -2,7 +2,6 @@
 //! logs, cancel, approve and reject through a Maestro server's API instead of the local state
 //! root.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -287,8 +286,8 @@ async fn validate(client: &Client, args: ValidateArgs) -> Result<Code, Failure> 
 enum Lines<'a> {
     /// Output lines to the live printer, as a local run hands them over (`mc submit`).
     Live(&'a LivePrinter),
-    /// Every line as recorded, to stdout (`mc logs --follow`).
-    Recorded,
+    /// Every line as recorded, printed as `mc logs` prints them (`mc logs --follow`).
+    Recorded(&'a std::sync::Mutex<super::logs::Recorded>),
     /// Nowhere (`mc submit --quiet`): only the job's end matters.
     Nowhere,
 }
@@ -306,13 +305,13 @@ async fn follow(
     // printer drops what a terminal cannot take.
     let live = match lines {
         Lines::Live(live) => Some(live),
-        Lines::Recorded | Lines::Nowhere => None,
+        Lines::Recorded(_) | Lines::Nowhere => None,
     };
     let (sender, mut entries) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let streamed = async move {
         let mut pending = Vec::new();
-        let mut stdout = std::io::stdout();
-        client
+        let mut printed = Ok(());
+        let streamed = client
             .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
                 pending.extend_from_slice(chunk);
                 while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
@@ -327,17 +326,22 @@ async fn follow(
                         Lines::Live(_) => {
                             let _ = sender.send(entry);
                         }
-                        Lines::Recorded => {
-                            if let Some(text) = entry["line"].as_str() {
-                                let _ = writeln!(stdout, "{text}");
-                                let _ = stdout.flush();
+                        Lines::Recorded(recorded) => {
+                            if let (Some(step), Some(text), Ok(())) =
+                                (entry["step"].as_str(), entry["line"].as_str(), &printed)
+                            {
+                                printed = recorded
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .line(step, text);
                             }
                         }
                         Lines::Nowhere => {}
                     }
                 }
             })
-            .await
+            .await;
+        (streamed, printed)
     };
     let shown = async {
         while let Some(entry) = entries.recv().await {
@@ -346,7 +350,8 @@ async fn follow(
             }
         }
     };
-    let (status, ()) = tokio::join!(streamed, shown);
+    let ((status, printed), ()) = tokio::join!(streamed, shown);
+    printed?;
     let status = status.map_err(unreachable)?;
     if status != 200 {
         return Err(Failure::system(format!(
@@ -505,8 +510,40 @@ fn encode(value: &str) -> String {
 }
 
 async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
+    let job = fetch(client, &args.job_id).await?;
+    if let Some(step) = &args.step {
+        // The job's steps: those its record names (a result, or the one running). A job that
+        // ran has a result for every step once it has ended (those after a failure skipped);
+        // before that, or for one that never ran, a step is taken on trust.
+        let known: Vec<&str> = job["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(job.get("current_step"))
+            .filter_map(|step| step["name"].as_str())
+            .collect();
+        let ended = report_of(&job)?.state.is_terminal();
+        if ended && !known.is_empty() && !known.contains(&step.as_str()) {
+            return Err(Failure::usage(format!(
+                "job {} has no step {step:?}",
+                job["job_id"].as_str().unwrap_or(&args.job_id)
+            ))
+            .hint(format!("its steps are: {}", known.join(", "))));
+        }
+    }
+    let recorded = std::sync::Mutex::new(super::logs::Recorded::new(&args));
     if args.follow {
-        follow(client, &args.job_id, args.step.as_deref(), Lines::Recorded).await?;
+        follow(
+            client,
+            &args.job_id,
+            args.step.as_deref(),
+            Lines::Recorded(&recorded),
+        )
+        .await?;
+        recorded
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .finish()?;
         // Followed to its end: exit as `mc submit` of the job did, as a local follow does.
         let report = report_of(&fetch(client, &args.job_id).await?)?;
         if !report.state.is_terminal() {
@@ -518,7 +555,9 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
         return Ok(Code::for_job(report.state, report.failure));
     }
     let answer = ok(client, "GET", &format!("/v1/jobs/{}/logs", args.job_id)).await?;
-    let mut text = String::new();
+    let mut recorded = recorded
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for line in answer.body.split(|&byte| byte == b'\n') {
         let Ok(entry) = serde_json::from_slice::<Value>(line) else {
             continue;
@@ -530,12 +569,11 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
         {
             continue;
         }
-        if let Some(line) = entry["line"].as_str() {
-            text.push_str(line);
-            text.push('\n');
+        if let (Some(step), Some(line)) = (entry["step"].as_str(), entry["line"].as_str()) {
+            recorded.line(step, line)?;
         }
     }
-    printer::out(&text);
+    recorded.finish()?;
     Ok(Code::Success)
 }
 
