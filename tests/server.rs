@@ -585,6 +585,16 @@ fn sigterm_drains_running_jobs_and_refuses_new_ones() {
     let (_, long) = server.submit_yaml(&ana, &spec("long", "sleep 60"));
     let long = long["job_id"].as_str().unwrap().to_owned();
     server.wait_state(&ana, &long, "RUNNING", 30);
+    // Followed through the server while it drains: the follow ends with the job's end and
+    // exits as the job did (cancelled: 130), though the server answers nothing after.
+    let follower = server
+        .mc(&env, &ana)
+        .args(["logs", &long, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     server.signal(rustix::process::Signal::TERM);
     std::thread::sleep(Duration::from_millis(300));
     let (code, body) = server.submit_yaml(&ana, &spec("late", "true"));
@@ -592,6 +602,14 @@ fn sigterm_drains_running_jobs_and_refuses_new_ones() {
     assert!(body["error"].as_str().unwrap().contains("shutting down"));
     let status = server.wait_exit(30);
     assert!(status.success(), "{status:?}");
+    let followed = crate::util::output_within_child(follower);
+    assert_eq!(
+        followed.status.code(),
+        Some(130),
+        "{}{}",
+        text(&followed.stdout),
+        text(&followed.stderr)
+    );
     let store = |id: &str| {
         env.stored(id)["transitions"]
             .as_array()

@@ -295,13 +295,14 @@ pub async fn serve(
         address: config.listen,
         source,
     })?;
+    let followers = Arc::new(Semaphore::new(config.max_log_followers));
     let state = Arc::new(AppState {
         runner,
         store,
         audit: audit.clone(),
         tokens: TokenStore::new(&state_root),
         scheduler: Arc::clone(&scheduler),
-        followers: Arc::new(Semaphore::new(config.max_log_followers)),
+        followers: Arc::clone(&followers),
         invocation_dir: config.invocation_dir.clone(),
         cancel_wait: config.cancel_wait,
     });
@@ -377,11 +378,26 @@ pub async fn serve(
     scheduler
         .drain(config.drain_grace, config.cancel_wait)
         .await;
+    // Every job that ran is recorded now. A client following one gets its last lines and the
+    // end (a follow sees the end within a poll) before the connections go: a moment for them,
+    // bounded (followers of jobs still queued are cut; the jobs run after the next start).
+    let every = u32::try_from(config.max_log_followers).unwrap_or(u32::MAX);
+    if tokio::time::timeout(FOLLOWERS_GRACE, followers.acquire_many(every))
+        .await
+        .is_ok()
+    {
+        // The last bytes leave through the connections' own tasks.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     draining.cancel();
     let _ = answering.await;
     let _ = dispatcher.await;
     Ok(())
 }
+
+/// How long a stopping server waits, once every job is recorded, for its log followers to get
+/// the end of the jobs they follow.
+const FOLLOWERS_GRACE: Duration = Duration::from_secs(2);
 
 /// Serve one connection (through TLS when configured), holding its slot until it ends.
 async fn connection<P: Send + 'static>(

@@ -12,7 +12,7 @@ use maestro_core::output::OutputObserver;
 use maestro_core::policy::PolicyReport;
 use maestro_core::runner::JobReport;
 use maestro_core::spec::SpecFormat;
-use maestro_core::state::StepRecord;
+use maestro_core::state::{JobState, StepRecord};
 use maestro_core::trace::TraceId;
 use maestro_server::client::{Answer, Client};
 use serde_json::{Value, json};
@@ -292,13 +292,14 @@ enum Lines<'a> {
     Nowhere,
 }
 
-/// Follow a job's log until the job ends, its lines (only `step`'s, if given) going to `lines`.
+/// Follow a job's log until the job ends, its lines (only `step`'s, if given) going to `lines`;
+/// the state the stream ended with (`{"end": true, "state": ...}`), if it said.
 async fn follow(
     client: &Client,
     job_id: &str,
     step: Option<&str>,
     lines: Lines<'_>,
-) -> Result<(), Failure> {
+) -> Result<Option<JobState>, Failure> {
     // Recorded lines go to stdout as they are read, so a reader that stops reading stops the
     // response too. The live view's entries go through a channel to the loop below, which may
     // wait for the server (a step's result) without holding the response up; the live
@@ -311,6 +312,7 @@ async fn follow(
     let streamed = async move {
         let mut pending = Vec::new();
         let mut printed = Ok(());
+        let mut ended = None;
         let streamed = client
             .stream(&format!("/v1/jobs/{job_id}/logs?follow=true"), |chunk| {
                 pending.extend_from_slice(chunk);
@@ -319,6 +321,10 @@ async fn follow(
                     let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
                         continue;
                     };
+                    if entry["end"] == true {
+                        ended = serde_json::from_value::<JobState>(entry["state"].clone()).ok();
+                        continue;
+                    }
                     if step.is_some_and(|step| entry["step"] != step) {
                         continue;
                     }
@@ -341,7 +347,7 @@ async fn follow(
                 }
             })
             .await;
-        (streamed, printed)
+        (streamed, printed, ended)
     };
     let shown = async {
         while let Some(entry) = entries.recv().await {
@@ -350,7 +356,7 @@ async fn follow(
             }
         }
     };
-    let ((status, printed), ()) = tokio::join!(streamed, shown);
+    let ((status, printed, ended), ()) = tokio::join!(streamed, shown);
     printed?;
     let status = status.map_err(unreachable)?;
     if status != 200 {
@@ -358,7 +364,7 @@ async fn follow(
             "the server answered {status} to the log request"
         )));
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// One line of a followed log, as a local run shows it: output lines to the live printer and,
@@ -533,7 +539,7 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
     }
     let recorded = std::sync::Mutex::new(super::logs::Recorded::new(&args));
     if args.follow {
-        follow(
+        let ended = follow(
             client,
             &args.job_id,
             args.step.as_deref(),
@@ -544,8 +550,16 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .finish()?;
-        // Followed to its end: exit as `mc submit` of the job did, as a local follow does.
-        let report = report_of(&fetch(client, &args.job_id).await?)?;
+        // Followed to its end: exit as `mc submit` of the job did, as a local follow does. A
+        // server that stops right after (it drains) may not answer any more: the end the
+        // stream gave is the job's state.
+        let report = match (fetch(client, &args.job_id).await, ended) {
+            (Ok(job), _) => report_of(&job)?,
+            (Err(_), Some(state)) if state.is_terminal() => {
+                return Ok(Code::for_job(state, None));
+            }
+            (Err(failure), _) => return Err(failure),
+        };
         if !report.state.is_terminal() {
             eprintln!(
                 "mc: job {} is {} and its log ended: the server no longer drives it",
