@@ -827,6 +827,15 @@ fn the_cli_is_a_client_with_server_and_maestro_token() {
     }
     let output = remote(&["logs", &job_id], &ana);
     assert!(text(&output.stdout).contains("through the server"));
+    // A job the server does not have: one line in the command line's words, and a hint.
+    let output = remote(&["status", "01a23396-042e-75e0-9cc8-f7f1f55c1616"], &ana);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("error: no job") && !stderr.contains("GET /v1/jobs"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`mc status` lists"), "{stderr}");
     let output = remote(&["cancel", &job_id], &ana);
     assert_eq!(output.status.code(), Some(0));
     assert!(text(&output.stdout).contains("already ended"));

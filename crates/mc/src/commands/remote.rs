@@ -61,7 +61,15 @@ fn failure(answer: &Answer) -> Failure {
         401 => Failure::usage(message)
             .hint("set MAESTRO_TOKEN to a token from `mc tokens add` on the server"),
         403 if answer.json().get("verdicts").is_some() => Failure::new(Code::Denied, message),
-        400 | 403 | 404 | 409 | 413 | 415 => Failure::usage(message),
+        // The API's own pointer, in words for the command line.
+        404 => Failure::usage(
+            message
+                .strip_suffix("; GET /v1/jobs lists the jobs")
+                .unwrap_or(&message)
+                .to_owned(),
+        )
+        .hint("`mc status` lists the server's jobs"),
+        400 | 403 | 409 | 413 | 415 => Failure::usage(message),
         _ => Failure::system(format!("the server answered {}: {message}", answer.status)),
     }
 }
