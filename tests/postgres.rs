@@ -586,18 +586,9 @@ fn an_approved_job_runs_with_its_approval_on_a_shared_queue() {
     );
     assert_eq!(code, 200, "{body}");
     let job = first.wait_state(&ana, &job_id, "SUCCEEDED", 60);
-    let running = job["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["state"] == "RUNNING")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        running["detail"]["approval"]["approved_by"], "bo",
-        "{job:#}"
-    );
-    assert_eq!(running["detail"]["approval"]["reason"], "CHG-7", "{job:#}");
+    let approval = crate::util::approval_of(&job);
+    assert_eq!(approval["approved_by"], "bo", "{job:#}");
+    assert_eq!(approval["reason"], "CHG-7", "{job:#}");
     // Its log is in the database: followed through the other server.
     let (code, log) = second.request(
         "GET",

@@ -473,14 +473,9 @@ fn production_jobs_wait_for_an_approver_other_than_the_owner() {
     );
     assert_eq!(code, 200, "{body}");
     let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
-    let running = job["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["state"] == "RUNNING")
-        .unwrap();
-    assert_eq!(running["detail"]["approval"]["approved_by"], "bo");
-    assert_eq!(running["detail"]["approval"]["reason"], "CHG-1");
+    let approval = crate::util::approval_of(&job);
+    assert_eq!(approval["approved_by"], "bo");
+    assert_eq!(approval["reason"], "CHG-1");
     let (code, _) = server.json("POST", &approve, Some(&bo), None);
     assert_eq!(code, 409, "nothing left to approve");
 
@@ -1058,15 +1053,9 @@ fn an_approved_job_waiting_for_its_turn_takes_no_second_decision() {
     // Started again, the server runs it with the approval it had: no second decision.
     let server = Server::start(&env, &["--max-concurrent-jobs", "1", "--stop-grace", "1"]);
     let job = server.wait_state(&ana, &job_id, "SUCCEEDED", 60);
-    let running = job["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["state"] == "RUNNING")
-        .unwrap()
-        .clone();
     assert_eq!(
-        running["detail"]["approval"]["approved_by"], "bo",
+        crate::util::approval_of(&job)["approved_by"],
+        "bo",
         "{job:#}"
     );
 }

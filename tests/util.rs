@@ -150,6 +150,17 @@ pub fn output_within_child(child: std::process::Child) -> Output {
     maestro_test_support::wait_within(child, std::time::Duration::from_secs(120))
 }
 
+/// The approval a job's `RUNNING` transition carries (from `GET /v1/jobs/{id}`).
+pub fn approval_of(job: &Value) -> Value {
+    job["transitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|transition| transition["state"] == "RUNNING")
+        .map(|running| running["detail"]["approval"].clone())
+        .unwrap_or_else(|| panic!("job has no RUNNING transition: {job:#}"))
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
