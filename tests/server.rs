@@ -1974,3 +1974,44 @@ fn a_servers_own_settings_never_reach_a_job() {
     let job = server.wait_state(&ana, &job_id, "FAILED", 60);
     assert!(!job.to_string().contains("server-only-0x51"), "{job}");
 }
+
+#[test]
+fn a_submit_following_a_queued_job_while_the_server_stops_says_the_job_is_kept() {
+    let env = Env::new();
+    let ana = token(&env, "ana", "submit");
+    let flags = [
+        "--max-concurrent-jobs",
+        "1",
+        "--drain-grace",
+        "1",
+        "--stop-grace",
+        "1",
+    ];
+    let mut server = Server::start(&env, &flags);
+    let (_, busy) = server.submit_yaml(&ana, &spec("busy", "sleep 60"));
+    let busy = busy["job_id"].as_str().unwrap().to_owned();
+    server.wait_state(&ana, &busy, "RUNNING", 30);
+    let file = env.write("queued.yaml", &spec("queued", "echo ran after the restart"));
+    let submit = server
+        .mc(&env, &ana)
+        .args(["submit", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    server.signal(rustix::process::Signal::TERM);
+    assert!(server.wait_exit(30).success());
+    let output = crate::util::output_within_child(submit);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("is on record on the server"), "{stderr}");
+    // It was kept: the next start runs it.
+    let queued = env
+        .job_ids()
+        .into_iter()
+        .find(|id| id != &busy)
+        .expect("the queued job is on record");
+    let server = Server::start(&env, &flags);
+    server.wait_state(&ana, &queued, "SUCCEEDED", 60);
+}

@@ -143,7 +143,16 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Code, Failure> {
             Some(live) => Lines::Live(live),
             None => Lines::Nowhere,
         }) => {
-            followed?;
+            if let Err(failure) = followed {
+                // The job is the server's whatever becomes of this connection (a server that
+                // stops keeps it queued, or records how it ended).
+                if let Some(live) = &live {
+                    live.finish(Duration::from_secs(5));
+                }
+                return Err(failure.hint(format!(
+                    "job {job_id} is on record on the server, which runs or settles it whatever becomes of this connection: `mc status {job_id}` through the server once it answers"
+                )));
+            }
             fetch(client, &job_id).await?
         }
         () = interrupted.cancelled() => cancel_and_wait(client, &job_id).await?,
