@@ -853,3 +853,76 @@ fn a_cancel_that_finds_the_job_ended_otherwise_says_so() {
     );
     stopped.kill();
 }
+
+#[test]
+fn an_approved_job_waiting_for_a_slot_is_cancelled_and_decided_once_through_any_server() {
+    let pg = PgEnv::new();
+    let ana = crate::server::token(&pg.env, "ana", "submit");
+    let bo = crate::server::token(&pg.env, "bo", "approve");
+    let flags = ["--state-url", pg.url.as_str(), "--max-concurrent-jobs", "1"];
+    let servers = [
+        crate::server::Server::start(&pg.env, &flags),
+        crate::server::Server::start(&pg.env, &flags),
+    ];
+    // Both servers' one slot busy.
+    let long = job_yaml(
+        "busy",
+        "  - name: wait\n    command: [\"sleep\", \"65.17\"]\n",
+    );
+    let mut busy = Vec::new();
+    for (server, running) in servers.iter().zip(["1", "2"]) {
+        let (code, body) = server.submit_yaml(&ana, &long);
+        assert_eq!(code, 201, "{body}");
+        busy.push(body["job_id"].as_str().unwrap().to_owned());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.sql("SELECT count(*) FROM jobs WHERE state = 'RUNNING'") != running {
+            assert!(Instant::now() < deadline, "the long jobs should run");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let prod =
+        "name: release\nenvironment: production\nsteps:\n  - name: a\n    run: echo released\n";
+    let (code, submitted) = servers[0].submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    pg.wait_claimed(&job_id);
+    let holder = holder_pid(&pg.sql(&format!(
+        "SELECT claimed_by FROM jobs WHERE job_id = '{job_id}'"
+    )));
+    let (holding, other) = if holder == Some(servers[0].pid()) {
+        (&servers[0], &servers[1])
+    } else {
+        (&servers[1], &servers[0])
+    };
+    // Approved where it is held; it waits for the slot there.
+    let approve = format!("/v1/jobs/{job_id}/approve");
+    let (code, body) = holding.json("POST", &approve, Some(&bo), None);
+    assert_eq!(code, 200, "{body}");
+    // No second decision through the other server either.
+    for verb in ["approve", "reject"] {
+        let (code, body) = other.json(
+            "POST",
+            &format!("/v1/jobs/{job_id}/{verb}"),
+            Some(&bo),
+            None,
+        );
+        assert_eq!(code, 409, "{verb}: {body}");
+    }
+    // Cancelled through the other server: the holder ends it before it runs.
+    let (code, body) = other.json(
+        "POST",
+        &format!("/v1/jobs/{job_id}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "CANCELLED", "{body}");
+    let steps = pg.sql(&format!(
+        "SELECT count(*) FROM step_logs WHERE job_id = '{job_id}'"
+    ));
+    assert_eq!(steps, "0", "a cancelled job does not run");
+    for id in &busy {
+        let (code, body) = other.json("POST", &format!("/v1/jobs/{id}/cancel"), Some(&ana), None);
+        assert_eq!(code, 200, "{body}");
+    }
+}

@@ -592,9 +592,20 @@ impl PendingJob {
     /// Record who approved the job (never its owner); it then runs as an allowed job does, and
     /// its `RUNNING` record names the approver.
     pub fn approve(&mut self, approver: &str, reason: Option<&str>) -> Result<(), ApprovalError> {
+        self.approve_at(approver, reason, &now_rfc3339())
+    }
+
+    /// [`PendingJob::approve`] with the time the approval was given (RFC 3339): one taken
+    /// earlier, on record, and applied now (after a restart, or by the server that holds the
+    /// job).
+    pub fn approve_at(
+        &mut self,
+        approver: &str,
+        reason: Option<&str>,
+        at: &str,
+    ) -> Result<(), ApprovalError> {
         ApprovalError::check(self.meta.job_id, self.meta.owner.as_deref(), approver)?;
-        self.approval =
-            Some(json!({ "approved_by": approver, "reason": reason, "at": now_rfc3339() }));
+        self.approval = Some(json!({ "approved_by": approver, "reason": reason, "at": at }));
         Ok(())
     }
 }

@@ -879,6 +879,26 @@ fn not_driven_here(state: &AppState, record: &JobRecord) -> Result<String, ApiEr
     })
 }
 
+/// `409` for a job another server holds on which a decision is on record already (the first
+/// counts): as its holder answers once it has applied it.
+fn refuse_a_second_decision(state: &AppState, job_id: JobId) -> Result<(), ApiError> {
+    match state.scheduler.recorded_decision(job_id) {
+        Some(taken) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {job_id} was {} already by {}: the first decision counts",
+                if taken.approve {
+                    "approved"
+                } else {
+                    "rejected"
+                },
+                taken.by
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn decision(body: &[u8]) -> Result<Decision, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Decision::default());
@@ -988,6 +1008,7 @@ pub(crate) async fn approve_job(
                     approve: true,
                     by: caller.identity().to_owned(),
                     reason: decision.reason.clone(),
+                    at: Some(maestro_core::time::now_rfc3339()),
                 },
             ) {
                 tracing::warn!(%job_id, %error, "the approval is not on record: a restart before its turn asks for it again");
@@ -1000,6 +1021,7 @@ pub(crate) async fn approve_job(
             // server that holds the job.
             maestro_core::runner::ApprovalError::check(job_id, owner.as_deref(), caller.identity())
                 .map_err(ApiError::forbidden)?;
+            refuse_a_second_decision(&state, job_id)?;
             approved()?;
             state.scheduler.record_decision(
                 job_id,
@@ -1007,6 +1029,7 @@ pub(crate) async fn approve_job(
                     approve: true,
                     by: caller.identity().to_owned(),
                     reason: decision.reason.clone(),
+                    at: Some(maestro_core::time::now_rfc3339()),
                 },
             )?;
             "the server of the shared queue that holds it runs it when its turn comes"
@@ -1048,6 +1071,9 @@ pub(crate) async fn reject_job(
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;
     let held = awaiting(&state, job_id)?;
+    if matches!(held, Awaiting::Elsewhere { .. }) {
+        refuse_a_second_decision(&state, job_id)?;
+    }
     audit(
         &state,
         Some(job_id),
@@ -1073,6 +1099,7 @@ pub(crate) async fn reject_job(
                     approve: false,
                     by: caller.identity().to_owned(),
                     reason: decision.reason.clone(),
+                    at: Some(maestro_core::time::now_rfc3339()),
                 },
             )?;
             // The holder records DENIED within its next look (a quarter of a second); the

@@ -76,6 +76,13 @@ impl<T> FairQueue<T> {
             .any(|line| line.iter().any(&mut matches))
     }
 
+    /// Call `each` with every job that waits, line after line.
+    pub(crate) fn for_each(&self, mut each: impl FnMut(&T)) {
+        for item in self.lines.values().flatten() {
+            each(item);
+        }
+    }
+
     /// Take out the first job that matches, wherever it waits.
     pub(crate) fn remove_first(&mut self, mut matches: impl FnMut(&T) -> bool) -> Option<T> {
         let (owner, index) = self.lines.iter().find_map(|(owner, line)| {

@@ -51,6 +51,9 @@ pub(crate) struct RemoteDecision {
     pub(crate) by: String,
     /// Why.
     pub(crate) reason: Option<String>,
+    /// When it was decided (RFC 3339); absent in decisions recorded before it was kept.
+    #[serde(default)]
+    pub(crate) at: Option<String>,
 }
 
 /// Jobs waiting, awaiting approval and running.
@@ -304,16 +307,21 @@ impl Scheduler {
     /// for the jobs it runs, until draining.
     pub(crate) async fn apply_decisions(self: Arc<Self>) {
         while !self.is_draining() {
-            // The jobs it runs or holds for an approver (those it claimed to run start at
-            // once): a cancellation recorded for one stops it, or ends it `CANCELLED`.
+            // The jobs it runs or holds: a cancellation recorded for one stops it, or ends it
+            // `CANCELLED` before it runs.
+            // Those queued here are approved jobs waiting for a slot (a job it claims starts at
+            // once).
             let held: Vec<JobId> = {
                 let jobs = self.jobs();
-                jobs.running
+                let mut held: Vec<JobId> = jobs
+                    .running
                     .iter()
                     .filter(|(_, token)| !token.is_cancelled())
                     .map(|(job_id, _)| *job_id)
                     .chain(jobs.awaiting.keys().copied())
-                    .collect()
+                    .collect();
+                jobs.queued.for_each(|job| held.push(job.job_id()));
+                held
             };
             for job_id in held {
                 match self.store.read_note(job_id, CANCELS) {
@@ -335,7 +343,7 @@ impl Scheduler {
     }
 
     /// The first decision recorded on `job_id` (by any server, this one included), if any.
-    fn recorded_decision(&self, job_id: JobId) -> Option<RemoteDecision> {
+    pub(crate) fn recorded_decision(&self, job_id: JobId) -> Option<RemoteDecision> {
         match self.store.read_note(job_id, DECISIONS) {
             Ok(bytes) => bytes.and_then(|bytes| {
                 bytes
@@ -385,7 +393,11 @@ impl Scheduler {
             return;
         }
         // The server that took the decision checked it; checked again here all the same.
-        match job.approve(&decision.by, decision.reason.as_deref()) {
+        let approved = match &decision.at {
+            Some(at) => job.approve_at(&decision.by, decision.reason.as_deref(), at),
+            None => job.approve(&decision.by, decision.reason.as_deref()),
+        };
+        match approved {
             Ok(()) => {
                 tracing::info!(%job_id, approved_by = %decision.by, "approved through another server");
                 self.enqueue_approved(job);

@@ -562,7 +562,15 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<Code, Failure> {
             args.step.as_deref(),
             Lines::Recorded(&recorded),
         )
-        .await?;
+        .await
+        .map_err(|failure| {
+            // The server went (it stops, or the connection broke): the job goes on where it
+            // runs, and its log can be followed again from where this one stopped.
+            failure.hint(format!(
+                "the job goes on; follow it again through a server that answers: `mc logs {} --follow --since-seq N` (N: the last line number shown, per step)",
+                args.job_id
+            ))
+        })?;
         recorded
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
