@@ -993,24 +993,24 @@ pub(crate) async fn approve_job(
             json!({ "approved_by": caller.identity(), "reason": decision.reason }),
         )
     };
+    // The decision as it goes on record (`decisions` note), with the time it was given.
+    let taken = crate::scheduler::RemoteDecision {
+        approve: true,
+        by: caller.identity().to_owned(),
+        reason: decision.reason.clone(),
+        at: Some(maestro_core::time::now_rfc3339()),
+    };
     let message = match awaiting(&state, job_id)? {
         Awaiting::Here(mut job) => {
-            if let Err(error) = job.approve(caller.identity(), decision.reason.as_deref()) {
+            let at = taken.at.as_deref().unwrap_or_default();
+            if let Err(error) = job.approve_at(caller.identity(), decision.reason.as_deref(), at) {
                 state.scheduler.hold(*job);
                 return Err(ApiError::forbidden(error));
             }
             approved()?;
             // On record, so that a restart before its turn keeps the approval (the job stays
             // `AWAITING_APPROVAL` in its history until `RUNNING` carries the approval).
-            if let Err(error) = state.scheduler.record_decision(
-                job_id,
-                &crate::scheduler::RemoteDecision {
-                    approve: true,
-                    by: caller.identity().to_owned(),
-                    reason: decision.reason.clone(),
-                    at: Some(maestro_core::time::now_rfc3339()),
-                },
-            ) {
+            if let Err(error) = state.scheduler.record_decision(job_id, &taken) {
                 tracing::warn!(%job_id, %error, "the approval is not on record: a restart before its turn asks for it again");
             }
             state.scheduler.enqueue_approved(*job);
@@ -1023,15 +1023,7 @@ pub(crate) async fn approve_job(
                 .map_err(ApiError::forbidden)?;
             refuse_a_second_decision(&state, job_id)?;
             approved()?;
-            state.scheduler.record_decision(
-                job_id,
-                &crate::scheduler::RemoteDecision {
-                    approve: true,
-                    by: caller.identity().to_owned(),
-                    reason: decision.reason.clone(),
-                    at: Some(maestro_core::time::now_rfc3339()),
-                },
-            )?;
+            state.scheduler.record_decision(job_id, &taken)?;
             "the server of the shared queue that holds it runs it when its turn comes"
         }
     };

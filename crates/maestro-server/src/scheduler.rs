@@ -30,8 +30,9 @@ use crate::fair::FairQueue;
 use crate::metrics::Metrics;
 use crate::queue::{JobQueue, QueueError};
 
-/// The note in which a server records an approver's decision on a job that another server
-/// of a shared queue holds awaiting approval; the holder applies it.
+/// The note in which a server records an approver's decision on a job: for another server of a
+/// shared queue that holds it awaiting approval, which applies it, and so that an approved job
+/// waiting for its turn keeps its approval across a restart.
 const DECISIONS: &str = "decisions";
 
 /// The note in which a server records a cancellation of a job that another server of a shared
@@ -278,8 +279,8 @@ impl Scheduler {
         self.queue.is_shared()
     }
 
-    /// A shared queue: record an approver's decision on a job another server holds, for that
-    /// server to apply (it reads them every [`DECISION_POLL`]).
+    /// Record an approver's decision on a job: for the server of a shared queue that holds it
+    /// to apply (it reads them every [`DECISION_POLL`]), and for a restart (`recover`).
     pub(crate) fn record_decision(
         &self,
         job_id: JobId,
@@ -307,10 +308,9 @@ impl Scheduler {
     /// for the jobs it runs, until draining.
     pub(crate) async fn apply_decisions(self: Arc<Self>) {
         while !self.is_draining() {
-            // The jobs it runs or holds: a cancellation recorded for one stops it, or ends it
-            // `CANCELLED` before it runs.
-            // Those queued here are approved jobs waiting for a slot (a job it claims starts at
-            // once).
+            // The jobs it runs or holds (those queued here are approved jobs waiting for a
+            // slot: a job it claims starts at once): a cancellation recorded for one stops it,
+            // or ends it `CANCELLED` before it runs.
             let held: Vec<JobId> = {
                 let jobs = self.jobs();
                 let mut held: Vec<JobId> = jobs
