@@ -1240,10 +1240,18 @@ impl StateStore for FileStore {
 
     fn append_note(&self, job_id: JobId, name: &str, line: &[u8]) -> Result<(), StateError> {
         let dir = self.open_job(job_id)?;
+        let path = dir.join(name);
         let mut file = dir
             .open(name, Access::AppendOrCreate)
-            .map_err(io_error("open", &dir.join(name)))?;
-        io::Write::write_all(&mut file, line).map_err(io_error("write", &dir.join(name)))
+            .map_err(io_error("open", &path))?;
+        let new = file.metadata().map_err(io_error("read", &path))?.len() == 0;
+        io::Write::write_all(&mut file, line).map_err(io_error("write", &path))?;
+        file.sync_data().map_err(io_error("sync", &path))?;
+        if new {
+            // Its entry in the job's directory, the first time.
+            dir.sync().map_err(io_error("sync", dir.path()))?;
+        }
+        Ok(())
     }
 
     fn read_note(&self, job_id: JobId, name: &str) -> Result<Option<Vec<u8>>, StateError> {

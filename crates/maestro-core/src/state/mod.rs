@@ -643,8 +643,9 @@ pub trait StateStore: Send + Sync {
     fn create_step_log(&self, job_id: JobId, step: &str) -> Result<Box<dyn LogSink>, StateError>;
     /// A step's log, opened for reading; `None` if it does not exist yet.
     fn open_step_log(&self, job_id: JobId, step: &str) -> Result<Option<LogReader>, StateError>;
-    /// Append `line` to the job's note `name` (a plain name): what an executor notes before a
-    /// request it is about to make, for `mc gc`. Only has to outlive the process that wrote it.
+    /// Append `line` to the job's note `name` (a plain name), durably: what an executor notes
+    /// before a request it is about to make, for `mc gc`; a decision a server took on a job
+    /// (an approval acknowledged to its approver), for the server that applies it.
     fn append_note(&self, job_id: JobId, name: &str, line: &[u8]) -> Result<(), StateError>;
     /// The job's note `name`, if it has one.
     fn read_note(&self, job_id: JobId, name: &str) -> Result<Option<Vec<u8>>, StateError>;
