@@ -200,6 +200,16 @@ fn prune_removes_old_ended_jobs_never_running_ones_and_the_audit_keeps_them() {
     assert_eq!(left.len(), 2);
     assert!(!left.contains(&failed_id));
     assert!(!env.state.join("jobs").join(&failed_id).exists());
+    // Asked for by id, it is said to be pruned, not unknown.
+    for command in [&["status", failed_id.as_str()][..], &["logs", failed_id.as_str()]] {
+        let gone = env.run(command);
+        assert_eq!(gone.status.code(), Some(2));
+        assert!(
+            text(&gone.stderr).contains(&format!("job {failed_id} was pruned")),
+            "{}",
+            text(&gone.stderr)
+        );
+    }
     let records: Vec<_> = env
         .audit()
         .into_iter()

@@ -135,6 +135,11 @@ fn every_command_records_into_the_database() {
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     let gone = pg.run(&["status", &id]);
     assert_eq!(gone.status.code(), Some(2), "{}", text(&gone.stderr));
+    assert!(
+        text(&gone.stderr).contains(&format!("job {id} was pruned")),
+        "{}",
+        text(&gone.stderr)
+    );
     // Pruned: hidden and its logs gone, its history kept (the database refuses to delete it).
     assert_eq!(
         pg.sql(&format!(

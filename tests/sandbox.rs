@@ -1377,6 +1377,38 @@ fn validate_limits_host_access_and_writable_paths() {
     assert_eq!(code, Some(0), "{report}{stderr}");
 }
 
+/// Policy cannot see where a link leads, least of all one an earlier step makes: the sandbox
+/// judges the real path. The second step would only write a marker in the workspace.
+#[test]
+fn a_writable_path_an_earlier_step_links_to_a_system_directory_is_refused() {
+    let env = Env::new();
+    let spec = job(
+        "links",
+        json!([
+            { "name": "plant", "run": "ln -s /etc/cron.d cron" },
+            { "name": "use", "writable_paths": ["cron"], "run": "touch used" },
+        ]),
+    );
+    let (code, report, stderr) = validate(&env, &spec);
+    assert_eq!(code, Some(0), "policy reads names only: {report}{stderr}");
+    let file = spec_file(&env, "links.json", &spec);
+    let output = output_within(
+        env.mc().args(["submit", &file, "--output", "json"]),
+        120,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "step \"use\": /etc/cron.d (it is {} through a link) is, holds or lies in a system directory, and no step may write it",
+            env.path().join("cron").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("isolation: none"), "no reason to drop the sandbox: {stderr}");
+    assert!(!env.path().join("used").exists(), "the step ran");
+}
+
 // ---------------------------------------------------------------------------------------------
 // What a step sees
 

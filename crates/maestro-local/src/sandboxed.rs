@@ -365,6 +365,9 @@ pub(crate) async fn started(
                     .unwrap_or_default()
             ),
         }),
+        Ok(Err(SandboxError::Refused { message })) => Err(ExecutorError::InvalidStep {
+            message: format!("step {:?}: {message}; nothing of it ran", step.name),
+        }),
         Ok(started) => started.map_err(|error| unavailable(step, error)),
         Err(_) => Err(ExecutorError::Unavailable {
             message: format!(
@@ -426,6 +429,17 @@ fn unavailable(step: &StepRequest, error: SandboxError) -> ExecutorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `sandbox-limits` refuses by name, the sandbox refuses by real path: the lists must
+    /// be the same, or a path one allows the other would refuse (or worse, let through).
+    #[test]
+    fn never_writable_paths_are_the_same_in_policy_and_the_sandbox() {
+        assert_eq!(
+            maestro_core::policy::SYSTEM_TREES,
+            maestro_sandbox::SYSTEM_TREES
+        );
+        assert_eq!(maestro_core::policy::SHARED_DIRS, maestro_sandbox::SHARED_DIRS);
+    }
 
     /// The spec's vocabulary (core) and the sandbox's paths (maestro-sandbox) name the same
     /// resources: a name added to one and not the other would be refused at run time.

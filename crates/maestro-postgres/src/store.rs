@@ -195,10 +195,27 @@ impl PgStore {
         }
     }
 
+    /// A job that is not here; whether `mc prune` removed it is asked of the database (only on
+    /// this path). A failure to ask leaves it "not found".
     fn not_found(&self, job_id: JobId) -> StateError {
+        let pool = self.pool();
+        let pruned = self
+            .run(async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_opt(
+                        "SELECT 1 FROM jobs WHERE job_id = $1 AND pruned_at IS NOT NULL",
+                        &[&job_id],
+                    )
+                    .await?;
+                Ok::<_, PgError>(row.is_some())
+            })
+            .unwrap_or(false);
         StateError::NotFound {
             job_id,
             store: self.describe(),
+            pruned,
         }
     }
 

@@ -197,6 +197,7 @@ impl Control {
                 Err(SandboxError::Setup { message })
             }
             Some(Message::CannotStart { message }) => Err(SandboxError::CannotStart { message }),
+            Some(Message::Refused { message }) => Err(SandboxError::Refused { message }),
             Some(Message::Finished(_)) => Err(SandboxError::Protocol {
                 message: "the shim finished before it started".to_owned(),
             }),
@@ -231,6 +232,7 @@ impl Control {
                 Some(Message::CannotStart { message }) => {
                     return Err(SandboxError::CannotStart { message });
                 }
+                Some(Message::Refused { message }) => return Err(SandboxError::Refused { message }),
                 Some(Message::Finished(report)) => return Ok(report),
                 None => return Err(SandboxError::Vanished),
             }

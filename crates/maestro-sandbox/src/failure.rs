@@ -8,27 +8,55 @@ use nix::errno::Errno;
 pub(crate) struct SetupFailure {
     /// What failed and why, e.g. `cannot bind /w read-write: No such file or directory`.
     pub(crate) message: String,
-    /// The sandbox was complete but the step's program could not be executed (not found, not
-    /// executable): the step's failure, not the machine's.
-    pub(crate) cannot_start: bool,
+    /// Whose failure it is.
+    pub(crate) kind: FailureKind,
 }
 
-impl SetupFailure {
-    /// A failure with this message.
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        SetupFailure {
-            message: message.into(),
-            cannot_start: false,
+/// Whose failure a [`SetupFailure`] is, which decides what the caller is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The machine's: the sandbox could not be built here.
+    Setup,
+    /// The step's: the sandbox was complete but its program could not be executed (not
+    /// found, not executable).
+    CannotStart,
+    /// The step's: it asks for what no sandbox gives (a writable path that is, through a
+    /// link, a system directory). Not the machine's problem, and no reason to drop the sandbox.
+    Refused,
+}
+
+impl FailureKind {
+    /// The word that names it on init's status pipe.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            FailureKind::Setup => "setup",
+            FailureKind::CannotStart => "cannot-start",
+            FailureKind::Refused => "refused",
         }
     }
 }
 
 impl SetupFailure {
+    /// A failure with this message.
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Setup, message)
+    }
+
     /// The step's program could not be executed: `message` says why.
     pub(crate) fn cannot_start(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::CannotStart, message)
+    }
+
+    /// The step asks for what no sandbox gives: `message` says what.
+    pub(crate) fn refused(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Refused, message)
+    }
+
+    /// A failure of this kind.
+    pub(crate) fn of(kind: FailureKind, message: impl Into<String>) -> Self {
         SetupFailure {
             message: message.into(),
-            cannot_start: true,
+            kind,
         }
     }
 }

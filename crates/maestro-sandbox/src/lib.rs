@@ -46,7 +46,9 @@ use std::ffi::OsString;
 
 pub use control::{Control, command};
 pub use launch::{ForkedLauncher, Launched, Launcher};
-pub use plan::{HostAccess, HostEnvironment, NetworkMode, SandboxPlan};
+pub use plan::{
+    HostAccess, HostEnvironment, NetworkMode, SHARED_DIRS, SYSTEM_TREES, SandboxPlan, never_writable,
+};
 pub use report::{ExitKind, Report, TeardownReport};
 pub use support::{Support, check_support};
 
@@ -84,6 +86,13 @@ pub enum SandboxError {
     #[error("{message}")]
     CannotStart {
         /// Why, e.g. `No such file or directory`.
+        message: String,
+    },
+    /// The step asks for what no sandbox gives (a writable path that is, through a link, a
+    /// system directory); the step's mistake, and it never ran.
+    #[error("{message}")]
+    Refused {
+        /// What, in one line.
         message: String,
     },
     /// The plan cannot be run (an empty command).

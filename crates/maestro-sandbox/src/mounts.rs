@@ -43,15 +43,23 @@ struct Source {
 }
 
 impl Source {
+    /// Opens `path`, following its links, and names it by what was opened: the path the kernel
+    /// reports for the descriptor. What is checked is so what is bound, whatever a link in the
+    /// path says or is changed to say meanwhile.
     fn open(path: &Path, role: &str) -> Result<Source, SetupFailure> {
-        let path = std::fs::canonicalize(path)
+        let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
             .context(|| format!("{role} path {} is not usable", path.display()))?;
-        let fd = open(&path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .context(|| format!("cannot open {role} path {}", path.display()))?;
-        let is_dir = std::fs::metadata(&path)
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let real = std::fs::read_link(&proc_path)
+            .context(|| format!("cannot resolve {role} path {}", path.display()))?;
+        let is_dir = std::fs::metadata(&proc_path)
             .context(|| format!("cannot inspect {role} path {}", path.display()))?
             .is_dir();
-        Ok(Source { path, fd, is_dir })
+        Ok(Source {
+            path: real,
+            fd,
+            is_dir,
+        })
     }
 
     /// The name `mount(2)` can bind from even after the path itself is covered.
@@ -82,21 +90,21 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
         .iter()
         .map(|path| Source::open(path, "read-only"))
         .collect::<Result<Vec<_>, _>>()?;
-    // Policy refuses these already; the sandbox does not rely on it: a writable `/` (or a
-    // writable tree holding `/etc` or `/usr`) would be no sandbox at all.
-    for source in std::iter::once(&workspace).chain(&writable) {
-        let holds_system = ["/etc", "/usr"]
-            .iter()
-            .any(|dir| Path::new(dir).starts_with(&source.path));
-        if holds_system {
-            return Err(SetupFailure::new(format!(
-                "{} would make {} writable, and with it the system; give the step a directory of its own",
+    // Policy refuses these by name already; the sandbox does not rely on it. Policy reads no
+    // files, so it cannot see where a link leads (`cache -> /root`, made by an earlier step):
+    // the rule is applied here again, to the real paths, which are the ones bound.
+    for (source, asked) in std::iter::once((&workspace, &plan.workspace))
+        .chain(writable.iter().zip(&plan.writable))
+    {
+        if let Some(problem) = crate::plan::never_writable(&source.path) {
+            let through = if source.path == *asked {
+                String::new()
+            } else {
+                format!(" (it is {} through a link)", asked.display())
+            };
+            return Err(SetupFailure::refused(format!(
+                "{}{through} {problem}, and no step may write it; give the step a directory of its own",
                 source.path.display(),
-                if source.path == Path::new("/") {
-                    "everything"
-                } else {
-                    "a system tree"
-                }
             )));
         }
     }
@@ -105,7 +113,7 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
             .iter()
             .find(|outer| is_within(&inner.path, &outer.path))
         {
-            return Err(SetupFailure::new(format!(
+            return Err(SetupFailure::refused(format!(
                 "writable path {} lies inside read-only path {}",
                 inner.path.display(),
                 outer.path.display()

@@ -44,11 +44,7 @@ pub(crate) fn run_init(
     {
         Ok(step) => step,
         Err(failure) => {
-            let kind = if failure.cannot_start {
-                "cannot-start"
-            } else {
-                "setup"
-            };
+            let kind = failure.kind.word();
             let _ = writeln!(status, "{kind} {}", one_line(&failure.message));
             std::process::exit(SETUP_FAILED_EXIT_CODE)
         }

@@ -225,6 +225,43 @@ impl SandboxPlan {
     }
 }
 
+/// System trees: nothing in them, and nothing that holds them, is ever writable in a sandbox.
+/// (The `sandbox-limits` policy applies the same lists to the paths a spec names; the sandbox
+/// applies them to the real paths it binds, which a link may have moved.)
+pub const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
+];
+
+/// Directories that hold other people's data or the system's state: never writable as a whole,
+/// though a directory of the job's own below them may be (`/var/lib/ci/cache`).
+pub const SHARED_DIRS: &[&str] = &[
+    "/var",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/home",
+    "/root",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+];
+
+/// Why `path` (absolute, without `.`, `..` or links) may never be a step's writable tree.
+pub fn never_writable(path: &Path) -> Option<&'static str> {
+    let tree = SYSTEM_TREES
+        .iter()
+        .any(|dir| path.starts_with(dir) || Path::new(dir).starts_with(path));
+    if tree {
+        Some("is, holds or lies in a system directory")
+    } else if SHARED_DIRS.iter().any(|dir| path == Path::new(dir)) {
+        Some("is a directory shared by the whole machine")
+    } else {
+        None
+    }
+}
+
 /// Whether `inner` is `outer` or lies beneath it (both already canonical).
 pub(crate) fn is_within(inner: &Path, outer: &Path) -> bool {
     inner.starts_with(outer)

@@ -65,6 +65,11 @@ pub(crate) enum Message {
         /// Why, e.g. `No such file or directory`.
         message: String,
     },
+    /// The step asks for what no sandbox gives; it never ran.
+    Refused {
+        /// What, in one line.
+        message: String,
+    },
     /// The step and its sandbox are gone.
     Finished(Report),
 }

@@ -22,7 +22,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, getgid, getuid};
 
-use crate::failure::{Context, SetupFailure, one_line};
+use crate::failure::{Context, FailureKind, SetupFailure, one_line};
 use crate::plan::{HostEnvironment, SandboxPlan};
 use crate::report::{ExitKind, Message, Report, TeardownReport};
 use crate::sys::{self, Forked};
@@ -146,7 +146,16 @@ pub(crate) fn run(mut args: impl Iterator<Item = OsString>) -> ! {
             channel.send(&Message::Finished(report));
             mirror(status)
         }
-        Err(failure) if failure.cannot_start => {
+        Err(failure) if failure.kind == FailureKind::Refused => {
+            channel.send(&Message::Refused {
+                message: one_line(&failure.message),
+            });
+            if channel.stream.is_none() {
+                let _ = writeln!(std::io::stderr(), "maestro-sandbox: {failure}");
+            }
+            std::process::exit(SETUP_FAILED_EXIT_CODE)
+        }
+        Err(failure) if failure.kind == FailureKind::CannotStart => {
             channel.send(&Message::CannotStart {
                 message: one_line(&failure.message),
             });
@@ -397,6 +406,7 @@ fn watch(
                     }
                     ("setup", message) => setup = Some(SetupFailure::new(message)),
                     ("cannot-start", message) => setup = Some(SetupFailure::cannot_start(message)),
+                    ("refused", message) => setup = Some(SetupFailure::refused(message)),
                     ("exit", code) => exit = code.parse().ok().map(ExitKind::Code),
                     ("signal", number) => exit = number.parse().ok().map(ExitKind::Signal),
                     ("empty", _) => emptied = true,

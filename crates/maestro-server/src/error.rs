@@ -66,6 +66,14 @@ impl IntoResponse for ApiError {
 impl From<maestro_core::state::StateError> for ApiError {
     fn from(error: maestro_core::state::StateError) -> Self {
         match error {
+            maestro_core::state::StateError::NotFound {
+                job_id,
+                pruned: true,
+                ..
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                format!("job {job_id} was pruned (`mc prune`); the audit log keeps its records"),
+            ),
             maestro_core::state::StateError::NotFound { job_id, .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 format!("no job {job_id}; GET /v1/jobs lists the jobs"),

@@ -120,6 +120,7 @@ impl From<maestro_core::follow::FollowError> for Failure {
 impl From<maestro_core::state::StateError> for Failure {
     fn from(error: maestro_core::state::StateError) -> Self {
         match error {
+            maestro_core::state::StateError::NotFound { pruned: true, .. } => Self::usage(error),
             maestro_core::state::StateError::NotFound { .. } => {
                 let hint = if crate::commands::database().is_some() {
                     "`mc status` lists the jobs of this database; --state-url or MAESTRO_STATE_URL chooses another"

@@ -258,14 +258,16 @@ fn prod_requires_approval(input: &PolicyInput<'_>, _config: &PolicyConfig) -> De
 }
 
 /// System trees: nothing in them, and nothing that holds them, may be writable in a sandbox.
-const SYSTEM_TREES: &[&str] = &[
+/// The sandbox holds the same lists and applies them again to the real paths it binds (a
+/// link can lead where a name does not say); a test of `maestro-local` keeps the two equal.
+pub const SYSTEM_TREES: &[&str] = &[
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
     "/sbin", "/sys", "/usr",
 ];
 
 /// Directories that hold other people's data or the system's state: they may not be writable
 /// as a whole, though a directory of the job's own below them may (`/var/lib/ci/cache`).
-const SHARED_DIRS: &[&str] = &[
+pub const SHARED_DIRS: &[&str] = &[
     "/var",
     "/var/lib",
     "/var/cache",

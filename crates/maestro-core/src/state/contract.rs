@@ -326,11 +326,20 @@ pub fn only_ended_jobs_are_removed(store: &dyn StateStore) {
     ));
     drop(lease);
     store.remove_job(job_id).unwrap();
+    // Gone, and said to be pruned (not never there).
     assert!(matches!(
         store.load(job_id),
-        Err(StateError::NotFound { .. })
+        Err(StateError::NotFound { pruned: true, .. })
+    ));
+    assert!(matches!(
+        store.remove_job(job_id),
+        Err(StateError::NotFound { pruned: true, .. })
     ));
     assert!(!store.list().unwrap().contains(&job_id));
+    assert!(matches!(
+        store.load(JobId::now_v7()),
+        Err(StateError::NotFound { pruned: false, .. })
+    ));
 }
 
 /// A step log is read while it is written: a reader at its end gets what is written later.

@@ -197,11 +197,25 @@ impl FileStore {
     fn open_job(&self, job_id: JobId) -> Result<Dir, StateError> {
         match self.root.open_dir(&Self::job_rel(job_id)) {
             Ok(Some(dir)) => Ok(dir),
-            Ok(None) => Err(StateError::NotFound {
-                job_id,
-                store: self.describe(),
-            }),
+            Ok(None) => Err(self.not_found(job_id)),
             Err(source) => Err(io_error("open", &self.job_dir(job_id))(source)),
+        }
+    }
+
+    /// A job that is not here; whether `mc prune` removed it is read from `jobs.pruned` (only
+    /// on this path: it costs a read of that file).
+    fn not_found(&self, job_id: JobId) -> StateError {
+        let id = job_id.hyphenated().to_string();
+        let pruned = matches!(
+            self.root.open_dir(Path::new("")),
+            Ok(Some(root)) if root.read(PRUNED).is_ok_and(|bytes| {
+                bytes.split(|b| *b == b'\n').any(|line| line == id.as_bytes())
+            })
+        );
+        StateError::NotFound {
+            job_id,
+            store: self.describe(),
+            pruned,
         }
     }
 
@@ -223,10 +237,7 @@ impl FileStore {
         source: io::Error,
     ) -> StateError {
         if source.kind() == io::ErrorKind::NotFound && dir.open("job.json", Access::Read).is_err() {
-            StateError::NotFound {
-                job_id,
-                store: self.describe(),
-            }
+            self.not_found(job_id)
         } else {
             io_error(action, &dir.join(name))(source)
         }
@@ -1043,10 +1054,7 @@ impl StateStore for FileStore {
             return Err(StateError::StillRunning { job_id });
         }
         let jobs_path = self.jobs_dir();
-        let jobs = self.jobs()?.ok_or_else(|| StateError::NotFound {
-            job_id,
-            store: self.describe(),
-        })?;
+        let jobs = self.jobs()?.ok_or_else(|| self.not_found(job_id))?;
         let staged = format!(".pruned-{}", job_id.hyphenated());
         jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
             .map_err(io_error("rename", &jobs.join(&staged)))?;

@@ -273,13 +273,15 @@ pub enum StateError {
         /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// No job has this id.
-    #[error("no job {job_id} in {store}")]
+    /// No job has this id (any more: `pruned` when `mc prune` removed it).
+    #[error("{}", not_found_message(*job_id, store, *pruned))]
     NotFound {
         /// The id asked for.
         job_id: JobId,
         /// The store searched, as [`StateStore::describe`] says.
         store: String,
+        /// The job was there and `mc prune` removed it: its records are in the audit log.
+        pruned: bool,
     },
     /// The transition is not allowed from the job's current state; nothing was written.
     #[error("illegal transition for job {job_id}: {from} -> {to}")]
@@ -319,6 +321,14 @@ pub enum StateError {
         /// The cause.
         source: io::Error,
     },
+}
+
+fn not_found_message(job_id: JobId, store: &str, pruned: bool) -> String {
+    if pruned {
+        format!("job {job_id} was pruned from {store} (`mc prune`); the audit log keeps its records")
+    } else {
+        format!("no job {job_id} in {store}")
+    }
 }
 
 /// Holding a lease says "a live process drives this job"; dropping it (or the holder dying,

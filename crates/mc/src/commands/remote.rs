@@ -61,6 +61,7 @@ fn failure(answer: &Answer) -> Failure {
         401 => Failure::usage(message)
             .hint("set MAESTRO_TOKEN to a token from `mc tokens add` on the server"),
         403 if answer.json().get("verdicts").is_some() => Failure::new(Code::Denied, message),
+        404 if message.contains("was pruned") => Failure::usage(message),
         // The API's own pointer, in words for the command line.
         404 => Failure::usage(
             message
