@@ -170,7 +170,15 @@ impl StepOutput {
             let kept = &chunk[..usize::try_from(room).unwrap_or(chunk.len())];
             self.record(stream, kept)?;
             // Nothing more comes: what was waiting for its newline is recorded now, before the
-            // note.
+            // note, less any start of a secret's value at its end (the rest of the value,
+            // which masking would need to see it, is dropped).
+            if let Some(masker) = &self.masker {
+                for partial in &mut self.partial {
+                    let end = masker.end_before_partial(partial);
+                    self.dropped += (partial.len() - end) as u64;
+                    partial.truncate(end);
+                }
+            }
             self.end_partial_lines();
             let cap = self.cap;
             return self.note(&format!(
@@ -701,6 +709,46 @@ mod tests {
             11,
             "nothing past the cap is shown either"
         );
+    }
+
+    /// The cap may fall inside a value: its start is not recorded, since the rest that masking
+    /// needs to see it never comes; the rest of the line before it is.
+    #[test]
+    fn the_cap_never_records_the_start_of_a_secret() {
+        let secret = "Tok3n-S3cr3t/Value+qa=9!";
+        let line = format!("aaaaaaaaaa{secret}\n");
+        // From the first byte of the value to its last but one (at its last it is whole).
+        for cap in 11..(line.len() - 1) as u64 {
+            for reads in [1, 3, 7] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("s.log");
+                let (mut output, observer) = masked(&path, &[secret]);
+                output.limit(cap);
+                for chunk in line.as_bytes().chunks(reads) {
+                    output.write(Stream::Stdout, chunk).unwrap();
+                }
+                output.finish("f").unwrap();
+                let log = std::fs::read_to_string(&path).unwrap();
+                assert!(!log.contains("Tok"), "cap {cap}, reads of {reads}: {log}");
+                assert!(log.contains("#1 out aaaaaaaaaa\n"), "cap {cap}: {log}");
+                let dropped = line.len() as u64 - 10;
+                assert!(
+                    log.contains(&format!("# truncated: {dropped} bytes of output dropped")),
+                    "cap {cap}: {log}"
+                );
+                let seen = observer.0.lock().unwrap();
+                assert_eq!(output_bytes(&seen), 11, "cap {cap}: shown as recorded");
+            }
+        }
+        // A line that only looks like a value's start to a reader, not to the masker, stays.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut output, _) = masked(&path, &[secret]);
+        output.limit(8);
+        output.write(Stream::Stdout, b"abcdefghij").unwrap();
+        output.finish("f").unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(log.contains("#1 out abcdefgh\n"), "{log}");
     }
 
     proptest::proptest! {

@@ -362,6 +362,23 @@ impl Masker {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Where `text`, a line that will never be continued (output cut at its cap), must end so
+    /// that it does not end with the start of a value: the start of the longest suffix of
+    /// `text` that is a proper prefix of a pattern, or `text.len()`. Masking sees whole values
+    /// only, so the start of one, with the rest never coming, would otherwise be shown as is.
+    pub fn end_before_partial(&self, text: &[u8]) -> usize {
+        let mut end = text.len();
+        for pattern in &self.patterns {
+            let longest = (pattern.len() - 1).min(text.len());
+            if let Some(length) =
+                (1..=longest).rev().find(|&length| text.ends_with(&pattern[..length]))
+            {
+                end = end.min(text.len() - length);
+            }
+        }
+        end
+    }
+
     /// Where a piece of an unfinished line of `text` may be cut so that no match straddles
     /// the cut: the bytes after it are kept and seen again with what follows. Never less than
     /// half of `text`, so that cutting always makes progress: a pattern longer than that (only
