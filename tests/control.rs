@@ -201,7 +201,10 @@ fn prune_removes_old_ended_jobs_never_running_ones_and_the_audit_keeps_them() {
     assert!(!left.contains(&failed_id));
     assert!(!env.state.join("jobs").join(&failed_id).exists());
     // Asked for by id, it is said to be pruned, not unknown.
-    for command in [&["status", failed_id.as_str()][..], &["logs", failed_id.as_str()]] {
+    for command in [
+        &["status", failed_id.as_str()][..],
+        &["logs", failed_id.as_str()],
+    ] {
         let gone = env.run(command);
         assert_eq!(gone.status.code(), Some(2));
         assert!(

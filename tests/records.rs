@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -706,6 +706,74 @@ fn sixty_kills_of_mc_submit_at_random_points_are_all_settled_by_one_gc() {
         }
     }
     assert_one_gc_settles_everything(&env);
+}
+
+/// What no crash leaves is neither blessed by gc nor passed by verify: an audit log removed
+/// (every job's history unaudited), a job directory copied under another id (gc would record
+/// the original's history again at every run), a job directory removed by hand.
+#[test]
+fn gc_and_verify_tell_a_removed_log_or_a_copied_or_removed_job_from_a_crash() {
+    let env = Env::new();
+    let ids = submit_some(&env, 2);
+    let log = env.state.join("audit.log");
+    let original = std::fs::read(&log).unwrap();
+
+    std::fs::remove_file(&log).unwrap();
+    let gc = env.run(&["gc"]);
+    let stderr = text(&gc.stderr);
+    assert_eq!(gc.status.code(), Some(1), "{stderr}");
+    for id in &ids {
+        assert!(
+            stderr.contains(&format!("job {id}: the audit log has none of its history")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !text(&gc.stdout).contains("recovered"),
+        "{}",
+        text(&gc.stdout)
+    );
+    let (code, stdout, _) = verify(&env, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("which no crash leaves"), "{stdout}");
+    std::fs::write(&log, &original).unwrap();
+    assert_eq!(verify(&env, &[]).0, Some(0));
+
+    let copy = "01a233f9-ffff-7000-8000-000000000001";
+    let jobs = env.state.join("jobs");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(jobs.join(&ids[0]))
+        .arg(jobs.join(copy))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..2 {
+        let gc = env.run(&["gc"]);
+        let stderr = text(&gc.stderr);
+        assert_eq!(gc.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "it is the record of job {}, not of job {copy}",
+                ids[0]
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), original, "gc wrote nothing");
+    assert_eq!(verify(&env, &[]).0, Some(1));
+    std::fs::remove_dir_all(jobs.join(copy)).unwrap();
+
+    std::fs::remove_dir_all(jobs.join(&ids[1])).unwrap();
+    let (code, stdout, _) = verify(&env, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "job {}: the audit log records its history (last at line",
+            ids[1]
+        )) && stdout.contains("removed by hand"),
+        "{stdout}"
+    );
 }
 
 #[test]

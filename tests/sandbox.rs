@@ -1392,10 +1392,7 @@ fn a_writable_path_an_earlier_step_links_to_a_system_directory_is_refused() {
     let (code, report, stderr) = validate(&env, &spec);
     assert_eq!(code, Some(0), "policy reads names only: {report}{stderr}");
     let file = spec_file(&env, "links.json", &spec);
-    let output = output_within(
-        env.mc().args(["submit", &file, "--output", "json"]),
-        120,
-    );
+    let output = output_within(env.mc().args(["submit", &file, "--output", "json"]), 120);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(
@@ -1405,7 +1402,10 @@ fn a_writable_path_an_earlier_step_links_to_a_system_directory_is_refused() {
         )),
         "{stderr}"
     );
-    assert!(!stderr.contains("isolation: none"), "no reason to drop the sandbox: {stderr}");
+    assert!(
+        !stderr.contains("isolation: none"),
+        "no reason to drop the sandbox: {stderr}"
+    );
     assert!(!env.path().join("used").exists(), "the step ran");
 }
 

@@ -796,6 +796,7 @@ fn check_histories(
             }];
         }
     };
+    let listed: std::collections::HashSet<JobId> = jobs.iter().copied().collect();
     for job_id in jobs.into_iter().rev() {
         let history = match store.history(job_id) {
             Ok(history) => history,
@@ -849,6 +850,23 @@ fn check_histories(
             },
         ) {
             problems.push(HistoryProblem { job_id, message });
+        }
+    }
+    // A job the log records is in the store, unless the log also records its pruning: a job
+    // removed by hand takes its history with it, and the log is what says it was there.
+    let pruned: std::collections::HashSet<JobId> = records
+        .iter()
+        .filter(|(_, record)| record.event == "job.pruned")
+        .filter_map(|(_, record)| record.job_id)
+        .collect();
+    for (job_id, (line, _)) in &recorded {
+        if !listed.contains(job_id) && !pruned.contains(job_id) {
+            problems.push(HistoryProblem {
+                job_id: *job_id,
+                message: format!(
+                    "job {job_id}: the audit log records its history (last at line {line}), but the store has no such job and the log no record of its pruning: it was removed by hand"
+                ),
+            });
         }
     }
     problems
@@ -1061,6 +1079,15 @@ fn history_mismatch(
     if extras.is_empty() || live {
         return None;
     }
+    if line.is_none()
+        && let (Some(states), Some(step_entries)) = (array_entries(state), array_entries(steps))
+        && beyond_creation(states.len(), step_entries.len())
+    {
+        return Some(format!(
+            "job {job_id}: the audit log has none of its history, yet it has {}, past its creation, which no crash leaves: the log lost its records, or the job was made by hand",
+            extras.join(" and ")
+        ));
+    }
     if let Some(why) = unaudited_but_illegal(state, steps, &digests, spec_steps) {
         return Some(format!(
             "job {job_id}: its history goes on past what {at} recorded with what no crash leaves ({why}): the history was edited"
@@ -1070,6 +1097,14 @@ fn history_mismatch(
         "job {job_id}: its history has {} the audit log does not show (after {at}): a crash; `mc gc` records them",
         extras.join(" and ")
     ))
+}
+
+/// Whether a history of `states` transitions and `steps` step results goes past its job's
+/// creation. The runner audits a creation (`SUBMITTED` and the state it is stored with) before
+/// it writes anything else for the job, and a crash loses only the records of a job's last
+/// write: such a history with no audit record at all lost its records some other way.
+pub(crate) fn beyond_creation(states: usize, steps: usize) -> bool {
+    steps > 0 || states > 2
 }
 
 /// [`illegal_continuation`] of a history whose first entries are what `digests` recorded.

@@ -1692,6 +1692,20 @@ fn unaudited(
             "job {job_id}: its history is not as Maestro writes it; not reconciled (see `mc audit verify`)"
         )));
     };
+    // Nothing of it audited, and more than a crash leaves unaudited: the log lost its records
+    // some other way (removed or replaced), and gc does not bless that.
+    if recorded.state.entries == 0
+        && recorded.steps.entries == 0
+        && crate::audit::beyond_creation(states.len(), steps.len())
+    {
+        return Err(NotReconciled::NotACrash(format!(
+            "job {job_id}: the audit log has none of its history, yet it goes on past its creation ({} transition{}, {} step result{}), which no crash leaves; not reconciled (see `mc audit verify`)",
+            states.len(),
+            if states.len() == 1 { "" } else { "s" },
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
+        )));
+    }
     if prefix_matches(&history.state, &recorded.state).is_none()
         || prefix_matches(&history.steps, &recorded.steps).is_none()
     {
@@ -2304,6 +2318,47 @@ mod tests {
         }
     }
 
+    /// A job stored as the runner stores it: created with `states` in its history, and those
+    /// audited (with their digests) before anything else is written for it.
+    fn created_and_audited(
+        store: &dyn StateStore,
+        audit: &AuditLog,
+        job_id: JobId,
+        spec: &[u8],
+        states: &[JobState],
+    ) {
+        let transitions: Vec<Transition> = states.iter().map(|state| transition(*state)).collect();
+        let entries: Vec<HistoryEntry<'_>> =
+            transitions.iter().map(HistoryEntry::Transition).collect();
+        let describe = |digests: &[HistoryDigests],
+                        files: &std::collections::BTreeMap<String, String>| {
+            transitions
+                .iter()
+                .zip(digests)
+                .enumerate()
+                .map(|(index, (transition, history))| {
+                    let mut details =
+                        json!({ "state": transition.state, "detail": {}, "history": history });
+                    if index == 0 {
+                        details["files"] = json!(files);
+                    }
+                    AuditRecord::new(
+                        Some(job_id),
+                        &transition.trace_id,
+                        Some("ana"),
+                        "job.transition",
+                        details,
+                    )
+                })
+                .collect()
+        };
+        drop(
+            store
+                .create_job_audited(audit, &stored_meta(job_id), spec, &entries, &describe)
+                .unwrap(),
+        );
+    }
+
     #[tokio::test]
     async fn gc_settles_every_crash_window_and_a_second_gc_has_nothing_to_do() {
         let dir = tempfile::tempdir().unwrap();
@@ -2312,11 +2367,18 @@ mod tests {
         // Killed before its first transition: its history is empty.
         let empty = JobId::now_v7();
         drop(store.create_job(&stored_meta(empty), b"{}").unwrap());
-        // Killed between a history write and its audit record.
+        // Killed between a history write and its audit record (its creation audited first,
+        // as the runner audits it before anything else is written for the job).
         let unaudited = JobId::now_v7();
-        drop(store.create_job(&stored_meta(unaudited), b"{}").unwrap());
+        created_and_audited(
+            store.as_ref(),
+            &audit,
+            unaudited,
+            b"{}",
+            &[JobState::Submitted],
+        );
         store
-            .append_transition(unaudited, &transition(JobState::Submitted))
+            .append_transition(unaudited, &transition(JobState::Running))
             .unwrap();
         store
             .append_step(unaudited, &StepRecord::skipped("a", "local"))
@@ -2434,15 +2496,15 @@ mod tests {
             let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
             let audit = AuditLog::new(dir.path());
             let job_id = JobId::now_v7();
-            // Killed with nothing of its history audited: SUBMITTED and RUNNING on record.
-            drop(
-                store
-                    .create_job(&stored_meta(job_id), GOOD.as_bytes())
-                    .unwrap(),
+            // Killed after its creation was audited (SUBMITTED and RUNNING on record, as the
+            // runner stores and audits them before anything else).
+            created_and_audited(
+                store.as_ref(),
+                &audit,
+                job_id,
+                GOOD.as_bytes(),
+                &[JobState::Submitted, JobState::Running],
             );
-            for state in [JobState::Submitted, JobState::Running] {
-                store.append_transition(job_id, &transition(state)).unwrap();
-            }
             for entry in &tail {
                 match entry {
                     Ok(step) => drop(store.append_step(job_id, step).unwrap()),

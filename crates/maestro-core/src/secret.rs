@@ -370,8 +370,9 @@ impl Masker {
         let mut end = text.len();
         for pattern in &self.patterns {
             let longest = (pattern.len() - 1).min(text.len());
-            if let Some(length) =
-                (1..=longest).rev().find(|&length| text.ends_with(&pattern[..length]))
+            if let Some(length) = (1..=longest)
+                .rev()
+                .find(|&length| text.ends_with(&pattern[..length]))
             {
                 end = end.min(text.len() - length);
             }

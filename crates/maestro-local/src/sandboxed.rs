@@ -438,7 +438,10 @@ mod tests {
             maestro_core::policy::SYSTEM_TREES,
             maestro_sandbox::SYSTEM_TREES
         );
-        assert_eq!(maestro_core::policy::SHARED_DIRS, maestro_sandbox::SHARED_DIRS);
+        assert_eq!(
+            maestro_core::policy::SHARED_DIRS,
+            maestro_sandbox::SHARED_DIRS
+        );
     }
 
     /// The spec's vocabulary (core) and the sandbox's paths (maestro-sandbox) name the same

@@ -232,7 +232,9 @@ impl Control {
                 Some(Message::CannotStart { message }) => {
                     return Err(SandboxError::CannotStart { message });
                 }
-                Some(Message::Refused { message }) => return Err(SandboxError::Refused { message }),
+                Some(Message::Refused { message }) => {
+                    return Err(SandboxError::Refused { message });
+                }
                 Some(Message::Finished(report)) => return Ok(report),
                 None => return Err(SandboxError::Vanished),
             }

@@ -47,7 +47,8 @@ use std::ffi::OsString;
 pub use control::{Control, command};
 pub use launch::{ForkedLauncher, Launched, Launcher};
 pub use plan::{
-    HostAccess, HostEnvironment, NetworkMode, SHARED_DIRS, SYSTEM_TREES, SandboxPlan, never_writable,
+    HostAccess, HostEnvironment, NetworkMode, SHARED_DIRS, SYSTEM_TREES, SandboxPlan,
+    never_writable,
 };
 pub use report::{ExitKind, Report, TeardownReport};
 pub use support::{Support, check_support};

@@ -93,8 +93,8 @@ pub(crate) fn setup(plan: &SandboxPlan, environment: &HostEnvironment) -> Result
     // Policy refuses these by name already; the sandbox does not rely on it. Policy reads no
     // files, so it cannot see where a link leads (`cache -> /root`, made by an earlier step):
     // the rule is applied here again, to the real paths, which are the ones bound.
-    for (source, asked) in std::iter::once((&workspace, &plan.workspace))
-        .chain(writable.iter().zip(&plan.writable))
+    for (source, asked) in
+        std::iter::once((&workspace, &plan.workspace)).chain(writable.iter().zip(&plan.writable))
     {
         if let Some(problem) = crate::plan::never_writable(&source.path) {
             let through = if source.path == *asked {

@@ -966,8 +966,19 @@ impl StateStore for FileStore {
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
         let dir = self.open_job(job_id)?;
         let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
-        let meta = serde_json::from_slice(&meta_bytes)
+        let meta: JobMeta = serde_json::from_slice(&meta_bytes)
             .map_err(|error| corrupt(&dir.join("job.json"), error))?;
+        // A job directory copied (or renamed) by hand: its record is another job's, and read
+        // as this one it would have gc record the other's history again, and again.
+        if meta.job_id != job_id {
+            return Err(corrupt(
+                &dir.join("job.json"),
+                format!(
+                    "it is the record of job {}, not of job {job_id}: the directory was copied or renamed by hand",
+                    meta.job_id
+                ),
+            ));
+        }
         let Some(bytes) = self.read_journal(job_id, &dir)? else {
             let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
             let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;

@@ -325,7 +325,9 @@ pub enum StateError {
 
 fn not_found_message(job_id: JobId, store: &str, pruned: bool) -> String {
     if pruned {
-        format!("job {job_id} was pruned from {store} (`mc prune`); the audit log keeps its records")
+        format!(
+            "job {job_id} was pruned from {store} (`mc prune`); the audit log keeps its records"
+        )
     } else {
         format!("no job {job_id} in {store}")
     }
