@@ -161,6 +161,42 @@ fn job_ids_can_be_given_as_unambiguous_prefixes() {
     assert!(text(&none.stderr).contains("no job id starts with"));
 }
 
+/// A prune killed after it took the job out of `jobs/` (renamed `.pruned-<id>`) and before
+/// it counted and removed it: gc finishes the removal and counts it once, so listings' totals
+/// stay true, and the job is said to be pruned.
+#[test]
+fn gc_finishes_a_prune_that_was_killed_midway() {
+    let env = Env::new();
+    let file = env.write("ok.yaml", &job_yaml("ok", "  - name: s\n    run: 'true'\n"));
+    for _ in 0..2 {
+        env.submit(&file, &[]);
+    }
+    let ids = env.job_ids();
+    let jobs = env.state.join("jobs");
+    std::fs::rename(jobs.join(&ids[1]), jobs.join(format!(".pruned-{}", ids[1]))).unwrap();
+    let gc = env.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    assert!(
+        text(&gc.stdout).contains(&format!("finished removing job {}", ids[1])),
+        "{}",
+        text(&gc.stdout)
+    );
+    assert!(!jobs.join(format!(".pruned-{}", ids[1])).exists());
+    let pruned = std::fs::read_to_string(env.state.join("jobs.pruned")).unwrap();
+    assert_eq!(pruned, format!("{}\n", ids[1]));
+    let again = env.run(&["gc"]);
+    assert!(text(&again.stdout).contains("nothing to collect"), "{}", text(&again.stdout));
+    let status = env.run(&["status", &ids[1]]);
+    assert!(
+        text(&status.stderr).contains("was pruned"),
+        "{}",
+        text(&status.stderr)
+    );
+    // One job left, and the listing says one.
+    let listed = env.run(&["status", "--limit", "1"]);
+    assert!(!text(&listed.stderr).contains("of 2 jobs"), "{}", text(&listed.stderr));
+}
+
 #[test]
 fn prune_removes_old_ended_jobs_never_running_ones_and_the_audit_keeps_them() {
     let env = Env::new();

@@ -491,6 +491,87 @@ fn docker_gc_removes_the_container_of_a_killed_mc_and_settles_the_job() {
     assert_eq!(env.status(id)["state"], "FAILED");
 }
 
+/// A relay of the engine's socket, which the test kills to take the engine away mid-step.
+const SOCKET_RELAY: &str = r#"
+import socket, sys, threading
+listen, target = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX)
+server.bind(listen)
+server.listen(64)
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+while True:
+    client, _ = server.accept()
+    upstream = socket.socket(socket.AF_UNIX)
+    upstream.connect(target)
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+"#;
+
+/// The engine going away while a step runs is the backend vanishing: exit 4, and the user is
+/// told its container may still be there and that `mc gc` removes it, which it does once the
+/// engine answers again.
+#[test]
+fn docker_engine_lost_mid_step_is_exit_4_and_gc_removes_what_it_left() {
+    let env = docker_env();
+    let engine = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let relay_socket = env.path().join("relay.sock");
+    let mut relay = Command::new("python3")
+        .args(["-c", SOCKET_RELAY])
+        .arg(&relay_socket)
+        .arg(&engine)
+        .spawn()
+        .expect("python3 runs the socket relay");
+    assert!(wait_for_file(&relay_socket, 10), "the relay never listened");
+    let file = env.write(
+        "j.yaml",
+        &docker_job(
+            "lost",
+            "  - name: long\n    run: touch started; sleep 300\n  - name: after\n    run: echo after\n",
+        ),
+    );
+    let child = env
+        .mc()
+        .args(["submit", file.to_str().unwrap(), "--quiet"])
+        .env("DOCKER_HOST", format!("unix://{}", relay_socket.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mc");
+    let started = wait_for_file(&env.path().join("started"), 30);
+    send_signal(relay.id(), Signal::KILL);
+    relay.wait().unwrap();
+    assert!(started, "the step never started");
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(exit_code(&output), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the engine stopped answering while the step ran")
+            && stderr.contains("`mc gc` removes it"),
+        "{stderr}"
+    );
+    let id = env.job_ids()[0].clone();
+    assert_eq!(env.status(&id)["state"], "FAILED");
+    let gc = env.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    assert_no_containers(&id);
+}
+
 #[test]
 fn docker_reuse_container_runs_the_steps_in_one_container() {
     let env = docker_env();

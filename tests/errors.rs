@@ -321,3 +321,35 @@ fn an_unreachable_server_is_one_line_in_words() {
         "{stderr}"
     );
 }
+
+/// `--output json` is one JSON object on stdout, a failure's included: a pipeline piping it to
+/// `jq` gets the error it can read, with the exit code, not empty input.
+#[test]
+fn a_failure_under_output_json_is_one_object_on_stdout_too() {
+    let env = Env::new();
+    let bad = env.write("bad.yaml", "name: x\nowner: a\nbogus: 1\nsteps:\n  - name: s\n    run: echo\n");
+    let bad = bad.to_str().unwrap();
+    for args in [
+        &["submit", bad, "--output", "json"][..],
+        &["validate", bad, "--output", "json"],
+        &["submit", "missing.yaml", "--output", "json"],
+        &["status", "nosuchid", "--output", "json"],
+        &["logs", "0192f0c1-aaaa-7bbb-8ccc-123456789abc", "--output", "json"],
+    ] {
+        let output = env.run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stdout = text(&output.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout}");
+        let object: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(object["exit_code"], 2, "{args:?}: {object}");
+        let error = object["error"].as_str().unwrap();
+        assert!(
+            text(&output.stderr).contains(&format!("error: {error}")),
+            "{args:?}: the same line on stderr"
+        );
+    }
+    // Text output stays text: nothing on stdout.
+    let output = env.run(&["submit", bad]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+}

@@ -216,6 +216,8 @@ impl Runner {
         let steps = plan_steps(job_id, &spec, &request.trace_id, &options);
         let mut executors = Vec::with_capacity(steps.len());
         let mut plan = Vec::with_capacity(steps.len());
+        // Every step's problems, said together: fixing one should not reveal the next.
+        let mut refused = Vec::new();
         for (index, step) in steps.iter().enumerate() {
             let executor = self.registry.resolve(&step.runtime).map_err(|error| {
                 let origin = if spec.steps.get(index).is_some_and(|s| s.runtime.is_some()) {
@@ -227,9 +229,9 @@ impl Runner {
                 };
                 error.named_by(&step.name, origin)
             })?;
-            executor
-                .check_step(step)
-                .map_err(|error| RunError::InvalidStep(error.to_string()))?;
+            if let Err(error) = executor.check_step(step) {
+                refused.push(error.to_string());
+            }
             plan.push(PlannedStep {
                 name: step.name.clone(),
                 runtime: step.runtime.clone(),
@@ -239,6 +241,9 @@ impl Runner {
                 host_access: step.host_access.clone(),
             });
             executors.push(executor);
+        }
+        if !refused.is_empty() {
+            return Err(RunError::InvalidStep(refused.join("; ")));
         }
         // Settings only the backend can judge (a plugin's `with`), once per runtime, with the
         // runtime's steps in order.
@@ -360,9 +365,14 @@ impl Runner {
                 .then(|| read_secrets(&secrets.sources, &request.caller_env));
             let next = match &values {
                 None => (JobState::Denied, json!({ "policies": policy_detail })),
+                // Its failure kind on record, so a later `mc logs --follow` exits as `mc submit`.
                 Some(Err(error)) => (
                     JobState::Failed,
-                    json!({ "policies": policy_detail, "error": error.to_string() }),
+                    json!({
+                        "policies": policy_detail,
+                        "error": error.to_string(),
+                        "failure": FailureKind::SecretUnavailable,
+                    }),
                 ),
                 Some(Ok(_)) => (JobState::Running, json!({ "policies": policy_detail })),
             };
@@ -1026,7 +1036,11 @@ impl JobRun<'_> {
                 tracing::info!(%message, "a secret could not be read");
                 self.record(
                     JobState::Failed,
-                    json!({ "policies": policy_detail, "error": message }),
+                    json!({
+                        "policies": policy_detail,
+                        "error": message,
+                        "failure": FailureKind::SecretUnavailable,
+                    }),
                 )?;
                 return Ok(self.report(
                     JobState::Failed,
@@ -1345,7 +1359,11 @@ pub fn describe(record: &StepRecord) -> String {
     }
     let mut text = match (record.status, record.exit_code, record.signal) {
         (StepStatus::Skipped, _, _) => "was skipped".to_owned(),
-        (StepStatus::TimedOut, _, _) => format!("timed out after {} ms", record.duration_ms),
+        // The duration includes the stop grace a step that ignored SIGTERM was given.
+        (StepStatus::TimedOut, _, _) => format!(
+            "timed out (stopped {} ms after it started, its stop grace included)",
+            record.duration_ms
+        ),
         (StepStatus::Cancelled, _, _) => "was cancelled".to_owned(),
         (_, Some(code), _) => format!("exited with code {code}"),
         (_, None, Some(signal)) => format!("was killed by signal {signal}"),

@@ -119,6 +119,20 @@ impl DockerError {
         }
     }
 
+    /// Whether the engine could not be reached for this request (refused, no socket): the
+    /// engine is gone, not the step's doing.
+    pub(crate) fn is_engine_gone(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Api { source, .. } => match source {
+                bollard::errors::Error::SocketNotFoundError(_) => true,
+                bollard::errors::Error::HyperLegacyError { err } => err.is_connect(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// The error as the runner wants it: an unreachable engine is `Unavailable` (a system
     /// problem, exit code 4); anything else about one step fails that step.
     pub(crate) fn into_executor_error(self) -> ExecutorError {

@@ -935,12 +935,19 @@ impl Executor for DockerExecutor {
         if let Err(error) = &result {
             tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, %error, "docker step could not run");
         }
-        result.map_err(|error| match error {
-            // The engine went away mid-job: it answered `prepare`, so this fails the step.
-            DockerError::Unreachable { .. } => ExecutorError::StepFailed {
-                message: error.to_string(),
-            },
-            error => error.into_executor_error(),
+        result.map_err(|error| {
+            if error.is_engine_gone() {
+                // The engine went away mid-step: the backend vanished (exit 4, as documented),
+                // and what it was running cannot be stopped or removed now. Said, with the way
+                // out.
+                ExecutorError::Unavailable {
+                    message: format!(
+                        "{error}; the engine stopped answering while the step ran, so its container may still be there: `mc gc` removes it once the engine answers again"
+                    ),
+                }
+            } else {
+                error.into_executor_error()
+            }
         })
     }
 

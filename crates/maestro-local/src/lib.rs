@@ -206,9 +206,10 @@ impl Executor for LocalExecutor {
         } else {
             Err(ExecutorError::InvalidStep {
                 message: format!(
-                    "step {:?} runs on the local runtime, which cannot honour {}; remove them, or choose a container runtime",
+                    "step {:?} runs on the local runtime, which cannot honour {}; remove {}, or choose a container runtime",
                     step.name,
-                    refused.join(", ")
+                    refused.join(", "),
+                    if refused.len() == 1 { "it" } else { "them" }
                 ),
             })
         }

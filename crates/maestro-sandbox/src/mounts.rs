@@ -19,7 +19,7 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use crate::failure::{Context, SetupFailure};
+use crate::failure::{Context, Describe, SetupFailure};
 use crate::plan::{HostEnvironment, SandboxPlan, is_within};
 use crate::sys;
 
@@ -47,8 +47,21 @@ impl Source {
     /// reports for the descriptor. What is checked is so what is bound, whatever a link in the
     /// path says or is changed to say meanwhile.
     fn open(path: &Path, role: &str) -> Result<Source, SetupFailure> {
-        let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .context(|| format!("{role} path {} is not usable", path.display()))?;
+        let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
+            let message = format!(
+                "{role} path {} is not usable: {}",
+                path.display(),
+                errno.describe()
+            );
+            // A path the spec names that is not there is the spec's mistake (make it first, or
+            // fix the name), not this machine's: said without the opt-out.
+            let missing = matches!(errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR);
+            if missing && matches!(role, "workspace" | "writable") {
+                SetupFailure::refused(message)
+            } else {
+                SetupFailure::new(message)
+            }
+        })?;
         let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let real = std::fs::read_link(&proc_path)
             .context(|| format!("cannot resolve {role} path {}", path.display()))?;

@@ -29,14 +29,15 @@ async fn a_missing_writable_path_fails_closed_with_one_line() {
     plan.writable.push("/nonexistent/maestro-cache".into());
     for who in [As::Me, As::Nobody] {
         let run = run(&plan, who, &[]).await;
-        let message = setup_message(&run);
+        // The spec's mistake, not the machine's.
+        let message = refusal(&run);
         assert_eq!(
             message,
             "writable path /nonexistent/maestro-cache is not usable: No such file or directory"
         );
         assert_eq!(run.status.code(), Some(SETUP_FAILED_EXIT_CODE));
         assert!(!workspace.join("ran").exists(), "the step ran");
-        assert!(matches!(run.report, Err(SandboxError::Setup { .. })));
+        assert!(matches!(run.report, Err(SandboxError::Refused { .. })));
     }
 }
 

@@ -260,7 +260,8 @@ pub(crate) struct LogsArgs {
 #[command(
     after_help = "Examples:\n  mc cancel 0192f0c1-aaaa-7bbb-8ccc-123456789abc\n  mc cancel 0192f0c1a   # any unambiguous prefix\n\n\
 Exit codes: 0 the job was cancelled, or had already ended (nothing to do); 1 it did not end in \
-time; 2 no such job; 4 its process cannot be identified or signalled."
+time; 2 no such job; 4 its process cannot be identified or signalled, or is gone (a killed mc's \
+job: `mc gc` settles it)."
 )]
 pub(crate) struct CancelArgs {
     /// The job's id, or any unambiguous prefix of it
@@ -413,6 +414,33 @@ pub(crate) struct DecisionArgs {
     pub(crate) output: OutputFormat,
 }
 
+impl Cli {
+    /// Whether the command was asked for `--output json`: its one JSON object on stdout is then
+    /// the contract, a failure's included.
+    pub(crate) fn wants_json(&self) -> bool {
+        let output = match &self.command {
+            Command::Submit(args) => args.output,
+            Command::Validate(args) => args.output,
+            Command::Status(args) => args.output,
+            Command::Logs(args) => args.output,
+            Command::Cancel(args) => args.output,
+            Command::Gc(args) => args.output,
+            Command::Prune(args) => args.output,
+            Command::Config(args) => args.output,
+            Command::Approve(args) | Command::Reject(args) => args.output,
+            Command::Audit(AuditCommand::Verify { output, .. })
+            | Command::Plugins(PluginsCommand::List { output } | PluginsCommand::Check { output, .. })
+            | Command::Tokens(TokensCommand::List { output }) => *output,
+            Command::Schema
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Serve(_)
+            | Command::Tokens(_) => OutputFormat::Text,
+        };
+        output == OutputFormat::Json
+    }
+}
+
 /// The whole command line, as `mc` parses and documents it: clap's types, each setting's help
 /// completed from `settings::SETTINGS`, and the exit codes under every command's help.
 pub(crate) fn command() -> clap::Command {
@@ -422,9 +450,16 @@ pub(crate) fn command() -> clap::Command {
 fn with_exit_codes(command: clap::Command) -> clap::Command {
     let after = command
         .get_after_help()
-        .map(|help| format!("{help}\n\n"))
+        .map(|help| help.to_string())
         .unwrap_or_default();
-    command
-        .after_help(format!("{after}{}", crate::exit::EXIT_CODES_HELP))
-        .mut_subcommands(with_exit_codes)
+    // A command that says its own exit codes (`cancel`, `prune`) keeps them alone: two blocks
+    // would contradict each other.
+    let help = if after.contains("Exit codes:") {
+        after
+    } else if after.is_empty() {
+        crate::exit::EXIT_CODES_HELP.to_owned()
+    } else {
+        format!("{after}\n\n{}", crate::exit::EXIT_CODES_HELP)
+    };
+    command.after_help(help).mut_subcommands(with_exit_codes)
 }

@@ -88,11 +88,21 @@ impl Failure {
         self
     }
 
-    /// Print the error on stderr and give its exit code.
-    pub(crate) fn report(self) -> Code {
+    /// Print the error on stderr and give its exit code; with `json` (the command was asked
+    /// for `--output json` and printed nothing yet), also as one object on stdout, so that a
+    /// pipeline reading stdout gets the failure it can parse:
+    /// `{"error": "...", "hint": "..." | null, "exit_code": N}`.
+    pub(crate) fn report(self, json: bool) -> Code {
         eprintln!("error: {}", self.message);
-        if let Some(hint) = self.hint {
+        if let Some(hint) = &self.hint {
             eprintln!("hint: {hint}");
+        }
+        if json && !crate::printer::json_printed() {
+            crate::printer::json(&serde_json::json!({
+                "error": self.message,
+                "hint": self.hint,
+                "exit_code": self.code as u8,
+            }));
         }
         self.code
     }

@@ -25,9 +25,10 @@ fn main() -> std::process::ExitCode {
         });
     shim::keep_launcher_for(&cli);
     let diagnostics = diagnostics::install_tracing(cli.global.verbose);
+    let json = cli.wants_json();
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
-        Err(failure) => failure.report(),
+        Err(failure) => failure.report(json),
     };
     shim::release_launcher();
     diagnostics.drain();

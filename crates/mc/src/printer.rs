@@ -1,7 +1,7 @@
 //! Everything `mc` prints: data on stdout, diagnostics on stderr.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,10 +61,19 @@ pub(crate) fn clear_screen() {
 
 /// Print `value` as one line of JSON on stdout.
 pub(crate) fn json<T: Serialize>(value: &T) {
+    JSON_PRINTED.store(true, Ordering::Relaxed);
     match serde_json::to_string(value) {
         Ok(text) => out(&format!("{text}\n")),
         Err(error) => eprintln!("error: cannot encode output: {error}"),
     }
+}
+
+/// Whether [`json`] printed anything: a failure after it must not print a second object.
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a JSON object went to stdout already.
+pub(crate) fn json_printed() -> bool {
+    JSON_PRINTED.load(Ordering::Relaxed)
 }
 
 /// How many batches of live output may wait for a slow terminal before lines are dropped.

@@ -237,6 +237,13 @@ fn read_config_file(
         {
             return Ok(None);
         }
+        // Not text: the file's mistake, as invalid TOML is.
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Failure::usage(format!(
+                "{}: invalid TOML: the file is not UTF-8 text",
+                path.display()
+            )));
+        }
         Err(error) => {
             return Err(Failure::system(format!(
                 "cannot read {}: {error}",
@@ -263,16 +270,19 @@ fn read_config_file(
     let mut values = BTreeMap::new();
     for (key, value) in table {
         if !allowed.contains(&key.as_str()) {
-            let all: Vec<&str> = SETTINGS.iter().map(|setting| setting.key).collect();
+            // The settings this file may hold: `state_dir` is not one of the state root's own.
             let mut message = format!("{}: unknown setting `{key}`", path.display());
             if key == "state_dir" {
-                message.push_str("; the state root's own file cannot move the state root (set it in the user's file, with --state-dir or MAESTRO_HOME)");
+                message = format!(
+                    "{}: `state_dir` cannot be set here: the state root's own file cannot move the state root (set it in the user's file, with --state-dir or MAESTRO_HOME)",
+                    path.display()
+                );
             } else if let Some(close) = did_you_mean(&key, allowed.iter().copied()) {
                 message.push_str(&format!("; did you mean `{close}`?"));
             }
             return Err(Failure::usage(message).hint(format!(
-                "the settings are {}; see `mc config`",
-                all.join(", ")
+                "the settings this file may hold are {}; see `mc config`",
+                allowed.join(", ")
             )));
         }
         let text = match &value {

@@ -219,6 +219,44 @@ impl FileStore {
         }
     }
 
+    /// Add `job_id` to `jobs.pruned` unless it is there (a prune and a gc finishing the same
+    /// removal count it once), under the lock of `jobs/` (held as long as `jobs` lives).
+    fn count_pruned(&self, jobs: &Dir, job_id: JobId) -> Result<(), StateError> {
+        let path = self.root().join(PRUNED);
+        jobs.lock().map_err(io_error("lock", &self.jobs_dir()))?;
+        let root = self
+            .root
+            .create_dir_all(Path::new(""))
+            .map_err(io_error("open", self.root()))?;
+        let id = job_id.hyphenated().to_string();
+        let counted = match root.read(PRUNED) {
+            Ok(bytes) => bytes.split(|b| *b == b'\n').any(|line| line == id.as_bytes()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io_error("read", &path)(error)),
+        };
+        if !counted {
+            let mut file = root
+                .open(PRUNED, Access::AppendOrCreate)
+                .map_err(io_error("open", &path))?;
+            file.write_all(format!("{id}\n").as_bytes())
+                .map_err(io_error("write", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Count `job_id` as pruned and remove `jobs/.pruned-<id>` (a prune killed midway, or one
+    /// running now: the removal is idempotent).
+    fn finish_pruning(&self, jobs: &Dir, job_id: JobId) -> Result<(), StateError> {
+        self.count_pruned(jobs, job_id)?;
+        let name = format!(".pruned-{}", job_id.hyphenated());
+        match jobs.remove_dir_all(&name) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                Err(io_error("remove", &jobs.join(&name))(error))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn lock_state(&self, dir: &Dir) -> Result<File, StateError> {
         let file = dir
             .open("state.lock", Access::WriteOrCreate)
@@ -1070,25 +1108,15 @@ impl StateStore for FileStore {
         jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
             .map_err(io_error("rename", &jobs.join(&staged)))?;
         jobs.sync().map_err(io_error("sync", &jobs_path))?;
-        {
-            let path = self.root().join(PRUNED);
-            jobs.lock().map_err(io_error("lock", &jobs_path))?;
-            let root = self
-                .root
-                .create_dir_all(Path::new(""))
-                .map_err(io_error("open", self.root()))?;
-            let mut file = root
-                .open(PRUNED, Access::AppendOrCreate)
-                .map_err(io_error("open", &path))?;
-            file.write_all(format!("{}\n", job_id.hyphenated()).as_bytes())
-                .map_err(io_error("write", &path))?;
-        }
+        // This job's removal, and any an earlier prune left half done, are finished (removed
+        // through directory descriptors: no link inside is ever followed).
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
-            let name = name.to_string_lossy();
-            if name.starts_with(".pruned-") {
-                // Removed through directory descriptors: no link inside is ever followed.
-                jobs.remove_dir_all(&name)
-                    .map_err(io_error("remove", &jobs.join(&*name)))?;
+            if let Some(pruned) = name
+                .to_string_lossy()
+                .strip_prefix(".pruned-")
+                .and_then(|id| JobId::try_parse(id).ok())
+            {
+                self.finish_pruning(&jobs, pruned)?;
             }
         }
         Ok(())
@@ -1191,6 +1219,18 @@ impl StateStore for FileStore {
         let mut removed = Vec::new();
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
             let name = name.to_string_lossy().into_owned();
+            // A job `mc prune` was removing when it died: out of every listing already, its
+            // removal is finished (and counted, if the prune died before it counted it).
+            if let Some(job_id) = name
+                .strip_prefix(".pruned-")
+                .and_then(|id| JobId::try_parse(id).ok())
+            {
+                self.finish_pruning(&jobs, job_id)?;
+                removed.push(format!(
+                    "finished removing job {job_id}, which a killed `mc prune` left half removed"
+                ));
+                continue;
+            }
             let staging_of_a_job = name
                 .strip_prefix(".new-")
                 .is_some_and(|id| JobId::try_parse(id).is_ok());

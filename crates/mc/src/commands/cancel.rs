@@ -42,7 +42,8 @@ pub(crate) fn run(global: &GlobalArgs, args: CancelArgs) -> Result<Code, Failure
                 format!(
                     "job {job_id} is {state} but no mc runs it any more (it was killed); nothing to cancel: `mc gc` records it failed"
                 ),
-                Code::Success,
+                // Not cancelled, and not ended: there is no process to signal.
+                Code::System,
             )
         }
         CancelOutcome::Requested { pid } => {
