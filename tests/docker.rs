@@ -530,7 +530,9 @@ fn docker_engine_lost_mid_step_is_exit_4_and_gc_removes_what_it_left() {
         .ok()
         .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
         .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
-    let relay_socket = env.path().join("relay.sock");
+    // Outside the workspace: a workspace holding the engine's socket is refused.
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay_socket = relay_dir.path().join("relay.sock");
     let mut relay = Command::new("python3")
         .args(["-c", SOCKET_RELAY])
         .arg(&relay_socket)

@@ -935,8 +935,15 @@ impl Executor for DockerExecutor {
         if let Err(error) = &result {
             tracing::debug!(job_id = %step.job_id, trace_id = %step.trace_id, step = %step.name, %error, "docker step could not run");
         }
+        // A request cut short (the connection closed under it) may be the engine going away:
+        // asked again, an engine that no longer answers is said to be gone.
+        let gone = match &result {
+            Err(error) if error.is_engine_gone() => true,
+            Err(error) if error.is_ambiguous() => engine::ping(&self.inner.host()).await.is_err(),
+            _ => false,
+        };
         result.map_err(|error| {
-            if error.is_engine_gone() {
+            if gone {
                 // The engine went away mid-step: the backend vanished (exit 4, as documented),
                 // and what it was running cannot be stopped or removed now. Said, with the way
                 // out.
