@@ -193,3 +193,43 @@ fn doubling_into_a_destructive_argument_is_opaque() {
         &["dynamic-argument"],
     );
 }
+
+#[test]
+fn hostile_aliases_and_written_files_are_bounded() {
+    // Each alias expands to two copies of the one before: the nesting bound stops it.
+    let mut aliases = String::from("alias a0='echo hi'\n");
+    for n in 1..40 {
+        aliases.push_str(&format!("alias a{n}='a{m}; a{m}'\n", m = n - 1));
+    }
+    aliases.push_str("a39\n");
+    let m = measure("alias-doubling", &aliases);
+    assert!(m.peak_kib < MAX_PEAK_KIB && m.millis < MAX_MILLIS);
+    assert!(
+        !m.rules.is_empty()
+            && m.rules
+                .iter()
+                .all(|r| ["too-deeply-nested", "too-complex"].contains(&r.as_str())),
+        "{:?}",
+        m.rules
+    );
+    // A definition that outgrew what is tracked is only known at run time.
+    assert_bounded(
+        "alias-doubled-definition",
+        &doublings(60, "alias k=\"$x\"\nk /"),
+        &["dynamic-code"],
+    );
+    // Thousands of files written and run: only a few are remembered, the rest still count.
+    let mut files = String::new();
+    for n in 0..3_000 {
+        files.push_str(&format!("echo 'echo {n}' > f{n}.sh; sh f{n}.sh\n"));
+    }
+    let m = measure("written-files", &files);
+    assert!(m.peak_kib < MAX_PEAK_KIB && m.millis < MAX_MILLIS);
+    assert!(
+        m.rules
+            .iter()
+            .all(|r| ["dynamic-code", "too-complex"].contains(&r.as_str())),
+        "{:?}",
+        m.rules
+    );
+}

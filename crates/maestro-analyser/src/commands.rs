@@ -4,6 +4,7 @@
 use super::Rule;
 use super::paths::{self, AbsPath};
 use super::words::{self, Resolved, Word};
+use super::written::Runner;
 use super::{Analyzer, Scope};
 
 /// How many wrappers we peel off one command (`sudo env nice timeout 5 nohup rm …`). Each level
@@ -286,6 +287,8 @@ enum Next {
     Command,
     /// The wrapper runs these commands (`parallel CMD ::: A B` runs `CMD A` and `CMD B`).
     Argvs(Vec<Vec<Word>>),
+    /// A shell runs the script file at this index (`bash x.sh`).
+    RunsFile(usize),
 }
 
 impl Analyzer {
@@ -335,11 +338,13 @@ impl Analyzer {
         let mut stdin = upstream.clone();
         for redirect in &cmd.redirects {
             match redirect {
-                Redirect::Write { op, target } => self.check_write_target(
-                    target,
-                    &format!("{} {op}{}", words::display(&cmd.words), target.raw),
-                    scope.cwd.as_ref(),
-                ),
+                Redirect::Write { op, target } => {
+                    let shown = format!("{} {op}{}", words::display(&cmd.words), target.raw);
+                    self.check_write_target(target, &shown, scope.cwd.as_ref());
+                    let text = written_text(cmd, op);
+                    let append = op.contains(">>");
+                    self.record_write(target, scope.cwd.as_ref(), append, text, &shown);
+                }
                 Redirect::InputText(text) => stdin.texts.push(text.clone()),
                 Redirect::InputUnknown => stdin.unknown = true,
             }
@@ -392,6 +397,9 @@ impl Analyzer {
         let shown = words::display(argv);
         let weight = stdin.weight() + argv.iter().map(Word::weight).sum::<usize>();
         if self.too_deep(&shown, depth) || !self.spend_bytes(weight) {
+            return;
+        }
+        if self.expand_alias(argv, stdin, scope, depth) {
             return;
         }
         let mut argv: Vec<Word> = argv.to_vec();
@@ -469,6 +477,10 @@ impl Analyzer {
                     return;
                 }
                 Next::Stop => return,
+                Next::RunsFile(at) => {
+                    self.run_written(&shown, &argv[at], Runner::Shell, scope, depth);
+                    return;
+                }
                 Next::Argvs(argvs) => {
                     for inner in argvs {
                         self.check_argv(&inner, &Stdin::default(), scope, depth + 1);
@@ -488,6 +500,10 @@ impl Analyzer {
                         return;
                     }
                     let saved = std::mem::replace(&mut scope.cwd, cwd);
+                    if lit.contains('/') {
+                        // `./x.sh`: a file run by path may be one the step wrote.
+                        self.run_written(&shown, &argv[i], Runner::Shell, scope, depth);
+                    }
                     self.apply_rules(&name, &shown, &argv[i..], &stdin, scope, depth);
                     // `cd` inside the rules updated scope.cwd; a wrapper's own chdir did not
                     // outlive the command.
@@ -574,9 +590,7 @@ impl Analyzer {
                 if o.has(&["-e", "--edit", "-l", "--list"]) {
                     return Next::Stop;
                 }
-                if let Some(dir) = o.value(&["-D", "--chdir"]) {
-                    *cwd = chdir(cwd.as_ref(), dir);
-                }
+                *cwd = chdir(cwd.as_ref(), &o, &["-D", "--chdir"]);
                 let next = skip_assignments(argv, o.next);
                 if o.has(&["-s", "--shell", "-i", "--login"]) {
                     // With a command, sudo hands it to the shell as one string; without, the
@@ -611,9 +625,7 @@ impl Analyzer {
                         long_values: &["--unset", "--chdir", "--split-string"],
                     },
                 );
-                if let Some(dir) = o.value(&["-C", "--chdir"]) {
-                    *cwd = chdir(cwd.as_ref(), dir);
-                }
+                *cwd = chdir(cwd.as_ref(), &o, &["-C", "--chdir"]);
                 let next = skip_assignments(argv, o.next);
                 if let Some(split) = o.value(&["-S", "--split-string"]) {
                     // `env -S 'rm -rf' /`: the string is split shell-like and prefixed to the
@@ -1024,19 +1036,22 @@ fn shell_invocation(argv: &[Word], i: usize, stdin: &Stdin) -> Next {
         return Next::Script(scripts, argv[(j + 1).min(argv.len())..].to_vec());
     }
     if j < argv.len() {
-        // `bash script.sh`: a file we cannot see.
-        return Next::Stop;
+        // `bash script.sh`: a file we cannot see, unless the step wrote it.
+        return Next::RunsFile(j);
     }
     Next::Script(stdin_scripts(stdin), Vec::new())
 }
 
-/// New working directory after `cd DIR` (None when it cannot be known statically).
-pub(crate) fn chdir(cwd: Option<&AbsPath>, dir: &str) -> Option<AbsPath> {
-    if dir.starts_with('/') {
-        Some(AbsPath::root().join(dir))
-    } else {
-        cwd.map(|c| c.join(dir))
+/// New working directory after a wrapper's `-C DIR`/`-D DIR` (`env -C`, `sudo -D`): the
+/// directory resolved against `cwd`, or one only known at run time when the option's value is.
+fn chdir(cwd: Option<&AbsPath>, opts: &Opts, names: &[&str]) -> Option<AbsPath> {
+    if !opts.has(names) {
+        return cwd.cloned();
     }
+    Some(match opts.value(names) {
+        Some(dir) => paths::resolve(cwd, dir),
+        None => AbsPath::run_time(),
+    })
 }
 
 /// `xargs CMD ARGS` run on its input is `CMD ARGS ITEMS…`: the static items, and an unknown
@@ -1124,6 +1139,28 @@ fn producer_text(cmd: &SimpleCmd) -> Vec<String> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The text a redirection `op` writes to its file: what `echo`/`printf`/`cat <<EOF` print
+/// (`echo` ends it with a newline), when it goes to standard output; None when unknown.
+fn written_text(cmd: &SimpleCmd, op: &str) -> Option<String> {
+    if op.starts_with(|c: char| c.is_ascii_digit() && c != '1') {
+        return None;
+    }
+    let produced = producer_text(cmd);
+    if produced.is_empty() || produced.iter().any(|t| t.contains(UNKNOWN_MARKER)) {
+        return None;
+    }
+    let echo = cmd
+        .words
+        .first()
+        .and_then(Word::lit)
+        .is_some_and(|w| basename(&w) == "echo");
+    let mut text = produced.concat();
+    if echo {
+        text.push('\n');
+    }
+    Some(text)
 }
 
 /// The scripts a shell reading standard input runs: the static texts, plus an unknown one when

@@ -11,6 +11,12 @@ use super::{Analyzer, Scope};
 /// Most string literals of one program we analyse as shell, and most calls we follow.
 const MAX_LITERALS: usize = 16;
 
+/// Most shell commands (and path literals) of one program we analyse.
+const MAX_SCRIPTS: usize = 8 * MAX_LITERALS;
+
+/// Most programs handed to the language's own `eval`, or read on standard input, we analyse.
+const MAX_EVALS: usize = 4;
+
 /// Interpreter families whose option grammar differs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Lang {
@@ -46,6 +52,8 @@ pub(crate) fn is_awk(name: &str) -> bool {
 pub(crate) struct Program<'a> {
     pub(crate) code: Vec<&'a Word>,
     pub(crate) has_program: bool,
+    /// The program file, when one is named (`python3 x.py`).
+    pub(crate) file: Option<&'a Word>,
 }
 
 /// Reads an interpreter's options: which words are inline code.
@@ -60,6 +68,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
             return Program {
                 code,
                 has_program: true,
+                file: None,
             };
         };
         i += 1;
@@ -71,6 +80,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
                     return Program {
                         code,
                         has_program: true,
+                        file: None,
                     };
                 }
                 if arg == "--" && lang == Lang::Awk {
@@ -80,11 +90,13 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
                     return Program {
                         code,
                         has_program: true,
+                        file: None,
                     };
                 }
                 return Program {
                     code,
                     has_program: arg != "-",
+                    file: (arg != "-" && arg != "--").then_some(word),
                 };
             }
             break;
@@ -113,6 +125,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
                 return Program {
                     code,
                     has_program: true,
+                    file: None,
                 };
             } else if value.is_none()
                 && matches!(
@@ -151,6 +164,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
                     return Program {
                         code,
                         has_program: true,
+                        file: None,
                     };
                 }
                 break;
@@ -159,6 +173,7 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
                 return Program {
                     code,
                     has_program: true,
+                    file: None,
                 };
             }
             if value_letters.contains(c) {
@@ -170,7 +185,11 @@ pub(crate) fn program_words<'a>(name: &str, args: &'a [Word]) -> Program<'a> {
         }
     }
     let has_program = !code.is_empty();
-    Program { code, has_program }
+    Program {
+        code,
+        has_program,
+        file: None,
+    }
 }
 
 /// A string literal in program text, decoded, with its byte span.
@@ -340,6 +359,97 @@ const TREE_DELETES: &[&str] = &[
     "delete_dir_all",
 ];
 
+/// Tree deletes whose names are unambiguous enough to follow when they are used as values
+/// (`f = shutil.rmtree`), and those that delete trees only with a `recursive` option.
+const INDIRECT_TREE_DELETES: &[&str] = &[
+    "rmtree",
+    "rm_rf",
+    "rm_r",
+    "remove_dir",
+    "remove_entry",
+    "remove_entry_secure",
+    "remove_tree",
+    "rimraf",
+    "removeSync",
+    "emptyDirSync",
+    "delete_dir_all",
+];
+const FLAGGED_TREE_DELETES: &[&str] = &["rmSync", "rmdirSync"];
+
+/// Spellings of the home directory in interpreter code.
+const HOME_HELPERS: &[&str] = &[
+    "expanduser",
+    "Path.home",
+    "Dir.home",
+    "homedir",
+    "HOME",
+    "home_dir",
+];
+
+/// Offsets of `name` as an identifier outside string literals.
+fn mentions(code: &str, name: &str, lits: &[Literal]) -> Vec<usize> {
+    let bytes = code.as_bytes();
+    code.match_indices(name)
+        .map(|(at, _)| at)
+        .filter(|&at| {
+            let inside = lits.iter().any(|l| at > l.start && at < l.end);
+            let after = bytes.get(at + name.len());
+            !inside
+                && !prev_is_ident(bytes, at)
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        })
+        .collect()
+}
+
+/// Whether the identifier ending at `end` is called there: `(` follows, or (perl, ruby) an
+/// argument without parentheses.
+fn is_called(code: &str, end: usize) -> bool {
+    let next = code
+        .get(end..)
+        .unwrap_or_default()
+        .trim_start_matches([' ', '\t'])
+        .chars()
+        .next();
+    matches!(next, Some('(' | '\'' | '"' | '$' | '@'))
+}
+
+/// The top-level, comma-separated arguments after the identifier ending at `end`, trimmed:
+/// `(-1, 9)`, or without parentheses up to the end of the statement (`kill 9, -1;`).
+fn call_arguments(code: &str, end: usize, lits: &[Literal]) -> Vec<String> {
+    let bytes = code.as_bytes();
+    let mut start = end;
+    while bytes.get(start).is_some_and(|c| *c == b' ' || *c == b'\t') {
+        start += 1;
+    }
+    let stop = if bytes.get(start) == Some(&b'(') {
+        let close = scan_parens(bytes, start, lits);
+        start += 1;
+        close
+    } else {
+        code[start..]
+            .find([';', '\n', '}', ')'])
+            .map_or(code.len(), |e| start + e)
+    };
+    let span = code.get(start..stop).unwrap_or_default();
+    let mut args = Vec::new();
+    let mut level = 0usize;
+    let mut current = String::new();
+    for c in span.chars() {
+        match c {
+            '(' | '[' | '{' => level += 1,
+            ')' | ']' | '}' => level = level.saturating_sub(1),
+            ',' if level == 0 => {
+                args.push(std::mem::take(&mut current).trim().to_owned());
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    args.push(current.trim().to_owned());
+    args
+}
+
 /// Functions that delete or overwrite one file.
 const FILE_DELETES: &[&str] = &["unlink", "unlinkSync", "delete", "remove", "os.remove"];
 
@@ -505,6 +615,140 @@ fn call_literals<'l>(call: &Call<'_>, lits: &'l [Literal]) -> Vec<&'l Literal> {
         .collect()
 }
 
+/// How two literals of one argument are combined, read from the program text between them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gap {
+    /// Concatenated: `"r" + "m"`, `"r" . "m"` (perl, php), `"r" "m"` (awk, python), `..` (lua).
+    Join,
+    /// Separate elements: `["rm", "-rf"]`, `system("rm", "-rf")`.
+    Separate,
+    /// `%`-formatting: `"%sm -rf /" % "r"`; the literals after it are the values.
+    Format,
+    /// Anything else (`c ? "a" : "b"`): combined at run time in a way we do not evaluate.
+    Other,
+}
+
+fn gap_kind(gap: &str) -> Gap {
+    if gap.contains('%') {
+        return Gap::Format;
+    }
+    let bare: String = gap
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '(' | ')' | '\\'))
+        .collect();
+    if matches!(bare.as_str(), "" | "+" | "." | "..") {
+        return Gap::Join;
+    }
+    // Keyword arguments, keys and values (`], shell=True, cwd=`, `{stdio: `, `{"A" => "1"}`)
+    // separate too.
+    let punctuation: String = bare
+        .chars()
+        .filter(|c| !c.is_alphanumeric() && *c != '_')
+        .collect();
+    if !punctuation.is_empty() && punctuation.chars().all(|c| ",[]{}:=>".contains(c)) {
+        return Gap::Separate;
+    }
+    Gap::Other
+}
+
+/// Python's `template % values` for the conversions a command would use (`%s`, `%r`, `%d`,
+/// `%i`, with flags and width), and `%%`. Values run out: the rest is left as written.
+fn percent_format(template: &str, values: &[&str]) -> String {
+    let mut out = String::new();
+    let mut values = values.iter();
+    let mut rest = template;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let spec = &rest[at + 1..];
+        if let Some(after) = spec.strip_prefix('%') {
+            out.push('%');
+            rest = after;
+            continue;
+        }
+        let len = spec
+            .find(|c: char| !(c.is_ascii_digit() || "-+ #.".contains(c)))
+            .unwrap_or(spec.len());
+        match (spec[len..].chars().next(), values.next()) {
+            (Some('s' | 'r' | 'd' | 'i' | 'a'), Some(value)) => {
+                out.push_str(value);
+                rest = &spec[len + 1..];
+            }
+            _ => {
+                out.push('%');
+                rest = spec;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a shell call's argument made of several literals can be: the commands to analyse,
+/// and whether it is built at run time in a way we do not evaluate (formatting, templates,
+/// operators), which makes it `dynamic-code` unless one of the commands is destructive.
+struct Built {
+    scripts: Vec<String>,
+    run_time: bool,
+}
+
+/// An argument made of literals joined by operators (`"r" + "m -rf /"`, `"r" . "m -rf /"`,
+/// `"r" "m -rf /"`, `"%sm -rf /" % "r"`, `["r" + "m", "-rf", "/"]`): its elements are the
+/// literals concatenated as the language would, so that `rm` is seen. Interpolation in a
+/// literal (`` `${x}` ``, `"#{x}"`) is built at run time.
+fn built_argument(code: &str, args: &[&Literal], lang: Lang) -> Built {
+    let interpolates = |l: &Literal| match lang {
+        Lang::Ruby => l.text.contains("#{"),
+        Lang::Node | Lang::Perl | Lang::Php => l.text.contains("${"),
+        _ => false,
+    };
+    let mut run_time = args.iter().any(|l| interpolates(l));
+    let Some((first, rest)) = args.split_first() else {
+        return Built {
+            scripts: Vec::new(),
+            run_time,
+        };
+    };
+    let mut elements = vec![first.text.clone()];
+    let mut combined = false;
+    let mut previous = *first;
+    for (n, lit) in rest.iter().enumerate() {
+        let gap = code.get(previous.end..lit.start).unwrap_or_default();
+        previous = lit;
+        match gap_kind(gap) {
+            Gap::Separate => elements.push(lit.text.clone()),
+            Gap::Format => {
+                let values: Vec<&str> = rest[n..].iter().map(|l| l.text.as_str()).collect();
+                if let Some(last) = elements.last_mut() {
+                    *last = percent_format(last, &values);
+                }
+                combined = true;
+                run_time = true;
+                break;
+            }
+            kind => {
+                if let Some(last) = elements.last_mut() {
+                    last.push_str(&lit.text);
+                }
+                combined = true;
+                run_time |= kind == Gap::Other;
+            }
+        }
+    }
+    let scripts = if combined {
+        vec![
+            elements.join(" "),
+            elements
+                .iter()
+                .map(|e| shell_quote(e))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]
+    } else {
+        Vec::new()
+    };
+    Built { scripts, run_time }
+}
+
 /// Quotes text as one shell word.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
@@ -542,24 +786,26 @@ impl Analyzer {
             .collect();
         let bare_words = matches!(lang, Lang::Perl | Lang::Ruby);
         // Code handed to the language's own eval is code of the same language.
-        for call in calls(
+        let evals = calls(
             code,
             &["exec", "eval", "compile", "instance_eval", "Function"],
             &lits,
             false,
-        )
-        .iter()
-        .take(4)
-        {
+        );
+        if evals.len() > MAX_EVALS {
+            self.code_too_complex(shown, "calls of its own eval");
+        }
+        for call in evals.iter().take(MAX_EVALS) {
             for lit in call_literals(call, &lits) {
                 let inner = lit.text.clone();
                 self.analyse_code(name, shown, &inner, scope, depth + 1);
             }
         }
-        for call in calls(code, &shell_calls, &lits, bare_words)
-            .iter()
-            .take(MAX_LITERALS)
-        {
+        let shell_runs = calls(code, &shell_calls, &lits, bare_words);
+        if shell_runs.len() > MAX_LITERALS {
+            self.code_too_complex(shown, "calls that run shell commands");
+        }
+        for call in shell_runs.iter().take(MAX_LITERALS) {
             let args = call_literals(call, &lits);
             if dynamic_parts(code, call, &lits) || (args.is_empty() && !call.bare) {
                 dynamic = true;
@@ -578,6 +824,9 @@ impl Analyzer {
                         .join(" "),
                 );
             }
+            let built = built_argument(code, &args, lang);
+            scripts.extend(built.scripts);
+            dynamic |= built.run_time;
         }
         // Backquotes run shell in perl, ruby and php; so do `qx{}` and `%x()`; awk pipes
         // printed text into commands and `system` runs them.
@@ -591,7 +840,10 @@ impl Analyzer {
         if lang == Lang::Awk && code.contains('|') {
             // Printed text piped into a command: the commands are literals; what is printed
             // into a shell is only known at run time.
-            scripts.extend(lits.iter().take(MAX_LITERALS).map(|l| l.text.clone()));
+            if lits.len() > MAX_SCRIPTS / 2 {
+                self.code_too_complex(shown, "strings that may be commands");
+            }
+            scripts.extend(lits.iter().take(MAX_SCRIPTS / 2).map(|l| l.text.clone()));
             let shells = ["sh", "bash", "/bin/sh", "/bin/bash", "dash", "zsh"];
             dynamic |= lits.iter().any(|l| shells.contains(&l.text.trim()));
         }
@@ -602,14 +854,21 @@ impl Analyzer {
             let whole: Vec<&str> = all.iter().map(String::as_str).collect();
             scripts.extend(all.iter().take(MAX_LITERALS).cloned());
             scripts.push(whole.join(" "));
+            // Parts joined in a variable first: `$c = "r" . "m -rf /"; system($c)`.
+            let parts: Vec<&Literal> = lits.iter().take(2 * MAX_LITERALS).collect();
+            scripts.extend(built_argument(code, &parts, lang).scripts);
+        }
+        if scripts.len() > MAX_SCRIPTS {
+            self.code_too_complex(shown, "shell commands");
         }
         let before = self.findings_len();
-        for script in scripts.iter().take(2 * MAX_LITERALS) {
+        for script in scripts.iter().take(MAX_SCRIPTS) {
             self.analyse_nested(script, scope, depth + 1);
         }
         let found_shell = self.findings_len() > before;
         self.native_deletes(shown, code, &lits, scope);
         self.native_device_writes(shown, code, &lits, scope);
+        self.native_kills(shown, code, &lits, lang);
         if fork_loop(code) {
             self.report(
                 Rule::ForkBomb,
@@ -625,6 +884,18 @@ impl Analyzer {
                 ),
             );
         }
+    }
+
+    /// What lies past one of the bounds above is not waved through: the code is too complex.
+    fn code_too_complex(&mut self, shown: &str, what: &str) {
+        self.report(
+            Rule::TooComplex,
+            format!(
+                "`{}` holds more {what} than the no-destruction analysis reads, so it cannot be \
+                 shown to be safe",
+                words::excerpt(shown)
+            ),
+        );
     }
 
     /// `shutil.rmtree('/')`, `FileUtils.rm_rf(Dir.home)`, `fs.rmSync('/', {recursive: true})`,
@@ -655,6 +926,90 @@ impl Analyzer {
         }
         for call in calls(code, FILE_DELETES, lits, true) {
             self.file_delete(shown, call_literals(&call, lits).first().copied(), scope);
+        }
+        self.indirect_tree_deletes(shown, code, lits, scope);
+    }
+
+    /// A tree-delete function used as a value rather than called by its name
+    /// (`f = shutil.rmtree; f("/")`, `from shutil import rmtree as r`, `map(shutil.rmtree, …)`):
+    /// what it is called on cannot be tied to a call, so every path literal of the program is
+    /// a possible target.
+    fn indirect_tree_deletes(&mut self, shown: &str, code: &str, lits: &[Literal], scope: &Scope) {
+        let flagged: &[&str] = if code.contains("recursive") {
+            FLAGGED_TREE_DELETES
+        } else {
+            &[]
+        };
+        let used_as_value = |name: &&&str| {
+            mentions(code, name, lits)
+                .into_iter()
+                .any(|at| !is_called(code, at + name.len()))
+        };
+        let Some(name) = INDIRECT_TREE_DELETES
+            .iter()
+            .chain(flagged)
+            .find(used_as_value)
+        else {
+            return;
+        };
+        let home = HOME_HELPERS.iter().any(|h| code.contains(h));
+        if lits.len() > MAX_SCRIPTS {
+            self.code_too_complex(shown, "strings that may be paths");
+        }
+        for lit in lits.iter().take(MAX_SCRIPTS) {
+            let text = lit.text.as_str();
+            let paths = if home && (text == "~" || text.starts_with("~/")) {
+                vec![AbsPath::home().join(&text[1..])]
+            } else {
+                paths::static_paths(&Word::literal(text), scope.cwd.as_ref())
+            };
+            for path in paths {
+                let Some(danger) = paths::classify(&path) else {
+                    continue;
+                };
+                let rule = match danger {
+                    Danger::Root => Rule::RmRoot,
+                    Danger::Home => Rule::RmHome,
+                    Danger::SystemDir(_) => Rule::RmSystemDir,
+                };
+                self.report(
+                    rule,
+                    format!(
+                        "`{shown}` may delete {} ({name} is called by another name, and the \
+                         program names that path)",
+                        danger.describe()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `os.kill(-1, 9)`, `kill 9, -1` (perl), `Process.kill(:KILL, -1)`, `process.kill(-1)`,
+    /// `posix_kill(1, 9)`: signalling every process or init, as `kill -9 -1` does.
+    fn native_kills(&mut self, shown: &str, code: &str, lits: &[Literal], lang: Lang) {
+        for name in ["kill", "posix_kill"] {
+            for at in mentions(code, name, lits) {
+                let args = call_arguments(code, at + name.len(), lits);
+                // The signal comes first in perl and ruby, the process second elsewhere.
+                let (signal, pids): (Option<&String>, &[String]) = match lang {
+                    Lang::Perl | Lang::Ruby => (args.first(), args.get(1..).unwrap_or_default()),
+                    _ => (args.get(1), args.get(..1).unwrap_or_default()),
+                };
+                if signal.is_some_and(|s| s == "0") {
+                    continue;
+                }
+                let target = pids.iter().find_map(|pid| match pid.parse::<i64>() {
+                    Ok(-1) => Some("every process it may signal (-1)"),
+                    Ok(1) => Some("init (PID 1)"),
+                    _ => None,
+                });
+                if let Some(target) = target {
+                    self.report(
+                        Rule::MassKill,
+                        format!("`{shown}` kills {target}, taking the machine or container down"),
+                    );
+                }
+            }
         }
     }
 
@@ -715,16 +1070,7 @@ impl Analyzer {
 /// The paths a tree-delete call names: its first literal, or the home directory when the
 /// arguments name it (`Path.home()`, `os.path.expanduser('~')`, `Dir.home`, `os.homedir()`).
 fn call_paths(span: &str, call: &Call<'_>, lits: &[Literal], scope: &Scope) -> Vec<AbsPath> {
-    let home = [
-        "expanduser",
-        "Path.home",
-        "Dir.home",
-        "homedir",
-        "HOME",
-        "home_dir",
-    ]
-    .iter()
-    .any(|h| span.contains(h));
+    let home = HOME_HELPERS.iter().any(|h| span.contains(h));
     let first = call_literals(call, lits).first().map(|l| l.text.clone());
     match first {
         Some(text) if home && (text == "~" || text.starts_with("~/") || text == "HOME") => {
@@ -782,10 +1128,19 @@ impl Analyzer {
         shown: &str,
         args: &[Word],
         stdin: &Stdin,
-        scope: &Scope,
+        scope: &mut Scope,
         depth: usize,
     ) {
         let program = program_words(name, args);
+        if let Some(file) = program.file {
+            self.run_written(
+                shown,
+                file,
+                super::written::Runner::Interpreter(name),
+                scope,
+                depth,
+            );
+        }
         let mut dynamic = false;
         for word in &program.code {
             let text = word.lit().map(|t| {
@@ -807,7 +1162,10 @@ impl Analyzer {
             }
         }
         if !program.has_program {
-            for text in stdin.texts.iter().take(4) {
+            if stdin.texts.len() > MAX_EVALS {
+                self.code_too_complex(shown, "programs on its standard input");
+            }
+            for text in stdin.texts.iter().take(MAX_EVALS) {
                 self.analyse_code(name, shown, text, scope, depth);
             }
         }

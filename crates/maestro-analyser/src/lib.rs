@@ -18,7 +18,12 @@
 //! reduced to its effective argv (wrappers such as `sudo`, `env`, `nohup`, `timeout` or
 //! `busybox` are peeled off, `/usr/bin/rm` becomes `rm`) and handed to the rules in `rules`.
 //! Strings that are themselves scripts (`sh -c STRING`, `eval ARGS`, `su -c`, text piped into a
-//! shell) are analysed recursively, up to `MAX_DEPTH` levels.
+//! shell) are analysed recursively, up to `MAX_DEPTH` levels. A command that starts with an
+//! alias is analysed as its expansion (`aliases`); files the script writes are remembered, so
+//! that running one is seen to run code made at run time (`written`); commands that delete
+//! trees on the side (`rsync --delete`, `tar --remove-files`, `git clean`) are in `trees`.
+//! Relative paths are resolved against the working directory the script's `cd`s leave, a climb
+//! out of the step's own directory counting as reaching `/` (`paths`).
 //!
 //! # Failure policy
 //!
@@ -47,6 +52,7 @@
 
 #![deny(missing_docs)]
 
+mod aliases;
 mod commands;
 mod devices;
 mod fallback;
@@ -56,11 +62,15 @@ mod remote;
 mod rule;
 mod rules;
 mod sql;
+mod trees;
 mod walk;
 mod words;
+mod written;
 
 #[cfg(test)]
 mod bounds_tests;
+#[cfg(test)]
+mod evasions_tests;
 #[cfg(test)]
 mod families_tests;
 #[cfg(test)]
@@ -297,8 +307,14 @@ pub(crate) struct Scope {
     vars: HashMap<String, Vec<Resolved>>,
     /// The positional parameters as words, when known, for `"$@"` (`run() { "$@"; }`).
     positional: Option<Vec<words::Word>>,
-    /// Working directory, when a `cd` to a static path made it known.
+    /// Working directory after `cd`; None is the step's starting directory.
     cwd: Option<paths::AbsPath>,
+    /// The directory before the last `cd` (`cd -`); None is the starting directory.
+    oldpwd: Option<paths::AbsPath>,
+    /// Directories saved by `pushd`, for `popd`.
+    dir_stack: Vec<Option<paths::AbsPath>>,
+    /// Aliases defined so far (name to body values), expanded where a command starts.
+    aliases: HashMap<String, Vec<String>>,
     /// Functions defined so far, so calls can be re-checked with their arguments bound.
     functions: HashMap<String, std::rc::Rc<brush_parser::ast::FunctionBody>>,
     /// How many function calls deep we are; bounded separately from `MAX_DEPTH` because
@@ -324,7 +340,12 @@ impl Scope {
             .flatten()
             .map(words::Word::weight)
             .sum();
-        vars + positional + 64 * self.functions.len()
+        let aliases: usize = self
+            .aliases
+            .iter()
+            .map(|(name, bodies)| name.len() + bodies.iter().map(String::len).sum::<usize>())
+            .sum();
+        vars + positional + aliases + 64 * (self.functions.len() + self.dir_stack.len())
     }
 
     fn with_env(env: &BTreeMap<String, String>) -> Self {
@@ -347,6 +368,10 @@ pub(crate) struct Analyzer {
     /// Plan files written by `terraform plan -destroy -out FILE`, so that a later
     /// `terraform apply FILE` in the same script is seen to destroy.
     pub(crate) destroy_plans: Vec<String>,
+    /// Files the script writes, so that running one of them is seen to run code it made.
+    pub(crate) written: Vec<written::WrittenFile>,
+    /// More files were written than are remembered.
+    pub(crate) written_overflow: bool,
 }
 
 impl Analyzer {
@@ -358,6 +383,8 @@ impl Analyzer {
             deadline: deadline.min(std::time::Instant::now() + DEADLINE),
             use_parser,
             destroy_plans: Vec::new(),
+            written: Vec::new(),
+            written_overflow: false,
         }
     }
 

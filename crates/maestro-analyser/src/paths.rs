@@ -10,49 +10,85 @@ pub(crate) const SYSTEM_DIRS: &[&str] = &[
     "run", "sbin", "srv", "sys", "usr", "var",
 ];
 
-/// Where a path is anchored: the filesystem root or the (unknown) home directory.
+/// Where a path is anchored: the filesystem root, the (unknown) home directory, the step's
+/// starting directory, or a directory only known at run time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Anchor {
     Root,
     Home,
+    /// The directory the step starts in (its workspace), below it and not climbed out of.
+    Start,
+    /// A directory only known at run time (after `cd "$(dirname …)"`): whatever lies in or
+    /// under it may be anything, `/` included.
+    RunTime,
 }
 
-/// A normalised absolute path (no `.`, `..` or empty components).
+/// A normalised path (no `.`, `..` or empty components) from an [`Anchor`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AbsPath {
     pub(crate) anchor: Anchor,
     pub(crate) comps: Vec<String>,
+    /// The path climbed out of the step's starting directory with leading `..` components and
+    /// is read as reaching `/` (see [`AbsPath::join`]).
+    pub(crate) climbed: bool,
 }
 
 impl AbsPath {
-    pub(crate) fn root() -> Self {
+    fn anchored(anchor: Anchor) -> Self {
         Self {
-            anchor: Anchor::Root,
+            anchor,
             comps: Vec::new(),
+            climbed: false,
         }
+    }
+
+    pub(crate) fn root() -> Self {
+        Self::anchored(Anchor::Root)
     }
 
     pub(crate) fn home() -> Self {
-        Self {
-            anchor: Anchor::Home,
-            comps: Vec::new(),
-        }
+        Self::anchored(Anchor::Home)
+    }
+
+    /// The directory the step starts in.
+    pub(crate) fn start() -> Self {
+        Self::anchored(Anchor::Start)
+    }
+
+    /// A directory only known at run time.
+    pub(crate) fn run_time() -> Self {
+        Self::anchored(Anchor::RunTime)
     }
 
     /// Resolves `rel` against this path lexically (as `rm` sees it before symlinks).
+    ///
+    /// A `..` above the step's starting directory climbs to a directory the analysis does not
+    /// know. Policy cannot know where the step will run (the plan's workspace is the one of the
+    /// machine that evaluated it, a shared queue may run the job elsewhere, and a workspace may
+    /// be one level below `/`, like `/app` or `/work`), so the climb is read as reaching `/`,
+    /// the worst case: `rm -rf ../../usr` is `/usr`, `cd .. && rm -rf *` is `/*`, while
+    /// `rm -rf ../build` (`/build`) stays harmless.
     pub(crate) fn join(&self, rel: &str) -> Self {
         let mut out = self.clone();
         for comp in rel.split('/') {
             match comp {
                 "" | "." => {}
                 ".." => {
-                    if out.comps.pop().is_none() && out.anchor == Anchor::Home {
+                    if out.comps.pop().is_some() {
+                        continue;
+                    }
+                    match out.anchor {
                         // The home directory's parent is, in practice, /home (or / for root's
                         // /root); /home is the useful approximation and is itself precious.
-                        out = Self {
-                            anchor: Anchor::Root,
-                            comps: vec!["home".into()],
-                        };
+                        Anchor::Home => {
+                            out.anchor = Anchor::Root;
+                            out.comps = vec!["home".into()];
+                        }
+                        Anchor::Start => {
+                            out.anchor = Anchor::Root;
+                            out.climbed = true;
+                        }
+                        Anchor::Root | Anchor::RunTime => {}
                     }
                 }
                 other => out.comps.push(other.to_owned()),
@@ -61,20 +97,36 @@ impl AbsPath {
         out
     }
 
+    /// Whether the path is known as an absolute path (or one in the home directory), so that
+    /// `$PWD` can stand for it.
+    pub(crate) fn is_known(&self) -> bool {
+        matches!(self.anchor, Anchor::Root | Anchor::Home)
+    }
+
     pub(crate) fn display(&self) -> String {
         let base = match self.anchor {
             Anchor::Root => "",
             Anchor::Home => "~",
+            Anchor::Start => ".",
+            Anchor::RunTime => "(a directory only known at run time)",
         };
         if self.comps.is_empty() {
-            return if self.anchor == Anchor::Root {
-                "/".into()
-            } else {
-                "~".into()
+            return match self.anchor {
+                Anchor::Root => "/".into(),
+                _ => base.into(),
             };
         }
         format!("{base}/{}", self.comps.join("/"))
     }
+}
+
+/// Resolves `rel` against the working directory `cwd` (the step's starting directory when
+/// no `cd` changed it).
+pub(crate) fn resolve(cwd: Option<&AbsPath>, rel: &str) -> AbsPath {
+    if rel.starts_with('/') {
+        return AbsPath::root().join(rel);
+    }
+    cwd.cloned().unwrap_or_else(AbsPath::start).join(rel)
 }
 
 /// Why a path is too precious to delete.
@@ -159,15 +211,45 @@ fn target_of(res: &Resolved, cwd: Option<&AbsPath>) -> Option<Target> {
     }
     let path = if home_first {
         AbsPath::home().join(&text)
-    } else if text.starts_with('/') {
-        AbsPath::root().join(&text)
     } else if text.is_empty() {
         // `rm -rf "$X"` with X empty is `rm -rf ''`: an error, not a deletion.
         return None;
     } else {
-        cwd?.join(&text)
+        resolve(cwd, &text)
     };
     Some(Target { path, via_empty })
+}
+
+/// The working directory after `cd WORD` from `cwd`. A value only known at run time makes it a
+/// run-time directory; several static values (`for d in …; do cd "$d"`) are kept when they
+/// all lie in the workspace (the shallowest, from which `..` climbs furthest), and are a
+/// run-time directory otherwise.
+pub(crate) fn cd_target(word: &Word, cwd: Option<&AbsPath>) -> AbsPath {
+    let mut dirs: Vec<AbsPath> = Vec::new();
+    for res in &word.cands {
+        match target_of(res, cwd) {
+            Some(t) if !t.via_empty => dirs.push(t.path),
+            _ => return AbsPath::run_time(),
+        }
+    }
+    dirs.dedup();
+    match dirs.as_slice() {
+        [one] => one.clone(),
+        many if many.iter().all(|d| d.anchor == Anchor::Start) => many
+            .iter()
+            .min_by_key(|d| d.comps.len())
+            .cloned()
+            .unwrap_or_else(AbsPath::run_time),
+        _ => AbsPath::run_time(),
+    }
+}
+
+/// Whether some value of the word names a path in a directory only known at run time (a
+/// relative path after `cd "$(…)"`).
+pub(crate) fn in_run_time_dir(word: &Word, cwd: Option<&AbsPath>) -> bool {
+    targets(word, cwd)
+        .iter()
+        .any(|t| t.path.anchor == Anchor::RunTime)
 }
 
 /// Statically known absolute paths of a word (no variable guesswork), for device checks.

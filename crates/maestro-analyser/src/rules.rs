@@ -9,14 +9,14 @@ use super::{Analyzer, Scope};
 
 /// An argv split into option words (before `--`) and operands, GNU style: options may follow
 /// operands. `value_opts` lists options whose value is the next word.
-struct Split<'a> {
-    opts: Vec<String>,
-    operands: Vec<&'a Word>,
+pub(crate) struct Split<'a> {
+    pub(crate) opts: Vec<String>,
+    pub(crate) operands: Vec<&'a Word>,
     /// Some word was dynamic and could expand to options we cannot see (`rm $FLAGS /`).
-    dynamic_opts: bool,
+    pub(crate) dynamic_opts: bool,
 }
 
-fn split_args<'a>(args: &'a [Word], value_opts: &[&str]) -> Split<'a> {
+pub(crate) fn split_args<'a>(args: &'a [Word], value_opts: &[&str]) -> Split<'a> {
     let mut opts = Vec::new();
     let mut operands = Vec::new();
     let mut dynamic_opts = false;
@@ -66,11 +66,18 @@ fn short_cluster_has(arg: &str, letters: &[char]) -> bool {
 }
 
 /// Rule ids for the three kinds of precious path; `home: None` leaves the home directory alone.
-struct PreciousRules {
+pub(crate) struct PreciousRules {
     root: Rule,
     home: Option<Rule>,
     system: Rule,
 }
+
+/// The rules of a recursive delete (`rm -rf`, and the commands that delete as much).
+pub(crate) const DELETE_RULES: PreciousRules = PreciousRules {
+    root: Rule::RmRoot,
+    home: Some(Rule::RmHome),
+    system: Rule::RmSystemDir,
+};
 
 impl PreciousRules {
     fn for_danger(&self, danger: &Danger) -> Option<Rule> {
@@ -107,6 +114,7 @@ impl Analyzer {
         depth: usize,
     ) {
         let args = argv.get(1..).unwrap_or_default();
+        self.record_command_writes(name, shown, args, stdin, scope.cwd.as_ref());
         match name {
             "rm" => self.rule_rm(shown, args, scope),
             "chmod" | "chown" | "chgrp" => self.rule_chmod(name, shown, args, scope),
@@ -140,21 +148,17 @@ impl Analyzer {
             "gcloud" | "gsutil" | "az" | "gh" => self.rule_cloud(name, shown, args),
             "pulumi" => self.rule_pulumi(shown, args),
             "docker" | "podman" | "nerdctl" => self.rule_docker(shown, args),
-            "git" => self.rule_git(shown, args),
+            "git" => {
+                self.rule_git(shown, args);
+                self.rule_git_clean(shown, args, scope.cwd.as_ref());
+            }
+            "rsync" => self.rule_rsync(shown, args, scope.cwd.as_ref()),
+            "tar" | "gtar" => self.rule_tar(shown, args, scope.cwd.as_ref()),
             n if sql::is_sql_client(n) || sql::is_mongo_client(n) => {
                 self.rule_sql(name, shown, args, stdin)
             }
-            "cd" | "pushd" => {
-                let split = split_args(args, &[]);
-                scope.cwd = match split.operands.first() {
-                    None => Some(paths::AbsPath::home()),
-                    Some(dir) => paths::static_paths(dir, scope.cwd.as_ref())
-                        .into_iter()
-                        .next(),
-                };
-            }
-            "popd" => scope.cwd = None,
-            "source" | "." => self.rule_source(shown, args),
+            "cd" | "pushd" | "popd" => change_dir(name, args, scope),
+            "source" | "." => self.rule_source(shown, args, scope, depth),
             // `set -- a b`: new positional parameters.
             "set" if args.first().and_then(Word::lit).as_deref() == Some("--") => {
                 for n in 1..10 {
@@ -168,7 +172,7 @@ impl Analyzer {
             "truncate" => {
                 let split = split_args(args, &["-s", "--size", "-r", "--reference"]);
                 for operand in split.operands {
-                    self.report_dynamic_argument(shown, operand);
+                    self.report_dynamic_argument(shown, operand, scope.cwd.as_ref());
                 }
                 self.rule_device_erase(name, shown, args, scope);
             }
@@ -177,13 +181,13 @@ impl Analyzer {
             }
             // Strings that the shell runs later: alias bodies (expanded by `sh`/dash even
             // non-interactively) and trap actions.
-            "alias" => {
-                for word in args {
-                    if let Some((_, values)) = split_assignment(word) {
-                        for value in values.iter().take(2) {
-                            self.analyse_nested(&value.render(), scope, depth + 1);
-                        }
-                    }
+            "alias" => self.define_aliases(shown, args, scope, depth),
+            "unalias" => {
+                if args.iter().any(|w| w.lit().as_deref() == Some("-a")) {
+                    scope.aliases.clear();
+                }
+                for word in args.iter().filter_map(Word::lit) {
+                    scope.aliases.remove(&word);
                 }
             }
             "trap" => {
@@ -229,33 +233,23 @@ impl Analyzer {
         }
         for operand in &split.operands {
             let before = self.findings_len();
-            self.report_precious(
-                shown,
-                operand,
-                scope,
-                "deletes",
-                &PreciousRules {
-                    root: Rule::RmRoot,
-                    home: Some(Rule::RmHome),
-                    system: Rule::RmSystemDir,
-                },
-            );
+            self.report_precious(shown, operand, scope.cwd.as_ref(), "deletes", &DELETE_RULES);
             if self.findings_len() == before {
-                self.report_dynamic_argument(shown, operand);
+                self.report_dynamic_argument(shown, operand, scope.cwd.as_ref());
             }
         }
     }
 
     /// Reports each precious path a target word may name.
-    fn report_precious(
+    pub(crate) fn report_precious(
         &mut self,
         shown: &str,
         operand: &Word,
-        scope: &Scope,
+        cwd: Option<&paths::AbsPath>,
         verb: &str,
         rules: &PreciousRules,
     ) {
-        for target in paths::targets(operand, scope.cwd.as_ref()) {
+        for target in paths::targets(operand, cwd) {
             let Some(danger) = paths::classify(&target.path) else {
                 continue;
             };
@@ -269,6 +263,13 @@ impl Analyzer {
                     danger.describe(),
                     operand.raw
                 )
+            } else if target.path.climbed {
+                format!(
+                    "`{shown}` {verb} {} when the step runs near `/` (`{}` climbs out of its \
+                     working directory)",
+                    danger.describe(),
+                    operand.raw
+                )
             } else {
                 format!("`{shown}` {verb} {}", danger.describe())
             };
@@ -276,31 +277,45 @@ impl Analyzer {
         }
     }
 
-    /// Reports a target of a destructive-capable command that is only known at run time.
-    fn report_dynamic_argument(&mut self, shown: &str, operand: &Word) {
+    /// Reports a target of a destructive-capable command that is only known at run time: a
+    /// value with a run-time part, or a relative path in a directory only known at run time
+    /// (`cd "$(dirname …)" && rm -rf *` may delete anything).
+    pub(crate) fn report_dynamic_argument(
+        &mut self,
+        shown: &str,
+        operand: &Word,
+        cwd: Option<&paths::AbsPath>,
+    ) {
         let dynamic = operand
             .cands
             .iter()
             .any(|c| c.0.iter().any(|seg| matches!(seg, Seg::Unknown { .. })));
-        if dynamic {
-            self.report(
-                Rule::DynamicArgument,
-                format!(
-                    "`{shown}` acts on `{}`, which is only known at run time, so it cannot be \
-                     shown to be safe",
-                    words::excerpt(&operand.raw)
-                ),
-            );
-        }
+        let what = if dynamic {
+            "which is only known at run time"
+        } else if paths::in_run_time_dir(operand, cwd) {
+            "in a directory that a `cd` made only known at run time"
+        } else {
+            return;
+        };
+        self.report(
+            Rule::DynamicArgument,
+            format!(
+                "`{shown}` acts on `{}`, {what}, so it cannot be shown to be safe",
+                words::excerpt(&operand.raw)
+            ),
+        );
     }
 
     /// `source FILE` / `. FILE` runs the file in this shell: opaque when the file is only known
     /// at run time or is a stream (`source <(curl …)`, `. /dev/stdin`).
-    fn rule_source(&mut self, shown: &str, args: &[Word]) {
+    fn rule_source(&mut self, shown: &str, args: &[Word], scope: &mut Scope, depth: usize) {
         let Some(file) = args.first() else { return };
         let stream = file
             .lit()
             .is_some_and(|f| f.starts_with("/dev/") || f.starts_with("/proc/") || f == "-");
+        if !stream {
+            self.run_written(shown, file, super::written::Runner::Source, scope, depth);
+        }
         if stream || file.lit().is_none() {
             self.report(
                 Rule::DynamicCode,
@@ -333,7 +348,7 @@ impl Analyzer {
             self.report_precious(
                 shown,
                 operand,
-                scope,
+                scope.cwd.as_ref(),
                 verb,
                 // `chown -R "$USER" ~` is the usual repair of a home directory, not damage.
                 &PreciousRules {
@@ -344,7 +359,7 @@ impl Analyzer {
             );
             // The first operand is the mode, owner or group, not a path.
             if n > 0 && self.findings_len() == before {
-                self.report_dynamic_argument(shown, operand);
+                self.report_dynamic_argument(shown, operand, scope.cwd.as_ref());
             }
         }
     }
@@ -421,7 +436,7 @@ impl Analyzer {
             self.report_precious(
                 shown,
                 start,
-                scope,
+                scope.cwd.as_ref(),
                 "deletes everything under",
                 &PreciousRules {
                     root: Rule::FindDelete,
@@ -430,7 +445,7 @@ impl Analyzer {
                 },
             );
             if self.findings_len() == before {
-                self.report_dynamic_argument(shown, start);
+                self.report_dynamic_argument(shown, start, scope.cwd.as_ref());
             }
         }
     }
@@ -454,7 +469,7 @@ impl Analyzer {
                 raw: word.raw.clone(),
                 cands: vec![target],
             };
-            self.report_dynamic_argument(shown, &target);
+            self.report_dynamic_argument(shown, &target, scope.cwd.as_ref());
             self.check_write_target(&target, shown, scope.cwd.as_ref());
             for path in paths::static_paths(&target, scope.cwd.as_ref()) {
                 if paths::is_under_dev(&path) && !paths::is_harmless_device(&path) {
@@ -494,7 +509,7 @@ impl Analyzer {
         );
         for operand in split.operands {
             if matches!(name, "shred" | "blkdiscard") {
-                self.report_dynamic_argument(shown, operand);
+                self.report_dynamic_argument(shown, operand, scope.cwd.as_ref());
             }
             if matches!(name, "tee" | "cp" | "install") {
                 for path in paths::static_paths(operand, scope.cwd.as_ref()) {
@@ -947,7 +962,7 @@ impl Analyzer {
             self.report_precious(
                 shown,
                 item,
-                scope,
+                scope.cwd.as_ref(),
                 "deletes everything `find` lists under",
                 &PreciousRules {
                     root: Rule::FindDelete,
@@ -958,6 +973,39 @@ impl Analyzer {
         }
     }
 }
+
+/// `cd DIR`, `cd -`, `cd`, `pushd DIR`, `popd`: the working directory the next commands see.
+/// A directory only known at run time is remembered as such (not forgotten as the workspace),
+/// so that `rm -rf *` after `cd "$(dirname …)"` is seen to act on a run-time target.
+fn change_dir(name: &str, args: &[Word], scope: &mut Scope) {
+    let split = split_args(args, &[]);
+    let operand = split.operands.first().copied();
+    let next = match (name, operand) {
+        ("popd", None) => scope
+            .dir_stack
+            .pop()
+            .unwrap_or_else(|| Some(paths::AbsPath::run_time())),
+        // `pushd` alone swaps the top two, `pushd +N`/`popd -N` rotate: not followed.
+        ("pushd", None) | ("popd", Some(_)) => Some(paths::AbsPath::run_time()),
+        (_, None) => Some(paths::AbsPath::home()),
+        (_, Some(dir)) if dir.lit().as_deref() == Some("-") => scope.oldpwd.clone(),
+        ("pushd", Some(dir)) if dir.lit().is_some_and(|d| d.starts_with(['+', '-'])) => {
+            Some(paths::AbsPath::run_time())
+        }
+        (_, Some(dir)) => Some(paths::cd_target(dir, scope.cwd.as_ref())),
+    };
+    if name == "pushd" {
+        if scope.dir_stack.len() >= MAX_DIR_STACK {
+            // The oldest is forgotten: popping that deep gives a run-time directory.
+            scope.dir_stack.remove(0);
+        }
+        scope.dir_stack.push(scope.cwd.clone());
+    }
+    scope.oldpwd = std::mem::replace(&mut scope.cwd, next);
+}
+
+/// Most directories of `pushd` we remember; hostile scripts could push without end.
+const MAX_DIR_STACK: usize = 16;
 
 /// `NAME=value` as given to `export`/`local`/`declare`: the name and the value's candidates.
 fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
@@ -985,7 +1033,7 @@ fn split_assignment(word: &Word) -> Option<(String, Vec<Resolved>)> {
 }
 
 /// Interpreters whose program can be given inline (`-c`/`-e`) or on standard input.
-fn is_interpreter(name: &str) -> bool {
+pub(crate) fn is_interpreter(name: &str) -> bool {
     let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
     matches!(
         base,

@@ -206,7 +206,7 @@ impl Analyzer {
         }
     }
 
-    fn lower_simple(
+    pub(crate) fn lower_simple(
         &mut self,
         simple: &SimpleCommand,
         scope: &mut Scope,

@@ -362,10 +362,7 @@ impl Analyzer {
                 TildeExpr::Home | TildeExpr::UserHome(_) if at_word_start => {
                     vec![Resolved(vec![Seg::Home])]
                 }
-                TildeExpr::WorkingDir => match &scope.cwd {
-                    Some(cwd) => vec![Resolved::text(&cwd.display())],
-                    None => vec![Resolved::unknown(false)],
-                },
+                TildeExpr::WorkingDir => vec![working_dir(scope)],
                 _ => vec![Resolved::unknown(false)],
             },
             WordPiece::ParameterExpansion(expr) => {
@@ -584,11 +581,24 @@ fn lookup(parameter: &Parameter, scope: &Scope) -> Vec<Resolved> {
     match name.as_str() {
         "HOME" => vec![Resolved(vec![Seg::Home])],
         // Always set by the shell to an absolute path, so never empty.
-        "PWD" => match &scope.cwd {
-            Some(cwd) => vec![Resolved::text(&cwd.display())],
-            None => vec![Resolved::unknown(false)],
-        },
+        "PWD" => vec![working_dir(scope)],
         _ => vec![Resolved::unknown(true)],
+    }
+}
+
+/// The value of `$PWD` (and `~+`): the working directory when a `cd` made it known, else a
+/// run-time value that is never empty (the shell always sets it).
+fn working_dir(scope: &Scope) -> Resolved {
+    match &scope.cwd {
+        Some(cwd) if cwd.is_known() => {
+            let mut value = match cwd.anchor {
+                super::paths::Anchor::Home => Resolved(vec![Seg::Home]),
+                _ => Resolved::default(),
+            };
+            value.push_text(cwd.display().trim_start_matches('~'));
+            value
+        }
+        _ => Resolved::unknown(false),
     }
 }
 
