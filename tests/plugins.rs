@@ -486,6 +486,7 @@ const MUTANTS: &[(&str, &str)] = &[
     ("kill-at-once", "stop signal and reason"),
     ("late-stop-reply", "stop escalation (task ignores SIGTERM)"),
     ("inherited-stdin", "task stdin"),
+    ("drops-an-exit", "ordering rules"),
 ];
 
 /// The kit is only worth its PASS if it fails broken plugins: every mutant fails the check of the
@@ -789,4 +790,213 @@ fn validate_asks_the_plugin_so_submit_never_rejects_what_validate_allowed() {
         text(&submitted.stderr)
     );
     assert!(env.job_ids().is_empty(), "an invalid spec is not stored");
+}
+
+/// Install `mc-executor-<name>` as a shell script that records each start in `<dir>/<name>.starts`
+/// and its pid in `<dir>/<name>.pid`, then runs `python3 -c <main>`.
+fn counted_python(plugins: &Plugins, name: &str, main: &str) -> PathBuf {
+    let dir = plugins.dir.display();
+    plugins.script(
+        name,
+        &format!(
+            "#!/bin/sh\necho started >> '{dir}/{name}.starts'\necho $$ > '{dir}/{name}.pid'\nexec python3 -c '{main}'\n"
+        ),
+    );
+    plugins.dir.join(format!("{name}.starts"))
+}
+
+fn starts(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// §3 promises one 10 s hello deadline per command: a plugin that never says hello is started
+/// once by `mc submit` (admission's probe; its validation and `prepare` fail at once with the
+/// probe's error) and once by `mc validate`, not three and two times.
+#[test]
+fn a_plugin_that_never_says_hello_is_started_once_per_command() {
+    let submit_env = Env::new();
+    let validate_env = Env::new();
+    let mut runs = Vec::new();
+    for (env, command) in [(&submit_env, "submit"), (&validate_env, "validate")] {
+        let plugins = Plugins::new(env);
+        let starts_file = counted_python(&plugins, "mute", "import time; time.sleep(3600)");
+        let file = env.write(
+            "j.yaml",
+            &job_yaml("mute", "  - name: s\n    runtime: mute\n    run: 'true'\n"),
+        );
+        let child = plugins
+            .mc(env)
+            .args([command, file.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        runs.push((command, starts_file, Instant::now(), child));
+    }
+    for (command, starts_file, began, child) in runs {
+        let output = wait_with_deadline(child);
+        let took = began.elapsed();
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            starts(&starts_file),
+            1,
+            "mc {command} started the plugin again: {stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(18),
+            "mc {command} took {took:?}: more than one hello deadline\n{stderr}"
+        );
+        if command == "submit" {
+            assert_eq!(output.status.code(), Some(4), "{stderr}");
+            assert!(stderr.contains("sent no hello within 10000 ms"), "{stderr}");
+        }
+    }
+}
+
+/// A plugin announcing `validate` that never answers it costs one 10 s reply deadline: the
+/// job then fails at `prepare` with that error, the plugin not started a third time.
+#[test]
+fn a_plugin_that_never_answers_validate_is_waited_for_once() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    let main = r#"
+import json, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+send({"type": "hello", "protocol": "maestro-executor", "versions": [1], "plugin": "quiet", "version": "0", "capabilities": ["validate"]})
+sys.stdin.readline()
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["type"] == "describe":
+        send({"type": "described", "id": req["id"], "name": "quiet"})
+"#;
+    let starts_file = counted_python(&plugins, "quiet", main);
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "quiet",
+            "  - name: s\n    runtime: quiet\n    run: 'true'\n",
+        ),
+    );
+    let began = Instant::now();
+    let (output, json) = plugins.submit(&env, &file, &[]);
+    let took = began.elapsed();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        format!("{json} {stderr}").contains("did not answer a validate request within 10000 ms"),
+        "{json} {stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(18),
+        "took {took:?}: two validate deadlines"
+    );
+    // Admission's probe of its hello, then its validation.
+    assert_eq!(starts(&starts_file), 2, "{stderr}");
+}
+
+/// Ctrl-C while `mc submit` (or `mc validate`) waits for a plugin before the job is stored:
+/// a prompt exit 130, no job stored, and the plugin killed.
+#[test]
+fn ctrl_c_while_admission_waits_for_a_plugin_stores_nothing_and_kills_it() {
+    for command in ["submit", "validate"] {
+        let env = Env::new();
+        let plugins = Plugins::new(&env);
+        counted_python(&plugins, "sleepy", "import time; time.sleep(3600)");
+        let file = env.write(
+            "j.yaml",
+            &job_yaml(
+                "sleepy",
+                "  - name: s\n    runtime: sleepy\n    run: 'true'\n",
+            ),
+        );
+        let child = plugins
+            .mc(&env)
+            .args([command, file.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid_file = plugins.dir.join("sleepy.pid");
+        assert!(
+            wait_for_file(&pid_file, 20),
+            "mc {command}: the plugin never started"
+        );
+        let plugin_pid: i32 = loop {
+            if let Ok(pid) = std::fs::read_to_string(&pid_file).unwrap().trim().parse() {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Well inside the hello deadline: mc is waiting for the plugin.
+        std::thread::sleep(Duration::from_millis(500));
+        let signalled = Instant::now();
+        send_signal(child.id(), rustix::process::Signal::INT);
+        let output = wait_with_deadline(child);
+        let took = signalled.elapsed();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "mc {command}: {stderr}");
+        assert!(
+            took < Duration::from_secs(4),
+            "mc {command} exited {took:?} after SIGINT"
+        );
+        assert!(
+            env.job_ids().is_empty(),
+            "mc {command} stored a job after Ctrl-C: {:?}",
+            env.job_ids()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pid_alive(plugin_pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if pid_alive(plugin_pid) {
+            send_signal(
+                u32::try_from(plugin_pid).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+            panic!("mc {command}: the plugin {plugin_pid} outlived mc");
+        }
+    }
+}
+
+/// Rule 3 of §4.3: one exit per task, nothing after it. The host keeps the first exit and says
+/// what it ignored.
+#[test]
+fn a_second_exit_and_a_log_after_exit_are_ignored_with_a_warning() {
+    let env = Env::new();
+    let plugins = Plugins::new(&env);
+    plugins.script(
+        "chatty",
+        &python_plugin(
+            "[1]",
+            r#"        send({"type": "exit", "task": req["task"], "code": 0, "signal": None, "reason": "completed"})
+        send({"type": "log", "task": req["task"], "seq": 1, "stream": "stdout", "text": "too late"})
+        send({"type": "exit", "task": req["task"], "code": 3, "signal": None, "reason": "completed"})"#,
+        ),
+    );
+    let file = env.write(
+        "j.yaml",
+        &job_yaml(
+            "chatty",
+            "  - name: s\n    runtime: chatty\n    run: 'true'\n",
+        ),
+    );
+    let (output, json) = plugins.submit(&env, &file, &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(json["steps"][0]["exit_code"], 0, "{json}");
+    assert!(
+        stderr.contains("sent a log event for task") && stderr.contains("after its exit event"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sent a second exit event for task"),
+        "{stderr}"
+    );
+    assert!(!env.step_log(job_id(&json), "s").contains("too late"));
 }

@@ -106,6 +106,10 @@ pub enum RunError {
         /// The authenticated identity.
         identity: String,
     },
+    /// The submission was cancelled (SIGINT/SIGTERM) during admission, before the job was
+    /// stored: nothing was stored and nothing ran.
+    #[error("cancelled before the job was stored: nothing ran")]
+    Cancelled,
 }
 
 impl RunError {
@@ -328,7 +332,16 @@ impl Runner {
         let job_id = JobId::now_v7();
         let span = tracing::info_span!("job", %job_id, trace_id = %request.trace_id);
         async {
-            let admitted = match self.admit(&request, job_id).await {
+            // Admission may wait on a backend (a plugin's hello or `validate`, 10 s each): a
+            // cancel meanwhile ends the submission at once, storing nothing. One that needs no
+            // wait is polled first and not interrupted: its job is stored and recorded
+            // `CANCELLED` before anything runs.
+            let admitted = tokio::select! {
+                biased;
+                admitted = self.admit(&request, job_id) => admitted,
+                () = cancel.cancelled() => return Err(RunError::Cancelled),
+            };
+            let admitted = match admitted {
                 Ok(admitted) => admitted,
                 Err(error) => {
                     self.audit.append(&AuditRecord::new(

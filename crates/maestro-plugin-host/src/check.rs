@@ -799,7 +799,7 @@ pub async fn check_plugin_with(path: &Path, with: Option<serde_json::Value>) -> 
         "containment claim",
         containment(&mut session).await,
     ));
-    results.push(verdict("ordering rules", ordering(&session)));
+    results.push(verdict("ordering rules", ordering(&mut session).await));
     results.push(verdict("clean protocol stream", clean_stream(&session)));
     results.push(verdict("end of input", end_of_input(&mut session).await));
     drop(session);
@@ -1803,7 +1803,66 @@ async fn concurrent(session: &mut Session) -> Result<String, String> {
     Ok("three tasks ran at once".to_owned())
 }
 
-fn ordering(session: &Session) -> Result<String, String> {
+/// How long, after a `destroy`, the kit waits for the exit events still owed (§4.5: a destroyed
+/// task's exit follows at once) before it holds their absence against the ordering rules.
+const OWED_EXITS_WITHIN: Duration = Duration::from_secs(10);
+
+/// The tasks the plugin said `started` for and sent no `exit` for yet, in the order started.
+fn tasks_without_exit(transcript: &[PluginMessage]) -> Vec<String> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut exited: Vec<&str> = Vec::new();
+    for message in transcript {
+        match message {
+            PluginMessage::Started(started)
+                if !open.contains(&started.task.as_str())
+                    && !exited.contains(&started.task.as_str()) =>
+            {
+                open.push(&started.task);
+            }
+            PluginMessage::Exit(exit) => {
+                open.retain(|task| *task != exit.task);
+                exited.push(&exit.task);
+            }
+            _ => {}
+        }
+    }
+    open.into_iter().map(str::to_owned).collect()
+}
+
+/// Rule 3 of §4.3 asks for exactly one `exit` per started task. A task some earlier check left
+/// running (because that check failed) still owes one: it is destroyed first, and its exit
+/// given [`OWED_EXITS_WITHIN`], so that only a plugin that never sends it fails here.
+async fn ordering(session: &mut Session) -> Result<String, String> {
+    let owed = tasks_without_exit(&session.transcript);
+    if !owed.is_empty() {
+        for task in &owed {
+            let id = session.id();
+            let destroy = HostMessage::Destroy(Destroy {
+                id,
+                task: task.clone(),
+            });
+            if session.send(&destroy).await.is_err() {
+                break;
+            }
+        }
+        let deadline = Instant::now() + OWED_EXITS_WITHIN;
+        while !tasks_without_exit(&session.transcript).is_empty() {
+            let from = session.transcript.len();
+            if session
+                .wait_for(from, deadline, "exit event", |m| {
+                    matches!(m, PluginMessage::Exit(_))
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    judge_ordering(&session.transcript)
+}
+
+fn judge_ordering(transcript: &[PluginMessage]) -> Result<String, String> {
     #[derive(Default)]
     struct Seen {
         started: bool,
@@ -1812,7 +1871,7 @@ fn ordering(session: &Session) -> Result<String, String> {
     }
     let mut tasks: HashMap<&str, Seen> = HashMap::new();
     let mut problems = Vec::new();
-    for message in &session.transcript {
+    for message in transcript {
         match message {
             PluginMessage::Started(started) => {
                 let seen = tasks.entry(&started.task).or_default();
@@ -1857,6 +1916,22 @@ fn ordering(session: &Session) -> Result<String, String> {
         if seen.exits > 1 {
             problems.push(format!("task {task}: {} exit events", seen.exits));
         }
+    }
+    // Listed first, in the order the tasks started: the problem that hides best.
+    let missing = tasks_without_exit(transcript);
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(3).map(String::as_str).collect();
+        problems.insert(
+            0,
+            format!(
+                "{} of {} started tasks never sent their exit event, not even within {} s of a destroy ({}{}): exactly one exit per started task is owed",
+                missing.len(),
+                tasks.len(),
+                OWED_EXITS_WITHIN.as_secs(),
+                shown.join(", "),
+                if missing.len() > shown.len() { ", …" } else { "" }
+            ),
+        );
     }
     if problems.is_empty() {
         Ok(format!(

@@ -1,6 +1,7 @@
 //! One running plugin process: handshake, requests and their replies, task events, shutdown.
 
 use maestro_plugin_protocol::framing::take_line_piece;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
@@ -62,6 +63,11 @@ struct Shared {
     pending: Mutex<Pending>,
     tasks: Mutex<TaskRoutes>,
     task_groups: Mutex<HashMap<String, Group>>,
+    /// Tasks whose exit event arrived, with how many log events followed it. Rule 3 of §4.3
+    /// allows one exit per task and nothing of the task after it: what breaks it is ignored with
+    /// a warning (once per task for late logs, which may come by the thousand). One entry per
+    /// step: a connection serves one job.
+    exited: Mutex<HashMap<String, u64>>,
     stderr_tail: Mutex<VecDeque<String>>,
     death: Mutex<Option<String>>,
     stderr_closed: tokio_util::sync::CancellationToken,
@@ -108,6 +114,31 @@ pub(crate) struct Connection {
     next_id: AtomicU64,
     /// The plugin's process, registered as this program's (see `maestro_core::children`).
     _registered: maestro_core::children::Registered,
+}
+
+/// Kills a plugin's process group when dropped, unless emptied first.
+struct KillOnDrop(Option<Group>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            group.kill();
+        }
+    }
+}
+
+/// A connection dropped without [`Connection::shutdown`] (the future that held it was
+/// abandoned, as when `mc submit` is cancelled while a plugin validates its steps) kills the
+/// plugin's group and its tasks' groups: no plugin outlives the `mc` that started it.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.child.get_mut().is_some() {
+            self.kill(format!(
+                "plugin {} was abandoned without a shutdown",
+                self.shared.name
+            ));
+        }
+    }
 }
 
 /// Read one line into `line` (newline removed), keeping at most `max` bytes. `Ok(None)` at end
@@ -171,11 +202,16 @@ impl Connection {
             })?;
         let pid = child.id().and_then(|id| i32::try_from(id).ok());
         let group = child.id().and_then(Group::of_child);
+        // Until the handshake is done, an abandoned open (its future dropped: Ctrl-C during
+        // admission's wait for a hello) takes the plugin's whole group with it; `kill_on_drop`
+        // alone would kill only the plugin's own process.
+        let mut abandoned = KillOnDrop(group);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             pending: Mutex::default(),
             tasks: Mutex::default(),
             task_groups: Mutex::default(),
+            exited: Mutex::default(),
             stderr_tail: Mutex::default(),
             death: Mutex::default(),
             stderr_closed: tokio_util::sync::CancellationToken::new(),
@@ -279,6 +315,8 @@ impl Connection {
             ))));
         }
         tokio::spawn(route(Arc::clone(&shared), stdout));
+        // From here the connection kills the group when it is dropped without a shutdown.
+        abandoned.0 = None;
         Ok(Self {
             shared,
             hello,
@@ -537,6 +575,23 @@ async fn route(shared: Arc<Shared>, mut stdout: BufReader<ChildStdout>) {
         };
         match message {
             PluginMessage::Log(log) => {
+                let late = lock(&shared.exited).get_mut(&log.task).map(|late| {
+                    *late += 1;
+                    *late
+                });
+                if let Some(late) = late {
+                    if late == 1 {
+                        tracing::warn!(
+                            plugin = %shared.name,
+                            task = %log.task,
+                            seq = log.seq,
+                            "plugin {} sent a log event for task {} after its exit event, which breaks rule 3 of §4.3; ignored (and any more)",
+                            shared.name,
+                            log.task
+                        );
+                    }
+                    continue;
+                }
                 let route = lock(&shared.tasks).get(&log.task).cloned();
                 if let Some(route) = route {
                     // Waiting here pauses the plugin's output while the step's log catches up.
@@ -544,6 +599,23 @@ async fn route(shared: Arc<Shared>, mut stdout: BufReader<ChildStdout>) {
                 }
             }
             PluginMessage::Exit(exit) => {
+                let first = match lock(&shared.exited).entry(exit.task.clone()) {
+                    Entry::Occupied(_) => false,
+                    Entry::Vacant(entry) => {
+                        entry.insert(0);
+                        true
+                    }
+                };
+                if !first {
+                    tracing::warn!(
+                        plugin = %shared.name,
+                        task = %exit.task,
+                        "plugin {} sent a second exit event for task {}, which breaks rule 3 of §4.3 (one exit per task); ignored",
+                        shared.name,
+                        exit.task
+                    );
+                    continue;
+                }
                 let route = lock(&shared.tasks).get(&exit.task).cloned();
                 if let Some(route) = route {
                     let _ = route.send(TaskEvent::Exit(exit)).await;

@@ -1,6 +1,6 @@
 //! The plugin executor: one more implementation of core's `Executor`, backed by a plugin process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +23,6 @@ use crate::connection::{Connection, ConnectionError, TaskEvent};
 use crate::discovery;
 use crate::groups::Group;
 
-/// How long a task's process group may take to empty after its exit event (processes the
-/// plugin has just killed leave it when they are reaped) before the host kills what is left
-/// and records the step's teardown as failed.
 /// How long the host waits for a plugin's hello (`docs/plugin-protocol.md` §3), everywhere: jobs,
 /// admission's probe, `mc plugins list`.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +33,20 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a plugin may take to exit once its input is closed before its group is killed (§2).
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// How long a task's process group may take to empty after its exit event (processes the
+/// plugin has just killed leave it when they are reaped) before the host kills what is left
+/// and records the step's teardown as failed.
 const GROUP_EMPTY_WITHIN: Duration = Duration::from_millis(250);
+
+/// How long a plugin's failure (no hello, no answer to `validate`) is remembered for the job it
+/// happened in. Admission's probe, its `validate` and the job's `prepare` follow one another
+/// within moments, so a plugin that failed once is not started (and waited for) again in the
+/// same command; a server job that waited for an approval meanwhile tries the plugin afresh.
+const FAILURE_KEPT: Duration = Duration::from_secs(120);
+
+/// How many jobs' plugin failures are remembered at most (a server admits many jobs; one whose
+/// admission failed never reaches `finish`, which forgets its entry).
+const FAILURES_KEPT: usize = 64;
 
 /// Deadlines the host keeps with a plugin.
 #[derive(Debug, Clone)]
@@ -75,8 +85,20 @@ pub struct PluginExecutor {
     connections: Mutex<HashMap<JobId, Arc<Connection>>>,
     next_task: AtomicU64,
     /// The capabilities its hello announced (how it contains its steps, whether it validates
-    /// settings), read once before policy; `None` when it could not be started then.
-    announced: tokio::sync::OnceCell<Option<Vec<String>>>,
+    /// settings), read before policy and kept once read.
+    announced: Mutex<Option<Vec<String>>>,
+    /// Why the plugin failed for a job (no hello, no answer to `validate`), and when: the same
+    /// job (or command) fails at once with this first error instead of starting the plugin
+    /// again and waiting out the same deadline once more (`docs/plugin-protocol.md` §3: one
+    /// 10 s deadline). Newest last; see [`FAILURE_KEPT`] and [`FAILURES_KEPT`].
+    failures: std::sync::Mutex<VecDeque<Failure>>,
+}
+
+/// A plugin's failure for one job.
+struct Failure {
+    job_id: JobId,
+    at: Instant,
+    message: String,
 }
 
 impl PluginExecutor {
@@ -93,7 +115,8 @@ impl PluginExecutor {
             options,
             connections: Mutex::default(),
             next_task: AtomicU64::new(1),
-            announced: tokio::sync::OnceCell::new(),
+            announced: Mutex::default(),
+            failures: std::sync::Mutex::default(),
         }
     }
 
@@ -112,15 +135,75 @@ impl PluginExecutor {
         if let Some(connection) = connections.get(&job_id) {
             return Ok(Arc::clone(connection));
         }
-        let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
-            .await
-            .map_err(|error| ExecutorError::Unavailable {
-                message: error.to_string(),
-            })?;
-        tracing::debug!(plugin = %self.name, version = connection.version(), "plugin started");
-        let connection = Arc::new(connection);
+        let connection = Arc::new(self.open(job_id).await?);
         connections.insert(job_id, Arc::clone(&connection));
         Ok(connection)
+    }
+
+    /// Start the plugin for `job_id` and complete the handshake, unless it already failed for
+    /// that job: then its first error, at once. A failure is remembered for the job.
+    async fn open(&self, job_id: JobId) -> Result<Connection, ExecutorError> {
+        if let Some(message) = self.failure(job_id) {
+            tracing::debug!(plugin = %self.name, %message, "not started again: it already failed for this job");
+            return Err(ExecutorError::Unavailable { message });
+        }
+        match Connection::open(&self.name, &self.path, self.options.handshake_timeout).await {
+            Ok(connection) => {
+                tracing::debug!(plugin = %self.name, version = connection.version(), "plugin started");
+                Ok(connection)
+            }
+            Err(error) => {
+                let error = unavailable(error);
+                self.remember(job_id, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Why the plugin failed for `job_id`, if it did lately (see [`FAILURE_KEPT`]).
+    fn failure(&self, job_id: JobId) -> Option<String> {
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures
+            .iter()
+            .rev()
+            .find(|failure| failure.job_id == job_id && failure.at.elapsed() < FAILURE_KEPT)
+            .map(|failure| failure.message.clone())
+    }
+
+    /// Remember that the plugin failed for `job_id` with `error`. Only the plugin's own failures
+    /// (`Unavailable`) are: a rejection of the spec's settings ends the job anyway. The first
+    /// failure of a job is the one kept.
+    fn remember(&self, job_id: JobId, error: &ExecutorError) {
+        let ExecutorError::Unavailable { message } = error else {
+            return;
+        };
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.retain(|failure| failure.at.elapsed() < FAILURE_KEPT);
+        if failures.iter().any(|failure| failure.job_id == job_id) {
+            return;
+        }
+        if failures.len() == FAILURES_KEPT {
+            failures.pop_front();
+        }
+        failures.push_back(Failure {
+            job_id,
+            at: Instant::now(),
+            message: message.clone(),
+        });
+    }
+
+    /// Forget the plugin's failure for `job_id`: the job is over.
+    fn forget(&self, job_id: JobId) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|failure| failure.job_id != job_id);
     }
 
     fn lost(&self, step: &StepRequest, error: &ConnectionError) -> ExecutorError {
@@ -179,11 +262,12 @@ impl Executor for PluginExecutor {
 
     /// What the plugin announces: `contained` in its hello makes its steps contained; anything
     /// else, or a plugin that cannot be started, is the safe answer, not contained (a plugin
-    /// that cannot start fails the job at `prepare` anyway). Asked once per `mc`: the plugin is
-    /// started, read and stopped, as `mc plugins list` does; nothing of the job is sent to it.
-    async fn containment(&self, _step: &StepRequest) -> Containment {
-        match self.announced().await {
-            Some(capabilities) if capabilities.iter().any(|c| c == capability::CONTAINED) => {
+    /// that cannot start fails the job at `prepare` anyway, with the same error and without
+    /// being started again). Read once: the plugin is started, read and stopped, as
+    /// `mc plugins list` does; nothing of the job is sent to it.
+    async fn containment(&self, step: &StepRequest) -> Containment {
+        match self.announced(step.job_id).await {
+            Ok(capabilities) if capabilities.iter().any(|c| c == capability::CONTAINED) => {
                 Containment::Container
             }
             _ => Containment::None,
@@ -191,19 +275,27 @@ impl Executor for PluginExecutor {
     }
 
     /// The plugin's own `validate` of each step's `with`, on a connection of its own (started,
-    /// asked, stopped, as for `containment`): nothing of the job is run.
+    /// asked, stopped, as for `containment`): nothing of the job is run. A plugin that failed
+    /// its hello for the job is not started again: its first error, at once; one that does not
+    /// answer a `validate` is remembered the same way, so `prepare` does not wait for it again.
     async fn validate_steps(&self, steps: &[StepRequest]) -> Result<(), ExecutorError> {
+        let Some(job_id) = steps.first().map(|step| step.job_id) else {
+            return Ok(());
+        };
         // A plugin that does not validate (as its hello said) is not started again for nothing.
-        if let Some(capabilities) = self.announced().await
-            && !capabilities.iter().any(|c| c == capability::VALIDATE)
-        {
+        let capabilities = self
+            .announced(job_id)
+            .await
+            .map_err(|message| ExecutorError::Unavailable { message })?;
+        if !capabilities.iter().any(|c| c == capability::VALIDATE) {
             return Ok(());
         }
-        let connection = Connection::open(&self.name, &self.path, self.options.handshake_timeout)
-            .await
-            .map_err(unavailable)?;
+        let connection = self.open(job_id).await?;
         let result = self.validate_on(&connection, steps).await;
         connection.shutdown(self.options.shutdown_grace).await;
+        if let Err(error) = &result {
+            self.remember(job_id, error);
+        }
         result
     }
 
@@ -322,6 +414,7 @@ impl Executor for PluginExecutor {
     }
 
     async fn finish(&self, job_id: JobId) {
+        self.forget(job_id);
         let connection = self.connections.lock().await.remove(&job_id);
         if let Some(connection) = connection {
             connection.shutdown(self.options.shutdown_grace).await;
@@ -330,27 +423,28 @@ impl Executor for PluginExecutor {
 }
 
 impl PluginExecutor {
-    /// The capabilities of the plugin's hello, read once per `mc`: the plugin is started, read
-    /// and stopped, as `mc plugins list` does; nothing of the job is sent to it. `None` when it
-    /// cannot be started (a plugin that cannot start fails the job at `prepare` anyway).
-    async fn announced(&self) -> Option<Vec<String>> {
-        self.announced
-            .get_or_init(|| async {
-                match Connection::open(&self.name, &self.path, self.options.handshake_timeout).await
-                {
-                    Ok(connection) => {
-                        let capabilities = connection.hello().capabilities.clone();
-                        connection.shutdown(self.options.shutdown_grace).await;
-                        Some(capabilities)
-                    }
-                    Err(error) => {
-                        tracing::debug!(plugin = %self.name, %error, "plugin could not be asked what it announces");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+    /// The capabilities of the plugin's hello, read once and kept: the plugin is started, read
+    /// and stopped, as `mc plugins list` does; nothing of the job is sent to it. When it cannot
+    /// be started, or sends no hello, the error is remembered for `job_id` (see
+    /// [`PluginExecutor::open`]): every later question of the same job gets it at once.
+    async fn announced(&self, job_id: JobId) -> Result<Vec<String>, String> {
+        // Held while the plugin is probed: questions about the same plugin wait for one answer.
+        let mut announced = self.announced.lock().await;
+        if let Some(capabilities) = announced.as_ref() {
+            return Ok(capabilities.clone());
+        }
+        match self.open(job_id).await {
+            Ok(connection) => {
+                let capabilities = connection.hello().capabilities.clone();
+                connection.shutdown(self.options.shutdown_grace).await;
+                *announced = Some(capabilities.clone());
+                Ok(capabilities)
+            }
+            Err(error) => {
+                tracing::debug!(plugin = %self.name, %error, "plugin could not be asked what it announces");
+                Err(error.to_string())
+            }
+        }
     }
 
     /// Asks the plugin, when it has the `validate` capability, whether each step's `with` is

@@ -101,3 +101,22 @@ async fn a_false_containment_claim_fails_the_kit() {
         }
     }
 }
+
+/// Rule 3 of §4.3 (exactly one exit per started task) is the `ordering rules` check's (§9): a
+/// plugin that never sends a task's exit event (the mutant drops its first task's) fails it with
+/// a line that says so, not only the check that timed out waiting for that event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_never_sends_an_exit_event_fails_the_ordering_rules() {
+    let mutant = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/plugins/mutants/mc-executor-drops-an-exit");
+    let results = maestro_plugin_host::check_plugin(&mutant).await;
+    let ordering = results
+        .iter()
+        .find(|r| r.name == "ordering rules")
+        .expect("an ordering rules check");
+    assert!(!ordering.passed, "{ordering:?}");
+    assert!(
+        ordering.detail.contains("never sent their exit event"),
+        "{ordering:?}"
+    );
+}

@@ -487,3 +487,162 @@ async fn a_plugins_process_is_registered_as_ours_while_it_serves() {
         "the plugin's process {pid} is still registered after finish"
     );
 }
+
+/// Whether process `pid` is alive: it exists and is not a zombie waiting to be reaped.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// How many times the plugin whose body starts with [`counting_starts`] was started.
+fn starts(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// A line of Python recording each start of the plugin in `file`.
+fn counting_starts(file: &Path) -> String {
+    format!(
+        "open({:?}, 'a').write('started\\n')\n",
+        file.display().to_string()
+    )
+}
+
+/// §3: one hello deadline per job. A plugin that sent no hello to admission's probe is not
+/// started again by its `validate` nor by `prepare`: both fail at once with the probe's error.
+#[tokio::test]
+async fn a_plugin_that_sent_no_hello_is_not_started_again_for_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("starts");
+    let path = plugin(
+        dir.path(),
+        "mute",
+        &format!("{}time.sleep(3600)\n", counting_starts(&started)),
+    );
+    let handshake = Duration::from_secs(1);
+    let executor = PluginExecutor::with_options("t", &path, options(handshake));
+    let request = step(dir.path());
+    let steps = std::slice::from_ref(&request);
+    let began = Instant::now();
+    assert!(matches!(
+        executor.containment(&request).await,
+        maestro_core::executor::Containment::None
+    ));
+    let validated = executor.validate_steps(steps).await;
+    let prepared = executor.prepare(steps).await;
+    let took = began.elapsed();
+    executor.finish(request.job_id).await;
+    assert_eq!(starts(&started), 1, "the plugin was started more than once");
+    for result in [validated, prepared] {
+        assert!(
+            matches!(result, Err(ExecutorError::Unavailable { .. })),
+            "{result:?}"
+        );
+        let text = message(result);
+        assert!(text.contains("sent no hello within 1000 ms"), "{text}");
+    }
+    assert!(
+        took < 2 * handshake,
+        "one hello deadline, not more: {took:?}"
+    );
+
+    // Another job is another chance: the failure belongs to the job it happened in.
+    let other = step(dir.path());
+    let _ = executor.prepare(std::slice::from_ref(&other)).await;
+    executor.finish(other.job_id).await;
+    assert_eq!(starts(&started), 2);
+}
+
+/// A plugin that announces `validate` and never answers it costs one reply deadline: `prepare`
+/// fails at once with the same error instead of starting it and asking again.
+#[tokio::test]
+async fn a_plugin_that_never_answers_validate_is_waited_for_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("starts");
+    let body = format!(
+        "{}send({{'type': 'hello', 'protocol': 'maestro-executor', 'versions': [1], 'capabilities': ['validate']}})\n\
+         sys.stdin.readline()\n\
+         for line in sys.stdin:\n    req = json.loads(line)\n    \
+         if req['type'] == 'describe':\n        send({{'type': 'described', 'id': req['id'], 'name': 't'}})\n",
+        counting_starts(&started)
+    );
+    let path = plugin(dir.path(), "silent", &body);
+    let executor = PluginExecutor::with_options("t", &path, options(Duration::from_secs(10)));
+    let request = step(dir.path());
+    let steps = std::slice::from_ref(&request);
+    let _ = executor.containment(&request).await;
+    let began = Instant::now();
+    let validated = executor.validate_steps(steps).await;
+    let prepared = executor.prepare(steps).await;
+    let took = began.elapsed();
+    executor.finish(request.job_id).await;
+    for result in [validated, prepared] {
+        assert!(
+            matches!(result, Err(ExecutorError::Unavailable { .. })),
+            "{result:?}"
+        );
+        let text = message(result);
+        assert!(
+            text.contains("did not answer a validate request within 1000 ms"),
+            "{text}"
+        );
+    }
+    // Admission's probe, then its validation; `prepare` starts nothing.
+    assert_eq!(starts(&started), 2, "the plugin was started again");
+    assert!(
+        took < Duration::from_millis(1900),
+        "one reply deadline, not two: {took:?}"
+    );
+}
+
+/// An admission abandoned while it waits for a plugin's hello (`mc submit` cancelled by
+/// Ctrl-C drops it) kills the plugin and what it started in its process group at once.
+#[tokio::test]
+async fn an_abandoned_wait_for_a_hello_kills_the_plugin_and_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let body = format!(
+        "import subprocess\n\
+         child = subprocess.Popen(['sleep', '3600'])\n\
+         open({0:?} + '.tmp', 'w').write('%d %d' % (os.getpid(), child.pid))\n\
+         os.rename({0:?} + '.tmp', {0:?})\n\
+         time.sleep(3600)\n",
+        pids.display().to_string()
+    );
+    let path = plugin(dir.path(), "slow", &body);
+    let executor = PluginExecutor::with_options("t", &path, options(Duration::from_secs(30)));
+    let request = step(dir.path());
+    let began = Instant::now();
+    tokio::select! {
+        _ = executor.containment(&request) => panic!("the plugin never says hello"),
+        () = async {
+            while !pids.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    let pids: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for pid in &pids {
+        if alive(*pid) {
+            // Not left behind by the test either.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("process {pid} of the abandoned plugin outlived the wait ({pids:?})");
+        }
+    }
+    assert!(began.elapsed() < Duration::from_secs(10));
+}

@@ -212,6 +212,8 @@ pub(crate) fn human_size(bytes: u64) -> String {
 fn admission_failure(source: &str, spec_bytes: &[u8], error: RunError) -> Failure {
     match error {
         RunError::Spec(error) => Failure::usage(error.describe(source, spec_bytes)),
+        // SIGINT/SIGTERM while admission waited (on a plugin): exit 130, as for a running job.
+        error @ RunError::Cancelled => Failure::new(Code::Cancelled, error),
         other => Failure::from(other),
     }
 }

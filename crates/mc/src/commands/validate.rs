@@ -26,9 +26,18 @@ pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<Code, Failu
     };
     let request = super::read_request(&args.file, None, args.runtime.clone())?;
     let runner = super::open_runner(&state_root, config, Lifetime::Command);
-    // Admission may ask plugins how they contain their steps (their hello), which is async.
+    // Admission may ask plugins how they contain their steps (their hello), which is async,
+    // and waits for them: SIGINT/SIGTERM end that wait (and the plugins) at once, exit 130.
     let validation = super::runtime()?
-        .block_on(runner.validate(&request))
+        .block_on(async {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            super::submit::watch_signals(cancel.clone())?;
+            tokio::select! {
+                biased;
+                validation = runner.validate(&request) => Ok(validation),
+                () = cancel.cancelled() => Err(Failure::new(Code::Cancelled, "cancelled: nothing was validated")),
+            }
+        })?
         .map_err(|error| super::admission_failure(&request.source, &request.spec_bytes, error))?;
     let allowed = validation.policies.allowed();
     match args.output {
