@@ -185,7 +185,11 @@ fn gc_finishes_a_prune_that_was_killed_midway() {
     let pruned = std::fs::read_to_string(env.state.join("jobs.pruned")).unwrap();
     assert_eq!(pruned, format!("{}\n", ids[1]));
     let again = env.run(&["gc"]);
-    assert!(text(&again.stdout).contains("nothing to collect"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stdout).contains("nothing to collect"),
+        "{}",
+        text(&again.stdout)
+    );
     let status = env.run(&["status", &ids[1]]);
     assert!(
         text(&status.stderr).contains("was pruned"),
@@ -194,7 +198,42 @@ fn gc_finishes_a_prune_that_was_killed_midway() {
     );
     // One job left, and the listing says one.
     let listed = env.run(&["status", "--limit", "1"]);
-    assert!(!text(&listed.stderr).contains("of 2 jobs"), "{}", text(&listed.stderr));
+    assert!(
+        !text(&listed.stderr).contains("of 2 jobs"),
+        "{}",
+        text(&listed.stderr)
+    );
+}
+
+/// A submission that died after it gave its job a line in the index, before the job was in
+/// place: gc removes its staging directory and counts the line out, so a listing's total is
+/// the number of jobs it lists.
+#[test]
+fn gc_counts_out_the_index_line_of_a_submission_that_died() {
+    let env = Env::new();
+    let file = env.write("ok.yaml", &job_yaml("ok", "  - name: s\n    run: 'true'\n"));
+    for _ in 0..2 {
+        env.submit(&file, &[]);
+    }
+    let dead = "01ffffff-ffff-7fff-8fff-ffffffffffff";
+    let mut index = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.state.join("jobs.index"))
+        .unwrap();
+    std::io::Write::write_all(&mut index, format!("{dead}\n").as_bytes()).unwrap();
+    std::fs::create_dir(
+        env.state
+            .join("jobs")
+            .join(format!(".new-{}", dead.replace('-', ""))),
+    )
+    .unwrap();
+    let total = |env: &Env| text(&env.run(&["status", "--limit", "1"]).stderr);
+    assert!(total(&env).contains("of 3 jobs"), "{}", total(&env));
+    let gc = env.run(&["gc"]);
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    assert!(total(&env).contains("of 2 jobs"), "{}", total(&env));
+    let listed = parse_json(&env.run(&["status", "--output", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
 }
 
 #[test]

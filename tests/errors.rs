@@ -140,6 +140,18 @@ fn json_errors_read_like_yaml_errors() {
         "",
         "empty.json: the spec is empty; a job needs at least a `name` and `steps`",
     );
+    says(
+        &env,
+        "comments.yaml",
+        "# a job, one day\n\n  # indented\n",
+        "comments.yaml: the spec is empty; a job needs at least a `name` and `steps`",
+    );
+    says(
+        &env,
+        "bom.json",
+        "\u{feff}{\"name\": \"x\"}",
+        "bom.json:1:1: invalid JSON: the file starts with a byte-order mark (U+FEFF), which JSON does not allow; save it as UTF-8 without a BOM",
+    );
 }
 
 #[test]
@@ -327,14 +339,22 @@ fn an_unreachable_server_is_one_line_in_words() {
 #[test]
 fn a_failure_under_output_json_is_one_object_on_stdout_too() {
     let env = Env::new();
-    let bad = env.write("bad.yaml", "name: x\nowner: a\nbogus: 1\nsteps:\n  - name: s\n    run: echo\n");
+    let bad = env.write(
+        "bad.yaml",
+        "name: x\nowner: a\nbogus: 1\nsteps:\n  - name: s\n    run: echo\n",
+    );
     let bad = bad.to_str().unwrap();
     for args in [
         &["submit", bad, "--output", "json"][..],
         &["validate", bad, "--output", "json"],
         &["submit", "missing.yaml", "--output", "json"],
         &["status", "nosuchid", "--output", "json"],
-        &["logs", "0192f0c1-aaaa-7bbb-8ccc-123456789abc", "--output", "json"],
+        &[
+            "logs",
+            "0192f0c1-aaaa-7bbb-8ccc-123456789abc",
+            "--output",
+            "json",
+        ],
     ] {
         let output = env.run(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");

@@ -926,6 +926,51 @@ fn an_approved_job_waiting_for_a_slot_is_cancelled_and_decided_once_through_any_
         "SELECT count(*) FROM step_logs WHERE job_id = '{job_id}'"
     ));
     assert_eq!(steps, "0", "a cancelled job does not run");
+
+    // Approved through the server that does not hold it, then rejected through its holder at
+    // once (before the holder looks at the decisions on record): the first decision counts,
+    // and the second is refused, not answered 200 too.
+    let (code, submitted) = servers[0].submit_yaml(&ana, prod);
+    assert_eq!(code, 201, "{submitted}");
+    let second = submitted["job_id"].as_str().unwrap().to_owned();
+    pg.wait_claimed(&second);
+    let holder = holder_pid(&pg.sql(&format!(
+        "SELECT claimed_by FROM jobs WHERE job_id = '{second}'"
+    )));
+    let (holding, other) = if holder == Some(servers[0].pid()) {
+        (&servers[0], &servers[1])
+    } else {
+        (&servers[1], &servers[0])
+    };
+    let (code, body) = other.json(
+        "POST",
+        &format!("/v1/jobs/{second}/approve"),
+        Some(&bo),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = holding.json(
+        "POST",
+        &format!("/v1/jobs/{second}/reject"),
+        Some(&bo),
+        None,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("approved already"),
+        "{body}"
+    );
+    let rejections = pg.sql(&format!(
+        "SELECT count(*) FROM audit_log WHERE convert_from(line, 'UTF8') LIKE '%{second}%job.rejected_by_approver%' OR convert_from(line, 'UTF8') LIKE '%job.rejected_by_approver%{second}%'"
+    ));
+    assert_eq!(rejections, "0", "a refused decision is not audited");
+    let (code, body) = holding.json(
+        "POST",
+        &format!("/v1/jobs/{second}/cancel"),
+        Some(&ana),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
     for id in &busy {
         let (code, body) = other.json("POST", &format!("/v1/jobs/{id}/cancel"), Some(&ana), None);
         assert_eq!(code, 200, "{body}");

@@ -463,11 +463,7 @@ impl Analyzer {
                 Next::Script(scripts, positional) => {
                     self.check_dynamic_code(&name, &shown, &scripts, &stdin);
                     for script in scripts.iter().take(MAX_SCRIPT_CANDIDATES) {
-                        let mut inner = Scope {
-                            cwd: cwd.clone(),
-                            env: std::rc::Rc::clone(&scope.env),
-                            ..Scope::default()
-                        };
+                        let mut inner = scope.child(cwd.clone());
                         for (n, value) in positional.iter().enumerate() {
                             inner.vars.insert(n.to_string(), value.cands.clone());
                         }
@@ -478,7 +474,8 @@ impl Analyzer {
                 }
                 Next::Stop => return,
                 Next::RunsFile(at) => {
-                    self.run_written(&shown, &argv[at], Runner::Shell, scope, depth);
+                    let args = argv.get(at + 1..).unwrap_or_default();
+                    self.run_written(&shown, &argv[at], args, Runner::Shell, scope, depth);
                     return;
                 }
                 Next::Argvs(argvs) => {
@@ -502,7 +499,8 @@ impl Analyzer {
                     let saved = std::mem::replace(&mut scope.cwd, cwd);
                     if lit.contains('/') {
                         // `./x.sh`: a file run by path may be one the step wrote.
-                        self.run_written(&shown, &argv[i], Runner::Shell, scope, depth);
+                        let args = argv.get(i + 1..).unwrap_or_default();
+                        self.run_written(&shown, &argv[i], args, Runner::Executed, scope, depth);
                     }
                     self.apply_rules(&name, &shown, &argv[i..], &stdin, scope, depth);
                     // `cd` inside the rules updated scope.cwd; a wrapper's own chdir did not

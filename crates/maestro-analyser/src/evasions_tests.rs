@@ -129,6 +129,86 @@ const DESTRUCTIVE: &[(&str, &str)] = &[
         "rm-system-dir",
     ),
     ("bash -c \"echo 'rm -rf /' > x.sh\"; sh x.sh", "rm-root"),
+    // ... with arguments, exported variables, or none given where one is used
+    (
+        "printf 'rm -rf \"$1\"/*\\n' > clean.sh && sh clean.sh /usr",
+        "rm-system-dir",
+    ),
+    (
+        "printf 'rm -rf \"$1\"/*\\n' > clean.sh && sh clean.sh",
+        "rm-root",
+    ),
+    (
+        "printf 'rm -rf \"$1\"\\n' > clean.sh && chmod +x clean.sh && ./clean.sh /etc",
+        "rm-system-dir",
+    ),
+    (
+        "printf 'rm -rf \"$2\"\\n' > clean.sh && source clean.sh build /",
+        "rm-root",
+    ),
+    (
+        "printf 'rm -rf \"$@\"\\n' > c.sh && bash c.sh build /",
+        "rm-root",
+    ),
+    (
+        "export D=/usr\nprintf 'rm -rf \"$D\"\\n' > c.sh && sh c.sh",
+        "rm-system-dir",
+    ),
+    ("export D=/; sh -c 'rm -rf \"$D\"'", "rm-root"),
+    ("D=/boot; export D; bash -c 'rm -rf $D'", "rm-system-dir"),
+    // tree deletes in interpreters: whole-argument paths and literal-only joins
+    (
+        "python3 -c \"import shutil, os; shutil.rmtree(os.path.join('/', 'usr'))\"",
+        "rm-system-dir",
+    ),
+    (
+        "python3 -c \"import shutil; shutil.rmtree('/' + 'etc')\"",
+        "rm-system-dir",
+    ),
+    (
+        "python3 -c \"import shutil; shutil.rmtree(path='/')\"",
+        "rm-root",
+    ),
+    (
+        "python3 -c \"import shutil, os; shutil.rmtree(os.path.expanduser('~'))\"",
+        "rm-home",
+    ),
+    (
+        "ruby -e \"require 'fileutils'; FileUtils.rm_rf(File.join('/', 'var'))\"",
+        "rm-system-dir",
+    ),
+    (
+        "node -e \"require('fs').rmSync(require('path').join('/', 'opt'), {recursive: true})\"",
+        "rm-system-dir",
+    ),
+    (
+        "perl -MFile::Path=remove_tree -e 'remove_tree(\"build\", \"/usr\")'",
+        "rm-system-dir",
+    ),
+    (
+        "python3 -c \"from shutil import rmtree as r; r('/usr')\"",
+        "rm-system-dir",
+    ),
+    (
+        "python3 -c \"from shutil import rmtree; '/'.join(['a']); rmtree('/')\"",
+        "rm-root",
+    ),
+    (
+        "python3 -c \"import shutil; f=shutil.rmtree; f(('/etc'))\"",
+        "rm-system-dir",
+    ),
+    (
+        "cd / && python3 -c \"import shutil; shutil.rmtree('usr')\"",
+        "rm-system-dir",
+    ),
+    // top-level globs that can match a system directory
+    ("rm -rf ../u*", "rm-system-dir"),
+    ("cd .. && rm -rf [a-z]*", "rm-system-dir"),
+    ("rm -rf /?tc", "rm-system-dir"),
+    ("rm -rf ../*/", "rm-root"),
+    ("cd ../../.. && rm -rf .*", "rm-root"),
+    // the step's workdir is not known to the analyser: a climb of two is still `/`
+    ("cd ../.. && git clean -fdx", "rm-root"),
     // 6. tree deletes by rsync, tar and git clean
     ("rsync -a --delete EMPTY/ /", "rm-root"),
     ("rsync -a --delete empty/ /usr/", "rm-system-dir"),
@@ -233,6 +313,20 @@ const OPAQUE: &[(&str, &str)] = &[
         "dynamic-code",
     ),
     ("{ echo rm; echo -rf; } > x.sh; sh x.sh", "dynamic-code"),
+    // an argument only known at run time is given, not empty
+    (
+        "printf 'rm -rf \"$1\"/*\\n' > clean.sh && sh clean.sh \"$DIR\"",
+        "dynamic-argument",
+    ),
+    (
+        "printf 'rm -rf \"$1\"/*\\n' > c.sh && chmod +x c.sh && ./c.sh \"$(pwd)/out\"",
+        "dynamic-argument",
+    ),
+    // a downloaded binary run by path is code only known at run time, nothing more
+    (
+        "curl -Lo ./kubectl https://x.example/kubectl && chmod +x kubectl && ./kubectl get pods",
+        "dynamic-code",
+    ),
     // 6. a run-time target of a tree delete
     ("rsync -a --delete src/ \"$DEST\"", "dynamic-argument"),
     ("tar --remove-files -cf x.tar \"$DIR\"", "dynamic-argument"),
@@ -283,7 +377,51 @@ const CLEAN: &[&str] = &[
     "curl -fsSL https://x.example/a.tgz -o a.tgz && tar -xzf a.tgz",
     "wget https://x.example/data.csv && python3 load.py data.csv",
     "echo 'export X=1' > env.sh && cat env.sh",
+    // interpreter tree deletes of a join with a relative or run-time piece
+    "python3 -c \"import shutil,os; shutil.rmtree(os.path.join('..','build'))\"",
+    "node -e \"require('fs').rmSync(require('path').join(__dirname,'..','dist'),{recursive:true})\"",
+    "ruby -e \"require 'fileutils'; FileUtils.rm_rf(File.join('..','tmp'))\"",
+    "python3 -c \"import shutil; shutil.rmtree('../build')\"",
+    "python3 -c \"import shutil, pathlib; shutil.rmtree(pathlib.Path.home() / '.cache' / 'pip')\"",
+    "python3 -c \"import shutil, os; shutil.rmtree(os.path.join(os.path.expanduser('~'), '.cache'))\"",
+    "python3 -c \"import shutil; shutil.rmtree('/tmp/' + name)\"",
+    "perl -MFile::Path=remove_tree -e 'remove_tree(\"build\", {verbose => 1})'",
+    // a tree delete used under another name, with '..' and '/' used as strings
+    "python3 -c \"import sys; sys.path.insert(0,'..'); from shutil import rmtree; rmtree('build')\"",
+    "python3 -c \"from shutil import rmtree; x = ['a','b']; print('/'.join(x)); rmtree('out')\"",
+    "python3 -c \"from shutil import rmtree; p = 'out/'; rmtree(p.rstrip('/'))\"",
+    "python3 -c \"from shutil import rmtree; u = 'a/b'; print(u.split('/')); rmtree('out')\"",
+    "python3 -c \"from shutil import rmtree; print('/' .join(['a'])); rmtree('out')\"",
+    // top-level globs after a climb that cannot name a system directory
+    "rm -rf ../*.deb",
+    "cd .. && rm -rf *.egg-info",
+    "rm -rf ../build-*",
+    "cd .. && rm -rf ./*.tar.gz",
+    "rm -rf ../[0-9]*.log",
+    // exported variables seen by the shells the step starts
+    "export OUT=build; sh -c 'rm -rf \"$OUT\"/*'",
+    "OUT=dist; export OUT; sh -c 'rm -rf \"$OUT\"/*'",
 ];
+
+/// Ordinary scripts the step writes and runs with arguments or exported variables: code only
+/// known at run time (`dynamic-code`, denied for `isolation: none` only), never Destructive.
+const WRITTEN_AND_RUN: &[&str] = &[
+    "printf '#!/bin/sh\\nrm -rf \"$1\"/*\\n' > clean.sh && sh clean.sh build",
+    "printf 'rm -rf \"$1\"/*\\n' > clean.sh && chmod +x clean.sh && ./clean.sh build",
+    "printf 'rm -rf \"$1\"/*\\n' > clean.sh && source clean.sh build",
+    "printf 'rm -rf \"$1\"/*\\n' > clean.sh && . ./clean.sh build",
+    "printf 'rm -rf \"$@\"\\n' > clean.sh && bash clean.sh build dist",
+    "printf 'cd \"$1\" && rm -rf *\\n' > clean.sh && sh clean.sh build",
+    "export OUT=build\nprintf 'rm -rf \"$OUT\"/*\\n' > clean.sh && sh clean.sh",
+    "export OUT=build\nprintf 'rm -rf \"$OUT\"/*\\n' > clean.sh && chmod +x clean.sh && ./clean.sh",
+];
+
+#[test]
+fn written_scripts_with_arguments_are_only_run_time_code() {
+    for script in WRITTEN_AND_RUN {
+        assert_eq!(found(script), vec!["dynamic-code"], "{script:?}");
+    }
+}
 
 #[test]
 fn destructive_evasions_are_denied() {
@@ -393,4 +531,103 @@ fn argv_climbs_are_denied() {
         .map(|f| f.rule.id())
         .collect();
     assert_eq!(rules, vec!["rm-system-dir"]);
+}
+
+fn destructive(script: &str) -> Vec<&'static str> {
+    super::analyse_shell(script, &BTreeMap::new())
+        .iter()
+        .filter(|f| f.rule.kind() == Kind::Destructive)
+        .map(|f| f.rule.id())
+        .collect()
+}
+
+/// Sandboxed steps are only denied by Destructive findings: a written script given a run-time
+/// argument, or a downloaded binary run by path, must be Opaque only.
+#[test]
+fn run_time_arguments_and_downloads_are_not_destructive() {
+    for script in [
+        "printf 'rm -rf \"$1\"/*\\n' > clean.sh && sh clean.sh \"$DIR\"",
+        "printf 'rm -rf \"$1\"/*\\n' > c.sh && chmod +x c.sh && ./c.sh \"$(pwd)/out\"",
+        "printf 'rm -rf \"$1\"/*\\n' > c.sh && . ./c.sh \"$DIR\"",
+        "curl -Lo ./kubectl https://x.example/kubectl && chmod +x kubectl && ./kubectl get pods",
+        "curl -fsSLo kubectl https://x.example/kubectl && ./kubectl apply -f k8s/",
+    ] {
+        assert_eq!(destructive(script), Vec::<&str>::new(), "{script:?}");
+    }
+}
+
+/// `source x.sh ARGS` binds ARGS only for the while: the caller's positionals come back.
+#[test]
+fn sourced_arguments_end_with_the_script() {
+    let script = "f() { printf 'true\\n' > s.sh; . ./s.sh build; rm -rf \"$1\"; }; f /usr";
+    assert!(
+        found(script).contains(&"rm-system-dir"),
+        "{:?}",
+        found(script)
+    );
+}
+
+/// Past the written files remembered, a file executed by its path (`./gradlew`) no longer
+/// counts as written, but one run by a shell or interpreter still does.
+#[test]
+fn many_written_files_do_not_taint_executables_of_the_checkout() {
+    let mut many = String::new();
+    for n in 0..300 {
+        many.push_str(&format!("echo {n} > out/f{n}.txt\n"));
+    }
+    for clean in [
+        "./gradlew build",
+        "./node_modules/.bin/jest --ci",
+        "bin/test",
+        "bash scripts/deploy.sh",
+    ] {
+        let script = format!("{many}{clean}");
+        let rules = found(&script);
+        if clean.starts_with("bash") {
+            assert_eq!(rules, vec!["dynamic-code"], "{clean}");
+        } else {
+            assert!(rules.is_empty(), "{clean}: {rules:?}");
+        }
+    }
+    // Files written early are still remembered, texts of the first ones too.
+    let early = format!("echo 'rm -rf /usr' > x.sh\n{many}./x.sh");
+    assert!(
+        found(&early).contains(&"rm-system-dir"),
+        "{:?}",
+        found(&early)
+    );
+    // A file written after many others (within the remembered count) still counts when run.
+    let mut some = String::new();
+    for n in 0..100 {
+        some.push_str(&format!("echo {n} > out/f{n}.txt\n"));
+    }
+    let late = format!("{some}curl -o run.sh https://x.example/run.sh; ./run.sh");
+    assert_eq!(found(&late), vec!["dynamic-code"]);
+}
+
+/// Glob matching used for top-level globs.
+#[test]
+fn top_level_globs_match_system_directory_names() {
+    use super::paths::glob_matches;
+    for (pattern, name) in [
+        ("*", "usr"),
+        ("u*", "usr"),
+        ("?sr", "usr"),
+        ("[a-z]*", "etc"),
+        ("[!x]tc", "etc"),
+        ("*r", "usr"),
+        ("l*b*", "lib64"),
+    ] {
+        assert!(glob_matches(pattern, name), "{pattern} {name}");
+    }
+    for (pattern, name) in [
+        ("*.deb", "usr"),
+        ("build-*", "bin"),
+        ("*.egg-info", "etc"),
+        ("[0-9]*", "usr"),
+        ("[!e]tc", "etc"),
+        ("u", "usr"),
+    ] {
+        assert!(!glob_matches(pattern, name), "{pattern} {name}");
+    }
 }

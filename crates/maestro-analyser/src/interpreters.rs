@@ -5,7 +5,7 @@
 use super::Rule;
 use super::commands::Stdin;
 use super::paths::{self, AbsPath, Danger};
-use super::words::{self, Resolved, Seg, Word};
+use super::words::{self, Word};
 use super::{Analyzer, Scope};
 
 /// Most string literals of one program we analyse as shell, and most calls we follow.
@@ -909,7 +909,7 @@ impl Analyzer {
                 self.file_delete(shown, call_literals(&call, lits).first().copied(), scope);
                 continue;
             }
-            for path in call_paths(span, &call, lits, scope) {
+            for path in call_paths(code, &call, lits, scope) {
                 let Some(danger) = paths::classify(&path) else {
                     continue;
                 };
@@ -958,10 +958,13 @@ impl Analyzer {
         }
         for lit in lits.iter().take(MAX_SCRIPTS) {
             let text = lit.text.as_str();
-            let paths = if home && (text == "~" || text.starts_with("~/")) {
+            if is_string_operand(code, lit, lits) {
+                continue;
+            }
+            let paths: Vec<AbsPath> = if home && (text == "~" || text.starts_with("~/")) {
                 vec![AbsPath::home().join(&text[1..])]
             } else {
-                paths::static_paths(&Word::literal(text), scope.cwd.as_ref())
+                interpreter_path(text, scope).into_iter().collect()
             };
             for path in paths {
                 let Some(danger) = paths::classify(&path) else {
@@ -1067,25 +1070,261 @@ impl Analyzer {
     }
 }
 
-/// The paths a tree-delete call names: its first literal, or the home directory when the
-/// arguments name it (`Path.home()`, `os.path.expanduser('~')`, `Dir.home`, `os.homedir()`).
-fn call_paths(span: &str, call: &Call<'_>, lits: &[Literal], scope: &Scope) -> Vec<AbsPath> {
-    let home = HOME_HELPERS.iter().any(|h| span.contains(h));
-    let first = call_literals(call, lits).first().map(|l| l.text.clone());
-    match first {
-        Some(text) if home && (text == "~" || text.starts_with("~/") || text == "HOME") => {
-            vec![AbsPath::home().join(text.trim_start_matches('~').trim_start_matches("HOME"))]
+/// The paths a tree-delete call names. Only an argument that is wholly a path is read: a
+/// literal (`rmtree('/')`), literals joined by the language's concatenation (`'/' + 'usr'`), a
+/// path join of literals only (`os.path.join('/', 'usr')`), or a home directory helper on its
+/// own (`Path.home()`, `os.path.expanduser('~')`, `Dir.home`, `os.homedir()`). A literal that
+/// is a piece of a join with run-time parts (`os.path.join('..', 'build')`,
+/// `path.join(__dirname, '..', 'dist')`) names no target, and a relative path never climbs out
+/// of the working directory to `/` here (see [`interpreter_path`]).
+fn call_paths(code: &str, call: &Call<'_>, lits: &[Literal], scope: &Scope) -> Vec<AbsPath> {
+    let mut out = Vec::new();
+    for (start, end) in top_level_args(code, call.args_start, call.args_end, lits) {
+        match whole_path(code, start, end, lits) {
+            Some(WholePath::Home(rest)) => out.push(AbsPath::home().join(&rest)),
+            Some(WholePath::Texts(texts)) => {
+                for text in texts {
+                    out.extend(interpreter_path(&text, scope));
+                }
+            }
+            None => {}
         }
-        Some(text) => {
-            let word = Word {
-                raw: text.clone(),
-                cands: vec![Resolved(vec![Seg::Text(text)])],
-            };
-            paths::static_paths(&word, scope.cwd.as_ref())
-        }
-        None if home => vec![AbsPath::home()],
-        None => Vec::new(),
     }
+    out
+}
+
+/// String methods whose literal arguments are separators or fragments, not paths
+/// (`p.rstrip('/')`, `url.split('/')`, `s.replace('/', '_')`).
+const STRING_METHODS: &[&str] = &[
+    "split",
+    "rsplit",
+    "strip",
+    "rstrip",
+    "lstrip",
+    "chomp",
+    "endswith",
+    "startswith",
+    "end_with?",
+    "start_with?",
+    "endsWith",
+    "startsWith",
+    "replace",
+    "replaceAll",
+    "sub",
+    "gsub",
+    "tr",
+    "count",
+    "find",
+    "rfind",
+    "index",
+    "rindex",
+    "indexOf",
+    "lastIndexOf",
+    "includes",
+    "include?",
+    "partition",
+    "rpartition",
+    "removeprefix",
+    "removesuffix",
+    "delete_prefix",
+    "delete_suffix",
+];
+
+/// Whether a literal is used as a string rather than as a path: the separator of a join
+/// (`'/'.join(parts)`, `'/' .join`) or an argument of a string method (`p.rstrip('/')`).
+fn is_string_operand(code: &str, lit: &Literal, lits: &[Literal]) -> bool {
+    let after = code.get(lit.end..).unwrap_or_default().trim_start();
+    if after.starts_with(".join") {
+        return true;
+    }
+    // The call the literal is an argument of: back from it to the unclosed `(`.
+    let bytes = code.as_bytes();
+    let mut level = 0usize;
+    let mut i = lit.start;
+    while i > 0 {
+        i -= 1;
+        if let Some(inner) = lits.iter().find(|l| l.end == i + 1 && l.start < i) {
+            i = inner.start;
+            continue;
+        }
+        match bytes[i] {
+            b')' | b']' | b'}' => level += 1,
+            b'[' | b'{' if level == 0 => return false,
+            b'(' if level == 0 => {
+                let callee = code[..i].trim_end();
+                let name_at = callee
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '?'))
+                    .map_or(0, |at| at + 1);
+                let is_method = callee[..name_at].ends_with('.');
+                return is_method && STRING_METHODS.contains(&&callee[name_at..]);
+            }
+            b'(' | b'[' | b'{' => level -= 1,
+            b';' | b'\n' if level == 0 => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A path literal of interpreter code resolved against the shell's working directory. A
+/// relative literal that climbs out of it (`'..'`, `'../../x'`) is not read as reaching `/`,
+/// as the shell's `rm -rf ..` is: interpreter code is full of such pieces (`sys.path.insert(0,
+/// '..')`, `os.path.join('..', 'build')`) that name no target of a delete.
+fn interpreter_path(text: &str, scope: &Scope) -> Option<AbsPath> {
+    let path = paths::static_paths(&Word::literal(text), scope.cwd.as_ref())
+        .into_iter()
+        .next()?;
+    let climbed_before = scope.cwd.as_ref().is_some_and(|c| c.climbed);
+    (!path.climbed || climbed_before).then_some(path)
+}
+
+/// The byte spans of the top-level, comma-separated arguments between `start` and `end`,
+/// skipping literals and nested brackets, trimmed of blanks.
+fn top_level_args(code: &str, start: usize, end: usize, lits: &[Literal]) -> Vec<(usize, usize)> {
+    let bytes = code.as_bytes();
+    let end = end.min(bytes.len());
+    let mut spans = Vec::new();
+    let mut level = 0usize;
+    let mut from = start;
+    let mut i = start;
+    while i < end {
+        if let Some(lit) = lits.iter().find(|l| l.start == i) {
+            i = lit.end.max(i + 1);
+            continue;
+        }
+        match bytes[i] {
+            b'(' | b'[' | b'{' => level += 1,
+            b')' | b']' | b'}' => level = level.saturating_sub(1),
+            b',' if level == 0 => {
+                spans.push((from, i));
+                from = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    spans.push((from, end));
+    spans
+        .into_iter()
+        .filter_map(|(s, e)| {
+            let text = code.get(s..e.max(s))?;
+            let lead = text.len() - text.trim_start().len();
+            let trail = text.len() - text.trim_end().len();
+            (s + lead < e - trail).then_some((s + lead, e - trail))
+        })
+        .collect()
+}
+
+/// What an argument that is wholly a path names.
+enum WholePath {
+    /// The home directory and a path in it.
+    Home(String),
+    /// Path texts (two when a join may reset at an absolute piece, as `os.path.join` does).
+    Texts(Vec<String>),
+}
+
+/// Reads the argument at `start..end` when it is wholly a path (see [`call_paths`]).
+fn whole_path(code: &str, start: usize, end: usize, lits: &[Literal]) -> Option<WholePath> {
+    let mut start = start;
+    let mut end = end.min(code.len());
+    let text = code.get(start..end)?;
+    // A keyword argument (`path='/usr'`, `path: '/usr'`) is read by its value.
+    if let Some(eq) = text.find(['=', ':'])
+        && text[..eq]
+            .trim()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !text[..eq].trim().is_empty()
+        && !text[eq + 1..].starts_with(['=', ':'])
+    {
+        start += eq + 1;
+        while code
+            .as_bytes()
+            .get(start)
+            .is_some_and(u8::is_ascii_whitespace)
+        {
+            start += 1;
+        }
+    }
+    // Parentheses around the whole argument.
+    while code.as_bytes().get(start) == Some(&b'(')
+        && end > start
+        && scan_parens(code.as_bytes(), start, lits) + 1 == end
+    {
+        start += 1;
+        end -= 1;
+    }
+    let inside: Vec<&Literal> = lits
+        .iter()
+        .filter(|l| l.start >= start && l.start < end)
+        .collect();
+    // Text outside the literals, which decides how they are combined.
+    let outside = |from: usize, to: usize| code.get(from..to.max(from)).unwrap_or_default();
+    if let (Some(first), Some(last)) = (inside.first(), inside.last())
+        && outside(start, first.start).trim().is_empty()
+        && outside(last.end, end).trim().is_empty()
+        && inside
+            .windows(2)
+            .all(|w| gap_kind(outside(w[0].end, w[1].start)) == Gap::Join)
+    {
+        let joined: String = inside.iter().map(|l| l.text.as_str()).collect();
+        return Some(WholePath::Texts(vec![joined]));
+    }
+    let text = code.get(start..end)?;
+    let home_helper = HOME_HELPERS.iter().any(|h| text.contains(h));
+    let mut bare = String::new();
+    let mut at = start;
+    for lit in &inside {
+        bare.push_str(outside(at, lit.start));
+        bare.push(' ');
+        at = lit.end;
+    }
+    bare.push_str(outside(at, end));
+    if home_helper && !bare.contains("join") && !bare.contains(['+', '/', ',']) {
+        return match inside.as_slice() {
+            [] => Some(WholePath::Home(String::new())),
+            [one] if one.text == "HOME" => Some(WholePath::Home(String::new())),
+            [one] if one.text == "~" || one.text.starts_with("~/") => {
+                Some(WholePath::Home(one.text[1..].to_owned()))
+            }
+            _ => None,
+        };
+    }
+    // A path join of literals only: `os.path.join('/', 'usr')`, `File.join('/', 'usr')`,
+    // `path.resolve('/', 'usr')`, `Path('/usr')`.
+    // The `(` of the last call, whose `)` ends the argument (`require('path').join(…)`).
+    let open = (start..end).find(|&at| {
+        code.as_bytes()[at] == b'('
+            && !lits.iter().any(|l| at >= l.start && at < l.end)
+            && scan_parens(code.as_bytes(), at, lits) + 1 == end
+    })? - start;
+    let callee = text[..open].trim_end();
+    let joins = [
+        "join",
+        "resolve",
+        "Path",
+        "PurePath",
+        "PosixPath",
+        "expand_path",
+    ];
+    if !joins.iter().any(|j| callee.ends_with(j)) {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    for (s, e) in top_level_args(code, start + open + 1, end - 1, lits) {
+        match whole_path(code, s, e, lits)? {
+            WholePath::Texts(mut texts) => pieces.push(texts.swap_remove(0)),
+            WholePath::Home(_) => return None,
+        }
+    }
+    let concatenated = pieces.join("/");
+    let reset = pieces
+        .iter()
+        .rposition(|p| p.starts_with('/'))
+        .map(|at| pieces[at..].join("/"));
+    Some(WholePath::Texts(
+        std::iter::once(concatenated).chain(reset).collect(),
+    ))
 }
 
 /// Single files whose deletion breaks the machine: block devices, and files in the top-level
@@ -1136,6 +1375,7 @@ impl Analyzer {
             self.run_written(
                 shown,
                 file,
+                &[],
                 super::written::Runner::Interpreter(name),
                 scope,
                 depth,

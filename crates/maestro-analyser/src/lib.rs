@@ -324,6 +324,9 @@ pub(crate) struct Scope {
     defining: bool,
     /// The environment the step is known to receive; nested shells inherit it.
     env: Rc<HashMap<String, String>>,
+    /// Variables marked for export (`export X=…`, `export X`, `declare -x X`): shells the
+    /// step starts (`sh -c …`, `sh x.sh`, `./x.sh`) see their values.
+    exported: std::collections::BTreeSet<String>,
 }
 
 impl Scope {
@@ -345,7 +348,26 @@ impl Scope {
             .iter()
             .map(|(name, bodies)| name.len() + bodies.iter().map(String::len).sum::<usize>())
             .sum();
-        vars + positional + aliases + 64 * (self.functions.len() + self.dir_stack.len())
+        let exported: usize = self.exported.iter().map(String::len).sum();
+        vars + positional + aliases + exported + 64 * (self.functions.len() + self.dir_stack.len())
+    }
+
+    /// The scope a new shell started from this one begins with: the step's environment, the
+    /// exported variables' known values and the working directory; positional parameters are
+    /// bound by the caller.
+    pub(crate) fn child(&self, cwd: Option<paths::AbsPath>) -> Self {
+        let vars = self
+            .exported
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.vars.get(name)?.clone())))
+            .collect();
+        Self {
+            vars,
+            cwd,
+            env: Rc::clone(&self.env),
+            exported: self.exported.clone(),
+            ..Self::default()
+        }
     }
 
     fn with_env(env: &BTreeMap<String, String>) -> Self {

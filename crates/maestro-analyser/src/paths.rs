@@ -168,12 +168,84 @@ pub(crate) fn classify(path: &AbsPath) -> Option<Danger> {
         (Anchor::Root, []) => Some(Danger::Root),
         (Anchor::Home, []) => Some(Danger::Home),
         (Anchor::Root, [one])
-            if SYSTEM_DIRS.contains(&one.as_str()) || one.contains(['*', '?', '[']) =>
+            if SYSTEM_DIRS.contains(&one.as_str())
+                || (one.contains(['*', '?', '['])
+                    && SYSTEM_DIRS.iter().any(|dir| glob_matches(one, dir))) =>
         {
             Some(Danger::SystemDir(one.clone()))
         }
         _ => None,
     }
+}
+
+/// Whether the shell glob `pattern` (`*`, `?`, `[…]` with ranges and `!`/`^` negation) matches
+/// `name`. A malformed bracket (no closing `]`) is read as matching any one character, so an
+/// odd pattern errs towards matching.
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    // Iterative matching with backtracking to the last `*`: linear in practice, and bounded
+    // by pattern × name, both short here.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        let step = match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, n));
+                p += 1;
+                continue;
+            }
+            Some('?') => Some(p + 1),
+            Some('[') => match bracket(&pattern, p, name[n]) {
+                (true, next) => Some(next),
+                (false, _) => None,
+            },
+            Some('\\') if pattern.get(p + 1) == Some(&name[n]) => Some(p + 2),
+            Some(c) if *c == name[n] => Some(p + 1),
+            _ => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                n += 1;
+            }
+            (None, Some((star_p, star_n))) => {
+                p = star_p + 1;
+                n = star_n + 1;
+                star = Some((star_p, star_n + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// Matches `c` against the bracket expression opening at `open`: whether it matches, and the
+/// index after the closing `]`.
+fn bracket(pattern: &[char], open: usize, c: char) -> (bool, usize) {
+    let mut i = open + 1;
+    let negated = matches!(pattern.get(i), Some('!' | '^'));
+    if negated {
+        i += 1;
+    }
+    let first = i;
+    let mut matched = false;
+    while let Some(&here) = pattern.get(i) {
+        if here == ']' && i > first {
+            return (matched != negated, i + 1);
+        }
+        if pattern.get(i + 1) == Some(&'-')
+            && let Some(&hi) = pattern.get(i + 2).filter(|h| **h != ']')
+        {
+            matched |= (here..=hi).contains(&c);
+            i += 3;
+            continue;
+        }
+        matched |= here == c;
+        i += 1;
+    }
+    // No closing bracket: any one character.
+    (true, open + 1)
 }
 
 /// A path a target word may name, and whether it only names it when some variable is empty.

@@ -199,9 +199,35 @@ impl Analyzer {
                 }
             }
             "export" | "local" | "declare" | "typeset" | "readonly" => {
+                // `export X`, `declare -x X`: shells the step starts see X.
+                let exports = name == "export"
+                    || args
+                        .iter()
+                        .filter_map(Word::lit)
+                        .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('x'));
+                let unexports = args.iter().filter_map(Word::lit).any(|a| a == "-n");
                 for word in args {
-                    if let Some((var, value)) = split_assignment(word) {
-                        scope.vars.insert(var, value);
+                    let var = match split_assignment(word) {
+                        Some((var, value)) => {
+                            scope.vars.insert(var.clone(), value);
+                            var
+                        }
+                        None => match word.lit() {
+                            Some(var)
+                                if !var.is_empty()
+                                    && var
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                            {
+                                var
+                            }
+                            _ => continue,
+                        },
+                    };
+                    if exports && !unexports {
+                        scope.exported.insert(var);
+                    } else if unexports {
+                        scope.exported.remove(&var);
                     }
                 }
             }
@@ -314,7 +340,15 @@ impl Analyzer {
             .lit()
             .is_some_and(|f| f.starts_with("/dev/") || f.starts_with("/proc/") || f == "-");
         if !stream {
-            self.run_written(shown, file, super::written::Runner::Source, scope, depth);
+            let rest = args.get(1..).unwrap_or_default();
+            self.run_written(
+                shown,
+                file,
+                rest,
+                super::written::Runner::Source,
+                scope,
+                depth,
+            );
         }
         if stream || file.lit().is_none() {
             self.report(

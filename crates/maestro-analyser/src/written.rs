@@ -17,8 +17,13 @@ use super::paths::{self, AbsPath};
 use super::words::{self, Word};
 use super::{Analyzer, Scope};
 
-/// Most written files remembered; past it, every script file run counts as written.
-const MAX_WRITTEN_FILES: usize = 16;
+/// Most written files whose text is remembered (for analysis when they are run).
+const MAX_WRITTEN_TEXTS: usize = 16;
+
+/// Most written files remembered at all; past it, every file run by a shell or interpreter
+/// (`sh f.sh`, `. f.sh`, `python3 f.py`) counts as written, but not a file executed by its
+/// path (`./gradlew`, `./node_modules/.bin/jest`): those are mostly part of the checkout.
+const MAX_WRITTEN_FILES: usize = 256;
 
 /// Longest text remembered for one written file; longer text is only known at run time.
 const MAX_WRITTEN_BYTES: usize = 64 * 1024;
@@ -39,8 +44,10 @@ pub(crate) struct WrittenFile {
 /// How a written file is run.
 #[derive(Clone, Copy)]
 pub(crate) enum Runner<'a> {
-    /// By a new shell (`sh x.sh`) or executed (`./x.sh`).
+    /// By a new shell (`sh x.sh`).
     Shell,
+    /// Executed by its path (`./x.sh`): a new shell, or the interpreter its `#!` line names.
+    Executed,
     /// In this shell (`. ./x.sh`, `source x.sh`).
     Source,
     /// By an interpreter (`python3 x.py`).
@@ -157,13 +164,14 @@ impl Analyzer {
             (None, None) => f.raw == target.raw,
             _ => false,
         };
-        if let Some(file) = self.written.iter_mut().find(|f| same(f)) {
+        if let Some(at) = self.written.iter().position(same) {
+            let file = &mut self.written[at];
             file.text = match (append, file.text.take(), text) {
                 (false, _, new) => new,
                 (true, Some(old), Some(new)) => Some(old + &new),
                 (true, _, _) => None,
             }
-            .filter(|t| t.len() <= MAX_WRITTEN_BYTES);
+            .filter(|t| t.len() <= MAX_WRITTEN_BYTES && at < MAX_WRITTEN_TEXTS);
             writer.clone_into(&mut file.writer);
             return;
         }
@@ -171,11 +179,12 @@ impl Analyzer {
             self.written_overflow = true;
             return;
         }
+        let keeps_text = self.written.len() < MAX_WRITTEN_TEXTS;
         self.written.push(WrittenFile {
             path,
             raw: target.raw.clone(),
             // Appending to a file we did not see written adds to text we cannot see.
-            text: text.filter(|_| !append),
+            text: text.filter(|_| !append && keeps_text),
             writer: words::excerpt(writer),
         });
     }
@@ -251,10 +260,15 @@ impl Analyzer {
 
     /// `file` is run as a script: when the step wrote it, that is code only known at run time,
     /// and its text, if static, is analysed as the runner would read it.
+    ///
+    /// `args` are the words after the file (`sh clean.sh build`): the script's positional
+    /// parameters. A value of them only known at run time is never read as empty (the caller
+    /// passed a word), so `rm -rf "$1"/*` with it is `dynamic-argument`, not `/*`.
     pub(crate) fn run_written(
         &mut self,
         shown: &str,
         file: &Word,
+        args: &[Word],
         runner: Runner<'_>,
         scope: &mut Scope,
         depth: usize,
@@ -275,7 +289,9 @@ impl Analyzer {
             .cloned();
         let writer = match &found {
             Some(written) => format!("`{}`", written.writer),
-            None if self.written_overflow => "one of many commands".to_owned(),
+            None if self.written_overflow && !matches!(runner, Runner::Executed) => {
+                "one of many commands".to_owned()
+            }
             None => return,
         };
         self.report(
@@ -290,20 +306,76 @@ impl Analyzer {
             return;
         };
         match (runner, shebang(&text)) {
-            (Runner::Interpreter(name), _) | (Runner::Shell, Some(name))
+            (Runner::Interpreter(name), _) | (Runner::Shell | Runner::Executed, Some(name))
                 if super::rules::is_interpreter(name) || super::interpreters::is_awk(name) =>
             {
                 self.analyse_code(name, shown, &text, scope, depth);
             }
-            (Runner::Source, _) => self.analyse_script(&text, scope, depth + 1),
+            (Runner::Source, _) if args.is_empty() => {
+                self.analyse_script(&text, scope, depth + 1);
+            }
+            // `source x.sh ARGS` runs in this shell with ARGS as its positional parameters
+            // for the while.
+            (Runner::Source, _) => {
+                let saved_vars: Vec<(String, Option<Vec<words::Resolved>>)> = (1..10)
+                    .map(|n| (n.to_string(), scope.vars.remove(&n.to_string())))
+                    .collect();
+                let args = bind_positionals(scope, None, args);
+                let saved_positional = scope.positional.replace(args);
+                self.analyse_script(&text, scope, depth + 1);
+                scope.positional = saved_positional;
+                for (name, value) in saved_vars {
+                    scope.vars.remove(&name);
+                    if let Some(value) = value {
+                        scope.vars.insert(name, value);
+                    }
+                }
+            }
             _ => {
-                let mut inner = Scope {
-                    cwd: scope.cwd.clone(),
-                    env: std::rc::Rc::clone(&scope.env),
-                    ..Scope::default()
-                };
+                let mut inner = scope.child(scope.cwd.clone());
+                let args = bind_positionals(&mut inner, Some(file), args);
+                inner.positional = Some(args);
                 self.analyse_script(&text, &mut inner, depth + 1);
             }
         }
+    }
+}
+
+/// Binds `$0` (when given) and `$1`, `$2`, … in `scope` to a script's arguments, and returns
+/// them as words for `"$@"`. A run-time value of an argument is never empty: the argument
+/// was given, and reading it as empty would turn `"$1"/*` into `/*`.
+fn bind_positionals(scope: &mut Scope, zero: Option<&Word>, args: &[Word]) -> Vec<Word> {
+    if let Some(zero) = zero {
+        scope.vars.insert("0".to_owned(), zero.cands.clone());
+    }
+    let args: Vec<Word> = args.iter().map(given_argument).collect();
+    for (n, arg) in args.iter().enumerate() {
+        scope.vars.insert((n + 1).to_string(), arg.cands.clone());
+    }
+    args
+}
+
+/// An argument word whose run-time parts are known to be given (not empty).
+fn given_argument(word: &Word) -> Word {
+    let cands = word
+        .cands
+        .iter()
+        .map(|res| {
+            words::Resolved(
+                res.0
+                    .iter()
+                    .map(|seg| match seg {
+                        words::Seg::Unknown { .. } => words::Seg::Unknown {
+                            may_be_empty: false,
+                        },
+                        other => other.clone(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Word {
+        raw: word.raw.clone(),
+        cands,
     }
 }

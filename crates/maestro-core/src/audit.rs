@@ -443,9 +443,12 @@ impl AuditLog {
         expect_head: Option<&str>,
         store: Option<&dyn StateStore>,
     ) -> Result<Verification, AuditError> {
+        // The store's jobs are listed before the log is read: a job pruned meanwhile then has
+        // its `job.pruned` record in what is read, and is not taken for one removed by hand.
+        let listed = store.map(StateStore::list);
         let bytes = self.read_bytes()?;
         let mut verification = verify_chain(&bytes, expect_head);
-        if let Some(store) = store {
+        if let (Some(store), Some(listed)) = (store, listed) {
             // Every record that parses, those past a broken link included: the chain's problem
             // is reported once, and the histories are compared with what the log does record
             // (without them, every job recorded past an edited line looked unaudited).
@@ -458,7 +461,7 @@ impl AuditLog {
                         .map(|record| (index + 1, record))
                 })
                 .collect();
-            verification.jobs = check_histories(store, &records);
+            verification.jobs = check_histories(store, listed, &records);
         }
         Ok(verification)
     }
@@ -763,6 +766,7 @@ pub fn verify_chain(bytes: &[u8], expect_head: Option<&str>) -> Verification {
 /// numbers). A job a live `mc` drives may be one write ahead of its record.
 fn check_histories(
     store: &dyn StateStore,
+    listed: Result<Vec<JobId>, crate::state::StateError>,
     records: &[(usize, AuditRecord)],
 ) -> Vec<HistoryProblem> {
     let mut recorded: BTreeMap<JobId, (usize, HistoryDigests)> = BTreeMap::new();
@@ -787,7 +791,7 @@ fn check_histories(
         }
     }
     let mut problems = Vec::new();
-    let jobs = match store.list() {
+    let jobs = match listed {
         Ok(jobs) => jobs,
         Err(error) => {
             return vec![HistoryProblem {
@@ -860,7 +864,15 @@ fn check_histories(
         .filter_map(|(_, record)| record.job_id)
         .collect();
     for (job_id, (line, _)) in &recorded {
-        if !listed.contains(job_id) && !pruned.contains(job_id) {
+        // Listed before the log was read, so a job pruned meanwhile has its `job.pruned` in
+        // `records`; one stored meanwhile is in the log and not in the listing: asked again.
+        let missing = !listed.contains(job_id)
+            && !pruned.contains(job_id)
+            && matches!(
+                store.history(*job_id),
+                Err(crate::state::StateError::NotFound { .. })
+            );
+        if missing {
             problems.push(HistoryProblem {
                 job_id: *job_id,
                 message: format!(

@@ -445,7 +445,29 @@ pub fn parse(bytes: &[u8], format: SpecFormat) -> Result<JobSpec, SpecError> {
         return Err(SpecError::TooLarge { size: bytes.len() });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| SpecError::NotUtf8)?;
-    if text.trim().is_empty() {
+    // A byte-order mark some editors put first: YAML allows it, JSON does not, and the JSON
+    // parser's "expected value" at 1:1 would not say what is there.
+    let text = match (format, text.strip_prefix('\u{feff}')) {
+        (SpecFormat::Json, Some(_)) => {
+            return Err(SpecError::Syntax {
+                format: "JSON",
+                path: String::new(),
+                line: Some(1),
+                column: Some(1),
+                message: "invalid JSON: the file starts with a byte-order mark (U+FEFF), which JSON does not allow; save it as UTF-8 without a BOM".to_owned(),
+            });
+        }
+        (SpecFormat::Yaml, Some(rest)) => rest,
+        (_, None) => text,
+    };
+    // Only comments is as empty as nothing at all.
+    let blank = match format {
+        SpecFormat::Yaml => text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')),
+        SpecFormat::Json => text.trim().is_empty(),
+    };
+    if blank {
         return Err(SpecError::Syntax {
             format: match format {
                 SpecFormat::Json => "JSON",

@@ -86,12 +86,21 @@ pub struct PluginExecutor {
     next_task: AtomicU64,
     /// The capabilities its hello announced (how it contains its steps, whether it validates
     /// settings), read before policy and kept once read.
-    announced: Mutex<Option<Vec<String>>>,
+    announced: Mutex<Probe>,
     /// Why the plugin failed for a job (no hello, no answer to `validate`), and when: the same
     /// job (or command) fails at once with this first error instead of starting the plugin
     /// again and waiting out the same deadline once more (`docs/plugin-protocol.md` §3: one
     /// 10 s deadline). Newest last; see [`FAILURE_KEPT`] and [`FAILURES_KEPT`].
     failures: std::sync::Mutex<VecDeque<Failure>>,
+}
+
+/// What asking the plugin for its hello found: its capabilities, kept once read, or its last
+/// failure, kept for one hello deadline so that questions waiting for the same answer (a
+/// server admitting many jobs at once) get it at once instead of each waiting out a deadline.
+#[derive(Default)]
+struct Probe {
+    capabilities: Option<Vec<String>>,
+    failed: Option<(Instant, String)>,
 }
 
 /// A plugin's failure for one job.
@@ -429,19 +438,25 @@ impl PluginExecutor {
     /// [`PluginExecutor::open`]): every later question of the same job gets it at once.
     async fn announced(&self, job_id: JobId) -> Result<Vec<String>, String> {
         // Held while the plugin is probed: questions about the same plugin wait for one answer.
-        let mut announced = self.announced.lock().await;
-        if let Some(capabilities) = announced.as_ref() {
+        let mut probe = self.announced.lock().await;
+        if let Some(capabilities) = probe.capabilities.as_ref() {
             return Ok(capabilities.clone());
+        }
+        if let Some((at, error)) = &probe.failed
+            && at.elapsed() < self.options.handshake_timeout
+        {
+            return Err(error.clone());
         }
         match self.open(job_id).await {
             Ok(connection) => {
                 let capabilities = connection.hello().capabilities.clone();
                 connection.shutdown(self.options.shutdown_grace).await;
-                *announced = Some(capabilities.clone());
+                probe.capabilities = Some(capabilities.clone());
                 Ok(capabilities)
             }
             Err(error) => {
                 tracing::debug!(plugin = %self.name, %error, "plugin could not be asked what it announces");
+                probe.failed = Some((Instant::now(), error.to_string()));
                 Err(error.to_string())
             }
         }

@@ -55,7 +55,11 @@ impl Source {
             );
             // A path the spec names that is not there is the spec's mistake (make it first, or
             // fix the name), not this machine's: said without the opt-out.
-            let missing = matches!(errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR);
+            // (A link loop, which an earlier step can make, is the same mistake.)
+            let missing = matches!(
+                errno,
+                nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP
+            );
             if missing && matches!(role, "workspace" | "writable") {
                 SetupFailure::refused(message)
             } else {
@@ -65,6 +69,13 @@ impl Source {
         let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let real = std::fs::read_link(&proc_path)
             .context(|| format!("cannot resolve {role} path {}", path.display()))?;
+        // Removed since it was opened (by another process of the host): nothing to bind.
+        if real.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") {
+            return Err(SetupFailure::refused(format!(
+                "{role} path {} was removed while the sandbox was being built",
+                path.display()
+            )));
+        }
         let is_dir = std::fs::metadata(&proc_path)
             .context(|| format!("cannot inspect {role} path {}", path.display()))?
             .is_dir();

@@ -69,7 +69,7 @@ async fn a_writable_path_or_workspace_through_a_link_is_judged_by_where_it_leads
     for (target, problem) in [
         ("/root", "is a directory shared by the whole machine"),
         ("/usr/local", "is, holds or lies in a system directory"),
-        ("/etc/cron.d", "is, holds or lies in a system directory"),
+        ("/usr/bin", "is, holds or lies in a system directory"),
     ] {
         let link = workspace.join("cache");
         let _ = std::fs::remove_file(&link);

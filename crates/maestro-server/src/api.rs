@@ -879,10 +879,17 @@ fn not_driven_here(state: &AppState, record: &JobRecord) -> Result<String, ApiEr
     })
 }
 
-/// `409` for a job another server holds on which a decision is on record already (the first
-/// counts): as its holder answers once it has applied it.
-fn refuse_a_second_decision(state: &AppState, job_id: JobId) -> Result<(), ApiError> {
-    match state.scheduler.recorded_decision(job_id) {
+/// On a shared queue, `decision` recorded first, or `409` when another came first (the first
+/// counts): as the holder answers once it has applied it. Elsewhere (one server) nothing.
+fn claim_decision(
+    state: &AppState,
+    job_id: JobId,
+    decision: &crate::scheduler::RemoteDecision,
+) -> Result<(), ApiError> {
+    if !state.scheduler.is_shared() {
+        return Ok(());
+    }
+    match state.scheduler.claim_decision(job_id, decision)? {
         Some(taken) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -1003,14 +1010,31 @@ pub(crate) async fn approve_job(
     let message = match awaiting(&state, job_id)? {
         Awaiting::Here(mut job) => {
             let at = taken.at.as_deref().unwrap_or_default();
+            // Four eyes first (nothing is recorded for an approval that is refused), then the
+            // decision on record before it is acted on: on a shared queue a decision given at
+            // the same moment through another server may have come first.
+            if let Err(error) = maestro_core::runner::ApprovalError::check(
+                job_id,
+                job.meta().owner.as_deref(),
+                caller.identity(),
+            )
+            .map_err(ApiError::forbidden)
+            .and_then(|()| claim_decision(&state, job_id, &taken))
+            {
+                state.scheduler.hold(*job);
+                return Err(error);
+            }
             if let Err(error) = job.approve_at(caller.identity(), decision.reason.as_deref(), at) {
                 state.scheduler.hold(*job);
                 return Err(ApiError::forbidden(error));
             }
             approved()?;
             // On record, so that a restart before its turn keeps the approval (the job stays
-            // `AWAITING_APPROVAL` in its history until `RUNNING` carries the approval).
-            if let Err(error) = state.scheduler.record_decision(job_id, &taken) {
+            // `AWAITING_APPROVAL` in its history until `RUNNING` carries the approval); a
+            // shared queue's claim recorded it already.
+            if !state.scheduler.is_shared()
+                && let Err(error) = state.scheduler.record_decision(job_id, &taken)
+            {
                 tracing::warn!(%job_id, %error, "the approval is not on record: a restart before its turn asks for it again");
             }
             state.scheduler.enqueue_approved(*job);
@@ -1021,9 +1045,8 @@ pub(crate) async fn approve_job(
             // server that holds the job.
             maestro_core::runner::ApprovalError::check(job_id, owner.as_deref(), caller.identity())
                 .map_err(ApiError::forbidden)?;
-            refuse_a_second_decision(&state, job_id)?;
+            claim_decision(&state, job_id, &taken)?;
             approved()?;
-            state.scheduler.record_decision(job_id, &taken)?;
             "the server of the shared queue that holds it runs it when its turn comes"
         }
     };
@@ -1063,8 +1086,18 @@ pub(crate) async fn reject_job(
     let decision = decision(&body)?;
     let job_id = lookup(&state, &id)?;
     let held = awaiting(&state, job_id)?;
-    if matches!(held, Awaiting::Elsewhere { .. }) {
-        refuse_a_second_decision(&state, job_id)?;
+    let taken = crate::scheduler::RemoteDecision {
+        approve: false,
+        by: caller.identity().to_owned(),
+        reason: decision.reason.clone(),
+        at: Some(maestro_core::time::now_rfc3339()),
+    };
+    // On record before it is acted on (a shared queue): the first decision counts.
+    if let Err(error) = claim_decision(&state, job_id, &taken) {
+        if let Awaiting::Here(job) = held {
+            state.scheduler.hold(*job);
+        }
+        return Err(error);
     }
     audit(
         &state,
@@ -1085,15 +1118,6 @@ pub(crate) async fn reject_job(
             report.state
         }
         Awaiting::Elsewhere { .. } => {
-            state.scheduler.record_decision(
-                job_id,
-                &crate::scheduler::RemoteDecision {
-                    approve: false,
-                    by: caller.identity().to_owned(),
-                    reason: decision.reason.clone(),
-                    at: Some(maestro_core::time::now_rfc3339()),
-                },
-            )?;
             // The holder records DENIED within its next look (a quarter of a second); the
             // answer says what is recorded when it has, or after a few seconds.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -44,7 +44,7 @@ const DECISION_POLL: Duration = Duration::from_millis(250);
 
 /// An approver's decision, taken (authenticated, four eyes checked, audited) by one server of
 /// a shared queue for the server that holds the job.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RemoteDecision {
     /// Approved (else rejected).
     pub(crate) approve: bool,
@@ -292,6 +292,24 @@ impl Scheduler {
         })?;
         line.push(b'\n');
         self.store.append_note(job_id, DECISIONS, &line)
+    }
+
+    /// A shared queue: record `decision` on `job_id` and say which decision counts: `None` when
+    /// it is this one (the first on record), else the one that came first. Every server, the
+    /// holder included, records before it acts, so two decisions given at once through two
+    /// servers are ordered by the store, and only the first is acted on or answered `200`.
+    pub(crate) fn claim_decision(
+        &self,
+        job_id: JobId,
+        decision: &RemoteDecision,
+    ) -> Result<Option<RemoteDecision>, StateError> {
+        if let Some(first) = self.recorded_decision(job_id) {
+            return Ok(Some(first));
+        }
+        self.record_decision(job_id, decision)?;
+        Ok(self
+            .recorded_decision(job_id)
+            .filter(|first| first != decision))
     }
 
     /// A shared queue: record a cancellation of a job another server runs, for that server to

@@ -429,7 +429,9 @@ impl Cli {
             Command::Config(args) => args.output,
             Command::Approve(args) | Command::Reject(args) => args.output,
             Command::Audit(AuditCommand::Verify { output, .. })
-            | Command::Plugins(PluginsCommand::List { output } | PluginsCommand::Check { output, .. })
+            | Command::Plugins(
+                PluginsCommand::List { output } | PluginsCommand::Check { output, .. },
+            )
             | Command::Tokens(TokensCommand::List { output }) => *output,
             Command::Schema
             | Command::Completions { .. }

@@ -71,7 +71,12 @@ pub(crate) fn json<T: Serialize>(value: &T) {
 /// Whether [`json`] printed anything: a failure after it must not print a second object.
 static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether a JSON object went to stdout already.
+/// Note that data went to stdout outside [`json`] (a stream of log lines).
+pub(crate) fn mark_printed() {
+    JSON_PRINTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether a JSON object (or a stream of them) went to stdout already.
 pub(crate) fn json_printed() -> bool {
     JSON_PRINTED.load(Ordering::Relaxed)
 }

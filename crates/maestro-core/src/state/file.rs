@@ -202,38 +202,66 @@ impl FileStore {
         }
     }
 
-    /// A job that is not here; whether `mc prune` removed it is read from `jobs.pruned` (only
-    /// on this path: it costs a read of that file).
+    /// A job that is not here (whether it was pruned is not asked: see [`Self::explain`]).
     fn not_found(&self, job_id: JobId) -> StateError {
-        let id = job_id.hyphenated().to_string();
-        let pruned = matches!(
-            self.root.open_dir(Path::new("")),
-            Ok(Some(root)) if root.read(PRUNED).is_ok_and(|bytes| {
-                bytes.split(|b| *b == b'\n').any(|line| line == id.as_bytes())
-            })
-        );
         StateError::NotFound {
             job_id,
             store: self.describe(),
-            pruned,
+            pruned: false,
         }
     }
 
-    /// Add `job_id` to `jobs.pruned` unless it is there (a prune and a gc finishing the same
-    /// removal count it once), under the lock of `jobs/` (held as long as `jobs` lives).
-    fn count_pruned(&self, jobs: &Dir, job_id: JobId) -> Result<(), StateError> {
+    /// `error`, saying whether a job not found was removed by `mc prune` (read from
+    /// `jobs.pruned`, whole): only where a job was asked for by id, never on listing paths,
+    /// which pass over every pruned job's index line.
+    fn explain(&self, error: StateError) -> StateError {
+        match error {
+            StateError::NotFound {
+                job_id,
+                store,
+                pruned: false,
+            } => {
+                let id = job_id.hyphenated().to_string();
+                let pruned = matches!(
+                    self.root.open_dir(Path::new("")),
+                    Ok(Some(root)) if root.read(PRUNED).is_ok_and(|bytes| {
+                        bytes.split(|b| *b == b'\n').any(|line| line == id.as_bytes())
+                    })
+                );
+                StateError::NotFound {
+                    job_id,
+                    store,
+                    pruned,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Add `job_id` to `jobs.pruned`, under the lock of `jobs/` taken on a handle of its own
+    /// (released on return, so a long gc does not hold up submissions). With `once`, not if
+    /// it is there already, which reads the file whole: only gc asks, for a removal a killed
+    /// prune left half done (a prune counts its job as it takes it out, under the same lock,
+    /// so the two never count one job twice).
+    fn count_pruned(&self, job_id: JobId, once: bool) -> Result<(), StateError> {
         let path = self.root().join(PRUNED);
-        jobs.lock().map_err(io_error("lock", &self.jobs_dir()))?;
+        let Some(lock) = self.jobs()? else {
+            return Ok(());
+        };
+        lock.lock().map_err(io_error("lock", &self.jobs_dir()))?;
         let root = self
             .root
             .create_dir_all(Path::new(""))
             .map_err(io_error("open", self.root()))?;
         let id = job_id.hyphenated().to_string();
-        let counted = match root.read(PRUNED) {
-            Ok(bytes) => bytes.split(|b| *b == b'\n').any(|line| line == id.as_bytes()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
-            Err(error) => return Err(io_error("read", &path)(error)),
-        };
+        let counted = once
+            && match root.read(PRUNED) {
+                Ok(bytes) => bytes
+                    .split(|b| *b == b'\n')
+                    .any(|line| line == id.as_bytes()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+                Err(error) => return Err(io_error("read", &path)(error)),
+            };
         if !counted {
             let mut file = root
                 .open(PRUNED, Access::AppendOrCreate)
@@ -244,10 +272,31 @@ impl FileStore {
         Ok(())
     }
 
+    /// Whether `jobs.index` has a line for `job_id` (read whole: only `mc gc` asks, for a
+    /// submission that died).
+    fn indexed(&self, job_id: JobId) -> Result<bool, StateError> {
+        let path = self.root().join(INDEX);
+        let Some(root) = self
+            .root
+            .open_dir(Path::new(""))
+            .map_err(io_error("open", self.root()))?
+        else {
+            return Ok(false);
+        };
+        let id = job_id.hyphenated().to_string();
+        match root.read(INDEX) {
+            Ok(bytes) => Ok(bytes
+                .split(|b| *b == b'\n')
+                .any(|line| line == id.as_bytes())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(io_error("read", &path)(error)),
+        }
+    }
+
     /// Count `job_id` as pruned and remove `jobs/.pruned-<id>` (a prune killed midway, or one
     /// running now: the removal is idempotent).
     fn finish_pruning(&self, jobs: &Dir, job_id: JobId) -> Result<(), StateError> {
-        self.count_pruned(jobs, job_id)?;
+        self.count_pruned(job_id, true)?;
         let name = format!(".pruned-{}", job_id.hyphenated());
         match jobs.remove_dir_all(&name) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => {
@@ -255,6 +304,55 @@ impl FileStore {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A job's record, as [`StateStore::load`] reads it, without asking whether a missing job
+    /// was pruned (listings pass over pruned jobs' index lines).
+    fn read_record(&self, job_id: JobId) -> Result<JobRecord, StateError> {
+        let dir = self.open_job(job_id)?;
+        let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
+        let meta: JobMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|error| corrupt(&dir.join("job.json"), error))?;
+        // A job directory copied (or renamed) by hand: its record is another job's, and read
+        // as this one it would have gc record the other's history again, and again.
+        if meta.job_id != job_id {
+            return Err(corrupt(
+                &dir.join("job.json"),
+                format!(
+                    "it is the record of job {}, not of job {job_id}: the directory was copied or renamed by hand",
+                    meta.job_id
+                ),
+            ));
+        }
+        let Some(bytes) = self.read_journal(job_id, &dir)? else {
+            let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
+            let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
+            return Ok(JobRecord {
+                meta,
+                transitions,
+                steps,
+            });
+        };
+        let parsed = Self::parse_journal(&dir, &bytes)?;
+        let mut record = JobRecord {
+            meta,
+            transitions: Vec::new(),
+            steps: Vec::new(),
+        };
+        for (index, entry) in parsed.records.iter().enumerate() {
+            let what = |error: serde_json::Error| {
+                corrupt(&dir.join(JOURNAL), format!("record {}: {error}", index + 1))
+            };
+            match entry.kind {
+                Kind::Transition => record
+                    .transitions
+                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
+                Kind::Step => record
+                    .steps
+                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
+            }
+        }
+        Ok(record)
     }
 
     fn lock_state(&self, dir: &Dir) -> Result<File, StateError> {
@@ -681,7 +779,7 @@ impl FileStore {
         }
         scan.examined += 1;
         scan.last = Some(job_id);
-        let record = match self.load(job_id) {
+        let record = match self.read_record(job_id) {
             Ok(record) => record,
             // Pruned, or a submission that died before its job was in place.
             Err(StateError::NotFound { .. }) => return false,
@@ -1002,50 +1100,8 @@ impl StateStore for FileStore {
     }
 
     fn load(&self, job_id: JobId) -> Result<JobRecord, StateError> {
-        let dir = self.open_job(job_id)?;
-        let meta_bytes = self.read_bytes(job_id, &dir, "job.json")?;
-        let meta: JobMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|error| corrupt(&dir.join("job.json"), error))?;
-        // A job directory copied (or renamed) by hand: its record is another job's, and read
-        // as this one it would have gc record the other's history again, and again.
-        if meta.job_id != job_id {
-            return Err(corrupt(
-                &dir.join("job.json"),
-                format!(
-                    "it is the record of job {}, not of job {job_id}: the directory was copied or renamed by hand",
-                    meta.job_id
-                ),
-            ));
-        }
-        let Some(bytes) = self.read_journal(job_id, &dir)? else {
-            let (_, transitions) = self.read_array(job_id, &dir, "state.json")?;
-            let (_, steps) = self.read_array(job_id, &dir, "steps.json")?;
-            return Ok(JobRecord {
-                meta,
-                transitions,
-                steps,
-            });
-        };
-        let parsed = Self::parse_journal(&dir, &bytes)?;
-        let mut record = JobRecord {
-            meta,
-            transitions: Vec::new(),
-            steps: Vec::new(),
-        };
-        for (index, entry) in parsed.records.iter().enumerate() {
-            let what = |error: serde_json::Error| {
-                corrupt(&dir.join(JOURNAL), format!("record {}: {error}", index + 1))
-            };
-            match entry.kind {
-                Kind::Transition => record
-                    .transitions
-                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
-                Kind::Step => record
-                    .steps
-                    .push(serde_json::from_slice(entry.payload).map_err(what)?),
-            }
-        }
-        Ok(record)
+        self.read_record(job_id)
+            .map_err(|error| self.explain(error))
     }
 
     fn spec(&self, job_id: JobId) -> Result<Vec<u8>, StateError> {
@@ -1105,11 +1161,27 @@ impl StateStore for FileStore {
         let jobs_path = self.jobs_dir();
         let jobs = self.jobs()?.ok_or_else(|| self.not_found(job_id))?;
         let staged = format!(".pruned-{}", job_id.hyphenated());
-        jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
-            .map_err(io_error("rename", &jobs.join(&staged)))?;
-        jobs.sync().map_err(io_error("sync", &jobs_path))?;
-        // This job's removal, and any an earlier prune left half done, are finished (removed
-        // through directory descriptors: no link inside is ever followed).
+        {
+            // Taken out and counted under the lock gc counts half-done removals under.
+            let lock = self.jobs()?.ok_or_else(|| self.not_found(job_id))?;
+            lock.lock().map_err(io_error("lock", &jobs_path))?;
+            jobs.rename(&job_id.hyphenated().to_string(), &jobs, &staged)
+                .map_err(io_error("rename", &jobs.join(&staged)))?;
+            jobs.sync().map_err(io_error("sync", &jobs_path))?;
+            let path = self.root().join(PRUNED);
+            let mut file = self
+                .root
+                .create_dir_all(Path::new(""))
+                .map_err(io_error("open", self.root()))?
+                .open(PRUNED, Access::AppendOrCreate)
+                .map_err(io_error("open", &path))?;
+            file.write_all(format!("{}\n", job_id.hyphenated()).as_bytes())
+                .map_err(io_error("write", &path))?;
+        }
+        // Removed through directory descriptors: no link inside is ever followed. Any removal
+        // an earlier prune left half done is finished too.
+        jobs.remove_dir_all(&staged)
+            .map_err(io_error("remove", &jobs.join(&staged)))?;
         for (name, _) in jobs.entries().map_err(io_error("read", &jobs_path))? {
             if let Some(pruned) = name
                 .to_string_lossy()
@@ -1250,6 +1322,16 @@ impl StateStore for FileStore {
             }
             jobs.remove_dir_all(&name)
                 .map_err(io_error("remove", &path))?;
+            // The submission may have died after it gave the job its line in the index: that
+            // line now names no job, and is counted out with the pruned ones, so a listing's
+            // total stays true.
+            if let Some(job_id) = name
+                .strip_prefix(".new-")
+                .and_then(|id| JobId::try_parse(id).ok())
+                && self.indexed(job_id)?
+            {
+                self.count_pruned(job_id, true)?;
+            }
             removed.push(format!(
                 "removed the staging directory {} of a submission that died",
                 path.display()

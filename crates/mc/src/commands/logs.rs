@@ -229,6 +229,11 @@ impl LogPrinter {
 }
 
 fn write_out(stdout: &mut impl Write, bytes: &[u8]) -> Result<(), Failure> {
+    // A stream of lines has begun: a failure after it is said on stderr only, not as an
+    // object appended to the stream.
+    if !bytes.is_empty() {
+        crate::printer::mark_printed();
+    }
     match stdout.write_all(bytes) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
