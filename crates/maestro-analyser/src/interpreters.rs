@@ -913,11 +913,7 @@ impl Analyzer {
                 let Some(danger) = paths::classify(&path) else {
                     continue;
                 };
-                let rule = match danger {
-                    Danger::Root => Rule::RmRoot,
-                    Danger::Home => Rule::RmHome,
-                    Danger::SystemDir(_) => Rule::RmSystemDir,
-                };
+                let rule = tree_delete_rule(&danger);
                 self.report(
                     rule,
                     format!("`{shown}` deletes {} ({})", danger.describe(), call.name),
@@ -970,11 +966,7 @@ impl Analyzer {
                 let Some(danger) = paths::classify(&path) else {
                     continue;
                 };
-                let rule = match danger {
-                    Danger::Root => Rule::RmRoot,
-                    Danger::Home => Rule::RmHome,
-                    Danger::SystemDir(_) => Rule::RmSystemDir,
-                };
+                let rule = tree_delete_rule(&danger);
                 self.report(
                     rule,
                     format!(
@@ -1418,5 +1410,14 @@ impl Analyzer {
                 ),
             );
         }
+    }
+}
+
+/// The rule a recursive delete of a path in `danger` breaks, as the shell's `rm -r` would.
+fn tree_delete_rule(danger: &Danger) -> Rule {
+    match danger {
+        Danger::Root => Rule::RmRoot,
+        Danger::Home => Rule::RmHome,
+        Danger::SystemDir(_) => Rule::RmSystemDir,
     }
 }
