@@ -365,16 +365,7 @@ fn ctrl_c_during_a_plugin_step_stops_the_task_and_cancels_the_job() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(
-        wait_for_file(&task_pid, 20),
-        "the plugin task never started"
-    );
-    let pid: i32 = loop {
-        if let Ok(pid) = std::fs::read_to_string(&task_pid).unwrap().trim().parse() {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let pid = wait_for_pid(&task_pid, "the plugin task never started");
     let plugin_pid: i32 = std::fs::read_to_string(plugins.dir.join("pyproc.pid"))
         .unwrap()
         .trim()
@@ -922,17 +913,10 @@ fn ctrl_c_while_admission_waits_for_a_plugin_stores_nothing_and_kills_it() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid_file = plugins.dir.join("sleepy.pid");
-        assert!(
-            wait_for_file(&pid_file, 20),
-            "mc {command}: the plugin never started"
+        let plugin_pid = wait_for_pid(
+            &plugins.dir.join("sleepy.pid"),
+            &format!("mc {command}: the plugin never started"),
         );
-        let plugin_pid: i32 = loop {
-            if let Ok(pid) = std::fs::read_to_string(&pid_file).unwrap().trim().parse() {
-                break pid;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
         // Well inside the hello deadline: mc is waiting for the plugin.
         std::thread::sleep(Duration::from_millis(500));
         let signalled = Instant::now();
@@ -999,4 +983,16 @@ fn a_second_exit_and_a_log_after_exit_are_ignored_with_a_warning() {
         "{stderr}"
     );
     assert!(!env.step_log(job_id(&json), "s").contains("too late"));
+}
+
+/// The pid a process writes to `file` once it runs (within 20 s, else `never` is the failure),
+/// read whole: the writer may not have finished the line when the file appears.
+fn wait_for_pid(file: &std::path::Path, never: &str) -> i32 {
+    assert!(wait_for_file(file, 20), "{never}");
+    loop {
+        if let Ok(pid) = std::fs::read_to_string(file).unwrap().trim().parse() {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
