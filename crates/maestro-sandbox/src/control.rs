@@ -22,8 +22,26 @@ pub struct Control {
     /// The plan is held ([`SandboxPlan::hold`]) and its `go` not sent yet.
     held: bool,
     pid_namespace_inode: Option<u64>,
-    /// The setup failure already reported, returned again by `finish`.
-    setup: Option<String>,
+    /// The setup failure (or refusal) already reported, returned again by `finish`.
+    setup: Option<Failed>,
+}
+
+/// A sandbox that was not built, as the shim said it.
+#[derive(Debug, Clone)]
+enum Failed {
+    /// The machine's failure.
+    Setup(String),
+    /// The step's own mistake.
+    Refused(String),
+}
+
+impl Failed {
+    fn error(self) -> SandboxError {
+        match self {
+            Failed::Setup(message) => SandboxError::Setup { message },
+            Failed::Refused(message) => SandboxError::Refused { message },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -193,11 +211,14 @@ impl Control {
                 Ok(())
             }
             Some(Message::Setup { message }) => {
-                self.setup = Some(message.clone());
+                self.setup = Some(Failed::Setup(message.clone()));
                 Err(SandboxError::Setup { message })
             }
             Some(Message::CannotStart { message }) => Err(SandboxError::CannotStart { message }),
-            Some(Message::Refused { message }) => Err(SandboxError::Refused { message }),
+            Some(Message::Refused { message }) => {
+                self.setup = Some(Failed::Refused(message.clone()));
+                Err(SandboxError::Refused { message })
+            }
             Some(Message::Finished(_)) => Err(SandboxError::Protocol {
                 message: "the shim finished before it started".to_owned(),
             }),
@@ -214,8 +235,8 @@ impl Control {
     /// Call it once the shim has exited or is exiting; a shim that was killed has no report
     /// ([`SandboxError::Vanished`]).
     pub async fn finish(mut self) -> Result<Report, SandboxError> {
-        if let Some(message) = self.setup.take() {
-            return Err(SandboxError::Setup { message });
+        if let Some(failed) = self.setup.take() {
+            return Err(failed.error());
         }
         self.send_plan().await?;
         if self.held {

@@ -377,11 +377,12 @@ async fn a_held_sandbox_that_cannot_be_built_says_why_when_told_to_go() {
         .expect("a sandbox that cannot be built ends")
         .unwrap();
     assert!(!status.success());
+    // A writable path that is not there is the step's mistake: refused, and said.
     match control.wait_started().await {
-        Err(SandboxError::Setup { message }) => {
+        Err(SandboxError::Refused { message }) => {
             assert!(message.contains("does-not-exist"), "{message}")
         }
-        other => panic!("expected the setup failure, got {other:?}"),
+        other => panic!("expected the refusal, got {other:?}"),
     }
     assert!(!workspace.join("ran.txt").exists());
 }
