@@ -238,8 +238,10 @@ impl Follow {
     }
 
     /// Write what was not written of a task that ended: the rest of a stream that follows its
-    /// container (which ends once everything was read), else the whole output read once more
-    /// without following (a followed service's stream may lag behind the task, and never ends).
+    /// container, then the whole output read once more without following, of which only what
+    /// was not written yet is written (a followed service's stream may lag behind the task and
+    /// never ends; on a loaded engine a container's followed stream was seen to end a few dozen
+    /// lines short of its last output, so its end is not taken for the end of the output).
     async fn drain(
         &mut self,
         docker: &Docker,
@@ -256,9 +258,6 @@ impl Follow {
             if let Ok(result) = tokio::time::timeout(FOLLOW_END_TIMEOUT, rest).await {
                 result?;
             }
-        }
-        if self.complete {
-            return Ok(());
         }
         self.open(docker, service, false);
         let read = async {
