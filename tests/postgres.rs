@@ -266,6 +266,22 @@ fn holder_pid(holder: &str) -> Option<u32> {
     holder.split(':').nth(1)?.parse().ok()
 }
 
+/// The server of the two that holds (claimed) `job_id`, and the other one.
+fn holder_and_other<'a>(
+    pg: &PgEnv,
+    servers: &'a [crate::server::Server; 2],
+    job_id: &str,
+) -> (&'a crate::server::Server, &'a crate::server::Server) {
+    let holder = pg.sql(&format!(
+        "SELECT claimed_by FROM jobs WHERE job_id = '{job_id}'"
+    ));
+    match holder_pid(&holder) {
+        Some(pid) if pid == servers[0].pid() => (&servers[0], &servers[1]),
+        Some(pid) if pid == servers[1].pid() => (&servers[1], &servers[0]),
+        _ => panic!("one of the two servers holds job {job_id}: {holder:?}"),
+    }
+}
+
 #[test]
 fn two_servers_share_one_queue_and_run_each_job_once() {
     let pg = PgEnv::new();
@@ -891,14 +907,7 @@ fn an_approved_job_waiting_for_a_slot_is_cancelled_and_decided_once_through_any_
     assert_eq!(code, 201, "{submitted}");
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
     pg.wait_claimed(&job_id);
-    let holder = holder_pid(&pg.sql(&format!(
-        "SELECT claimed_by FROM jobs WHERE job_id = '{job_id}'"
-    )));
-    let (holding, other) = if holder == Some(servers[0].pid()) {
-        (&servers[0], &servers[1])
-    } else {
-        (&servers[1], &servers[0])
-    };
+    let (holding, other) = holder_and_other(&pg, &servers, &job_id);
     // Approved where it is held; it waits for the slot there.
     let approve = format!("/v1/jobs/{job_id}/approve");
     let (code, body) = holding.json("POST", &approve, Some(&bo), None);
@@ -934,14 +943,7 @@ fn an_approved_job_waiting_for_a_slot_is_cancelled_and_decided_once_through_any_
     assert_eq!(code, 201, "{submitted}");
     let second = submitted["job_id"].as_str().unwrap().to_owned();
     pg.wait_claimed(&second);
-    let holder = holder_pid(&pg.sql(&format!(
-        "SELECT claimed_by FROM jobs WHERE job_id = '{second}'"
-    )));
-    let (holding, other) = if holder == Some(servers[0].pid()) {
-        (&servers[0], &servers[1])
-    } else {
-        (&servers[1], &servers[0])
-    };
+    let (holding, other) = holder_and_other(&pg, &servers, &second);
     let (code, body) = other.json(
         "POST",
         &format!("/v1/jobs/{second}/approve"),
